@@ -1,0 +1,187 @@
+"""Zero-shot scoring: text classifier from labels x templates, then a stream of predictions."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from clipcls.errors import ImageError
+from clipcls.images import load_image
+from clipcls.labels import Label, check_labels
+from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates
+from clipcls.settings import ModelSettings
+
+DEFAULT_BATCH_SIZE = 32
+
+
+class Encoder(Protocol):
+    """What the classifier needs from a model; ClipModel is the real one, tests use fakes."""
+
+    logit_scale: float
+    logit_bias: float | None
+
+    def prepare(self, image: Image.Image) -> Any: ...
+
+    def encode_prepared(self, prepared: Sequence[Any]) -> np.ndarray: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class LabelScore:
+    """One label's score for one image."""
+
+    label: str
+    probability: float  # softmax over the given labels
+    similarity: float  # cosine between image and label embeddings
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """All labels for one image ranked by probability, or the reason it could not be read."""
+
+    path: str
+    scores: tuple[LabelScore, ...] = ()
+    error: str | None = None
+
+    @property
+    def top(self) -> LabelScore | None:
+        """The best label, or None for an unreadable image."""
+        return self.scores[0] if self.scores else None
+
+    def top_k(self, k: int) -> tuple[LabelScore, ...]:
+        """The k best labels (all of them if there are fewer)."""
+        return self.scores[:k]
+
+
+def build_text_classifier(
+    encoder: Encoder, labels: Sequence[Label], templates: TemplateSet
+) -> np.ndarray:
+    """Embed every (text, template) prompt, average per label, re-normalize: (n_labels, dim)."""
+    prompts = [templates.fill(text) for label in labels for text in label.texts]
+    flat = [prompt for group in prompts for prompt in group]
+    embeddings = encoder.encode_texts(flat)  # (n_prompts, dim), each row L2-normalized
+    counts = [len(label.texts) * len(templates.templates) for label in labels]
+    bounds = np.cumsum([0, *counts])
+    rows = [embeddings[start:end].mean(axis=0) for start, end in itertools.pairwise(bounds)]
+    weights = np.stack(rows)
+    weights /= np.linalg.norm(weights, axis=1, keepdims=True)
+    return weights.astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax, computed in float64 for stability."""
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=1, keepdims=True)
+
+
+def _as_labels(labels: Sequence[Label | str]) -> tuple[Label, ...]:
+    return check_labels([x if isinstance(x, Label) else Label.plain(x) for x in labels])
+
+
+def _as_templates(templates: TemplateSet | Sequence[str] | str) -> TemplateSet:
+    if isinstance(templates, TemplateSet):
+        return templates
+    if isinstance(templates, str):
+        return load_templates(templates)
+    from clipcls.prompts import single_templates
+
+    return single_templates(templates)
+
+
+class Classifier:
+    """Scores images against a fixed set of labels with one model."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        labels: Sequence[Label | str],
+        templates: TemplateSet | Sequence[str] | str = DEFAULT_TEMPLATES,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> None:
+        self.encoder = encoder
+        self.labels = _as_labels(labels)
+        self.templates = _as_templates(templates)
+        self.batch_size = batch_size
+        self.label_weights = build_text_classifier(encoder, self.labels, self.templates)
+
+    @classmethod
+    def load(
+        cls,
+        labels: Sequence[Label | str],
+        templates: TemplateSet | Sequence[str] | str = DEFAULT_TEMPLATES,
+        settings: ModelSettings | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+    ) -> Classifier:
+        """Load the model described by settings (default: ViT-B-32) and build the classifier."""
+        from clipcls.model import ClipModel
+
+        return cls(ClipModel(settings or ModelSettings()), labels, templates, batch_size)
+
+    def score(self, image_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (probabilities, similarities), each (n_images, n_labels)."""
+        # (n_images, dim) @ (dim, n_labels) -> (n_images, n_labels)
+        similarities = image_embeddings @ self.label_weights.T
+        logits = self.encoder.logit_scale * similarities
+        if self.encoder.logit_bias is not None:
+            logits = logits + self.encoder.logit_bias
+        return softmax(logits), similarities
+
+    def _rank(self, path: str, probabilities: np.ndarray, similarities: np.ndarray) -> Prediction:
+        order = np.argsort(-probabilities, kind="stable")
+        scores = tuple(
+            LabelScore(self.labels[i].name, float(probabilities[i]), float(similarities[i]))
+            for i in order
+        )
+        return Prediction(path, scores)
+
+    def _predict_prepared(self, paths: Sequence[str], prepared: Sequence[Any]) -> list[Prediction]:
+        probabilities, similarities = self.score(self.encoder.encode_prepared(prepared))
+        return [self._rank(p, probabilities[i], similarities[i]) for i, p in enumerate(paths)]
+
+    def classify_images(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        """Classify in-memory RGB images; their paths read `image[0]`, `image[1]`, ..."""
+        predictions: list[Prediction] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            names = [f"image[{start + i}]" for i in range(len(chunk))]
+            prepared = [self.encoder.prepare(image.convert("RGB")) for image in chunk]
+            predictions.extend(self._predict_prepared(names, prepared))
+        return predictions
+
+    def _prepare_batch(self, paths: Sequence[Path | str]) -> list[tuple[str, Any, str | None]]:
+        batch = []
+        for path in paths:
+            try:
+                batch.append((str(path), self.encoder.prepare(load_image(path)), None))
+            except ImageError as error:
+                batch.append((str(path), None, str(error)))
+            except (OSError, ValueError, RuntimeError) as error:
+                # Decoded, but the resize/normalize step refused it: still one file's problem.
+                batch.append((str(path), None, f"cannot preprocess {path}: {error}"))
+        return batch
+
+    def _predict_batch(self, batch: Sequence[tuple[str, Any, str | None]]) -> list[Prediction]:
+        readable = [(path, prepared) for path, prepared, error in batch if error is None]
+        scored: dict[int, Prediction] = {}
+        if readable:
+            paths, prepared = zip(*readable, strict=True)
+            ok_positions = [i for i, (_, _, error) in enumerate(batch) if error is None]
+            scored = dict(zip(ok_positions, self._predict_prepared(paths, prepared), strict=True))
+        return [
+            scored[i] if error is None else Prediction(path, error=error)
+            for i, (path, _, error) in enumerate(batch)
+        ]
+
+    def classify_paths(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
+        """Yield one Prediction per path, in input order; unreadable files carry an error."""
+        iterator = iter(paths)
+        while chunk := list(itertools.islice(iterator, self.batch_size)):
+            yield from self._predict_batch(self._prepare_batch(chunk))

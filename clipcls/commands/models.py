@@ -1,0 +1,104 @@
+"""`clipcls models`: list the models open_clip knows, and export one for offline use."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from clipcls.errors import UsageError
+from clipcls.options import (
+    CacheDirOpt,
+    DebugOpt,
+    OfflineOpt,
+    PretrainedOpt,
+    model_settings,
+    notice,
+    reported_errors,
+    stderr,
+)
+from clipcls.settings import DEFAULT_MODEL, Device, Precision
+
+LIST_EXAMPLES = """
+[bold]Examples[/bold]
+
+  clipcls models
+  clipcls models --filter ViT-B-32
+  clipcls models --cached
+  clipcls models export ViT-B-32 --pretrained datacomp_xl_s13b_b90k ./vit-b-32
+"""
+EXPORT_EXAMPLES = """
+[bold]Examples[/bold]
+
+  clipcls models export ViT-B-32 --pretrained datacomp_xl_s13b_b90k ./vit-b-32
+  clipcls predict photos/ --labels cat,dog --model local-dir:./vit-b-32 --offline
+"""
+
+models_app = typer.Typer(rich_markup_mode="rich", no_args_is_help=False)
+
+
+@models_app.callback(invoke_without_command=True)
+def models(
+    ctx: typer.Context,
+    text_filter: Annotated[
+        str, typer.Option("--filter", help="Only rows whose model or tag contains TEXT.")
+    ] = "",
+    cached: Annotated[bool, typer.Option("--cached", help="Only weights already cached.")] = False,
+    cache_dir: CacheDirOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """List open_clip architectures and pretrained tags: the default, and what is cached."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from clipcls.model import catalog
+
+    with reported_errors(debug):
+        settings = model_settings(DEFAULT_MODEL, None, Device.CPU, Precision.FP32, cache_dir, True)
+        entries = [e for e in catalog(settings, text_filter) if e.cached or not cached]
+        if not entries:
+            raise UsageError(f"no model matches {text_filter!r}" + (" in the cache" if cached else ""))
+        table = Table(header_style="bold")
+        for column in ("model", "pretrained", "activation", "cached"):
+            table.add_column(column)
+        for entry in entries:
+            style = "bold green" if entry.is_default else ""
+            tag = entry.pretrained + (" (default)" if entry.is_default else "")
+            table.add_row(
+                Text(entry.model, style=style),
+                Text(tag, style=style),
+                "QuickGELU" if entry.quick_gelu else "GELU",
+                "yes" if entry.cached else "",
+            )
+        Console(highlight=False).print(table)
+        notice(f"{len(entries)} rows; weights cache: {settings.resolved_cache_dir()}")
+
+
+@models_app.command("export")
+def export(
+    model: Annotated[str, typer.Argument(help="Architecture, hf-hub:ORG/REPO or local-dir:PATH.")],
+    folder: Annotated[Path, typer.Argument(help="New folder to write (must not exist or be empty).")],
+    pretrained: PretrainedOpt = None,
+    cache_dir: CacheDirOpt = None,
+    offline: OfflineOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Write a self-contained local-dir: folder that loads with no network."""
+    from clipcls.model import ClipModel
+
+    with reported_errors(debug):
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise UsageError(f"{folder} exists and is not an empty folder")
+        settings = model_settings(model, pretrained, Device.CPU, Precision.FP32, cache_dir, offline)
+        with stderr.status("loading model"):
+            loaded = ClipModel(settings)
+        with stderr.status(f"writing {folder}"):
+            loaded.export(folder)
+        notice(f"wrote {folder}: use it with --model local-dir:{folder}")
+
+
+models.__doc__ = (models.__doc__ or "") + "\n" + LIST_EXAMPLES
+export.__doc__ = (export.__doc__ or "") + "\n" + EXPORT_EXAMPLES

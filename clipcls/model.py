@@ -1,0 +1,273 @@
+"""The only module that touches torch and open_clip: build a model, encode images and texts."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from clipcls.errors import ModelLoadError, UsageError
+from clipcls.settings import DEFAULT_PRETRAINED, Device, ModelSettings, Precision
+
+SCHEMAS = ("hf-hub:", "local-dir:")
+TEXT_BATCH = 256
+# open_clip tries the safetensors file first, then the name in the tag's config.
+WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's architecture and weights come from, resolved from the settings."""
+
+    name: str  # what open_clip.create_model takes: an architecture or a schema'd id
+    pretrained: str | None  # a tag, a checkpoint file, or None for schema'd models
+    quick_gelu: bool = False
+    notices: tuple[str, ...] = ()
+
+    @property
+    def is_file(self) -> bool:
+        return self.pretrained is not None and os.path.isfile(self.pretrained)
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was loaded, for notices and for results that must be reproducible."""
+
+    model: str
+    pretrained: str | None
+    device: str
+    precision: str
+    notices: tuple[str, ...] = field(default=())
+
+
+def _has_schema(name: str) -> bool:
+    return name.startswith(SCHEMAS)
+
+
+def resolve_source(settings: ModelSettings) -> ModelSource:
+    """Check the model name and pretrained tag or file, and pick the activation they need."""
+    import open_clip
+
+    if _has_schema(settings.model):
+        if settings.pretrained is not None:
+            raise UsageError(
+                f"--pretrained cannot be used with {settings.model}: "
+                "hf-hub: and local-dir: models bring their own weights"
+            )
+        return ModelSource(settings.model, None)
+    arch = settings.model.replace("/", "-")
+    if arch not in open_clip.list_models():
+        close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see `clipcls models`"
+        raise UsageError(f"unknown model {settings.model!r}{hint}")
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    pretrained = settings.pretrained or (DEFAULT_PRETRAINED if DEFAULT_PRETRAINED in tags else None)
+    if pretrained is None:
+        if not tags:
+            raise UsageError(f"open_clip knows no weights for {arch}: give --pretrained FILE")
+        pretrained = tags[0]
+    if os.path.isfile(pretrained):
+        notice = (
+            f"weights from file {pretrained}: image preprocessing falls back to "
+            f"{arch}'s defaults (mean, std, resize), which may not match how they were trained"
+        )
+        return ModelSource(arch, pretrained, notices=(notice,))
+    cfg = open_clip.get_pretrained_cfg(arch, pretrained)
+    if not cfg:
+        raise ModelLoadError(
+            f"cannot load weights for {arch} ({pretrained}): no such pretrained tag or file. "
+            f"Tags for {arch}: {', '.join(tags) or 'none'}; or give --pretrained FILE, "
+            "or --model local-dir:PATH"
+        )
+    # Tags trained with QuickGELU must get that activation; a GELU model would load silently wrong.
+    return ModelSource(arch, pretrained, quick_gelu=bool(cfg.get("quick_gelu", False)))
+
+
+def pick_device(requested: Device) -> str:
+    """Resolve auto to cuda, then mps, then cpu; refuse a device this torch cannot use."""
+    import torch
+
+    has_cuda = torch.cuda.is_available()
+    has_mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+    if requested is Device.AUTO:
+        return "cuda" if has_cuda else "mps" if has_mps else "cpu"
+    if requested is Device.CUDA and not has_cuda:
+        raise UsageError("--device cuda: no CUDA GPU is available to this torch build")
+    if requested is Device.MPS and not has_mps:
+        raise UsageError("--device mps: Apple MPS is not available on this machine")
+    return requested.value
+
+
+def pick_precision(requested: Precision, device: str) -> str:
+    """Resolve auto to fp16 on CUDA and fp32 elsewhere; refuse fp16 on the CPU."""
+    if requested is Precision.AUTO:
+        return "fp16" if device == "cuda" else "fp32"
+    if requested is Precision.FP16 and device == "cpu":
+        raise UsageError("--precision fp16 is not supported on the CPU: use fp32 or bf16")
+    return requested.value
+
+
+@contextlib.contextmanager
+def _hub_offline(offline: bool) -> Iterator[None]:
+    """Make huggingface_hub serve only cached files while the model loads."""
+    if not offline:
+        yield
+        return
+    from huggingface_hub import constants
+
+    before = constants.HF_HUB_OFFLINE
+    constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = before
+
+
+def _load_failure(source: ModelSource, settings: ModelSettings, error: Exception) -> ModelLoadError:
+    what = source.name if source.pretrained is None else f"{source.name} ({source.pretrained})"
+    cache = settings.resolved_cache_dir()
+    if settings.offline:
+        why = f"not in the cache at {cache} and --offline is set"
+    elif isinstance(error, FileNotFoundError | NotADirectoryError) and not source.pretrained:
+        why = str(error)
+    else:
+        last = str(error).splitlines()[0] if str(error) else type(error).__name__
+        why = f"not in the cache at {cache} and could not be downloaded ({last[:300]})"
+    return ModelLoadError(
+        f"cannot load weights for {what}: {why}. Ways out: connect to the network once so they "
+        "download into the cache; or use --model local-dir:PATH (see `clipcls models export`); "
+        "or --pretrained FILE"
+    )
+
+
+class ClipModel:
+    """A loaded open_clip model with its preprocessing and tokenizer, answering in numpy."""
+
+    def __init__(self, settings: ModelSettings) -> None:
+        import open_clip
+        import torch
+
+        source = resolve_source(settings)
+        device = pick_device(settings.device)
+        precision = pick_precision(settings.precision, device)
+        cache_dir = str(settings.resolved_cache_dir())
+        try:
+            with _hub_offline(settings.offline):
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    source.name,
+                    pretrained=source.pretrained,
+                    precision=precision,
+                    device=device,
+                    force_quick_gelu=source.quick_gelu,
+                    cache_dir=cache_dir,
+                    require_pretrained=True,
+                )
+                self._tokenizer = open_clip.get_tokenizer(source.name, cache_dir=cache_dir)
+        except Exception as error:  # open_clip raises many types; all mean "no usable weights"
+            raise _load_failure(source, settings, error) from error
+        self._torch = torch
+        self._model = model.eval()
+        self._preprocess = preprocess
+        self._device = torch.device(device)
+        self._input_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
+        self.source = source
+        self.info = ModelInfo(source.name, source.pretrained, device, precision, source.notices)
+        self.logit_scale = float(model.logit_scale.exp().item())
+        bias = getattr(model, "logit_bias", None)
+        self.logit_bias = None if bias is None else float(bias.item())
+
+    def prepare(self, image: Image.Image) -> Any:
+        """Resize, crop and normalize one RGB image into the model's input tensor."""
+        return self._preprocess(image)
+
+    def encode_prepared(self, prepared: Sequence[Any]) -> np.ndarray:
+        """Embed prepared images: (n, 3, H, W) -> (n, dim), L2-normalized, float32."""
+        torch = self._torch
+        batch = torch.stack(list(prepared)).to(self._device, dtype=self._input_dtype)
+        with torch.inference_mode():
+            features = self._model.encode_image(batch, normalize=True)
+        return np.asarray(features.float().cpu().numpy(), dtype=np.float32)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed texts: (n,) -> (n, dim), each L2-normalized, float32."""
+        torch = self._torch
+        chunks = []
+        with torch.inference_mode():
+            for start in range(0, len(texts), TEXT_BATCH):
+                tokens = self._tokenizer(list(texts[start : start + TEXT_BATCH])).to(self._device)
+                features = self._model.encode_text(tokens, normalize=True)
+                chunks.append(features.float().cpu().numpy())
+        return np.asarray(np.concatenate(chunks), dtype=np.float32)
+
+    def export(self, folder: Path) -> None:
+        """Write a self-contained local-dir: folder (config with preprocessing + safetensors)."""
+        import open_clip
+        from safetensors.torch import save_file
+
+        model_cfg = dict(open_clip.get_model_config(self.source.name) or {})
+        if not model_cfg:
+            raise ModelLoadError(f"cannot find the architecture config of {self.source.name}")
+        if self.source.quick_gelu:
+            model_cfg["quick_gelu"] = True
+        preprocess_cfg = open_clip.get_model_preprocess_cfg(self._model)
+        config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
+        weights = {k: v.detach().float().cpu().contiguous() for k, v in self._model.state_dict().items()}
+        folder.mkdir(parents=True, exist_ok=True)
+        # Write under temporary names and rename last: a half-written folder never looks complete.
+        partial_weights = folder / "open_clip_model.safetensors.partial"
+        save_file(weights, str(partial_weights))
+        (folder / "open_clip_config.json.partial").write_text(json.dumps(config, indent=2) + "\n")
+        partial_weights.replace(folder / "open_clip_model.safetensors")
+        (folder / "open_clip_config.json.partial").replace(folder / "open_clip_config.json")
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One architecture and pretrained tag open_clip knows."""
+
+    model: str
+    pretrained: str
+    quick_gelu: bool
+    is_default: bool
+    cached: bool
+
+
+def _is_cached(cfg: dict[str, Any], cache_dir: Path) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    # "org/repo/" means the default file names; "org/repo/file.bin" names one file.
+    repo_id, filename = os.path.split(str(cfg.get("hf_hub", "")))
+    if not repo_id:
+        return False
+    names = [filename] if filename else list(WEIGHT_FILES)
+    if filename.endswith((".bin", ".pth")):
+        names.insert(0, filename[:-4] + ".safetensors")
+    return any(
+        isinstance(try_to_load_from_cache(repo_id, name, cache_dir=str(cache_dir)), str)
+        for name in names
+    )
+
+
+def catalog(settings: ModelSettings, text_filter: str = "") -> list[CatalogEntry]:
+    """Architectures and tags open_clip knows, marking the default and what is cached."""
+    import open_clip
+
+    cache_dir = settings.resolved_cache_dir()
+    needle = text_filter.casefold()
+    entries = []
+    for arch, tag in open_clip.list_pretrained():
+        if needle and needle not in f"{arch} {tag}".casefold():
+            continue
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+        is_default = arch == settings.model and tag == (settings.pretrained or DEFAULT_PRETRAINED)
+        cached = _is_cached(cfg, cache_dir)
+        entries.append(CatalogEntry(arch, tag, bool(cfg.get("quick_gelu")), is_default, cached))
+    return entries

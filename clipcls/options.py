@@ -1,0 +1,162 @@
+"""What the CLI commands share: model options, error reporting, stderr notices, output files."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Annotated, TextIO, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
+
+from clipcls.errors import ClipclsError, ExitStatus, UsageError
+from clipcls.settings import CACHE_ENV, DEFAULT_MODEL, Device, ModelSettings, Precision
+
+stderr = Console(stderr=True, highlight=False)
+T = TypeVar("T")
+
+MODEL_PANEL = "Model"
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model", "-m", rich_help_panel=MODEL_PANEL,
+        help="open_clip architecture, hf-hub:ORG/REPO, or local-dir:PATH.",
+    ),
+]
+PretrainedOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pretrained", "-p", show_default=f"datacomp_xl_s13b_b90k for {DEFAULT_MODEL}",
+        rich_help_panel=MODEL_PANEL,
+        help="Pretrained tag (see `clipcls models`) or a local checkpoint FILE.",
+    ),
+]
+DeviceOpt = Annotated[
+    Device,
+    typer.Option("--device", rich_help_panel=MODEL_PANEL, help="auto: cuda, then mps, then cpu."),
+]
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option("--precision", rich_help_panel=MODEL_PANEL, help="auto: fp16 on CUDA, else fp32."),
+]
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir", envvar=CACHE_ENV, file_okay=False, rich_help_panel=MODEL_PANEL,
+        help="Where downloaded weights are cached. [default: the user cache dir]",
+    ),
+]
+OfflineOpt = Annotated[
+    bool,
+    typer.Option("--offline", rich_help_panel=MODEL_PANEL, help="Use cached weights only."),
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+
+
+def warn(message: str) -> None:
+    """One yellow line on stderr."""
+    stderr.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True, markup=True)
+
+
+def notice(message: str) -> None:
+    """One dim line on stderr."""
+    stderr.print(message, style="dim", soft_wrap=True, markup=False)
+
+
+@contextlib.contextmanager
+def reported_errors(debug: bool) -> Iterator[None]:
+    """Turn clipcls errors and Ctrl-C into one red line on stderr and the right exit code."""
+    try:
+        yield
+    except ClipclsError as error:
+        if debug:
+            raise
+        stderr.print("error: ", style="red", end="")
+        stderr.print(str(error), soft_wrap=True, markup=False)
+        raise typer.Exit(int(error.exit_status)) from None
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        stderr.print("interrupted", style="red")
+        raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
+
+
+def model_settings(
+    model: str,
+    pretrained: str | None,
+    device: Device,
+    precision: Precision,
+    cache_dir: Path | None,
+    offline: bool,
+) -> ModelSettings:
+    """Bundle the model options into the library's settings."""
+    return ModelSettings(model, pretrained, device, precision, cache_dir, offline)
+
+
+def check_output_path(output: Path | None) -> None:
+    """Fail before any model loads if the output file cannot be created."""
+    if output is None:
+        return
+    if output.is_dir():
+        raise UsageError(f"--output {output} is a directory; give a file name")
+    if not output.parent.is_dir():
+        raise UsageError(f"--output folder does not exist: {output.parent}")
+
+
+@contextlib.contextmanager
+def open_output(output: Path | None) -> Iterator[TextIO]:
+    """stdout, or the output file opened for text with CSV-safe newlines."""
+    if output is None:
+        yield sys.stdout
+        return
+    try:
+        stream = output.open("w", encoding="utf-8", newline="")
+    except OSError as error:
+        raise UsageError(f"cannot write --output {output}: {error.strerror}") from None
+    with stream:
+        yield stream
+
+
+class RateColumn(ProgressColumn):
+    """Images per second, from Rich's running speed estimate."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:.1f} img/s", style="cyan")
+
+
+def progress_bar() -> Progress:
+    """A stderr progress bar with count, images/s and ETA; vanishes when done."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        RateColumn(),
+        TimeRemainingColumn(),
+        console=stderr,
+        transient=True,
+    )
+
+
+def tracked(items: Iterable[T], total: int, show: bool, description: str) -> Iterator[T]:
+    """Yield items, advancing a progress bar on stderr when show is set."""
+    if not show:
+        yield from items
+        return
+    with progress_bar() as progress:
+        task = progress.add_task(description, total=total)
+        for item in items:
+            yield item
+            progress.advance(task)

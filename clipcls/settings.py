@@ -1,0 +1,63 @@
+"""Model settings shared by every command: which model, where it runs, where weights live."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+DEFAULT_MODEL = "ViT-B-32"
+# 69.2% ImageNet zero-shot in open_clip's results table, vs 66.6% for laion2b_s34b_b79k.
+DEFAULT_PRETRAINED = "datacomp_xl_s13b_b90k"
+CACHE_ENV = "CLIPCLS_CACHE_DIR"
+
+
+class Device(str, Enum):
+    """Where the model runs; auto picks cuda, then mps, then cpu."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+    MPS = "mps"
+
+
+class Precision(str, Enum):
+    """Weight precision; auto picks fp16 on CUDA and fp32 elsewhere."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Everything needed to build one model. `pretrained=None` means the model's default tag."""
+
+    model: str = DEFAULT_MODEL
+    pretrained: str | None = None
+    device: Device = Device.AUTO
+    precision: Precision = Precision.AUTO
+    cache_dir: Path | None = None
+    offline: bool = False
+
+    def resolved_cache_dir(self) -> Path:
+        """The weights cache: explicit setting, then $CLIPCLS_CACHE_DIR, then the user cache."""
+        if self.cache_dir is not None:
+            return Path(self.cache_dir).expanduser()
+        from_env = os.environ.get(CACHE_ENV)
+        if from_env:
+            return Path(from_env).expanduser()
+        return user_cache_dir() / "clipcls"
+
+
+def user_cache_dir() -> Path:
+    """The platform's per-user cache folder."""
+    home = Path.home()
+    if sys.platform == "win32":
+        return Path(os.environ.get("LOCALAPPDATA", home / "AppData" / "Local"))
+    if sys.platform == "darwin":
+        return home / "Library" / "Caches"
+    return Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
