@@ -4,18 +4,54 @@ from __future__ import annotations
 
 from typing import Annotated
 
+import sys
+from collections.abc import Sequence
+from typing import Any
+
 import typer
+from typer.core import TyperGroup
 
 from clipcls import __version__
 from clipcls.commands.models import models_app
 from clipcls.commands.predict import predict
 from clipcls.commands.templates import templates
+from clipcls.errors import ExitStatus
+from clipcls.options import stderr
+
+
+class OneLineErrors(TyperGroup):
+    """Report bad options as one line on stderr, exit 2, like every other clipcls error."""
+
+    def main(  # type: ignore[override]
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        run = super().main
+        if not standalone_mode:
+            return run(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            status = run(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as error:  # Click's usage errors, vendored by Typer
+            ctx = getattr(error, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            stderr.print("error: ", style="red", end="")
+            stderr.print(error.format_message() + hint, markup=False, soft_wrap=True)
+            sys.exit(error.exit_code)
+        except typer.Abort:
+            sys.exit(int(ExitStatus.INTERRUPTED))
+        sys.exit(status if isinstance(status, int) else int(ExitStatus.OK))
+
 
 app = typer.Typer(
     name="clipcls",
+    cls=OneLineErrors,
     help="Zero-shot image classification with CLIP: your images, your labels, no training.",
     rich_markup_mode="rich",
-    no_args_is_help=True,
+    invoke_without_command=True,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -32,12 +68,15 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def clipcls(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version."),
     ] = False,
 ) -> None:
     """Zero-shot image classification with CLIP: your images, your labels, no training."""
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
 
 
 def main() -> None:

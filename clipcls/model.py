@@ -5,11 +5,15 @@ from __future__ import annotations
 import contextlib
 import difflib
 import json
+import logging
 import os
+import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from PIL import Image
@@ -116,63 +120,108 @@ def pick_precision(requested: Precision, device: str) -> str:
 
 
 @contextlib.contextmanager
-def _hub_offline(offline: bool) -> Iterator[None]:
-    """Make huggingface_hub serve only cached files while the model loads."""
-    if not offline:
-        yield
-        return
+def _quiet_loading(offline: bool) -> Iterator[None]:
+    """Keep open_clip's and the hub's log lines off stderr; serve cached files only if offline."""
     from huggingface_hub import constants
 
-    before = constants.HF_HUB_OFFLINE
-    constants.HF_HUB_OFFLINE = True
+    hub_logger = logging.getLogger("huggingface_hub")
+    saved = (constants.HF_HUB_OFFLINE, hub_logger.level)
+    # open_clip calls logging.error(), which would otherwise configure the root logger for us.
+    guard = logging.NullHandler()
+    logging.root.addHandler(guard)
+    hub_logger.setLevel(logging.CRITICAL)
+    constants.HF_HUB_OFFLINE = offline or saved[0]
     try:
         yield
     finally:
-        constants.HF_HUB_OFFLINE = before
+        constants.HF_HUB_OFFLINE, level = saved
+        hub_logger.setLevel(level)
+        logging.root.removeHandler(guard)
 
 
-def _load_failure(source: ModelSource, settings: ModelSettings, error: Exception) -> ModelLoadError:
+def _hub_unreachable() -> str | None:
+    """Why the model hub cannot be reached, or None; a failed name lookup answers at once."""
+    from huggingface_hub import constants
+
+    host = urlsplit(constants.ENDPOINT).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError as error:
+        return f"{host} cannot be reached ({error.strerror or error}: no network?)"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    first = text.splitlines()[0][:300] if text else ""
+    return f"{type(error).__name__}: {first}" if len(first) < 20 else first
+
+
+def _failure(source: ModelSource, cache: Path, why: str) -> ModelLoadError:
+    if source.name.startswith("local-dir:"):
+        return ModelLoadError(f"cannot load {source.name}: {why}")
+    if source.is_file:
+        return ModelLoadError(f"cannot load checkpoint {source.pretrained} into {source.name}: {why}")
     what = source.name if source.pretrained is None else f"{source.name} ({source.pretrained})"
-    cache = settings.resolved_cache_dir()
-    if settings.offline:
-        why = f"not in the cache at {cache} and --offline is set"
-    elif isinstance(error, FileNotFoundError | NotADirectoryError) and not source.pretrained:
-        why = str(error)
-    else:
-        last = str(error).splitlines()[0] if str(error) else type(error).__name__
-        why = f"not in the cache at {cache} and could not be downloaded ({last[:300]})"
     return ModelLoadError(
-        f"cannot load weights for {what}: {why}. Ways out: connect to the network once so they "
-        "download into the cache; or use --model local-dir:PATH (see `clipcls models export`); "
-        "or --pretrained FILE"
+        f"cannot load weights for {what}: not in the cache at {cache}, and {why}. Ways out: "
+        "connect to the network once so they download into the cache; or use --model "
+        "local-dir:PATH (see `clipcls models export`); or --pretrained FILE"
     )
+
+
+def _build(
+    source: ModelSource, device: str, precision: str, cache_dir: str, offline: bool
+) -> tuple[Any, Any, Any]:
+    """Create (model, eval preprocessing, tokenizer) through open_clip."""
+    import open_clip
+
+    with _quiet_loading(offline):
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            source.name,
+            pretrained=source.pretrained,
+            precision=precision,
+            device=device,
+            force_quick_gelu=source.quick_gelu,
+            cache_dir=cache_dir,
+            require_pretrained=True,
+        )
+        tokenizer = open_clip.get_tokenizer(source.name, cache_dir=cache_dir)
+    return model, preprocess, tokenizer
+
+
+def _load(
+    source: ModelSource, settings: ModelSettings, device: str, precision: str
+) -> tuple[Any, Any, Any]:
+    """Build from the cache first, so a model downloaded once loads with no network at all."""
+    cache = settings.resolved_cache_dir()
+    build = partial(_build, source, device, precision, str(cache))
+    try:
+        return build(offline=True)
+    except Exception as cached_error:  # open_clip raises many types for "no usable weights"
+        is_local = source.is_file or source.name.startswith("local-dir:")
+        if is_local or settings.offline:
+            why = _first_line(cached_error) if is_local else "--offline is set"
+            raise _failure(source, cache, why) from cached_error
+        unreachable = _hub_unreachable()
+        if unreachable:
+            raise _failure(source, cache, unreachable) from cached_error
+    try:
+        return build(offline=False)
+    except Exception as error:
+        raise _failure(source, cache, f"the download failed: {_first_line(error)}") from error
 
 
 class ClipModel:
     """A loaded open_clip model with its preprocessing and tokenizer, answering in numpy."""
 
     def __init__(self, settings: ModelSettings) -> None:
-        import open_clip
         import torch
 
         source = resolve_source(settings)
         device = pick_device(settings.device)
         precision = pick_precision(settings.precision, device)
-        cache_dir = str(settings.resolved_cache_dir())
-        try:
-            with _hub_offline(settings.offline):
-                model, _, preprocess = open_clip.create_model_and_transforms(
-                    source.name,
-                    pretrained=source.pretrained,
-                    precision=precision,
-                    device=device,
-                    force_quick_gelu=source.quick_gelu,
-                    cache_dir=cache_dir,
-                    require_pretrained=True,
-                )
-                self._tokenizer = open_clip.get_tokenizer(source.name, cache_dir=cache_dir)
-        except Exception as error:  # open_clip raises many types; all mean "no usable weights"
-            raise _load_failure(source, settings, error) from error
+        model, preprocess, self._tokenizer = _load(source, settings, device, precision)
         self._torch = torch
         self._model = model.eval()
         self._preprocess = preprocess
@@ -224,6 +273,7 @@ class ClipModel:
         # Write under temporary names and rename last: a half-written folder never looks complete.
         partial_weights = folder / "open_clip_model.safetensors.partial"
         save_file(weights, str(partial_weights))
+        partial_weights.chmod(0o644)  # safetensors writes 0600; the folder is meant to be shared
         (folder / "open_clip_config.json.partial").write_text(json.dumps(config, indent=2) + "\n")
         partial_weights.replace(folder / "open_clip_model.safetensors")
         (folder / "open_clip_config.json.partial").replace(folder / "open_clip_config.json")

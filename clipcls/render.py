@@ -113,7 +113,7 @@ class CsvWriter:
         self.stream.flush()
 
 
-def _bar(probability: float, width: int = 20) -> Text:
+def _bar(probability: float, width: int = 10) -> Text:
     filled = round(probability * width)
     return Text("█" * filled, style="green") + Text("░" * (width - filled), style="dim")
 
@@ -124,9 +124,9 @@ class TableWriter:
     def __init__(self, console: Console, top_k: int) -> None:
         self.console, self.top_k = console, top_k
         self.table = Table(show_lines=False, header_style="bold")
-        self.table.add_column("image", overflow="fold")
-        self.table.add_column("label")
-        self.table.add_column("probability", justify="right")
+        self.table.add_column("image", overflow="fold", ratio=3)
+        self.table.add_column("label", overflow="fold", ratio=2)
+        self.table.add_column("prob", justify="right", no_wrap=True)
         self.table.add_column("", no_wrap=True)
 
     def write(self, prediction: Prediction) -> None:

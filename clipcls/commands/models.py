@@ -20,6 +20,7 @@ from clipcls.options import (
     notice,
     reported_errors,
     stderr,
+    warn,
 )
 from clipcls.settings import DEFAULT_MODEL, Device, Precision
 
@@ -62,15 +63,15 @@ def models(
         if not entries:
             raise UsageError(f"no model matches {text_filter!r}" + (" in the cache" if cached else ""))
         table = Table(header_style="bold")
-        for column in ("model", "pretrained", "activation", "cached"):
-            table.add_column(column)
+        table.add_column("model", no_wrap=True)
+        table.add_column("pretrained", no_wrap=True)
+        table.add_column("cached")
         for entry in entries:
             style = "bold green" if entry.is_default else ""
             tag = entry.pretrained + (" (default)" if entry.is_default else "")
             table.add_row(
                 Text(entry.model, style=style),
                 Text(tag, style=style),
-                "QuickGELU" if entry.quick_gelu else "GELU",
                 "yes" if entry.cached else "",
             )
         Console(highlight=False).print(table)
@@ -95,6 +96,8 @@ def export(
         settings = model_settings(model, pretrained, Device.CPU, Precision.FP32, cache_dir, offline)
         with stderr.status("loading model"):
             loaded = ClipModel(settings)
+        for line in loaded.info.notices:
+            warn(line)
         with stderr.status(f"writing {folder}"):
             loaded.export(folder)
         notice(f"wrote {folder}: use it with --model local-dir:{folder}")

@@ -122,7 +122,7 @@ def load_classifier(
 
 
 def predict(
-    paths: Annotated[list[str], typer.Argument(help="Image files or folders; - reads paths from stdin.",
+    paths: Annotated[list[str], typer.Argument(help="Image files or folders; - reads paths from stdin.", metavar="PATH...",
                                                show_default=False)],
     labels: LabelsOpt = None,
     labels_file: LabelsFileOpt = None,
