@@ -41,8 +41,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # "initialized randomly" is the point here
     torch.set_num_threads(args.threads)
-    print(f"# {platform.processor() or platform.machine()}, {args.threads} threads, "
-          f"torch {torch.__version__}, batch {args.batch}, fp32")
+    print(
+        f"# {platform.processor() or platform.machine()}, {args.threads} threads, "
+        f"torch {torch.__version__}, batch {args.batch}, fp32"
+    )
     print("| model | images/s (image tower only) |")
     print("| --- | ---: |")
     for name in args.models:

@@ -1,9 +1,9 @@
 """clipcls: zero-shot image classification with CLIP, as a library and a command line.
 
-    from clipcls import Classifier
-    classifier = Classifier.load(["cat", "dog", "car"])
-    for prediction in classifier.classify_paths(["photo.jpg"]):
-        print(prediction.path, prediction.top)
+from clipcls import Classifier
+classifier = Classifier.load(["cat", "dog", "car"])
+for prediction in classifier.classify_paths(["photo.jpg"]):
+    print(prediction.path, prediction.top)
 """
 
 from clipcls.classify import Classifier, Encoder, LabelScore, Prediction, build_text_classifier

@@ -79,7 +79,8 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, computed in float64 for stability."""
     shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+    result: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
+    return result
 
 
 def _as_labels(labels: Sequence[Label | str]) -> tuple[Label, ...]:
@@ -94,6 +95,15 @@ def _as_templates(templates: TemplateSet | Sequence[str] | str) -> TemplateSet:
     from clipcls.prompts import single_templates
 
     return single_templates(templates)
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """One input after decoding and preprocessing: the model input, or why there is none."""
+
+    path: str
+    tensor: Any = None
+    error: str | None = None
 
 
 class Classifier:
@@ -156,32 +166,31 @@ class Classifier:
             predictions.extend(self._predict_prepared(names, prepared))
         return predictions
 
-    def _prepare_batch(self, paths: Sequence[Path | str]) -> list[tuple[str, Any, str | None]]:
-        batch = []
-        for path in paths:
-            try:
-                batch.append((str(path), self.encoder.prepare(load_image(path)), None))
-            except ImageError as error:
-                batch.append((str(path), None, str(error)))
-            except (OSError, ValueError, RuntimeError) as error:
-                # Decoded, but the resize/normalize step refused it: still one file's problem.
-                batch.append((str(path), None, f"cannot preprocess {path}: {error}"))
-        return batch
+    def prepare_path(self, path: Path | str) -> PreparedImage:
+        """Decode and preprocess one file; a failure is recorded, never raised."""
+        try:
+            return PreparedImage(str(path), self.encoder.prepare(load_image(path)))
+        except ImageError as error:
+            return PreparedImage(str(path), error=str(error))
+        except (OSError, ValueError, RuntimeError) as error:
+            # Decoded, but the resize/normalize step refused it: still one file's problem.
+            return PreparedImage(str(path), error=f"cannot preprocess {path}: {error}")
 
-    def _predict_batch(self, batch: Sequence[tuple[str, Any, str | None]]) -> list[Prediction]:
-        readable = [(path, prepared) for path, prepared, error in batch if error is None]
-        scored: dict[int, Prediction] = {}
-        if readable:
-            paths, prepared = zip(*readable, strict=True)
-            ok_positions = [i for i, (_, _, error) in enumerate(batch) if error is None]
-            scored = dict(zip(ok_positions, self._predict_prepared(paths, prepared), strict=True))
+    def predict_batch(self, batch: Sequence[PreparedImage]) -> list[Prediction]:
+        """Score the readable images of a batch in one forward pass; keep errors in place."""
+        readable = [item for item in batch if item.error is None]
+        scored = iter(
+            self._predict_prepared([i.path for i in readable], [i.tensor for i in readable])
+            if readable
+            else []
+        )
         return [
-            scored[i] if error is None else Prediction(path, error=error)
-            for i, (path, _, error) in enumerate(batch)
+            next(scored) if item.error is None else Prediction(item.path, error=item.error)
+            for item in batch
         ]
 
     def classify_paths(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
         """Yield one Prediction per path, in input order; unreadable files carry an error."""
         iterator = iter(paths)
         while chunk := list(itertools.islice(iterator, self.batch_size)):
-            yield from self._predict_batch(self._prepare_batch(chunk))
+            yield from self.predict_batch([self.prepare_path(path) for path in chunk])

@@ -12,9 +12,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from clipcls.errors import ImageError, UsageError
 
-IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
-)
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 STDIN = "-"
 
 

@@ -107,7 +107,7 @@ def pick_device(requested: Device) -> str:
         raise UsageError("--device cuda: no CUDA GPU is available to this torch build")
     if requested is Device.MPS and not has_mps:
         raise UsageError("--device mps: Apple MPS is not available on this machine")
-    return requested.value
+    return str(requested.value)
 
 
 def pick_precision(requested: Precision, device: str) -> str:
@@ -116,7 +116,7 @@ def pick_precision(requested: Precision, device: str) -> str:
         return "fp16" if device == "cuda" else "fp32"
     if requested is Precision.FP16 and device == "cpu":
         raise UsageError("--precision fp16 is not supported on the CPU: use fp32 or bf16")
-    return requested.value
+    return str(requested.value)
 
 
 @contextlib.contextmanager
@@ -161,7 +161,9 @@ def _failure(source: ModelSource, cache: Path, why: str) -> ModelLoadError:
     if source.name.startswith("local-dir:"):
         return ModelLoadError(f"cannot load {source.name}: {why}")
     if source.is_file:
-        return ModelLoadError(f"cannot load checkpoint {source.pretrained} into {source.name}: {why}")
+        return ModelLoadError(
+            f"cannot load checkpoint {source.pretrained} into {source.name}: {why}"
+        )
     what = source.name if source.pretrained is None else f"{source.name} ({source.pretrained})"
     return ModelLoadError(
         f"cannot load weights for {what}: not in the cache at {cache}, and {why}. Ways out: "
@@ -268,7 +270,9 @@ class ClipModel:
             model_cfg["quick_gelu"] = True
         preprocess_cfg = open_clip.get_model_preprocess_cfg(self._model)
         config = {"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}
-        weights = {k: v.detach().float().cpu().contiguous() for k, v in self._model.state_dict().items()}
+        weights = {
+            k: v.detach().float().cpu().contiguous() for k, v in self._model.state_dict().items()
+        }
         folder.mkdir(parents=True, exist_ok=True)
         # Write under temporary names and rename last: a half-written folder never looks complete.
         partial_weights = folder / "open_clip_model.safetensors.partial"

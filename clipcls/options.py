@@ -31,14 +31,18 @@ MODEL_PANEL = "Model"
 ModelOpt = Annotated[
     str,
     typer.Option(
-        "--model", "-m", rich_help_panel=MODEL_PANEL,
+        "--model",
+        "-m",
+        rich_help_panel=MODEL_PANEL,
         help="open_clip architecture, hf-hub:ORG/REPO, or local-dir:PATH.",
     ),
 ]
 PretrainedOpt = Annotated[
     str | None,
     typer.Option(
-        "--pretrained", "-p", show_default=f"datacomp_xl_s13b_b90k for {DEFAULT_MODEL}",
+        "--pretrained",
+        "-p",
+        show_default=f"datacomp_xl_s13b_b90k for {DEFAULT_MODEL}",
         rich_help_panel=MODEL_PANEL,
         help="Pretrained tag (see `clipcls models`) or a local checkpoint FILE.",
     ),
@@ -54,7 +58,10 @@ PrecisionOpt = Annotated[
 CacheDirOpt = Annotated[
     Path | None,
     typer.Option(
-        "--cache-dir", envvar=CACHE_ENV, file_okay=False, rich_help_panel=MODEL_PANEL,
+        "--cache-dir",
+        envvar=CACHE_ENV,
+        file_okay=False,
+        rich_help_panel=MODEL_PANEL,
         help="Where downloaded weights are cached. [default: the user cache dir]",
     ),
 ]

@@ -154,5 +154,8 @@ def make_writer(fmt: Format, stream: TextIO, top_k: int) -> Writer:
     """The writer for a format, writing to stream."""
     if fmt is Format.TABLE:
         return TableWriter(Console(file=stream, soft_wrap=False), top_k)
-    writers = {Format.CSV: CsvWriter, Format.JSON: JsonWriter, Format.JSONL: JsonlWriter}
-    return writers[fmt](stream, top_k)
+    if fmt is Format.CSV:
+        return CsvWriter(stream, top_k)
+    if fmt is Format.JSON:
+        return JsonWriter(stream, top_k)
+    return JsonlWriter(stream, top_k)

@@ -51,11 +51,19 @@ def test_text_classifier_averages_normalized_prompts_then_renormalizes() -> None
     encoder = FakeEncoder()
     labels = [Label("car", ("car", "automobile")), Label.plain("dog")]
     weights = build_text_classifier(encoder, labels, TWO_TEMPLATES)
-    prompts = ["a photo of a car.", "a drawing of a car.", "a photo of a automobile.",
-               "a drawing of a automobile."]
+    prompts = [
+        "a photo of a car.",
+        "a drawing of a car.",
+        "a photo of a automobile.",
+        "a drawing of a automobile.",
+    ]
     expected_car = unit(np.mean([FakeEncoder.text_vector(p) for p in prompts], axis=0))
-    expected_dog = unit(np.mean([FakeEncoder.text_vector(p) for p in
-                                 ["a photo of a dog.", "a drawing of a dog."]], axis=0))
+    expected_dog = unit(
+        np.mean(
+            [FakeEncoder.text_vector(p) for p in ["a photo of a dog.", "a drawing of a dog."]],
+            axis=0,
+        )
+    )
     np.testing.assert_allclose(weights, np.stack([expected_car, expected_dog]), atol=1e-6)
     assert encoder.text_calls == [[*prompts, "a photo of a dog.", "a drawing of a dog."]]
 

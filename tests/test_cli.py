@@ -29,17 +29,24 @@ def test_jsonl_has_one_object_per_image_in_input_order(tiny_model: str, photos: 
     assert result.exit_code == 0, result.output
     records = [json.loads(line) for line in result.stdout.splitlines()]
     assert [Path(r["path"]).name for r in records] == [
-        "astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg"]
+        "astronaut.png",
+        "chelsea.png",
+        "coffee.png",
+        "rocket.jpg",
+    ]
     for record in records:
         assert set(record) == {"path", "predictions"}
         ranked = record["predictions"]
         assert [set(p) for p in ranked] == [{"label", "probability", "similarity"}] * 3
         assert [p["probability"] for p in ranked] == sorted(
-            (p["probability"] for p in ranked), reverse=True)
+            (p["probability"] for p in ranked), reverse=True
+        )
         assert sum(p["probability"] for p in ranked) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_stdout_holds_only_results_and_stderr_names_the_device(tiny_model: str, photos: Path) -> None:
+def test_stdout_holds_only_results_and_stderr_names_the_device(
+    tiny_model: str, photos: Path
+) -> None:
     result = predict(tiny_model, str(photos), "--labels", "cat,dog", "-f", "jsonl")
     assert result.exit_code == 0
     for line in result.stdout.splitlines():
@@ -65,11 +72,22 @@ def test_json_is_a_list_of_the_jsonl_objects(tiny_model: str, photos: Path) -> N
 
 
 def test_csv_columns_and_top_k(tiny_model: str, photos: Path) -> None:
-    result = predict(tiny_model, str(photos), "--labels", "cat,dog,car,tree", "-f", "csv", "-k", "3")
+    result = predict(
+        tiny_model, str(photos), "--labels", "cat,dog,car,tree", "-f", "csv", "-k", "3"
+    )
     assert result.exit_code == 0
     rows = list(csv.reader(io.StringIO(result.stdout)))
-    assert rows[0] == ["path", "label", "probability", "similarity", "label_2", "probability_2",
-                       "label_3", "probability_3", "error"]
+    assert rows[0] == [
+        "path",
+        "label",
+        "probability",
+        "similarity",
+        "label_2",
+        "probability_2",
+        "label_3",
+        "probability_3",
+        "error",
+    ]
     assert len(rows) == 5
     for row in rows[1:]:
         assert row[1] in {"cat", "dog", "car", "tree"} and 0 < float(row[2]) <= 1
@@ -78,8 +96,9 @@ def test_csv_columns_and_top_k(tiny_model: str, photos: Path) -> None:
 
 
 def test_top_k_is_capped_at_the_number_of_labels(tiny_model: str, photos: Path) -> None:
-    result = predict(tiny_model, str(photos / "rocket.jpg"), "--labels", "cat,dog", "-k", "10",
-                     "-f", "jsonl")
+    result = predict(
+        tiny_model, str(photos / "rocket.jpg"), "--labels", "cat,dog", "-k", "10", "-f", "jsonl"
+    )
     assert len(json.loads(result.stdout)["predictions"]) == 2
 
 
@@ -91,8 +110,9 @@ def test_table_shows_each_image_with_its_top_k(tiny_model: str, photos: Path) ->
     assert result.stdout.count("%") == 8  # 4 images x top-2
 
 
-def test_output_file_gets_results_and_stdout_stays_empty(tiny_model: str, photos: Path,
-                                                         tmp_path: Path) -> None:
+def test_output_file_gets_results_and_stdout_stays_empty(
+    tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "out.csv"
     result = predict(tiny_model, str(photos), "--labels", "cat,dog", "-f", "csv", "-o", str(out))
     assert result.exit_code == 0 and result.stdout == ""
@@ -117,16 +137,48 @@ def test_labels_file_with_aliases(tiny_model: str, photos: Path, tmp_path: Path)
 
 
 def test_template_options(tiny_model: str, photos: Path, tmp_path: Path) -> None:
-    single = run("predict", str(photos), "--labels", "cat,dog", "--model", tiny_model,
-                 "--template", "a photo of a {}.", "--template", "art of a {}.", "-f", "jsonl")
+    single = run(
+        "predict",
+        str(photos),
+        "--labels",
+        "cat,dog",
+        "--model",
+        tiny_model,
+        "--template",
+        "a photo of a {}.",
+        "--template",
+        "art of a {}.",
+        "-f",
+        "jsonl",
+    )
     assert single.exit_code == 0
     same_as_file = tmp_path / "two.txt"
     same_as_file.write_text("a photo of a {}.\nart of a {}.\n")
-    from_file = run("predict", str(photos), "--labels", "cat,dog", "--model", tiny_model,
-                    "--templates", str(same_as_file), "-f", "jsonl")
+    from_file = run(
+        "predict",
+        str(photos),
+        "--labels",
+        "cat,dog",
+        "--model",
+        tiny_model,
+        "--templates",
+        str(same_as_file),
+        "-f",
+        "jsonl",
+    )
     assert from_file.stdout == single.stdout
-    other = run("predict", str(photos), "--labels", "cat,dog", "--model", tiny_model,
-                "--templates", "photo", "-f", "jsonl")
+    other = run(
+        "predict",
+        str(photos),
+        "--labels",
+        "cat,dog",
+        "--model",
+        tiny_model,
+        "--templates",
+        "photo",
+        "-f",
+        "jsonl",
+    )
     assert other.stdout != single.stdout
 
 
@@ -140,22 +192,29 @@ def test_template_options(tiny_model: str, photos: Path, tmp_path: Path) -> None
         ([], "give exactly one of --labels or --labels-file"),
         (["--labels", "cat,dog", "--top-k", "0"], "greater than or equal to 1"),
         (["--labels", "cat,dog", "--format", "xml"], "'xml' is not one of"),
-        (["--labels", "cat,dog", "-o", "/nonexistent-dir/out.csv"], "--output folder does not exist"),
+        (
+            ["--labels", "cat,dog", "-o", "/nonexistent-dir/out.csv"],
+            "--output folder does not exist",
+        ),
         (["--labels", "cat,dog", "--device", "tpu"], "'tpu' is not one of"),
-        (["--labels", "cat,dog", "--precision", "fp16", "--device", "cpu"],
-         "fp16 is not supported on the CPU"),
+        (
+            ["--labels", "cat,dog", "--precision", "fp16", "--device", "cpu"],
+            "fp16 is not supported on the CPU",
+        ),
     ],
 )
-def test_usage_errors_exit_2_with_one_line(tiny_model: str, photos: Path, args: list[str],
-                                           message: str) -> None:
+def test_usage_errors_exit_2_with_one_line(
+    tiny_model: str, photos: Path, args: list[str], message: str
+) -> None:
     result = run("predict", str(photos), "--model", tiny_model, *args)
     assert result.exit_code == 2, result.output
     assert message in " ".join(result.stderr.split())
     assert result.stdout == ""
 
 
-def test_template_file_without_placeholder_names_file_and_line(tiny_model: str, photos: Path,
-                                                               tmp_path: Path) -> None:
+def test_template_file_without_placeholder_names_file_and_line(
+    tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text("a photo of a {}.\nno placeholder here\n")
     result = predict(tiny_model, str(photos), "--labels", "a,b", "--templates", str(bad))
@@ -200,8 +259,15 @@ def test_debug_shows_the_traceback(photos: Path) -> None:
 
 
 def test_cache_dir_option_is_used(photos: Path, tmp_path: Path) -> None:
-    result = run("predict", str(photos), "--labels", "cat,dog", "--offline", "--cache-dir",
-                 str(tmp_path / "weights"))
+    result = run(
+        "predict",
+        str(photos),
+        "--labels",
+        "cat,dog",
+        "--offline",
+        "--cache-dir",
+        str(tmp_path / "weights"),
+    )
     assert str(tmp_path / "weights") in " ".join(result.stderr.split())
 
 
@@ -231,13 +297,16 @@ def test_models_export_round_trip(tiny_model: str, tmp_path: Path, photos: Path)
     result = run("models", "export", tiny_model, str(folder))
     assert result.exit_code == 0, result.output
     original = predict(tiny_model, str(photos), "--labels", "cat,dog", "-f", "jsonl").stdout
-    exported = predict(f"local-dir:{folder}", str(photos), "--labels", "cat,dog", "-f", "jsonl",
-                       "--offline").stdout
+    exported = predict(
+        f"local-dir:{folder}", str(photos), "--labels", "cat,dog", "-f", "jsonl", "--offline"
+    ).stdout
     strip = [json.loads(line)["predictions"] for line in original.splitlines()]
     again = [json.loads(line)["predictions"] for line in exported.splitlines()]
     for a, b in zip(strip, again, strict=True):
         assert [p["label"] for p in a] == [p["label"] for p in b]
-        assert [p["probability"] for p in a] == pytest.approx([p["probability"] for p in b], abs=1e-6)
+        assert [p["probability"] for p in a] == pytest.approx(
+            [p["probability"] for p in b], abs=1e-6
+        )
     refused = run("models", "export", tiny_model, str(folder))
     assert refused.exit_code == 2 and "not an empty folder" in refused.stderr
 
@@ -269,17 +338,77 @@ def test_help_runs_as_a_process_without_importing_torch() -> None:
         "assert not heavy, heavy\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)
-    done = subprocess.run([sys.executable, "-m", "clipcls", "--help"], capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "clipcls", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0 and "predict" in done.stdout
 
 
 def test_sample_images_run_end_to_end_as_a_process(tiny_model: str, tmp_path: Path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "clipcls", "predict", str(SAMPLE_IMAGES), "--labels", "cat,rocket",
-         "--model", tiny_model, "--templates", "photo", "--format", "jsonl"],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "clipcls",
+            "predict",
+            str(SAMPLE_IMAGES),
+            "--labels",
+            "cat,rocket",
+            "--model",
+            tiny_model,
+            "--templates",
+            "photo",
+            "--format",
+            "jsonl",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**__import__("os").environ, "CLIPCLS_CACHE_DIR": str(tmp_path)},
     )
     assert done.returncode == 0, done.stderr
     assert len(done.stdout.splitlines()) == len(list(SAMPLE_IMAGES.glob("*.*"))) - 1  # SOURCES.md
+
+
+def test_batch_size_does_not_change_results(tiny_model: str, photos: Path) -> None:
+    one = predict(
+        tiny_model, str(photos), "--labels", "cat,dog,car", "-f", "jsonl", "--batch-size", "1"
+    )
+    three = predict(
+        tiny_model, str(photos), "--labels", "cat,dog,car", "-f", "jsonl", "--batch-size", "3"
+    )
+    for a, b in zip(one.stdout.splitlines(), three.stdout.splitlines(), strict=True):
+        got, want = json.loads(a)["predictions"], json.loads(b)["predictions"]
+        assert [p["label"] for p in got] == [p["label"] for p in want]
+        assert [p["probability"] for p in got] == pytest.approx(
+            [p["probability"] for p in want], abs=1e-6
+        )
+
+
+def test_quiet_leaves_stderr_empty(tiny_model: str, photos: Path) -> None:
+    result = predict(tiny_model, str(photos), "--labels", "cat,dog", "-f", "jsonl", "-q")
+    assert result.exit_code == 0 and result.stderr == ""
+
+
+def test_hf_hub_models_are_accepted_and_explained_when_unavailable(photos: Path) -> None:
+    result = run("predict", str(photos), "--labels", "cat,dog", "--model", "hf-hub:org/some-clip")
+    assert result.exit_code == 1
+    assert "cannot load weights for hf-hub:org/some-clip" in " ".join(result.stderr.split())
+    with_tag = run(
+        "predict", str(photos), "--labels", "a,b", "--model", "hf-hub:org/x", "-p", "openai"
+    )
+    assert with_tag.exit_code == 2 and "--pretrained cannot be used with hf-hub:" in with_tag.stderr
+
+
+def test_progress_bar_shows_rate_when_stderr_is_a_terminal(monkeypatch) -> None:
+    from rich.console import Console
+
+    from clipcls import options
+
+    screen = io.StringIO()
+    monkeypatch.setattr(options, "stderr", Console(file=screen, force_terminal=True, width=100))
+    assert list(options.tracked(range(5), 5, True, "classifying")) == [0, 1, 2, 3, 4]
+    assert "classifying" in screen.getvalue() and "img/s" in screen.getvalue()
+    screen.truncate(0)
+    assert list(options.tracked(range(3), 3, False, "classifying")) == [0, 1, 2]
+    assert screen.getvalue() == ""

@@ -12,20 +12,44 @@ from clipcls.images import check_inputs, iter_image_paths, load_image, read_path
 
 def touch_image(path: Path, color: tuple[int, int, int] = (10, 20, 30)) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fmt = {"jpg": "JPEG", "jpeg": "JPEG", "png": "PNG", "webp": "WEBP", "bmp": "BMP", "gif": "GIF",
-           "tif": "TIFF", "tiff": "TIFF"}[path.suffix.lower().lstrip(".")]
+    fmt = {
+        "jpg": "JPEG",
+        "jpeg": "JPEG",
+        "png": "PNG",
+        "webp": "WEBP",
+        "bmp": "BMP",
+        "gif": "GIF",
+        "tif": "TIFF",
+        "tiff": "TIFF",
+    }[path.suffix.lower().lstrip(".")]
     Image.new("RGB", (8, 8), color).save(path, format=fmt)
     return path
 
 
 def test_walk_is_recursive_sorted_and_case_insensitive(tmp_path: Path) -> None:
-    for name in ["b.JPG", "a.png", "sub/c.webp", "sub/deeper/d.TIFF", "e.Bmp", "f.gif", "g.tif",
-                 "h.jpeg"]:
+    for name in [
+        "b.JPG",
+        "a.png",
+        "sub/c.webp",
+        "sub/deeper/d.TIFF",
+        "e.Bmp",
+        "f.gif",
+        "g.tif",
+        "h.jpeg",
+    ]:
         touch_image(tmp_path / name)
     (tmp_path / "notes.txt").write_text("not an image")
     found = [p.relative_to(tmp_path).as_posix() for p in iter_image_paths([str(tmp_path)])]
-    assert found == ["a.png", "b.JPG", "e.Bmp", "f.gif", "g.tif", "h.jpeg", "sub/c.webp",
-                     "sub/deeper/d.TIFF"]
+    assert found == [
+        "a.png",
+        "b.JPG",
+        "e.Bmp",
+        "f.gif",
+        "g.tif",
+        "h.jpeg",
+        "sub/c.webp",
+        "sub/deeper/d.TIFF",
+    ]
 
 
 def test_hidden_files_and_folders_are_skipped(tmp_path: Path) -> None:

@@ -20,7 +20,9 @@ LABELS = ["cat", "coffee", "rocket", "astronaut", "coins"]
 IMAGES = ["chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png", "camera.png"]
 
 
-def open_clip_reference(model_name: str, images: list[Path], labels: list[str], templates: list[str]):
+def open_clip_reference(
+    model_name: str, images: list[Path], labels: list[str], templates: list[str]
+):
     """What a user of open_clip's README and zero_shot_classifier would compute."""
     from open_clip.zero_shot_classifier import build_zero_shot_classifier
 
@@ -28,8 +30,9 @@ def open_clip_reference(model_name: str, images: list[Path], labels: list[str], 
     model.eval()
     tokenizer = open_clip.get_tokenizer(model_name)
     with torch.no_grad():
-        classifier = build_zero_shot_classifier(model, tokenizer, labels, templates,
-                                                num_classes_per_batch=2)
+        classifier = build_zero_shot_classifier(
+            model, tokenizer, labels, templates, num_classes_per_batch=2
+        )
         batch = torch.stack([preprocess(Image.open(p).convert("RGB")) for p in images])
         features = model.encode_image(batch, normalize=True)
         similarities = features @ classifier
@@ -70,7 +73,8 @@ def test_in_memory_images_match_files(tiny_model: str) -> None:
     (from_file,) = classifier.classify_paths([path])
     (in_memory,) = classifier.classify_images([load_image(path)])
     assert [s.probability for s in from_file.scores] == pytest.approx(
-        [s.probability for s in in_memory.scores], abs=1e-6)
+        [s.probability for s in in_memory.scores], abs=1e-6
+    )
 
 
 def test_quick_gelu_tags_build_quick_gelu_models_without_downloading() -> None:
@@ -79,7 +83,10 @@ def test_quick_gelu_tags_build_quick_gelu_models_without_downloading() -> None:
     assert resolve_source(ModelSettings(pretrained="metaclip_400m")).quick_gelu is True
     default = resolve_source(ModelSettings())
     assert (default.name, default.pretrained, default.quick_gelu) == (
-        "ViT-B-32", DEFAULT_PRETRAINED, False)
+        "ViT-B-32",
+        DEFAULT_PRETRAINED,
+        False,
+    )
 
 
 def test_quick_gelu_tag_really_builds_quick_gelu(tmp_path: Path, monkeypatch) -> None:
@@ -89,7 +96,9 @@ def test_quick_gelu_tag_really_builds_quick_gelu(tmp_path: Path, monkeypatch) ->
     arch_model = open_clip.create_model("ViT-B-32", pretrained=None, force_quick_gelu=True)
     checkpoint = tmp_path / "openai.pt"
     torch.save(arch_model.state_dict(), checkpoint)
-    monkeypatch.setattr(open_clip.factory, "download_pretrained", lambda cfg, cache_dir=None: str(checkpoint))
+    monkeypatch.setattr(
+        open_clip.factory, "download_pretrained", lambda cfg, cache_dir=None: str(checkpoint)
+    )
     loaded = ClipModel(ModelSettings(pretrained="openai"))
     activation = loaded._model.visual.transformer.resblocks[0].mlp.gelu
     assert type(activation).__name__ == "QuickGELU"
@@ -140,25 +149,35 @@ def test_pretrained_file_loads_with_a_preprocessing_notice(tmp_path: Path) -> No
         assert loaded.info.pretrained == str(checkpoint)
         assert any("preprocessing falls back" in n for n in loaded.info.notices)
         got = loaded.encode_texts(["a photo of a cat."])
-        want = model.encode_text(open_clip.get_tokenizer("clipcls-test-tiny")(["a photo of a cat."]),
-                                 normalize=True).detach().numpy()
+        want = (
+            model.encode_text(
+                open_clip.get_tokenizer("clipcls-test-tiny")(["a photo of a cat."]), normalize=True
+            )
+            .detach()
+            .numpy()
+        )
         np.testing.assert_allclose(got, want, atol=1e-6)
     finally:
         del open_clip.factory._MODEL_CONFIGS["clipcls-test-tiny"]
 
 
-def test_export_writes_a_local_dir_that_loads_offline(tiny_biased_model: str, tmp_path: Path) -> None:
+def test_export_writes_a_local_dir_that_loads_offline(
+    tiny_biased_model: str, tmp_path: Path
+) -> None:
     original = ClipModel(ModelSettings(model=tiny_biased_model))
     folder = tmp_path / "exported"
     original.export(folder)
     assert sorted(p.name for p in folder.iterdir()) == [
-        "open_clip_config.json", "open_clip_model.safetensors"]
+        "open_clip_config.json",
+        "open_clip_model.safetensors",
+    ]
     again = ClipModel(ModelSettings(model=f"local-dir:{folder}", offline=True))
     texts = ["a photo of a cat.", "a diagram"]
     np.testing.assert_allclose(again.encode_texts(texts), original.encode_texts(texts), atol=1e-6)
     image = again.prepare(load_image(SAMPLE_IMAGES / "rocket.jpg"))
-    np.testing.assert_allclose(again.encode_prepared([image]), original.encode_prepared([image]),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        again.encode_prepared([image]), original.encode_prepared([image]), atol=1e-6
+    )
     assert again.logit_bias == pytest.approx(original.logit_bias)
 
 

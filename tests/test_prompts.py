@@ -41,7 +41,10 @@ def test_template_file_from_a_path(tmp_path: Path) -> None:
     path.write_text("# my set\nan x-ray of {}.\n\na scan showing {}\n")
     loaded = load_templates(str(path))
     assert loaded.templates == ("an x-ray of {}.", "a scan showing {}")
-    assert loaded.fill("a {fracture}") == ["an x-ray of a {fracture}.", "a scan showing a {fracture}"]
+    assert loaded.fill("a {fracture}") == [
+        "an x-ray of a {fracture}.",
+        "a scan showing a {fracture}",
+    ]
 
 
 def test_template_file_line_without_placeholder_names_file_and_line(tmp_path: Path) -> None:
@@ -60,3 +63,13 @@ def test_single_templates_are_checked() -> None:
     assert single_templates(["a photo of a {}."]).templates == ("a photo of a {}.",)
     with pytest.raises(UsageError, match="no {} placeholder"):
         single_templates(["a photo"])
+
+
+def test_templates_ship_inside_the_installed_package() -> None:
+    import clipcls
+
+    package = Path(clipcls.__file__).resolve().parent
+    if (package.parent / "pyproject.toml").is_file():
+        pytest.skip("clipcls is imported from the source tree, not from an installed package")
+    assert (package / "prompts" / "openai.txt").is_file()
+    assert load_templates("openai").templates[0] == "a bad photo of a {}."

@@ -61,7 +61,9 @@ def models(
         settings = model_settings(DEFAULT_MODEL, None, Device.CPU, Precision.FP32, cache_dir, True)
         entries = [e for e in catalog(settings, text_filter) if e.cached or not cached]
         if not entries:
-            raise UsageError(f"no model matches {text_filter!r}" + (" in the cache" if cached else ""))
+            raise UsageError(
+                f"no model matches {text_filter!r}" + (" in the cache" if cached else "")
+            )
         table = Table(header_style="bold")
         table.add_column("model", no_wrap=True)
         table.add_column("pretrained", no_wrap=True)
@@ -81,7 +83,9 @@ def models(
 @models_app.command("export")
 def export(
     model: Annotated[str, typer.Argument(help="Architecture, hf-hub:ORG/REPO or local-dir:PATH.")],
-    folder: Annotated[Path, typer.Argument(help="New folder to write (must not exist or be empty).")],
+    folder: Annotated[
+        Path, typer.Argument(help="New folder to write (must not exist or be empty).")
+    ],
     pretrained: PretrainedOpt = None,
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,

@@ -47,23 +47,39 @@ EXAMPLES = """
 INPUT_PANEL = "Labels and prompts"
 LabelsOpt = Annotated[
     str | None,
-    typer.Option("--labels", "-l", rich_help_panel=INPUT_PANEL,
-                 help="Comma-separated labels, e.g. cat,dog,car."),
+    typer.Option(
+        "--labels",
+        "-l",
+        rich_help_panel=INPUT_PANEL,
+        help="Comma-separated labels, e.g. cat,dog,car.",
+    ),
 ]
 LabelsFileOpt = Annotated[
     Path | None,
-    typer.Option("--labels-file", exists=True, dir_okay=False, rich_help_panel=INPUT_PANEL,
-                 help="One label per line; `name: text | text` gives a label several texts."),
+    typer.Option(
+        "--labels-file",
+        exists=True,
+        dir_okay=False,
+        rich_help_panel=INPUT_PANEL,
+        help="One label per line; `name: text | text` gives a label several texts.",
+    ),
 ]
 TemplatesOpt = Annotated[
     str,
-    typer.Option("--templates", "-t", rich_help_panel=INPUT_PANEL,
-                 help="Template set name (see `clipcls templates`) or FILE."),
+    typer.Option(
+        "--templates",
+        "-t",
+        rich_help_panel=INPUT_PANEL,
+        help="Template set name (see `clipcls templates`) or FILE.",
+    ),
 ]
 TemplateOpt = Annotated[
     list[str] | None,
-    typer.Option("--template", rich_help_panel=INPUT_PANEL,
-                 help='One template such as "a photo of a {}."; repeat for several.'),
+    typer.Option(
+        "--template",
+        rich_help_panel=INPUT_PANEL,
+        help='One template such as "a photo of a {}."; repeat for several.',
+    ),
 ]
 
 
@@ -122,17 +138,29 @@ def load_classifier(
 
 
 def predict(
-    paths: Annotated[list[str], typer.Argument(help="Image files or folders; - reads paths from stdin.", metavar="PATH...",
-                                               show_default=False)],
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Image files or folders; - reads paths from stdin.",
+            metavar="PATH...",
+            show_default=False,
+        ),
+    ],
     labels: LabelsOpt = None,
     labels_file: LabelsFileOpt = None,
     templates: TemplatesOpt = DEFAULT_TEMPLATES,
     template: TemplateOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels shown per image.")] = 5,
     fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.TABLE,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")] = DEFAULT_BATCH_SIZE,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notices.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
+    ] = None,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Images per batch.")
+    ] = DEFAULT_BATCH_SIZE,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bar or notices.")
+    ] = False,
     model: ModelOpt = DEFAULT_MODEL,
     pretrained: PretrainedOpt = None,
     device: DeviceOpt = Device.AUTO,
