@@ -33,6 +33,7 @@ from clipcls.options import (
 )
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.render import Format, make_writer
+from clipcls.rows import Columns, to_row
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
 
 EXAMPLES = """
@@ -183,10 +184,11 @@ def predict(
         show_progress = not quiet and stderr.is_terminal
         failures = 0
         with open_output(output) as stream:
-            writer = make_writer(fmt, stream, min(top_k, len(label_list)))
+            columns = Columns(min(top_k, len(label_list)))
+            writer = make_writer(fmt, stream, columns)
             predictions = classifier.classify_paths(iter_image_paths(inputs))
             for prediction in tracked(predictions, total, show_progress, "classifying"):
-                writer.write(prediction)
+                writer.write(to_row(prediction, columns.top_k))
                 if prediction.error is not None:
                     failures += 1
                     warn(prediction.error)

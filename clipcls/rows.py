@@ -1,0 +1,100 @@
+"""Output rows: an image's final label (after any threshold) and the columns that describe it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from clipcls.classify import LabelScore, Prediction
+
+DEFAULT_UNKNOWN = "unknown"
+
+
+def clean_text(text: str) -> str:
+    """Make undecodable file-name bytes (lone surrogates) printable as \\xNN escapes."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One image in the output: its final label and top-k scores, or why it has none."""
+
+    path: str
+    label: str = ""  # the top label, or the unknown label below the threshold; "" on error
+    scores: tuple[LabelScore, ...] = ()  # top-k, ranked by probability
+    error: str | None = None
+    model: str = ""
+    destination: str = ""  # where --sort-into put the file
+
+    @property
+    def best(self) -> LabelScore | None:
+        """The model's top label, whatever the threshold decided."""
+        return self.scores[0] if self.scores else None
+
+
+def to_row(
+    prediction: Prediction,
+    top_k: int,
+    threshold: float | None = None,
+    unknown_label: str = DEFAULT_UNKNOWN,
+    model: str = "",
+) -> Row:
+    """Keep the top-k scores; below the threshold the label becomes the unknown label."""
+    if prediction.error is not None or prediction.top is None:
+        return Row(prediction.path, error=prediction.error or "no scores", model=model)
+    top = prediction.top
+    below = threshold is not None and top.probability < threshold
+    label = unknown_label if below else top.label
+    return Row(prediction.path, label, prediction.top_k(top_k), model=model)
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Which columns an output has; the CSV header and JSON keys follow from it."""
+
+    top_k: int
+    best_label: bool = False  # with a threshold, `label` may differ from the model's top label
+    model: bool = False
+    destination: bool = False
+
+    def header(self) -> list[str]:
+        """CSV columns: path,label,probability,similarity first and error last."""
+        names = ["path", "label", "probability", "similarity"]
+        names += ["best_label"] if self.best_label else []
+        names += [f"{n}_{k}" for k in range(2, self.top_k + 1) for n in ("label", "probability")]
+        names += ["model"] if self.model else []
+        names += ["destination"] if self.destination else []
+        return [*names, "error"]
+
+    def csv_values(self, row: Row) -> list[str]:
+        """One CSV row; an unreadable image has empty score columns and its error filled in."""
+        values = dict.fromkeys(self.header(), "")
+        values.update(path=clean_text(row.path), model=row.model, destination=row.destination)
+        if row.error is not None:
+            values["error"] = clean_text(row.error)
+        elif row.best is not None:
+            values.update(label=row.label, best_label=row.best.label)
+            values.update(probability=f"{row.best.probability:.6f}")
+            values.update(similarity=f"{row.best.similarity:.6f}")
+            for rank, score in enumerate(row.scores[1:], start=2):
+                values[f"label_{rank}"] = score.label
+                values[f"probability_{rank}"] = f"{score.probability:.6f}"
+        return [values[name] for name in self.header()]
+
+    def record(self, row: Row) -> dict[str, Any]:
+        """The JSON object: path and ranked predictions, or path and error."""
+        record: dict[str, Any] = {"path": clean_text(row.path)}
+        if row.error is not None:
+            record["error"] = clean_text(row.error)
+        else:
+            if self.best_label:
+                record["label"] = row.label
+            record["predictions"] = [
+                {"label": s.label, "probability": s.probability, "similarity": s.similarity}
+                for s in row.scores
+            ]
+        if self.model:
+            record["model"] = row.model
+        if self.destination:
+            record["destination"] = row.destination
+        return record
