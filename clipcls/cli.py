@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from clipcls import __version__
+from clipcls.commands.label import label
 from clipcls.commands.models import models_app
 from clipcls.commands.predict import predict
 from clipcls.commands.templates import templates
@@ -54,6 +55,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command()(predict)
+app.command()(label)
 app.command()(templates)
 app.add_typer(models_app, name="models")
 

@@ -25,7 +25,7 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk_sorted(folder: Path, include_hidden: bool) -> Iterator[Path]:
+def _walk_sorted(folder: Path, include_hidden: bool, exclude: str | None) -> Iterator[Path]:
     """Yield image files below folder depth-first, each folder's entries sorted by name."""
     try:
         with os.scandir(folder) as scan:
@@ -38,7 +38,8 @@ def _walk_sorted(folder: Path, include_hidden: bool) -> Iterator[Path]:
         path = folder / entry.name
         # Folder links are not followed: that is how a tree with a link loop stays finite.
         if entry.is_dir(follow_symlinks=False):
-            yield from _walk_sorted(path, include_hidden)
+            if exclude is None or os.path.realpath(path) != exclude:
+                yield from _walk_sorted(path, include_hidden, exclude)
         elif is_image_name(entry.name):
             yield path
 
@@ -57,12 +58,18 @@ def check_inputs(inputs: Sequence[str]) -> None:
             raise UsageError(f"input path does not exist: {item}")
 
 
-def iter_image_paths(inputs: Iterable[str], include_hidden: bool = False) -> Iterator[Path]:
-    """Yield the files to classify: named files as given, folders walked in sorted order."""
+def iter_image_paths(
+    inputs: Iterable[str], include_hidden: bool = False, exclude: Path | None = None
+) -> Iterator[Path]:
+    """Yield the files to classify: named files as given, folders walked in sorted order.
+
+    A folder equal to `exclude` (such as the --sort-into target inside the input) is not walked.
+    """
+    skip = os.path.realpath(exclude) if exclude is not None else None
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            yield from _walk_sorted(path, include_hidden)
+            yield from _walk_sorted(path, include_hidden, skip)
         else:
             yield path
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -167,3 +168,42 @@ def tracked(items: Iterable[T], total: int, show: bool, description: str) -> Ite
         for item in items:
             yield item
             progress.advance(task)
+
+
+class InterruptGuard:
+    """Ctrl-C stops at once, except inside a critical section, where it waits for the end.
+
+    A row and its file move are one critical section: an interrupt never leaves half a row in
+    the output or a file moved without its row.
+    """
+
+    def __init__(self) -> None:
+        self.critical = False
+        self.pending = False
+
+    def _handler(self, signum: int, frame: object) -> None:
+        if self.critical:
+            self.pending = True
+        else:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[InterruptGuard]:
+        """Route SIGINT through this guard while the block runs."""
+        previous = signal.signal(signal.SIGINT, self._handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    @contextlib.contextmanager
+    def section(self) -> Iterator[None]:
+        """Hold Ctrl-C until the block is done, then act on it."""
+        self.critical = True
+        try:
+            yield
+        finally:
+            self.critical = False
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt

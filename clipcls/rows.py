@@ -55,7 +55,7 @@ class Columns:
     top_k: int
     best_label: bool = False  # with a threshold, `label` may differ from the model's top label
     model: bool = False
-    destination: bool = False
+    destination: str = ""  # "destination", or "planned_destination" for a dry run; "" for none
 
     def header(self) -> list[str]:
         """CSV columns: path,label,probability,similarity first and error last."""
@@ -63,13 +63,15 @@ class Columns:
         names += ["best_label"] if self.best_label else []
         names += [f"{n}_{k}" for k in range(2, self.top_k + 1) for n in ("label", "probability")]
         names += ["model"] if self.model else []
-        names += ["destination"] if self.destination else []
+        names += [self.destination] if self.destination else []
         return [*names, "error"]
 
     def csv_values(self, row: Row) -> list[str]:
         """One CSV row; an unreadable image has empty score columns and its error filled in."""
         values = dict.fromkeys(self.header(), "")
-        values.update(path=clean_text(row.path), model=row.model, destination=row.destination)
+        values.update(path=clean_text(row.path), model=row.model)
+        if self.destination:
+            values[self.destination] = clean_text(row.destination)
         if row.error is not None:
             values["error"] = clean_text(row.error)
         elif row.best is not None:
@@ -96,5 +98,5 @@ class Columns:
         if self.model:
             record["model"] = row.model
         if self.destination:
-            record["destination"] = row.destination
+            record[self.destination] = clean_text(row.destination)
         return record

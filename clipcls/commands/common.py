@@ -1,0 +1,127 @@
+"""What the commands that classify share: label, template and input options, model loading."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clipcls.classify import Classifier
+from clipcls.errors import UsageError
+from clipcls.images import STDIN, check_inputs, read_path_list
+from clipcls.labels import Label, parse_labels, read_labels_file
+from clipcls.model import ClipModel, ModelInfo
+from clipcls.options import notice, stderr, warn
+from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
+from clipcls.settings import ModelSettings
+
+PathsArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Image files or folders; - reads paths from stdin.",
+        metavar="PATH...",
+        show_default=False,
+    ),
+]
+BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notices.")]
+
+INPUT_PANEL = "Labels and prompts"
+LabelsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--labels",
+        "-l",
+        rich_help_panel=INPUT_PANEL,
+        help="Comma-separated labels, e.g. cat,dog,car.",
+    ),
+]
+LabelsFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels-file",
+        exists=True,
+        dir_okay=False,
+        rich_help_panel=INPUT_PANEL,
+        help="One label per line; `name: text | text` gives a label several texts.",
+    ),
+]
+TemplatesOpt = Annotated[
+    str,
+    typer.Option(
+        "--templates",
+        "-t",
+        rich_help_panel=INPUT_PANEL,
+        help="Template set name (see `clipcls templates`) or FILE.",
+    ),
+]
+TemplateOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--template",
+        rich_help_panel=INPUT_PANEL,
+        help='One template such as "a photo of a {}."; repeat for several.',
+    ),
+]
+
+
+def read_labels(labels: str | None, labels_file: Path | None) -> tuple[Label, ...]:
+    """Labels from --labels or --labels-file (exactly one of them)."""
+    if (labels is None) == (labels_file is None):
+        raise UsageError("give exactly one of --labels or --labels-file")
+    found = parse_labels(labels) if labels is not None else read_labels_file(labels_file or "")
+    if len(found) == 1:
+        warn(f"only one label ({found[0].name}): its probability is always 1.0; add alternatives")
+    return found
+
+
+def read_templates(templates: str, template: list[str] | None) -> TemplateSet:
+    """A template set from --template (repeatable) or --templates NAME|FILE."""
+    if template:
+        if templates != DEFAULT_TEMPLATES:
+            raise UsageError("give either --templates or --template, not both")
+        return single_templates(template)
+    return load_templates(templates)
+
+
+def read_inputs(paths: list[str]) -> list[str]:
+    """The input paths, with `-` replaced by the paths listed on stdin; all must exist."""
+    inputs: list[str] = []
+    for item in paths:
+        inputs.extend(read_path_list(sys.stdin) if item == STDIN else [item])
+    check_inputs(inputs)
+    return inputs
+
+
+def describe(info: ModelInfo) -> str:
+    """The one stderr line that says which model runs where."""
+    weights = f" ({info.pretrained})" if info.pretrained else ""
+    return f"model {info.model}{weights} on {info.device}, {info.precision}"
+
+
+def load_classifier(
+    settings: ModelSettings,
+    labels: tuple[Label, ...],
+    templates: TemplateSet,
+    batch_size: int,
+    quiet: bool,
+) -> tuple[Classifier, ModelInfo]:
+    """Load the model and embed the prompts, saying on stderr what runs where."""
+    spinner = contextlib.nullcontext if quiet else stderr.status
+    with spinner("loading model"):
+        encoder = ClipModel(settings)
+    for line in encoder.info.notices:
+        warn(line)
+    if not quiet:
+        notice(describe(encoder.info))
+    n_prompts = sum(len(label.texts) for label in labels) * len(templates.templates)
+    with spinner(f"embedding {n_prompts} prompts"):
+        return Classifier(encoder, labels, templates, batch_size), encoder.info
+
+
+def model_id(info: ModelInfo) -> str:
+    """The model as recorded in output rows: `ViT-B-32:datacomp_xl_s13b_b90k`."""
+    return f"{info.model}:{info.pretrained}" if info.pretrained else info.model
