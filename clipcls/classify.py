@@ -106,6 +106,44 @@ class PreparedImage:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class EmbeddedBatch:
+    """A batch of inputs in order, with the embeddings of the readable ones."""
+
+    paths: tuple[str, ...]
+    errors: tuple[str | None, ...]  # one per path; None where the image was embedded
+    embeddings: np.ndarray  # (n_readable, dim), in the order of the readable paths
+
+
+def prepare_path(encoder: Encoder, path: Path | str) -> PreparedImage:
+    """Decode and preprocess one file; a failure is recorded, never raised."""
+    try:
+        return PreparedImage(str(path), encoder.prepare(load_image(path)))
+    except ImageError as error:
+        return PreparedImage(str(path), error=str(error))
+    except (OSError, ValueError, RuntimeError) as error:
+        # Decoded, but the resize/normalize step refused it: still one file's problem.
+        return PreparedImage(str(path), error=f"cannot preprocess {path}: {error}")
+
+
+def embed_batch(encoder: Encoder, batch: Sequence[PreparedImage]) -> EmbeddedBatch:
+    """Embed the readable images of a batch in one forward pass; keep errors in place."""
+    tensors = [item.tensor for item in batch if item.error is None]
+    embeddings = encoder.encode_prepared(tensors) if tensors else np.zeros((0, 0), np.float32)
+    return EmbeddedBatch(
+        tuple(item.path for item in batch), tuple(item.error for item in batch), embeddings
+    )
+
+
+def embed_paths(
+    encoder: Encoder, paths: Iterable[Path | str], batch_size: int
+) -> Iterator[EmbeddedBatch]:
+    """Stream image embeddings batch by batch, in input order."""
+    iterator = iter(paths)
+    while chunk := list(itertools.islice(iterator, batch_size)):
+        yield embed_batch(encoder, [prepare_path(encoder, path) for path in chunk])
+
+
 class Classifier:
     """Scores images against a fixed set of labels with one model."""
 
@@ -152,45 +190,36 @@ class Classifier:
         )
         return Prediction(path, scores)
 
-    def _predict_prepared(self, paths: Sequence[str], prepared: Sequence[Any]) -> list[Prediction]:
-        probabilities, similarities = self.score(self.encoder.encode_prepared(prepared))
-        return [self._rank(p, probabilities[i], similarities[i]) for i, p in enumerate(paths)]
-
     def classify_images(self, images: Sequence[Image.Image]) -> list[Prediction]:
         """Classify in-memory RGB images; their paths read `image[0]`, `image[1]`, ..."""
         predictions: list[Prediction] = []
         for start in range(0, len(images), self.batch_size):
             chunk = images[start : start + self.batch_size]
             names = [f"image[{start + i}]" for i in range(len(chunk))]
-            prepared = [self.encoder.prepare(image.convert("RGB")) for image in chunk]
-            predictions.extend(self._predict_prepared(names, prepared))
+            prepared = [
+                PreparedImage(name, self.encoder.prepare(image.convert("RGB")))
+                for name, image in zip(names, chunk, strict=True)
+            ]
+            predictions.extend(self.predict_embedded(embed_batch(self.encoder, prepared)))
         return predictions
 
-    def prepare_path(self, path: Path | str) -> PreparedImage:
-        """Decode and preprocess one file; a failure is recorded, never raised."""
-        try:
-            return PreparedImage(str(path), self.encoder.prepare(load_image(path)))
-        except ImageError as error:
-            return PreparedImage(str(path), error=str(error))
-        except (OSError, ValueError, RuntimeError) as error:
-            # Decoded, but the resize/normalize step refused it: still one file's problem.
-            return PreparedImage(str(path), error=f"cannot preprocess {path}: {error}")
-
-    def predict_batch(self, batch: Sequence[PreparedImage]) -> list[Prediction]:
-        """Score the readable images of a batch in one forward pass; keep errors in place."""
-        readable = [item for item in batch if item.error is None]
-        scored = iter(
-            self._predict_prepared([i.path for i in readable], [i.tensor for i in readable])
-            if readable
-            else []
-        )
-        return [
-            next(scored) if item.error is None else Prediction(item.path, error=item.error)
-            for item in batch
-        ]
+    def predict_embedded(self, batch: EmbeddedBatch) -> list[Prediction]:
+        """Predictions for an embedded batch: scores where readable, errors in place."""
+        failed = [Prediction(p, error=e) for p, e in zip(batch.paths, batch.errors, strict=True)]
+        if not len(batch.embeddings):
+            return failed
+        probabilities, similarities = self.score(batch.embeddings)
+        readable = iter(range(len(probabilities)))
+        predictions = []
+        for path, failure in zip(batch.paths, failed, strict=True):
+            if failure.error is not None:
+                predictions.append(failure)
+                continue
+            row = next(readable)
+            predictions.append(self._rank(path, probabilities[row], similarities[row]))
+        return predictions
 
     def classify_paths(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
         """Yield one Prediction per path, in input order; unreadable files carry an error."""
-        iterator = iter(paths)
-        while chunk := list(itertools.islice(iterator, self.batch_size)):
-            yield from self.predict_batch([self.prepare_path(path) for path in chunk])
+        for batch in embed_paths(self.encoder, paths, self.batch_size):
+            yield from self.predict_embedded(batch)
