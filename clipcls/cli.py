@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from clipcls import __version__
+from clipcls.commands.evaluate import evaluate
 from clipcls.commands.label import label
 from clipcls.commands.models import models_app
 from clipcls.commands.predict import predict
@@ -56,6 +57,7 @@ app = typer.Typer(
 )
 app.command()(predict)
 app.command()(label)
+app.command()(evaluate)
 app.command()(templates)
 app.add_typer(models_app, name="models")
 

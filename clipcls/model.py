@@ -67,13 +67,17 @@ def resolve_source(settings: ModelSettings) -> ModelSource:
                 "hf-hub: and local-dir: models bring their own weights"
             )
         return ModelSource(settings.model, None)
-    arch = settings.model.replace("/", "-")
+    arch, _, tag = settings.model.partition(":")  # "ViT-B-32:openai" as open_clip lists them
+    if tag and settings.pretrained is not None:
+        raise UsageError(f"--model {settings.model} already names weights; drop --pretrained")
+    arch = arch.replace("/", "-")
     if arch not in open_clip.list_models():
         close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `clipcls models`"
         raise UsageError(f"unknown model {settings.model!r}{hint}")
     tags = open_clip.list_pretrained_tags_by_model(arch)
-    pretrained = settings.pretrained or (DEFAULT_PRETRAINED if DEFAULT_PRETRAINED in tags else None)
+    pretrained = tag or settings.pretrained
+    pretrained = pretrained or (DEFAULT_PRETRAINED if DEFAULT_PRETRAINED in tags else None)
     if pretrained is None:
         if not tags:
             raise UsageError(f"open_clip knows no weights for {arch}: give --pretrained FILE")

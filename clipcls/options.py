@@ -145,7 +145,7 @@ class RateColumn(ProgressColumn):
         return Text("" if speed is None else f"{speed:.1f} img/s", style="cyan")
 
 
-def progress_bar() -> Progress:
+def progress_bar(disable: bool = False) -> Progress:
     """A stderr progress bar with count, images/s and ETA; vanishes when done."""
     return Progress(
         TextColumn("{task.description}"),
@@ -155,6 +155,7 @@ def progress_bar() -> Progress:
         TimeRemainingColumn(),
         console=stderr,
         transient=True,
+        disable=disable,
     )
 
 

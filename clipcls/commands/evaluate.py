@@ -1,0 +1,214 @@
+"""`clipcls evaluate`: zero-shot accuracy on folders already sorted by class."""
+
+from __future__ import annotations
+
+import csv
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from clipcls.classify import DEFAULT_BATCH_SIZE
+from clipcls.commands.common import BatchSizeOpt, QuietOpt, describe
+from clipcls.eval_render import print_results
+from clipcls.evaluation import (
+    Dataset,
+    Evaluation,
+    class_labels,
+    embed_dataset,
+    evaluate_embedded,
+    load_dataset,
+    prediction_rows,
+    report,
+)
+from clipcls.labels import Label
+from clipcls.model import ClipModel
+from clipcls.options import (
+    CacheDirOpt,
+    DebugOpt,
+    DeviceOpt,
+    OfflineOpt,
+    PrecisionOpt,
+    PretrainedOpt,
+    check_output_path,
+    model_settings,
+    notice,
+    open_output,
+    progress_bar,
+    reported_errors,
+    stderr,
+    warn,
+)
+from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
+from clipcls.rows import clean_text
+from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
+
+EXAMPLES = """
+[bold]Examples[/bold]
+
+  clipcls evaluate dataset/            (dataset/cat/*.jpg, dataset/dog/*.jpg, ...)
+  clipcls evaluate dataset/ --classnames names.txt --format json -o report.json
+  clipcls evaluate dataset/ --templates openai --templates simple --templates photo
+  clipcls evaluate dataset/ -m ViT-B-32 -m ViT-B-16:openai --max-per-class 50 --report out/
+"""
+
+
+class EvalFormat(str, Enum):
+    """Evaluation output formats."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
+def _template_sets(templates: list[str] | None, template: list[str] | None) -> list[TemplateSet]:
+    sets = [load_templates(name) for name in templates or []]
+    if template:
+        sets.append(single_templates(template))
+    return sets or [load_templates(DEFAULT_TEMPLATES)]
+
+
+def _evaluate_model(
+    settings: ModelSettings,
+    dataset: Dataset,
+    labels: tuple[Label, ...],
+    template_sets: list[TemplateSet],
+    batch_size: int,
+    ks: tuple[int, ...],
+    quiet: bool,
+) -> list[Evaluation]:
+    """Embed the images once with this model, then score them with every template set."""
+    with stderr.status(f"loading {settings.model}"):
+        encoder = ClipModel(settings)
+    for line in encoder.info.notices:
+        warn(line)
+    if not quiet:
+        notice(describe(encoder.info))
+    show = not quiet and stderr.is_terminal
+    with progress_bar(disable=not show) as progress:
+        task = progress.add_task("embedding images", total=len(dataset.paths))
+        data = embed_dataset(encoder, dataset, batch_size, lambda n: progress.advance(task, n))
+    model = (encoder.info.model, encoder.info.pretrained)
+    results = []
+    for templates in template_sets:
+        with stderr.status(f"scoring with templates {templates.name}"):
+            results.append(evaluate_embedded(encoder, labels, templates, data, model, ks))
+    return results
+
+
+def _write_predictions(path: Path, evaluations: list[Evaluation]) -> None:
+    several = len(evaluations) > 1
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = csv.writer(stream)
+        head = ["path", "true_class", "predicted_class", "probability", "correct", "error"]
+        writer.writerow(head + (["setup"] if several else []))
+        for evaluation in evaluations:
+            for row in prediction_rows(evaluation):
+                row[0] = clean_text(row[0])
+                writer.writerow(row + ([evaluation.name] if several else []))
+
+
+def evaluate(
+    dataset_dir: Annotated[
+        Path,
+        typer.Argument(help="Folder with one subfolder of images per class.", show_default=False),
+    ],
+    classnames: Annotated[
+        Path | None,
+        typer.Option(
+            "--classnames",
+            exists=True,
+            dir_okay=False,
+            help="`folder: name | alias | description` lines for the class texts.",
+        ),
+    ] = None,
+    templates: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--templates",
+            "-t",
+            help="Template set or FILE; repeat to compare.",
+            show_default=DEFAULT_TEMPLATES,
+        ),
+    ] = None,
+    template: Annotated[
+        list[str] | None,
+        typer.Option("--template", help='One template such as "a photo of a {}."; repeatable.'),
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Model (ARCH, ARCH:TAG, hf-hub:, local-dir:); repeat to compare.",
+            show_default=DEFAULT_MODEL,
+        ),
+    ] = None,
+    pretrained: PretrainedOpt = None,
+    top_k: Annotated[
+        list[int] | None,
+        typer.Option("--top-k", "-k", min=1, help="Top-k accuracies to report.", show_default="5"),
+    ] = None,
+    fmt: Annotated[EvalFormat, typer.Option("--format", "-f")] = EvalFormat.TABLE,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report to FILE.")
+    ] = None,
+    predictions: Annotated[
+        Path | None, typer.Option("--predictions", help="Per-image CSV of the predictions.")
+    ] = None,
+    max_per_class: Annotated[
+        int | None, typer.Option("--max-per-class", min=1, help="Random N images per class.")
+    ] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed for --max-per-class.")] = 0,
+    report_dir: Annotated[
+        Path | None, typer.Option("--report", file_okay=False, help="Write an HTML report here.")
+    ] = None,
+    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    quiet: QuietOpt = False,
+    device: DeviceOpt = Device.AUTO,
+    precision: PrecisionOpt = Precision.AUTO,
+    cache_dir: CacheDirOpt = None,
+    offline: OfflineOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Measure zero-shot accuracy on a folder whose subfolders are the classes."""
+    with reported_errors(debug):
+        dataset = load_dataset(dataset_dir, max_per_class, seed)
+        labels = class_labels(dataset.classes, classnames)
+        template_sets = _template_sets(templates, template)
+        check_output_path(output)
+        check_output_path(predictions)
+        if report_dir is not None:
+            from clipcls.report import require_matplotlib
+
+            require_matplotlib()
+        ks = tuple(sorted(set(top_k or [5])))
+        evaluations: list[Evaluation] = []
+        for model in models or [DEFAULT_MODEL]:
+            settings = model_settings(model, pretrained, device, precision, cache_dir, offline)
+            evaluations += _evaluate_model(
+                settings, dataset, labels, template_sets, batch_size, ks, quiet
+            )
+        for _, _, error in evaluations[0].data.failures:  # the same files fail for every model
+            warn(error)
+        with open_output(output) as stream:
+            if fmt is EvalFormat.JSON:
+                reports = [report(e) for e in evaluations]
+                document = reports[0] if len(reports) == 1 else reports
+                stream.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+            else:
+                print_results(Console(file=stream, highlight=False), evaluations)
+        if predictions is not None:
+            _write_predictions(predictions, evaluations)
+            notice(f"wrote per-image predictions to {predictions}")
+        if report_dir is not None:
+            from clipcls.report import write_report
+
+            with stderr.status("drawing the report"):
+                page = write_report(report_dir, evaluations, dataset_dir)
+            notice(f"wrote the report to {page}")
+
+
+evaluate.__doc__ = (evaluate.__doc__ or "") + "\n" + EXAMPLES

@@ -1,0 +1,144 @@
+"""Evaluation results for the terminal: summary, per-class table, confusions, comparisons."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from rich.console import Console, Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from clipcls.evaluation import Evaluation
+
+FULL_MATRIX_MAX = 12  # wider matrices do not fit a terminal; list the top confusions instead
+TOP_CONFUSIONS = 15
+
+
+def _pct(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1%}"
+
+
+def summary_table(evaluation: Evaluation) -> Table:
+    """Headline numbers for one setup."""
+    metrics, data = evaluation.metrics, evaluation.data
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    rows = [
+        ("images scored", str(len(data.paths))),
+        ("unreadable", str(len(data.failures))),
+        ("classes", str(len(evaluation.labels))),
+        ("top-1 accuracy", _pct(metrics.top1)),
+        *((f"top-{k} accuracy", _pct(v)) for k, v in sorted(metrics.top_k.items())),
+        ("balanced accuracy", _pct(metrics.balanced_accuracy)),
+        ("macro precision", _pct(metrics.macro_precision)),
+        ("macro recall", _pct(metrics.macro_recall)),
+        ("macro F1", _pct(metrics.macro_f1)),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
+def per_class_table(evaluation: Evaluation) -> Table:
+    """Precision, recall, F1 and support per class, worst F1 first."""
+    table = Table(header_style="bold")
+    for name, justify in (
+        ("class", "left"),
+        ("images", "right"),
+        ("precision", "right"),
+        ("recall", "right"),
+        ("F1", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    pairs = list(zip(evaluation.labels, evaluation.metrics.per_class, strict=True))
+    pairs.sort(key=lambda pair: (pair[1].f1 is None, pair[1].f1 or 0.0))
+    for label, metrics in pairs:
+        table.add_row(
+            Text(label.name),
+            str(metrics.support),
+            _pct(metrics.precision),
+            _pct(metrics.recall),
+            _pct(metrics.f1),
+        )
+    return table
+
+
+def confusion_view(evaluation: Evaluation) -> RenderableType:
+    """The full matrix for a few classes; the most frequent confusions for many."""
+    matrix = evaluation.metrics.confusion_matrix
+    names = [label.name for label in evaluation.labels]
+    if len(names) <= FULL_MATRIX_MAX:
+        table = Table(header_style="bold")
+        table.add_column("true \\ predicted")
+        for index in range(len(names)):
+            table.add_column(str(index), justify="right")
+        for index, (name, row) in enumerate(zip(names, matrix, strict=True)):
+            cells = [
+                Text(str(v), style="bold green" if i == index and v else "dim" if not v else "")
+                for i, v in enumerate(row)
+            ]
+            table.add_row(Text(f"{index} {name}"), *cells)
+        return Group(Text("confusion matrix (rows: true class, columns: predicted)", "bold"), table)
+    off = matrix.copy()
+    np.fill_diagonal(off, 0)
+    order = np.argsort(-off, axis=None, kind="stable")[:TOP_CONFUSIONS]
+    title = Text(
+        f"most frequent confusions ({len(names)} classes; the full matrix is in "
+        "--format json and --report)",
+        "bold",
+    )
+    table = Table(header_style="bold")
+    table.add_column("true class")
+    table.add_column("predicted as")
+    table.add_column("images", justify="right")
+    for flat in order:
+        true, predicted = divmod(int(flat), len(names))
+        if off[true, predicted]:
+            table.add_row(Text(names[true]), Text(names[predicted]), str(off[true, predicted]))
+    return Group(title, table)
+
+
+def single(evaluation: Evaluation) -> Group:
+    """Everything for one setup."""
+    return Group(
+        Text(evaluation.name, "bold"),
+        summary_table(evaluation),
+        "",
+        per_class_table(evaluation),
+        "",
+        confusion_view(evaluation),
+    )
+
+
+def comparison(evaluations: Sequence[Evaluation]) -> Table:
+    """Setups side by side, the best top-1 in bold."""
+    table = Table(header_style="bold")
+    for name in ("model", "templates", "top-1", "top-5", "balanced acc.", "macro F1"):
+        text = name in ("model", "templates")
+        table.add_column(
+            name, justify="left" if text else "right", overflow="fold", ratio=3 if text else None
+        )
+    best = max(evaluations, key=lambda e: e.metrics.top1 or 0.0)
+    for evaluation in evaluations:
+        weights = f":{evaluation.pretrained}" if evaluation.pretrained else ""
+        metrics = evaluation.metrics
+        table.add_row(
+            Text(evaluation.model + weights),
+            Text(evaluation.templates.name),
+            _pct(metrics.top1),
+            _pct(metrics.top_k.get(5)),
+            _pct(metrics.balanced_accuracy),
+            _pct(metrics.macro_f1),
+            style="bold" if evaluation is best else "",
+        )
+    return table
+
+
+def print_results(console: Console, evaluations: Sequence[Evaluation]) -> None:
+    """One setup in full, several side by side."""
+    if len(evaluations) == 1:
+        console.print(single(evaluations[0]))
+    else:
+        console.print(comparison(evaluations))
