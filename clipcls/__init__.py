@@ -6,10 +6,12 @@ for prediction in classifier.classify_paths(["photo.jpg"]):
     print(prediction.path, prediction.top)
 """
 
-from clipcls.classify import Classifier, Encoder, LabelScore, Prediction, build_text_classifier
+from clipcls.cache import EmbeddingCache
+from clipcls.classify import Classifier, LabelScore, Prediction, build_text_classifier
 from clipcls.errors import ClipclsError, ImageError, ModelLoadError, PromptFileError, UsageError
 from clipcls.images import iter_image_paths, load_image
 from clipcls.labels import Label, parse_labels, read_labels_file
+from clipcls.pipeline import Encoder
 from clipcls.prompts import TemplateSet, list_template_sets, load_templates
 from clipcls.settings import Device, ModelSettings, Precision
 
@@ -19,6 +21,7 @@ __all__ = [
     "Classifier",
     "ClipclsError",
     "Device",
+    "EmbeddingCache",
     "Encoder",
     "ImageError",
     "Label",

@@ -6,31 +6,17 @@ import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 
-from clipcls.errors import ImageError
-from clipcls.images import load_image
+from clipcls.cache import EmbeddingCache
 from clipcls.labels import Label, check_labels
+from clipcls.pipeline import EmbeddedBatch, Encoder, PreparedImage, embed_batch, embed_paths
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates
 from clipcls.settings import ModelSettings
 
 DEFAULT_BATCH_SIZE = 32
-
-
-class Encoder(Protocol):
-    """What the classifier needs from a model; ClipModel is the real one, tests use fakes."""
-
-    logit_scale: float
-    logit_bias: float | None
-
-    def prepare(self, image: Image.Image) -> Any: ...
-
-    def encode_prepared(self, prepared: Sequence[Any]) -> np.ndarray: ...
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 @dataclass(frozen=True)
@@ -60,13 +46,32 @@ class Prediction:
         return self.scores[:k]
 
 
+def encode_prompts(
+    encoder: Encoder, prompts: Sequence[str], cache: EmbeddingCache | None = None
+) -> np.ndarray:
+    """Embed each distinct prompt once (and not at all if cached): (n_prompts, dim)."""
+    unique = list(dict.fromkeys(prompts))
+    model = getattr(encoder, "text_cache_key", None) if cache is not None else None
+    known = cache.get_texts(model, unique) if cache is not None and model is not None else {}
+    missing = [text for text in unique if text not in known]
+    if missing:
+        fresh = encoder.encode_texts(missing)
+        known.update(zip(missing, fresh, strict=True))
+        if cache is not None and model is not None:
+            cache.put_texts(model, zip(missing, fresh, strict=True))
+    return np.stack([known[text] for text in prompts])
+
+
 def build_text_classifier(
-    encoder: Encoder, labels: Sequence[Label], templates: TemplateSet
+    encoder: Encoder,
+    labels: Sequence[Label],
+    templates: TemplateSet,
+    cache: EmbeddingCache | None = None,
 ) -> np.ndarray:
     """Embed every (text, template) prompt, average per label, re-normalize: (n_labels, dim)."""
     prompts = [templates.fill(text) for label in labels for text in label.texts]
     flat = [prompt for group in prompts for prompt in group]
-    embeddings = encoder.encode_texts(flat)  # (n_prompts, dim), each row L2-normalized
+    embeddings = encode_prompts(encoder, flat, cache)  # (n_prompts, dim), rows L2-normalized
     counts = [len(label.texts) * len(templates.templates) for label in labels]
     bounds = np.cumsum([0, *counts])
     rows = [embeddings[start:end].mean(axis=0) for start, end in itertools.pairwise(bounds)]
@@ -97,53 +102,6 @@ def _as_templates(templates: TemplateSet | Sequence[str] | str) -> TemplateSet:
     return single_templates(templates)
 
 
-@dataclass(frozen=True)
-class PreparedImage:
-    """One input after decoding and preprocessing: the model input, or why there is none."""
-
-    path: str
-    tensor: Any = None
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class EmbeddedBatch:
-    """A batch of inputs in order, with the embeddings of the readable ones."""
-
-    paths: tuple[str, ...]
-    errors: tuple[str | None, ...]  # one per path; None where the image was embedded
-    embeddings: np.ndarray  # (n_readable, dim), in the order of the readable paths
-
-
-def prepare_path(encoder: Encoder, path: Path | str) -> PreparedImage:
-    """Decode and preprocess one file; a failure is recorded, never raised."""
-    try:
-        return PreparedImage(str(path), encoder.prepare(load_image(path)))
-    except ImageError as error:
-        return PreparedImage(str(path), error=str(error))
-    except (OSError, ValueError, RuntimeError) as error:
-        # Decoded, but the resize/normalize step refused it: still one file's problem.
-        return PreparedImage(str(path), error=f"cannot preprocess {path}: {error}")
-
-
-def embed_batch(encoder: Encoder, batch: Sequence[PreparedImage]) -> EmbeddedBatch:
-    """Embed the readable images of a batch in one forward pass; keep errors in place."""
-    tensors = [item.tensor for item in batch if item.error is None]
-    embeddings = encoder.encode_prepared(tensors) if tensors else np.zeros((0, 0), np.float32)
-    return EmbeddedBatch(
-        tuple(item.path for item in batch), tuple(item.error for item in batch), embeddings
-    )
-
-
-def embed_paths(
-    encoder: Encoder, paths: Iterable[Path | str], batch_size: int
-) -> Iterator[EmbeddedBatch]:
-    """Stream image embeddings batch by batch, in input order."""
-    iterator = iter(paths)
-    while chunk := list(itertools.islice(iterator, batch_size)):
-        yield embed_batch(encoder, [prepare_path(encoder, path) for path in chunk])
-
-
 class Classifier:
     """Scores images against a fixed set of labels with one model."""
 
@@ -153,12 +111,14 @@ class Classifier:
         labels: Sequence[Label | str],
         templates: TemplateSet | Sequence[str] | str = DEFAULT_TEMPLATES,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        cache: EmbeddingCache | None = None,
     ) -> None:
         self.encoder = encoder
         self.labels = _as_labels(labels)
         self.templates = _as_templates(templates)
         self.batch_size = batch_size
-        self.label_weights = build_text_classifier(encoder, self.labels, self.templates)
+        self.cache = cache
+        self.label_weights = build_text_classifier(encoder, self.labels, self.templates, cache)
 
     @classmethod
     def load(
@@ -221,5 +181,5 @@ class Classifier:
 
     def classify_paths(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
         """Yield one Prediction per path, in input order; unreadable files carry an error."""
-        for batch in embed_paths(self.encoder, paths, self.batch_size):
+        for batch in embed_paths(self.encoder, paths, self.batch_size, self.cache):
             yield from self.predict_embedded(batch)

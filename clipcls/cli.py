@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperGroup
 
 from clipcls import __version__
+from clipcls.commands.cache import cache_app
 from clipcls.commands.evaluate import evaluate
 from clipcls.commands.label import label
 from clipcls.commands.models import models_app
@@ -60,6 +61,7 @@ app.command()(label)
 app.command()(evaluate)
 app.command()(templates)
 app.add_typer(models_app, name="models")
+app.add_typer(cache_app, name="cache", help="Inspect or clear the embedding cache.")
 
 
 def _print_version(value: bool) -> None:

@@ -10,11 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from clipcls.classify import Classifier, Encoder, embed_paths
+from clipcls.cache import EmbeddingCache
+from clipcls.classify import Classifier
 from clipcls.errors import UsageError
 from clipcls.images import iter_image_paths
 from clipcls.labels import Label, read_labels_file
 from clipcls.metrics import Metrics, compute_metrics
+from clipcls.pipeline import Encoder, embed_paths
 from clipcls.prompts import TemplateSet
 
 
@@ -85,6 +87,7 @@ def embed_dataset(
     dataset: Dataset,
     batch_size: int,
     advance: Callable[[int], None] = lambda n: None,
+    cache: EmbeddingCache | None = None,
 ) -> EmbeddedDataset:
     """Embed every image once; template and label changes then cost no image work."""
     chunks: list[np.ndarray] = []
@@ -92,7 +95,7 @@ def embed_dataset(
     paths: list[str] = []
     failures: list[tuple[str, int, str]] = []
     position = 0
-    for batch in embed_paths(encoder, dataset.paths, batch_size):
+    for batch in embed_paths(encoder, dataset.paths, batch_size, cache):
         for path, error in zip(batch.paths, batch.errors, strict=True):
             target = dataset.targets[position]
             position += 1
@@ -134,9 +137,10 @@ def evaluate_embedded(
     data: EmbeddedDataset,
     model: tuple[str, str | None],
     ks: tuple[int, ...] = (5,),
+    cache: EmbeddingCache | None = None,
 ) -> Evaluation:
     """Score ready embeddings against one template set and compute the metrics."""
-    classifier = Classifier(encoder, labels, templates)
+    classifier = Classifier(encoder, labels, templates, cache=cache)
     n_classes = len(labels)
     if len(data.embeddings):
         probabilities, _ = classifier.score(data.embeddings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import hashlib
 import json
 import logging
 import os
@@ -20,9 +21,19 @@ from PIL import Image
 
 from clipcls.errors import ModelLoadError, UsageError
 from clipcls.settings import DEFAULT_PRETRAINED, Device, ModelSettings, Precision
+from clipcls.towers import (
+    can_truncate_text,
+    cpu_has_fast_bf16,
+    encode_text_truncated,
+    normalized_batch,
+    plan_threads,
+    split_preprocess,
+    to_uint8,
+)
 
 SCHEMAS = ("hf-hub:", "local-dir:")
 TEXT_BATCH = 256
+CACHE_VERSION = "clipcls-1"  # bump when embeddings computed for the same inputs would change
 # open_clip tries the safetensors file first, then the name in the tag's config.
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
@@ -115,9 +126,15 @@ def pick_device(requested: Device) -> str:
 
 
 def pick_precision(requested: Precision, device: str) -> str:
-    """Resolve auto to fp16 on CUDA and fp32 elsewhere; refuse fp16 on the CPU."""
+    """Resolve auto: fp16 on CUDA, bf16 on CPUs with fast bf16, else fp32; no fp16 on the CPU.
+
+    bf16 weights keep image embeddings within cosine 0.997 of fp32 (benchmarks/speed.py
+    measures it) and run 3-4x faster on AMX CPUs.
+    """
     if requested is Precision.AUTO:
-        return "fp16" if device == "cuda" else "fp32"
+        if device == "cuda":
+            return "fp16"
+        return "bf16" if device == "cpu" and cpu_has_fast_bf16() else "fp32"
     if requested is Precision.FP16 and device == "cpu":
         raise UsageError("--precision fp16 is not supported on the CPU: use fp32 or bf16")
     return str(requested.value)
@@ -231,7 +248,21 @@ class ClipModel:
         self._torch = torch
         self._model = model.eval()
         self._preprocess = preprocess
+        self._fast = split_preprocess(preprocess)
+        self._truncate_text = can_truncate_text(model)
         self._device = torch.device(device)
+        self.thread_plan = plan_threads(device, settings.workers)
+        if device == "cpu":
+            torch.set_num_threads(self.thread_plan.torch_threads)
+        self.decode_workers = self.thread_plan.decode_workers
+        self.overlap_decode = device != "cpu"  # on the CPU, decoding and compute take turns
+        size = self._fast.size if self._fast else _input_size(model)
+        # Decode large JPEGs at the smallest libjpeg scale (1/2, 1/4, 1/8) still covering the
+        # input size; the bicubic resize then finishes the job (benchmarks/speed.py measures
+        # the agreement with a full decode).
+        self.draft_size = None if settings.exact_decode else size
+        self.cache_key = _cache_key(source, precision, device, preprocess, self.draft_size)
+        self.text_cache_key = _cache_key(source, precision, device, "text", self._truncate_text)
         self._input_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         self.source = source
         self.info = ModelInfo(source.name, source.pretrained, device, precision, source.notices)
@@ -240,27 +271,46 @@ class ClipModel:
         self.logit_bias = None if bias is None else float(bias.item())
 
     def prepare(self, image: Image.Image) -> Any:
-        """Resize, crop and normalize one RGB image into the model's input tensor."""
+        """Resize and crop one RGB image: a uint8 array (or a tensor for unusual transforms)."""
+        if self._fast is not None:
+            return to_uint8(self._fast, image)
         return self._preprocess(image)
 
     def encode_prepared(self, prepared: Sequence[Any]) -> np.ndarray:
-        """Embed prepared images: (n, 3, H, W) -> (n, dim), L2-normalized, float32."""
+        """Embed prepared images: (n, H, W, 3) -> (n, dim), L2-normalized, float32."""
         torch = self._torch
-        batch = torch.stack(list(prepared)).to(self._device, dtype=self._input_dtype)
+        if self._fast is not None:
+            batch = normalized_batch(self._fast, prepared, self._device)
+        else:
+            batch = torch.stack(list(prepared))
+        batch = batch.to(self._device, dtype=self._input_dtype)
         with torch.inference_mode():
             features = self._model.encode_image(batch, normalize=True)
         return np.asarray(features.float().cpu().numpy(), dtype=np.float32)
 
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Embed texts: (n,) -> (n, dim), each L2-normalized, float32."""
+    def encode_texts(self, texts: Sequence[str], truncate: bool = True) -> np.ndarray:
+        """Embed texts: (n,) -> (n, dim), each L2-normalized, float32.
+
+        Prompts are sorted by token length so each batch is cut to its longest real prompt.
+        """
         torch = self._torch
-        chunks = []
+        tokens = self._tokenizer(list(texts))
+        truncate = truncate and self._truncate_text
+        order = torch.argsort((tokens != 0).sum(dim=-1)) if truncate else torch.arange(len(texts))
+        out = np.zeros((len(texts), 0), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(texts), TEXT_BATCH):
-                tokens = self._tokenizer(list(texts[start : start + TEXT_BATCH])).to(self._device)
-                features = self._model.encode_text(tokens, normalize=True)
-                chunks.append(features.float().cpu().numpy())
-        return np.asarray(np.concatenate(chunks), dtype=np.float32)
+                rows = order[start : start + TEXT_BATCH]
+                batch = tokens[rows].to(self._device)
+                if truncate:
+                    features = encode_text_truncated(self._model, batch)
+                else:
+                    features = self._model.encode_text(batch, normalize=True)
+                features = features.float().cpu().numpy()
+                if out.shape[1] == 0:
+                    out = np.zeros((len(texts), features.shape[1]), dtype=np.float32)
+                out[rows.numpy()] = features
+        return out
 
     def export(self, folder: Path) -> None:
         """Write a self-contained local-dir: folder (config with preprocessing + safetensors)."""
@@ -285,6 +335,39 @@ class ClipModel:
         (folder / "open_clip_config.json.partial").write_text(json.dumps(config, indent=2) + "\n")
         partial_weights.replace(folder / "open_clip_model.safetensors")
         (folder / "open_clip_config.json.partial").replace(folder / "open_clip_config.json")
+
+
+def _input_size(model: Any) -> int:
+    size = getattr(getattr(model, "visual", None), "image_size", 224)
+    return int(max(size) if isinstance(size, list | tuple) else size)
+
+
+def _file_identity(path: str) -> str:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return path
+    return f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def _cache_key(source: ModelSource, precision: str, device: str, stage: Any, extra: Any) -> str:
+    """What embeddings depend on: weights, precision, device kind, preprocessing (or "text")."""
+    weights = source.pretrained or ""
+    if source.is_file:
+        weights = _file_identity(weights)
+    elif source.name.startswith("local-dir:"):
+        folder = source.name.removeprefix("local-dir:")
+        weights = ",".join(_file_identity(str(p)) for p in sorted(Path(folder).glob("*")))
+    parts = [
+        CACHE_VERSION,
+        source.name,
+        weights,
+        precision,
+        device.split(":")[0],
+        repr(stage),
+        repr(extra),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from rich.progress import (
 from rich.text import Text
 
 from clipcls.errors import ClipclsError, ExitStatus, UsageError
-from clipcls.settings import CACHE_ENV, DEFAULT_MODEL, Device, ModelSettings, Precision
+from clipcls.settings import CACHE_ENV, DEFAULT_MODEL, Device, Precision
 
 stderr = Console(stderr=True, highlight=False)
 T = TypeVar("T")
@@ -70,6 +70,32 @@ OfflineOpt = Annotated[
     bool,
     typer.Option("--offline", rich_help_panel=MODEL_PANEL, help="Use cached weights only."),
 ]
+SPEED_PANEL = "Speed"
+ExactDecodeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--exact-decode",
+        rich_help_panel=SPEED_PANEL,
+        help="Decode JPEGs at full size (slower; the default draft decode agrees to cos 0.995).",
+    ),
+]
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        rich_help_panel=SPEED_PANEL,
+        help="Image decode threads. [default: from the cores]",
+    ),
+]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        rich_help_panel=SPEED_PANEL,
+        help="Neither read nor write the embedding cache.",
+    ),
+]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
 
 
@@ -99,18 +125,6 @@ def reported_errors(debug: bool) -> Iterator[None]:
             raise
         stderr.print("interrupted", style="red")
         raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
-
-
-def model_settings(
-    model: str,
-    pretrained: str | None,
-    device: Device,
-    precision: Precision,
-    cache_dir: Path | None,
-    offline: bool,
-) -> ModelSettings:
-    """Bundle the model options into the library's settings."""
-    return ModelSettings(model, pretrained, device, precision, cache_dir, offline)
 
 
 def check_output_path(output: Path | None) -> None:

@@ -24,7 +24,7 @@ class Device(str, Enum):
 
 
 class Precision(str, Enum):
-    """Weight precision; auto picks fp16 on CUDA and fp32 elsewhere."""
+    """Weight precision; auto: fp16 on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else fp32."""
 
     AUTO = "auto"
     FP32 = "fp32"
@@ -42,6 +42,8 @@ class ModelSettings:
     precision: Precision = Precision.AUTO
     cache_dir: Path | None = None
     offline: bool = False
+    exact_decode: bool = False  # decode JPEGs at full size instead of libjpeg's draft scaling
+    workers: int | None = None  # image decode threads; None picks from the cores
 
     def resolved_cache_dir(self) -> Path:
         """The weights cache: explicit setting, then $CLIPCLS_CACHE_DIR, then the user cache."""

@@ -179,6 +179,9 @@ def test_predictions_equal_open_clips_pipeline(
         str(out),
         "--format",
         "json",
+        "--precision",
+        "fp32",
+        "--exact-decode",
     )
     assert result.exit_code == 0
     rows = list(csv.DictReader(out.open(newline="")))

@@ -49,7 +49,8 @@ def test_predictions_equal_open_clips_zero_shot_pipeline(model_fixture: str, req
     templates = load_templates("openai")
     paths = [SAMPLE_IMAGES / name for name in IMAGES]
     want_p, want_s = open_clip_reference(model_name, paths, LABELS, list(templates.templates))
-    classifier = Classifier.load(LABELS, templates, ModelSettings(model=model_name), batch_size=2)
+    exact = ModelSettings(model=model_name, precision=Precision.FP32, exact_decode=True)
+    classifier = Classifier.load(LABELS, templates, exact, batch_size=2)
     predictions = list(classifier.classify_paths(paths))
     for row, prediction in enumerate(predictions):
         assert prediction.error is None
@@ -68,7 +69,9 @@ def test_logit_bias_and_quick_gelu_come_from_the_model(tiny_biased_model: str) -
 
 
 def test_in_memory_images_match_files(tiny_model: str) -> None:
-    classifier = Classifier.load(["cat", "rocket"], "photo", ModelSettings(model=tiny_model))
+    classifier = Classifier.load(
+        ["cat", "rocket"], "photo", ModelSettings(model=tiny_model, exact_decode=True)
+    )
     path = SAMPLE_IMAGES / "chelsea.png"
     (from_file,) = classifier.classify_paths([path])
     (in_memory,) = classifier.classify_images([load_image(path)])
@@ -145,7 +148,10 @@ def test_pretrained_file_loads_with_a_preprocessing_notice(tmp_path: Path) -> No
         model = open_clip.create_model("clipcls-test-tiny")
         checkpoint = tmp_path / "tiny.pt"
         torch.save(model.state_dict(), checkpoint)
-        loaded = ClipModel(ModelSettings(model="clipcls-test-tiny", pretrained=str(checkpoint)))
+        settings = ModelSettings(
+            model="clipcls-test-tiny", pretrained=str(checkpoint), precision=Precision.FP32
+        )
+        loaded = ClipModel(settings)
         assert loaded.info.pretrained == str(checkpoint)
         assert any("preprocessing falls back" in n for n in loaded.info.notices)
         got = loaded.encode_texts(["a photo of a cat."])
@@ -181,14 +187,18 @@ def test_export_writes_a_local_dir_that_loads_offline(
     assert again.logit_bias == pytest.approx(original.logit_bias)
 
 
-def test_device_and_precision_choices() -> None:
+def test_device_and_precision_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pick_device(Device.CPU) == "cpu"
     if not torch.cuda.is_available():
         assert pick_device(Device.AUTO) in ("cpu", "mps")
         with pytest.raises(UsageError, match="--device cuda: no CUDA GPU"):
             pick_device(Device.CUDA)
     assert pick_precision(Precision.AUTO, "cuda") == "fp16"
+    monkeypatch.setattr("clipcls.model.cpu_has_fast_bf16", lambda: False)
     assert pick_precision(Precision.AUTO, "cpu") == "fp32"
+    monkeypatch.setattr("clipcls.model.cpu_has_fast_bf16", lambda: True)
+    assert pick_precision(Precision.AUTO, "cpu") == "bf16"
+    assert pick_precision(Precision.AUTO, "mps") == "fp32"
     assert pick_precision(Precision.BF16, "cpu") == "bf16"
     with pytest.raises(UsageError, match="fp16 is not supported on the CPU"):
         pick_precision(Precision.FP16, "cpu")

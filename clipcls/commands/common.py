@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier
 from clipcls.errors import UsageError
 from clipcls.images import STDIN, check_inputs, read_path_list
@@ -102,24 +103,37 @@ def describe(info: ModelInfo) -> str:
     return f"model {info.model}{weights} on {info.device}, {info.precision}"
 
 
+def open_cache(settings: ModelSettings, no_cache: bool) -> EmbeddingCache | None:
+    """The embedding cache beside the weights, unless --no-cache."""
+    return None if no_cache else EmbeddingCache(settings.resolved_cache_dir())
+
+
+def load_model(settings: ModelSettings, quiet: bool) -> ClipModel:
+    """Load the model, saying on stderr what runs where."""
+    spinner = contextlib.nullcontext if quiet else stderr.status
+    with spinner(f"loading {settings.model}"):
+        encoder = ClipModel(settings)
+    for line in encoder.info.notices:
+        warn(line)
+    if not quiet:
+        notice(describe(encoder.info))
+    return encoder
+
+
 def load_classifier(
     settings: ModelSettings,
     labels: tuple[Label, ...],
     templates: TemplateSet,
     batch_size: int,
     quiet: bool,
+    cache: EmbeddingCache | None = None,
 ) -> tuple[Classifier, ModelInfo]:
-    """Load the model and embed the prompts, saying on stderr what runs where."""
+    """Load the model and embed the prompts (each distinct prompt once, cached ones not)."""
+    encoder = load_model(settings, quiet)
     spinner = contextlib.nullcontext if quiet else stderr.status
-    with spinner("loading model"):
-        encoder = ClipModel(settings)
-    for line in encoder.info.notices:
-        warn(line)
-    if not quiet:
-        notice(describe(encoder.info))
     n_prompts = sum(len(label.texts) for label in labels) * len(templates.templates)
     with spinner(f"embedding {n_prompts} prompts"):
-        return Classifier(encoder, labels, templates, batch_size), encoder.info
+        return Classifier(encoder, labels, templates, batch_size, cache), encoder.info
 
 
 def model_id(info: ModelInfo) -> str:

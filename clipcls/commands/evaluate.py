@@ -11,8 +11,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from clipcls.cache import EmbeddingCache
 from clipcls.classify import DEFAULT_BATCH_SIZE
-from clipcls.commands.common import BatchSizeOpt, QuietOpt, describe
+from clipcls.commands.common import BatchSizeOpt, QuietOpt, load_model, open_cache
 from clipcls.eval_render import print_results
 from clipcls.evaluation import (
     Dataset,
@@ -25,16 +26,17 @@ from clipcls.evaluation import (
     report,
 )
 from clipcls.labels import Label
-from clipcls.model import ClipModel
 from clipcls.options import (
     CacheDirOpt,
     DebugOpt,
     DeviceOpt,
+    ExactDecodeOpt,
+    NoCacheOpt,
     OfflineOpt,
     PrecisionOpt,
     PretrainedOpt,
+    WorkersOpt,
     check_output_path,
-    model_settings,
     notice,
     open_output,
     progress_bar,
@@ -78,23 +80,21 @@ def _evaluate_model(
     batch_size: int,
     ks: tuple[int, ...],
     quiet: bool,
+    cache: EmbeddingCache | None,
 ) -> list[Evaluation]:
     """Embed the images once with this model, then score them with every template set."""
-    with stderr.status(f"loading {settings.model}"):
-        encoder = ClipModel(settings)
-    for line in encoder.info.notices:
-        warn(line)
-    if not quiet:
-        notice(describe(encoder.info))
+    encoder = load_model(settings, quiet)
     show = not quiet and stderr.is_terminal
     with progress_bar(disable=not show) as progress:
         task = progress.add_task("embedding images", total=len(dataset.paths))
-        data = embed_dataset(encoder, dataset, batch_size, lambda n: progress.advance(task, n))
+        data = embed_dataset(
+            encoder, dataset, batch_size, lambda n: progress.advance(task, n), cache
+        )
     model = (encoder.info.model, encoder.info.pretrained)
     results = []
     for templates in template_sets:
         with stderr.status(f"scoring with templates {templates.name}"):
-            results.append(evaluate_embedded(encoder, labels, templates, data, model, ks))
+            results.append(evaluate_embedded(encoder, labels, templates, data, model, ks, cache))
     return results
 
 
@@ -171,6 +171,9 @@ def evaluate(
     precision: PrecisionOpt = Precision.AUTO,
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
+    exact_decode: ExactDecodeOpt = False,
+    workers: WorkersOpt = None,
+    no_cache: NoCacheOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Measure zero-shot accuracy on a folder whose subfolders are the classes."""
@@ -187,9 +190,12 @@ def evaluate(
         ks = tuple(sorted(set(top_k or [5])))
         evaluations: list[Evaluation] = []
         for model in models or [DEFAULT_MODEL]:
-            settings = model_settings(model, pretrained, device, precision, cache_dir, offline)
+            settings = ModelSettings(
+                model, pretrained, device, precision, cache_dir, offline, exact_decode, workers
+            )
+            cache = open_cache(settings, no_cache)
             evaluations += _evaluate_model(
-                settings, dataset, labels, template_sets, batch_size, ks, quiet
+                settings, dataset, labels, template_sets, batch_size, ks, quiet, cache
             )
         for _, _, error in evaluations[0].data.failures:  # the same files fail for every model
             warn(error)

@@ -22,6 +22,7 @@ from clipcls.commands.common import (
     TemplatesOpt,
     load_classifier,
     model_id,
+    open_cache,
     read_inputs,
     read_labels,
     read_templates,
@@ -33,12 +34,14 @@ from clipcls.options import (
     CacheDirOpt,
     DebugOpt,
     DeviceOpt,
+    ExactDecodeOpt,
     InterruptGuard,
     ModelOpt,
+    NoCacheOpt,
     OfflineOpt,
     PrecisionOpt,
     PretrainedOpt,
-    model_settings,
+    WorkersOpt,
     notice,
     reported_errors,
     stderr,
@@ -49,7 +52,7 @@ from clipcls.outputs import OutputKind, check_target, output_kind, recover
 from clipcls.prompts import DEFAULT_TEMPLATES
 from clipcls.render import Format, Writer, make_writer
 from clipcls.rows import DEFAULT_UNKNOWN, clean_text
-from clipcls.settings import DEFAULT_MODEL, Device, Precision
+from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
 from clipcls.sorting import SortMode
 
 EXAMPLES = """
@@ -170,6 +173,9 @@ def label(
     precision: PrecisionOpt = Precision.AUTO,
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
+    exact_decode: ExactDecodeOpt = False,
+    workers: WorkersOpt = None,
+    no_cache: NoCacheOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Label every image under the paths into a CSV or JSONL file, one row per file."""
@@ -191,8 +197,12 @@ def label(
         total = sum(1 for p in walk if clean_text(str(p)) not in done)
         if total == 0 and not done:
             raise UsageError(f"no images found in {', '.join(inputs)}")
-        settings = model_settings(model, pretrained, device, precision, cache_dir, offline)
-        classifier, info = load_classifier(settings, label_list, template_set, batch_size, quiet)
+        settings = ModelSettings(
+            model, pretrained, device, precision, cache_dir, offline, exact_decode, workers
+        )
+        classifier, info = load_classifier(
+            settings, label_list, template_set, batch_size, quiet, open_cache(settings, no_cache)
+        )
         job = LabelJob(classifier, options, model_id(info), recovered)
         append = recovered is not None and output.exists() and output.stat().st_size > 0
         with _open(output, append) as stream:

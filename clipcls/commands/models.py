@@ -16,13 +16,12 @@ from clipcls.options import (
     DebugOpt,
     OfflineOpt,
     PretrainedOpt,
-    model_settings,
     notice,
     reported_errors,
     stderr,
     warn,
 )
-from clipcls.settings import DEFAULT_MODEL, Device, Precision
+from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
 
 LIST_EXAMPLES = """
 [bold]Examples[/bold]
@@ -58,7 +57,7 @@ def models(
     from clipcls.model import catalog
 
     with reported_errors(debug):
-        settings = model_settings(DEFAULT_MODEL, None, Device.CPU, Precision.FP32, cache_dir, True)
+        settings = ModelSettings(DEFAULT_MODEL, None, Device.CPU, Precision.FP32, cache_dir, True)
         entries = [e for e in catalog(settings, text_filter) if e.cached or not cached]
         if not entries:
             raise UsageError(
@@ -97,7 +96,7 @@ def export(
     with reported_errors(debug):
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise UsageError(f"{folder} exists and is not an empty folder")
-        settings = model_settings(model, pretrained, Device.CPU, Precision.FP32, cache_dir, offline)
+        settings = ModelSettings(model, pretrained, Device.CPU, Precision.FP32, cache_dir, offline)
         with stderr.status("loading model"):
             loaded = ClipModel(settings)
         for line in loaded.info.notices:

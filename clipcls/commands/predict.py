@@ -17,6 +17,7 @@ from clipcls.commands.common import (
     TemplateOpt,
     TemplatesOpt,
     load_classifier,
+    open_cache,
     read_inputs,
     read_labels,
     read_templates,
@@ -27,12 +28,14 @@ from clipcls.options import (
     CacheDirOpt,
     DebugOpt,
     DeviceOpt,
+    ExactDecodeOpt,
     ModelOpt,
+    NoCacheOpt,
     OfflineOpt,
     PrecisionOpt,
     PretrainedOpt,
+    WorkersOpt,
     check_output_path,
-    model_settings,
     notice,
     open_output,
     reported_errors,
@@ -43,7 +46,7 @@ from clipcls.options import (
 from clipcls.prompts import DEFAULT_TEMPLATES
 from clipcls.render import Format, make_writer
 from clipcls.rows import Columns, to_row
-from clipcls.settings import DEFAULT_MODEL, Device, Precision
+from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -74,6 +77,9 @@ def predict(
     precision: PrecisionOpt = Precision.AUTO,
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
+    exact_decode: ExactDecodeOpt = False,
+    workers: WorkersOpt = None,
+    no_cache: NoCacheOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Classify images against your labels and show the top-k labels of each."""
@@ -85,8 +91,12 @@ def predict(
         if total == 0:
             raise UsageError(f"no images found in {', '.join(inputs)}")
         check_output_path(output)
-        settings = model_settings(model, pretrained, device, precision, cache_dir, offline)
-        classifier, _ = load_classifier(settings, label_list, template_set, batch_size, quiet)
+        settings = ModelSettings(
+            model, pretrained, device, precision, cache_dir, offline, exact_decode, workers
+        )
+        classifier, _ = load_classifier(
+            settings, label_list, template_set, batch_size, quiet, open_cache(settings, no_cache)
+        )
         show_progress = not quiet and stderr.is_terminal
         failures = 0
         with open_output(output) as stream:

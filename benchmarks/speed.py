@@ -1,0 +1,383 @@
+"""clipcls against the loops people write, measured side by side in one run.
+
+Run: python benchmarks/speed.py [--images 900] [--skip-hf]
+Needs: the project installed, plus `pip install transformers` for the Hugging Face pipeline.
+
+It generates a deterministic JPEG set (a third each 12 MP, 2 MP and VGA, made from the sample
+photos with seeded noise; nothing is downloaded) and a ViT-B-32 with random weights (same
+architecture and cost as the trained one) as a local-dir: model, then runs each method in its own
+process and reports seconds, images/s, peak RSS and ratios:
+
+  openclip   the batched loop from open_clip's README: PIL decode, open_clip preprocess, fp32,
+             text classifier from the same 80 templates with build_zero_shot_classifier
+  hf         transformers' zero-shot-image-classification pipeline, same architecture
+  cold       clipcls, empty embedding cache (includes encoding the 80-template prompts)
+  warm       clipcls again over the same images with new labels, cache warm
+  ceiling    encode_image alone on ready tensors at clipcls's precision and threads
+
+Times exclude process start and model loading (the same for every method); the end-to-end
+`clipcls predict` wall times are printed too. The agreement section measures what the fast paths
+change: draft-decoded vs fully decoded image embeddings, bf16 vs fp32 image embeddings, and
+length-truncated vs padded text embeddings (cosines).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+DATA = Path(__file__).resolve().parent / "data"
+SIZES = {"12MP": (4000, 3000), "2MP": (1920, 1080), "VGA": (640, 480)}
+DISTINCT = 12  # distinct pictures per size; the rest are hard links (decoded all the same)
+SOURCES = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "china.jpg", "flower.jpg"]
+LABELS = ["cat", "dog", "car"]
+NEW_LABELS = ["rocket", "cup of coffee", "flower"]
+BATCH = 32
+
+
+def make_images(count: int) -> list[Path]:
+    """The benchmark set, generated once into benchmarks/data/images-N."""
+    import numpy as np
+    from PIL import Image
+
+    folder = DATA / f"images-{count}"
+    done = folder / ".complete"
+    if done.exists():
+        return sorted(folder.glob("*/*.jpg"))
+    shutil.rmtree(folder, ignore_errors=True)
+    samples = Path(__file__).resolve().parent.parent / "sample_images"
+    rng = np.random.default_rng(0)
+    for name, (width, height) in SIZES.items():
+        (folder / name).mkdir(parents=True)
+        originals = []
+        for i in range(DISTINCT):
+            source = Image.open(samples / SOURCES[i % len(SOURCES)]).convert("RGB")
+            picture = np.asarray(source.resize((width, height), Image.BICUBIC), dtype=np.int16)
+            picture = picture + rng.integers(-10, 11, size=picture.shape, dtype=np.int16)
+            target = folder / name / f"{i:04d}.jpg"
+            Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8)).save(target, quality=90)
+            originals.append(target)
+        for i in range(DISTINCT, count // len(SIZES)):
+            os.link(originals[i % DISTINCT], folder / name / f"{i:04d}.jpg")
+    done.touch()
+    return sorted(folder.glob("*/*.jpg"))
+
+
+def make_model() -> Path:
+    """ViT-B-32 with random weights as a local-dir: folder, written once."""
+    folder = DATA / "vit-b-32-random"
+    if (folder / "open_clip_config.json").exists():
+        return folder
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    model = open_clip.create_model("ViT-B-32")
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model_cfg": open_clip.get_model_config("ViT-B-32"),
+        "preprocess_cfg": open_clip.get_model_preprocess_cfg(model),
+    }
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(folder / "open_clip_model.safetensors"),
+    )
+    (folder / "open_clip_config.json").write_text(json.dumps(config))
+    return folder
+
+
+# ---- the methods, each run in a fresh process --------------------------------------------
+
+
+def run_openclip(images: list[Path], model_dir: Path) -> dict[str, float]:
+    import open_clip
+    import torch
+    from open_clip.zero_shot_classifier import build_zero_shot_classifier
+    from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
+    from PIL import Image
+
+    model, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{model_dir}")
+    tokenizer = open_clip.get_tokenizer(f"local-dir:{model_dir}")
+    model.eval()
+    start = time.perf_counter()
+    with torch.no_grad():
+        classifier = build_zero_shot_classifier(model, tokenizer, LABELS, OPENAI_IMAGENET_TEMPLATES)
+        for first in range(0, len(images), BATCH):
+            batch = torch.stack([preprocess(Image.open(p)) for p in images[first : first + BATCH]])
+            features = model.encode_image(batch, normalize=True)
+            (100.0 * features @ classifier).softmax(dim=-1)
+    return {"seconds": time.perf_counter() - start}
+
+
+def run_hf(images: list[Path], model_dir: Path) -> dict[str, float]:
+    import open_clip
+    import torch
+    from PIL import Image
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer, pipeline
+
+    # Build the Hugging Face tokenizer files from open_clip's bundled BPE: nothing downloaded.
+    bpe = open_clip.tokenizer.SimpleTokenizer()
+    vocab = DATA / "hf-tokenizer"
+    vocab.mkdir(exist_ok=True)
+    (vocab / "vocab.json").write_text(json.dumps(bpe.encoder))
+    ranked = sorted(bpe.bpe_ranks.items(), key=lambda item: item[1])
+    (vocab / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m, _ in ranked))
+    tokenizer = CLIPTokenizer(str(vocab / "vocab.json"), str(vocab / "merges.txt"))
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 512,
+            "intermediate_size": 2048,
+            "num_attention_heads": 8,
+            "num_hidden_layers": 12,
+            "max_position_embeddings": 77,
+        },
+        vision_config={
+            "hidden_size": 768,
+            "intermediate_size": 3072,
+            "num_attention_heads": 12,
+            "num_hidden_layers": 12,
+            "patch_size": 32,
+            "image_size": 224,
+        },
+        projection_dim=512,
+    )
+    torch.manual_seed(0)
+    classifier = pipeline(
+        "zero-shot-image-classification",
+        model=CLIPModel(config).eval(),
+        tokenizer=tokenizer,
+        image_processor=CLIPImageProcessor(),
+        device="cpu",
+    )
+    start = time.perf_counter()
+    pictures = (Image.open(p) for p in images)
+    for _ in classifier(pictures, candidate_labels=LABELS, batch_size=BATCH):
+        pass
+    return {"seconds": time.perf_counter() - start}
+
+
+def _classifier(model_dir: Path, labels: list[str], cache: Path):  # type: ignore[no-untyped-def]
+    from clipcls import Classifier, EmbeddingCache, ModelSettings
+    from clipcls.model import ClipModel
+
+    encoder = ClipModel(ModelSettings(model=f"local-dir:{model_dir}"))
+    return encoder, lambda: Classifier(encoder, labels, "openai", BATCH, EmbeddingCache(cache))
+
+
+def run_clipcls(images: list[Path], model_dir: Path, cache: Path, new_labels: bool) -> dict:
+    encoder, build = _classifier(model_dir, NEW_LABELS if new_labels else LABELS, cache)
+    start = time.perf_counter()
+    classifier = build()
+    text_done = time.perf_counter()
+    first_batch = None
+    for count, _ in enumerate(classifier.classify_paths(images), start=1):
+        if count == BATCH:
+            first_batch = time.perf_counter()
+    end = time.perf_counter()
+    steady = (len(images) - BATCH) / (end - first_batch) if first_batch else 0.0
+    return {
+        "seconds": end - start,
+        "text_seconds": text_done - start,
+        "steady_ips": steady,
+        "precision": encoder.info.precision,
+        "workers": encoder.decode_workers,
+        "torch_threads": encoder.thread_plan.torch_threads,
+    }
+
+
+def run_ceiling(model_dir: Path) -> dict[str, float]:
+    import numpy as np
+
+    from clipcls import ModelSettings
+    from clipcls.model import ClipModel
+
+    encoder = ClipModel(ModelSettings(model=f"local-dir:{model_dir}"))
+    arrays = [
+        np.random.default_rng(i).integers(0, 255, (224, 224, 3), dtype=np.uint8)
+        for i in range(BATCH)
+    ]
+    encoder.encode_prepared(arrays)  # warm-up
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 10:
+        encoder.encode_prepared(arrays)
+        done += BATCH
+    return {"ips": done / (time.perf_counter() - start), "precision": encoder.info.precision}
+
+
+def run_agreement(images: list[Path], model_dir: Path) -> dict[str, dict[str, float]]:
+    import numpy as np
+
+    from clipcls import ModelSettings, Precision
+    from clipcls.model import ClipModel
+    from clipcls.pipeline import prepare_path
+    from clipcls.prompts import load_templates
+
+    def embed(encoder: ClipModel, paths: list[Path]) -> np.ndarray:
+        return encoder.encode_prepared([prepare_path(encoder, p).tensor for p in paths])
+
+    name = f"local-dir:{model_dir}"
+    fast = ClipModel(ModelSettings(model=name))
+    exact = ClipModel(ModelSettings(model=name, precision=fast.info.precision, exact_decode=True))
+    fp32 = ClipModel(ModelSettings(model=name, precision=Precision.FP32, exact_decode=True))
+    result: dict[str, dict[str, float]] = {}
+    distinct = [p for p in images if int(p.stem) < DISTINCT]
+    for size in SIZES:
+        group = [p for p in distinct if p.parent.name == size]
+        cosine = (embed(fast, group) * embed(exact, group)).sum(axis=1)
+        result[f"draft vs exact decode, {size}"] = {
+            "min": float(cosine.min()),
+            "mean": float(cosine.mean()),
+        }
+    cosine = (embed(exact, distinct) * embed(fp32, distinct)).sum(axis=1)
+    result[f"{fast.info.precision} vs fp32 weights"] = {
+        "min": float(cosine.min()),
+        "mean": float(cosine.mean()),
+    }
+    prompts = [t for label in LABELS for t in load_templates("openai").fill(label)]
+    cosine = (fp32.encode_texts(prompts) * fp32.encode_texts(prompts, truncate=False)).sum(axis=1)
+    result["truncated vs padded text (fp32)"] = {
+        "min": float(cosine.min()),
+        "mean": float(cosine.mean()),
+    }
+    return result
+
+
+# ---- the driver ------------------------------------------------------------------------
+
+
+def child(method: str, count: int, cache: str) -> None:
+    images = make_images(count)
+    model_dir = make_model()
+    if method == "openclip":
+        out = run_openclip(images, model_dir)
+    elif method == "hf":
+        out = run_hf(images, model_dir)
+    elif method in ("cold", "warm"):
+        out = run_clipcls(images, model_dir, Path(cache), new_labels=method == "warm")
+    elif method == "ceiling":
+        out = run_ceiling(model_dir)
+    else:
+        out = run_agreement(images, model_dir)
+    print("RESULT " + json.dumps(out))
+
+
+def measure(method: str, count: int, cache: Path) -> dict:
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        method,
+        "--images",
+        str(count),
+        "--cache",
+        str(cache),
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(process.pid, 0)
+    output, errors = process.stdout.read(), process.stderr.read()  # type: ignore[union-attr]
+    if status != 0:
+        raise SystemExit(f"{method} failed:\n{errors[-3000:]}")
+    line = next(x for x in output.splitlines() if x.startswith("RESULT "))
+    result = json.loads(line.removeprefix("RESULT "))
+    result["peak_rss_mb"] = usage.ru_maxrss / 1024
+    return result
+
+
+def cli_wall(images: Path, model_dir: Path, cache: Path, labels: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(
+        [
+            "clipcls",
+            "predict",
+            str(images),
+            "--labels",
+            ",".join(labels),
+            "-f",
+            "jsonl",
+            "-q",
+            "--model",
+            f"local-dir:{model_dir}",
+            "--cache-dir",
+            str(cache),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ},
+    )
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=900)
+    parser.add_argument("--skip-hf", action="store_true")
+    parser.add_argument("--child")
+    parser.add_argument("--cache", default="")
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.images, args.cache)
+        return
+    images = make_images(args.images)
+    model_dir = make_model()
+    cache = DATA / "cache"
+    shutil.rmtree(cache, ignore_errors=True)
+    n = len(images)
+    print(f"# {n} JPEGs ({n // 3} each 12 MP, 2 MP, VGA), ViT-B-32 random weights, batch {BATCH}")
+    print(f"# {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    methods = ["openclip", *([] if args.skip_hf else ["hf"]), "cold", "warm", "ceiling"]
+    results = {}
+    for method in methods:
+        results[method] = measure(method, args.images, cache)
+        print(f"  measured {method}", file=sys.stderr, flush=True)
+    cold = results["cold"]
+    print(
+        f"# clipcls: {cold['precision']}, {cold['torch_threads']} torch threads, "
+        f"{cold['workers']} decode threads"
+    )
+    print("\n| method | seconds | images/s | peak RSS | clipcls cold is ... faster |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for method in methods[:-1]:
+        r = results[method]
+        ratio = r["seconds"] / cold["seconds"]
+        print(
+            f"| {method} | {r['seconds']:.1f} | {n / r['seconds']:.1f} | "
+            f"{r['peak_rss_mb']:.0f} MB | {ratio:.1f}x |"
+        )
+    ceiling = results["ceiling"]
+    print(f"| ceiling (model only) | | {ceiling['ips']:.1f} | {ceiling['peak_rss_mb']:.0f} MB | |")
+    warm = results["warm"]
+    print(
+        f"\ncold: prompts {cold['text_seconds']:.2f} s, steady state {cold['steady_ips']:.1f} "
+        f"images/s = {cold['steady_ips'] / ceiling['ips']:.0%} of the model-only ceiling"
+    )
+    print(
+        f"warm re-run with new labels: {warm['seconds']:.2f} s "
+        f"({warm['text_seconds']:.2f} s of it new prompts) = "
+        f"{cold['seconds'] / warm['seconds']:.0f}x faster than cold"
+    )
+    shutil.rmtree(cache, ignore_errors=True)
+    folder = images[0].parent.parent
+    cold_wall = cli_wall(folder, model_dir, cache, LABELS)
+    warm_wall = cli_wall(folder, model_dir, cache, NEW_LABELS)
+    print(
+        f"end to end `clipcls predict` (process start and model load included): cold "
+        f"{cold_wall:.1f} s, warm with new labels {warm_wall:.1f} s"
+    )
+    agreement = measure("agreement", args.images, cache)
+    print("\n| agreement (cosine) | min | mean |")
+    print("| --- | ---: | ---: |")
+    for name, values in agreement.items():
+        if isinstance(values, dict):
+            print(f"| {name} | {values['min']:.5f} | {values['mean']:.5f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,171 @@
+"""The image stream: paths -> decoded batches (in threads) -> embeddings, through the cache."""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from clipcls.cache import EmbeddingCache, FileKey
+from clipcls.errors import ImageError
+from clipcls.images import load_image
+
+PREFETCH_BATCHES = 2  # decoded batches waiting for the device: bounds memory
+
+
+class Encoder(Protocol):
+    """What the classifier needs from a model; ClipModel is the real one, tests use fakes."""
+
+    logit_scale: float
+    logit_bias: float | None
+
+    def prepare(self, image: Image.Image) -> Any: ...
+
+    def encode_prepared(self, prepared: Sequence[Any]) -> np.ndarray: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """One input after decoding and preprocessing: the model input, or why there is none."""
+
+    path: str
+    tensor: Any = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class EmbeddedBatch:
+    """A batch of inputs in order, with the embeddings of the readable ones."""
+
+    paths: tuple[str, ...]
+    errors: tuple[str | None, ...]  # one per path; None where the image was embedded
+    embeddings: np.ndarray  # (n_readable, dim), in the order of the readable paths
+
+
+def prepare_path(encoder: Encoder, path: Path | str) -> PreparedImage:
+    """Decode and preprocess one file; a failure is recorded, never raised."""
+    try:
+        image = load_image(path, getattr(encoder, "draft_size", None))
+        return PreparedImage(str(path), encoder.prepare(image))
+    except ImageError as error:
+        return PreparedImage(str(path), error=str(error))
+    except (OSError, ValueError, RuntimeError) as error:
+        # Decoded, but the resize/normalize step refused it: still one file's problem.
+        return PreparedImage(str(path), error=f"cannot preprocess {path}: {error}")
+
+
+def embed_batch(encoder: Encoder, batch: Sequence[PreparedImage]) -> EmbeddedBatch:
+    """Embed the readable images of a batch in one forward pass; keep errors in place."""
+    tensors = [item.tensor for item in batch if item.error is None]
+    embeddings = encoder.encode_prepared(tensors) if tensors else np.zeros((0, 0), np.float32)
+    return EmbeddedBatch(
+        tuple(item.path for item in batch), tuple(item.error for item in batch), embeddings
+    )
+
+
+@dataclass
+class _Chunk:
+    """One batch of paths, with what the cache already had for them."""
+
+    paths: list[str]
+    keys: list[FileKey | None]
+    hits: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def misses(self) -> list[str]:
+        pairs = zip(self.paths, self.keys, strict=True)
+        return [path for path, key in pairs if key is None or key.path not in self.hits]
+
+
+def _chunks(
+    paths: Iterable[Path | str], size: int, cache: EmbeddingCache | None, model: str | None
+) -> Iterator[_Chunk]:
+    iterator = iter(paths)
+    while batch := [str(p) for p in itertools.islice(iterator, size)]:
+        keys: list[FileKey | None] = [None] * len(batch)
+        if cache is not None:
+            keys = [FileKey.of(p) for p in batch]
+        chunk = _Chunk(batch, keys)
+        if cache is not None and model is not None:
+            chunk.hits = cache.get_images(model, [k for k in keys if k is not None])
+        yield chunk
+
+
+def _decoded(
+    encoder: Encoder, chunks: Iterator[_Chunk], workers: int, overlap: bool
+) -> Iterator[tuple[_Chunk, list[PreparedImage]]]:
+    """Decode each chunk's cache misses: inline, in turns with compute, or ahead of it."""
+    if workers <= 1 and not overlap:
+        for chunk in chunks:
+            yield chunk, [prepare_path(encoder, p) for p in chunk.misses]
+        return
+    pool = ThreadPoolExecutor(max(1, workers), thread_name_prefix="clipcls-decode")
+    try:
+        if not overlap:  # all cores decode, then all cores compute: never oversubscribed
+            for chunk in chunks:
+                yield chunk, list(pool.map(lambda p: prepare_path(encoder, p), chunk.misses))
+            return
+        pending: deque[tuple[_Chunk, list[Future[PreparedImage]]]] = deque()
+        for chunk in chunks:
+            pending.append((chunk, [pool.submit(prepare_path, encoder, p) for p in chunk.misses]))
+            if len(pending) > PREFETCH_BATCHES:
+                done, futures = pending.popleft()
+                yield done, [f.result() for f in futures]
+        while pending:
+            done, futures = pending.popleft()
+            yield done, [f.result() for f in futures]
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _merge(chunk: _Chunk, computed: EmbeddedBatch) -> EmbeddedBatch:
+    fresh = dict(zip(computed.paths, computed.errors, strict=True))
+    readable = iter(computed.embeddings)
+    vectors: list[np.ndarray] = []
+    errors: list[str | None] = []
+    for path, key in zip(chunk.paths, chunk.keys, strict=True):
+        if key is not None and key.path in chunk.hits:
+            vectors.append(chunk.hits[key.path])
+            errors.append(None)
+            continue
+        error = fresh[path]
+        errors.append(error)
+        if error is None:
+            vectors.append(next(readable))
+    stacked = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
+    return EmbeddedBatch(tuple(chunk.paths), tuple(errors), stacked)
+
+
+def embed_paths(
+    encoder: Encoder,
+    paths: Iterable[Path | str],
+    batch_size: int,
+    cache: EmbeddingCache | None = None,
+) -> Iterator[EmbeddedBatch]:
+    """Stream image embeddings batch by batch, in input order, computing only cache misses."""
+    model = getattr(encoder, "cache_key", None)
+    cache = cache if model is not None else None
+    workers = int(getattr(encoder, "decode_workers", 0))
+    overlap = bool(getattr(encoder, "overlap_decode", False))
+    chunks = _chunks(paths, batch_size, cache, model)
+    for chunk, prepared in _decoded(encoder, chunks, workers, overlap):
+        computed = embed_batch(encoder, prepared)
+        if cache is not None and model is not None and len(computed.embeddings):
+            cache.put_images(model, _fresh_items(chunk, computed))
+        yield _merge(chunk, computed)
+
+
+def _fresh_items(chunk: _Chunk, computed: EmbeddedBatch) -> list[tuple[FileKey, np.ndarray]]:
+    keys = {p: k for p, k in zip(chunk.paths, chunk.keys, strict=True) if k is not None}
+    readable = [p for p, e in zip(computed.paths, computed.errors, strict=True) if e is None]
+    pairs = zip(readable, computed.embeddings, strict=True)
+    return [(keys[path], vector) for path, vector in pairs if path in keys]

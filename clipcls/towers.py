@@ -1,0 +1,152 @@
+"""Fast paths around open_clip's towers (torch, imported lazily like in model.py).
+
+Images: the PIL half of open_clip's eval transform runs in decode threads and yields uint8
+arrays; ToTensor + Normalize run once per batch with the same arithmetic. Text: CLIP's text tower
+is causal, so the embedding read at the end-of-text token does not depend on the padding after
+it; the tower runs only over the longest real prompt of each batch.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+
+@dataclass(frozen=True)
+class FastPreprocess:
+    """open_clip's eval transform split at ToTensor: a PIL stage, then mean/std per batch."""
+
+    pil_stage: Callable[[Image.Image], Image.Image]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    size: int  # the longer side of the model input, for draft decoding
+
+
+def split_preprocess(preprocess: Any) -> FastPreprocess | None:
+    """Split a torchvision Compose ending in ToTensor, Normalize; None for any other shape."""
+    from torchvision import transforms
+
+    steps = list(getattr(preprocess, "transforms", []))
+    if len(steps) < 2 or not isinstance(steps[-1], transforms.Normalize):
+        return None
+    if not isinstance(steps[-2], transforms.ToTensor):
+        return None
+    pil_steps = steps[:-2]
+    flat: list[int] = []
+    for step in pil_steps:
+        size = getattr(step, "size", None)
+        if size is not None:
+            flat.extend(size if isinstance(size, list | tuple) else [size])
+    if not flat:
+        return None
+    normalize = steps[-1]
+    return FastPreprocess(
+        transforms.Compose(pil_steps),
+        tuple(float(v) for v in normalize.mean),
+        tuple(float(v) for v in normalize.std),
+        int(max(flat)),
+    )
+
+
+def to_uint8(fast: FastPreprocess, image: Image.Image) -> np.ndarray:
+    """Run the PIL stage: (H, W, 3) uint8, ready to stack into a batch."""
+    return np.asarray(fast.pil_stage(image), dtype=np.uint8)
+
+
+def normalized_batch(fast: FastPreprocess, arrays: Sequence[np.ndarray], device: Any) -> Any:
+    """uint8 (n, H, W, 3) -> float (n, 3, H, W), exactly as ToTensor then Normalize compute it."""
+    import torch
+
+    batch = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)
+    if device.type == "cuda":
+        batch = batch.pin_memory().to(device, non_blocking=True)  # normalize on the GPU
+    batch = batch.contiguous().to(torch.float32).div(255)
+    mean = torch.tensor(fast.mean, dtype=torch.float32, device=batch.device)[:, None, None]
+    std = torch.tensor(fast.std, dtype=torch.float32, device=batch.device)[:, None, None]
+    return batch.sub_(mean).div_(std)
+
+
+def can_truncate_text(model: Any) -> bool:
+    """True for open_clip CLIP text towers: causal mask and pooling at the end-of-text token."""
+    import open_clip
+
+    return (
+        type(model) is open_clip.CLIP
+        and getattr(model, "attn_mask", None) is not None
+        and getattr(model, "text_pool_type", None) in ("argmax", "eos")
+    )
+
+
+def encode_text_truncated(model: Any, tokens: Any) -> Any:
+    """encode_text over the first L positions, L = the batch's longest prompt (to its EOT)."""
+    from open_clip.transformer import text_global_pool
+
+    eos_id = getattr(model, "text_eos_id", None)
+    ends = (
+        tokens.argmax(dim=-1)
+        if model.text_pool_type == "argmax"
+        else (tokens == eos_id).int().argmax(dim=-1)
+    )
+    length = int(ends.max()) + 1
+    tokens = tokens[:, :length]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype)
+    x = x + model.positional_embedding[:length].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
+    x = model.ln_final(x)
+    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=eos_id)
+    if model.text_projection is not None:
+        projection = model.text_projection
+        x = projection(x) if callable(projection) else x @ projection
+    return x / x.norm(dim=-1, keepdim=True)
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How the CPU cores are shared: torch's compute threads and image decode threads."""
+
+    torch_threads: int
+    decode_workers: int
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects affinity masks and containers' cpusets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def plan_threads(device: str, workers: int | None = None, cores: int | None = None) -> ThreadPlan:
+    """Never more busy threads than cores.
+
+    On the CPU, decoding and the model take turns, each with every core: a batch is decoded by
+    `cores` threads, then the model runs on `cores` torch threads. Running both at once would
+    put more threads than cores to work, and torch's spinning threads then lose most of their
+    speed. On a GPU the cores only decode, ahead of the device, and the main thread feeds it.
+    """
+    cores = cores or available_cores()
+    if device != "cpu":
+        return ThreadPlan(torch_threads=1, decode_workers=max(1, workers or cores - 1))
+    return ThreadPlan(torch_threads=cores, decode_workers=cores if workers is None else workers)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with AMX or AVX512-BF16, where bf16 weights run about 3x faster than fp32."""
+    import torch
+
+    cpu = getattr(torch._C, "_cpu", None)
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    if cpu is not None and any(hasattr(cpu, name) for name in checks):
+        return any(getattr(cpu, name, lambda: False)() for name in checks)
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            flags = info.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
