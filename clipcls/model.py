@@ -33,6 +33,19 @@ from clipcls.towers import (
 
 SCHEMAS = ("hf-hub:", "local-dir:")
 TEXT_BATCH = 256
+INIT_FUNCTIONS = (
+    "normal_",
+    "uniform_",
+    "trunc_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "constant_",
+    "zeros_",
+    "ones_",
+    "orthogonal_",
+)
 CACHE_VERSION = "clipcls-1"  # bump when embeddings computed for the same inputs would change
 # open_clip tries the safetensors file first, then the name in the tag's config.
 WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -160,6 +173,26 @@ def _quiet_loading(offline: bool) -> Iterator[None]:
         logging.root.removeHandler(guard)
 
 
+@contextlib.contextmanager
+def _skip_random_init() -> Iterator[None]:
+    """Skip the random initialization of weights that the checkpoint replaces anyway.
+
+    Every load is strict and requires pretrained weights, so each parameter is overwritten;
+    initializing a ViT-B-32 at random first costs about a second.
+    """
+    import torch
+
+    names = [n for n in INIT_FUNCTIONS if hasattr(torch.nn.init, n)]
+    saved = {name: getattr(torch.nn.init, name) for name in names}
+    for name in names:
+        setattr(torch.nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, function in saved.items():
+            setattr(torch.nn.init, name, function)
+
+
 def _hub_unreachable() -> str | None:
     """Why the model hub cannot be reached, or None; a failed name lookup answers at once."""
     from huggingface_hub import constants
@@ -199,7 +232,7 @@ def _build(
     """Create (model, eval preprocessing, tokenizer) through open_clip."""
     import open_clip
 
-    with _quiet_loading(offline):
+    with _quiet_loading(offline), _skip_random_init():
         model, _, preprocess = open_clip.create_model_and_transforms(
             source.name,
             pretrained=source.pretrained,
@@ -285,8 +318,8 @@ class ClipModel:
             batch = torch.stack(list(prepared))
         batch = batch.to(self._device, dtype=self._input_dtype)
         with torch.inference_mode():
-            features = self._model.encode_image(batch, normalize=True)
-        return np.asarray(features.float().cpu().numpy(), dtype=np.float32)
+            features = self._model.encode_image(batch)
+        return _unit_rows(features)
 
     def encode_texts(self, texts: Sequence[str], truncate: bool = True) -> np.ndarray:
         """Embed texts: (n,) -> (n, dim), each L2-normalized, float32.
@@ -305,8 +338,8 @@ class ClipModel:
                 if truncate:
                     features = encode_text_truncated(self._model, batch)
                 else:
-                    features = self._model.encode_text(batch, normalize=True)
-                features = features.float().cpu().numpy()
+                    features = self._model.encode_text(batch)
+                features = _unit_rows(features)
                 if out.shape[1] == 0:
                     out = np.zeros((len(texts), features.shape[1]), dtype=np.float32)
                 out[rows.numpy()] = features
@@ -335,6 +368,12 @@ class ClipModel:
         (folder / "open_clip_config.json.partial").write_text(json.dumps(config, indent=2) + "\n")
         partial_weights.replace(folder / "open_clip_model.safetensors")
         (folder / "open_clip_config.json.partial").replace(folder / "open_clip_config.json")
+
+
+def _unit_rows(features: Any) -> np.ndarray:
+    """L2-normalize in float32, whatever precision the tower ran in."""
+    rows = features.float().cpu().numpy()
+    return np.asarray(rows / np.linalg.norm(rows, axis=1, keepdims=True), dtype=np.float32)
 
 
 def _input_size(model: Any) -> int:

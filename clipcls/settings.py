@@ -45,6 +45,11 @@ class ModelSettings:
     exact_decode: bool = False  # decode JPEGs at full size instead of libjpeg's draft scaling
     workers: int | None = None  # image decode threads; None picks from the cores
 
+    def __post_init__(self) -> None:
+        # Accept plain strings from Python callers ("cuda", "bf16") as the CLI's enums do.
+        object.__setattr__(self, "device", Device(self.device))
+        object.__setattr__(self, "precision", Precision(self.precision))
+
     def resolved_cache_dir(self) -> Path:
         """The weights cache: explicit setting, then $CLIPCLS_CACHE_DIR, then the user cache."""
         if self.cache_dir is not None:

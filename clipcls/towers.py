@@ -83,7 +83,10 @@ def can_truncate_text(model: Any) -> bool:
 
 
 def encode_text_truncated(model: Any, tokens: Any) -> Any:
-    """encode_text over the first L positions, L = the batch's longest prompt (to its EOT)."""
+    """encode_text over the first L positions, L = the batch's longest prompt (to its EOT).
+
+    Returns unnormalized features, like encode_text(normalize=False).
+    """
     from open_clip.transformer import text_global_pool
 
     eos_id = getattr(model, "text_eos_id", None)
@@ -103,7 +106,7 @@ def encode_text_truncated(model: Any, tokens: Any) -> Any:
     if model.text_projection is not None:
         projection = model.text_projection
         x = projection(x) if callable(projection) else x @ projection
-    return x / x.norm(dim=-1, keepdim=True)
+    return x
 
 
 @dataclass(frozen=True)
