@@ -23,7 +23,7 @@ DEFAULT_MAX_BYTES = 2 * 1024**3
 MAX_ENV = "CLIPCLS_CACHE_MAX_GB"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
-    model TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, mtime INTEGER NOT NULL,
+    model TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime INTEGER NOT NULL,
     vector BLOB NOT NULL, used REAL NOT NULL, PRIMARY KEY (model, path));
 CREATE TABLE IF NOT EXISTS texts (
     model TEXT NOT NULL, text TEXT NOT NULL, vector BLOB NOT NULL, used REAL NOT NULL,
@@ -103,7 +103,8 @@ class EmbeddingCache:
 
     def get_images(self, model: str, keys: Sequence[FileKey]) -> dict[str, np.ndarray]:
         """Cached embeddings by absolute path, for files whose size and mtime still match."""
-        wanted = {key.path: key for key in keys}
+        # Paths are stored as their file-system bytes: names need not be valid UTF-8.
+        wanted = {os.fsencode(key.path): key for key in keys}
         found: dict[str, np.ndarray] = {}
         paths = list(wanted)
         for start in range(0, len(paths), LOOKUP_CHUNK):
@@ -114,19 +115,22 @@ class EmbeddingCache:
             for path, size, mtime, vector in rows:
                 key = wanted[path]
                 if (size, mtime) == (key.size, key.mtime):
-                    found[path] = np.frombuffer(vector, dtype=np.float32)
+                    found[key.path] = np.frombuffer(vector, dtype=np.float32)
         if found:
             now = time.time()
             self._write(
                 "UPDATE images SET used = ? WHERE model = ? AND path = ?",
-                ((now, model, path) for path in found),
+                ((now, model, os.fsencode(path)) for path in found),
             )
         return found
 
     def put_images(self, model: str, items: Iterable[tuple[FileKey, np.ndarray]]) -> None:
         """Store embeddings (replacing older versions of the same files), then keep the bound."""
         now = time.time()
-        rows = [(model, key.path, key.size, key.mtime, _blob(vector), now) for key, vector in items]
+        rows = [
+            (model, os.fsencode(key.path), key.size, key.mtime, _blob(vector), now)
+            for key, vector in items
+        ]
         if rows:
             self._write("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?)", rows)
             self._evict()

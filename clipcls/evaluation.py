@@ -39,14 +39,16 @@ def _class_folders(root: Path) -> list[Path]:
     return folders
 
 
-def load_dataset(root: Path, max_per_class: int | None = None, seed: int = 0) -> Dataset:
+def load_dataset(
+    root: Path, max_per_class: int | None = None, seed: int = 0, include_hidden: bool = False
+) -> Dataset:
     """Find the classes and their images (recursively), optionally N random images per class."""
     folders = _class_folders(root)
     rng = random.Random(seed)
     paths: list[Path] = []
     targets: list[int] = []
     for index, folder in enumerate(folders):
-        found = list(iter_image_paths([str(folder)]))
+        found = list(iter_image_paths([str(folder)], include_hidden))
         if max_per_class is not None and len(found) > max_per_class:
             found = sorted(rng.sample(found, max_per_class))
         paths.extend(found)

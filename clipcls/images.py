@@ -3,16 +3,32 @@
 from __future__ import annotations
 
 import os
+import struct
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from PIL import Image, ImageOps, UnidentifiedImageError
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from clipcls.errors import ImageError, UsageError
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+try:  # HEIC/HEIF through the optional extra: pip install 'clipcls[heif]'
+    from pillow_heif import register_heif_opener
+
+    register_heif_opener()
+    HEIF_EXTENSIONS = {".heic", ".heif"}
+except ImportError:
+    HEIF_EXTENSIONS = set()
+
+BASE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+AVIF_EXTENSIONS = {".avif"} if features.check("avif") else set()
+IMAGE_EXTENSIONS = frozenset(BASE_EXTENSIONS | AVIF_EXTENSIONS | HEIF_EXTENSIONS)
+DEFAULT_MAX_MEGAPIXELS = 200.0
+# clipcls checks the declared size itself, before decoding, against --max-megapixels.
+Image.MAX_IMAGE_PIXELS = None
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 STDIN = "-"
 
 
@@ -25,7 +41,7 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk_sorted(folder: Path, include_hidden: bool, exclude: str | None) -> Iterator[Path]:
+def _walk_sorted(folder: Path, include_hidden: bool, exclude: set[str]) -> Iterator[Path]:
     """Yield image files below folder depth-first, each folder's entries sorted by name."""
     try:
         with os.scandir(folder) as scan:
@@ -38,10 +54,10 @@ def _walk_sorted(folder: Path, include_hidden: bool, exclude: str | None) -> Ite
         path = folder / entry.name
         # Folder links are not followed: that is how a tree with a link loop stays finite.
         if entry.is_dir(follow_symlinks=False):
-            if exclude is None or os.path.realpath(path) != exclude:
+            if not exclude or os.path.realpath(path) not in exclude:
                 yield from _walk_sorted(path, include_hidden, exclude)
-        elif is_image_name(entry.name):
-            yield path
+        elif is_image_name(entry.name) and (entry.is_symlink() or entry.is_file()):
+            yield path  # dangling links too: they are reported, not silently skipped
 
 
 def read_path_list(stream: TextIO) -> list[str]:
@@ -58,32 +74,63 @@ def check_inputs(inputs: Sequence[str]) -> None:
             raise UsageError(f"input path does not exist: {item}")
 
 
+def _inside(real: str, folders: Iterable[str]) -> bool:
+    return any(
+        real == folder or real.startswith(folder.rstrip(os.sep) + os.sep) for folder in folders
+    )
+
+
 def iter_image_paths(
     inputs: Iterable[str], include_hidden: bool = False, exclude: Path | None = None
 ) -> Iterator[Path]:
-    """Yield the files to classify: named files as given, folders walked in sorted order.
+    """Yield the files to classify, each once: named files as given, folders walked sorted.
 
-    A folder equal to `exclude` (such as the --sort-into target inside the input) is not walked.
+    A folder given twice, or inside another input folder, is walked once; a folder equal to
+    `exclude` (such as the --sort-into target inside the input) is not walked at all.
     """
-    skip = os.path.realpath(exclude) if exclude is not None else None
+    walked: list[str] = []
+    named: set[str] = set()
+    skip = {os.path.realpath(exclude)} if exclude is not None else set()
     for item in inputs:
-        path = Path(item)
+        path, real = Path(item), os.path.realpath(item)
+        if _inside(real, walked):
+            continue  # already covered by an earlier folder
         if path.is_dir():
-            yield from _walk_sorted(path, include_hidden, skip)
-        else:
+            for found in _walk_sorted(path, include_hidden, skip | set(walked)):
+                if not named or os.path.realpath(found) not in named:
+                    yield found
+            walked.append(real)
+        elif real not in named:
+            named.add(real)
             yield path
 
 
-def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
+def _check_size(path: str | Path, image: Image.Image, max_megapixels: float) -> None:
+    width, height = image.size
+    megapixels = width * height / 1e6
+    if megapixels > max_megapixels:
+        raise ImageError(
+            f"image too large: {path} is {width}x{height} ({megapixels:.0f} megapixels), "
+            f"over --max-megapixels {max_megapixels:g}"
+        )
+
+
+def load_image(
+    path: str | Path,
+    draft_size: int | None = None,
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+) -> Image.Image:
     """Decode a file into an RGB image as a viewer shows it, or raise ImageError.
 
-    With draft_size, libjpeg decodes a large JPEG at 1/2, 1/4 or 1/8 scale, keeping both sides
-    at least draft_size: several times faster and smaller in memory than a full decode.
+    The declared size is checked against max_megapixels before any pixel is decoded. With
+    draft_size, libjpeg decodes a large JPEG at 1/2, 1/4 or 1/8 scale, keeping both sides at
+    least draft_size: several times faster and smaller in memory than a full decode.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's per-file warnings would flood stderr
             with Image.open(path) as opened:
+                _check_size(path, opened, max_megapixels)
                 if draft_size is not None and opened.format == "JPEG":
                     opened.draft("RGB", (draft_size, draft_size))
                 opened.load()
@@ -91,18 +138,33 @@ def load_image(path: str | Path, draft_size: int | None = None) -> Image.Image:
                 return to_rgb(image)
     except FileNotFoundError:
         raise ImageError(f"file not found: {path}") from None
+    except PermissionError:
+        raise ImageError(f"permission denied: {path}") from None
     except UnidentifiedImageError:
         raise ImageError(f"not a readable image: {path}") from None
     except Image.DecompressionBombError as error:
         raise ImageError(f"image too large: {path} ({error})") from None
-    except (OSError, ValueError, SyntaxError, EOFError) as error:
-        raise ImageError(f"cannot decode {path}: {error}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error, MemoryError) as error:
+        raise ImageError(f"cannot decode {path}: {error or type(error).__name__}") from None
+
+
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """16-bit and float grayscale scaled into 0-255 (convert() would clip them to white)."""
+    values = np.asarray(image, dtype=np.float64)
+    if image.mode == "F":
+        low, high = float(values.min()), float(values.max())
+        scaled = (values - low) / (high - low or 1.0)
+    else:
+        scaled = values / (65535.0 if image.mode != "I" or values.max() > 255 else 255.0)
+    return Image.fromarray(np.clip(scaled * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Convert any mode to RGB, compositing transparency over neutral gray."""
     if image.mode == "RGB":
         return image
+    if image.mode in SIXTEEN_BIT or image.mode == "F":
+        return _to_8bit(image).convert("RGB")
     has_alpha = image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info
     if not has_alpha:
         return image.convert("RGB")

@@ -294,6 +294,7 @@ class ClipModel:
         # input size; the bicubic resize then finishes the job (benchmarks/speed.py measures
         # the agreement with a full decode).
         self.draft_size = None if settings.exact_decode else size
+        self.max_megapixels = settings.max_megapixels
         self.cache_key = _cache_key(source, precision, device, preprocess, self.draft_size)
         self.text_cache_key = _cache_key(source, precision, device, "text", self._truncate_text)
         self._input_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 from collections.abc import Iterable, Iterator
@@ -96,6 +97,32 @@ NoCacheOpt = Annotated[
         help="Neither read nor write the embedding cache.",
     ),
 ]
+INPUT_PANEL = "Input"
+IncludeHiddenOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-hidden",
+        rich_help_panel=INPUT_PANEL,
+        help="Also take hidden files and folders (names starting with a dot).",
+    ),
+]
+MaxMegapixelsOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-megapixels",
+        min=0.001,
+        rich_help_panel=INPUT_PANEL,
+        help="Refuse images whose declared size is larger (decompression bombs).",
+    ),
+]
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        rich_help_panel=INPUT_PANEL,
+        help="Exit 1 if any image could not be read (all results are still written).",
+    ),
+]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
 
 
@@ -135,20 +162,46 @@ def check_output_path(output: Path | None) -> None:
         raise UsageError(f"--output {output} is a directory; give a file name")
     if not output.parent.is_dir():
         raise UsageError(f"--output folder does not exist: {output.parent}")
+    check_writable(output)
+
+
+def check_writable(output: Path) -> None:
+    """Fail early if the output file cannot be created or appended to."""
+    target = output if output.exists() else output.parent
+    if not os.access(target, os.W_OK):
+        raise UsageError(f"cannot write {output}: permission denied")
+
+
+def fail_if_strict(strict: bool, failures: int) -> None:
+    """With --strict, unreadable images make the command exit 1 (after all output is written)."""
+    if strict and failures:
+        raise ClipclsError(f"{failures} images could not be read (--strict)")
 
 
 @contextlib.contextmanager
-def open_output(output: Path | None) -> Iterator[TextIO]:
-    """stdout, or the output file opened for text with CSV-safe newlines."""
+def open_output(output: Path | None, append: bool = False) -> Iterator[TextIO]:
+    """stdout, or the output file opened for text with CSV-safe newlines.
+
+    A write error while closing (a full disk) becomes one clear error, and never hides the
+    error that is already on its way out.
+    """
     if output is None:
         yield sys.stdout
         return
     try:
-        stream = output.open("w", encoding="utf-8", newline="")
+        stream = output.open("a" if append else "w", encoding="utf-8", newline="")
     except OSError as error:
         raise UsageError(f"cannot write --output {output}: {error.strerror}") from None
-    with stream:
+    try:
         yield stream
+    except BaseException:
+        with contextlib.suppress(OSError):
+            stream.close()
+        raise
+    try:
+        stream.close()
+    except OSError as error:
+        raise ClipclsError(f"cannot write {output}: {error.strerror or error}") from None
 
 
 class RateColumn(ProgressColumn):

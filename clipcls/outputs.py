@@ -44,6 +44,9 @@ def check_target(path: Path, resume: bool, overwrite: bool) -> None:
         raise UsageError(f"--output {path} is a directory; give a file name")
     if not path.parent.is_dir():
         raise UsageError(f"--output folder does not exist: {path.parent}")
+    target = path if path.exists() else path.parent
+    if not os.access(target, os.W_OK):
+        raise UsageError(f"cannot write {path}: permission denied")
     if path.exists() and path.stat().st_size > 0 and not (resume or overwrite):
         raise UsageError(
             f"{path} already exists: add --resume to continue it or --overwrite to replace it"

@@ -15,7 +15,7 @@ from PIL import Image
 
 from clipcls.cache import EmbeddingCache, FileKey
 from clipcls.errors import ImageError
-from clipcls.images import load_image
+from clipcls.images import DEFAULT_MAX_MEGAPIXELS, load_image
 
 PREFETCH_BATCHES = 2  # decoded batches waiting for the device: bounds memory
 
@@ -54,7 +54,9 @@ class EmbeddedBatch:
 def prepare_path(encoder: Encoder, path: Path | str) -> PreparedImage:
     """Decode and preprocess one file; a failure is recorded, never raised."""
     try:
-        image = load_image(path, getattr(encoder, "draft_size", None))
+        draft = getattr(encoder, "draft_size", None)
+        limit = getattr(encoder, "max_megapixels", DEFAULT_MAX_MEGAPIXELS)
+        image = load_image(path, draft, limit)
         return PreparedImage(str(path), encoder.prepare(image))
     except ImageError as error:
         return PreparedImage(str(path), error=str(error))

@@ -25,18 +25,23 @@ from clipcls.evaluation import (
     prediction_rows,
     report,
 )
+from clipcls.images import DEFAULT_MAX_MEGAPIXELS
 from clipcls.labels import Label
 from clipcls.options import (
     CacheDirOpt,
     DebugOpt,
     DeviceOpt,
     ExactDecodeOpt,
+    IncludeHiddenOpt,
+    MaxMegapixelsOpt,
     NoCacheOpt,
     OfflineOpt,
     PrecisionOpt,
     PretrainedOpt,
+    StrictOpt,
     WorkersOpt,
     check_output_path,
+    fail_if_strict,
     notice,
     open_output,
     progress_bar,
@@ -172,13 +177,16 @@ def evaluate(
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
     exact_decode: ExactDecodeOpt = False,
+    include_hidden: IncludeHiddenOpt = False,
+    max_megapixels: MaxMegapixelsOpt = DEFAULT_MAX_MEGAPIXELS,
+    strict: StrictOpt = False,
     workers: WorkersOpt = None,
     no_cache: NoCacheOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """Measure zero-shot accuracy on a folder whose subfolders are the classes."""
     with reported_errors(debug):
-        dataset = load_dataset(dataset_dir, max_per_class, seed)
+        dataset = load_dataset(dataset_dir, max_per_class, seed, include_hidden)
         labels = class_labels(dataset.classes, classnames)
         template_sets = _template_sets(templates, template)
         check_output_path(output)
@@ -191,7 +199,15 @@ def evaluate(
         evaluations: list[Evaluation] = []
         for model in models or [DEFAULT_MODEL]:
             settings = ModelSettings(
-                model, pretrained, device, precision, cache_dir, offline, exact_decode, workers
+                model,
+                pretrained,
+                device,
+                precision,
+                cache_dir,
+                offline,
+                exact_decode,
+                workers,
+                max_megapixels,
             )
             cache = open_cache(settings, no_cache)
             evaluations += _evaluate_model(
@@ -215,6 +231,7 @@ def evaluate(
             with stderr.status("drawing the report"):
                 page = write_report(report_dir, evaluations, dataset_dir)
             notice(f"wrote the report to {page}")
+        fail_if_strict(strict, len(evaluations[0].data.failures))
 
 
 evaluate.__doc__ = (evaluate.__doc__ or "") + "\n" + EXAMPLES

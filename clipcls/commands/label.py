@@ -6,7 +6,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, TextIO
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -28,21 +28,26 @@ from clipcls.commands.common import (
     read_templates,
 )
 from clipcls.errors import ClipclsError, ExitStatus, UsageError
-from clipcls.images import iter_image_paths
+from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
 from clipcls.labeling import LabelJob, LabelOptions, Summary
 from clipcls.options import (
     CacheDirOpt,
     DebugOpt,
     DeviceOpt,
     ExactDecodeOpt,
+    IncludeHiddenOpt,
     InterruptGuard,
+    MaxMegapixelsOpt,
     ModelOpt,
     NoCacheOpt,
     OfflineOpt,
     PrecisionOpt,
     PretrainedOpt,
+    StrictOpt,
     WorkersOpt,
+    fail_if_strict,
     notice,
+    open_output,
     reported_errors,
     stderr,
     tracked,
@@ -64,13 +69,6 @@ EXAMPLES = """
   clipcls label inbox/ --labels cat,dog -o sorted.csv --sort-into sorted/ --mode move
 """
 SORT_PANEL = "Sorting into folders"
-
-
-def _open(path: Path, append: bool) -> TextIO:
-    try:
-        return path.open("a" if append else "w", encoding="utf-8", newline="")
-    except OSError as error:
-        raise UsageError(f"cannot write --output {path}: {error.strerror}") from None
 
 
 def _resume_command() -> str:
@@ -95,14 +93,16 @@ def _report(summary: Summary, output: Path) -> None:
     )
 
 
-def _run(job: LabelJob, paths: list[str], writer: Writer, total: int, show: bool) -> None:
+def _run(
+    job: LabelJob, paths: list[str], writer: Writer, total: int, show: bool, hidden: bool
+) -> None:
     """Write each row, then place its file; Ctrl-C never splits the two."""
     guard = InterruptGuard()
     with guard.installed():
         for recorded in job.pending_placements():
             with guard.section():
                 job.place(recorded)
-        walk = iter_image_paths(paths, exclude=job.options.sort_into)
+        walk = iter_image_paths(paths, hidden, exclude=job.options.sort_into)
         for row in tracked(job.rows(walk), total, show, "labeling"):
             with guard.section():
                 writer.write(row)
@@ -174,6 +174,9 @@ def label(
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
     exact_decode: ExactDecodeOpt = False,
+    include_hidden: IncludeHiddenOpt = False,
+    max_megapixels: MaxMegapixelsOpt = DEFAULT_MAX_MEGAPIXELS,
+    strict: StrictOpt = False,
     workers: WorkersOpt = None,
     no_cache: NoCacheOpt = False,
     debug: DebugOpt = False,
@@ -193,22 +196,30 @@ def label(
         if recovered is not None and recovered.dropped_bytes:
             notice(f"dropped a partial last line ({recovered.dropped_bytes} bytes) from {output}")
         done = recovered.done if recovered is not None else set()
-        walk = iter_image_paths(inputs, exclude=sort_into)
+        walk = iter_image_paths(inputs, include_hidden, exclude=sort_into)
         total = sum(1 for p in walk if clean_text(str(p)) not in done)
         if total == 0 and not done:
             raise UsageError(f"no images found in {', '.join(inputs)}")
         settings = ModelSettings(
-            model, pretrained, device, precision, cache_dir, offline, exact_decode, workers
+            model,
+            pretrained,
+            device,
+            precision,
+            cache_dir,
+            offline,
+            exact_decode,
+            workers,
+            max_megapixels,
         )
         classifier, info = load_classifier(
             settings, label_list, template_set, batch_size, quiet, open_cache(settings, no_cache)
         )
         job = LabelJob(classifier, options, model_id(info), recovered)
         append = recovered is not None and output.exists() and output.stat().st_size > 0
-        with _open(output, append) as stream:
+        with open_output(output, append) as stream:
             writer = make_writer(Format(kind.value), stream, columns, header=not append)
             try:
-                _run(job, inputs, writer, total, not quiet and stderr.is_terminal)
+                _run(job, inputs, writer, total, not quiet and stderr.is_terminal, include_hidden)
             except KeyboardInterrupt:
                 stream.flush()
                 stderr.print(
@@ -228,6 +239,7 @@ def label(
             writer.close()
         if not quiet:
             _report(job.summary, output)
+        fail_if_strict(strict, job.summary.failures)
 
 
 label.__doc__ = (label.__doc__ or "") + "\n" + EXAMPLES

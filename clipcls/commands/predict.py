@@ -22,20 +22,24 @@ from clipcls.commands.common import (
     read_labels,
     read_templates,
 )
-from clipcls.errors import UsageError
-from clipcls.images import iter_image_paths
+from clipcls.errors import ClipclsError, UsageError
+from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
 from clipcls.options import (
     CacheDirOpt,
     DebugOpt,
     DeviceOpt,
     ExactDecodeOpt,
+    IncludeHiddenOpt,
+    MaxMegapixelsOpt,
     ModelOpt,
     NoCacheOpt,
     OfflineOpt,
     PrecisionOpt,
     PretrainedOpt,
+    StrictOpt,
     WorkersOpt,
     check_output_path,
+    fail_if_strict,
     notice,
     open_output,
     reported_errors,
@@ -78,6 +82,9 @@ def predict(
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
     exact_decode: ExactDecodeOpt = False,
+    include_hidden: IncludeHiddenOpt = False,
+    max_megapixels: MaxMegapixelsOpt = DEFAULT_MAX_MEGAPIXELS,
+    strict: StrictOpt = False,
     workers: WorkersOpt = None,
     no_cache: NoCacheOpt = False,
     debug: DebugOpt = False,
@@ -87,12 +94,20 @@ def predict(
         label_list = read_labels(labels, labels_file)
         template_set = read_templates(templates, template)
         inputs = read_inputs(paths)
-        total = sum(1 for _ in iter_image_paths(inputs))
+        total = sum(1 for _ in iter_image_paths(inputs, include_hidden))
         if total == 0:
             raise UsageError(f"no images found in {', '.join(inputs)}")
         check_output_path(output)
         settings = ModelSettings(
-            model, pretrained, device, precision, cache_dir, offline, exact_decode, workers
+            model,
+            pretrained,
+            device,
+            precision,
+            cache_dir,
+            offline,
+            exact_decode,
+            workers,
+            max_megapixels,
         )
         classifier, _ = load_classifier(
             settings, label_list, template_set, batch_size, quiet, open_cache(settings, no_cache)
@@ -101,16 +116,23 @@ def predict(
         failures = 0
         with open_output(output) as stream:
             columns = Columns(min(top_k, len(label_list)))
-            writer = make_writer(fmt, stream, columns)
-            predictions = classifier.classify_paths(iter_image_paths(inputs))
-            for prediction in tracked(predictions, total, show_progress, "classifying"):
-                writer.write(to_row(prediction, columns.top_k))
-                if prediction.error is not None:
-                    failures += 1
-                    warn(prediction.error)
-            writer.close()
+            predictions = classifier.classify_paths(iter_image_paths(inputs, include_hidden))
+            try:
+                writer = make_writer(fmt, stream, columns)
+                for prediction in tracked(predictions, total, show_progress, "classifying"):
+                    writer.write(to_row(prediction, columns.top_k))
+                    if prediction.error is not None:
+                        failures += 1
+                        warn(prediction.error)
+                writer.close()
+            except BrokenPipeError:
+                raise  # `| head` closed the pipe: Typer exits quietly
+            except OSError as error:
+                where = output or "stdout"
+                raise ClipclsError(f"cannot write {where}: {error.strerror or error}") from None
         if failures and not quiet:
             notice(f"{failures} of {total} images could not be read")
+        fail_if_strict(strict, failures)
 
 
 predict.__doc__ = (predict.__doc__ or "") + "\n" + EXAMPLES
