@@ -127,11 +127,12 @@ class Classifier:
         templates: TemplateSet | Sequence[str] | str = DEFAULT_TEMPLATES,
         settings: ModelSettings | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        cache: EmbeddingCache | None = None,
     ) -> Classifier:
         """Load the model described by settings (default: ViT-B-32) and build the classifier."""
         from clipcls.model import ClipModel
 
-        return cls(ClipModel(settings or ModelSettings()), labels, templates, batch_size)
+        return cls(ClipModel(settings or ModelSettings()), labels, templates, batch_size, cache)
 
     def score(self, image_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (probabilities, similarities), each (n_images, n_labels)."""
