@@ -53,10 +53,10 @@ from clipcls.options import (
     tracked,
     warn,
 )
-from clipcls.outputs import OutputKind, check_target, output_kind, recover
+from clipcls.outputs import OutputKind, Recovered, check_target, output_kind, recover
 from clipcls.prompts import DEFAULT_TEMPLATES
 from clipcls.render import Format, Writer, make_writer
-from clipcls.rows import DEFAULT_UNKNOWN, clean_text
+from clipcls.rows import DEFAULT_UNKNOWN, Columns, clean_text
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
 from clipcls.sorting import SortMode
 
@@ -69,6 +69,25 @@ EXAMPLES = """
   clipcls label inbox/ --labels cat,dog -o sorted.csv --sort-into sorted/ --mode move
 """
 SORT_PANEL = "Sorting into folders"
+
+
+def _recover(output: Path, kind: OutputKind, columns: Columns) -> Recovered:
+    """Read the file being resumed, dropping a partial last line."""
+    recovered = recover(output, kind, columns)
+    if recovered.dropped_bytes:
+        notice(f"dropped a partial last line ({recovered.dropped_bytes} bytes) from {output}")
+    return recovered
+
+
+def _say_interrupted(job: LabelJob, output: Path) -> None:
+    stderr.print(
+        f"interrupted: {job.summary.processed} images labeled in this run; "
+        f"{output} holds only complete rows. Resume with:",
+        style="yellow",
+        soft_wrap=True,
+        markup=False,
+    )
+    stderr.print(_resume_command(), markup=False, soft_wrap=True)
 
 
 def _resume_command() -> str:
@@ -192,9 +211,7 @@ def label(
             raise UsageError("--mode and --dry-run need --sort-into DIR")
         options = LabelOptions(top_k, threshold, unknown_label, sort_into, mode, dry_run)
         columns = options.columns(len(label_list))
-        recovered = recover(output, kind, columns) if resume else None
-        if recovered is not None and recovered.dropped_bytes:
-            notice(f"dropped a partial last line ({recovered.dropped_bytes} bytes) from {output}")
+        recovered = _recover(output, kind, columns) if resume else None
         done = recovered.done if recovered is not None else set()
         walk = iter_image_paths(inputs, include_hidden, exclude=sort_into)
         total = sum(1 for p in walk if clean_text(str(p)) not in done)
@@ -222,14 +239,7 @@ def label(
                 _run(job, inputs, writer, total, not quiet and stderr.is_terminal, include_hidden)
             except KeyboardInterrupt:
                 stream.flush()
-                stderr.print(
-                    f"interrupted: {job.summary.processed} images labeled in this run; "
-                    f"{output} holds only complete rows. Resume with:",
-                    style="yellow",
-                    soft_wrap=True,
-                    markup=False,
-                )
-                stderr.print(_resume_command(), markup=False, soft_wrap=True)
+                _say_interrupted(job, output)
                 raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
             except OSError as error:
                 raise ClipclsError(
