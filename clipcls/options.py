@@ -55,7 +55,11 @@ DeviceOpt = Annotated[
 ]
 PrecisionOpt = Annotated[
     Precision,
-    typer.Option("--precision", rich_help_panel=MODEL_PANEL, help="auto: fp16 on CUDA, else fp32."),
+    typer.Option(
+        "--precision",
+        rich_help_panel=MODEL_PANEL,
+        help="auto: fp16 on CUDA, bf16 on AMX/AVX512-BF16 CPUs, else fp32.",
+    ),
 ]
 CacheDirOpt = Annotated[
     Path | None,

@@ -81,8 +81,10 @@ def test_in_memory_images_match_files(tiny_model: str) -> None:
 
 
 def test_quick_gelu_tags_build_quick_gelu_models_without_downloading() -> None:
-    assert resolve_source(ModelSettings(pretrained="openai")).quick_gelu is True
-    assert resolve_source(ModelSettings(pretrained="laion400m_e32")).quick_gelu is True
+    # ARCH:TAG names the weights, as `clipcls models` and the label CSV write them.
+    openai = resolve_source(ModelSettings(model="ViT-B-32:openai"))
+    assert (openai.name, openai.pretrained, openai.quick_gelu) == ("ViT-B-32", "openai", True)
+    assert resolve_source(ModelSettings(model="ViT-B-32:laion400m_e32")).quick_gelu is True
     assert resolve_source(ModelSettings(pretrained="metaclip_400m")).quick_gelu is True
     default = resolve_source(ModelSettings())
     assert (default.name, default.pretrained, default.quick_gelu) == (
@@ -102,7 +104,7 @@ def test_quick_gelu_tag_really_builds_quick_gelu(tmp_path: Path, monkeypatch) ->
     monkeypatch.setattr(
         open_clip.factory, "download_pretrained", lambda cfg, cache_dir=None: str(checkpoint)
     )
-    loaded = ClipModel(ModelSettings(pretrained="openai"))
+    loaded = ClipModel(ModelSettings(model="ViT-B-32:openai"))
     activation = loaded._model.visual.transformer.resblocks[0].mlp.gelu
     assert type(activation).__name__ == "QuickGELU"
 
@@ -113,7 +115,9 @@ def test_unknown_model_and_tag_are_explained() -> None:
     with pytest.raises(ModelLoadError, match=r"ViT-B-32 \(nope\): no such pretrained tag.*openai"):
         resolve_source(ModelSettings(pretrained="nope"))
     with pytest.raises(UsageError, match="--pretrained cannot be used with local-dir:"):
-        resolve_source(ModelSettings(model="local-dir:/x", pretrained="openai"))
+        resolve_source(ModelSettings(model="local-dir:/x", pretrained="ViT-B-32.pt"))
+    with pytest.raises(UsageError, match="already names weights; drop --pretrained"):
+        resolve_source(ModelSettings(model="ViT-B-32:openai", pretrained="x.pt"))
 
 
 def test_missing_weights_offline_is_one_readable_error(isolated_caches: Path) -> None:
