@@ -9,14 +9,10 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from clipcls.evaluation import Evaluation
+from clipcls.evaluation import Evaluation, headline, percent
 
 FULL_MATRIX_MAX = 12  # wider matrices do not fit a terminal; list the top confusions instead
 TOP_CONFUSIONS = 15
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1%}"
 
 
 def summary_table(evaluation: Evaluation) -> Table:
@@ -29,12 +25,7 @@ def summary_table(evaluation: Evaluation) -> Table:
         ("images scored", str(len(data.paths))),
         ("unreadable", str(len(data.failures))),
         ("classes", str(len(evaluation.labels))),
-        ("top-1 accuracy", _pct(metrics.top1)),
-        *((f"top-{k} accuracy", _pct(v)) for k, v in sorted(metrics.top_k.items())),
-        ("balanced accuracy", _pct(metrics.balanced_accuracy)),
-        ("macro precision", _pct(metrics.macro_precision)),
-        ("macro recall", _pct(metrics.macro_recall)),
-        ("macro F1", _pct(metrics.macro_f1)),
+        *((name, percent(value)) for name, value in headline(metrics)),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -58,9 +49,9 @@ def per_class_table(evaluation: Evaluation) -> Table:
         table.add_row(
             Text(label.name),
             str(metrics.support),
-            _pct(metrics.precision),
-            _pct(metrics.recall),
-            _pct(metrics.f1),
+            percent(metrics.precision),
+            percent(metrics.recall),
+            percent(metrics.f1),
         )
     return table
 
@@ -122,15 +113,14 @@ def comparison(evaluations: Sequence[Evaluation]) -> Table:
         )
     best = max(evaluations, key=lambda e: e.metrics.top1 or 0.0)
     for evaluation in evaluations:
-        weights = f":{evaluation.pretrained}" if evaluation.pretrained else ""
         metrics = evaluation.metrics
         table.add_row(
-            Text(evaluation.model + weights),
+            Text(evaluation.model_id),
             Text(evaluation.templates.name),
-            _pct(metrics.top1),
-            _pct(metrics.top_k.get(5)),
-            _pct(metrics.balanced_accuracy),
-            _pct(metrics.macro_f1),
+            percent(metrics.top1),
+            percent(metrics.top_k.get(5)),
+            percent(metrics.balanced_accuracy),
+            percent(metrics.macro_f1),
             style="bold" if evaluation is best else "",
         )
     return table

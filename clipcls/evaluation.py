@@ -18,6 +18,7 @@ from clipcls.labels import Label, read_labels_file
 from clipcls.metrics import Metrics, compute_metrics
 from clipcls.pipeline import Encoder, embed_paths
 from clipcls.prompts import TemplateSet
+from clipcls.settings import model_id
 
 
 @dataclass(frozen=True)
@@ -126,10 +127,14 @@ class Evaluation:
     data: EmbeddedDataset
 
     @property
+    def model_id(self) -> str:
+        """The model as `ARCH:TAG` (or its hf-hub:/local-dir: name)."""
+        return model_id(self.model, self.pretrained)
+
+    @property
     def name(self) -> str:
         """A short name for comparison tables."""
-        weights = f":{self.pretrained}" if self.pretrained else ""
-        return f"{self.model}{weights} / {self.templates.name}"
+        return f"{self.model_id} / {self.templates.name}"
 
 
 def evaluate_embedded(
@@ -150,6 +155,23 @@ def evaluate_embedded(
         probabilities = np.zeros((0, n_classes))
     metrics = compute_metrics(data.targets, probabilities, n_classes, ks)
     return Evaluation(model[0], model[1], templates, tuple(labels), metrics, probabilities, data)
+
+
+def percent(value: float | None) -> str:
+    """A metric for people: 81.3%, or a dash where it is undefined."""
+    return "—" if value is None else f"{value:.1%}"
+
+
+def headline(metrics: Metrics) -> list[tuple[str, float | None]]:
+    """The summary metrics in the order every report shows them."""
+    return [
+        ("top-1 accuracy", metrics.top1),
+        *((f"top-{k} accuracy", v) for k, v in sorted(metrics.top_k.items())),
+        ("balanced accuracy", metrics.balanced_accuracy),
+        ("macro precision", metrics.macro_precision),
+        ("macro recall", metrics.macro_recall),
+        ("macro F1", metrics.macro_f1),
+    ]
 
 
 def _round(value: float | None) -> float | None:

@@ -416,7 +416,6 @@ class CatalogEntry:
 
     model: str
     pretrained: str
-    quick_gelu: bool
     is_default: bool
     cached: bool
 
@@ -450,5 +449,5 @@ def catalog(settings: ModelSettings, text_filter: str = "") -> list[CatalogEntry
         cfg = open_clip.get_pretrained_cfg(arch, tag)
         is_default = arch == settings.model and tag == (settings.pretrained or DEFAULT_PRETRAINED)
         cached = _is_cached(cfg, cache_dir)
-        entries.append(CatalogEntry(arch, tag, bool(cfg.get("quick_gelu")), is_default, cached))
+        entries.append(CatalogEntry(arch, tag, is_default, cached))
     return entries

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import sys
 from collections.abc import Iterable, Iterator
@@ -24,6 +23,7 @@ from rich.progress import (
 from rich.text import Text
 
 from clipcls.errors import ClipclsError, ExitStatus, UsageError
+from clipcls.outputs import check_writable
 from clipcls.settings import CACHE_ENV, DEFAULT_MODEL, Device, Precision
 
 stderr = Console(stderr=True, highlight=False)
@@ -160,20 +160,8 @@ def reported_errors(debug: bool) -> Iterator[None]:
 
 def check_output_path(output: Path | None) -> None:
     """Fail before any model loads if the output file cannot be created."""
-    if output is None:
-        return
-    if output.is_dir():
-        raise UsageError(f"--output {output} is a directory; give a file name")
-    if not output.parent.is_dir():
-        raise UsageError(f"--output folder does not exist: {output.parent}")
-    check_writable(output)
-
-
-def check_writable(output: Path) -> None:
-    """Fail early if the output file cannot be created or appended to."""
-    target = output if output.exists() else output.parent
-    if not os.access(target, os.W_OK):
-        raise UsageError(f"cannot write {output}: permission denied")
+    if output is not None:
+        check_writable(output)
 
 
 def fail_if_strict(strict: bool, failures: int) -> None:

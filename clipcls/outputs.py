@@ -36,10 +36,8 @@ def output_kind(path: Path, explicit: OutputKind | None) -> OutputKind:
     return kind
 
 
-def check_target(path: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to replace an existing output unless told to resume or overwrite it."""
-    if resume and overwrite:
-        raise UsageError("give --resume or --overwrite, not both")
+def check_writable(path: Path) -> None:
+    """Fail before any model loads if the output file cannot be created or appended to."""
     if path.is_dir():
         raise UsageError(f"--output {path} is a directory; give a file name")
     if not path.parent.is_dir():
@@ -47,6 +45,13 @@ def check_target(path: Path, resume: bool, overwrite: bool) -> None:
     target = path if path.exists() else path.parent
     if not os.access(target, os.W_OK):
         raise UsageError(f"cannot write {path}: permission denied")
+
+
+def check_target(path: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to replace an existing output unless told to resume or overwrite it."""
+    if resume and overwrite:
+        raise UsageError("give --resume or --overwrite, not both")
+    check_writable(path)
     if path.exists() and path.stat().st_size > 0 and not (resume or overwrite):
         raise UsageError(
             f"{path} already exists: add --resume to continue it or --overwrite to replace it"

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from clipcls.errors import ImageError, UsageError
-from clipcls.evaluation import Evaluation
+from clipcls.evaluation import Evaluation, headline, percent
 from clipcls.images import load_image
 
 GALLERY_MAX = 60
@@ -25,10 +25,6 @@ def require_matplotlib() -> None:
         import matplotlib  # noqa: F401
     except ImportError:
         raise UsageError("--report needs matplotlib: pip install 'clipcls[report]'") from None
-
-
-def _pct(value: float | None) -> str:
-    return "—" if value is None else f"{value:.1%}"
 
 
 def _png(figure: Any) -> str:
@@ -133,24 +129,16 @@ def gallery(evaluation: Evaluation) -> str:
 
 
 def _metric_rows(evaluation: Evaluation) -> str:
-    metrics = evaluation.metrics
-    values = [
-        ("top-1 accuracy", metrics.top1),
-        *((f"top-{k} accuracy", v) for k, v in sorted(metrics.top_k.items())),
-        ("balanced accuracy", metrics.balanced_accuracy),
-        ("macro precision", metrics.macro_precision),
-        ("macro recall", metrics.macro_recall),
-        ("macro F1", metrics.macro_f1),
-    ]
-    return "".join(f"<tr><th>{name}</th><td>{_pct(v)}</td></tr>" for name, v in values)
+    rows = headline(evaluation.metrics)
+    return "".join(f"<tr><th>{name}</th><td>{percent(v)}</td></tr>" for name, v in rows)
 
 
 def _comparison(evaluations: Sequence[Evaluation]) -> str:
     if len(evaluations) < 2:
         return ""
     rows = "".join(
-        f"<tr><td>{html.escape(e.name)}</td><td>{_pct(e.metrics.top1)}</td>"
-        f"<td>{_pct(e.metrics.balanced_accuracy)}</td></tr>"
+        f"<tr><td>{html.escape(e.name)}</td><td>{percent(e.metrics.top1)}</td>"
+        f"<td>{percent(e.metrics.balanced_accuracy)}</td></tr>"
         for e in evaluations
     )
     return (

@@ -61,6 +61,11 @@ class ModelSettings:
         return user_cache_dir() / "clipcls"
 
 
+def model_id(model: str, pretrained: str | None) -> str:
+    """A model as rows and reports record it: `ViT-B-32:datacomp_xl_s13b_b90k`."""
+    return f"{model}:{pretrained}" if pretrained else model
+
+
 def user_cache_dir() -> Path:
     """The platform's per-user cache folder."""
     home = Path.home()

@@ -134,8 +134,3 @@ def load_classifier(
     n_prompts = sum(len(label.texts) for label in labels) * len(templates.templates)
     with spinner(f"embedding {n_prompts} prompts"):
         return Classifier(encoder, labels, templates, batch_size, cache), encoder.info
-
-
-def model_id(info: ModelInfo) -> str:
-    """The model as recorded in output rows: `ViT-B-32:datacomp_xl_s13b_b90k`."""
-    return f"{info.model}:{info.pretrained}" if info.pretrained else info.model

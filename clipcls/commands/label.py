@@ -21,7 +21,6 @@ from clipcls.commands.common import (
     TemplateOpt,
     TemplatesOpt,
     load_classifier,
-    model_id,
     open_cache,
     read_inputs,
     read_labels,
@@ -57,7 +56,7 @@ from clipcls.outputs import OutputKind, Recovered, check_target, output_kind, re
 from clipcls.prompts import DEFAULT_TEMPLATES
 from clipcls.render import Format, Writer, make_writer
 from clipcls.rows import DEFAULT_UNKNOWN, Columns, clean_text
-from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
+from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision, model_id
 from clipcls.sorting import SortMode
 
 EXAMPLES = """
@@ -231,7 +230,7 @@ def label(
         classifier, info = load_classifier(
             settings, label_list, template_set, batch_size, quiet, open_cache(settings, no_cache)
         )
-        job = LabelJob(classifier, options, model_id(info), recovered)
+        job = LabelJob(classifier, options, model_id(info.model, info.pretrained), recovered)
         append = recovered is not None and output.exists() and output.stat().st_size > 0
         with open_output(output, append) as stream:
             writer = make_writer(Format(kind.value), stream, columns, header=not append)
