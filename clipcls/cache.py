@@ -32,6 +32,10 @@ CREATE INDEX IF NOT EXISTS images_used ON images (used);
 CREATE INDEX IF NOT EXISTS texts_used ON texts (used);
 """
 LOOKUP_CHUNK = 500  # SQLite caps the number of bound parameters per statement
+# A read marks a row as used again only if its mark is older than this: eviction stays least
+# recently used to the hour, and a re-run over a warm cache writes nothing (a refresh on every
+# read rewrote each ~2 KB row and cost a warm re-run three times its lookups).
+USED_RESOLUTION = 3600.0
 
 
 @dataclass(frozen=True)
@@ -106,22 +110,20 @@ class EmbeddingCache:
         # Paths are stored as their file-system bytes: names need not be valid UTF-8.
         wanted = {os.fsencode(key.path): key for key in keys}
         found: dict[str, np.ndarray] = {}
+        stale: list[bytes] = []
         paths = list(wanted)
         for start in range(0, len(paths), LOOKUP_CHUNK):
             chunk = paths[start : start + LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
-            query = "SELECT path, size, mtime, vector FROM images WHERE model = ? AND path IN"
+            query = "SELECT path, size, mtime, vector, used FROM images WHERE model = ? AND path IN"
             rows = self.db.execute(f"{query} ({marks})", [model, *chunk])
-            for path, size, mtime, vector in rows:
+            for path, size, mtime, vector, used in rows:
                 key = wanted[path]
                 if (size, mtime) == (key.size, key.mtime):
                     found[key.path] = np.frombuffer(vector, dtype=np.float32)
-        if found:
-            now = time.time()
-            self._write(
-                "UPDATE images SET used = ? WHERE model = ? AND path = ?",
-                ((now, model, os.fsencode(path)) for path in found),
-            )
+                    if used < time.time() - USED_RESOLUTION:
+                        stale.append(path)
+        self._mark_used("images", "path", model, stale)
         return found
 
     def put_images(self, model: str, items: Iterable[tuple[FileKey, np.ndarray]]) -> None:
@@ -138,16 +140,29 @@ class EmbeddingCache:
     def get_texts(self, model: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Cached text embeddings by text."""
         found: dict[str, np.ndarray] = {}
+        stale: list[str] = []
         unique = list(dict.fromkeys(texts))
         for start in range(0, len(unique), LOOKUP_CHUNK):
             chunk = unique[start : start + LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
             rows = self.db.execute(
-                f"SELECT text, vector FROM texts WHERE model = ? AND text IN ({marks})",
+                f"SELECT text, vector, used FROM texts WHERE model = ? AND text IN ({marks})",
                 [model, *chunk],
             )
-            found.update((text, np.frombuffer(vector, dtype=np.float32)) for text, vector in rows)
+            for text, vector, used in rows:
+                found[text] = np.frombuffer(vector, dtype=np.float32)
+                if used < time.time() - USED_RESOLUTION:
+                    stale.append(text)
+        self._mark_used("texts", "text", model, stale)
         return found
+
+    def _mark_used(self, table: str, column: str, model: str, keys: Sequence[object]) -> None:
+        if keys:
+            now = time.time()
+            self._write(
+                f"UPDATE {table} SET used = ? WHERE model = ? AND {column} = ?",
+                ((now, model, key) for key in keys),
+            )
 
     def put_texts(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
         """Store text embeddings."""

@@ -25,6 +25,7 @@ from clipcls.towers import (
     can_truncate_text,
     cpu_has_fast_bf16,
     encode_text_truncated,
+    length_batches,
     normalized_batch,
     plan_threads,
     split_preprocess,
@@ -32,7 +33,7 @@ from clipcls.towers import (
 )
 
 SCHEMAS = ("hf-hub:", "local-dir:")
-TEXT_BATCH = 256
+TEXT_TOKENS = 2048  # tokens per text batch (rows x padded length): small working set, no waste
 INIT_FUNCTIONS = (
     "normal_",
     "uniform_",
@@ -325,16 +326,17 @@ class ClipModel:
     def encode_texts(self, texts: Sequence[str], truncate: bool = True) -> np.ndarray:
         """Embed texts: (n,) -> (n, dim), each L2-normalized, float32.
 
-        Prompts are sorted by token length so each batch is cut to its longest real prompt.
+        Prompts are sorted by token length and batched so each batch is cut to its longest
+        real prompt with little padding.
         """
         torch = self._torch
         tokens = self._tokenizer(list(texts))
         truncate = truncate and self._truncate_text
-        order = torch.argsort((tokens != 0).sum(dim=-1)) if truncate else torch.arange(len(texts))
+        lengths = (tokens != 0).sum(dim=-1).tolist() if truncate else [tokens.shape[1]] * len(texts)
         out = np.zeros((len(texts), 0), dtype=np.float32)
         with torch.inference_mode():
-            for start in range(0, len(texts), TEXT_BATCH):
-                rows = order[start : start + TEXT_BATCH]
+            for group in length_batches(lengths, TEXT_TOKENS):
+                rows = torch.tensor(group)
                 batch = tokens[rows].to(self._device)
                 if truncate:
                     features = encode_text_truncated(self._model, batch)

@@ -109,6 +109,22 @@ def encode_text_truncated(model: Any, tokens: Any) -> Any:
     return x
 
 
+def length_batches(lengths: Sequence[int], max_tokens: int) -> list[list[int]]:
+    """Group indices, shortest first, so rows x longest length stays within max_tokens.
+
+    Sorting first keeps the padding in each batch small; a batch always holds at least one row.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for index in order:
+        # Sorted ascending, so this row is the longest of the batch it joins.
+        if batches and (len(batches[-1]) + 1) * lengths[index] <= max_tokens:
+            batches[-1].append(index)
+        else:
+            batches.append([index])
+    return batches
+
+
 @dataclass(frozen=True)
 class ThreadPlan:
     """How the CPU cores are shared: torch's compute threads and image decode threads."""

@@ -18,6 +18,7 @@ from PIL import Image
 from test_classify import FakeEncoder
 from typer.testing import CliRunner
 
+from clipcls import model as model_module
 from clipcls.cache import EmbeddingCache, FileKey
 from clipcls.classify import Classifier
 from clipcls.cli import app
@@ -25,7 +26,7 @@ from clipcls.images import load_image
 from clipcls.model import ClipModel
 from clipcls.pipeline import PREFETCH_BATCHES, prepare_path
 from clipcls.settings import ModelSettings, Precision
-from clipcls.towers import normalized_batch, plan_threads
+from clipcls.towers import length_batches, normalized_batch, plan_threads
 
 runner = CliRunner()
 
@@ -60,6 +61,26 @@ def test_truncated_text_equals_the_padded_tower(tiny_model: str, tiny_biased_mod
         cosine = (short * padded).sum(axis=1)
         assert cosine.min() > 1 - 1e-4
         np.testing.assert_allclose(short, padded, atol=1e-5)
+
+
+def test_length_batches_cover_every_row_once_within_the_budget() -> None:
+    lengths = [5, 77, 9, 9, 3, 14, 6, 77, 11, 2]
+    batches = length_batches(lengths, 40)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    for batch in batches:
+        assert len(batch) == 1 or len(batch) * max(lengths[i] for i in batch) <= 40
+    assert [lengths[b[0]] for b in batches] == sorted(lengths[b[0]] for b in batches)
+
+
+def test_text_batches_come_back_in_input_order(
+    tiny_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(model_module, "TEXT_TOKENS", 48)  # many small batches
+    prompts = [f"a photo of {'a very ' * (i % 7)}thing number {i}." for i in range(40)]
+    model = fp32(tiny_model)
+    together = model.encode_texts(prompts)
+    alone = np.concatenate([model.encode_texts([p]) for p in prompts])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
 
 
 def make_jpeg(path: Path, size: tuple[int, int]) -> Path:
@@ -193,6 +214,34 @@ def test_cache_stays_within_its_bound(tmp_path: Path) -> None:
     assert 0 < info.images < 2000
     recent = cache.get_images("model", [FileKey("/img/19-99.jpg", 1, 1)])
     assert "/img/19-99.jpg" in recent  # the newest rows survive eviction
+
+
+def test_reads_refresh_old_rows_so_eviction_spares_them(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path / "cache", max_bytes=10**9)
+    vector = np.ones(512, dtype=np.float32)
+    cache.put_images("m", [(FileKey(f"/img/{i}.jpg", 1, 1), vector) for i in range(20)])
+    cache.put_texts("m", [("old text", vector), ("other text", vector)])
+    day_ago = time.time() - 86400
+    cache.db.execute("UPDATE images SET used = ?", (day_ago,))
+    cache.db.execute("UPDATE texts SET used = ?", (day_ago,))
+    cache.get_images("m", [FileKey("/img/0.jpg", 1, 1)])
+    cache.get_texts("m", ["old text"])
+    marks = dict(cache.db.execute("SELECT path, used FROM images").fetchall())
+    assert marks[b"/img/0.jpg"] > day_ago and marks[b"/img/1.jpg"] == day_ago
+    texts = dict(cache.db.execute("SELECT text, used FROM texts").fetchall())
+    assert texts["old text"] > day_ago and texts["other text"] == day_ago
+    cache.max_bytes = cache.used_bytes() - 1  # the next put must evict a tenth of the images
+    cache.put_images("m", [(FileKey("/img/new.jpg", 1, 1), vector)])
+    assert "/img/0.jpg" in cache.get_images("m", [FileKey("/img/0.jpg", 1, 1)])
+    assert "/img/1.jpg" not in cache.get_images("m", [FileKey("/img/1.jpg", 1, 1)])
+
+
+def test_reading_fresh_rows_writes_nothing(tmp_path: Path) -> None:
+    cache = EmbeddingCache(tmp_path / "cache")
+    cache.put_images("m", [(FileKey("/img/a.jpg", 1, 1), np.ones(8, dtype=np.float32))])
+    before = cache.db.total_changes
+    assert "/img/a.jpg" in cache.get_images("m", [FileKey("/img/a.jpg", 1, 1)])
+    assert cache.db.total_changes == before  # a warm re-run leaves the database alone
 
 
 def test_no_cache_and_cache_commands(tiny_model: str, photos: Path, isolated_caches: Path) -> None:
