@@ -24,6 +24,7 @@ length-truncated vs padded text embeddings (cosines).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -172,6 +173,7 @@ def _classifier(model_dir: Path, labels: list[str], cache: Path):  # type: ignor
     from clipcls.model import ClipModel
 
     encoder = ClipModel(ModelSettings(model=f"local-dir:{model_dir}"))
+    gc.freeze()  # as the clipcls commands do after loading the model
     return encoder, lambda: Classifier(encoder, labels, "openai", BATCH, EmbeddingCache(cache))
 
 

@@ -19,6 +19,7 @@ from test_classify import FakeEncoder
 from typer.testing import CliRunner
 
 from clipcls import model as model_module
+from clipcls import towers
 from clipcls.cache import EmbeddingCache, FileKey
 from clipcls.classify import Classifier
 from clipcls.cli import app
@@ -44,7 +45,12 @@ def test_fast_preprocessing_is_bit_identical_to_open_clips(tiny_model: str) -> N
     assert torch.equal(fast, reference)
 
 
-def test_truncated_text_equals_the_padded_tower(tiny_model: str, tiny_biased_model: str) -> None:
+@pytest.mark.parametrize("fused", [True, False])
+def test_truncated_text_equals_the_padded_tower(
+    tiny_model: str, tiny_biased_model: str, fused: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not fused:  # the path for blocks other than open_clip's plain one
+        monkeypatch.setattr(towers, "_plain_blocks", lambda transformer: False)
     prompts = [
         "a",
         "a photo of a cat.",
@@ -57,6 +63,7 @@ def test_truncated_text_equals_the_padded_tower(tiny_model: str, tiny_biased_mod
     for name in (tiny_model, tiny_biased_model):
         model = fp32(name)
         assert model._truncate_text
+        assert towers._plain_blocks(model._model.transformer) == fused
         short, padded = model.encode_texts(prompts), model.encode_texts(prompts, truncate=False)
         cosine = (short * padded).sum(axis=1)
         assert cosine.min() > 1 - 1e-4
