@@ -182,16 +182,21 @@ def run_clipcls(images: list[Path], model_dir: Path, cache: Path, new_labels: bo
     start = time.perf_counter()
     classifier = build()
     text_done = time.perf_counter()
-    first_batch = None
-    for count, _ in enumerate(classifier.classify_paths(images), start=1):
-        if count == BATCH:
-            first_batch = time.perf_counter()
+    done = [time.perf_counter() for _ in classifier.classify_paths(images)]
     end = time.perf_counter()
-    steady = (len(images) - BATCH) / (end - first_batch) if first_batch else 0.0
+    steady = (len(images) - BATCH) / (end - done[BATCH - 1]) if len(done) > BATCH else 0.0
+    by_size: dict[
+        str, float
+    ] = {}  # images/s within each size's run of images (sorted by folder: contiguous)
+    for size in SIZES:
+        rows = [i for i, path in enumerate(images) if path.parent.name == size]
+        first = max(rows[0], BATCH) - 1  # the first batch warms the model up: left out
+        by_size[size] = (rows[-1] - first) / (done[rows[-1]] - done[first])
     return {
         "seconds": end - start,
         "text_seconds": text_done - start,
         "steady_ips": steady,
+        "by_size_ips": by_size,
         "precision": encoder.info.precision,
         "workers": encoder.decode_workers,
         "torch_threads": encoder.thread_plan.torch_threads,
@@ -296,6 +301,22 @@ def measure(method: str, count: int, cache: Path) -> dict:
     return result
 
 
+def print_warm_costs(cold: dict, warm: dict, n: int) -> None:
+    """Split both runs into prompts (fixed) and images (per image): the ratio depends on n."""
+    cold_image = (cold["seconds"] - cold["text_seconds"]) / n
+    warm_image = (warm["seconds"] - warm["text_seconds"]) / n
+    print(
+        f"\ncold: {cold['text_seconds']:.2f} s of prompts, then {cold['steady_ips']:.1f} "
+        f"images/s steady ({1000 * cold_image:.1f} ms per image); warm: {warm['seconds']:.2f} s, "
+        f"{warm['text_seconds']:.2f} s of it new prompts, {1000 * warm_image:.3f} ms per image"
+    )
+    if cold_image > 50 * warm_image:
+        crossing = (50 * warm["text_seconds"] - cold["text_seconds"]) / (
+            cold_image - 50 * warm_image
+        )
+        print(f"at these costs a warm re-run is 50x faster than cold from {crossing:,.0f} images")
+
+
 def cli_wall(images: Path, model_dir: Path, cache: Path, labels: list[str]) -> float:
     """Wall time of a whole `clipcls predict` process."""
     command = [
@@ -368,11 +389,11 @@ def main() -> None:
         "| >= 50x |"
     )
     print(f"| cold steady state vs model-only ceiling | {steady:.0%} | >= 70% |")
-    print(
-        f"\ncold: {cold['text_seconds']:.2f} s of prompts, then {cold['steady_ips']:.1f} "
-        f"images/s steady; warm: {warm['seconds']:.2f} s, {warm['text_seconds']:.2f} s of it "
-        "new prompts"
-    )
+    print("\n| cold steady state by size | images/s | of the ceiling |")
+    print("| --- | ---: | ---: |")
+    for size, ips in cold["by_size_ips"].items():
+        print(f"| {size} | {ips:.1f} | {ips / ceiling['ips']:.0%} |")
+    print_warm_costs(cold, warm, n)
     shutil.rmtree(cache, ignore_errors=True)
     folder = images[0].parent.parent
     cold_wall = cli_wall(folder, model_dir, cache, LABELS)
