@@ -16,7 +16,13 @@ from clipcls.pipeline import EmbeddedBatch, Encoder, PreparedImage, embed_batch,
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates
 from clipcls.settings import ModelSettings
 
-DEFAULT_BATCH_SIZE = 32
+DEFAULT_BATCH_SIZE = 32  # on the CPU larger batches gain nothing and hold more decoded images
+GPU_BATCH_SIZE = 128  # a GPU needs large batches to stay busy
+
+
+def default_batch_size(device: str) -> int:
+    """Images per batch when none is asked for: 32 on the CPU, 128 on a GPU."""
+    return DEFAULT_BATCH_SIZE if device == "cpu" else GPU_BATCH_SIZE
 
 
 @dataclass(frozen=True)
@@ -110,13 +116,14 @@ class Classifier:
         encoder: Encoder,
         labels: Sequence[Label | str],
         templates: TemplateSet | Sequence[str] | str = DEFAULT_TEMPLATES,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         cache: EmbeddingCache | None = None,
     ) -> None:
         self.encoder = encoder
         self.labels = _as_labels(labels)
         self.templates = _as_templates(templates)
-        self.batch_size = batch_size
+        device = getattr(getattr(encoder, "info", None), "device", "cpu")
+        self.batch_size = batch_size or default_batch_size(device)
         self.cache = cache
         self.label_weights = build_text_classifier(encoder, self.labels, self.templates, cache)
 
@@ -126,7 +133,7 @@ class Classifier:
         labels: Sequence[Label | str],
         templates: TemplateSet | Sequence[str] | str = DEFAULT_TEMPLATES,
         settings: ModelSettings | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         cache: EmbeddingCache | None = None,
     ) -> Classifier:
         """Load the model described by settings (default: ViT-B-32) and build the classifier."""

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image
 
-from clipcls.errors import ModelLoadError, UsageError
+from clipcls.errors import ClipclsError, ModelLoadError, UsageError
 from clipcls.settings import DEFAULT_PRETRAINED, Device, ModelSettings, Precision
 from clipcls.towers import (
     can_truncate_text,
@@ -319,9 +319,24 @@ class ClipModel:
         else:
             batch = torch.stack(list(prepared))
         batch = batch.to(self._device, dtype=self._input_dtype)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._memory_errors(f"a batch of {len(prepared)} images"):
             features = self._model.encode_image(batch)
         return _unit_rows(features)
+
+    @contextlib.contextmanager
+    def _memory_errors(self, what: str) -> Iterator[None]:
+        """Turn the device running out of memory into one line that says what to change."""
+        try:
+            yield
+        except RuntimeError as error:  # torch.OutOfMemoryError is one; CPU and MPS raise others
+            text = str(error)
+            if not isinstance(error, self._torch.OutOfMemoryError) and not any(
+                sign in text for sign in ("out of memory", "can't allocate memory")
+            ):
+                raise
+            raise ClipclsError(
+                f"out of {self.info.device} memory embedding {what}: pass a smaller --batch-size"
+            ) from None
 
     def encode_texts(self, texts: Sequence[str], truncate: bool = True) -> np.ndarray:
         """Embed texts: (n,) -> (n, dim), each L2-normalized, float32.

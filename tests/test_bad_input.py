@@ -311,6 +311,42 @@ def test_write_errors_stop_cleanly_and_resume(
     assert sorted(Path(r["path"]).name for r in rows) == [f"{i}.png" for i in range(6)]
 
 
+def test_running_out_of_memory_names_the_batch_size_and_keeps_the_rows(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import open_clip
+    import torch
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(6):
+        (folder / f"{i}.png").write_bytes(PNG)
+    out = tmp_path / "labels.csv"
+    original = open_clip.CLIP.encode_image
+    calls = {"n": 0}
+
+    def second_batch_fails(self, image, normalize=False):  # type: ignore[no-untyped-def]
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return original(self, image, normalize=normalize)
+
+    monkeypatch.setattr(open_clip.CLIP, "encode_image", second_batch_fails)
+    args = ["label", str(folder), "-o", str(out), "--labels", "cat,dog", "--model", tiny_model]
+    args += ["-t", "photo", "-q", "--no-cache", "--batch-size", "2"]
+    failed = runner.invoke(app, args)
+    assert failed.exit_code == 1
+    assert len(failed.stderr.splitlines()) == 1
+    assert "out of cpu memory embedding a batch of 2 images: pass a smaller --batch-size" in (
+        failed.stderr
+    )
+    assert "--resume" in failed.stderr
+    assert len(list(csv.DictReader(out.open(newline="")))) == 2  # the first batch is kept
+    monkeypatch.setattr(open_clip.CLIP, "encode_image", original)
+    assert runner.invoke(app, [*args, "--resume"]).exit_code == 0
+    assert len(list(csv.DictReader(out.open(newline="")))) == 6
+
+
 def test_predict_write_error_is_one_line(tiny_model: str, tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(PNG)
     result = runner.invoke(

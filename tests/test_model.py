@@ -9,8 +9,8 @@ import torch
 from conftest import SAMPLE_IMAGES, TINY_MODEL_CFG, write_tiny_model
 from PIL import Image
 
-from clipcls.classify import Classifier
-from clipcls.errors import ModelLoadError, UsageError
+from clipcls.classify import Classifier, default_batch_size
+from clipcls.errors import ClipclsError, ModelLoadError, UsageError
 from clipcls.images import load_image
 from clipcls.model import ClipModel, pick_device, pick_precision, resolve_source
 from clipcls.prompts import load_templates
@@ -215,3 +215,38 @@ def test_bf16_on_cpu_stays_close_to_fp32(tiny_model: str) -> None:
     cosine = float((fp32.encode_prepared([image]) * bf16.encode_prepared([image])).sum())
     assert cosine > 0.98
     assert bf16.info.precision == "bf16"
+
+
+def test_default_batch_size_is_small_on_the_cpu_and_large_on_a_gpu(tiny_model: str) -> None:
+    model = ClipModel(ModelSettings(model=tiny_model))
+    assert Classifier(model, ["cat", "dog"], ["{}"]).batch_size == 32
+    assert Classifier(model, ["cat", "dog"], ["{}"], batch_size=5).batch_size == 5
+    assert default_batch_size("cpu") == 32
+    assert default_batch_size("cuda") == default_batch_size("cuda:1") == 128
+    assert default_batch_size("mps") == 128
+
+
+def test_out_of_memory_becomes_one_clear_error(
+    tiny_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model = ClipModel(ModelSettings(model=tiny_model))
+    image = model.prepare(load_image(SAMPLE_IMAGES / "chelsea.png"))
+
+    def fail(message: str, kind: type[Exception]):  # type: ignore[no-untyped-def]
+        def encode_image(batch):  # type: ignore[no-untyped-def]
+            raise kind(message)
+
+        monkeypatch.setattr(model._model, "encode_image", encode_image)
+
+    fail("CUDA out of memory. Tried to allocate 2.00 GiB", torch.OutOfMemoryError)
+    with pytest.raises(ClipclsError, match=r"^out of cpu memory embedding a batch of 3 images"):
+        model.encode_prepared([image] * 3)
+    fail(
+        "[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory",
+        RuntimeError,
+    )
+    with pytest.raises(ClipclsError, match="pass a smaller --batch-size"):
+        model.encode_prepared([image])
+    fail("some other kernel failure", RuntimeError)
+    with pytest.raises(RuntimeError, match="some other kernel failure"):
+        model.encode_prepared([image])

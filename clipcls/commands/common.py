@@ -28,7 +28,15 @@ PathsArg = Annotated[
         show_default=False,
     ),
 ]
-BatchSizeOpt = Annotated[int, typer.Option("--batch-size", min=1, help="Images per batch.")]
+BatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        min=1,
+        help="Images per batch [default: 32 on the CPU, 128 on a GPU].",
+        show_default=False,
+    ),
+]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notices.")]
 
 INPUT_PANEL = "Labels and prompts"
@@ -128,7 +136,7 @@ def load_classifier(
     settings: ModelSettings,
     labels: tuple[Label, ...],
     templates: TemplateSet,
-    batch_size: int,
+    batch_size: int | None,
     quiet: bool,
     cache: EmbeddingCache | None = None,
 ) -> tuple[Classifier, ModelInfo]:

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from clipcls.cache import EmbeddingCache
-from clipcls.classify import DEFAULT_BATCH_SIZE
+from clipcls.classify import default_batch_size
 from clipcls.commands.common import BatchSizeOpt, QuietOpt, load_model, open_cache
 from clipcls.eval_render import print_results
 from clipcls.evaluation import (
@@ -82,13 +82,14 @@ def _evaluate_model(
     dataset: Dataset,
     labels: tuple[Label, ...],
     template_sets: list[TemplateSet],
-    batch_size: int,
+    batch_size: int | None,
     ks: tuple[int, ...],
     quiet: bool,
     cache: EmbeddingCache | None,
 ) -> list[Evaluation]:
     """Embed the images once with this model, then score them with every template set."""
     encoder = load_model(settings, quiet)
+    batch_size = batch_size or default_batch_size(encoder.info.device)
     show = not quiet and stderr.is_terminal
     with progress_bar(disable=not show) as progress:
         task = progress.add_task("embedding images", total=len(dataset.paths))
@@ -170,7 +171,7 @@ def evaluate(
     report_dir: Annotated[
         Path | None, typer.Option("--report", file_okay=False, help="Write an HTML report here.")
     ] = None,
-    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    batch_size: BatchSizeOpt = None,
     quiet: QuietOpt = False,
     device: DeviceOpt = Device.AUTO,
     precision: PrecisionOpt = Precision.AUTO,

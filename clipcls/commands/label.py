@@ -11,7 +11,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from clipcls.classify import DEFAULT_BATCH_SIZE
 from clipcls.commands.common import (
     BatchSizeOpt,
     LabelsFileOpt,
@@ -87,6 +86,9 @@ def _say_interrupted(job: LabelJob, output: Path) -> None:
         markup=False,
     )
     stderr.print(_resume_command(), markup=False, soft_wrap=True)
+
+
+RESUME_HINT = "run the same command with --resume once the problem is fixed"
 
 
 def _resume_command() -> str:
@@ -183,7 +185,7 @@ def label(
             help="Record planned destinations; touch no files.",
         ),
     ] = False,
-    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    batch_size: BatchSizeOpt = None,
     quiet: QuietOpt = False,
     model: ModelOpt = DEFAULT_MODEL,
     pretrained: PretrainedOpt = None,
@@ -243,8 +245,12 @@ def label(
             except OSError as error:
                 raise ClipclsError(
                     f"cannot write {output}: {error.strerror or error}; it holds every complete "
-                    "row, so run the same command with --resume once the problem is fixed"
+                    f"row, so {RESUME_HINT}"
                 ) from None
+            except ClipclsError as error:  # such as the device running out of memory
+                stream.flush()
+                message = f"{error}; {output} holds every complete row, so {RESUME_HINT}"
+                raise type(error)(message) from None
             writer.close()
         if not quiet:
             _report(job.summary, output)

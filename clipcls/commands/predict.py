@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from clipcls.classify import DEFAULT_BATCH_SIZE
 from clipcls.commands.common import (
     BatchSizeOpt,
     LabelsFileOpt,
@@ -73,7 +72,7 @@ def predict(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
     ] = None,
-    batch_size: BatchSizeOpt = DEFAULT_BATCH_SIZE,
+    batch_size: BatchSizeOpt = None,
     quiet: QuietOpt = False,
     model: ModelOpt = DEFAULT_MODEL,
     pretrained: PretrainedOpt = None,
