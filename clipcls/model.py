@@ -328,9 +328,9 @@ class ClipModel:
         """Turn the device running out of memory into one line that says what to change."""
         try:
             yield
-        except RuntimeError as error:  # torch.OutOfMemoryError is one; CPU and MPS raise others
+        except RuntimeError as error:  # CUDA raises OutOfMemoryError; the CPU and MPS plain ones
             text = str(error)
-            if not isinstance(error, self._torch.OutOfMemoryError) and not any(
+            if not isinstance(error, self._torch.cuda.OutOfMemoryError) and not any(
                 sign in text for sign in ("out of memory", "can't allocate memory")
             ):
                 raise
