@@ -68,7 +68,8 @@ CacheDirOpt = Annotated[
         envvar=CACHE_ENV,
         file_okay=False,
         rich_help_panel=MODEL_PANEL,
-        help="Where downloaded weights are cached. [default: the user cache dir]",
+        help="Where downloaded weights and embeddings are cached.",
+        show_default="the user cache dir",
     ),
 ]
 OfflineOpt = Annotated[
@@ -90,7 +91,8 @@ WorkersOpt = Annotated[
         "--workers",
         min=0,
         rich_help_panel=SPEED_PANEL,
-        help="Image decode threads. [default: from the cores]",
+        help="Image decode threads.",
+        show_default="from the cores",
     ),
 ]
 NoCacheOpt = Annotated[

@@ -330,6 +330,14 @@ def test_every_command_help_has_examples() -> None:
         assert "clipcls " in result.stdout
 
 
+def test_help_shows_the_defaults_that_depend_on_the_machine() -> None:
+    for command in ("predict", "label", "evaluate"):
+        # Join the help panel's wrapped lines back into one run of words.
+        text = " ".join(run(command, "--help").stdout.replace("│", " ").split())
+        for default in ("32 on the CPU, 128 on a GPU", "the user cache dir", "from the cores"):
+            assert default in text, (command, default)
+
+
 def test_help_runs_as_a_process_without_importing_torch() -> None:
     code = (
         "import sys, runpy\n"

@@ -33,8 +33,8 @@ BatchSizeOpt = Annotated[
     typer.Option(
         "--batch-size",
         min=1,
-        help="Images per batch [default: 32 on the CPU, 128 on a GPU].",
-        show_default=False,
+        help="Images per batch.",
+        show_default="32 on the CPU, 128 on a GPU",
     ),
 ]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notices.")]
