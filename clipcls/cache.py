@@ -111,6 +111,7 @@ class EmbeddingCache:
         wanted = {os.fsencode(key.path): key for key in keys}
         found: dict[str, np.ndarray] = {}
         stale: list[bytes] = []
+        cutoff = time.time() - USED_RESOLUTION
         paths = list(wanted)
         for start in range(0, len(paths), LOOKUP_CHUNK):
             chunk = paths[start : start + LOOKUP_CHUNK]
@@ -121,7 +122,7 @@ class EmbeddingCache:
                 key = wanted[path]
                 if (size, mtime) == (key.size, key.mtime):
                     found[key.path] = np.frombuffer(vector, dtype=np.float32)
-                    if used < time.time() - USED_RESOLUTION:
+                    if used < cutoff:
                         stale.append(path)
         self._mark_used("images", "path", model, stale)
         return found
@@ -141,6 +142,7 @@ class EmbeddingCache:
         """Cached text embeddings by text."""
         found: dict[str, np.ndarray] = {}
         stale: list[str] = []
+        cutoff = time.time() - USED_RESOLUTION
         unique = list(dict.fromkeys(texts))
         for start in range(0, len(unique), LOOKUP_CHUNK):
             chunk = unique[start : start + LOOKUP_CHUNK]
@@ -151,7 +153,7 @@ class EmbeddingCache:
             )
             for text, vector, used in rows:
                 found[text] = np.frombuffer(vector, dtype=np.float32)
-                if used < time.time() - USED_RESOLUTION:
+                if used < cutoff:
                     stale.append(text)
         self._mark_used("texts", "text", model, stale)
         return found
