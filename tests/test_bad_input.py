@@ -266,16 +266,23 @@ def test_hidden_files_need_include_hidden(tiny_model: str, tmp_path: Path) -> No
     assert [Path(r["path"]).name for r in rows_of(hidden)] == [".hidden.png", "seen.png"]
 
 
-def test_write_errors_stop_cleanly_and_resume(
-    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from clipcls import render
-
+def label_six_images(tiny_model: str, tmp_path: Path) -> tuple[list[str], Path]:
+    """A folder of six PNGs, and the `label` arguments that write it to labels.csv."""
     folder = tmp_path / "imgs"
     folder.mkdir()
     for i in range(6):
         (folder / f"{i}.png").write_bytes(PNG)
     out = tmp_path / "labels.csv"
+    args = ["label", str(folder), "-o", str(out), "--labels", "cat,dog", "--model", tiny_model]
+    return [*args, "-t", "photo", "-q"], out
+
+
+def test_write_errors_stop_cleanly_and_resume(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipcls import render
+
+    args, out = label_six_images(tiny_model, tmp_path)
     original = render.CsvWriter.write
     calls = {"n": 0}
 
@@ -288,19 +295,6 @@ def test_write_errors_stop_cleanly_and_resume(
         original(self, row)
 
     monkeypatch.setattr(render.CsvWriter, "write", full_disk)
-    args = [
-        "label",
-        str(folder),
-        "-o",
-        str(out),
-        "--labels",
-        "cat,dog",
-        "--model",
-        tiny_model,
-        "-t",
-        "photo",
-        "-q",
-    ]
     failed = runner.invoke(app, args)
     assert failed.exit_code == 1
     assert "No space left on device" in failed.stderr and "--resume" in failed.stderr
@@ -317,11 +311,8 @@ def test_running_out_of_memory_names_the_batch_size_and_keeps_the_rows(
     import open_clip
     import torch
 
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for i in range(6):
-        (folder / f"{i}.png").write_bytes(PNG)
-    out = tmp_path / "labels.csv"
+    args, out = label_six_images(tiny_model, tmp_path)
+    args += ["--no-cache", "--batch-size", "2"]
     original = open_clip.CLIP.encode_image
     calls = {"n": 0}
 
@@ -332,8 +323,6 @@ def test_running_out_of_memory_names_the_batch_size_and_keeps_the_rows(
         return original(self, image, normalize=normalize)
 
     monkeypatch.setattr(open_clip.CLIP, "encode_image", second_batch_fails)
-    args = ["label", str(folder), "-o", str(out), "--labels", "cat,dog", "--model", tiny_model]
-    args += ["-t", "photo", "-q", "--no-cache", "--batch-size", "2"]
     failed = runner.invoke(app, args)
     assert failed.exit_code == 1
     assert len(failed.stderr.splitlines()) == 1
