@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import struct
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from clipcls.errors import ImageError, UsageError
+from clipcls.sorting import MARKER
 
 try:  # HEIC/HEIF through the optional extra: pip install 'clipcls[heif]'
     from pillow_heif import register_heif_opener
@@ -41,13 +42,27 @@ def _is_hidden(name: str) -> bool:
     return name.startswith(".")
 
 
-def _walk_sorted(folder: Path, include_hidden: bool, exclude: set[str]) -> Iterator[Path]:
-    """Yield image files below folder depth-first, each folder's entries sorted by name."""
+def _walk_sorted(
+    folder: Path,
+    include_hidden: bool,
+    exclude: set[str],
+    on_skip: Callable[[Path], None] | None = None,
+    top: bool = True,
+) -> Iterator[Path]:
+    """Yield image files below folder depth-first, each folder's entries sorted by name.
+
+    A folder below the top that clipcls sorted files into (it holds the MARKER file) is not
+    walked: its files are copies, links or moves of images labeled before.
+    """
     try:
         with os.scandir(folder) as scan:
             entries = sorted(scan, key=lambda entry: entry.name)
     except OSError:
         return  # an unreadable folder holds nothing we can classify
+    if not top and any(entry.name == MARKER for entry in entries):
+        if on_skip is not None:
+            on_skip(folder)
+        return
     for entry in entries:
         if not include_hidden and _is_hidden(entry.name):
             continue
@@ -55,7 +70,7 @@ def _walk_sorted(folder: Path, include_hidden: bool, exclude: set[str]) -> Itera
         # Folder links are not followed: that is how a tree with a link loop stays finite.
         if entry.is_dir(follow_symlinks=False):
             if not exclude or os.path.realpath(path) not in exclude:
-                yield from _walk_sorted(path, include_hidden, exclude)
+                yield from _walk_sorted(path, include_hidden, exclude, on_skip, top=False)
         elif is_image_name(entry.name) and (entry.is_symlink() or entry.is_file()):
             yield path  # dangling links too: they are reported, not silently skipped
 
@@ -81,12 +96,16 @@ def _inside(real: str, folders: Iterable[str]) -> bool:
 
 
 def iter_image_paths(
-    inputs: Iterable[str], include_hidden: bool = False, exclude: Path | None = None
+    inputs: Iterable[str],
+    include_hidden: bool = False,
+    exclude: Path | None = None,
+    on_skip: Callable[[Path], None] | None = None,
 ) -> Iterator[Path]:
     """Yield the files to classify, each once: named files as given, folders walked sorted.
 
     A folder given twice, or inside another input folder, is walked once; a folder equal to
-    `exclude` (such as the --sort-into target inside the input) is not walked at all.
+    `exclude` (such as the --sort-into target inside the input) is not walked at all, and
+    neither is a folder an earlier run sorted into; on_skip hears of each such folder.
     """
     walked: list[str] = []
     named: set[str] = set()
@@ -96,7 +115,7 @@ def iter_image_paths(
         if _inside(real, walked):
             continue  # already covered by an earlier folder
         if path.is_dir():
-            for found in _walk_sorted(path, include_hidden, skip | set(walked)):
+            for found in _walk_sorted(path, include_hidden, skip | set(walked), on_skip):
                 if not named or os.path.realpath(found) not in named:
                     yield found
             walked.append(real)

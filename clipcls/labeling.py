@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 from clipcls.classify import Classifier
 from clipcls.errors import ClipclsError
-from clipcls.outputs import RecordedRow, Recovered
+from clipcls.identity import model_identity
+from clipcls.labels import Label
+from clipcls.manifest import RunSetup
+from clipcls.outputs import OutputKind, RecordedRow, Recovered
+from clipcls.pathtext import path_key, path_to_text
+from clipcls.prompts import TemplateSet
 from clipcls.rows import DEFAULT_UNKNOWN, Columns, Row, clean_text, to_row
-from clipcls.sorting import SortMode, is_placed, place, safe_folder_name, unique_destination
+from clipcls.settings import ModelSettings
+from clipcls.sorting import (
+    SortMode,
+    absolute,
+    is_unfinished_move,
+    place,
+    safe_folder_name,
+    same_file,
+    unique_destination,
+)
 
 
 @dataclass(frozen=True)
@@ -42,19 +58,26 @@ class LabelOptions:
 class Sorter:
     """Choose each file's place under DIR/<label>/ and put it there after its row is saved."""
 
-    def __init__(self, root: Path, mode: SortMode, dry_run: bool) -> None:
+    def __init__(
+        self, root: Path, mode: SortMode, dry_run: bool, planned: Iterable[str] = ()
+    ) -> None:
         self.root, self.mode, self.dry_run = root, mode, dry_run
-        # A dry run creates nothing on disk, so it must remember the names it has handed out.
-        self.planned: set[Path] | None = set() if dry_run else None
+        # A dry run creates nothing on disk, so it must remember the names it has handed out,
+        # a resumed one those of the rows before too.
+        self.planned: set[Path] | None = {Path(p) for p in planned} if dry_run else None
 
     def destination(self, row: Row) -> str:
         """A collision-free path for the row's file in its label folder ("" for errors)."""
         if row.error is not None:
             return ""
         folder = self.root / safe_folder_name(row.label)
-        target = unique_destination(folder, Path(row.path).name, self.planned)
+        source = Path(row.path)
+        # A name that already holds this very file (an earlier run's copy) is used again;
+        # a move has no such twin, since its source would be gone.
+        reusable = None if self.mode is SortMode.MOVE else partial(same_file, source)
+        target = unique_destination(folder, source.name, self.planned, reusable)
         if self.planned is not None:
-            self.planned.add(target)
+            self.planned.add(absolute(target))
         return str(target)
 
     def apply(self, path: str, destination: str) -> None:
@@ -62,13 +85,16 @@ class Sorter:
         if self.dry_run or not destination:
             return
         source, target = Path(path), Path(destination)
-        if is_placed(source, target, self.mode):
-            return
         try:
+            if os.path.lexists(target):
+                if self.mode is SortMode.MOVE and is_unfinished_move(source, target):
+                    os.unlink(source)
+                return  # placed before; a different file at the source is a newcomer
             place(source, target, self.mode)
         except OSError as error:
             raise ClipclsError(
-                f"cannot {self.mode.value} {path} to {destination}: {error.strerror or error}"
+                f"cannot {self.mode.value} {clean_text(path)} to {clean_text(destination)}: "
+                f"{error.strerror or error}"
             ) from None
 
 
@@ -91,6 +117,47 @@ class Summary:
         return self.processed / elapsed
 
 
+def run_setup(
+    kind: OutputKind,
+    options: LabelOptions,
+    labels: tuple[Label, ...],
+    templates: TemplateSet,
+    settings: ModelSettings,
+) -> RunSetup:
+    """This run's setup, as recorded beside the output and compared on --resume."""
+    sort_into = options.sort_into
+    return RunSetup(
+        format=kind.value,
+        columns=tuple(options.columns(len(labels)).header()),
+        labels=RunSetup.label_texts(labels),
+        templates=templates.templates,
+        top_k=options.top_k,
+        threshold=options.threshold,
+        unknown_label=options.unknown_label if options.threshold is not None else None,
+        sort_into=None if sort_into is None else path_to_text(os.path.realpath(sort_into)),
+        mode=None if sort_into is None else options.mode.value,
+        model_key=model_identity(settings).key,
+        cwd=path_to_text(os.getcwd()),
+    )
+
+
+def is_done(recovered: Recovered, path: Path, options: LabelOptions) -> bool:
+    """Whether the resumed output already has a row for the file now at path.
+
+    After a move, a file at a recorded path is a newcomer with the same name, not the file
+    labeled before (that one is at its recorded destination): it needs a row of its own.
+    """
+    key = path_key(str(path))
+    if key not in recovered.done:
+        return False
+    if options.mode is not SortMode.MOVE or options.dry_run:
+        return True
+    moved_to = recovered.destinations.get(key)
+    if moved_to is None or not os.path.lexists(moved_to):
+        return True
+    return same_file(path, Path(moved_to), by_content=False)
+
+
 class LabelJob:
     """Turn image paths into rows, one per file, skipping those a resumed file already holds."""
 
@@ -105,29 +172,21 @@ class LabelJob:
         self.recovered = recovered or Recovered()
         self.columns = options.columns(len(classifier.labels))
         self.sorter = (
-            Sorter(options.sort_into, options.mode, options.dry_run)
+            Sorter(
+                options.sort_into,
+                options.mode,
+                options.dry_run,
+                self.recovered.destinations.values(),
+            )
             if options.sort_into is not None
             else None
         )
         self.summary = Summary()
-        self._check_model()
-
-    def _check_model(self) -> None:
-        others = self.recovered.models - {self.model_id}
-        if others:
-            raise ClipclsError(
-                f"the file being resumed was labeled with {', '.join(sorted(others))}, "
-                f"not {self.model_id}: resume with the same model, or use --overwrite"
-            )
-
-    def is_done(self, path: Path | str) -> bool:
-        """Whether the resumed file already has a row for this path."""
-        return clean_text(str(path)) in self.recovered.done
 
     def todo(self, paths: Iterable[Path]) -> Iterator[Path]:
         """The paths still to label, counting the skipped ones."""
         for path in paths:
-            if self.is_done(path):
+            if is_done(self.recovered, path, self.options):
                 self.summary.skipped += 1
             else:
                 yield path

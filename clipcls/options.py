@@ -153,11 +153,11 @@ def reported_errors(debug: bool) -> Iterator[None]:
         stderr.print("error: ", style="red", end="")
         stderr.print(str(error), soft_wrap=True, markup=False)
         raise typer.Exit(int(error.exit_status)) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if debug:
             raise
         stderr.print("interrupted", style="red")
-        raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
+        raise typer.Exit(exit_code_of(interrupt)) from None
 
 
 def check_output_path(output: Path | None) -> None:
@@ -232,8 +232,33 @@ def tracked(items: Iterable[T], total: int, show: bool, description: str) -> Ite
             progress.advance(task)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, SIGTERM or SIGHUP: the run stops as after Ctrl-C, exiting 128 + the signal."""
+
+    def __init__(self, signum: int = signal.SIGINT) -> None:
+        super().__init__()
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + int(self.signum)
+
+
+def exit_code_of(interrupt: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
+    return (
+        interrupt.exit_code if isinstance(interrupt, Interrupted) else int(ExitStatus.INTERRUPTED)
+    )
+
+
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
 class InterruptGuard:
-    """Ctrl-C stops at once, except inside a critical section, where it waits for the end.
+    """Ctrl-C, SIGTERM and SIGHUP stop at once, except inside a critical section, where they
+    wait for its end.
 
     A row and its file move are one critical section: an interrupt never leaves half a row in
     the output or a file moved without its row.
@@ -241,31 +266,32 @@ class InterruptGuard:
 
     def __init__(self) -> None:
         self.critical = False
-        self.pending = False
+        self.pending: int | None = None
 
     def _handler(self, signum: int, frame: object) -> None:
         if self.critical:
-            self.pending = True
+            self.pending = signum
         else:
-            raise KeyboardInterrupt
+            raise Interrupted(signum)
 
     @contextlib.contextmanager
     def installed(self) -> Iterator[InterruptGuard]:
-        """Route SIGINT through this guard while the block runs."""
-        previous = signal.signal(signal.SIGINT, self._handler)
+        """Route the stop signals through this guard while the block runs."""
+        previous = {signum: signal.signal(signum, self._handler) for signum in STOP_SIGNALS}
         try:
             yield self
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
     @contextlib.contextmanager
     def section(self) -> Iterator[None]:
-        """Hold Ctrl-C until the block is done, then act on it."""
+        """Hold the stop signals until the block is done, then act on them."""
         self.critical = True
         try:
             yield
         finally:
             self.critical = False
-        if self.pending:
-            self.pending = False
-            raise KeyboardInterrupt
+        if self.pending is not None:
+            signum, self.pending = self.pending, None
+            raise Interrupted(signum)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from clipcls.errors import ClipclsError, UsageError
+from clipcls.errors import UsageError
+from clipcls.pathtext import path_key, text_to_path
 from clipcls.rows import Columns
 
 
@@ -23,6 +24,7 @@ class OutputKind(str, Enum):
 
 
 PENDING_WINDOW = 1024
+MAX_LINE = 1 << 20  # longer lines are not ours: paths end at 4 KiB
 SUFFIXES = {".csv": OutputKind.CSV, ".jsonl": OutputKind.JSONL, ".ndjson": OutputKind.JSONL}
 
 
@@ -52,6 +54,8 @@ def check_target(path: Path, resume: bool, overwrite: bool) -> None:
     if resume and overwrite:
         raise UsageError("give --resume or --overwrite, not both")
     check_writable(path)
+    if path.exists() and not path.is_file():
+        raise UsageError(f"--output {path} is not a regular file")
     if path.exists() and path.stat().st_size > 0 and not (resume or overwrite):
         raise UsageError(
             f"{path} already exists: add --resume to continue it or --overwrite to replace it"
@@ -60,56 +64,72 @@ def check_target(path: Path, resume: bool, overwrite: bool) -> None:
 
 @dataclass(frozen=True)
 class RecordedRow:
-    """What resuming needs from a row already in the file."""
+    """What resuming needs from a row already in the file: real paths, usable from here."""
 
     path: str
-    model: str
     destination: str
 
 
 @dataclass
 class Recovered:
-    """The state of an existing output file, after dropping any partial last line."""
+    """What an existing output holds, read without changing it."""
 
-    done: set[str] = field(default_factory=set)
+    done: set[str] = field(default_factory=set)  # pathtext.path_key of every row's file
+    # key -> destination of the latest row with one; kept for moves and dry runs
+    destinations: dict[str, str] = field(default_factory=dict)
     # Each row is written before its file is placed, so only the last rows can be unplaced.
     placements: deque[RecordedRow] = field(default_factory=lambda: deque(maxlen=PENDING_WINDOW))
+    complete_bytes: int = 0
     dropped_bytes: int = 0
-    has_header: bool = False
-    models: set[str] = field(default_factory=set)
+    rows: int = 0
+
+
+def _foreign(path: Path, why: str) -> UsageError:
+    return UsageError(
+        f"{path} is not a clipcls label output ({why}); nothing was changed: "
+        "name another --output, or use --overwrite to replace it"
+    )
+
+
+def _lines(path: Path, end: int | None = None) -> Iterator[bytes]:
+    """The file's lines, each at most MAX_LINE bytes, up to byte `end`."""
+    position = 0
+    with path.open("rb") as stream:
+        while end is None or position < end:
+            line = stream.readline(MAX_LINE + 1)
+            if not line:
+                return
+            if len(line) > MAX_LINE:
+                raise _foreign(path, f"a line longer than {MAX_LINE >> 20} MiB")
+            position += len(line)
+            yield line
 
 
 def complete_length(path: Path, quoted_newlines: bool) -> int:
     """Byte length of the file's complete records; a hard kill can leave a partial last one."""
     good = position = 0
     quotes = 0
-    with path.open("rb") as stream:
-        for line in stream:
-            position += len(line)
-            # In CSV a newline inside quotes is data: a record ends where the quote count is even.
-            quotes += line.count(b'"') if quoted_newlines else 0
-            if line.endswith(b"\n") and quotes % 2 == 0:
-                good = position
+    for line in _lines(path):
+        position += len(line)
+        # In CSV a newline inside quotes is data: a record ends where the quote count is even.
+        quotes += line.count(b'"') if quoted_newlines else 0
+        if line.endswith(b"\n") and quotes % 2 == 0:
+            good = position
     return good
 
 
-def _truncate_partial(path: Path, quoted_newlines: bool) -> int:
-    size = path.stat().st_size
-    good = complete_length(path, quoted_newlines)
-    if good < size:
-        os.truncate(path, good)
-    return size - good
+def _text_lines(path: Path, end: int) -> Iterator[str]:
+    for line in _lines(path, end):
+        try:
+            yield line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _foreign(path, "not UTF-8 text") from None
 
 
-def _recorded(record: dict[str, str], columns: Columns) -> RecordedRow:
-    destination = record.get(columns.destination, "") if columns.destination else ""
-    return RecordedRow(record["path"], record.get("model", ""), destination)
-
-
-def _csv_rows(path: Path, columns: Columns) -> Iterator[RecordedRow]:
+def _csv_records(path: Path, columns: Columns, end: int) -> Iterator[dict[str, str]]:
     header = columns.header()
-    with path.open(newline="", encoding="utf-8") as stream:
-        reader = csv.reader(stream)
+    reader = csv.reader(_text_lines(path, end))
+    try:
         found = next(reader, None)
         if found is None:
             return
@@ -119,32 +139,49 @@ def _csv_rows(path: Path, columns: Columns) -> Iterator[RecordedRow]:
                 "Resume with the same --top-k, --threshold and --sort-into, or use --overwrite"
             )
         for values in reader:
-            yield _recorded(dict(zip(header, values, strict=False)), columns)
+            if len(values) != len(header):
+                raise _foreign(path, f"line {reader.line_num} has {len(values)} fields")
+            yield dict(zip(header, values, strict=True))
+    except csv.Error as error:
+        raise _foreign(path, f"bad CSV: {error}") from None
 
 
-def _jsonl_rows(path: Path, columns: Columns) -> Iterator[RecordedRow]:
-    with path.open(encoding="utf-8") as stream:
-        for number, line in enumerate(stream, start=1):
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                raise ClipclsError(f"{path}:{number} is not a JSON line; cannot resume") from None
-            if columns.destination and columns.destination not in record:
-                raise UsageError(f"{path} has no {columns.destination!r} field: use --overwrite")
-            yield _recorded(record, columns)
+def _jsonl_records(path: Path, columns: Columns, end: int) -> Iterator[dict[str, str]]:
+    for number, line in enumerate(_text_lines(path, end), start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            raise _foreign(path, f"line {number} is not JSON") from None
+        if not isinstance(record, dict) or not isinstance(record.get("path"), str):
+            raise _foreign(path, f"line {number} has no path")
+        wanted = columns.destination
+        if wanted and not isinstance(record.get(wanted), str):
+            raise UsageError(f"{path} has no {wanted!r} field: use --overwrite")
+        yield record
 
 
-def recover(path: Path, kind: OutputKind, columns: Columns) -> Recovered:
-    """Drop a partial last line and read which images are done and where files went."""
+def recover(
+    path: Path, kind: OutputKind, columns: Columns, cwd: str, keep_destinations: bool
+) -> Recovered:
+    """Read which files are done and where they went; raise UsageError for a foreign file.
+
+    The file is only read: a partial last line (from a hard kill) is measured, not dropped.
+    Relative paths in the rows are taken from cwd, the folder the recorded run started in.
+    """
     state = Recovered()
-    if not path.exists():
-        return state
-    state.dropped_bytes = _truncate_partial(path, quoted_newlines=kind is OutputKind.CSV)
-    rows = _csv_rows(path, columns) if kind is OutputKind.CSV else _jsonl_rows(path, columns)
-    for row in rows:
-        state.done.add(row.path)
-        state.models.add(row.model)
-        if row.destination:
-            state.placements.append(row)
-    state.has_header = kind is OutputKind.CSV and path.stat().st_size > 0
+    size = path.stat().st_size
+    state.complete_bytes = complete_length(path, quoted_newlines=kind is OutputKind.CSV)
+    state.dropped_bytes = size - state.complete_bytes
+    reader = _csv_records if kind is OutputKind.CSV else _jsonl_records
+    for record in reader(path, columns, state.complete_bytes):
+        state.rows += 1
+        real = os.path.join(cwd, text_to_path(record["path"]))
+        key = path_key(real)
+        state.done.add(key)
+        destination = record.get(columns.destination, "") if columns.destination else ""
+        if destination:
+            where = os.path.join(cwd, text_to_path(destination))
+            state.placements.append(RecordedRow(real, where))
+            if keep_destinations:
+                state.destinations[key] = where
     return state

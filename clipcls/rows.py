@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipcls.classify import LabelScore, Prediction
+from clipcls.pathtext import path_to_text
 
 DEFAULT_UNKNOWN = "unknown"
 
@@ -69,9 +70,9 @@ class Columns:
     def csv_values(self, row: Row) -> list[str]:
         """One CSV row; an unreadable image has empty score columns and its error filled in."""
         values = dict.fromkeys(self.header(), "")
-        values.update(path=clean_text(row.path), model=row.model)
+        values.update(path=path_to_text(row.path), model=row.model)
         if self.destination:
-            values[self.destination] = clean_text(row.destination)
+            values[self.destination] = path_to_text(row.destination)
         if row.error is not None:
             values["error"] = clean_text(row.error)
         elif row.best is not None:
@@ -85,7 +86,7 @@ class Columns:
 
     def record(self, row: Row) -> dict[str, Any]:
         """The JSON object: path and ranked predictions, or path and error."""
-        record: dict[str, Any] = {"path": clean_text(row.path)}
+        record: dict[str, Any] = {"path": path_to_text(row.path)}
         if row.error is not None:
             record["error"] = clean_text(row.error)
         else:
@@ -98,5 +99,5 @@ class Columns:
         if self.model:
             record["model"] = row.model
         if self.destination:
-            record[self.destination] = clean_text(row.destination)
+            record[self.destination] = path_to_text(row.destination)
         return record

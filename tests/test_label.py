@@ -45,6 +45,12 @@ def assert_same_rows(got: list[dict[str, str]], want: list[dict[str, str]]) -> N
                 assert a[column] == b[column], column
 
 
+def copy_setup(source: Path, target: Path) -> None:
+    """Give a hand-cut output the setup record its source run wrote beside it."""
+    setup = Path(f"{source}.clipcls.json")
+    Path(f"{target}.clipcls.json").write_bytes(setup.read_bytes())
+
+
 def copy_photos(folder: Path, names: list[str]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     copies = []
@@ -122,6 +128,7 @@ def test_resume_after_a_hard_kill_gives_the_uninterrupted_rows(
     lines = text.splitlines(keepends=True)
     # Two complete rows, then a third cut mid-way, as a kill -9 during a write leaves it.
     killed.write_text("".join(lines[:3]) + lines[3][:17], encoding="utf-8")
+    copy_setup(full, killed)
     result = label(tiny_model, str(photos), "-o", str(killed), "-k", "2", "--resume")
     assert result.exit_code == 0, result.output
     assert "dropped a partial last line" in result.stderr
@@ -138,10 +145,10 @@ def test_resume_with_other_columns_or_model_is_refused(
     out = tmp_path / "labels.csv"
     assert label(tiny_model, str(photos), "-o", str(out)).exit_code == 0
     other_columns = label(tiny_model, str(photos), "-o", str(out), "-k", "3", "--resume")
-    assert other_columns.exit_code == 2 and "same --top-k" in other_columns.stderr
+    assert other_columns.exit_code == 2 and "--top-k was '1', now '3'" in other_columns.stderr
     (photos / "new.png").write_bytes((SAMPLE_IMAGES / "coffee.png").read_bytes())
     other_model = label(tiny_biased_model, str(photos), "-o", str(out), "--resume")
-    assert other_model.exit_code == 1 and "resume with the same model" in other_model.stderr
+    assert other_model.exit_code == 2 and "model weights was" in other_model.stderr
     assert len(read_csv(out)) == 4
 
 
@@ -177,6 +184,7 @@ def test_resume_drops_a_partial_row_inside_a_quoted_newline(
     data = full.read_bytes()
     newline_row = data.index(b'"' + str(tmp_path / "odd" / "new").encode())
     cut.write_bytes(data[: newline_row + len(str(tmp_path)) + 10])  # stops inside the quotes
+    copy_setup(full, cut)
     assert label(tiny_model, str(tmp_path / "odd"), "-o", str(cut), "--resume").exit_code == 0
     assert_same_rows(read_csv(cut), read_csv(full))
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -25,9 +28,11 @@ from clipcls.commands.common import (
     read_labels,
     read_templates,
 )
-from clipcls.errors import ClipclsError, ExitStatus, UsageError
+from clipcls.errors import ClipclsError, UsageError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
-from clipcls.labeling import LabelJob, LabelOptions, Summary
+from clipcls.label_output import LabelOutput, begin, check_loaded_model, open_label_output
+from clipcls.labeling import LabelJob, LabelOptions, Summary, is_done, run_setup
+from clipcls.manifest import RunSetup
 from clipcls.options import (
     CacheDirOpt,
     DebugOpt,
@@ -43,20 +48,20 @@ from clipcls.options import (
     PretrainedOpt,
     StrictOpt,
     WorkersOpt,
+    exit_code_of,
     fail_if_strict,
     notice,
-    open_output,
     reported_errors,
     stderr,
     tracked,
     warn,
 )
-from clipcls.outputs import OutputKind, Recovered, check_target, output_kind, recover
+from clipcls.outputs import OutputKind, Recovered, output_kind
 from clipcls.prompts import DEFAULT_TEMPLATES
-from clipcls.render import Format, Writer, make_writer
-from clipcls.rows import DEFAULT_UNKNOWN, Columns, clean_text
+from clipcls.render import Format, make_writer
+from clipcls.rows import DEFAULT_UNKNOWN, clean_text
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision, model_id
-from clipcls.sorting import SortMode
+from clipcls.sorting import MARKER, SortMode, claim_sort_folder
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -67,28 +72,18 @@ EXAMPLES = """
   clipcls label inbox/ --labels cat,dog -o sorted.csv --sort-into sorted/ --mode move
 """
 SORT_PANEL = "Sorting into folders"
-
-
-def _recover(output: Path, kind: OutputKind, columns: Columns) -> Recovered:
-    """Read the file being resumed, dropping a partial last line."""
-    recovered = recover(output, kind, columns)
-    if recovered.dropped_bytes:
-        notice(f"dropped a partial last line ({recovered.dropped_bytes} bytes) from {output}")
-    return recovered
+RESUME_HINT = "run the same command with --resume once the problem is fixed"
 
 
 def _say_interrupted(job: LabelJob, output: Path) -> None:
     stderr.print(
         f"interrupted: {job.summary.processed} images labeled in this run; "
-        f"{output} holds only complete rows. Resume with:",
+        f"{clean_text(str(output))} holds only complete rows. Resume with:",
         style="yellow",
         soft_wrap=True,
         markup=False,
     )
     stderr.print(_resume_command(), markup=False, soft_wrap=True)
-
-
-RESUME_HINT = "run the same command with --resume once the problem is fixed"
 
 
 def _resume_command() -> str:
@@ -97,7 +92,7 @@ def _resume_command() -> str:
 
 
 def _report(summary: Summary, output: Path) -> None:
-    notice(f"labeled into {output}:")
+    notice(f"labeled into {clean_text(str(output))}:")
     table = Table(header_style="bold")
     table.add_column("label")
     table.add_column("images", justify="right")
@@ -113,22 +108,71 @@ def _report(summary: Summary, output: Path) -> None:
     )
 
 
-def _run(
-    job: LabelJob, paths: list[str], writer: Writer, total: int, show: bool, hidden: bool
+def _count(inputs: list[str], options: LabelOptions, recovered: Recovered, hidden: bool) -> int:
+    """How many files are left to label, saying which sorted folders the walk skips."""
+
+    def skipped(folder: Path) -> None:
+        notice(f"skipping {clean_text(str(folder))}: clipcls sorted files into it ({MARKER})")
+
+    walk = iter_image_paths(inputs, hidden, exclude=options.sort_into, on_skip=skipped)
+    return sum(1 for path in walk if not is_done(recovered, path, options))
+
+
+def _place_pending(job: LabelJob, guard: InterruptGuard) -> None:
+    """Finish placing the files of the last rows an interrupted run wrote."""
+    for recorded in job.pending_placements():
+        with guard.section():
+            try:
+                job.place(recorded)
+            except ClipclsError as error:  # the file went away meanwhile: say so, go on
+                warn(str(error))
+
+
+def _write(
+    job: LabelJob,
+    out: LabelOutput,
+    setup: RunSetup,
+    kind: OutputKind,
+    inputs: list[str],
+    total: int,
+    show: bool,
+    hidden: bool,
 ) -> None:
-    """Write each row, then place its file; Ctrl-C never splits the two."""
+    """Write each row, then place its file; no stop signal ever splits the two."""
+    output = out.path
     guard = InterruptGuard()
     with guard.installed():
-        for recorded in job.pending_placements():
-            with guard.section():
-                job.place(recorded)
-        walk = iter_image_paths(paths, hidden, exclude=job.options.sort_into)
-        for row in tracked(job.rows(walk), total, show, "labeling"):
-            with guard.section():
-                writer.write(row)
-                job.place(row)
-            if row.error is not None:
-                warn(row.error)
+        stream = begin(out, setup)
+        try:
+            writer = make_writer(Format(kind.value), stream, job.columns, header=out.header)
+            _place_pending(job, guard)
+            walk = iter_image_paths(inputs, hidden, exclude=job.options.sort_into)
+            for row in tracked(job.rows(walk), total, show, "labeling"):
+                with guard.section():
+                    writer.write(row)
+                    job.place(row)
+                if row.error is not None:
+                    warn(clean_text(row.error))
+            writer.close()
+            stream.close()  # a full disk can first show here
+        except KeyboardInterrupt as interrupt:
+            stream.flush()
+            _say_interrupted(job, output)
+            raise typer.Exit(exit_code_of(interrupt)) from None
+        except OSError as error:
+            raise ClipclsError(
+                f"cannot write {clean_text(str(output))}: {error.strerror or error}; it holds "
+                f"every complete row, so {RESUME_HINT}"
+            ) from None
+        except ClipclsError as error:  # such as the device running out of memory
+            stream.flush()
+            where = clean_text(str(output))
+            raise type(error)(
+                f"{error}; {where} holds every complete row, so {RESUME_HINT}"
+            ) from None
+        finally:
+            with contextlib.suppress(OSError):
+                stream.close()
 
 
 def label(
@@ -207,17 +251,9 @@ def label(
         template_set = read_templates(templates, template)
         inputs = read_inputs(paths)
         kind = output_kind(output, fmt)
-        check_target(output, resume, overwrite)
         if (dry_run or mode is not SortMode.COPY) and sort_into is None:
             raise UsageError("--mode and --dry-run need --sort-into DIR")
         options = LabelOptions(top_k, threshold, unknown_label, sort_into, mode, dry_run)
-        columns = options.columns(len(label_list))
-        recovered = _recover(output, kind, columns) if resume else None
-        done = recovered.done if recovered is not None else set()
-        walk = iter_image_paths(inputs, include_hidden, exclude=sort_into)
-        total = sum(1 for p in walk if clean_text(str(p)) not in done)
-        if total == 0 and not done:
-            raise UsageError(f"no images found in {', '.join(inputs)}")
         settings = ModelSettings(
             model,
             pretrained,
@@ -229,29 +265,39 @@ def label(
             workers,
             max_megapixels,
         )
-        classifier, info = load_classifier(
-            settings, label_list, template_set, batch_size, quiet, open_cache(settings, no_cache)
-        )
-        job = LabelJob(classifier, options, model_id(info.model, info.pretrained), recovered)
-        append = recovered is not None and output.exists() and output.stat().st_size > 0
-        with open_output(output, append) as stream:
-            writer = make_writer(Format(kind.value), stream, columns, header=not append)
-            try:
-                _run(job, inputs, writer, total, not quiet and stderr.is_terminal, include_hidden)
-            except KeyboardInterrupt:
-                stream.flush()
-                _say_interrupted(job, output)
-                raise typer.Exit(int(ExitStatus.INTERRUPTED)) from None
-            except OSError as error:
-                raise ClipclsError(
-                    f"cannot write {output}: {error.strerror or error}; it holds every complete "
-                    f"row, so {RESUME_HINT}"
-                ) from None
-            except ClipclsError as error:  # such as the device running out of memory
-                stream.flush()
-                message = f"{error}; {output} holds every complete row, so {RESUME_HINT}"
-                raise type(error)(message) from None
-            writer.close()
+        setup = run_setup(kind, options, label_list, template_set, settings)
+        columns = options.columns(len(label_list))
+        keep = mode is SortMode.MOVE or dry_run
+        with contextlib.ExitStack() as held:
+            out = open_label_output(output, kind, columns, setup, resume, overwrite, keep)
+            held.callback(out.close)
+            if sort_into is not None and not dry_run:
+                held.callback(os.close, claim_sort_folder(sort_into))
+            recovered = out.recovered or Recovered()
+            total = _count(inputs, options, recovered, include_hidden)
+            if total == 0 and out.recovered is None:
+                raise UsageError(f"no images found in {', '.join(inputs)}")
+            classifier, info = load_classifier(
+                settings,
+                label_list,
+                template_set,
+                batch_size,
+                quiet,
+                open_cache(settings, no_cache),
+            )
+            loaded = model_id(info.model, info.pretrained)
+            check_loaded_model(out, setup, loaded)
+            row_model = out.recorded.model if out.recorded is not None else loaded
+            job = LabelJob(classifier, options, row_model, out.recovered)
+            if recovered.dropped_bytes:
+                notice(
+                    f"dropped a partial last line ({recovered.dropped_bytes} bytes) "
+                    f"from {clean_text(str(output))}"
+                )
+            show = not quiet and stderr.is_terminal
+            _write(
+                job, out, replace(setup, model=row_model), kind, inputs, total, show, include_hidden
+            )
         if not quiet:
             _report(job.summary, output)
         fail_if_strict(strict, job.summary.failures)
