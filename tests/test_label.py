@@ -148,7 +148,7 @@ def test_resume_with_other_columns_or_model_is_refused(
     assert other_columns.exit_code == 2 and "--top-k was '1', now '3'" in other_columns.stderr
     (photos / "new.png").write_bytes((SAMPLE_IMAGES / "coffee.png").read_bytes())
     other_model = label(tiny_biased_model, str(photos), "-o", str(out), "--resume")
-    assert other_model.exit_code == 2 and "model weights was" in other_model.stderr
+    assert other_model.exit_code == 2 and "weights are not those of" in other_model.stderr
     assert len(read_csv(out)) == 4
 
 
