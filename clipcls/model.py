@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from clipcls.errors import ClipclsError, ModelLoadError, UsageError
+from clipcls.identity import WEIGHT_FILES
 from clipcls.settings import DEFAULT_PRETRAINED, Device, ModelSettings, Precision
 from clipcls.towers import (
     can_truncate_text,
@@ -48,8 +49,6 @@ INIT_FUNCTIONS = (
     "orthogonal_",
 )
 CACHE_VERSION = "clipcls-1"  # bump when embeddings computed for the same inputs would change
-# open_clip tries the safetensors file first, then the name in the tag's config.
-WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 @dataclass(frozen=True)
