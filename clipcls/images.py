@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import struct
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, BinaryIO, TextIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
@@ -27,6 +29,7 @@ BASE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".t
 AVIF_EXTENSIONS = {".avif"} if features.check("avif") else set()
 IMAGE_EXTENSIONS = frozenset(BASE_EXTENSIONS | AVIF_EXTENSIONS | HEIF_EXTENSIONS)
 DEFAULT_MAX_MEGAPIXELS = 200.0
+HEADER_BUDGET = 4 << 20  # bytes Pillow may read before it knows the image size
 # clipcls checks the declared size itself, before decoding, against --max-megapixels.
 Image.MAX_IMAGE_PIXELS = None
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -47,32 +50,49 @@ def _walk_sorted(
     include_hidden: bool,
     exclude: set[str],
     on_skip: Callable[[Path], None] | None = None,
-    top: bool = True,
 ) -> Iterator[Path]:
     """Yield image files below folder depth-first, each folder's entries sorted by name.
 
-    A folder below the top that clipcls sorted files into (it holds the MARKER file) is not
-    walked: its files are copies, links or moves of images labeled before.
+    The walk keeps its own stack, so a tree of any depth is fine. A folder that cannot be
+    listed is yielded itself: loading it gives an error row that says why. A folder below the
+    top that clipcls sorted files into (it holds the MARKER file) is not walked: its files are
+    copies, links or moves of images labeled before.
     """
+    stack: list[Iterator[os.DirEntry[str]]] = []
     try:
-        with os.scandir(folder) as scan:
-            entries = sorted(scan, key=lambda entry: entry.name)
+        stack.append(_listing(folder, top=True, on_skip=on_skip))
     except OSError:
-        return  # an unreadable folder holds nothing we can classify
-    if not top and any(entry.name == MARKER for entry in entries):
-        if on_skip is not None:
-            on_skip(folder)
-        return
-    for entry in entries:
+        yield folder
+    while stack:
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
         if not include_hidden and _is_hidden(entry.name):
             continue
-        path = folder / entry.name
+        path = Path(entry.path)
         # Folder links are not followed: that is how a tree with a link loop stays finite.
         if entry.is_dir(follow_symlinks=False):
             if not exclude or os.path.realpath(path) not in exclude:
-                yield from _walk_sorted(path, include_hidden, exclude, on_skip, top=False)
+                try:
+                    stack.append(_listing(path, top=False, on_skip=on_skip))
+                except OSError:
+                    yield path
         elif is_image_name(entry.name) and (entry.is_symlink() or entry.is_file()):
             yield path  # dangling links too: they are reported, not silently skipped
+
+
+def _listing(
+    folder: Path, top: bool, on_skip: Callable[[Path], None] | None
+) -> Iterator[os.DirEntry[str]]:
+    """A folder's entries sorted by name (none for a sorted folder below the top)."""
+    with os.scandir(folder) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    if not top and any(entry.name == MARKER for entry in entries):
+        if on_skip is not None:
+            on_skip(folder)
+        return iter(())
+    return iter(entries)
 
 
 def read_path_list(stream: TextIO) -> list[str]:
@@ -107,21 +127,24 @@ def iter_image_paths(
     `exclude` (such as the --sort-into target inside the input) is not walked at all, and
     neither is a folder an earlier run sorted into; on_skip hears of each such folder.
     """
+    inputs = list(inputs)
+    # Files named on their own are always tried, hidden or not, whatever their extension, in
+    # their place in the list; a walk that meets them leaves them out.
+    named = {os.path.realpath(item) for item in inputs if not os.path.isdir(item)}
     walked: list[str] = []
-    named: set[str] = set()
+    done: set[str] = set()
     skip = {os.path.realpath(exclude)} if exclude is not None else set()
     for item in inputs:
         path, real = Path(item), os.path.realpath(item)
-        if _inside(real, walked):
-            continue  # already covered by an earlier folder
-        if path.is_dir():
+        if not path.is_dir():
+            if real not in done:
+                done.add(real)
+                yield path
+        elif not _inside(real, walked):  # else already covered by an earlier folder
             for found in _walk_sorted(path, include_hidden, skip | set(walked), on_skip):
                 if not named or os.path.realpath(found) not in named:
                     yield found
             walked.append(real)
-        elif real not in named:
-            named.add(real)
-            yield path
 
 
 def _check_size(path: str | Path, image: Image.Image, max_megapixels: float) -> None:
@@ -134,6 +157,57 @@ def _check_size(path: str | Path, image: Image.Image, max_megapixels: float) -> 
         )
 
 
+class HeaderTooLong(ValueError):
+    """Pillow read too far without finding an image header."""
+
+
+class _HeaderBudget(io.RawIOBase):
+    """A file that Pillow may read only so far while it looks for a header: a file of zeros
+    behind a JPEG marker is otherwise scanned byte by byte, 2 GB in 100 s."""
+
+    def __init__(self, stream: BinaryIO, budget: int) -> None:
+        super().__init__()
+        self.stream, self.budget = stream, budget
+        self.limited = True
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.stream.read(len(buffer))
+        if self.limited:
+            self.budget -= len(data)
+            if self.budget < 0:
+                raise HeaderTooLong(f"no image header in the first {HEADER_BUDGET >> 20} MiB")
+        buffer[: len(data)] = data
+        return len(data)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self.stream.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.stream.tell()
+
+
+def open_regular(path: str | Path) -> BinaryIO:
+    """Open a regular file for reading; a FIFO, device or socket is refused without blocking."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            os.scandir(path).close()  # raises the reason a walk could not list it
+            raise ImageError(f"is a folder, not an image: {path}")
+        if not stat.S_ISREG(mode):
+            raise ImageError(f"not a regular file: {path}")
+    except BaseException:
+        os.close(fd)
+        raise
+    return os.fdopen(fd, "rb")
+
+
 def load_image(
     path: str | Path,
     draft_size: int | None = None,
@@ -141,14 +215,17 @@ def load_image(
 ) -> Image.Image:
     """Decode a file into an RGB image as a viewer shows it, or raise ImageError.
 
-    The declared size is checked against max_megapixels before any pixel is decoded. With
-    draft_size, libjpeg decodes a large JPEG at 1/2, 1/4 or 1/8 scale, keeping both sides at
-    least draft_size: several times faster and smaller in memory than a full decode.
+    Only regular files are opened. The declared size is checked against max_megapixels before
+    any pixel is decoded. With draft_size, libjpeg decodes a large JPEG at 1/2, 1/4 or 1/8
+    scale, keeping both sides at least draft_size: several times faster and smaller in memory
+    than a full decode.
     """
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), open_regular(path) as stream:
             warnings.simplefilter("ignore")  # Pillow's per-file warnings would flood stderr
-            with Image.open(path) as opened:
+            budgeted = _HeaderBudget(stream, HEADER_BUDGET)
+            with Image.open(io.BufferedReader(budgeted)) as opened:
+                budgeted.limited = False
                 _check_size(path, opened, max_megapixels)
                 if draft_size is not None and opened.format == "JPEG":
                     opened.draft("RGB", (draft_size, draft_size))
@@ -158,9 +235,12 @@ def load_image(
     except FileNotFoundError:
         raise ImageError(f"file not found: {path}") from None
     except PermissionError:
-        raise ImageError(f"permission denied: {path}") from None
+        what = "cannot list folder" if os.path.isdir(path) else "permission denied"
+        raise ImageError(f"{what}: {path}") from None
     except UnidentifiedImageError:
         raise ImageError(f"not a readable image: {path}") from None
+    except HeaderTooLong as error:
+        raise ImageError(f"not a readable image: {path} ({error})") from None
     except Image.DecompressionBombError as error:
         raise ImageError(f"image too large: {path} ({error})") from None
     except (OSError, ValueError, SyntaxError, EOFError, struct.error, MemoryError) as error:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, TextIO, TypeVar
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,9 +23,10 @@ from rich.text import Text
 
 from clipcls.errors import ClipclsError, ExitStatus, UsageError
 from clipcls.outputs import check_writable
+from clipcls.render import plain_console
 from clipcls.settings import CACHE_ENV, DEFAULT_MODEL, Device, Precision
 
-stderr = Console(stderr=True, highlight=False)
+stderr = plain_console(stderr=True)
 T = TypeVar("T")
 
 MODEL_PANEL = "Model"
@@ -134,7 +134,7 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of a
 
 def warn(message: str) -> None:
     """One yellow line on stderr."""
-    stderr.print(f"[yellow]warning:[/yellow] {message}", soft_wrap=True, markup=True)
+    stderr.print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
 
 
 def notice(message: str) -> None:

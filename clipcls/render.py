@@ -5,13 +5,19 @@ from __future__ import annotations
 import csv
 import json
 from enum import Enum
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from clipcls.rows import Columns, Row, clean_text
+
+
+def plain_console(**options: Any) -> Console:
+    """A console that prints every string literally: file names, labels and messages come from
+    outside, so `[/b]` is never markup and `:cat:` never an emoji. Style with Text and style=."""
+    return Console(markup=False, emoji=False, highlight=False, **options)
 
 
 class Format(str, Enum):
@@ -118,7 +124,7 @@ class TableWriter:
 def make_writer(fmt: Format, stream: TextIO, columns: Columns, header: bool = True) -> Writer:
     """The writer for a format, writing to stream."""
     if fmt is Format.TABLE:
-        return TableWriter(Console(file=stream, soft_wrap=False))
+        return TableWriter(plain_console(file=stream, soft_wrap=False))
     if fmt is Format.CSV:
         return CsvWriter(stream, columns, header)
     if fmt is Format.JSON:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from clipcls.cache import MAX_ENV, EmbeddingCache
 from clipcls.options import CacheDirOpt, DebugOpt, notice, reported_errors
+from clipcls.render import plain_console
 from clipcls.settings import ModelSettings
 
 EXAMPLES = """
@@ -44,7 +44,7 @@ def info(cache_dir: CacheDirOpt = None, debug: DebugOpt = False) -> None:
         table.add_row("size", f"{_size(found.bytes)} of {_size(found.max_bytes)} (${MAX_ENV})")
         table.add_row("image embeddings", f"{found.images:,} from {found.models} model setups")
         table.add_row("text embeddings", f"{found.texts:,}")
-        Console(highlight=False).print(table)
+        plain_console().print(table)
 
 
 @cache_app.command("clear")

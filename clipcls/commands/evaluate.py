@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import default_batch_size
@@ -50,6 +49,7 @@ from clipcls.options import (
     warn,
 )
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
+from clipcls.render import plain_console
 from clipcls.rows import clean_text
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
 
@@ -222,7 +222,7 @@ def evaluate(
                 document = reports[0] if len(reports) == 1 else reports
                 stream.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
             else:
-                print_results(Console(file=stream, highlight=False), evaluations)
+                print_results(plain_console(file=stream), evaluations)
         if predictions is not None:
             _write_predictions(predictions, evaluations)
             notice(f"wrote per-image predictions to {predictions}")

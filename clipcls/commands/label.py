@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from clipcls.commands.common import (
     BatchSizeOpt,
@@ -99,7 +100,7 @@ def _report(summary: Summary, output: Path) -> None:
     for label, count in summary.per_label.most_common():
         table.add_row(label, str(count))
     if summary.failures:
-        table.add_row("[red]unreadable[/red]", str(summary.failures))
+        table.add_row(Text("unreadable", style="red"), str(summary.failures))
     stderr.print(table)
     elapsed = time.monotonic() - summary.started
     skipped = f", {summary.skipped} already done" if summary.skipped else ""

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -21,6 +20,7 @@ from clipcls.options import (
     stderr,
     warn,
 )
+from clipcls.render import plain_console
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
 
 LIST_EXAMPLES = """
@@ -75,7 +75,7 @@ def models(
                 Text(tag, style=style),
                 "yes" if entry.cached else "",
             )
-        Console(highlight=False).print(table)
+        plain_console().print(table)
         notice(f"{len(entries)} rows; weights cache: {settings.resolved_cache_dir()}")
 
 

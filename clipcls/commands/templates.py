@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from clipcls.options import DebugOpt, reported_errors
 from clipcls.prompts import DEFAULT_TEMPLATES, list_template_sets, load_templates
+from clipcls.render import plain_console
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -28,7 +28,7 @@ def templates(
     debug: DebugOpt = False,
 ) -> None:
     """List the prompt template sets, or print the templates of one."""
-    console = Console(highlight=False)
+    console = plain_console()
     with reported_errors(debug):
         if name is not None:
             for template in load_templates(name).templates:
