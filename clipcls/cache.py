@@ -1,29 +1,40 @@
 """The embedding cache: image and text embeddings in SQLite (WAL), shared by processes, bounded.
 
-Image rows are keyed by (model key, absolute path) and valid only while the file's size and
-mtime match, so an edited file is recomputed and its row replaced. The model key covers the
+Image rows are keyed by (model key, absolute path) and valid only while the file's size, mtime,
+inode and ctime all match: an edited file is recomputed even when its size and mtime were put
+back (`touch -r`), since the kernel sets ctime on every change. The model key covers the
 weights, precision, device kind and preprocessing (see model._cache_key).
+
+The cache only ever speeds a run up: any failure (a lock held elsewhere, a corrupt or foreign
+file, a bad row) turns it off for the rest of the run, with one message to on_failure.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import math
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import numpy as np
 
-from clipcls.errors import ClipclsError
+from clipcls.errors import UsageError
 
 FILE_NAME = "embeddings.sqlite3"
 DEFAULT_MAX_BYTES = 2 * 1024**3
 MAX_ENV = "CLIPCLS_CACHE_MAX_GB"
+SCHEMA_VERSION = 2  # PRAGMA user_version; a file with another version is rebuilt
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     model TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime INTEGER NOT NULL,
+    inode INTEGER NOT NULL, ctime INTEGER NOT NULL,
     vector BLOB NOT NULL, used REAL NOT NULL, PRIMARY KEY (model, path));
 CREATE TABLE IF NOT EXISTS texts (
     model TEXT NOT NULL, text TEXT NOT NULL, vector BLOB NOT NULL, used REAL NOT NULL,
@@ -36,6 +47,8 @@ LOOKUP_CHUNK = 500  # SQLite caps the number of bound parameters per statement
 # recently used to the hour, and a re-run over a warm cache writes nothing (a refresh on every
 # read rewrote each ~2 KB row and cost a warm re-run three times its lookups).
 USED_RESOLUTION = 3600.0
+BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write; longer means give up
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,6 +58,8 @@ class FileKey:
     path: str
     size: int
     mtime: int
+    inode: int = 0
+    ctime: int = 0
 
     @classmethod
     def of(cls, path: str | Path) -> FileKey | None:
@@ -53,7 +68,12 @@ class FileKey:
             stat = os.stat(path)
         except OSError:
             return None
-        return cls(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+        absolute = os.path.abspath(path)
+        return cls(absolute, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+
+    @property
+    def version(self) -> tuple[int, int, int, int]:
+        return (self.size, self.mtime, self.inode, self.ctime)
 
 
 @dataclass(frozen=True)
@@ -74,39 +94,94 @@ def max_bytes_from_env() -> int:
     if not value:
         return DEFAULT_MAX_BYTES
     try:
-        return int(float(value) * 1024**3)
+        gib = float(value)
     except ValueError:
-        raise ClipclsError(f"${MAX_ENV} must be a number of GiB, not {value!r}") from None
+        gib = math.nan
+    if not math.isfinite(gib) or gib < 0:
+        raise UsageError(f"${MAX_ENV} must be a number of GiB of 0 or more, not {value!r}")
+    return int(gib * 1024**3)
+
+
+def guarded(default: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Make a cache method return default, and turn the cache off, when anything fails."""
+
+    def decorate(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def run(self: EmbeddingCache, *args: Any, **kwargs: Any) -> T:
+            if self.db is None:
+                return default() if callable(default) else default  # type: ignore[no-any-return]
+            try:
+                return method(self, *args, **kwargs)
+            except (sqlite3.Error, ValueError, TypeError, OSError, MemoryError) as error:
+                self.fail(error)
+                return default() if callable(default) else default  # type: ignore[no-any-return]
+
+        return run
+
+    return decorate
 
 
 class EmbeddingCache:
     """Get and put embeddings; safe for several processes through SQLite's WAL and locking."""
 
-    def __init__(self, folder: Path, max_bytes: int | None = None) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
+    def __init__(
+        self,
+        folder: Path,
+        max_bytes: int | None = None,
+        on_failure: Callable[[str], None] | None = None,
+    ) -> None:
         self.path = folder / FILE_NAME
         self.max_bytes = max_bytes if max_bytes is not None else max_bytes_from_env()
+        self.on_failure = on_failure
+        self.failure: str | None = None
+        self.db: sqlite3.Connection | None = None
+        self._dims: dict[str, int] = {}  # floats per vector, per model key
         try:
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            folder.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
+            self._check_schema()
+        except (sqlite3.Error, OSError) as error:
+            self.fail(error)
+
+    def _check_schema(self) -> None:
+        assert self.db is not None
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        if version != SCHEMA_VERSION:
+            with self.db:  # an older or foreign layout: start again
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("DROP TABLE IF EXISTS images")
+                self.db.execute("DROP TABLE IF EXISTS texts")
             self.db.executescript(SCHEMA)
-        except sqlite3.Error as error:
-            raise ClipclsError(
-                f"cannot use the embedding cache {self.path} ({error}); "
-                "run `clipcls cache clear` or pass --no-cache"
-            ) from None
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def fail(self, error: BaseException) -> None:
+        """Turn the cache off for the rest of the run, saying why once."""
+        reason = str(error) or type(error).__name__
+        self.failure = f"the embedding cache {self.path} is not usable ({reason}); "
+        self.failure += "going on without it (`clipcls cache clear` resets it)"
+        if self.db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                self.db.close()
+            self.db = None
+        if self.on_failure is not None:
+            self.on_failure(self.failure)
 
     def close(self) -> None:
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
 
     def _write(self, statement: str, rows: Iterable[tuple[object, ...]]) -> None:
+        assert self.db is not None
         with self.db:  # one short transaction; other processes wait on the lock, up to 60 s
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany(statement, rows)
 
+    @guarded(dict)
     def get_images(self, model: str, keys: Sequence[FileKey]) -> dict[str, np.ndarray]:
-        """Cached embeddings by absolute path, for files whose size and mtime still match."""
+        """Cached embeddings by absolute path, for files whose version still matches."""
+        assert self.db is not None
         # Paths are stored as their file-system bytes: names need not be valid UTF-8.
         wanted = {os.fsencode(key.path): key for key in keys}
         found: dict[str, np.ndarray] = {}
@@ -116,30 +191,44 @@ class EmbeddingCache:
         for start in range(0, len(paths), LOOKUP_CHUNK):
             chunk = paths[start : start + LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
-            query = "SELECT path, size, mtime, vector, used FROM images WHERE model = ? AND path IN"
-            rows = self.db.execute(f"{query} ({marks})", [model, *chunk])
-            for path, size, mtime, vector, used in rows:
+            query = "SELECT path, size, mtime, inode, ctime, vector, used FROM images"
+            rows = self.db.execute(
+                f"{query} WHERE model = ? AND path IN ({marks})", [model, *chunk]
+            )
+            for path, size, mtime, inode, ctime, vector, used in rows:
                 key = wanted[path]
-                if (size, mtime) == (key.size, key.mtime):
-                    found[key.path] = np.frombuffer(vector, dtype=np.float32)
+                if (size, mtime, inode, ctime) == key.version:
+                    found[key.path] = _vector(vector)
                     if used < cutoff:
                         stale.append(path)
         self._mark_used("images", "path", model, stale)
-        return found
+        return self._same_size(model, found)
 
+    def _same_size(self, model: str, found: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Drop vectors of the wrong length (a damaged row): they are computed again."""
+        lengths = Counter(len(vector) for vector in found.values())
+        if not lengths:
+            return found
+        length = self._dims.get(model) or lengths.most_common(1)[0][0]
+        return {path: vector for path, vector in found.items() if len(vector) == length}
+
+    @guarded(None)
     def put_images(self, model: str, items: Iterable[tuple[FileKey, np.ndarray]]) -> None:
         """Store embeddings (replacing older versions of the same files), then keep the bound."""
         now = time.time()
         rows = [
-            (model, os.fsencode(key.path), key.size, key.mtime, _blob(vector), now)
+            (model, os.fsencode(key.path), *key.version, _blob(vector), now)
             for key, vector in items
         ]
         if rows:
-            self._write("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?)", rows)
+            self._dims[model] = len(rows[0][-2]) // 4
+            self._write("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self._evict()
 
+    @guarded(dict)
     def get_texts(self, model: str, texts: Sequence[str]) -> dict[str, np.ndarray]:
         """Cached text embeddings by text."""
+        assert self.db is not None
         found: dict[str, np.ndarray] = {}
         stale: list[str] = []
         cutoff = time.time() - USED_RESOLUTION
@@ -152,10 +241,13 @@ class EmbeddingCache:
                 [model, *chunk],
             )
             for text, vector, used in rows:
-                found[text] = np.frombuffer(vector, dtype=np.float32)
+                found[text] = _vector(vector)
                 if used < cutoff:
                     stale.append(text)
         self._mark_used("texts", "text", model, stale)
+        lengths = Counter(len(vector) for vector in found.values())
+        if len(lengths) > 1:
+            raise ValueError("text embeddings of different lengths")
         return found
 
     def _mark_used(self, table: str, column: str, model: str, keys: Sequence[object]) -> None:
@@ -166,6 +258,7 @@ class EmbeddingCache:
                 ((now, model, key) for key in keys),
             )
 
+    @guarded(None)
     def put_texts(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
         """Store text embeddings."""
         now = time.time()
@@ -176,6 +269,7 @@ class EmbeddingCache:
 
     def used_bytes(self) -> int:
         """Bytes in use by the database (free pages not counted)."""
+        assert self.db is not None
         pages = self.db.execute("PRAGMA page_count").fetchone()[0]
         free = self.db.execute("PRAGMA freelist_count").fetchone()[0]
         size = self.db.execute("PRAGMA page_size").fetchone()[0]
@@ -183,6 +277,7 @@ class EmbeddingCache:
 
     def _evict(self) -> None:
         """Drop the least recently used tenth of the rows until under the bound."""
+        assert self.db is not None
         while self.used_bytes() > self.max_bytes:
             count = self.db.execute("SELECT COUNT(*) FROM images").fetchone()[0]
             texts = self.db.execute("SELECT COUNT(*) FROM texts").fetchone()[0]
@@ -199,18 +294,30 @@ class EmbeddingCache:
                 )
 
     def info(self) -> CacheInfo:
-        """Sizes and counts for `clipcls cache info`."""
+        """Sizes and counts for `clipcls cache info` (UsageError if the file is not usable)."""
+        if self.db is None:
+            raise UsageError(self.failure or f"cannot open {self.path}")
         images = self.db.execute("SELECT COUNT(*), COUNT(DISTINCT model) FROM images").fetchone()
         texts = self.db.execute("SELECT COUNT(*) FROM texts").fetchone()[0]
         return CacheInfo(self.path, self.used_bytes(), self.max_bytes, images[0], texts, images[1])
 
-    def clear(self) -> None:
-        """Delete every embedding and give the space back."""
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.execute("DELETE FROM images")
-            self.db.execute("DELETE FROM texts")
-        self.db.execute("VACUUM")
+
+def clear_cache(folder: Path) -> int:
+    """Delete the cache files, whatever they hold; the number of bytes freed."""
+    freed = 0
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        path = folder / f"{FILE_NAME}{suffix}"
+        with contextlib.suppress(FileNotFoundError):
+            freed += path.lstat().st_size
+            path.unlink()
+    return freed
+
+
+def _vector(blob: bytes) -> np.ndarray:
+    vector = np.frombuffer(blob, dtype=np.float32)  # ValueError if not a whole number of floats
+    if not len(vector) or not np.isfinite(vector).all():
+        raise ValueError("a damaged embedding row")
+    return vector
 
 
 def _blob(vector: np.ndarray) -> bytes:

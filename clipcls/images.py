@@ -208,6 +208,19 @@ def open_regular(path: str | Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
+def check_image(path: str | Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:
+    """Run load_image's checks on a file without decoding it: a regular file, a readable
+    header, a declared size within max_megapixels (for images answered from the cache)."""
+    try:
+        with open_regular(path) as stream:
+            budgeted = _HeaderBudget(stream, HEADER_BUDGET)
+            with warnings.catch_warnings(), Image.open(io.BufferedReader(budgeted)) as opened:
+                warnings.simplefilter("ignore")
+                _check_size(path, opened, max_megapixels)
+    except (OSError, ValueError, SyntaxError, EOFError, struct.error) as error:
+        raise ImageError(f"cannot read {path}: {error}") from None
+
+
 def load_image(
     path: str | Path,
     draft_size: int | None = None,

@@ -15,7 +15,7 @@ from PIL import Image
 
 from clipcls.cache import EmbeddingCache, FileKey
 from clipcls.errors import ImageError
-from clipcls.images import DEFAULT_MAX_MEGAPIXELS, load_image
+from clipcls.images import DEFAULT_MAX_MEGAPIXELS, check_image, load_image
 
 PREFETCH_BATCHES = 2  # decoded batches waiting for the device: bounds memory
 
@@ -89,7 +89,11 @@ class _Chunk:
 
 
 def _chunks(
-    paths: Iterable[Path | str], size: int, cache: EmbeddingCache | None, model: str | None
+    paths: Iterable[Path | str],
+    size: int,
+    cache: EmbeddingCache | None,
+    model: str | None,
+    max_megapixels: float,
 ) -> Iterator[_Chunk]:
     iterator = iter(paths)
     while batch := [str(p) for p in itertools.islice(iterator, size)]:
@@ -98,8 +102,18 @@ def _chunks(
             keys = [FileKey.of(p) for p in batch]
         chunk = _Chunk(batch, keys)
         if cache is not None and model is not None:
-            chunk.hits = cache.get_images(model, [k for k in keys if k is not None])
+            hits = cache.get_images(model, [k for k in keys if k is not None])
+            chunk.hits = {path: v for path, v in hits.items() if _passes(path, max_megapixels)}
         yield chunk
+
+
+def _passes(path: str, max_megapixels: float) -> bool:
+    """A cached image still meets the input checks (else it is decoded, and fails there)."""
+    try:
+        check_image(path, max_megapixels)
+    except ImageError:
+        return False
+    return True
 
 
 def _decoded(
@@ -158,7 +172,8 @@ def embed_paths(
     cache = cache if model is not None else None
     workers = int(getattr(encoder, "decode_workers", 0))
     overlap = bool(getattr(encoder, "overlap_decode", False))
-    chunks = _chunks(paths, batch_size, cache, model)
+    limit = float(getattr(encoder, "max_megapixels", DEFAULT_MAX_MEGAPIXELS))
+    chunks = _chunks(paths, batch_size, cache, model, limit)
     for chunk, prepared in _decoded(encoder, chunks, workers, overlap):
         computed = embed_batch(encoder, prepared)
         if cache is not None and model is not None and len(computed.embeddings):

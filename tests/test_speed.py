@@ -272,7 +272,7 @@ def test_no_cache_and_cache_commands(tiny_model: str, photos: Path, isolated_cac
     assert info.exit_code == 0 and "4 from 1 model setups" in info.stdout
     assert runner.invoke(app, args).stdout == first.stdout
     cleared = runner.invoke(app, ["cache", "clear"])
-    assert cleared.exit_code == 0 and "removed 4 image" in cleared.stderr
+    assert cleared.exit_code == 0 and "removed the embedding cache" in cleared.stderr
     assert "0 from 0 model setups" in runner.invoke(app, ["cache", "info"]).stdout
 
 

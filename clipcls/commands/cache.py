@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from clipcls.cache import MAX_ENV, EmbeddingCache
+from clipcls.cache import MAX_ENV, EmbeddingCache, clear_cache
 from clipcls.options import CacheDirOpt, DebugOpt, notice, reported_errors
 from clipcls.render import plain_console
 from clipcls.settings import ModelSettings
@@ -51,10 +51,9 @@ def info(cache_dir: CacheDirOpt = None, debug: DebugOpt = False) -> None:
 def clear(cache_dir: CacheDirOpt = None, debug: DebugOpt = False) -> None:
     """Delete every cached embedding (downloaded weights stay)."""
     with reported_errors(debug):
-        cache = _open(cache_dir)
-        before = cache.info()
-        cache.clear()
-        notice(f"removed {before.images:,} image and {before.texts:,} text embeddings")
+        folder = ModelSettings(cache_dir=cache_dir).resolved_cache_dir()
+        freed = clear_cache(folder)
+        notice(f"removed the embedding cache in {folder} ({_size(freed)})")
 
 
 info.__doc__ = (info.__doc__ or "") + "\n" + EXAMPLES

@@ -114,7 +114,7 @@ def describe(info: ModelInfo) -> str:
 
 def open_cache(settings: ModelSettings, no_cache: bool) -> EmbeddingCache | None:
     """The embedding cache beside the weights, unless --no-cache."""
-    return None if no_cache else EmbeddingCache(settings.resolved_cache_dir())
+    return None if no_cache else EmbeddingCache(settings.resolved_cache_dir(), on_failure=warn)
 
 
 def load_model(settings: ModelSettings, quiet: bool) -> ClipModel:
