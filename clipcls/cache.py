@@ -232,7 +232,9 @@ class EmbeddingCache:
         found: dict[str, np.ndarray] = {}
         stale: list[str] = []
         cutoff = time.time() - USED_RESOLUTION
-        unique = list(dict.fromkeys(texts))
+        # Texts are stored as bytes: a class name from a folder need not be valid UTF-8.
+        wanted = {_text_key(text): text for text in texts}
+        unique = list(wanted)
         for start in range(0, len(unique), LOOKUP_CHUNK):
             chunk = unique[start : start + LOOKUP_CHUNK]
             marks = ",".join("?" * len(chunk))
@@ -240,10 +242,10 @@ class EmbeddingCache:
                 f"SELECT text, vector, used FROM texts WHERE model = ? AND text IN ({marks})",
                 [model, *chunk],
             )
-            for text, vector, used in rows:
-                found[text] = _vector(vector)
+            for key, vector, used in rows:
+                found[wanted[key]] = _vector(vector)
                 if used < cutoff:
-                    stale.append(text)
+                    stale.append(key)
         self._mark_used("texts", "text", model, stale)
         lengths = Counter(len(vector) for vector in found.values())
         if len(lengths) > 1:
@@ -262,7 +264,7 @@ class EmbeddingCache:
     def put_texts(self, model: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
         """Store text embeddings."""
         now = time.time()
-        rows = [(model, text, _blob(vector), now) for text, vector in items]
+        rows = [(model, _text_key(text), _blob(vector), now) for text, vector in items]
         if rows:
             self._write("INSERT OR REPLACE INTO texts VALUES (?, ?, ?, ?)", rows)
             self._evict()
@@ -313,9 +315,14 @@ def clear_cache(folder: Path) -> int:
     return freed
 
 
+def _text_key(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
 def _vector(blob: bytes) -> np.ndarray:
+    """A stored embedding; every one is L2-normalized, so any other row is damaged."""
     vector = np.frombuffer(blob, dtype=np.float32)  # ValueError if not a whole number of floats
-    if not len(vector) or not np.isfinite(vector).all():
+    if not len(vector) or abs(float(np.dot(vector, vector)) - 1.0) > 1e-3:
         raise ValueError("a damaged embedding row")
     return vector
 

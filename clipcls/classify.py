@@ -189,5 +189,6 @@ class Classifier:
 
     def classify_paths(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
         """Yield one Prediction per path, in input order; unreadable files carry an error."""
-        for batch in embed_paths(self.encoder, paths, self.batch_size, self.cache):
+        dim = self.label_weights.shape[1]
+        for batch in embed_paths(self.encoder, paths, self.batch_size, self.cache, dim):
             yield from self.predict_embedded(batch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,12 @@ class Label:
 
 
 def parse_label(entry: str) -> Label:
-    """Parse `name`, `name: text | text | ...` or `text | text` into a Label."""
+    """Parse `name`, `name: text | text | ...` or `text | text` into a Label.
+
+    Text is put in Unicode NFC form: `café` typed as e + combining accent (macOS file names,
+    some keyboards) is the same label as the precomposed `café`.
+    """
+    entry = unicodedata.normalize("NFC", entry)
     head, sep, tail = entry.partition(":")
     name = head.strip()
     body = tail if sep else entry

@@ -94,6 +94,7 @@ def _chunks(
     cache: EmbeddingCache | None,
     model: str | None,
     max_megapixels: float,
+    dim: int | None,
 ) -> Iterator[_Chunk]:
     iterator = iter(paths)
     while batch := [str(p) for p in itertools.islice(iterator, size)]:
@@ -103,6 +104,9 @@ def _chunks(
         chunk = _Chunk(batch, keys)
         if cache is not None and model is not None:
             hits = cache.get_images(model, [k for k in keys if k is not None])
+            if dim is not None and any(len(vector) != dim for vector in hits.values()):
+                cache.fail(ValueError(f"embeddings that are not {dim}-dimensional"))
+                hits = {}
             chunk.hits = {path: v for path, v in hits.items() if _passes(path, max_megapixels)}
         yield chunk
 
@@ -166,14 +170,18 @@ def embed_paths(
     paths: Iterable[Path | str],
     batch_size: int,
     cache: EmbeddingCache | None = None,
+    dim: int | None = None,
 ) -> Iterator[EmbeddedBatch]:
-    """Stream image embeddings batch by batch, in input order, computing only cache misses."""
+    """Stream image embeddings batch by batch, in input order, computing only cache misses.
+
+    With dim, cached embeddings of another length are taken as a damaged cache.
+    """
     model = getattr(encoder, "cache_key", None)
     cache = cache if model is not None else None
     workers = int(getattr(encoder, "decode_workers", 0))
     overlap = bool(getattr(encoder, "overlap_decode", False))
     limit = float(getattr(encoder, "max_megapixels", DEFAULT_MAX_MEGAPIXELS))
-    chunks = _chunks(paths, batch_size, cache, model, limit)
+    chunks = _chunks(paths, batch_size, cache, model, limit, dim)
     for chunk, prepared in _decoded(encoder, chunks, workers, overlap):
         computed = embed_batch(encoder, prepared)
         if cache is not None and model is not None and len(computed.embeddings):

@@ -14,6 +14,8 @@ import numpy as np
 from clipcls.errors import ImageError, UsageError
 from clipcls.evaluation import Evaluation, headline, percent
 from clipcls.images import load_image
+from clipcls.pathtext import path_to_text
+from clipcls.rows import clean_text
 
 GALLERY_MAX = 60
 THUMBNAIL = 180
@@ -41,7 +43,7 @@ def heat_map(evaluation: Evaluation) -> str:
     from matplotlib import pyplot as plt
 
     matrix = evaluation.metrics.confusion_matrix
-    names = [label.name for label in evaluation.labels]
+    names = [clean_text(label.name) for label in evaluation.labels]
     rows = matrix.sum(axis=1, keepdims=True)
     shares = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
     side = min(4 + 0.35 * len(names), 22)
@@ -74,7 +76,7 @@ def class_bars(evaluation: Evaluation) -> str:
         zip(evaluation.labels, evaluation.metrics.per_class, strict=True),
         key=lambda p: -(p[1].recall or 0.0),
     )
-    names = [f"{label.name} ({m.support})" for label, m in pairs]
+    names = [f"{clean_text(label.name)} ({m.support})" for label, m in pairs]
     positions = np.arange(len(names))
     figure, axes = plt.subplots(figsize=(8, 1 + 0.32 * len(names)))
     axes.barh(positions - 0.2, [m.recall or 0 for _, m in pairs], 0.4, label="recall")
@@ -102,7 +104,7 @@ def _thumbnail(path: str) -> str | None:
 
 def gallery(evaluation: Evaluation) -> str:
     """The most confident mistakes as thumbnails with true and predicted labels."""
-    names = [label.name for label in evaluation.labels]
+    names = [clean_text(label.name) for label in evaluation.labels]
     probabilities = evaluation.probabilities
     if not len(probabilities):
         return "<p>No readable images.</p>"
@@ -119,7 +121,8 @@ def gallery(evaluation: Evaluation) -> str:
         cards.append(
             f"<figure>{picture}<figcaption><b>{html.escape(guess)}</b> {probability:.0%}"
             f"<br>true: {html.escape(true)} {truth:.0%}"
-            f"<br><small>{html.escape(evaluation.data.paths[i])}</small></figcaption></figure>"
+            f"<br><small>{html.escape(path_to_text(evaluation.data.paths[i]))}</small>"
+            "</figcaption></figure>"
         )
     more = len(wrong) - GALLERY_MAX
     tail = f"<p>and {more} more (see --predictions).</p>" if more > 0 else ""
@@ -161,9 +164,17 @@ img.plot { max-width: 100%; }
 
 def write_report(folder: Path, evaluations: Sequence[Evaluation], dataset: Path) -> Path:
     """Write folder/index.html for the best setup (and a comparison of all); return its path."""
+    import matplotlib
+
+    # Class names are folder names: `$x$` in one must print as written, not as math.
+    with matplotlib.rc_context({"text.parse_math": False}):
+        return _write_report(folder, evaluations, dataset)
+
+
+def _write_report(folder: Path, evaluations: Sequence[Evaluation], dataset: Path) -> Path:
     best = max(evaluations, key=lambda e: e.metrics.top1 or 0.0)
     failures = "".join(
-        f"<li>{html.escape(path)}: {html.escape(error)}</li>"
+        f"<li>{html.escape(path_to_text(path))}: {html.escape(clean_text(error))}</li>"
         for path, _, error in best.data.failures
     )
     body = f"""<!doctype html>
@@ -182,5 +193,5 @@ def write_report(folder: Path, evaluations: Sequence[Evaluation], dataset: Path)
 """
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / "index.html"
-    target.write_text(body, encoding="utf-8")
+    target.write_text(clean_text(body), encoding="utf-8")
     return target

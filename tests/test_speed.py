@@ -212,7 +212,7 @@ def test_cache_keys_follow_weights_precision_and_decoding(tiny_model: str) -> No
 
 def test_cache_stays_within_its_bound(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path / "cache", max_bytes=400_000)
-    vector = np.ones(512, dtype=np.float32)
+    vector = np.full(512, 512**-0.5, dtype=np.float32)
     for batch in range(20):
         items = [(FileKey(f"/img/{batch}-{i}.jpg", 1, 1), vector) for i in range(100)]
         cache.put_images("model", items)
@@ -225,10 +225,11 @@ def test_cache_stays_within_its_bound(tmp_path: Path) -> None:
 
 def test_reads_refresh_old_rows_so_eviction_spares_them(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path / "cache", max_bytes=10**9)
-    vector = np.ones(512, dtype=np.float32)
+    vector = np.full(512, 512**-0.5, dtype=np.float32)
     cache.put_images("m", [(FileKey(f"/img/{i}.jpg", 1, 1), vector) for i in range(20)])
     cache.put_texts("m", [("old text", vector), ("other text", vector)])
     day_ago = time.time() - 86400
+    assert cache.db is not None
     cache.db.execute("UPDATE images SET used = ?", (day_ago,))
     cache.db.execute("UPDATE texts SET used = ?", (day_ago,))
     cache.get_images("m", [FileKey("/img/0.jpg", 1, 1)])
@@ -236,7 +237,7 @@ def test_reads_refresh_old_rows_so_eviction_spares_them(tmp_path: Path) -> None:
     marks = dict(cache.db.execute("SELECT path, used FROM images").fetchall())
     assert marks[b"/img/0.jpg"] > day_ago and marks[b"/img/1.jpg"] == day_ago
     texts = dict(cache.db.execute("SELECT text, used FROM texts").fetchall())
-    assert texts["old text"] > day_ago and texts["other text"] == day_ago
+    assert texts[b"old text"] > day_ago and texts[b"other text"] == day_ago
     cache.max_bytes = cache.used_bytes() - 1  # the next put must evict a tenth of the images
     cache.put_images("m", [(FileKey("/img/new.jpg", 1, 1), vector)])
     assert "/img/0.jpg" in cache.get_images("m", [FileKey("/img/0.jpg", 1, 1)])
@@ -245,7 +246,7 @@ def test_reads_refresh_old_rows_so_eviction_spares_them(tmp_path: Path) -> None:
 
 def test_reading_fresh_rows_writes_nothing(tmp_path: Path) -> None:
     cache = EmbeddingCache(tmp_path / "cache")
-    cache.put_images("m", [(FileKey("/img/a.jpg", 1, 1), np.ones(8, dtype=np.float32))])
+    cache.put_images("m", [(FileKey("/img/a.jpg", 1, 1), np.full(8, 8**-0.5, dtype=np.float32))])
     before = cache.db.total_changes
     assert "/img/a.jpg" in cache.get_images("m", [FileKey("/img/a.jpg", 1, 1)])
     assert cache.db.total_changes == before  # a warm re-run leaves the database alone

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import default_batch_size
 from clipcls.commands.common import BatchSizeOpt, QuietOpt, load_model, open_cache
+from clipcls.errors import ClipclsError
 from clipcls.eval_render import print_results
 from clipcls.evaluation import (
     Dataset,
@@ -48,6 +50,7 @@ from clipcls.options import (
     stderr,
     warn,
 )
+from clipcls.pathtext import path_to_text
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.render import plain_console
 from clipcls.rows import clean_text
@@ -104,6 +107,19 @@ def _evaluate_model(
     return results
 
 
+def _text(value: object) -> object:
+    return clean_text(value) if isinstance(value, str) else value
+
+
+def _clean(document: Any) -> Any:
+    """A JSON document whose strings are all valid UTF-8 (undecodable name bytes as \\xNN)."""
+    if isinstance(document, dict):
+        return {_clean(key): _clean(value) for key, value in document.items()}
+    if isinstance(document, list | tuple):
+        return [_clean(value) for value in document]
+    return _text(document)
+
+
 def _write_predictions(path: Path, evaluations: list[Evaluation]) -> None:
     several = len(evaluations) > 1
     with path.open("w", newline="", encoding="utf-8") as stream:
@@ -112,8 +128,28 @@ def _write_predictions(path: Path, evaluations: list[Evaluation]) -> None:
         writer.writerow(head + (["setup"] if several else []))
         for evaluation in evaluations:
             for row in prediction_rows(evaluation):
-                row[0] = clean_text(row[0])
-                writer.writerow(row + ([evaluation.name] if several else []))
+                values = [path_to_text(row[0]), *(_text(value) for value in row[1:])]
+                writer.writerow(values + ([clean_text(evaluation.name)] if several else []))
+    notice(f"wrote per-image predictions to {clean_text(str(path))}")
+
+
+def _write_report(folder: Path, evaluations: list[Evaluation], dataset: Path) -> None:
+    from clipcls.report import write_report
+
+    with stderr.status("drawing the report"):
+        page = write_report(folder, evaluations, dataset)
+    notice(f"wrote the report to {clean_text(str(page))}")
+
+
+def _saved(write: Callable[..., None], *args: Any) -> bool:
+    """Run one output writer; say why it failed instead of stopping the others."""
+    try:
+        write(*args)
+    except Exception as error:  # a rendering library's surprise must not lose the results
+        reason = clean_text(str(error) or type(error).__name__)
+        warn(f"cannot write {clean_text(str(args[0]))}: {reason}")
+        return False
+    return True
 
 
 def evaluate(
@@ -215,23 +251,23 @@ def evaluate(
                 settings, dataset, labels, template_sets, batch_size, ks, quiet, cache
             )
         for _, _, error in evaluations[0].data.failures:  # the same files fail for every model
-            warn(error)
+            warn(clean_text(error))
         with open_output(output) as stream:
             if fmt is EvalFormat.JSON:
                 reports = [report(e) for e in evaluations]
                 document = reports[0] if len(reports) == 1 else reports
-                stream.write(json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+                stream.write(json.dumps(_clean(document), indent=2, ensure_ascii=False) + "\n")
             else:
                 print_results(plain_console(file=stream), evaluations)
-        if predictions is not None:
-            _write_predictions(predictions, evaluations)
-            notice(f"wrote per-image predictions to {predictions}")
-        if report_dir is not None:
-            from clipcls.report import write_report
-
-            with stderr.status("drawing the report"):
-                page = write_report(report_dir, evaluations, dataset_dir)
-            notice(f"wrote the report to {page}")
+        # Each output on its own: one that fails never costs the others the embedding work.
+        unwritten = []
+        if predictions is not None and not _saved(_write_predictions, predictions, evaluations):
+            unwritten.append(str(predictions))
+        drawing = (_write_report, report_dir, evaluations, dataset_dir)
+        if report_dir is not None and not _saved(*drawing):
+            unwritten.append(str(report_dir))
+        if unwritten:
+            raise ClipclsError(f"could not write {', '.join(unwritten)} (see above)")
         fail_if_strict(strict, len(evaluations[0].data.failures))
 
 

@@ -1,0 +1,356 @@
+"""No file name, special file, deep tree or cache state crashes, hangs or serves stale results:
+one test per case found by trying to break clipcls."""
+
+import json
+import os
+import shutil
+import sqlite3
+import tempfile
+import threading
+import time
+import unicodedata
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import SAMPLE_IMAGES
+from PIL import Image
+from typer.testing import CliRunner
+
+from clipcls.classify import Classifier
+from clipcls.cli import app
+from clipcls.errors import ImageError, UsageError
+from clipcls.images import iter_image_paths, load_image
+from clipcls.labels import parse_labels
+
+runner = CliRunner()
+PNG = (SAMPLE_IMAGES / "chelsea.png").read_bytes()
+
+
+def predict(model: str, *args: str, labels: str = "cat,dog"):  # type: ignore[no-untyped-def]
+    return runner.invoke(
+        app, ["predict", *args, "--model", model, "--templates", "photo", "--labels", labels]
+    )
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+# Names are data, never markup
+
+
+def test_names_labels_and_errors_print_literally(tiny_model: str, tmp_path: Path) -> None:
+    (tmp_path / "a[").mkdir()
+    (tmp_path / "a[/b]y.png").write_bytes(PNG)
+    (tmp_path / "IMG:x:2024:cat:.jpg").write_bytes(b"not a jpeg")
+    (tmp_path / "good.png").write_bytes(PNG)
+    table = predict(tiny_model, str(tmp_path), labels="[/x],[bold]dog")
+    assert table.exit_code == 0, table.output
+    assert "a[/b]y.png" in table.stdout and "[/x]" in table.stdout
+    assert "good.png" in table.stdout
+    assert ":cat:" in table.stderr and "\N{CAT FACE}" not in table.stderr
+    out = tmp_path / "l.csv"
+    labeled = runner.invoke(
+        app,
+        ["label", str(tmp_path), "-o", str(out), "--model", tiny_model, "-t", "photo"]
+        + ["--labels", "[/x],[red]y", "--threshold", "0.99", "--unknown-label", "[/u]"],
+    )
+    assert labeled.exit_code == 0, labeled.output
+    assert "[/u]" in labeled.stderr
+
+
+# Nothing hangs
+
+
+def finishes(work, seconds: float = 20) -> object:  # type: ignore[no-untyped-def]
+    """Run work in a thread; fail if it does not finish in time (a hang is a failure)."""
+    outcome: list[object] = []
+    thread = threading.Thread(target=lambda: outcome.append(_catch(work)), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert outcome, "hung"
+    return outcome[0]
+
+
+def _catch(work):  # type: ignore[no-untyped-def]
+    try:
+        return work()
+    except Exception as error:
+        return error
+
+
+def test_fifos_and_devices_are_error_rows_never_hangs(tiny_model: str, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe.png")
+    os.mkfifo(tmp_path / "other-pipe")
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    (tree / "good.png").write_bytes(PNG)
+    os.symlink(tmp_path / "other-pipe", tree / "linked-pipe.png")
+    os.symlink("/dev/zero", tree / "zero.jpg")
+    for path in (tmp_path / "pipe.png", tree / "zero.jpg"):
+        error = finishes(lambda p=path: load_image(p))
+        assert isinstance(error, ImageError) and "not a regular file" in str(error)
+    result = finishes(
+        lambda: predict(tiny_model, str(tmp_path / "pipe.png"), str(tree), "-f", "jsonl", "-q")
+    )
+    rows = jsonl(result.stdout)  # type: ignore[attr-defined]
+    assert len(rows) == 4 and sum("error" in row for row in rows) == 3
+
+
+def test_zeros_behind_a_jpeg_marker_are_rejected_fast(tmp_path: Path) -> None:
+    bomb = tmp_path / "zeros.jpg"
+    with bomb.open("wb") as stream:
+        stream.write(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01\x00\x00")
+        stream.truncate(2 << 30)  # 2 GB, sparse
+    started = time.process_time()
+    with pytest.raises(ImageError, match="not a readable image"):
+        load_image(bomb)
+    assert time.process_time() - started < 10  # was 108 s of CPU
+
+
+def test_a_tree_1200_folders_deep_is_walked(tmp_path: Path) -> None:
+    deep = tmp_path
+    for _ in range(1200):
+        deep = deep / "d"
+        os.mkdir(deep)
+    (deep / "bottom.png").write_bytes(b"")
+    try:
+        assert list(iter_image_paths([str(tmp_path)])) == [deep / "bottom.png"]
+    finally:  # pytest's own clean-up recurses, and would fail on this tree
+        (deep / "bottom.png").unlink()
+        while deep != tmp_path:
+            deep.rmdir()
+            deep = deep.parent
+
+
+# Nothing is skipped silently
+
+
+def test_named_files_are_always_tried(tmp_path: Path) -> None:
+    (tmp_path / ".hidden.png").write_bytes(PNG)
+    (tmp_path / "notes.txt").write_bytes(b"text")
+    (tmp_path / "a.png").write_bytes(PNG)
+    found = list(
+        iter_image_paths(
+            [str(tmp_path), str(tmp_path / ".hidden.png"), str(tmp_path / "notes.txt")]
+        )
+    )
+    assert found == [tmp_path / "a.png", tmp_path / ".hidden.png", tmp_path / "notes.txt"]
+
+
+def as_nobody(work, seconds: float = 120) -> str:  # type: ignore[no-untyped-def]
+    """Run work() in a forked child that has dropped root for the nobody user; its str back.
+
+    Forking keeps the already imported code, so the checkout need not be readable by nobody.
+    """
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        status = 1
+        try:
+            os.close(read)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.write(write, work().encode("utf-8", "surrogateescape"))
+            status = 0
+        except BaseException as error:
+            os.write(write, repr(error).encode())
+        finally:
+            os._exit(status)
+    os.close(write)
+    deadline = time.monotonic() + seconds
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child hung")
+        time.sleep(0.05)
+    with os.fdopen(read, "rb") as stream:
+        return stream.read().decode("utf-8", "surrogateescape")
+
+
+class MeanColour:
+    """A torch-free encoder (images: mean colour; texts: their length): enough for the walk,
+    the loading and the error rows, and safe in a forked child."""
+
+    logit_scale, logit_bias = 10.0, None
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        return np.asarray(image, dtype=np.float32).mean(axis=(0, 1)) + 1.0
+
+    def encode_prepared(self, prepared: list[np.ndarray]) -> np.ndarray:
+        rows = np.stack(prepared)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+    def encode_texts(self, texts: list[str]) -> np.ndarray:
+        rows = np.array([[len(t), 1.0, 2.0] for t in texts], dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def test_unlistable_folders_are_failures_for_a_user_without_access(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch to another user")
+    shared = Path(tempfile.mkdtemp(prefix="clipcls-user-"))
+    try:
+        (shared / "tree" / "locked").mkdir(parents=True)
+        (shared / "tree" / "ok.png").write_bytes(PNG)
+        (shared / "tree" / "locked" / "inside.png").write_bytes(PNG)
+        for item in [shared, *shared.rglob("*")]:
+            item.chmod(0o755 if item.is_dir() else 0o644)
+        (shared / "tree" / "locked").chmod(0o000)
+        classifier = Classifier(MeanColour(), ["cat", "dog"], ["a {}."])  # type: ignore[arg-type]
+
+        def run() -> str:
+            found = classifier.classify_paths(iter_image_paths([str(shared / "tree")]))
+            return json.dumps([[Path(p.path).name, p.error] for p in found])
+
+        rows = json.loads(as_nobody(run))
+        assert [name for name, _ in rows] == ["locked", "ok.png"]
+        assert "cannot list folder" in rows[0][1] and rows[1][1] is None
+    finally:
+        (shared / "tree" / "locked").chmod(0o755)
+        shutil.rmtree(shared)
+
+
+# The cache is an accelerator, never a source of errors or wrong answers
+
+
+def cached_run(model: str, folder: Path, *extra: str):  # type: ignore[no-untyped-def]
+    return predict(model, str(folder), "-f", "jsonl", "-q", *extra)
+
+
+DAMAGE = {
+    "renamed column": "ALTER TABLE images RENAME COLUMN vector TO v",
+    "wrong-size vector": "UPDATE images SET vector = x'0000803f'",  # [1.0]: unit, 1-d
+    "odd-size vector": "UPDATE images SET vector = x'000000'",
+    "dropped table": "DROP TABLE texts",
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGE))
+def test_a_damaged_cache_warns_once_and_answers_right(
+    tiny_model: str, photos: Path, isolated_caches: Path, damage: str
+) -> None:
+    want = cached_run(tiny_model, photos, "--no-cache").stdout
+    assert cached_run(tiny_model, photos).stdout == want
+    with sqlite3.connect(isolated_caches / "embeddings.sqlite3") as db:
+        db.execute(DAMAGE[damage])
+    result = predict(tiny_model, str(photos), "-f", "jsonl")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == want
+    assert result.stderr.count("embedding cache") == 1
+
+
+def test_corrupt_or_foreign_cache_files_are_survived_and_cleared(
+    tiny_model: str, photos: Path, isolated_caches: Path
+) -> None:
+    want = cached_run(tiny_model, photos, "--no-cache").stdout
+    assert cached_run(tiny_model, photos).stdout == want
+    database = isolated_caches / "embeddings.sqlite3"
+    data = bytearray(database.read_bytes())
+    data[4096:8192] = os.urandom(4096)  # corrupt pages
+    database.write_bytes(bytes(data))
+    assert cached_run(tiny_model, photos).stdout == want
+    database.write_bytes(b"this is not a database" * 100)
+    assert cached_run(tiny_model, photos).stdout == want
+    cleared = runner.invoke(app, ["cache", "clear"])
+    assert cleared.exit_code == 0 and not database.exists()
+    assert cached_run(tiny_model, photos).stdout == want
+
+
+def test_a_cache_locked_by_another_process_is_skipped(
+    tiny_model: str, photos: Path, isolated_caches: Path
+) -> None:
+    want = cached_run(tiny_model, photos, "--no-cache").stdout
+    assert cached_run(tiny_model, photos).stdout == want
+    (photos / "new.png").write_bytes((SAMPLE_IMAGES / "coffee.png").read_bytes())
+    holder = sqlite3.connect(isolated_caches / "embeddings.sqlite3", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = predict(tiny_model, str(photos), "-f", "jsonl")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.exit_code == 0 and len(jsonl(result.stdout)) == 5
+    assert result.stderr.count("embedding cache") == 1
+
+
+def test_an_old_schema_is_rebuilt(tiny_model: str, photos: Path, isolated_caches: Path) -> None:
+    isolated_caches.mkdir(parents=True)
+    with sqlite3.connect(isolated_caches / "embeddings.sqlite3") as db:
+        db.execute("CREATE TABLE images (model TEXT, path BLOB, size INT, mtime INT, vector BLOB)")
+    want = cached_run(tiny_model, photos, "--no-cache").stdout
+    result = predict(tiny_model, str(photos), "-f", "jsonl")
+    assert result.stdout == want and "embedding cache" not in result.stderr
+    assert cached_run(tiny_model, photos).stdout == want
+
+
+def test_content_changed_with_size_and_mtime_put_back_is_recomputed(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    image = tmp_path / "same.bmp"
+    Image.new("RGB", (64, 64), (250, 10, 10)).save(image)
+    first = cached_run(tiny_model, image).stdout
+    stamp = image.stat()
+    Image.new("RGB", (64, 64), (10, 10, 250)).save(image)
+    os.utime(image, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert image.stat().st_size == stamp.st_size
+    assert (
+        cached_run(tiny_model, image).stdout == cached_run(tiny_model, image, "--no-cache").stdout
+    )
+    assert cached_run(tiny_model, image).stdout != first
+
+
+def test_input_checks_apply_to_cached_images(tiny_model: str, photos: Path) -> None:
+    assert cached_run(tiny_model, photos).exit_code == 0
+    limited = cached_run(tiny_model, photos, "--max-megapixels", "0.01")
+    rows = jsonl(limited.stdout)
+    assert rows and all("too large" in row["error"] for row in rows)
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "lots"])
+def test_bad_cache_size_is_one_clear_error(
+    tiny_model: str, photos: Path, monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv("CLIPCLS_CACHE_MAX_GB", value)
+    result = predict(tiny_model, str(photos))
+    assert result.exit_code == 2 and "CLIPCLS_CACHE_MAX_GB" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+# evaluate never crashes after the embedding work
+
+
+def test_evaluate_outputs_are_valid_for_any_class_or_file_name(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("matplotlib")
+    dataset = tmp_path / "data"
+    for name in ("bad $\\notacommand{$", os.fsdecode(b"caf\xe9"), "plain"):
+        (dataset / name).mkdir(parents=True)
+        (dataset / name / "a.png").write_bytes(PNG)
+        (dataset / name / os.fsdecode(b"b\xff.png")).write_bytes(PNG)
+    out, report, predictions = tmp_path / "ev.json", tmp_path / "rep", tmp_path / "p.csv"
+    result = runner.invoke(
+        app,
+        ["evaluate", str(dataset), "--model", tiny_model, "-t", "photo", "-f", "json"]
+        + ["-o", str(out), "--report", str(report), "--predictions", str(predictions)],
+    )
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_bytes().decode("utf-8"))
+    assert document
+    predictions.read_bytes().decode("utf-8")
+    page = next(report.rglob("*.html")) if report.is_dir() else report
+    assert "notacommand" in page.read_bytes().decode("utf-8")
+
+
+# Labels
+
+
+def test_labels_are_compared_in_nfc() -> None:
+    nfc, nfd = unicodedata.normalize("NFC", "café"), unicodedata.normalize("NFD", "café")
+    with pytest.raises(UsageError, match="duplicate label"):
+        parse_labels(f"{nfc},{nfd}")
+    assert parse_labels(nfd)[0].name == nfc
