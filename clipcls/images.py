@@ -78,8 +78,8 @@ def _walk_sorted(
                     stack.append(_listing(path, top=False, on_skip=on_skip))
                 except OSError:
                     yield path
-        elif is_image_name(entry.name) and (entry.is_symlink() or entry.is_file()):
-            yield path  # dangling links too: they are reported, not silently skipped
+        elif is_image_name(entry.name):
+            yield path  # dangling links and special files too: reported, never skipped silently
 
 
 def _listing(

@@ -88,6 +88,7 @@ def test_fifos_and_devices_are_error_rows_never_hangs(tiny_model: str, tmp_path:
     (tree / "good.png").write_bytes(PNG)
     os.symlink(tmp_path / "other-pipe", tree / "linked-pipe.png")
     os.symlink("/dev/zero", tree / "zero.jpg")
+    os.mkfifo(tree / "in-tree-pipe.png")
     for path in (tmp_path / "pipe.png", tree / "zero.jpg"):
         error = finishes(lambda p=path: load_image(p))
         assert isinstance(error, ImageError) and "not a regular file" in str(error)
@@ -95,7 +96,7 @@ def test_fifos_and_devices_are_error_rows_never_hangs(tiny_model: str, tmp_path:
         lambda: predict(tiny_model, str(tmp_path / "pipe.png"), str(tree), "-f", "jsonl", "-q")
     )
     rows = jsonl(result.stdout)  # type: ignore[attr-defined]
-    assert len(rows) == 4 and sum("error" in row for row in rows) == 3
+    assert len(rows) == 5 and sum("error" in row for row in rows) == 4
 
 
 def test_zeros_behind_a_jpeg_marker_are_rejected_fast(tmp_path: Path) -> None:
