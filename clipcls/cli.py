@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperGroup, TyperOption
 
 from clipcls import __version__
 from clipcls.commands.cache import cache_app
@@ -18,6 +18,16 @@ from clipcls.commands.predict import predict
 from clipcls.commands.templates import templates
 from clipcls.errors import ExitStatus
 from clipcls.options import stderr
+
+_value_type = TyperOption.display_type_rich
+
+
+def _flag_shows_no_type(self: TyperOption, ctx: typer.Context) -> str | None:
+    # Typer 0.29 prints `<bool>` after plain flags (--quiet, --help), as if they took a value.
+    return None if self.is_flag else _value_type(self, ctx)
+
+
+TyperOption.display_type_rich = _flag_shows_no_type  # type: ignore[method-assign,assignment]
 
 
 class OneLineErrors(TyperGroup):

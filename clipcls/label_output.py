@@ -13,7 +13,7 @@ from typing import TextIO
 from clipcls.errors import UsageError
 from clipcls.manifest import RunSetup, differences, read_setup, remove_setup, sidecar, write_setup
 from clipcls.outlock import lock_exclusively
-from clipcls.outputs import OutputKind, Recovered, check_target, recover
+from clipcls.outputs import Format, Recovered, check_target, recover
 from clipcls.pathtext import text_to_path
 from clipcls.rows import Columns
 
@@ -60,7 +60,7 @@ def _refuse_mix(path: Path, recorded: RunSetup | None, setup: RunSetup) -> None:
 
 def open_label_output(
     path: Path,
-    kind: OutputKind,
+    kind: Format,
     columns: Columns,
     setup: RunSetup,
     resume: bool,

@@ -15,7 +15,7 @@ from clipcls.errors import ClipclsError
 from clipcls.identity import model_identity
 from clipcls.labels import Label
 from clipcls.manifest import RunSetup
-from clipcls.outputs import OutputKind, RecordedRow, Recovered
+from clipcls.outputs import Format, RecordedRow, Recovered
 from clipcls.pathtext import path_key, path_to_text
 from clipcls.prompts import TemplateSet
 from clipcls.rows import DEFAULT_UNKNOWN, Columns, Row, clean_text, to_row
@@ -118,7 +118,7 @@ class Summary:
 
 
 def run_setup(
-    kind: OutputKind,
+    kind: Format,
     options: LabelOptions,
     labels: tuple[Label, ...],
     templates: TemplateSet,

@@ -114,10 +114,12 @@ def resolve_source(settings: ModelSettings) -> ModelSource:
         return ModelSource(arch, pretrained, notices=(notice,))
     cfg = open_clip.get_pretrained_cfg(arch, pretrained)
     if not cfg:
-        raise ModelLoadError(
-            f"cannot load weights for {arch} ({pretrained}): no such pretrained tag or file. "
-            f"Tags for {arch}: {', '.join(tags) or 'none'}; or give --pretrained FILE, "
-            "or --model local-dir:PATH"
+        close = difflib.get_close_matches(pretrained, tags, n=3, cutoff=0.3)
+        close = close or [t for t in tags if t.startswith(pretrained.split("_")[0])][:3]
+        hint = f"did you mean {', '.join(close)}?" if close else f"tags: {', '.join(tags[:5])}"
+        raise UsageError(
+            f"{arch} has no pretrained tag or file {pretrained!r}; {hint} "
+            f"(`clipcls models --filter {arch}` lists all {len(tags)})"
         )
     # Tags trained with QuickGELU must get that activation; a GELU model would load silently wrong.
     return ModelSource(arch, pretrained, quick_gelu=bool(cfg.get("quick_gelu", False)))
@@ -132,10 +134,23 @@ def pick_device(requested: Device) -> str:
     if requested is Device.AUTO:
         return "cuda" if has_cuda else "mps" if has_mps else "cpu"
     if requested is Device.CUDA and not has_cuda:
-        raise UsageError("--device cuda: no CUDA GPU is available to this torch build")
+        raise UsageError(_no_cuda(torch))
     if requested is Device.MPS and not has_mps:
         raise UsageError("--device mps: Apple MPS is not available on this machine")
     return str(requested.value)
+
+
+def _no_cuda(torch: Any) -> str:
+    """Why --device cuda cannot work here: no GPU visible, or a torch built without CUDA."""
+    if torch.version.cuda is None:
+        return (
+            "--device cuda: this torch is a CPU-only build; install a CUDA build of torch "
+            "(see pytorch.org) to use a GPU"
+        )
+    return (
+        f"--device cuda: no GPU is visible (torch {torch.__version__} has CUDA "
+        f"{torch.version.cuda}; check the driver with nvidia-smi and $CUDA_VISIBLE_DEVICES)"
+    )
 
 
 def pick_precision(requested: Precision, device: str) -> str:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import signal
 import sys
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, TextIO, TypeVar
@@ -17,13 +19,12 @@ from rich.progress import (
     ProgressColumn,
     Task,
     TextColumn,
-    TimeRemainingColumn,
 )
 from rich.text import Text
 
 from clipcls.errors import ClipclsError, ExitStatus, UsageError
 from clipcls.outputs import check_writable
-from clipcls.render import plain_console
+from clipcls.render import plain_console, plural
 from clipcls.settings import CACHE_ENV, DEFAULT_MODEL, Device, Precision
 
 stderr = plain_console(stderr=True)
@@ -169,7 +170,7 @@ def check_output_path(output: Path | None) -> None:
 def fail_if_strict(strict: bool, failures: int) -> None:
     """With --strict, unreadable images make the command exit 1 (after all output is written)."""
     if strict and failures:
-        raise ClipclsError(f"{failures} images could not be read (--strict)")
+        raise ClipclsError(f"{plural(failures, 'image')} could not be read (--strict)")
 
 
 @contextlib.contextmanager
@@ -199,11 +200,50 @@ def open_output(output: Path | None, append: bool = False) -> Iterator[TextIO]:
 
 
 class RateColumn(ProgressColumn):
-    """Images per second, from Rich's running speed estimate."""
+    """Images per second, as SteadyRate measures it; blank until it knows."""
 
     def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:.1f} img/s", style="cyan")
+        rate = task.fields.get("rate")
+        return Text("" if rate is None else f"{rate:.1f} img/s", style="cyan")
+
+
+class EtaColumn(ProgressColumn):
+    """Time left at the steady rate."""
+
+    def render(self, task: Task) -> Text:
+        rate = task.fields.get("rate")
+        if not rate or task.total is None:
+            return Text("-:--:--", style="cyan")
+        left = int((task.total - task.completed) / rate)
+        return Text(f"{left // 3600}:{left // 60 % 60:02d}:{left % 60:02d}", style="cyan")
+
+
+class SteadyRate:
+    """Items per second, with the clock started after the first burst of items.
+
+    Items come in batches: the first batch arrives after start-up and then all at once, so a
+    rate counted from the first item reads thousands per second. Counting from the end of the
+    first burst, and only once half a second has passed, gives the rate from the first update.
+    """
+
+    BURST = 0.02  # seconds between items of one batch
+    SETTLE = 0.5  # seconds measured before a rate is shown
+
+    def __init__(self) -> None:
+        self.start: tuple[float, int] | None = None  # end of the first burst
+        self.previous = (-math.inf, 0)  # the last item seen
+        self.rate: float | None = None
+
+    def update(self, count: int, now: float) -> float | None:
+        """The rate after count items (None while unknown); it changes as a burst begins."""
+        last_time, last_count = self.previous
+        if now - last_time > self.BURST:  # a new burst: the one before it is complete
+            if self.start is None and last_count:
+                self.start = self.previous
+            elif self.start is not None and last_time - self.start[0] >= self.SETTLE:
+                self.rate = (last_count - self.start[1]) / (last_time - self.start[0])
+        self.previous = (now, count)
+        return self.rate
 
 
 def progress_bar(disable: bool = False) -> Progress:
@@ -213,7 +253,7 @@ def progress_bar(disable: bool = False) -> Progress:
         BarColumn(),
         MofNCompleteColumn(),
         RateColumn(),
-        TimeRemainingColumn(),
+        EtaColumn(),
         console=stderr,
         transient=True,
         disable=disable,
@@ -225,11 +265,12 @@ def tracked(items: Iterable[T], total: int, show: bool, description: str) -> Ite
     if not show:
         yield from items
         return
+    steady = SteadyRate()
     with progress_bar() as progress:
-        task = progress.add_task(description, total=total)
-        for item in items:
+        task = progress.add_task(description, total=total, rate=None)
+        for count, item in enumerate(items, start=1):
             yield item
-            progress.advance(task)
+            progress.update(task, advance=1, rate=steady.update(count, time.monotonic()))
 
 
 class Interrupted(KeyboardInterrupt):

@@ -16,26 +16,54 @@ from clipcls.pathtext import path_key, text_to_path
 from clipcls.rows import Columns
 
 
-class OutputKind(str, Enum):
-    """Formats a label run can append to."""
+class Format(str, Enum):
+    """Output formats, for every command."""
 
+    TABLE = "table"
     CSV = "csv"
+    JSON = "json"
     JSONL = "jsonl"
+
+
+# A label run appends, so it writes only the formats that can grow a row at a time.
+APPENDABLE = (Format.CSV, Format.JSONL)
 
 
 PENDING_WINDOW = 1024
 MAX_LINE = 1 << 20  # longer lines are not ours: paths end at 4 KiB
-SUFFIXES = {".csv": OutputKind.CSV, ".jsonl": OutputKind.JSONL, ".ndjson": OutputKind.JSONL}
+SUFFIXES = {
+    ".csv": Format.CSV,
+    ".json": Format.JSON,
+    ".jsonl": Format.JSONL,
+    ".ndjson": Format.JSONL,
+    ".txt": Format.TABLE,
+}
 
 
-def output_kind(path: Path, explicit: OutputKind | None) -> OutputKind:
-    """The format: --format if given, else from the file extension."""
-    if explicit is not None:
-        return explicit
-    kind = SUFFIXES.get(path.suffix.lower())
-    if kind is None:
-        raise UsageError(f"cannot tell the format of {path} from its name: use --format csv|jsonl")
-    return kind
+def format_for(
+    output: Path | None,
+    explicit: Format | None,
+    allowed: tuple[Format, ...] = tuple(Format),
+) -> Format:
+    """The format: --format, else the output's extension, else a table on stdout.
+
+    A --format that contradicts the extension, or a format the command cannot write, is a
+    usage error; so is an output whose extension says nothing without --format.
+    """
+    named = SUFFIXES.get(output.suffix.lower()) if output is not None else None
+    choices = "|".join(f.value for f in allowed)
+    if explicit is not None and named is not None and explicit is not named:
+        raise UsageError(
+            f"--format {explicit.value} contradicts the extension of {output} "
+            f"({named.value}): drop --format or rename the file"
+        )
+    found = explicit or named
+    if found is None and output is not None:
+        raise UsageError(f"cannot tell the format of {output} from its name: --format {choices}")
+    found = found or allowed[0]
+    if found not in allowed:
+        raise UsageError(f"this command writes {choices}, not {found.value}")
+    return found
 
 
 def check_writable(path: Path) -> None:
@@ -161,7 +189,7 @@ def _jsonl_records(path: Path, columns: Columns, end: int) -> Iterator[dict[str,
 
 
 def recover(
-    path: Path, kind: OutputKind, columns: Columns, cwd: str, keep_destinations: bool
+    path: Path, kind: Format, columns: Columns, cwd: str, keep_destinations: bool
 ) -> Recovered:
     """Read which files are done and where they went; raise UsageError for a foreign file.
 
@@ -170,9 +198,9 @@ def recover(
     """
     state = Recovered()
     size = path.stat().st_size
-    state.complete_bytes = complete_length(path, quoted_newlines=kind is OutputKind.CSV)
+    state.complete_bytes = complete_length(path, quoted_newlines=kind is Format.CSV)
     state.dropped_bytes = size - state.complete_bytes
-    reader = _csv_records if kind is OutputKind.CSV else _jsonl_records
+    reader = _csv_records if kind is Format.CSV else _jsonl_records
     for record in reader(path, columns, state.complete_bytes):
         state.rows += 1
         real = os.path.join(cwd, text_to_path(record["path"]))

@@ -4,29 +4,28 @@ from __future__ import annotations
 
 import csv
 import json
-from enum import Enum
+import re
 from typing import Any, Protocol, TextIO
 
-from rich.console import Console
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
+from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from clipcls.outputs import Format
 from clipcls.rows import Columns, Row, clean_text
+
+
+def plural(count: int, noun: str) -> str:
+    """`1 image`, `2 images`, `1,200 images`."""
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
 def plain_console(**options: Any) -> Console:
     """A console that prints every string literally: file names, labels and messages come from
     outside, so `[/b]` is never markup and `:cat:` never an emoji. Style with Text and style=."""
     return Console(markup=False, emoji=False, highlight=False, **options)
-
-
-class Format(str, Enum):
-    """Output formats."""
-
-    TABLE = "table"
-    CSV = "csv"
-    JSON = "json"
-    JSONL = "jsonl"
 
 
 class Writer(Protocol):
@@ -72,7 +71,7 @@ class CsvWriter:
 
     def __init__(self, stream: TextIO, columns: Columns, header: bool = True) -> None:
         self.stream, self.columns = stream, columns
-        self.writer = csv.writer(stream)
+        self.writer = csv.writer(stream, lineterminator="\n")  # not \r\n: awk and grep
         if header:
             self.writer.writerow(columns.header())
 
@@ -82,6 +81,30 @@ class CsvWriter:
 
     def close(self) -> None:
         self.stream.flush()
+
+
+class FoldedPath:
+    """A path that breaks after a `/` to fit its column, never inside a name (unless one name
+    alone is wider than the column)."""
+
+    def __init__(self, path: str) -> None:
+        self.parts = re.findall(r"[^/]*/|[^/]+", path) or [""]
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        widths = [cell_len(part) for part in self.parts]
+        return Measurement(max(widths), sum(widths))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        lines, line = [], ""
+        for part in self.parts:
+            if line and cell_len(line + part) > options.max_width:
+                lines.append(line)
+                line = ""
+            line += part
+        yield Text("\n".join([*lines, line]), overflow="fold")
+
+
+NARROW = 80  # below this many columns the probability bars give way to the paths
 
 
 def _bar(probability: float, width: int = 10) -> Text:
@@ -94,31 +117,34 @@ class TableWriter:
 
     def __init__(self, console: Console) -> None:
         self.console = console
-        self.table = Table(show_lines=False, header_style="bold")
-        self.table.add_column("image", overflow="fold", ratio=3)
-        self.table.add_column("label", overflow="fold", ratio=2)
-        self.table.add_column("prob", justify="right", no_wrap=True)
-        self.table.add_column("", no_wrap=True)
+        self.rows: list[Row] = []
 
     def write(self, row: Row) -> None:
-        path = clean_text(row.path)
-        if row.error is not None:
-            message = Text(clean_text(row.error), style="red")
-            self.table.add_row(Text(path), message, "", "", end_section=True)
-            return
-        scores = row.scores
-        for rank, score in enumerate(scores):
-            label = Text(score.label, style="bold" if rank == 0 else "")
-            self.table.add_row(
-                Text(path if rank == 0 else ""),
-                label,
-                f"{score.probability:.1%}",
-                _bar(score.probability),
-                end_section=rank == len(scores) - 1,
-            )
+        self.rows.append(row)
 
     def close(self) -> None:
-        self.console.print(self.table)
+        bars = self.console.width >= NARROW
+        table = Table(show_lines=False, header_style="bold")
+        table.add_column("image", ratio=3)
+        table.add_column("label", overflow="fold", ratio=2)
+        table.add_column("prob", justify="right", no_wrap=True)
+        if bars:
+            table.add_column("", no_wrap=True)
+        for row in self.rows:
+            path = FoldedPath(clean_text(row.path))
+            if row.error is not None:
+                message = Text(clean_text(row.error), style="red")
+                table.add_row(path, message, "", *([""] if bars else []), end_section=True)
+                continue
+            for rank, score in enumerate(row.scores):
+                cells: list[RenderableType] = [
+                    path if rank == 0 else "",
+                    Text(score.label, style="bold" if rank == 0 else ""),
+                    f"{score.probability:.1%}",
+                ]
+                cells += [_bar(score.probability)] if bars else []
+                table.add_row(*cells, end_section=rank == len(row.scores) - 1)
+        self.console.print(table)
 
 
 def make_writer(fmt: Format, stream: TextIO, columns: Columns, header: bool = True) -> Writer:

@@ -162,16 +162,16 @@ img.plot { max-width: 100%; }
 """
 
 
-def write_report(folder: Path, evaluations: Sequence[Evaluation], dataset: Path) -> Path:
-    """Write folder/index.html for the best setup (and a comparison of all); return its path."""
+def write_report(page: Path, evaluations: Sequence[Evaluation], dataset: Path) -> None:
+    """Write one self-contained HTML page: every setup compared, the best one in detail."""
     import matplotlib
 
     # Class names are folder names: `$x$` in one must print as written, not as math.
     with matplotlib.rc_context({"text.parse_math": False}):
-        return _write_report(folder, evaluations, dataset)
+        page.write_text(clean_text(_page(evaluations, dataset)), encoding="utf-8")
 
 
-def _write_report(folder: Path, evaluations: Sequence[Evaluation], dataset: Path) -> Path:
+def _page(evaluations: Sequence[Evaluation], dataset: Path) -> str:
     best = max(evaluations, key=lambda e: e.metrics.top1 or 0.0)
     failures = "".join(
         f"<li>{html.escape(path_to_text(path))}: {html.escape(clean_text(error))}</li>"
@@ -191,7 +191,4 @@ def _write_report(folder: Path, evaluations: Sequence[Evaluation], dataset: Path
 <h2>Unreadable files</h2>{f"<ul>{failures}</ul>" if failures else "<p>None.</p>"}
 </body></html>
 """
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / "index.html"
-    target.write_text(clean_text(body), encoding="utf-8")
-    return target
+    return body

@@ -55,7 +55,7 @@ class Columns:
 
     top_k: int
     best_label: bool = False  # with a threshold, `label` may differ from the model's top label
-    model: bool = False
+    model: bool = False  # label's rows: also a top-level `label` in every JSON object
     destination: str = ""  # "destination", or "planned_destination" for a dry run; "" for none
 
     def header(self) -> list[str]:
@@ -90,7 +90,7 @@ class Columns:
         if row.error is not None:
             record["error"] = clean_text(row.error)
         else:
-            if self.best_label:
+            if self.best_label or self.model:
                 record["label"] = row.label
             record["predictions"] = [
                 {"label": s.label, "probability": s.probability, "similarity": s.similarity}

@@ -6,6 +6,7 @@ import json
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -410,6 +411,20 @@ def test_hf_hub_models_are_accepted_and_explained_when_unavailable(photos: Path)
     assert with_tag.exit_code == 2 and "--pretrained cannot be used with hf-hub:" in with_tag.stderr
 
 
+def test_rate_is_steady_from_the_first_update_when_images_come_in_batches() -> None:
+    from clipcls.options import SteadyRate
+
+    steady, shown = SteadyRate(), []
+    count = 0
+    for batch in range(1, 6):  # 32 images a second, delivered once a second after start-up
+        for item in range(32):
+            count += 1
+            rate = steady.update(count, 7.0 + batch + item * 0.001)
+            if rate is not None:
+                shown.append(rate)
+    assert shown and all(28 <= rate <= 36 for rate in shown)
+
+
 def test_progress_bar_shows_rate_when_stderr_is_a_terminal(monkeypatch) -> None:
     from rich.console import Console
 
@@ -417,8 +432,14 @@ def test_progress_bar_shows_rate_when_stderr_is_a_terminal(monkeypatch) -> None:
 
     screen = io.StringIO()
     monkeypatch.setattr(options, "stderr", Console(file=screen, force_terminal=True, width=100))
-    assert list(options.tracked(range(5), 5, True, "classifying")) == [0, 1, 2, 3, 4]
-    assert "classifying" in screen.getvalue() and "img/s" in screen.getvalue()
+
+    def slow(n: int):  # type: ignore[no-untyped-def]
+        for i in range(n):
+            time.sleep(0.2)
+            yield i
+
+    assert list(options.tracked(slow(5), 5, True, "classifying")) == [0, 1, 2, 3, 4]
+    assert "classifying" in screen.getvalue() and "5.0 img/s" in screen.getvalue()
     screen.truncate(0)
     assert list(options.tracked(range(3), 3, False, "classifying")) == [0, 1, 2]
     assert screen.getvalue() == ""

@@ -294,9 +294,11 @@ def test_bad_datasets_are_usage_errors(tmp_path: Path) -> None:
 
 def test_html_report_is_self_contained(tiny_model: str, dataset: Path, tmp_path: Path) -> None:
     pytest.importorskip("matplotlib")
-    result = evaluate(tiny_model, str(dataset), "-t", "photo", "--report", str(tmp_path / "rep"))
+    result = evaluate(
+        tiny_model, str(dataset), "-t", "photo", "--report", str(tmp_path / "rep.html")
+    )
     assert result.exit_code == 0, result.output
-    page = (tmp_path / "rep" / "index.html").read_text()
+    page = (tmp_path / "rep.html").read_text()
     assert page.count('src="data:image/png;base64,') == 2  # heat map and per-class bars
     assert "data:image/jpeg;base64," in page  # misclassified thumbnails
     assert "http://" not in page and "https://" not in page
@@ -310,14 +312,14 @@ def test_html_report_renders_in_headless_chromium(
     pytest.importorskip("matplotlib")
     assert (
         evaluate(
-            tiny_model, str(dataset), "-t", "photo", "--report", str(tmp_path / "rep")
+            tiny_model, str(dataset), "-t", "photo", "--report", str(tmp_path / "rep.html")
         ).exit_code
         == 0
     )
     script = Path(__file__).parent / "render_report.sh"
     shot = tmp_path / "shot.png"
     subprocess.run(
-        ["bash", str(script), str(tmp_path / "rep" / "index.html"), str(shot)],
+        ["bash", str(script), str(tmp_path / "rep.html"), str(shot)],
         check=True,
         capture_output=True,
         timeout=120,

@@ -96,12 +96,18 @@ def test_format_follows_the_extension(tiny_model: str, photos: Path, tmp_path: P
     out = tmp_path / "labels.jsonl"
     assert label(tiny_model, str(photos), "-o", str(out)).exit_code == 0
     records = [json.loads(line) for line in out.read_text().splitlines()]
-    assert len(records) == 4 and set(records[0]) == {"path", "predictions", "model"}
-    odd = tmp_path / "labels.txt"
-    refused = label(tiny_model, str(photos), "-o", str(odd))
-    assert refused.exit_code == 2 and "--format csv|jsonl" in refused.stderr
+    assert len(records) == 4 and set(records[0]) == {"path", "label", "predictions", "model"}
+    assert all(r["label"] == r["predictions"][0]["label"] for r in records)
+    text = tmp_path / "labels.txt"
+    refused = label(tiny_model, str(photos), "-o", str(text))
+    assert refused.exit_code == 2 and "writes csv|jsonl, not table" in refused.stderr
+    contradicted = label(tiny_model, str(photos), "-o", str(out), "--format", "csv", "--overwrite")
+    assert contradicted.exit_code == 2 and "contradicts the extension" in contradicted.stderr
+    odd = tmp_path / "labels.out"
+    assert "--format csv|jsonl" in label(tiny_model, str(photos), "-o", str(odd)).stderr
     assert label(tiny_model, str(photos), "-o", str(odd), "--format", "csv").exit_code == 0
     assert odd.read_text().startswith("path,label,probability")
+    assert b"\r" not in odd.read_bytes()
 
 
 def test_existing_output_is_never_silently_overwritten(
@@ -136,7 +142,7 @@ def test_resume_after_a_hard_kill_gives_the_uninterrupted_rows(
     again = label(tiny_model, str(photos), "-o", str(killed), "-k", "2", "--resume")
     assert again.exit_code == 0
     assert_same_rows(read_csv(killed), read_csv(full))
-    assert "4 already done" in again.stderr
+    assert "nothing left to label" in again.stderr
 
 
 def test_resume_with_other_columns_or_model_is_refused(
@@ -342,7 +348,7 @@ def test_ctrl_c_stops_cleanly_and_resume_finishes(tiny_model: str, tmp_path: Pat
     assert "--resume" in stderr and "holds only complete rows" in stderr
     partial = read_csv(out)
     assert 9 <= len(partial) < 150
-    assert out.read_bytes().endswith(b"\r\n")
+    assert out.read_bytes().endswith(b"\n") and b"\r" not in out.read_bytes()
     finished = subprocess.run(
         [*command, "--resume"], capture_output=True, text=True, env=env, timeout=300
     )

@@ -13,6 +13,7 @@ import typer
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier
 from clipcls.errors import UsageError
+from clipcls.identity import check_model_name
 from clipcls.images import STDIN, check_inputs, read_path_list
 from clipcls.labels import Label, parse_labels, read_labels_file
 from clipcls.model import ClipModel, ModelInfo
@@ -119,6 +120,7 @@ def open_cache(settings: ModelSettings, no_cache: bool) -> EmbeddingCache | None
 
 def load_model(settings: ModelSettings, quiet: bool) -> ClipModel:
     """Load the model, saying on stderr what runs where."""
+    check_model_name(settings)
     spinner = contextlib.nullcontext if quiet else stderr.status
     with spinner(f"loading {settings.model}"):
         encoder = ClipModel(settings)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -50,6 +49,7 @@ from clipcls.options import (
     stderr,
     warn,
 )
+from clipcls.outputs import Format, format_for
 from clipcls.pathtext import path_to_text
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.render import plain_console
@@ -64,13 +64,6 @@ EXAMPLES = """
   clipcls evaluate dataset/ --templates openai --templates simple --templates photo
   clipcls evaluate dataset/ -m ViT-B-32 -m ViT-B-16:openai --max-per-class 50 --report out/
 """
-
-
-class EvalFormat(str, Enum):
-    """Evaluation output formats."""
-
-    TABLE = "table"
-    JSON = "json"
 
 
 def _template_sets(templates: list[str] | None, template: list[str] | None) -> list[TemplateSet]:
@@ -123,7 +116,7 @@ def _clean(document: Any) -> Any:
 def _write_predictions(path: Path, evaluations: list[Evaluation]) -> None:
     several = len(evaluations) > 1
     with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
+        writer = csv.writer(stream, lineterminator="\n")
         head = ["path", "true_class", "predicted_class", "probability", "correct", "error"]
         writer.writerow(head + (["setup"] if several else []))
         for evaluation in evaluations:
@@ -133,11 +126,11 @@ def _write_predictions(path: Path, evaluations: list[Evaluation]) -> None:
     notice(f"wrote per-image predictions to {clean_text(str(path))}")
 
 
-def _write_report(folder: Path, evaluations: list[Evaluation], dataset: Path) -> None:
+def _write_report(page: Path, evaluations: list[Evaluation], dataset: Path) -> None:
     from clipcls.report import write_report
 
     with stderr.status("drawing the report"):
-        page = write_report(folder, evaluations, dataset)
+        write_report(page, evaluations, dataset)
     notice(f"wrote the report to {clean_text(str(page))}")
 
 
@@ -193,7 +186,14 @@ def evaluate(
         list[int] | None,
         typer.Option("--top-k", "-k", min=1, help="Top-k accuracies to report.", show_default="5"),
     ] = None,
-    fmt: Annotated[EvalFormat, typer.Option("--format", "-f")] = EvalFormat.TABLE,
+    fmt: Annotated[
+        Format | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="table or json [default: from the --output extension, else table].",
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the report to FILE.")
     ] = None,
@@ -204,8 +204,11 @@ def evaluate(
         int | None, typer.Option("--max-per-class", min=1, help="Random N images per class.")
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for --max-per-class.")] = 0,
-    report_dir: Annotated[
-        Path | None, typer.Option("--report", file_okay=False, help="Write an HTML report here.")
+    report_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--report", dir_okay=False, help="Write a self-contained HTML report to FILE."
+        ),
     ] = None,
     batch_size: BatchSizeOpt = None,
     quiet: QuietOpt = False,
@@ -227,12 +230,14 @@ def evaluate(
         labels = class_labels(dataset.classes, classnames)
         template_sets = _template_sets(templates, template)
         check_output_path(output)
+        fmt = format_for(output, fmt, (Format.TABLE, Format.JSON))
         check_output_path(predictions)
-        if report_dir is not None:
+        check_output_path(report_file)
+        if report_file is not None:
             from clipcls.report import require_matplotlib
 
             require_matplotlib()
-        ks = tuple(sorted(set(top_k or [5])))
+        ks = tuple(sorted({5, *(top_k or [])} - {1}))  # top-1 and top-5 always; -k adds
         evaluations: list[Evaluation] = []
         for model in models or [DEFAULT_MODEL]:
             settings = ModelSettings(
@@ -253,7 +258,7 @@ def evaluate(
         for _, _, error in evaluations[0].data.failures:  # the same files fail for every model
             warn(clean_text(error))
         with open_output(output) as stream:
-            if fmt is EvalFormat.JSON:
+            if fmt is Format.JSON:
                 reports = [report(e) for e in evaluations]
                 document = reports[0] if len(reports) == 1 else reports
                 stream.write(json.dumps(_clean(document), indent=2, ensure_ascii=False) + "\n")
@@ -263,9 +268,9 @@ def evaluate(
         unwritten = []
         if predictions is not None and not _saved(_write_predictions, predictions, evaluations):
             unwritten.append(str(predictions))
-        drawing = (_write_report, report_dir, evaluations, dataset_dir)
-        if report_dir is not None and not _saved(*drawing):
-            unwritten.append(str(report_dir))
+        drawing = (_write_report, report_file, evaluations, dataset_dir)
+        if report_file is not None and not _saved(*drawing):
+            unwritten.append(str(report_file))
         if unwritten:
             raise ClipclsError(f"could not write {', '.join(unwritten)} (see above)")
         fail_if_strict(strict, len(evaluations[0].data.failures))

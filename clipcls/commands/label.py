@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 import time
+import unicodedata
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -33,6 +34,7 @@ from clipcls.errors import ClipclsError, UsageError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
 from clipcls.label_output import LabelOutput, begin, check_loaded_model, open_label_output
 from clipcls.labeling import LabelJob, LabelOptions, Summary, is_done, run_setup
+from clipcls.labels import Label
 from clipcls.manifest import RunSetup
 from clipcls.options import (
     CacheDirOpt,
@@ -57,9 +59,9 @@ from clipcls.options import (
     tracked,
     warn,
 )
-from clipcls.outputs import OutputKind, Recovered, output_kind
+from clipcls.outputs import APPENDABLE, Format, Recovered, format_for
 from clipcls.prompts import DEFAULT_TEMPLATES
-from clipcls.render import Format, make_writer
+from clipcls.render import make_writer, plural
 from clipcls.rows import DEFAULT_UNKNOWN, clean_text
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision, model_id
 from clipcls.sorting import MARKER, SortMode, claim_sort_folder
@@ -76,9 +78,25 @@ SORT_PANEL = "Sorting into folders"
 RESUME_HINT = "run the same command with --resume once the problem is fixed"
 
 
+def check_unknown_label(
+    unknown_label: str | None, threshold: float | None, labels: tuple[Label, ...]
+) -> str:
+    """The unknown label, refused where it would be ignored or merge into a real label."""
+    if unknown_label is None:
+        return DEFAULT_UNKNOWN
+    if threshold is None:
+        raise UsageError("--unknown-label needs --threshold P: no image gets it otherwise")
+    same = unicodedata.normalize("NFC", unknown_label).casefold()
+    if any(label.name.casefold() == same for label in labels):
+        raise UsageError(
+            f"--unknown-label {unknown_label!r} is one of the labels: give a name of its own"
+        )
+    return unknown_label
+
+
 def _say_interrupted(job: LabelJob, output: Path) -> None:
     stderr.print(
-        f"interrupted: {job.summary.processed} images labeled in this run; "
+        f"interrupted: {plural(job.summary.processed, 'image')} labeled in this run; "
         f"{clean_text(str(output))} holds only complete rows. Resume with:",
         style="yellow",
         soft_wrap=True,
@@ -92,8 +110,20 @@ def _resume_command() -> str:
     return shlex.join(["clipcls", *args, "--resume"])
 
 
-def _report(summary: Summary, output: Path) -> None:
-    notice(f"labeled into {clean_text(str(output))}:")
+PLACED = {
+    SortMode.COPY: ("copied", "copy"),
+    SortMode.SYMLINK: ("linked", "link"),
+    SortMode.HARDLINK: ("hard-linked", "hard-link"),
+    SortMode.MOVE: ("moved", "move"),
+}
+
+
+def _report(summary: Summary, output: Path, options: LabelOptions) -> None:
+    where = clean_text(str(output))
+    if summary.processed == 0:
+        notice(f"nothing left to label: {where} holds all {plural(summary.skipped, 'image')}")
+        return
+    notice(f"labeled into {where}:")
     table = Table(header_style="bold")
     table.add_column("label")
     table.add_column("images", justify="right")
@@ -104,9 +134,20 @@ def _report(summary: Summary, output: Path) -> None:
     stderr.print(table)
     elapsed = time.monotonic() - summary.started
     skipped = f", {summary.skipped} already done" if summary.skipped else ""
-    notice(
-        f"{summary.processed} images in {elapsed:.1f} s ({summary.rate():.1f} images/s){skipped}"
-    )
+    rate = f"{summary.rate():.1f} images/s"
+    notice(f"{plural(summary.processed, 'image')} in {elapsed:.1f} s ({rate}){skipped}")
+    if options.sort_into is not None:
+        notice(_sorted_line(summary, options))
+
+
+def _sorted_line(summary: Summary, options: LabelOptions) -> str:
+    """What --sort-into did: `copied 13 files into sorted/ (cat 8, dog 5)`."""
+    done, planned = PLACED[options.mode]
+    files = plural(sum(summary.per_label.values()), "file")
+    folder = clean_text(str(options.sort_into))
+    labels = ", ".join(f"{label} {count}" for label, count in summary.per_label.most_common())
+    what = f"dry run: would {planned} {files}" if options.dry_run else f"{done} {files}"
+    return f"{what} into {folder}" + (f" ({labels})" if labels else "")
 
 
 def _count(inputs: list[str], options: LabelOptions, recovered: Recovered, hidden: bool) -> int:
@@ -133,7 +174,7 @@ def _write(
     job: LabelJob,
     out: LabelOutput,
     setup: RunSetup,
-    kind: OutputKind,
+    kind: Format,
     inputs: list[str],
     total: int,
     show: bool,
@@ -145,7 +186,7 @@ def _write(
     with guard.installed():
         stream = begin(out, setup)
         try:
-            writer = make_writer(Format(kind.value), stream, job.columns, header=out.header)
+            writer = make_writer(kind, stream, job.columns, header=out.header)
             _place_pending(job, guard)
             walk = iter_image_paths(inputs, hidden, exclude=job.options.sort_into)
             for row in tracked(job.rows(walk), total, show, "labeling"):
@@ -186,7 +227,7 @@ def label(
     templates: TemplatesOpt = DEFAULT_TEMPLATES,
     template: TemplateOpt = None,
     fmt: Annotated[
-        OutputKind | None,
+        Format | None,
         typer.Option("--format", "-f", help="csv or jsonl [default: from the extension]"),
     ] = None,
     resume: Annotated[
@@ -208,8 +249,13 @@ def label(
         ),
     ] = None,
     unknown_label: Annotated[
-        str, typer.Option("--unknown-label", help="Label for images below --threshold.")
-    ] = DEFAULT_UNKNOWN,
+        str | None,
+        typer.Option(
+            "--unknown-label",
+            help="Label for images below --threshold.",
+            show_default=DEFAULT_UNKNOWN,
+        ),
+    ] = None,
     sort_into: Annotated[
         Path | None,
         typer.Option(
@@ -251,10 +297,11 @@ def label(
         label_list = read_labels(labels, labels_file)
         template_set = read_templates(templates, template)
         inputs = read_inputs(paths)
-        kind = output_kind(output, fmt)
+        kind = format_for(output, fmt, APPENDABLE)
         if (dry_run or mode is not SortMode.COPY) and sort_into is None:
             raise UsageError("--mode and --dry-run need --sort-into DIR")
-        options = LabelOptions(top_k, threshold, unknown_label, sort_into, mode, dry_run)
+        unknown = check_unknown_label(unknown_label, threshold, label_list)
+        options = LabelOptions(top_k, threshold, unknown, sort_into, mode, dry_run)
         settings = ModelSettings(
             model,
             pretrained,
@@ -278,6 +325,9 @@ def label(
             total = _count(inputs, options, recovered, include_hidden)
             if total == 0 and out.recovered is None:
                 raise UsageError(f"no images found in {', '.join(inputs)}")
+            if total == 0 and (sort_into is None or dry_run):  # no model needed to say so
+                notice(f"nothing left to label: {clean_text(str(output))} holds every image")
+                return
             classifier, info = load_classifier(
                 settings,
                 label_list,
@@ -300,7 +350,7 @@ def label(
                 job, out, replace(setup, model=row_model), kind, inputs, total, show, include_hidden
             )
         if not quiet:
-            _report(job.summary, output)
+            _report(job.summary, output, options)
         fail_if_strict(strict, job.summary.failures)
 
 

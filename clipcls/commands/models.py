@@ -59,6 +59,9 @@ def models(
     with reported_errors(debug):
         settings = ModelSettings(DEFAULT_MODEL, None, Device.CPU, Precision.FP32, cache_dir, True)
         entries = [e for e in catalog(settings, text_filter) if e.cached or not cached]
+        if not entries and cached and not text_filter:
+            notice(f"no models cached yet in {settings.resolved_cache_dir()}")
+            return
         if not entries:
             raise UsageError(
                 f"no model matches {text_filter!r}" + (" in the cache" if cached else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -46,8 +47,9 @@ from clipcls.options import (
     tracked,
     warn,
 )
+from clipcls.outputs import Format, format_for
 from clipcls.prompts import DEFAULT_TEMPLATES
-from clipcls.render import Format, make_writer
+from clipcls.render import make_writer, plural
 from clipcls.rows import Columns, to_row
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
 
@@ -68,7 +70,14 @@ def predict(
     templates: TemplatesOpt = DEFAULT_TEMPLATES,
     template: TemplateOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels shown per image.")] = 5,
-    fmt: Annotated[Format, typer.Option("--format", "-f", help="Output format.")] = Format.TABLE,
+    fmt: Annotated[
+        Format | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Output format [default: from the --output extension, else table].",
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
     ] = None,
@@ -97,6 +106,7 @@ def predict(
         if total == 0:
             raise UsageError(f"no images found in {', '.join(inputs)}")
         check_output_path(output)
+        fmt = format_for(output, fmt)
         settings = ModelSettings(
             model,
             pretrained,
@@ -112,6 +122,7 @@ def predict(
             settings, label_list, template_set, batch_size, quiet, open_cache(settings, no_cache)
         )
         show_progress = not quiet and stderr.is_terminal
+        started = time.monotonic()
         failures = 0
         with open_output(output) as stream:
             columns = Columns(min(top_k, len(label_list)))
@@ -129,8 +140,11 @@ def predict(
             except OSError as error:
                 where = output or "stdout"
                 raise ClipclsError(f"cannot write {where}: {error.strerror or error}") from None
-        if failures and not quiet:
-            notice(f"{failures} of {total} images could not be read")
+        if not quiet and stderr.is_terminal:
+            elapsed = time.monotonic() - started
+            notice(f"{plural(total, 'image')}, {failures} unreadable, {elapsed:.1f} s")
+        elif failures and not quiet:
+            notice(f"{failures} of {plural(total, 'image')} could not be read")
         fail_if_strict(strict, failures)
 
 
