@@ -197,7 +197,9 @@ def test_device_and_precision_choices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pick_device(Device.CPU) == "cpu"
     if not torch.cuda.is_available():
         assert pick_device(Device.AUTO) in ("cpu", "mps")
-        with pytest.raises(UsageError, match="--device cuda: (no GPU is visible|this torch is a CPU-only build)"):
+        with pytest.raises(
+            UsageError, match="--device cuda: (no GPU is visible|this torch is a CPU-only build)"
+        ):
             pick_device(Device.CUDA)
     assert pick_precision(Precision.AUTO, "cuda") == "fp16"
     monkeypatch.setattr("clipcls.model.cpu_has_fast_bf16", lambda: False)
