@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import html
 import io
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from clipcls import __version__
 from clipcls.errors import ImageError, UsageError
 from clipcls.evaluation import Evaluation, headline, percent
 from clipcls.images import load_image
@@ -84,7 +86,7 @@ def class_bars(evaluation: Evaluation) -> str:
     axes.set_yticks(positions, names, fontsize=8)
     axes.set_xlim(0, 1)
     axes.set_xlabel("score (class support in brackets)")
-    axes.legend(loc="lower right")
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # off the bars
     try:
         return _png(figure)
     finally:
@@ -131,34 +133,80 @@ def gallery(evaluation: Evaluation) -> str:
     return f'<div class="gallery">{"".join(cards)}</div>{tail}'
 
 
-def _metric_rows(evaluation: Evaluation) -> str:
-    rows = headline(evaluation.metrics)
-    return "".join(f"<tr><th>{name}</th><td>{percent(v)}</td></tr>" for name, v in rows)
-
-
-def _comparison(evaluations: Sequence[Evaluation]) -> str:
-    if len(evaluations) < 2:
-        return ""
+def _comparison(evaluations: Sequence[Evaluation], best: Evaluation) -> str:
+    """Every setup's headline metrics, the best (by top-1) marked."""
+    names = [name for name, _ in headline(best.metrics)]
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in names)
     rows = "".join(
-        f"<tr><td>{html.escape(e.name)}</td><td>{percent(e.metrics.top1)}</td>"
-        f"<td>{percent(e.metrics.balanced_accuracy)}</td></tr>"
+        f"<tr{' class=best' if e is best else ''}><td>{html.escape(e.name)}</td>"
+        + "".join(f"<td>{percent(value)}</td>" for _, value in headline(e.metrics))
+        + "</tr>"
         for e in evaluations
     )
-    return (
-        "<h2>Setups compared</h2><table><tr><th>setup</th><th>top-1</th>"
-        f"<th>balanced accuracy</th></tr>{rows}</table>"
+    title = "Setups compared" if len(evaluations) > 1 else "Summary"
+    return f"<h2>{title}</h2><table><tr><th>setup</th>{head}</tr>{rows}</table>"
+
+
+def _per_class(evaluation: Evaluation) -> str:
+    """Precision, recall, F1 and support per class, a dash where a value is undefined."""
+    rows = "".join(
+        f"<tr><td>{html.escape(label.name)}</td><td>{percent(m.precision)}</td>"
+        f"<td>{percent(m.recall)}</td><td>{percent(m.f1)}</td><td>{m.support}</td></tr>"
+        for label, m in zip(evaluation.labels, evaluation.metrics.per_class, strict=True)
     )
+    return (
+        "<table class=numbers><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+        f"<th>support</th></tr>{rows}</table>"
+    )
+
+
+def _run_facts(evaluations: Sequence[Evaluation], dataset: Path) -> str:
+    """What a reader needs to reproduce the page: when, which clipcls, models, prompts."""
+    best = evaluations[0]
+    models = sorted({e.model_id for e in evaluations})
+    template_sets = {e.templates.name: e.templates.templates for e in evaluations}
+    templates = "".join(
+        f"<li><b>{html.escape(name)}</b>: "
+        + " · ".join(f"<code>{html.escape(t)}</code>" for t in texts)
+        + "</li>"
+        for name, texts in template_sets.items()
+    )
+    classes = "".join(
+        f"<li><b>{html.escape(label.name)}</b>: {html.escape(' | '.join(label.texts))}</li>"
+        for label in best.labels
+    )
+    when = time.strftime("%Y-%m-%d %H:%M:%S %z")
+    return f"""<h2>Run</h2><table>
+<tr><th>date</th><td>{when}</td></tr>
+<tr><th>clipcls</th><td>{__version__}</td></tr>
+<tr><th>dataset</th><td>{html.escape(path_to_text(str(dataset)))}</td></tr>
+<tr><th>model and weights</th><td>{html.escape(", ".join(models))}</td></tr></table>
+<details><summary>Templates</summary><ul>{templates}</ul></details>
+<details><summary>Each class's texts</summary><ul>{classes}</ul></details>"""
+
+
+def _failures(evaluation: Evaluation) -> str:
+    """Each unreadable file once, with the reason (its path is not repeated)."""
+    items = []
+    for path, _, error in evaluation.data.failures:
+        reason = error.replace(f": {path}", "").replace(path, "").strip(" :")
+        items.append(f"<li>{html.escape(path_to_text(path))}: {html.escape(reason)}</li>")
+    return f"<ul>{''.join(items)}</ul>" if items else "<p>None.</p>"
 
 
 STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em; color: #222; max-width: 1400px; }
+body { font-family: system-ui, sans-serif; margin: 1.5em 2em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
 td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: left; }
+table.numbers td:not(:first-child), tr td { font-variant-numeric: tabular-nums; }
+tr.best td { background: #eef6ee; font-weight: 600; }
+.plots { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
 .gallery { display: flex; flex-wrap: wrap; gap: 12px; }
 figure { margin: 0; width: 190px; font-size: 13px; }
 figure img { max-width: 180px; max-height: 180px; display: block; }
 small { color: #777; word-break: break-all; }
 img.plot { max-width: 100%; }
+code { background: #f4f4f4; padding: 0 3px; }
 """
 
 
@@ -173,22 +221,23 @@ def write_report(page: Path, evaluations: Sequence[Evaluation], dataset: Path) -
 
 def _page(evaluations: Sequence[Evaluation], dataset: Path) -> str:
     best = max(evaluations, key=lambda e: e.metrics.top1 or 0.0)
-    failures = "".join(
-        f"<li>{html.escape(path_to_text(path))}: {html.escape(clean_text(error))}</li>"
-        for path, _, error in best.data.failures
-    )
-    body = f"""<!doctype html>
+    several = len(evaluations) > 1
+    detail = f"Details for: {html.escape(best.name)}" + (" (best top-1)" if several else "")
+    return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>clipcls evaluation</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
 <style>{STYLE}</style></head><body>
-<h1>Zero-shot evaluation of {html.escape(str(dataset))}</h1>
-<p>{html.escape(best.name)}: {len(best.data.paths)} images scored,
-{len(best.data.failures)} unreadable, {len(best.labels)} classes.</p>
-{_comparison(evaluations)}
-<h2>Summary</h2><table>{_metric_rows(best)}</table>
-<h2>Confusion matrix</h2><img class="plot" alt="confusion matrix" src="{heat_map(best)}">
-<h2>Per class</h2><img class="plot" alt="per-class recall and precision" src="{class_bars(best)}">
-<h2>Most confident mistakes</h2>{gallery(best)}
-<h2>Unreadable files</h2>{f"<ul>{failures}</ul>" if failures else "<p>None.</p>"}
+<h1>Zero-shot evaluation of {html.escape(path_to_text(str(dataset)))}</h1>
+<p>{len(best.data.paths)} images scored, {len(best.data.failures)} unreadable,
+{len(best.labels)} classes, {len(evaluations)} setup{"s" if several else ""}.</p>
+{_comparison(evaluations, best)}
+<h2>{detail}</h2>
+<h3>Per class</h3>
+<div class="plots">{_per_class(best)}
+<img class="plot" alt="per-class recall and precision" src="{class_bars(best)}"></div>
+<h3>Confusion matrix</h3><img class="plot" alt="confusion matrix" src="{heat_map(best)}">
+<h3>Most confident mistakes</h3>{gallery(best)}
+<h3>Unreadable files</h3>{_failures(best)}
+{_run_facts(evaluations, dataset)}
 </body></html>
 """
-    return body

@@ -123,7 +123,6 @@ def _write_predictions(path: Path, evaluations: list[Evaluation]) -> None:
             for row in prediction_rows(evaluation):
                 values = [path_to_text(row[0]), *(_text(value) for value in row[1:])]
                 writer.writerow(values + ([clean_text(evaluation.name)] if several else []))
-    notice(f"wrote per-image predictions to {clean_text(str(path))}")
 
 
 def _write_report(page: Path, evaluations: list[Evaluation], dataset: Path) -> None:
@@ -131,7 +130,6 @@ def _write_report(page: Path, evaluations: list[Evaluation], dataset: Path) -> N
 
     with stderr.status("drawing the report"):
         write_report(page, evaluations, dataset)
-    notice(f"wrote the report to {clean_text(str(page))}")
 
 
 def _saved(write: Callable[..., None], *args: Any) -> bool:
@@ -268,9 +266,13 @@ def evaluate(
         unwritten = []
         if predictions is not None and not _saved(_write_predictions, predictions, evaluations):
             unwritten.append(str(predictions))
+        elif predictions is not None and not quiet:
+            notice(f"wrote per-image predictions to {clean_text(str(predictions))}")
         drawing = (_write_report, report_file, evaluations, dataset_dir)
         if report_file is not None and not _saved(*drawing):
             unwritten.append(str(report_file))
+        elif report_file is not None and not quiet:
+            notice(f"wrote the report to {clean_text(str(report_file))}")
         if unwritten:
             raise ClipclsError(f"could not write {', '.join(unwritten)} (see above)")
         fail_if_strict(strict, len(evaluations[0].data.failures))
