@@ -170,7 +170,7 @@ def run_hf(images: list[Path], model_dir: Path) -> dict[str, float]:
 
 def _classifier(model_dir: Path, labels: list[str], cache: Path):  # type: ignore[no-untyped-def]
     from clipcls import Classifier, EmbeddingCache, ModelSettings
-    from clipcls.model import ClipModel
+    from clipcls.engine.model import ClipModel
 
     encoder = ClipModel(ModelSettings(model=f"local-dir:{model_dir}"))
     gc.freeze()  # as the clipcls commands do after loading the model
@@ -208,7 +208,7 @@ def run_ceiling(model_dir: Path) -> dict[str, float]:
     import torch
 
     from clipcls import ModelSettings
-    from clipcls.model import ClipModel
+    from clipcls.engine.model import ClipModel
 
     encoder = ClipModel(ModelSettings(model=f"local-dir:{model_dir}"))
     arrays = [
@@ -234,7 +234,7 @@ def run_agreement(images: list[Path], model_dir: Path) -> dict[str, dict[str, fl
     import numpy as np
 
     from clipcls import ModelSettings, Precision
-    from clipcls.model import ClipModel
+    from clipcls.engine.model import ClipModel
     from clipcls.pipeline import prepare_path
     from clipcls.prompts import load_templates
 

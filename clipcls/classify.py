@@ -137,7 +137,7 @@ class Classifier:
         cache: EmbeddingCache | None = None,
     ) -> Classifier:
         """Load the model described by settings (default: ViT-B-32) and build the classifier."""
-        from clipcls.model import ClipModel
+        from clipcls.engine.model import ClipModel
 
         return cls(ClipModel(settings or ModelSettings()), labels, templates, batch_size, cache)
 

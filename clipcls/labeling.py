@@ -11,8 +11,8 @@ from functools import partial
 from pathlib import Path
 
 from clipcls.classify import Classifier
+from clipcls.engine.sources import model_identity
 from clipcls.errors import ClipclsError
-from clipcls.identity import model_identity
 from clipcls.labels import Label
 from clipcls.manifest import RunSetup
 from clipcls.outputs import Format, RecordedRow, Recovered

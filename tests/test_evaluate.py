@@ -211,7 +211,7 @@ def test_predictions_equal_open_clips_pipeline(
 def test_comparing_templates_encodes_the_images_once(
     tiny_model: str, dataset: Path, monkeypatch
 ) -> None:
-    from clipcls.model import ClipModel
+    from clipcls.engine.model import ClipModel
 
     images_encoded: list[int] = []
     original = ClipModel.encode_prepared

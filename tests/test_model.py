@@ -10,9 +10,11 @@ from conftest import SAMPLE_IMAGES, TINY_MODEL_CFG, write_tiny_model
 from PIL import Image
 
 from clipcls.classify import Classifier, default_batch_size
+from clipcls.engine.hardware import pick_device, pick_precision
+from clipcls.engine.model import ClipModel
+from clipcls.engine.sources import resolve_source
 from clipcls.errors import ClipclsError, ModelLoadError, UsageError
 from clipcls.images import load_image
-from clipcls.model import ClipModel, pick_device, pick_precision, resolve_source
 from clipcls.prompts import load_templates
 from clipcls.settings import DEFAULT_PRETRAINED, Device, ModelSettings, Precision
 
@@ -202,9 +204,9 @@ def test_device_and_precision_choices(monkeypatch: pytest.MonkeyPatch) -> None:
         ):
             pick_device(Device.CUDA)
     assert pick_precision(Precision.AUTO, "cuda") == "fp16"
-    monkeypatch.setattr("clipcls.model.cpu_has_fast_bf16", lambda: False)
+    monkeypatch.setattr("clipcls.engine.hardware.cpu_has_fast_bf16", lambda: False)
     assert pick_precision(Precision.AUTO, "cpu") == "fp32"
-    monkeypatch.setattr("clipcls.model.cpu_has_fast_bf16", lambda: True)
+    monkeypatch.setattr("clipcls.engine.hardware.cpu_has_fast_bf16", lambda: True)
     assert pick_precision(Precision.AUTO, "cpu") == "bf16"
     assert pick_precision(Precision.AUTO, "mps") == "fp32"
     assert pick_precision(Precision.BF16, "cpu") == "bf16"

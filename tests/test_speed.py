@@ -18,16 +18,17 @@ from PIL import Image
 from test_classify import FakeEncoder
 from typer.testing import CliRunner
 
-from clipcls import model as model_module
-from clipcls import towers
 from clipcls.cache import EmbeddingCache, FileKey
 from clipcls.classify import Classifier
 from clipcls.cli import app
+from clipcls.engine import fastpaths as towers
+from clipcls.engine import model as model_module
+from clipcls.engine.fastpaths import length_batches, normalized_batch
+from clipcls.engine.hardware import plan_threads
+from clipcls.engine.model import ClipModel
 from clipcls.images import load_image
-from clipcls.model import ClipModel
 from clipcls.pipeline import PREFETCH_BATCHES, prepare_path
 from clipcls.settings import ModelSettings, Precision
-from clipcls.towers import length_batches, normalized_batch, plan_threads
 
 runner = CliRunner()
 

@@ -12,11 +12,11 @@ import typer
 
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier
+from clipcls.engine.model import ClipModel, ModelInfo
+from clipcls.engine.sources import check_model_name
 from clipcls.errors import UsageError
-from clipcls.identity import check_model_name
 from clipcls.images import STDIN, check_inputs, read_path_list
 from clipcls.labels import Label, parse_labels, read_labels_file
-from clipcls.model import ClipModel, ModelInfo
 from clipcls.options import notice, stderr, warn
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.settings import ModelSettings

@@ -54,7 +54,7 @@ def models(
     """List open_clip architectures and pretrained tags: the default, and what is cached."""
     if ctx.invoked_subcommand is not None:
         return
-    from clipcls.model import catalog
+    from clipcls.engine.sources import catalog
 
     with reported_errors(debug):
         settings = ModelSettings(DEFAULT_MODEL, None, Device.CPU, Precision.FP32, cache_dir, True)
@@ -94,7 +94,7 @@ def export(
     debug: DebugOpt = False,
 ) -> None:
     """Write a self-contained local-dir: folder that loads with no network."""
-    from clipcls.model import ClipModel
+    from clipcls.engine.model import ClipModel
 
     with reported_errors(debug):
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):

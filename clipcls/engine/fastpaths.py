@@ -8,7 +8,6 @@ it; the tower runs only over the longest real prompt of each batch.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -158,49 +157,3 @@ def _causal_blocks(transformer: Any, x: Any) -> Any:
         x = x + block.ls_1(attended)
         x = x + block.ls_2(block.mlp(block.ln_2(x)))
     return x
-
-
-@dataclass(frozen=True)
-class ThreadPlan:
-    """How the CPU cores are shared: torch's compute threads and image decode threads."""
-
-    torch_threads: int
-    decode_workers: int
-
-
-def available_cores() -> int:
-    """Cores this process may run on (respects affinity masks and containers' cpusets)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
-
-
-def plan_threads(device: str, workers: int | None = None, cores: int | None = None) -> ThreadPlan:
-    """Never more busy threads than cores.
-
-    On the CPU, decoding and the model take turns, each with every core: a batch is decoded by
-    `cores` threads, then the model runs on `cores` torch threads. Running both at once would
-    put more threads than cores to work, and torch's spinning threads then lose most of their
-    speed. On a GPU the cores only decode, ahead of the device, and the main thread feeds it.
-    """
-    cores = cores or available_cores()
-    if device != "cpu":
-        return ThreadPlan(torch_threads=1, decode_workers=max(1, workers or cores - 1))
-    return ThreadPlan(torch_threads=cores, decode_workers=cores if workers is None else workers)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """True on CPUs with AMX or AVX512-BF16, where bf16 weights run about 3x faster than fp32."""
-    import torch
-
-    cpu = getattr(torch._C, "_cpu", None)
-    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    if cpu is not None and any(hasattr(cpu, name) for name in checks):
-        return any(getattr(cpu, name, lambda: False)() for name in checks)
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            flags = info.read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import difflib
-import hashlib
 import json
 import logging
-import os
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,21 +16,19 @@ from urllib.parse import urlsplit
 import numpy as np
 from PIL import Image
 
-from clipcls.errors import ClipclsError, ModelLoadError, UsageError
-from clipcls.identity import WEIGHT_FILES
-from clipcls.settings import DEFAULT_PRETRAINED, Device, ModelSettings, Precision
-from clipcls.towers import (
+from clipcls.engine.fastpaths import (
     can_truncate_text,
-    cpu_has_fast_bf16,
     encode_text_truncated,
     length_batches,
     normalized_batch,
-    plan_threads,
     split_preprocess,
     to_uint8,
 )
+from clipcls.engine.hardware import pick_device, pick_precision, plan_threads
+from clipcls.engine.sources import ModelSource, cache_key, load_failure, resolve_source
+from clipcls.errors import ClipclsError, ModelLoadError
+from clipcls.settings import ModelSettings
 
-SCHEMAS = ("hf-hub:", "local-dir:")
 TEXT_TOKENS = 2048  # tokens per text batch (rows x padded length): small working set, no waste
 INIT_FUNCTIONS = (
     "normal_",
@@ -48,21 +43,6 @@ INIT_FUNCTIONS = (
     "ones_",
     "orthogonal_",
 )
-CACHE_VERSION = "clipcls-1"  # bump when embeddings computed for the same inputs would change
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """Where a model's architecture and weights come from, resolved from the settings."""
-
-    name: str  # what open_clip.create_model takes: an architecture or a schema'd id
-    pretrained: str | None  # a tag, a checkpoint file, or None for schema'd models
-    quick_gelu: bool = False
-    notices: tuple[str, ...] = ()
-
-    @property
-    def is_file(self) -> bool:
-        return self.pretrained is not None and os.path.isfile(self.pretrained)
 
 
 @dataclass(frozen=True)
@@ -74,98 +54,6 @@ class ModelInfo:
     device: str
     precision: str
     notices: tuple[str, ...] = field(default=())
-
-
-def _has_schema(name: str) -> bool:
-    return name.startswith(SCHEMAS)
-
-
-def resolve_source(settings: ModelSettings) -> ModelSource:
-    """Check the model name and pretrained tag or file, and pick the activation they need."""
-    import open_clip
-
-    if _has_schema(settings.model):
-        if settings.pretrained is not None:
-            raise UsageError(
-                f"--pretrained cannot be used with {settings.model}: "
-                "hf-hub: and local-dir: models bring their own weights"
-            )
-        return ModelSource(settings.model, None)
-    arch, _, tag = settings.model.partition(":")  # "ViT-B-32:openai" as open_clip lists them
-    if tag and settings.pretrained is not None:
-        raise UsageError(f"--model {settings.model} already names weights; drop --pretrained")
-    arch = arch.replace("/", "-")
-    if arch not in open_clip.list_models():
-        close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see `clipcls models`"
-        raise UsageError(f"unknown model {settings.model!r}{hint}")
-    tags = open_clip.list_pretrained_tags_by_model(arch)
-    pretrained = tag or settings.pretrained
-    pretrained = pretrained or (DEFAULT_PRETRAINED if DEFAULT_PRETRAINED in tags else None)
-    if pretrained is None:
-        if not tags:
-            raise UsageError(f"open_clip knows no weights for {arch}: give --pretrained FILE")
-        pretrained = tags[0]
-    if os.path.isfile(pretrained):
-        notice = (
-            f"weights from file {pretrained}: image preprocessing falls back to "
-            f"{arch}'s defaults (mean, std, resize), which may not match how they were trained"
-        )
-        return ModelSource(arch, pretrained, notices=(notice,))
-    cfg = open_clip.get_pretrained_cfg(arch, pretrained)
-    if not cfg:
-        close = difflib.get_close_matches(pretrained, tags, n=3, cutoff=0.3)
-        close = close or [t for t in tags if t.startswith(pretrained.split("_")[0])][:3]
-        hint = f"did you mean {', '.join(close)}?" if close else f"tags: {', '.join(tags[:5])}"
-        raise UsageError(
-            f"{arch} has no pretrained tag or file {pretrained!r}; {hint} "
-            f"(`clipcls models --filter {arch}` lists all {len(tags)})"
-        )
-    # Tags trained with QuickGELU must get that activation; a GELU model would load silently wrong.
-    return ModelSource(arch, pretrained, quick_gelu=bool(cfg.get("quick_gelu", False)))
-
-
-def pick_device(requested: Device) -> str:
-    """Resolve auto to cuda, then mps, then cpu; refuse a device this torch cannot use."""
-    import torch
-
-    has_cuda = torch.cuda.is_available()
-    has_mps = bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
-    if requested is Device.AUTO:
-        return "cuda" if has_cuda else "mps" if has_mps else "cpu"
-    if requested is Device.CUDA and not has_cuda:
-        raise UsageError(_no_cuda(torch))
-    if requested is Device.MPS and not has_mps:
-        raise UsageError("--device mps: Apple MPS is not available on this machine")
-    return str(requested.value)
-
-
-def _no_cuda(torch: Any) -> str:
-    """Why --device cuda cannot work here: no GPU visible, or a torch built without CUDA."""
-    if torch.version.cuda is None:
-        return (
-            "--device cuda: this torch is a CPU-only build; install a CUDA build of torch "
-            "(see pytorch.org) to use a GPU"
-        )
-    return (
-        f"--device cuda: no GPU is visible (torch {torch.__version__} has CUDA "
-        f"{torch.version.cuda}; check the driver with nvidia-smi and $CUDA_VISIBLE_DEVICES)"
-    )
-
-
-def pick_precision(requested: Precision, device: str) -> str:
-    """Resolve auto: fp16 on CUDA, bf16 on CPUs with fast bf16, else fp32; no fp16 on the CPU.
-
-    bf16 weights keep image embeddings within cosine 0.997 of fp32 (benchmarks/speed.py
-    measures it) and run 3-4x faster on AMX CPUs.
-    """
-    if requested is Precision.AUTO:
-        if device == "cuda":
-            return "fp16"
-        return "bf16" if device == "cpu" and cpu_has_fast_bf16() else "fp32"
-    if requested is Precision.FP16 and device == "cpu":
-        raise UsageError("--precision fp16 is not supported on the CPU: use fp32 or bf16")
-    return str(requested.value)
 
 
 @contextlib.contextmanager
@@ -226,21 +114,6 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {first}" if len(first) < 20 else first
 
 
-def _failure(source: ModelSource, cache: Path, why: str) -> ModelLoadError:
-    if source.name.startswith("local-dir:"):
-        return ModelLoadError(f"cannot load {source.name}: {why}")
-    if source.is_file:
-        return ModelLoadError(
-            f"cannot load checkpoint {source.pretrained} into {source.name}: {why}"
-        )
-    what = source.name if source.pretrained is None else f"{source.name} ({source.pretrained})"
-    return ModelLoadError(
-        f"cannot load weights for {what}: not in the cache at {cache}, and {why}. Ways out: "
-        "connect to the network once so they download into the cache; or use --model "
-        "local-dir:PATH (see `clipcls models export`); or --pretrained FILE"
-    )
-
-
 def _build(
     source: ModelSource, device: str, precision: str, cache_dir: str, offline: bool
 ) -> tuple[Any, Any, Any]:
@@ -273,14 +146,14 @@ def _load(
         is_local = source.is_file or source.name.startswith("local-dir:")
         if is_local or settings.offline:
             why = _first_line(cached_error) if is_local else "--offline is set"
-            raise _failure(source, cache, why) from cached_error
+            raise load_failure(source, cache, why) from cached_error
         unreachable = _hub_unreachable()
         if unreachable:
-            raise _failure(source, cache, unreachable) from cached_error
+            raise load_failure(source, cache, unreachable) from cached_error
     try:
         return build(offline=False)
     except Exception as error:
-        raise _failure(source, cache, f"the download failed: {_first_line(error)}") from error
+        raise load_failure(source, cache, f"the download failed: {_first_line(error)}") from error
 
 
 class ClipModel:
@@ -310,8 +183,8 @@ class ClipModel:
         # the agreement with a full decode).
         self.draft_size = None if settings.exact_decode else size
         self.max_megapixels = settings.max_megapixels
-        self.cache_key = _cache_key(source, precision, device, preprocess, self.draft_size)
-        self.text_cache_key = _cache_key(source, precision, device, "text", self._truncate_text)
+        self.cache_key = cache_key(source, precision, device, preprocess, self.draft_size)
+        self.text_cache_key = cache_key(source, precision, device, "text", self._truncate_text)
         self._input_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         self.source = source
         self.info = ModelInfo(source.name, source.pretrained, device, precision, source.notices)
@@ -411,74 +284,3 @@ def _unit_rows(features: Any) -> np.ndarray:
 def _input_size(model: Any) -> int:
     size = getattr(getattr(model, "visual", None), "image_size", 224)
     return int(max(size) if isinstance(size, list | tuple) else size)
-
-
-def _file_identity(path: str) -> str:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return path
-    return f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def _cache_key(source: ModelSource, precision: str, device: str, stage: Any, extra: Any) -> str:
-    """What embeddings depend on: weights, precision, device kind, preprocessing (or "text")."""
-    weights = source.pretrained or ""
-    if source.is_file:
-        weights = _file_identity(weights)
-    elif source.name.startswith("local-dir:"):
-        folder = source.name.removeprefix("local-dir:")
-        weights = ",".join(_file_identity(str(p)) for p in sorted(Path(folder).glob("*")))
-    parts = [
-        CACHE_VERSION,
-        source.name,
-        weights,
-        precision,
-        device.split(":")[0],
-        repr(stage),
-        repr(extra),
-    ]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
-
-
-@dataclass(frozen=True)
-class CatalogEntry:
-    """One architecture and pretrained tag open_clip knows."""
-
-    model: str
-    pretrained: str
-    is_default: bool
-    cached: bool
-
-
-def _is_cached(cfg: dict[str, Any], cache_dir: Path) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    # "org/repo/" means the default file names; "org/repo/file.bin" names one file.
-    repo_id, filename = os.path.split(str(cfg.get("hf_hub", "")))
-    if not repo_id:
-        return False
-    names = [filename] if filename else list(WEIGHT_FILES)
-    if filename.endswith((".bin", ".pth")):
-        names.insert(0, filename[:-4] + ".safetensors")
-    return any(
-        isinstance(try_to_load_from_cache(repo_id, name, cache_dir=str(cache_dir)), str)
-        for name in names
-    )
-
-
-def catalog(settings: ModelSettings, text_filter: str = "") -> list[CatalogEntry]:
-    """Architectures and tags open_clip knows, marking the default and what is cached."""
-    import open_clip
-
-    cache_dir = settings.resolved_cache_dir()
-    needle = text_filter.casefold()
-    entries = []
-    for arch, tag in open_clip.list_pretrained():
-        if needle and needle not in f"{arch} {tag}".casefold():
-            continue
-        cfg = open_clip.get_pretrained_cfg(arch, tag)
-        is_default = arch == settings.model and tag == (settings.pretrained or DEFAULT_PRETRAINED)
-        cached = _is_cached(cfg, cache_dir)
-        entries.append(CatalogEntry(arch, tag, is_default, cached))
-    return entries

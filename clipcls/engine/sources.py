@@ -1,0 +1,280 @@
+"""Where a model comes from: an open_clip architecture and tag, a checkpoint file, hf-hub: or
+local-dir:; each source's identity (told without torch) and its failure text."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clipcls.errors import ModelLoadError, UsageError
+from clipcls.settings import DEFAULT_PRETRAINED, ModelSettings
+
+LOCAL_DIR = "local-dir:"
+
+
+HF_HUB = "hf-hub:"
+
+
+SCHEMAS = ("hf-hub:", "local-dir:")
+
+
+# open_clip tries the safetensors file first, then the .bin file.
+WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+CONFIG_FILE = "open_clip_config.json"
+
+
+SAMPLE = 1 << 20  # bytes hashed at each end of a weights file
+
+
+CACHE_VERSION = "clipcls-1"  # bump when embeddings computed for the same inputs would change
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's architecture and weights come from, resolved from the settings."""
+
+    name: str  # what open_clip.create_model takes: an architecture or a schema'd id
+    pretrained: str | None  # a tag, a checkpoint file, or None for schema'd models
+    quick_gelu: bool = False
+    notices: tuple[str, ...] = ()
+
+    @property
+    def is_file(self) -> bool:
+        return self.pretrained is not None and os.path.isfile(self.pretrained)
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """A model's weights as one comparable string; None when only loading can tell (a model
+    named without its pretrained tag takes open_clip's default for it)."""
+
+    key: str | None
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """Size and a hash of both ends of a file: cheap on a 600 MB checkpoint, and a copy of the
+    file gets the same fingerprint."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        size = os.fstat(stream.fileno()).st_size
+        digest.update(stream.read(SAMPLE))
+        if size > 2 * SAMPLE:
+            stream.seek(size - SAMPLE)
+            digest.update(stream.read(SAMPLE))
+        else:
+            digest.update(stream.read())
+    return f"{size}:{digest.hexdigest()[:32]}"
+
+
+def _local_dir(folder: str) -> str | None:
+    root = Path(folder).expanduser()
+    weights = next((root / name for name in WEIGHT_FILES if (root / name).is_file()), None)
+    config = root / CONFIG_FILE
+    if weights is None or not config.is_file():
+        return None
+    return f"{LOCAL_DIR}{file_fingerprint(config)}+{file_fingerprint(weights)}"
+
+
+def known_architectures() -> set[str]:
+    """open_clip's architecture names, read from its config files without importing torch."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        return set()
+    folder = Path(next(iter(spec.submodule_search_locations))) / "model_configs"
+    return {path.stem for path in folder.glob("*.json")}
+
+
+def check_model_name(settings: ModelSettings) -> None:
+    """Catch the common model-name mistakes in milliseconds, before torch is imported."""
+    name = settings.model
+    if name.startswith(LOCAL_DIR):
+        folder = Path(name.removeprefix(LOCAL_DIR)).expanduser()
+        if not (folder / CONFIG_FILE).is_file():
+            what = "is not a folder" if not folder.is_dir() else f"has no {CONFIG_FILE}"
+            raise UsageError(
+                f"--model {name}: {folder} {what}; make one with "
+                "`clipcls models export ARCH FOLDER` (see `clipcls models`)"
+            )
+        return
+    arch = name.partition(":")[0]
+    known = known_architectures()
+    if name.startswith(HF_HUB) or not known or arch.replace("/", "-") in known:
+        return
+    if "/" in arch:  # a transformers id such as openai/clip-vit-base-patch32
+        raise UsageError(
+            f"--model {name} looks like a Hugging Face transformers id; clipcls runs open_clip "
+            f"models: {_transformers_hint(arch)}, or hf-hub:ORG/REPO for an open_clip repo"
+        )
+
+
+TRANSFORMERS = {  # transformers' CLIP ids and the same weights in open_clip
+    "openai/clip-vit-base-patch32": "ViT-B-32 with --pretrained openai",
+    "openai/clip-vit-base-patch16": "ViT-B-16 with --pretrained openai",
+    "openai/clip-vit-large-patch14": "ViT-L-14 with --pretrained openai",
+    "openai/clip-vit-large-patch14-336": "ViT-L-14-336 with --pretrained openai",
+}
+
+
+def _transformers_hint(name: str) -> str:
+    match = TRANSFORMERS.get(name.lower())
+    return f"use --model {match}" if match else "see `clipcls models` for architecture names"
+
+
+def model_identity(settings: ModelSettings) -> ModelIdentity:
+    """The identity of the weights the settings name (key None if unknown before loading)."""
+    name = settings.model
+    try:
+        if name.startswith(LOCAL_DIR):
+            return ModelIdentity(_local_dir(name.removeprefix(LOCAL_DIR)))
+        if name.startswith(HF_HUB):
+            return ModelIdentity(name)
+        arch, _, tag = name.partition(":")
+        arch = arch.replace("/", "-")
+        pretrained = tag or settings.pretrained
+        if pretrained and os.path.isfile(pretrained):
+            return ModelIdentity(f"{arch}+file:{file_fingerprint(pretrained)}")
+        return ModelIdentity(f"{arch}:{pretrained}" if pretrained else None)
+    except OSError:
+        return ModelIdentity(None)  # unreadable: loading reports it properly
+
+
+def _has_schema(name: str) -> bool:
+    return name.startswith(SCHEMAS)
+
+
+def resolve_source(settings: ModelSettings) -> ModelSource:
+    """Check the model name and pretrained tag or file, and pick the activation they need."""
+    import open_clip
+
+    if _has_schema(settings.model):
+        if settings.pretrained is not None:
+            raise UsageError(
+                f"--pretrained cannot be used with {settings.model}: "
+                "hf-hub: and local-dir: models bring their own weights"
+            )
+        return ModelSource(settings.model, None)
+    arch, _, tag = settings.model.partition(":")  # "ViT-B-32:openai" as open_clip lists them
+    if tag and settings.pretrained is not None:
+        raise UsageError(f"--model {settings.model} already names weights; drop --pretrained")
+    arch = arch.replace("/", "-")
+    if arch not in open_clip.list_models():
+        close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else "; see `clipcls models`"
+        raise UsageError(f"unknown model {settings.model!r}{hint}")
+    tags = open_clip.list_pretrained_tags_by_model(arch)
+    pretrained = tag or settings.pretrained
+    pretrained = pretrained or (DEFAULT_PRETRAINED if DEFAULT_PRETRAINED in tags else None)
+    if pretrained is None:
+        if not tags:
+            raise UsageError(f"open_clip knows no weights for {arch}: give --pretrained FILE")
+        pretrained = tags[0]
+    if os.path.isfile(pretrained):
+        notice = (
+            f"weights from file {pretrained}: image preprocessing falls back to "
+            f"{arch}'s defaults (mean, std, resize), which may not match how they were trained"
+        )
+        return ModelSource(arch, pretrained, notices=(notice,))
+    cfg = open_clip.get_pretrained_cfg(arch, pretrained)
+    if not cfg:
+        close = difflib.get_close_matches(pretrained, tags, n=3, cutoff=0.3)
+        close = close or [t for t in tags if t.startswith(pretrained.split("_")[0])][:3]
+        hint = f"did you mean {', '.join(close)}?" if close else f"tags: {', '.join(tags[:5])}"
+        raise UsageError(
+            f"{arch} has no pretrained tag or file {pretrained!r}; {hint} "
+            f"(`clipcls models --filter {arch}` lists all {len(tags)})"
+        )
+    # Tags trained with QuickGELU must get that activation; a GELU model would load silently wrong.
+    return ModelSource(arch, pretrained, quick_gelu=bool(cfg.get("quick_gelu", False)))
+
+
+def load_failure(source: ModelSource, cache: Path, why: str) -> ModelLoadError:
+    if source.name.startswith("local-dir:"):
+        return ModelLoadError(f"cannot load {source.name}: {why}")
+    if source.is_file:
+        return ModelLoadError(
+            f"cannot load checkpoint {source.pretrained} into {source.name}: {why}"
+        )
+    what = source.name if source.pretrained is None else f"{source.name} ({source.pretrained})"
+    return ModelLoadError(
+        f"cannot load weights for {what}: not in the cache at {cache}, and {why}. Ways out: "
+        "connect to the network once so they download into the cache; or use --model "
+        "local-dir:PATH (see `clipcls models export`); or --pretrained FILE"
+    )
+
+
+def file_identity(path: str) -> str:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return path
+    return f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}"
+
+
+def cache_key(source: ModelSource, precision: str, device: str, stage: Any, extra: Any) -> str:
+    """What embeddings depend on: weights, precision, device kind, preprocessing (or "text")."""
+    weights = source.pretrained or ""
+    if source.is_file:
+        weights = file_identity(weights)
+    elif source.name.startswith("local-dir:"):
+        folder = source.name.removeprefix("local-dir:")
+        weights = ",".join(file_identity(str(p)) for p in sorted(Path(folder).glob("*")))
+    parts = [
+        CACHE_VERSION,
+        source.name,
+        weights,
+        precision,
+        device.split(":")[0],
+        repr(stage),
+        repr(extra),
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One architecture and pretrained tag open_clip knows."""
+
+    model: str
+    pretrained: str
+    is_default: bool
+    cached: bool
+
+
+def _is_cached(cfg: dict[str, Any], cache_dir: Path) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    # "org/repo/" means the default file names; "org/repo/file.bin" names one file.
+    repo_id, filename = os.path.split(str(cfg.get("hf_hub", "")))
+    if not repo_id:
+        return False
+    names = [filename] if filename else list(WEIGHT_FILES)
+    if filename.endswith((".bin", ".pth")):
+        names.insert(0, filename[:-4] + ".safetensors")
+    return any(
+        isinstance(try_to_load_from_cache(repo_id, name, cache_dir=str(cache_dir)), str)
+        for name in names
+    )
+
+
+def catalog(settings: ModelSettings, text_filter: str = "") -> list[CatalogEntry]:
+    """Architectures and tags open_clip knows, marking the default and what is cached."""
+    import open_clip
+
+    cache_dir = settings.resolved_cache_dir()
+    needle = text_filter.casefold()
+    entries = []
+    for arch, tag in open_clip.list_pretrained():
+        if needle and needle not in f"{arch} {tag}".casefold():
+            continue
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+        is_default = arch == settings.model and tag == (settings.pretrained or DEFAULT_PRETRAINED)
+        cached = _is_cached(cfg, cache_dir)
+        entries.append(CatalogEntry(arch, tag, is_default, cached))
+    return entries
