@@ -14,11 +14,12 @@ from clipcls.classify import Classifier
 from clipcls.engine.sources import model_identity
 from clipcls.errors import ClipclsError
 from clipcls.labels import Label
-from clipcls.manifest import RunSetup
-from clipcls.outputs import Format, RecordedRow, Recovered
+from clipcls.output.files import Format
+from clipcls.output.manifest import RunSetup
+from clipcls.output.resume import RecordedRow, Recovered
+from clipcls.output.rows import DEFAULT_UNKNOWN, Columns, Row, clean_text, to_row
 from clipcls.pathtext import path_key, path_to_text
 from clipcls.prompts import TemplateSet
-from clipcls.rows import DEFAULT_UNKNOWN, Columns, Row, clean_text, to_row
 from clipcls.settings import ModelSettings
 from clipcls.sorting import (
     SortMode,

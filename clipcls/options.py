@@ -23,8 +23,8 @@ from rich.progress import (
 from rich.text import Text
 
 from clipcls.errors import ClipclsError, ExitStatus, UsageError
-from clipcls.outputs import check_writable
-from clipcls.render import plain_console, plural
+from clipcls.output.files import check_writable
+from clipcls.output.writers import plain_console, plural
 from clipcls.settings import CACHE_ENV, DEFAULT_MODEL, Device, Precision
 
 stderr = plain_console(stderr=True)

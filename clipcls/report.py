@@ -16,8 +16,8 @@ from clipcls import __version__
 from clipcls.errors import ImageError, UsageError
 from clipcls.evaluation import Evaluation, headline, percent
 from clipcls.images import load_image
+from clipcls.output.rows import clean_text
 from clipcls.pathtext import path_to_text
-from clipcls.rows import clean_text
 
 GALLERY_MAX = 60
 THUMBNAIL = 180

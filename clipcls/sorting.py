@@ -13,7 +13,7 @@ from enum import Enum
 from pathlib import Path
 
 from clipcls.errors import UsageError
-from clipcls.outlock import lock_exclusively
+from clipcls.output.lock import lock_exclusively
 from clipcls.pathtext import NAME_MAX, fit_name, name_bytes
 
 # Characters no common file system takes in a name, and control characters.

@@ -280,7 +280,7 @@ def label_six_images(tiny_model: str, tmp_path: Path) -> tuple[list[str], Path]:
 def test_write_errors_stop_cleanly_and_resume(
     tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from clipcls import render
+    from clipcls.output import writers as render
 
     args, out = label_six_images(tiny_model, tmp_path)
     original = render.CsvWriter.write

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 
 from clipcls.classify import LabelScore
 from clipcls.cli import app
-from clipcls.render import TableWriter
-from clipcls.rows import Row
+from clipcls.output.rows import Row
+from clipcls.output.writers import TableWriter
 
 runner = CliRunner()
 

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from clipcls.cache import MAX_ENV, EmbeddingCache, clear_cache
 from clipcls.options import CacheDirOpt, DebugOpt, notice, reported_errors
-from clipcls.render import plain_console
+from clipcls.output.writers import plain_console
 from clipcls.settings import ModelSettings
 
 EXAMPLES = """

@@ -49,11 +49,11 @@ from clipcls.options import (
     stderr,
     warn,
 )
-from clipcls.outputs import Format, format_for
+from clipcls.output.files import Format, format_for
+from clipcls.output.rows import clean_text
+from clipcls.output.writers import plain_console
 from clipcls.pathtext import path_to_text
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
-from clipcls.render import plain_console
-from clipcls.rows import clean_text
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
 
 EXAMPLES = """

@@ -32,10 +32,8 @@ from clipcls.commands.common import (
 )
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
-from clipcls.label_output import LabelOutput, begin, check_loaded_model, open_label_output
 from clipcls.labeling import LabelJob, LabelOptions, Summary, is_done, run_setup
 from clipcls.labels import Label
-from clipcls.manifest import RunSetup
 from clipcls.options import (
     CacheDirOpt,
     DebugOpt,
@@ -59,10 +57,13 @@ from clipcls.options import (
     tracked,
     warn,
 )
-from clipcls.outputs import APPENDABLE, Format, Recovered, format_for
+from clipcls.output.files import APPENDABLE, Format, format_for
+from clipcls.output.label_file import LabelOutput, begin, check_loaded_model, open_label_output
+from clipcls.output.manifest import RunSetup
+from clipcls.output.resume import Recovered
+from clipcls.output.rows import DEFAULT_UNKNOWN, clean_text
+from clipcls.output.writers import make_writer, plural
 from clipcls.prompts import DEFAULT_TEMPLATES
-from clipcls.render import make_writer, plural
-from clipcls.rows import DEFAULT_UNKNOWN, clean_text
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision, model_id
 from clipcls.sorting import MARKER, SortMode, claim_sort_folder
 

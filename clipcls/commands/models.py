@@ -20,7 +20,7 @@ from clipcls.options import (
     stderr,
     warn,
 )
-from clipcls.render import plain_console
+from clipcls.output.writers import plain_console
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
 
 LIST_EXAMPLES = """

@@ -47,10 +47,10 @@ from clipcls.options import (
     tracked,
     warn,
 )
-from clipcls.outputs import Format, format_for
+from clipcls.output.files import Format, format_for
+from clipcls.output.rows import Columns, to_row
+from clipcls.output.writers import make_writer, plural
 from clipcls.prompts import DEFAULT_TEMPLATES
-from clipcls.render import make_writer, plural
-from clipcls.rows import Columns, to_row
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
 
 EXAMPLES = """

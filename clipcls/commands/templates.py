@@ -9,8 +9,8 @@ from rich.table import Table
 from rich.text import Text
 
 from clipcls.options import DebugOpt, reported_errors
+from clipcls.output.writers import plain_console
 from clipcls.prompts import DEFAULT_TEMPLATES, list_template_sets, load_templates
-from clipcls.render import plain_console
 
 EXAMPLES = """
 [bold]Examples[/bold]

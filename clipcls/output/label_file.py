@@ -11,11 +11,19 @@ from pathlib import Path
 from typing import TextIO
 
 from clipcls.errors import UsageError
-from clipcls.manifest import RunSetup, differences, read_setup, remove_setup, sidecar, write_setup
-from clipcls.outlock import lock_exclusively
-from clipcls.outputs import Format, Recovered, check_target, recover
+from clipcls.output.files import Format, check_target
+from clipcls.output.lock import lock_exclusively
+from clipcls.output.manifest import (
+    RunSetup,
+    differences,
+    read_setup,
+    remove_setup,
+    sidecar,
+    write_setup,
+)
+from clipcls.output.resume import Recovered, recover
+from clipcls.output.rows import Columns
 from clipcls.pathtext import text_to_path
-from clipcls.rows import Columns
 
 
 @dataclass

@@ -13,8 +13,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from clipcls.outputs import Format
-from clipcls.rows import Columns, Row, clean_text
+from clipcls.output.files import Format
+from clipcls.output.rows import Columns, Row, clean_text
 
 
 def plural(count: int, noun: str) -> str:

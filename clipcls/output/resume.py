@@ -1,4 +1,5 @@
-"""Label output files: pick CSV or JSONL, refuse to clobber, and recover a file to resume it."""
+"""Resuming a label output: read which files are done and where they went, without changing
+a byte, and refuse a file clipcls did not write."""
 
 from __future__ import annotations
 
@@ -8,86 +9,17 @@ import os
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
 from pathlib import Path
 
 from clipcls.errors import UsageError
+from clipcls.output.files import Format
+from clipcls.output.rows import Columns
 from clipcls.pathtext import path_key, text_to_path
-from clipcls.rows import Columns
-
-
-class Format(str, Enum):
-    """Output formats, for every command."""
-
-    TABLE = "table"
-    CSV = "csv"
-    JSON = "json"
-    JSONL = "jsonl"
-
-
-# A label run appends, so it writes only the formats that can grow a row at a time.
-APPENDABLE = (Format.CSV, Format.JSONL)
-
 
 PENDING_WINDOW = 1024
+
+
 MAX_LINE = 1 << 20  # longer lines are not ours: paths end at 4 KiB
-SUFFIXES = {
-    ".csv": Format.CSV,
-    ".json": Format.JSON,
-    ".jsonl": Format.JSONL,
-    ".ndjson": Format.JSONL,
-    ".txt": Format.TABLE,
-}
-
-
-def format_for(
-    output: Path | None,
-    explicit: Format | None,
-    allowed: tuple[Format, ...] = tuple(Format),
-) -> Format:
-    """The format: --format, else the output's extension, else a table on stdout.
-
-    A --format that contradicts the extension, or a format the command cannot write, is a
-    usage error; so is an output whose extension says nothing without --format.
-    """
-    named = SUFFIXES.get(output.suffix.lower()) if output is not None else None
-    choices = "|".join(f.value for f in allowed)
-    if explicit is not None and named is not None and explicit is not named:
-        raise UsageError(
-            f"--format {explicit.value} contradicts the extension of {output} "
-            f"({named.value}): drop --format or rename the file"
-        )
-    found = explicit or named
-    if found is None and output is not None:
-        raise UsageError(f"cannot tell the format of {output} from its name: --format {choices}")
-    found = found or allowed[0]
-    if found not in allowed:
-        raise UsageError(f"this command writes {choices}, not {found.value}")
-    return found
-
-
-def check_writable(path: Path) -> None:
-    """Fail before any model loads if the output file cannot be created or appended to."""
-    if path.is_dir():
-        raise UsageError(f"--output {path} is a directory; give a file name")
-    if not path.parent.is_dir():
-        raise UsageError(f"--output folder does not exist: {path.parent}")
-    target = path if path.exists() else path.parent
-    if not os.access(target, os.W_OK):
-        raise UsageError(f"cannot write {path}: permission denied")
-
-
-def check_target(path: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to replace an existing output unless told to resume or overwrite it."""
-    if resume and overwrite:
-        raise UsageError("give --resume or --overwrite, not both")
-    check_writable(path)
-    if path.exists() and not path.is_file():
-        raise UsageError(f"--output {path} is not a regular file")
-    if path.exists() and path.stat().st_size > 0 and not (resume or overwrite):
-        raise UsageError(
-            f"{path} already exists: add --resume to continue it or --overwrite to replace it"
-        )
 
 
 @dataclass(frozen=True)
