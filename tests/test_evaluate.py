@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from clipcls.cli import app
 from clipcls.errors import UsageError
-from clipcls.evaluation import class_labels, folder_text, load_dataset
-from clipcls.metrics import compute_metrics
+from clipcls.evaluation.dataset import class_labels, folder_text, load_dataset
+from clipcls.evaluation.metrics import compute_metrics
 
 runner = CliRunner()
 REPORT_KEYS = {

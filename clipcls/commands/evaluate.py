@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,17 +12,10 @@ from clipcls.cache import EmbeddingCache
 from clipcls.classify import default_batch_size
 from clipcls.commands.common import BatchSizeOpt, QuietOpt, load_model, open_cache
 from clipcls.errors import ClipclsError
-from clipcls.eval_render import print_results
-from clipcls.evaluation import (
-    Dataset,
-    Evaluation,
-    class_labels,
-    embed_dataset,
-    evaluate_embedded,
-    load_dataset,
-    prediction_rows,
-    report,
-)
+from clipcls.evaluation.dataset import Dataset, class_labels, embed_dataset, load_dataset
+from clipcls.evaluation.exports import json_document, write_predictions
+from clipcls.evaluation.scoring import Evaluation, evaluate_embedded
+from clipcls.evaluation.terminal import print_results
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS
 from clipcls.labels import Label
 from clipcls.options import (
@@ -52,7 +43,6 @@ from clipcls.options import (
 from clipcls.output.files import Format, format_for
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import plain_console
-from clipcls.pathtext import path_to_text
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
 
@@ -100,33 +90,8 @@ def _evaluate_model(
     return results
 
 
-def _text(value: object) -> object:
-    return clean_text(value) if isinstance(value, str) else value
-
-
-def _clean(document: Any) -> Any:
-    """A JSON document whose strings are all valid UTF-8 (undecodable name bytes as \\xNN)."""
-    if isinstance(document, dict):
-        return {_clean(key): _clean(value) for key, value in document.items()}
-    if isinstance(document, list | tuple):
-        return [_clean(value) for value in document]
-    return _text(document)
-
-
-def _write_predictions(path: Path, evaluations: list[Evaluation]) -> None:
-    several = len(evaluations) > 1
-    with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream, lineterminator="\n")
-        head = ["path", "true_class", "predicted_class", "probability", "correct", "error"]
-        writer.writerow(head + (["setup"] if several else []))
-        for evaluation in evaluations:
-            for row in prediction_rows(evaluation):
-                values = [path_to_text(row[0]), *(_text(value) for value in row[1:])]
-                writer.writerow(values + ([clean_text(evaluation.name)] if several else []))
-
-
 def _write_report(page: Path, evaluations: list[Evaluation], dataset: Path) -> None:
-    from clipcls.report import write_report
+    from clipcls.evaluation.html import write_report
 
     with stderr.status("drawing the report"):
         write_report(page, evaluations, dataset)
@@ -232,7 +197,7 @@ def evaluate(
         check_output_path(predictions)
         check_output_path(report_file)
         if report_file is not None:
-            from clipcls.report import require_matplotlib
+            from clipcls.evaluation.html import require_matplotlib
 
             require_matplotlib()
         ks = tuple(sorted({5, *(top_k or [])} - {1}))  # top-1 and top-5 always; -k adds
@@ -257,14 +222,12 @@ def evaluate(
             warn(clean_text(error))
         with open_output(output) as stream:
             if fmt is Format.JSON:
-                reports = [report(e) for e in evaluations]
-                document = reports[0] if len(reports) == 1 else reports
-                stream.write(json.dumps(_clean(document), indent=2, ensure_ascii=False) + "\n")
+                stream.write(json_document(evaluations) + "\n")
             else:
                 print_results(plain_console(file=stream), evaluations)
         # Each output on its own: one that fails never costs the others the embedding work.
         unwritten = []
-        if predictions is not None and not _saved(_write_predictions, predictions, evaluations):
+        if predictions is not None and not _saved(write_predictions, predictions, evaluations):
             unwritten.append(str(predictions))
         elif predictions is not None and not quiet:
             notice(f"wrote per-image predictions to {clean_text(str(predictions))}")

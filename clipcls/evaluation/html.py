@@ -14,7 +14,8 @@ import numpy as np
 
 from clipcls import __version__
 from clipcls.errors import ImageError, UsageError
-from clipcls.evaluation import Evaluation, headline, percent
+from clipcls.evaluation.exports import headline, percent
+from clipcls.evaluation.scoring import Evaluation
 from clipcls.images import load_image
 from clipcls.output.rows import clean_text
 from clipcls.pathtext import path_to_text

@@ -9,7 +9,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from clipcls.evaluation import Evaluation, headline, percent
+from clipcls.evaluation.exports import headline, percent
+from clipcls.evaluation.scoring import Evaluation
 
 FULL_MATRIX_MAX = 12  # wider matrices do not fit a terminal; list the top confusions instead
 TOP_CONFUSIONS = 15

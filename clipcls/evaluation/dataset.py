@@ -1,0 +1,109 @@
+"""An evaluation dataset: one folder of images per class, their texts, and their embeddings."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from clipcls.cache import EmbeddingCache
+from clipcls.errors import UsageError
+from clipcls.images import iter_image_paths
+from clipcls.labels import Label, read_labels_file
+from clipcls.pipeline import Encoder, embed_paths
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images with their true class: classes are the sorted immediate subfolders."""
+
+    root: Path
+    classes: tuple[str, ...]
+    paths: tuple[Path, ...]
+    targets: tuple[int, ...]  # class index of each path
+
+
+def _class_folders(root: Path) -> list[Path]:
+    if not root.is_dir():
+        raise UsageError(f"dataset folder does not exist or is not a folder: {root}")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise UsageError(f"{root} has no class folders: expected {root}/<class>/<image>")
+    return folders
+
+
+def load_dataset(
+    root: Path, max_per_class: int | None = None, seed: int = 0, include_hidden: bool = False
+) -> Dataset:
+    """Find the classes and their images (recursively), optionally N random images per class."""
+    folders = _class_folders(root)
+    rng = random.Random(seed)
+    paths: list[Path] = []
+    targets: list[int] = []
+    for index, folder in enumerate(folders):
+        found = list(iter_image_paths([str(folder)], include_hidden))
+        if max_per_class is not None and len(found) > max_per_class:
+            found = sorted(rng.sample(found, max_per_class))
+        paths.extend(found)
+        targets.extend([index] * len(found))
+    if not paths:
+        raise UsageError(f"no images found in the class folders of {root}")
+    return Dataset(root, tuple(f.name for f in folders), tuple(paths), tuple(targets))
+
+
+def folder_text(folder: str) -> str:
+    """The text for a class folder: `golden_retriever` and `golden-retriever` read as words."""
+    return " ".join(folder.replace("_", " ").replace("-", " ").split())
+
+
+def class_labels(classes: Sequence[str], classnames: Path | None = None) -> tuple[Label, ...]:
+    """One label per class folder, its texts from the folder name or a classnames file."""
+    given = (
+        {label.name: label.texts for label in read_labels_file(classnames)} if classnames else {}
+    )
+    unknown = sorted(set(given) - set(classes))
+    if unknown:
+        raise UsageError(f"{classnames} names folders that do not exist: {', '.join(unknown)}")
+    return tuple(Label(c, given.get(c, (folder_text(c),))) for c in classes)
+
+
+@dataclass
+class EmbeddedDataset:
+    """Image embeddings of a dataset for one model; unreadable files are kept, not dropped."""
+
+    embeddings: np.ndarray  # (n_readable, dim)
+    targets: np.ndarray  # (n_readable,)
+    paths: list[str]
+    failures: list[tuple[str, int, str]] = field(default_factory=list)  # path, class, error
+
+
+def embed_dataset(
+    encoder: Encoder,
+    dataset: Dataset,
+    batch_size: int,
+    advance: Callable[[int], None] = lambda n: None,
+    cache: EmbeddingCache | None = None,
+) -> EmbeddedDataset:
+    """Embed every image once; template and label changes then cost no image work."""
+    chunks: list[np.ndarray] = []
+    targets: list[int] = []
+    paths: list[str] = []
+    failures: list[tuple[str, int, str]] = []
+    position = 0
+    for batch in embed_paths(encoder, dataset.paths, batch_size, cache):
+        for path, error in zip(batch.paths, batch.errors, strict=True):
+            target = dataset.targets[position]
+            position += 1
+            if error is None:
+                paths.append(path)
+                targets.append(target)
+            else:
+                failures.append((path, target, error))
+        if len(batch.embeddings):
+            chunks.append(batch.embeddings)
+        advance(len(batch.paths))
+    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+    return EmbeddedDataset(embeddings, np.asarray(targets, dtype=np.int64), paths, failures)
