@@ -412,7 +412,7 @@ def test_hf_hub_models_are_accepted_and_explained_when_unavailable(photos: Path)
 
 
 def test_rate_is_steady_from_the_first_update_when_images_come_in_batches() -> None:
-    from clipcls.options import SteadyRate
+    from clipcls.cli.console import SteadyRate
 
     steady, shown = SteadyRate(), []
     count = 0
@@ -428,7 +428,7 @@ def test_rate_is_steady_from_the_first_update_when_images_come_in_batches() -> N
 def test_progress_bar_shows_rate_when_stderr_is_a_terminal(monkeypatch) -> None:
     from rich.console import Console
 
-    from clipcls import options
+    from clipcls.cli import console as options
 
     screen = io.StringIO()
     monkeypatch.setattr(options, "stderr", Console(file=screen, force_terminal=True, width=100))

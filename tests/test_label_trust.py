@@ -20,7 +20,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clipcls.cli import app
-from clipcls.options import Interrupted, InterruptGuard
+from clipcls.cli.interrupts import Interrupted, InterruptGuard
 from clipcls.pathtext import path_to_text, text_to_path
 from clipcls.sorting import SortMode, place, unique_destination
 

@@ -9,17 +9,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from clipcls.cli.console import notice, reported_errors, stderr, warn
+from clipcls.cli.options import CacheDirOpt, DebugOpt, OfflineOpt, PretrainedOpt
 from clipcls.errors import UsageError
-from clipcls.options import (
-    CacheDirOpt,
-    DebugOpt,
-    OfflineOpt,
-    PretrainedOpt,
-    notice,
-    reported_errors,
-    stderr,
-    warn,
-)
 from clipcls.output.writers import plain_console
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
 

@@ -1,15 +1,14 @@
-"""What the CLI commands share: model options, error reporting, stderr notices, output files."""
+"""stderr for people: warnings and notices, one-line errors with exit codes, progress bars."""
 
 from __future__ import annotations
 
 import contextlib
 import math
-import signal
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Annotated, TextIO, TypeVar
+from typing import TextIO, TypeVar
 
 import typer
 from rich.progress import (
@@ -22,115 +21,15 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from clipcls.errors import ClipclsError, ExitStatus, UsageError
+from clipcls.cli.interrupts import exit_code_of
+from clipcls.errors import ClipclsError, UsageError
 from clipcls.output.files import check_writable
 from clipcls.output.writers import plain_console, plural
-from clipcls.settings import CACHE_ENV, DEFAULT_MODEL, Device, Precision
 
 stderr = plain_console(stderr=True)
-T = TypeVar("T")
 
-MODEL_PANEL = "Model"
-ModelOpt = Annotated[
-    str,
-    typer.Option(
-        "--model",
-        "-m",
-        rich_help_panel=MODEL_PANEL,
-        help="open_clip architecture, hf-hub:ORG/REPO, or local-dir:PATH.",
-    ),
-]
-PretrainedOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--pretrained",
-        "-p",
-        show_default=f"datacomp_xl_s13b_b90k for {DEFAULT_MODEL}",
-        rich_help_panel=MODEL_PANEL,
-        help="Pretrained tag (see `clipcls models`) or a local checkpoint FILE.",
-    ),
-]
-DeviceOpt = Annotated[
-    Device,
-    typer.Option("--device", rich_help_panel=MODEL_PANEL, help="auto: cuda, then mps, then cpu."),
-]
-PrecisionOpt = Annotated[
-    Precision,
-    typer.Option(
-        "--precision",
-        rich_help_panel=MODEL_PANEL,
-        help="auto: fp16 on CUDA, bf16 on AMX/AVX512-BF16 CPUs, else fp32.",
-    ),
-]
-CacheDirOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--cache-dir",
-        envvar=CACHE_ENV,
-        file_okay=False,
-        rich_help_panel=MODEL_PANEL,
-        help="Where downloaded weights and embeddings are cached.",
-        show_default="the user cache dir",
-    ),
-]
-OfflineOpt = Annotated[
-    bool,
-    typer.Option("--offline", rich_help_panel=MODEL_PANEL, help="Use cached weights only."),
-]
-SPEED_PANEL = "Speed"
-ExactDecodeOpt = Annotated[
-    bool,
-    typer.Option(
-        "--exact-decode",
-        rich_help_panel=SPEED_PANEL,
-        help="Decode JPEGs at full size (slower; the default draft decode agrees to cos 0.995).",
-    ),
-]
-WorkersOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--workers",
-        min=0,
-        rich_help_panel=SPEED_PANEL,
-        help="Image decode threads.",
-        show_default="from the cores",
-    ),
-]
-NoCacheOpt = Annotated[
-    bool,
-    typer.Option(
-        "--no-cache",
-        rich_help_panel=SPEED_PANEL,
-        help="Neither read nor write the embedding cache.",
-    ),
-]
-INPUT_PANEL = "Input"
-IncludeHiddenOpt = Annotated[
-    bool,
-    typer.Option(
-        "--include-hidden",
-        rich_help_panel=INPUT_PANEL,
-        help="Also take hidden files and folders (names starting with a dot).",
-    ),
-]
-MaxMegapixelsOpt = Annotated[
-    float,
-    typer.Option(
-        "--max-megapixels",
-        min=0.001,
-        rich_help_panel=INPUT_PANEL,
-        help="Refuse images whose declared size is larger (decompression bombs).",
-    ),
-]
-StrictOpt = Annotated[
-    bool,
-    typer.Option(
-        "--strict",
-        rich_help_panel=INPUT_PANEL,
-        help="Exit 1 if any image could not be read (all results are still written).",
-    ),
-]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+
+T = TypeVar("T")
 
 
 def warn(message: str) -> None:
@@ -271,68 +170,3 @@ def tracked(items: Iterable[T], total: int, show: bool, description: str) -> Ite
         for count, item in enumerate(items, start=1):
             yield item
             progress.update(task, advance=1, rate=steady.update(count, time.monotonic()))
-
-
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C, SIGTERM or SIGHUP: the run stops as after Ctrl-C, exiting 128 + the signal."""
-
-    def __init__(self, signum: int = signal.SIGINT) -> None:
-        super().__init__()
-        self.signum = signum
-
-    @property
-    def exit_code(self) -> int:
-        return 128 + int(self.signum)
-
-
-def exit_code_of(interrupt: KeyboardInterrupt) -> int:
-    """130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP."""
-    return (
-        interrupt.exit_code if isinstance(interrupt, Interrupted) else int(ExitStatus.INTERRUPTED)
-    )
-
-
-STOP_SIGNALS = tuple(
-    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
-)
-
-
-class InterruptGuard:
-    """Ctrl-C, SIGTERM and SIGHUP stop at once, except inside a critical section, where they
-    wait for its end.
-
-    A row and its file move are one critical section: an interrupt never leaves half a row in
-    the output or a file moved without its row.
-    """
-
-    def __init__(self) -> None:
-        self.critical = False
-        self.pending: int | None = None
-
-    def _handler(self, signum: int, frame: object) -> None:
-        if self.critical:
-            self.pending = signum
-        else:
-            raise Interrupted(signum)
-
-    @contextlib.contextmanager
-    def installed(self) -> Iterator[InterruptGuard]:
-        """Route the stop signals through this guard while the block runs."""
-        previous = {signum: signal.signal(signum, self._handler) for signum in STOP_SIGNALS}
-        try:
-            yield self
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-
-    @contextlib.contextmanager
-    def section(self) -> Iterator[None]:
-        """Hold the stop signals until the block is done, then act on them."""
-        self.critical = True
-        try:
-            yield
-        finally:
-            self.critical = False
-        if self.pending is not None:
-            signum, self.pending = self.pending, None
-            raise Interrupted(signum)

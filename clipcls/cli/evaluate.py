@@ -10,15 +10,19 @@ import typer
 
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import default_batch_size
-from clipcls.commands.common import BatchSizeOpt, QuietOpt, load_model, open_cache
-from clipcls.errors import ClipclsError
-from clipcls.evaluation.dataset import Dataset, class_labels, embed_dataset, load_dataset
-from clipcls.evaluation.exports import json_document, write_predictions
-from clipcls.evaluation.scoring import Evaluation, evaluate_embedded
-from clipcls.evaluation.terminal import print_results
-from clipcls.images import DEFAULT_MAX_MEGAPIXELS
-from clipcls.labels import Label
-from clipcls.options import (
+from clipcls.cli.console import (
+    check_output_path,
+    fail_if_strict,
+    notice,
+    open_output,
+    progress_bar,
+    reported_errors,
+    stderr,
+    warn,
+)
+from clipcls.cli.inputs import load_model, open_cache
+from clipcls.cli.options import (
+    BatchSizeOpt,
     CacheDirOpt,
     DebugOpt,
     DeviceOpt,
@@ -29,17 +33,17 @@ from clipcls.options import (
     OfflineOpt,
     PrecisionOpt,
     PretrainedOpt,
+    QuietOpt,
     StrictOpt,
     WorkersOpt,
-    check_output_path,
-    fail_if_strict,
-    notice,
-    open_output,
-    progress_bar,
-    reported_errors,
-    stderr,
-    warn,
 )
+from clipcls.errors import ClipclsError
+from clipcls.evaluation.dataset import Dataset, class_labels, embed_dataset, load_dataset
+from clipcls.evaluation.exports import json_document, write_predictions
+from clipcls.evaluation.scoring import Evaluation, evaluate_embedded
+from clipcls.evaluation.terminal import print_results
+from clipcls.images import DEFAULT_MAX_MEGAPIXELS
+from clipcls.labels import Label
 from clipcls.output.files import Format, format_for
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import plain_console

@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 
 from clipcls.cache import MAX_ENV, EmbeddingCache, clear_cache
-from clipcls.options import CacheDirOpt, DebugOpt, notice, reported_errors
+from clipcls.cli.console import notice, reported_errors
+from clipcls.cli.options import CacheDirOpt, DebugOpt
 from clipcls.output.writers import plain_console
 from clipcls.settings import ModelSettings
 

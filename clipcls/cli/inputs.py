@@ -1,4 +1,5 @@
-"""What the commands that classify share: label, template and input options, model loading."""
+"""What the classifying commands share: labels, templates and input paths from the options, and
+loading the model with a word on stderr about what runs where."""
 
 from __future__ import annotations
 
@@ -6,77 +7,17 @@ import contextlib
 import gc
 import sys
 from pathlib import Path
-from typing import Annotated
-
-import typer
 
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier
+from clipcls.cli.console import notice, stderr, warn
 from clipcls.engine.model import ClipModel, ModelInfo
 from clipcls.engine.sources import check_model_name
 from clipcls.errors import UsageError
 from clipcls.images import STDIN, check_inputs, read_path_list
 from clipcls.labels import Label, parse_labels, read_labels_file
-from clipcls.options import notice, stderr, warn
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.settings import ModelSettings
-
-PathsArg = Annotated[
-    list[str],
-    typer.Argument(
-        help="Image files or folders; - reads paths from stdin.",
-        metavar="PATH...",
-        show_default=False,
-    ),
-]
-BatchSizeOpt = Annotated[
-    int | None,
-    typer.Option(
-        "--batch-size",
-        min=1,
-        help="Images per batch.",
-        show_default="32 on the CPU, 128 on a GPU",
-    ),
-]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notices.")]
-
-INPUT_PANEL = "Labels and prompts"
-LabelsOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--labels",
-        "-l",
-        rich_help_panel=INPUT_PANEL,
-        help="Comma-separated labels, e.g. cat,dog,car.",
-    ),
-]
-LabelsFileOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--labels-file",
-        exists=True,
-        dir_okay=False,
-        rich_help_panel=INPUT_PANEL,
-        help="One label per line; `name: text | text` gives a label several texts.",
-    ),
-]
-TemplatesOpt = Annotated[
-    str,
-    typer.Option(
-        "--templates",
-        "-t",
-        rich_help_panel=INPUT_PANEL,
-        help="Template set name (see `clipcls templates`) or FILE.",
-    ),
-]
-TemplateOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--template",
-        rich_help_panel=INPUT_PANEL,
-        help='One template such as "a photo of a {}."; repeat for several.',
-    ),
-]
 
 
 def read_labels(labels: str | None, labels_file: Path | None) -> tuple[Label, ...]:

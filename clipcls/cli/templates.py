@@ -8,7 +8,8 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from clipcls.options import DebugOpt, reported_errors
+from clipcls.cli.console import reported_errors
+from clipcls.cli.options import DebugOpt
 from clipcls.output.writers import plain_console
 from clipcls.prompts import DEFAULT_TEMPLATES, list_template_sets, load_templates
 

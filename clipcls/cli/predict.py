@@ -8,36 +8,7 @@ from typing import Annotated
 
 import typer
 
-from clipcls.commands.common import (
-    BatchSizeOpt,
-    LabelsFileOpt,
-    LabelsOpt,
-    PathsArg,
-    QuietOpt,
-    TemplateOpt,
-    TemplatesOpt,
-    load_classifier,
-    open_cache,
-    read_inputs,
-    read_labels,
-    read_templates,
-)
-from clipcls.errors import ClipclsError, UsageError
-from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
-from clipcls.options import (
-    CacheDirOpt,
-    DebugOpt,
-    DeviceOpt,
-    ExactDecodeOpt,
-    IncludeHiddenOpt,
-    MaxMegapixelsOpt,
-    ModelOpt,
-    NoCacheOpt,
-    OfflineOpt,
-    PrecisionOpt,
-    PretrainedOpt,
-    StrictOpt,
-    WorkersOpt,
+from clipcls.cli.console import (
     check_output_path,
     fail_if_strict,
     notice,
@@ -47,6 +18,31 @@ from clipcls.options import (
     tracked,
     warn,
 )
+from clipcls.cli.inputs import load_classifier, open_cache, read_inputs, read_labels, read_templates
+from clipcls.cli.options import (
+    BatchSizeOpt,
+    CacheDirOpt,
+    DebugOpt,
+    DeviceOpt,
+    ExactDecodeOpt,
+    IncludeHiddenOpt,
+    LabelsFileOpt,
+    LabelsOpt,
+    MaxMegapixelsOpt,
+    ModelOpt,
+    NoCacheOpt,
+    OfflineOpt,
+    PathsArg,
+    PrecisionOpt,
+    PretrainedOpt,
+    QuietOpt,
+    StrictOpt,
+    TemplateOpt,
+    TemplatesOpt,
+    WorkersOpt,
+)
+from clipcls.errors import ClipclsError, UsageError
+from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
 from clipcls.output.files import Format, format_for
 from clipcls.output.rows import Columns, to_row
 from clipcls.output.writers import make_writer, plural

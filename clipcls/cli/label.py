@@ -16,47 +16,35 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from clipcls.commands.common import (
+from clipcls.cli.console import fail_if_strict, notice, reported_errors, stderr, tracked, warn
+from clipcls.cli.inputs import load_classifier, open_cache, read_inputs, read_labels, read_templates
+from clipcls.cli.interrupts import InterruptGuard, exit_code_of
+from clipcls.cli.options import (
     BatchSizeOpt,
-    LabelsFileOpt,
-    LabelsOpt,
-    PathsArg,
-    QuietOpt,
-    TemplateOpt,
-    TemplatesOpt,
-    load_classifier,
-    open_cache,
-    read_inputs,
-    read_labels,
-    read_templates,
-)
-from clipcls.errors import ClipclsError, UsageError
-from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
-from clipcls.labeling import LabelJob, LabelOptions, Summary, is_done, run_setup
-from clipcls.labels import Label
-from clipcls.options import (
     CacheDirOpt,
     DebugOpt,
     DeviceOpt,
     ExactDecodeOpt,
     IncludeHiddenOpt,
-    InterruptGuard,
+    LabelsFileOpt,
+    LabelsOpt,
     MaxMegapixelsOpt,
     ModelOpt,
     NoCacheOpt,
     OfflineOpt,
+    PathsArg,
     PrecisionOpt,
     PretrainedOpt,
+    QuietOpt,
     StrictOpt,
+    TemplateOpt,
+    TemplatesOpt,
     WorkersOpt,
-    exit_code_of,
-    fail_if_strict,
-    notice,
-    reported_errors,
-    stderr,
-    tracked,
-    warn,
 )
+from clipcls.errors import ClipclsError, UsageError
+from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
+from clipcls.labeling import LabelJob, LabelOptions, Summary, is_done, run_setup
+from clipcls.labels import Label
 from clipcls.output.files import APPENDABLE, Format, format_for
 from clipcls.output.label_file import LabelOutput, begin, check_loaded_model, open_label_output
 from clipcls.output.manifest import RunSetup

@@ -10,14 +10,14 @@ import typer
 from typer.core import TyperGroup, TyperOption
 
 from clipcls import __version__
-from clipcls.commands.cache import cache_app
-from clipcls.commands.evaluate import evaluate
-from clipcls.commands.label import label
-from clipcls.commands.models import models_app
-from clipcls.commands.predict import predict
-from clipcls.commands.templates import templates
+from clipcls.cli.cache import cache_app
+from clipcls.cli.console import stderr
+from clipcls.cli.evaluate import evaluate
+from clipcls.cli.label import label
+from clipcls.cli.models import models_app
+from clipcls.cli.predict import predict
+from clipcls.cli.templates import templates
 from clipcls.errors import ExitStatus
-from clipcls.options import stderr
 
 _value_type = TyperOption.display_type_rich
 

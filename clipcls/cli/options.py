@@ -1,0 +1,214 @@
+"""Every command-line option, declared once as an Annotated alias, in named help panels; and
+the one place model settings are built from the parsed options."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clipcls.settings import CACHE_ENV, DEFAULT_MODEL, Device, Precision
+
+PathsArg = Annotated[
+    list[str],
+    typer.Argument(
+        help="Image files or folders; - reads paths from stdin.",
+        metavar="PATH...",
+        show_default=False,
+    ),
+]
+
+
+LABELS_PANEL = "Labels and prompts"
+
+
+LabelsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--labels",
+        "-l",
+        rich_help_panel=LABELS_PANEL,
+        help="Comma-separated labels, e.g. cat,dog,car.",
+    ),
+]
+
+
+LabelsFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--labels-file",
+        exists=True,
+        dir_okay=False,
+        rich_help_panel=LABELS_PANEL,
+        help="One label per line; `name: text | text` gives a label several texts.",
+    ),
+]
+
+
+TemplatesOpt = Annotated[
+    str,
+    typer.Option(
+        "--templates",
+        "-t",
+        rich_help_panel=LABELS_PANEL,
+        help="Template set name (see `clipcls templates`) or FILE.",
+    ),
+]
+
+
+TemplateOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--template",
+        rich_help_panel=LABELS_PANEL,
+        help='One template such as "a photo of a {}."; repeat for several.',
+    ),
+]
+
+
+BatchSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--batch-size",
+        min=1,
+        help="Images per batch.",
+        show_default="32 on the CPU, 128 on a GPU",
+    ),
+]
+
+
+QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notices.")]
+
+
+MODEL_PANEL = "Model"
+
+
+ModelOpt = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        rich_help_panel=MODEL_PANEL,
+        help="open_clip architecture, hf-hub:ORG/REPO, or local-dir:PATH.",
+    ),
+]
+
+
+PretrainedOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pretrained",
+        "-p",
+        show_default=f"datacomp_xl_s13b_b90k for {DEFAULT_MODEL}",
+        rich_help_panel=MODEL_PANEL,
+        help="Pretrained tag (see `clipcls models`) or a local checkpoint FILE.",
+    ),
+]
+
+
+DeviceOpt = Annotated[
+    Device,
+    typer.Option("--device", rich_help_panel=MODEL_PANEL, help="auto: cuda, then mps, then cpu."),
+]
+
+
+PrecisionOpt = Annotated[
+    Precision,
+    typer.Option(
+        "--precision",
+        rich_help_panel=MODEL_PANEL,
+        help="auto: fp16 on CUDA, bf16 on AMX/AVX512-BF16 CPUs, else fp32.",
+    ),
+]
+
+
+CacheDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--cache-dir",
+        envvar=CACHE_ENV,
+        file_okay=False,
+        rich_help_panel=MODEL_PANEL,
+        help="Where downloaded weights and embeddings are cached.",
+        show_default="the user cache dir",
+    ),
+]
+
+
+OfflineOpt = Annotated[
+    bool,
+    typer.Option("--offline", rich_help_panel=MODEL_PANEL, help="Use cached weights only."),
+]
+
+
+SPEED_PANEL = "Speed"
+
+
+ExactDecodeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--exact-decode",
+        rich_help_panel=SPEED_PANEL,
+        help="Decode JPEGs at full size (slower; the default draft decode agrees to cos 0.995).",
+    ),
+]
+
+
+WorkersOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=0,
+        rich_help_panel=SPEED_PANEL,
+        help="Image decode threads.",
+        show_default="from the cores",
+    ),
+]
+
+
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        rich_help_panel=SPEED_PANEL,
+        help="Neither read nor write the embedding cache.",
+    ),
+]
+
+
+FILES_PANEL = "Input files"
+
+
+IncludeHiddenOpt = Annotated[
+    bool,
+    typer.Option(
+        "--include-hidden",
+        rich_help_panel=FILES_PANEL,
+        help="Also take hidden files and folders (names starting with a dot).",
+    ),
+]
+
+
+MaxMegapixelsOpt = Annotated[
+    float,
+    typer.Option(
+        "--max-megapixels",
+        min=0.001,
+        rich_help_panel=FILES_PANEL,
+        help="Refuse images whose declared size is larger (decompression bombs).",
+    ),
+]
+
+
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict",
+        rich_help_panel=FILES_PANEL,
+        help="Exit 1 if any image could not be read (all results are still written).",
+    ),
+]
+
+
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
