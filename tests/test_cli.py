@@ -324,11 +324,26 @@ def test_templates_command_lists_and_shows() -> None:
     assert run("templates", "nope").exit_code == 2
 
 
+def every_command(group=None, path=()):  # type: ignore[no-untyped-def]
+    """Every command path of the app, subcommands included, found by walking Click's tree."""
+    import typer.main
+
+    group = group or typer.main.get_command(app)
+    for name, command in group.commands.items():
+        yield (*path, name)
+        if hasattr(command, "commands"):
+            yield from every_command(command, (*path, name))
+
+
 def test_every_command_help_has_examples() -> None:
-    for command in (["predict"], ["models"], ["models", "export"], ["templates"]):
+    commands = list(every_command())
+    assert (
+        len(commands) >= 9
+    )  # predict label evaluate templates models(+export) cache(+info, clear)
+    for command in commands:
         result = run(*command, "--help")
         assert result.exit_code == 0 and "Examples" in result.stdout, command
-        assert "clipcls " in result.stdout
+        assert f"clipcls {command[0]}" in result.stdout, command
 
 
 def test_help_shows_the_defaults_that_depend_on_the_machine() -> None:

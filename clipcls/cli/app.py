@@ -10,13 +10,14 @@ import typer
 from typer.core import TyperGroup, TyperOption
 
 from clipcls import __version__
+from clipcls.cli import evaluate as evaluate_command
+from clipcls.cli import label as label_command
+from clipcls.cli import predict as predict_command
+from clipcls.cli import templates as templates_command
+from clipcls.cli.cache import EXAMPLES as CACHE_EXAMPLES
 from clipcls.cli.cache import cache_app
 from clipcls.cli.console import stderr
-from clipcls.cli.evaluate import evaluate
-from clipcls.cli.label import label
 from clipcls.cli.models import models_app
-from clipcls.cli.predict import predict
-from clipcls.cli.templates import templates
 from clipcls.errors import ExitStatus
 
 _value_type = TyperOption.display_type_rich
@@ -66,12 +67,15 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command()(predict)
-app.command()(label)
-app.command()(evaluate)
-app.command()(templates)
+# Each command's examples close its --help (epilog), kept beside the command in its module.
+app.command(epilog=predict_command.EXAMPLES)(predict_command.predict)
+app.command(epilog=label_command.EXAMPLES)(label_command.label)
+app.command(epilog=evaluate_command.EXAMPLES)(evaluate_command.evaluate)
+app.command(epilog=templates_command.EXAMPLES)(templates_command.templates)
 app.add_typer(models_app, name="models")
-app.add_typer(cache_app, name="cache", help="Inspect or clear the embedding cache.")
+app.add_typer(
+    cache_app, name="cache", help="Inspect or clear the embedding cache.", epilog=CACHE_EXAMPLES
+)
 
 
 def _print_version(value: bool) -> None:

@@ -32,7 +32,7 @@ def _size(count: int) -> str:
     return f"{count / 1024**2:,.1f} MB" if count < 1024**3 else f"{count / 1024**3:,.2f} GB"
 
 
-@cache_app.command("info")
+@cache_app.command("info", epilog=EXAMPLES)
 def info(cache_dir: CacheDirOpt = None, debug: DebugOpt = False) -> None:
     """Where the embedding cache is, how big, and what it holds."""
     with reported_errors(debug):
@@ -48,7 +48,7 @@ def info(cache_dir: CacheDirOpt = None, debug: DebugOpt = False) -> None:
         plain_console().print(table)
 
 
-@cache_app.command("clear")
+@cache_app.command("clear", epilog=EXAMPLES)
 def clear(cache_dir: CacheDirOpt = None, debug: DebugOpt = False) -> None:
     """Delete every cached embedding (downloaded weights stay)."""
     with reported_errors(debug):
@@ -57,5 +57,4 @@ def clear(cache_dir: CacheDirOpt = None, debug: DebugOpt = False) -> None:
         notice(f"removed the embedding cache in {folder} ({_size(freed)})")
 
 
-info.__doc__ = (info.__doc__ or "") + "\n" + EXAMPLES
 clear.__doc__ = (clear.__doc__ or "") + "\n" + EXAMPLES

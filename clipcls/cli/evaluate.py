@@ -36,6 +36,7 @@ from clipcls.cli.options import (
     QuietOpt,
     StrictOpt,
     WorkersOpt,
+    model_settings,
 )
 from clipcls.errors import ClipclsError
 from clipcls.evaluation.dataset import Dataset, class_labels, embed_dataset, load_dataset
@@ -113,6 +114,7 @@ def _saved(write: Callable[..., None], *args: Any) -> bool:
 
 
 def evaluate(
+    ctx: typer.Context,
     dataset_dir: Annotated[
         Path,
         typer.Argument(help="Folder with one subfolder of images per class.", show_default=False),
@@ -207,17 +209,7 @@ def evaluate(
         ks = tuple(sorted({5, *(top_k or [])} - {1}))  # top-1 and top-5 always; -k adds
         evaluations: list[Evaluation] = []
         for model in models or [DEFAULT_MODEL]:
-            settings = ModelSettings(
-                model,
-                pretrained,
-                device,
-                precision,
-                cache_dir,
-                offline,
-                exact_decode,
-                workers,
-                max_megapixels,
-            )
+            settings = model_settings(ctx, model)
             cache = open_cache(settings, no_cache)
             evaluations += _evaluate_model(
                 settings, dataset, labels, template_sets, batch_size, ks, quiet, cache
@@ -243,6 +235,3 @@ def evaluate(
         if unwritten:
             raise ClipclsError(f"could not write {', '.join(unwritten)} (see above)")
         fail_if_strict(strict, len(evaluations[0].data.failures))
-
-
-evaluate.__doc__ = (evaluate.__doc__ or "") + "\n" + EXAMPLES

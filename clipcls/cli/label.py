@@ -40,6 +40,7 @@ from clipcls.cli.options import (
     TemplateOpt,
     TemplatesOpt,
     WorkersOpt,
+    model_settings,
 )
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
@@ -52,7 +53,7 @@ from clipcls.output.resume import Recovered
 from clipcls.output.rows import DEFAULT_UNKNOWN, clean_text
 from clipcls.output.writers import make_writer, plural
 from clipcls.prompts import DEFAULT_TEMPLATES
-from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision, model_id
+from clipcls.settings import DEFAULT_MODEL, Device, Precision, model_id
 from clipcls.sorting import MARKER, SortMode, claim_sort_folder
 
 EXAMPLES = """
@@ -207,6 +208,7 @@ def _write(
 
 
 def label(
+    ctx: typer.Context,
     paths: PathsArg,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="CSV or JSONL file to write (by extension).")
@@ -291,17 +293,7 @@ def label(
             raise UsageError("--mode and --dry-run need --sort-into DIR")
         unknown = check_unknown_label(unknown_label, threshold, label_list)
         options = LabelOptions(top_k, threshold, unknown, sort_into, mode, dry_run)
-        settings = ModelSettings(
-            model,
-            pretrained,
-            device,
-            precision,
-            cache_dir,
-            offline,
-            exact_decode,
-            workers,
-            max_megapixels,
-        )
+        settings = model_settings(ctx)
         setup = run_setup(kind, options, label_list, template_set, settings)
         columns = options.columns(len(label_list))
         keep = mode is SortMode.MOVE or dry_run
@@ -341,6 +333,3 @@ def label(
         if not quiet:
             _report(job.summary, output, options)
         fail_if_strict(strict, job.summary.failures)
-
-
-label.__doc__ = (label.__doc__ or "") + "\n" + EXAMPLES

@@ -33,7 +33,7 @@ EXPORT_EXAMPLES = """
 models_app = typer.Typer(rich_markup_mode="rich", no_args_is_help=False)
 
 
-@models_app.callback(invoke_without_command=True)
+@models_app.callback(invoke_without_command=True, epilog=LIST_EXAMPLES)
 def models(
     ctx: typer.Context,
     text_filter: Annotated[
@@ -74,7 +74,7 @@ def models(
         notice(f"{len(entries)} rows; weights cache: {settings.resolved_cache_dir()}")
 
 
-@models_app.command("export")
+@models_app.command("export", epilog=EXPORT_EXAMPLES)
 def export(
     model: Annotated[str, typer.Argument(help="Architecture, hf-hub:ORG/REPO or local-dir:PATH.")],
     folder: Annotated[
@@ -101,5 +101,4 @@ def export(
         notice(f"wrote {folder}: use it with --model local-dir:{folder}")
 
 
-models.__doc__ = (models.__doc__ or "") + "\n" + LIST_EXAMPLES
 export.__doc__ = (export.__doc__ or "") + "\n" + EXPORT_EXAMPLES

@@ -4,11 +4,18 @@ the one place model settings are built from the parsed options."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from clipcls.settings import CACHE_ENV, DEFAULT_MODEL, Device, Precision
+from clipcls.settings import (
+    CACHE_ENV,
+    DEFAULT_MODEL,
+    DEFAULT_PRETRAINED,
+    Device,
+    ModelSettings,
+    Precision,
+)
 
 PathsArg = Annotated[
     list[str],
@@ -100,7 +107,7 @@ PretrainedOpt = Annotated[
     typer.Option(
         "--pretrained",
         "-p",
-        show_default=f"datacomp_xl_s13b_b90k for {DEFAULT_MODEL}",
+        show_default=f"{DEFAULT_PRETRAINED} for {DEFAULT_MODEL}",
         rich_help_panel=MODEL_PANEL,
         help="Pretrained tag (see `clipcls models`) or a local checkpoint FILE.",
     ),
@@ -212,3 +219,19 @@ StrictOpt = Annotated[
 
 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+
+
+def model_settings(ctx: typer.Context, model: str | None = None) -> ModelSettings:
+    """The model settings from a command's parsed options (ctx.params); model overridable."""
+    params: dict[str, Any] = ctx.params
+    return ModelSettings(
+        model=model or params["model"],
+        pretrained=params["pretrained"],
+        device=params["device"],
+        precision=params["precision"],
+        cache_dir=params["cache_dir"],
+        offline=params["offline"],
+        exact_decode=params["exact_decode"],
+        workers=params["workers"],
+        max_megapixels=params["max_megapixels"],
+    )

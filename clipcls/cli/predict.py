@@ -40,6 +40,7 @@ from clipcls.cli.options import (
     TemplateOpt,
     TemplatesOpt,
     WorkersOpt,
+    model_settings,
 )
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
@@ -47,7 +48,7 @@ from clipcls.output.files import Format, format_for
 from clipcls.output.rows import Columns, to_row
 from clipcls.output.writers import make_writer, plural
 from clipcls.prompts import DEFAULT_TEMPLATES
-from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
+from clipcls.settings import DEFAULT_MODEL, Device, Precision
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -60,6 +61,7 @@ EXAMPLES = """
 
 
 def predict(
+    ctx: typer.Context,
     paths: PathsArg,
     labels: LabelsOpt = None,
     labels_file: LabelsFileOpt = None,
@@ -103,17 +105,7 @@ def predict(
             raise UsageError(f"no images found in {', '.join(inputs)}")
         check_output_path(output)
         fmt = format_for(output, fmt)
-        settings = ModelSettings(
-            model,
-            pretrained,
-            device,
-            precision,
-            cache_dir,
-            offline,
-            exact_decode,
-            workers,
-            max_megapixels,
-        )
+        settings = model_settings(ctx)
         classifier, _ = load_classifier(
             settings, label_list, template_set, batch_size, quiet, open_cache(settings, no_cache)
         )
@@ -142,6 +134,3 @@ def predict(
         elif failures and not quiet:
             notice(f"{failures} of {plural(total, 'image')} could not be read")
         fail_if_strict(strict, failures)
-
-
-predict.__doc__ = (predict.__doc__ or "") + "\n" + EXAMPLES

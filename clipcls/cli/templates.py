@@ -49,6 +49,3 @@ def templates(
                 Text(found.templates[0]),
             )
         console.print(table)
-
-
-templates.__doc__ = (templates.__doc__ or "") + "\n" + EXAMPLES
