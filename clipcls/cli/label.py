@@ -44,7 +44,7 @@ from clipcls.cli.options import (
 )
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
-from clipcls.labeling import LabelJob, LabelOptions, Summary, is_done, run_setup
+from clipcls.label_job import LabelJob, LabelOptions, Summary, is_done, run_setup
 from clipcls.labels import Label
 from clipcls.output.files import APPENDABLE, Format, format_for
 from clipcls.output.label_file import LabelOutput, begin, check_loaded_model, open_label_output
@@ -150,16 +150,6 @@ def _count(inputs: list[str], options: LabelOptions, recovered: Recovered, hidde
     return sum(1 for path in walk if not is_done(recovered, path, options))
 
 
-def _place_pending(job: LabelJob, guard: InterruptGuard) -> None:
-    """Finish placing the files of the last rows an interrupted run wrote."""
-    for recorded in job.pending_placements():
-        with guard.section():
-            try:
-                job.place(recorded)
-            except ClipclsError as error:  # the file went away meanwhile: say so, go on
-                warn(str(error))
-
-
 def _write(
     job: LabelJob,
     out: LabelOutput,
@@ -177,12 +167,12 @@ def _write(
         stream = begin(out, setup)
         try:
             writer = make_writer(kind, stream, job.columns, header=out.header)
-            _place_pending(job, guard)
+            for problem in job.finish_pending(guard.section):
+                warn(problem)
             walk = iter_image_paths(inputs, hidden, exclude=job.options.sort_into)
-            for row in tracked(job.rows(walk), total, show, "labeling"):
-                with guard.section():
-                    writer.write(row)
-                    job.place(row)
+            for row in tracked(
+                job.write_rows(writer, walk, guard.section), total, show, "labeling"
+            ):
                 if row.error is not None:
                     warn(clean_text(row.error))
             writer.close()

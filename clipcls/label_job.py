@@ -1,14 +1,17 @@
-"""Batch labeling: stream rows for a directory tree, skip what a resumed file holds, sort files."""
+"""A label job: rows for a tree of images, resumable, each file placed after its row is saved."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from clipcls.classify import Classifier
 from clipcls.engine.sources import model_identity
@@ -30,6 +33,9 @@ from clipcls.sorting import (
     same_file,
     unique_destination,
 )
+
+if TYPE_CHECKING:
+    from clipcls.output.writers import Writer
 
 
 @dataclass(frozen=True)
@@ -159,6 +165,9 @@ def is_done(recovered: Recovered, path: Path, options: LabelOptions) -> bool:
     return same_file(path, Path(moved_to), by_content=False)
 
 
+Section = Callable[[], AbstractContextManager[Any]]
+
+
 class LabelJob:
     """Turn image paths into rows, one per file, skipping those a resumed file already holds."""
 
@@ -215,6 +224,32 @@ class LabelJob:
                 self.summary.per_label[row.label] += 1
             else:
                 self.summary.failures += 1
+            yield row
+
+    def finish_pending(self, section: Section = contextlib.nullcontext) -> list[str]:
+        """Finish placing the files of the last rows an interrupted run wrote; the problems
+        (a file that went away meanwhile), one message each."""
+        problems = []
+        for recorded in self.pending_placements():
+            with section():
+                try:
+                    self.place(recorded)
+                except ClipclsError as error:
+                    problems.append(str(error))
+        return problems
+
+    def write_rows(
+        self, writer: Writer, paths: Iterable[Path], section: Section = contextlib.nullcontext
+    ) -> Iterator[Row]:
+        """Write each path's row, then place its file, yielding rows as they are written.
+
+        Each row and its placement run inside one `section()` (the CLI's holds stop signals
+        until it ends), so an interrupt never leaves a row without its file or the reverse.
+        """
+        for row in self.rows(paths):
+            with section():
+                writer.write(row)
+                self.place(row)
             yield row
 
     def place(self, row: Row | RecordedRow) -> None:
