@@ -198,7 +198,7 @@ def run_clipcls(images: list[Path], model_dir: Path, cache: Path, new_labels: bo
         "steady_ips": steady,
         "by_size_ips": by_size,
         "precision": encoder.info.precision,
-        "workers": encoder.decode_workers,
+        "workers": encoder.plan.decode_workers,
         "torch_threads": encoder.thread_plan.torch_threads,
     }
 

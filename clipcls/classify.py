@@ -57,7 +57,7 @@ def encode_prompts(
 ) -> np.ndarray:
     """Embed each distinct prompt once (and not at all if cached): (n_prompts, dim)."""
     unique = list(dict.fromkeys(prompts))
-    model = getattr(encoder, "text_cache_key", None) if cache is not None else None
+    model = encoder.plan.text_cache_key if cache is not None else None
     known = cache.get_texts(model, unique) if cache is not None and model is not None else {}
     missing = [text for text in unique if text not in known]
     if missing:
@@ -122,7 +122,7 @@ class Classifier:
         self.encoder = encoder
         self.labels = _as_labels(labels)
         self.templates = _as_templates(templates)
-        device = getattr(getattr(encoder, "info", None), "device", "cpu")
+        device = encoder.plan.device
         self.batch_size = batch_size or default_batch_size(device)
         self.cache = cache
         self.label_weights = build_text_classifier(encoder, self.labels, self.templates, cache)

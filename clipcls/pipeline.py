@@ -20,11 +20,27 @@ from clipcls.images import DEFAULT_MAX_MEGAPIXELS, check_image, load_image
 PREFETCH_BATCHES = 2  # decoded batches waiting for the device: bounds memory
 
 
+@dataclass(frozen=True)
+class EmbedPlan:
+    """The seam between the pipeline and an encoder: how its images are decoded and threaded,
+    and the keys its embeddings are cached under (None: not cached). The engine fills it in
+    from the model it loaded; a fake encoder keeps the defaults."""
+
+    draft_size: int | None = None  # libjpeg may decode large JPEGs down to this size
+    max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
+    decode_workers: int = 0  # decode threads; 0 decodes in the calling thread
+    overlap_decode: bool = False  # decode ahead of the device (GPU) or take turns (CPU)
+    image_cache_key: str | None = None
+    text_cache_key: str | None = None
+    device: str = "cpu"
+
+
 class Encoder(Protocol):
     """What the classifier needs from a model; ClipModel is the real one, tests use fakes."""
 
     logit_scale: float
     logit_bias: float | None
+    plan: EmbedPlan
 
     def prepare(self, image: Image.Image) -> Any: ...
 
@@ -54,9 +70,7 @@ class EmbeddedBatch:
 def prepare_path(encoder: Encoder, path: Path | str) -> PreparedImage:
     """Decode and preprocess one file; a failure is recorded, never raised."""
     try:
-        draft = getattr(encoder, "draft_size", None)
-        limit = getattr(encoder, "max_megapixels", DEFAULT_MAX_MEGAPIXELS)
-        image = load_image(path, draft, limit)
+        image = load_image(path, encoder.plan.draft_size, encoder.plan.max_megapixels)
         return PreparedImage(str(path), encoder.prepare(image))
     except ImageError as error:
         return PreparedImage(str(path), error=str(error))
@@ -176,13 +190,11 @@ def embed_paths(
 
     With dim, cached embeddings of another length are taken as a damaged cache.
     """
-    model = getattr(encoder, "cache_key", None)
+    plan = encoder.plan
+    model = plan.image_cache_key
     cache = cache if model is not None else None
-    workers = int(getattr(encoder, "decode_workers", 0))
-    overlap = bool(getattr(encoder, "overlap_decode", False))
-    limit = float(getattr(encoder, "max_megapixels", DEFAULT_MAX_MEGAPIXELS))
-    chunks = _chunks(paths, batch_size, cache, model, limit, dim)
-    for chunk, prepared in _decoded(encoder, chunks, workers, overlap):
+    chunks = _chunks(paths, batch_size, cache, model, plan.max_megapixels, dim)
+    for chunk, prepared in _decoded(encoder, chunks, plan.decode_workers, plan.overlap_decode):
         computed = embed_batch(encoder, prepared)
         if cache is not None and model is not None and len(computed.embeddings):
             cache.put_images(model, _fresh_items(chunk, computed))

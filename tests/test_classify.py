@@ -9,6 +9,7 @@ from PIL import Image
 
 from clipcls.classify import Classifier, build_text_classifier, softmax
 from clipcls.labels import Label
+from clipcls.pipeline import EmbedPlan
 from clipcls.prompts import TemplateSet
 
 DIM = 8
@@ -22,6 +23,7 @@ class FakeEncoder:
     """Texts embed to a fixed random vector per text; images to their mean colour, padded."""
 
     logit_scale = 50.0
+    plan = EmbedPlan()
 
     def __init__(self, logit_bias: float | None = None) -> None:
         self.logit_bias = logit_bias

@@ -22,6 +22,7 @@ from clipcls.cli import app
 from clipcls.errors import ImageError, UsageError
 from clipcls.images import iter_image_paths, load_image
 from clipcls.labels import parse_labels
+from clipcls.pipeline import EmbedPlan
 
 runner = CliRunner()
 PNG = (SAMPLE_IMAGES / "chelsea.png").read_bytes()
@@ -177,6 +178,7 @@ class MeanColour:
     the loading and the error rows, and safe in a forked child."""
 
     logit_scale, logit_bias = 10.0, None
+    plan = EmbedPlan()
 
     def prepare(self, image: Image.Image) -> np.ndarray:
         return np.asarray(image, dtype=np.float32).mean(axis=(0, 1)) + 1.0

@@ -27,7 +27,7 @@ from clipcls.engine.fastpaths import length_batches, normalized_batch
 from clipcls.engine.hardware import plan_threads
 from clipcls.engine.model import ClipModel
 from clipcls.images import load_image
-from clipcls.pipeline import PREFETCH_BATCHES, prepare_path
+from clipcls.pipeline import PREFETCH_BATCHES, EmbedPlan, prepare_path
 from clipcls.settings import ModelSettings, Precision
 
 runner = CliRunner()
@@ -108,7 +108,7 @@ def test_draft_decoding_shrinks_large_jpegs_and_keeps_embeddings(
     Image.open(big).save(png)
     assert load_image(png, draft_size=64).size == (1600, 1200)  # only JPEGs have a draft mode
     fast, exact = fp32(tiny_model), fp32(tiny_model, exact_decode=True)
-    assert fast.draft_size == 32 and exact.draft_size is None
+    assert fast.plan.draft_size == 32 and exact.plan.draft_size is None
     paths = [big, make_jpeg(tmp_path / "wide.jpg", (2400, 800)), SAMPLE_IMAGES / "rocket.jpg"]
     a = fast.encode_prepared([prepare_path(fast, p).tensor for p in paths])
     b = exact.encode_prepared([prepare_path(exact, p).tensor for p in paths])
@@ -128,9 +128,12 @@ class CountingEncoder(FakeEncoder):
 
     def __init__(self, overlap: bool = False, workers: int = 0) -> None:
         super().__init__()
-        self.cache_key = "fake-images"
-        self.text_cache_key = "fake-texts"
-        self.overlap_decode, self.decode_workers = overlap, workers
+        self.plan = EmbedPlan(
+            image_cache_key="fake-images",
+            text_cache_key="fake-texts",
+            overlap_decode=overlap,
+            decode_workers=workers,
+        )
         self.images_encoded = 0
         self.texts_encoded = 0
         self.waiting = 0
@@ -202,13 +205,13 @@ def test_same_prompt_is_encoded_once_per_classifier() -> None:
 
 def test_cache_keys_follow_weights_precision_and_decoding(tiny_model: str) -> None:
     keys = {
-        fp32(tiny_model).cache_key,
-        fp32(tiny_model, exact_decode=True).cache_key,
-        ClipModel(ModelSettings(model=tiny_model, precision=Precision.BF16)).cache_key,
+        fp32(tiny_model).plan.image_cache_key,
+        fp32(tiny_model, exact_decode=True).plan.image_cache_key,
+        ClipModel(ModelSettings(model=tiny_model, precision=Precision.BF16)).plan.image_cache_key,
     }
     assert len(keys) == 3
-    assert fp32(tiny_model).cache_key == fp32(tiny_model).cache_key
-    assert fp32(tiny_model).text_cache_key != fp32(tiny_model).cache_key
+    assert fp32(tiny_model).plan.image_cache_key == fp32(tiny_model).plan.image_cache_key
+    assert fp32(tiny_model).plan.text_cache_key != fp32(tiny_model).plan.image_cache_key
 
 
 def test_cache_stays_within_its_bound(tmp_path: Path) -> None:

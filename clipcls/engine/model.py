@@ -27,6 +27,7 @@ from clipcls.engine.fastpaths import (
 from clipcls.engine.hardware import pick_device, pick_precision, plan_threads
 from clipcls.engine.sources import ModelSource, cache_key, load_failure, resolve_source
 from clipcls.errors import ClipclsError, ModelLoadError
+from clipcls.pipeline import EmbedPlan
 from clipcls.settings import ModelSettings
 
 TEXT_TOKENS = 2048  # tokens per text batch (rows x padded length): small working set, no waste
@@ -172,19 +173,23 @@ class ClipModel:
         self._fast = split_preprocess(preprocess)
         self._truncate_text = can_truncate_text(model)
         self._device = torch.device(device)
-        self.thread_plan = plan_threads(device, settings.workers)
+        threads = plan_threads(device, settings.workers)
         if device == "cpu":
-            torch.set_num_threads(self.thread_plan.torch_threads)
-        self.decode_workers = self.thread_plan.decode_workers
-        self.overlap_decode = device != "cpu"  # on the CPU, decoding and compute take turns
+            torch.set_num_threads(threads.torch_threads)
         size = self._fast.size if self._fast else _input_size(model)
         # Decode large JPEGs at the smallest libjpeg scale (1/2, 1/4, 1/8) still covering the
         # input size; the bicubic resize then finishes the job (benchmarks/speed.py measures
         # the agreement with a full decode).
-        self.draft_size = None if settings.exact_decode else size
-        self.max_megapixels = settings.max_megapixels
-        self.cache_key = cache_key(source, precision, device, preprocess, self.draft_size)
-        self.text_cache_key = cache_key(source, precision, device, "text", self._truncate_text)
+        draft = None if settings.exact_decode else size
+        self.plan = EmbedPlan(
+            draft_size=draft,
+            max_megapixels=settings.max_megapixels,
+            decode_workers=threads.decode_workers,
+            overlap_decode=device != "cpu",  # on the CPU, decoding and compute take turns
+            image_cache_key=cache_key(source, precision, device, preprocess, draft),
+            text_cache_key=cache_key(source, precision, device, "text", self._truncate_text),
+            device=device,
+        )
         self._input_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         self.source = source
         self.info = ModelInfo(source.name, source.pretrained, device, precision, source.notices)
