@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+from PIL import Image
+
+from clipcls.engine.model import ClipModel
+from clipcls.pipeline import EmbedPlan
+from clipcls.settings import ModelSettings, Precision
 
 # Before anything imports huggingface_hub: tests never reach the network.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -76,3 +85,93 @@ def photos(tmp_path: Path) -> Path:
     for name in ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png"):
         (folder / name).write_bytes((SAMPLE_IMAGES / name).read_bytes())
     return folder
+
+
+# Helpers shared by the test modules (no test module imports another).
+
+
+DIM = 8
+
+
+def unit(vector: np.ndarray) -> np.ndarray:
+    return vector / np.linalg.norm(vector, axis=-1, keepdims=True)
+
+
+class FakeEncoder:
+    """Texts embed to a fixed random vector per text; images to their mean colour, padded."""
+
+    logit_scale = 50.0
+    plan = EmbedPlan()
+
+    def __init__(self, logit_bias: float | None = None) -> None:
+        self.logit_bias = logit_bias
+        self.text_calls: list[list[str]] = []
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        rgb = np.asarray(image, dtype=np.float32).mean(axis=(0, 1)) / 255.0
+        return np.concatenate([rgb, np.full(DIM - 3, 0.1, dtype=np.float32)])
+
+    def encode_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+        return unit(np.stack(prepared)).astype(np.float32)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self.text_calls.append(list(texts))
+        return np.stack([self.text_vector(t) for t in texts]).astype(np.float32)
+
+    @staticmethod
+    def text_vector(text: str) -> np.ndarray:
+        seed = sum(ord(c) * (i + 1) for i, c in enumerate(text))
+        return unit(np.random.default_rng(seed).normal(size=DIM))
+
+
+class CountingEncoder(FakeEncoder):
+    """Counts image and text work, and how many decoded images wait for the model at once."""
+
+    def __init__(self, overlap: bool = False, workers: int = 0) -> None:
+        super().__init__()
+        self.plan = EmbedPlan(
+            image_cache_key="fake-images",
+            text_cache_key="fake-texts",
+            overlap_decode=overlap,
+            decode_workers=workers,
+        )
+        self.images_encoded = 0
+        self.texts_encoded = 0
+        self.waiting = 0
+        self.most_waiting = 0
+        self.lock = threading.Lock()
+
+    def prepare(self, image: Image.Image) -> np.ndarray:
+        with self.lock:
+            self.waiting += 1
+            self.most_waiting = max(self.most_waiting, self.waiting)
+        return super().prepare(image)
+
+    def encode_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
+        time.sleep(0.005)  # a slow device, so decoding runs ahead
+        with self.lock:
+            self.waiting -= len(prepared)
+        self.images_encoded += len(prepared)
+        return super().encode_prepared(prepared)
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        self.texts_encoded += len(texts)
+        return super().encode_texts(texts)
+
+
+def colour_images(folder: Path, count: int) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = folder / f"{i:03d}.png"
+        Image.new("RGB", (8, 8), (i * 7 % 256, i * 13 % 256, i * 29 % 256)).save(path)
+        paths.append(path)
+    return paths
+
+
+def fp32(model: str, **kwargs: object) -> ClipModel:
+    return ClipModel(ModelSettings(model=model, precision=Precision.FP32, **kwargs))  # type: ignore[arg-type]
+
+
+def jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines()]

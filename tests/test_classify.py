@@ -1,50 +1,15 @@
 """Scoring with a fake encoder whose embeddings are known, so the arithmetic can be checked."""
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import DIM, FakeEncoder, unit
 from PIL import Image
 
 from clipcls.classify import Classifier, build_text_classifier, softmax
 from clipcls.labels import Label
-from clipcls.pipeline import EmbedPlan
 from clipcls.prompts import TemplateSet
-
-DIM = 8
-
-
-def unit(vector: np.ndarray) -> np.ndarray:
-    return vector / np.linalg.norm(vector, axis=-1, keepdims=True)
-
-
-class FakeEncoder:
-    """Texts embed to a fixed random vector per text; images to their mean colour, padded."""
-
-    logit_scale = 50.0
-    plan = EmbedPlan()
-
-    def __init__(self, logit_bias: float | None = None) -> None:
-        self.logit_bias = logit_bias
-        self.text_calls: list[list[str]] = []
-
-    def prepare(self, image: Image.Image) -> np.ndarray:
-        rgb = np.asarray(image, dtype=np.float32).mean(axis=(0, 1)) / 255.0
-        return np.concatenate([rgb, np.full(DIM - 3, 0.1, dtype=np.float32)])
-
-    def encode_prepared(self, prepared: Sequence[np.ndarray]) -> np.ndarray:
-        return unit(np.stack(prepared)).astype(np.float32)
-
-    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        self.text_calls.append(list(texts))
-        return np.stack([self.text_vector(t) for t in texts]).astype(np.float32)
-
-    @staticmethod
-    def text_vector(text: str) -> np.ndarray:
-        seed = sum(ord(c) * (i + 1) for i, c in enumerate(text))
-        return unit(np.random.default_rng(seed).normal(size=DIM))
-
 
 TWO_TEMPLATES = TemplateSet("two", ("a photo of a {}.", "a drawing of a {}."))
 

@@ -4,7 +4,6 @@ one test per case found by trying to break clipcls."""
 import json
 import os
 import shutil
-import sqlite3
 import tempfile
 import threading
 import time
@@ -13,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_IMAGES
+from conftest import (
+    SAMPLE_IMAGES,
+    jsonl,
+)
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -32,10 +34,6 @@ def predict(model: str, *args: str, labels: str = "cat,dog"):  # type: ignore[no
     return runner.invoke(
         app, ["predict", *args, "--model", model, "--templates", "photo", "--labels", labels]
     )
-
-
-def jsonl(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines()]
 
 
 # Names are data, never markup
@@ -218,109 +216,6 @@ def test_unlistable_folders_are_failures_for_a_user_without_access(tmp_path: Pat
 
 
 # The cache is an accelerator, never a source of errors or wrong answers
-
-
-def cached_run(model: str, folder: Path, *extra: str):  # type: ignore[no-untyped-def]
-    return predict(model, str(folder), "-f", "jsonl", "-q", *extra)
-
-
-DAMAGE = {
-    "renamed column": "ALTER TABLE images RENAME COLUMN vector TO v",
-    "wrong-size vector": "UPDATE images SET vector = x'0000803f'",  # [1.0]: unit, 1-d
-    "odd-size vector": "UPDATE images SET vector = x'000000'",
-    "dropped table": "DROP TABLE texts",
-}
-
-
-@pytest.mark.parametrize("damage", sorted(DAMAGE))
-def test_a_damaged_cache_warns_once_and_answers_right(
-    tiny_model: str, photos: Path, isolated_caches: Path, damage: str
-) -> None:
-    want = cached_run(tiny_model, photos, "--no-cache").stdout
-    assert cached_run(tiny_model, photos).stdout == want
-    with sqlite3.connect(isolated_caches / "embeddings.sqlite3") as db:
-        db.execute(DAMAGE[damage])
-    result = predict(tiny_model, str(photos), "-f", "jsonl")
-    assert result.exit_code == 0, result.output
-    assert result.stdout == want
-    assert result.stderr.count("embedding cache") == 1
-
-
-def test_corrupt_or_foreign_cache_files_are_survived_and_cleared(
-    tiny_model: str, photos: Path, isolated_caches: Path
-) -> None:
-    want = cached_run(tiny_model, photos, "--no-cache").stdout
-    assert cached_run(tiny_model, photos).stdout == want
-    database = isolated_caches / "embeddings.sqlite3"
-    data = bytearray(database.read_bytes())
-    data[4096:8192] = os.urandom(4096)  # corrupt pages
-    database.write_bytes(bytes(data))
-    assert cached_run(tiny_model, photos).stdout == want
-    database.write_bytes(b"this is not a database" * 100)
-    assert cached_run(tiny_model, photos).stdout == want
-    cleared = runner.invoke(app, ["cache", "clear"])
-    assert cleared.exit_code == 0 and not database.exists()
-    assert cached_run(tiny_model, photos).stdout == want
-
-
-def test_a_cache_locked_by_another_process_is_skipped(
-    tiny_model: str, photos: Path, isolated_caches: Path
-) -> None:
-    want = cached_run(tiny_model, photos, "--no-cache").stdout
-    assert cached_run(tiny_model, photos).stdout == want
-    (photos / "new.png").write_bytes((SAMPLE_IMAGES / "coffee.png").read_bytes())
-    holder = sqlite3.connect(isolated_caches / "embeddings.sqlite3", isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
-    try:
-        result = predict(tiny_model, str(photos), "-f", "jsonl")
-    finally:
-        holder.rollback()
-        holder.close()
-    assert result.exit_code == 0 and len(jsonl(result.stdout)) == 5
-    assert result.stderr.count("embedding cache") == 1
-
-
-def test_an_old_schema_is_rebuilt(tiny_model: str, photos: Path, isolated_caches: Path) -> None:
-    isolated_caches.mkdir(parents=True)
-    with sqlite3.connect(isolated_caches / "embeddings.sqlite3") as db:
-        db.execute("CREATE TABLE images (model TEXT, path BLOB, size INT, mtime INT, vector BLOB)")
-    want = cached_run(tiny_model, photos, "--no-cache").stdout
-    result = predict(tiny_model, str(photos), "-f", "jsonl")
-    assert result.stdout == want and "embedding cache" not in result.stderr
-    assert cached_run(tiny_model, photos).stdout == want
-
-
-def test_content_changed_with_size_and_mtime_put_back_is_recomputed(
-    tiny_model: str, tmp_path: Path
-) -> None:
-    image = tmp_path / "same.bmp"
-    Image.new("RGB", (64, 64), (250, 10, 10)).save(image)
-    first = cached_run(tiny_model, image).stdout
-    stamp = image.stat()
-    Image.new("RGB", (64, 64), (10, 10, 250)).save(image)
-    os.utime(image, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
-    assert image.stat().st_size == stamp.st_size
-    assert (
-        cached_run(tiny_model, image).stdout == cached_run(tiny_model, image, "--no-cache").stdout
-    )
-    assert cached_run(tiny_model, image).stdout != first
-
-
-def test_input_checks_apply_to_cached_images(tiny_model: str, photos: Path) -> None:
-    assert cached_run(tiny_model, photos).exit_code == 0
-    limited = cached_run(tiny_model, photos, "--max-megapixels", "0.01")
-    rows = jsonl(limited.stdout)
-    assert rows and all("too large" in row["error"] for row in rows)
-
-
-@pytest.mark.parametrize("value", ["inf", "nan", "-1", "lots"])
-def test_bad_cache_size_is_one_clear_error(
-    tiny_model: str, photos: Path, monkeypatch: pytest.MonkeyPatch, value: str
-) -> None:
-    monkeypatch.setenv("CLIPCLS_CACHE_MAX_GB", value)
-    result = predict(tiny_model, str(photos))
-    assert result.exit_code == 2 and "CLIPCLS_CACHE_MAX_GB" in result.stderr
-    assert result.stderr.count("\n") == 1
 
 
 # evaluate never crashes after the embedding work
