@@ -46,17 +46,6 @@ def test_jsonl_has_one_object_per_image_in_input_order(tiny_model: str, photos: 
         assert sum(p["probability"] for p in ranked) == pytest.approx(1.0, abs=1e-6)
 
 
-def test_stdout_holds_only_results_and_stderr_names_the_device(
-    tiny_model: str, photos: Path
-) -> None:
-    result = predict(tiny_model, str(photos), "--labels", "cat,dog", "-f", "jsonl")
-    assert result.exit_code == 0
-    for line in result.stdout.splitlines():
-        json.loads(line)
-    assert result.stderr.count("model local-dir:") == 1
-    assert re.search(r"on cpu, (fp32|bf16)\n", result.stderr)
-
-
 def test_unreadable_image_is_an_error_object_and_a_warning(tiny_model: str, photos: Path) -> None:
     (photos / "broken.jpg").write_bytes(b"<html>404</html>")
     result = predict(tiny_model, str(photos), "--labels", "cat,dog", "-f", "jsonl")
@@ -68,10 +57,14 @@ def test_unreadable_image_is_an_error_object_and_a_warning(tiny_model: str, phot
     assert "broken.jpg" in result.stderr and "1 of 5 images could not be read" in result.stderr
 
 
-def test_json_is_a_list_of_the_jsonl_objects(tiny_model: str, photos: Path) -> None:
-    jsonl = predict(tiny_model, str(photos), "--labels", "cat,dog", "-f", "jsonl").stdout
+def test_json_is_the_jsonl_objects_and_stderr_only_names_the_device(
+    tiny_model: str, photos: Path
+) -> None:
+    jsonl = predict(tiny_model, str(photos), "--labels", "cat,dog", "-f", "jsonl")
     as_json = predict(tiny_model, str(photos), "--labels", "cat,dog", "-f", "json").stdout
-    assert json.loads(as_json) == [json.loads(line) for line in jsonl.splitlines()]
+    assert json.loads(as_json) == [json.loads(line) for line in jsonl.stdout.splitlines()]
+    assert jsonl.stderr.count("model local-dir:") == 1
+    assert re.search(r"on cpu, (fp32|bf16)\n", jsonl.stderr)
 
 
 def test_csv_columns_and_top_k(tiny_model: str, photos: Path) -> None:
