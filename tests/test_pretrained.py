@@ -6,7 +6,7 @@ import pytest
 from conftest import SAMPLE_IMAGES
 
 from clipcls.classify import Classifier
-from clipcls.engine.sources import catalog
+from clipcls.engine.catalog import catalog
 from clipcls.settings import ModelSettings
 
 # Read before the autouse fixture points the cache at a temp folder.

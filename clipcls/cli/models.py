@@ -46,7 +46,7 @@ def models(
     """List open_clip architectures and pretrained tags: the default, and what is cached."""
     if ctx.invoked_subcommand is not None:
         return
-    from clipcls.engine.sources import catalog
+    from clipcls.engine.catalog import catalog
 
     with reported_errors(debug):
         settings = ModelSettings(DEFAULT_MODEL, None, Device.CPU, Precision.FP32, cache_dir, True)

@@ -25,7 +25,13 @@ from clipcls.engine.fastpaths import (
     to_uint8,
 )
 from clipcls.engine.hardware import pick_device, pick_precision, plan_threads
-from clipcls.engine.sources import ModelSource, cache_key, load_failure, resolve_source
+from clipcls.engine.sources import (
+    ModelSource,
+    cache_key,
+    is_local,
+    load_failure,
+    resolve_source,
+)
 from clipcls.errors import ClipclsError, ModelLoadError
 from clipcls.pipeline import EmbedPlan
 from clipcls.settings import ModelSettings
@@ -144,9 +150,9 @@ def _load(
     try:
         return build(offline=True)
     except Exception as cached_error:  # open_clip raises many types for "no usable weights"
-        is_local = source.is_file or source.name.startswith("local-dir:")
-        if is_local or settings.offline:
-            why = _first_line(cached_error) if is_local else "--offline is set"
+        local = is_local(source)
+        if local or settings.offline:
+            why = _first_line(cached_error) if local else "--offline is set"
             raise load_failure(source, cache, why) from cached_error
         unreachable = _hub_unreachable()
         if unreachable:

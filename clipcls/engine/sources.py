@@ -7,6 +7,7 @@ import difflib
 import hashlib
 import importlib.util
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,6 @@ LOCAL_DIR = "local-dir:"
 
 
 HF_HUB = "hf-hub:"
-
-
-SCHEMAS = ("hf-hub:", "local-dir:")
 
 
 # open_clip tries the safetensors file first, then the .bin file.
@@ -94,18 +92,13 @@ def known_architectures() -> set[str]:
 def check_model_name(settings: ModelSettings) -> None:
     """Catch the common model-name mistakes in milliseconds, before torch is imported."""
     name = settings.model
-    if name.startswith(LOCAL_DIR):
-        folder = Path(name.removeprefix(LOCAL_DIR)).expanduser()
-        if not (folder / CONFIG_FILE).is_file():
-            what = "is not a folder" if not folder.is_dir() else f"has no {CONFIG_FILE}"
-            raise UsageError(
-                f"--model {name}: {folder} {what}; make one with "
-                "`clipcls models export ARCH FOLDER` (see `clipcls models`)"
-            )
+    schema = schema_source(name)
+    if schema is not None:
+        schema.check(name)
         return
     arch = name.partition(":")[0]
     known = known_architectures()
-    if name.startswith(HF_HUB) or not known or arch.replace("/", "-") in known:
+    if not known or arch.replace("/", "-") in known:
         return
     if "/" in arch:  # a transformers id such as openai/clip-vit-base-patch32
         raise UsageError(
@@ -131,10 +124,9 @@ def model_identity(settings: ModelSettings) -> ModelIdentity:
     """The identity of the weights the settings name (key None if unknown before loading)."""
     name = settings.model
     try:
-        if name.startswith(LOCAL_DIR):
-            return ModelIdentity(_local_dir(name.removeprefix(LOCAL_DIR)))
-        if name.startswith(HF_HUB):
-            return ModelIdentity(name)
+        schema = schema_source(name)
+        if schema is not None:
+            return ModelIdentity(schema.identity(name))
         arch, _, tag = name.partition(":")
         arch = arch.replace("/", "-")
         pretrained = tag or settings.pretrained
@@ -146,7 +138,7 @@ def model_identity(settings: ModelSettings) -> ModelIdentity:
 
 
 def _has_schema(name: str) -> bool:
-    return name.startswith(SCHEMAS)
+    return schema_source(name) is not None
 
 
 def resolve_source(settings: ModelSettings) -> ModelSource:
@@ -195,18 +187,29 @@ def resolve_source(settings: ModelSettings) -> ModelSource:
 
 
 def load_failure(source: ModelSource, cache: Path, why: str) -> ModelLoadError:
-    if source.name.startswith("local-dir:"):
-        return ModelLoadError(f"cannot load {source.name}: {why}")
+    """The one line that says why a model could not be loaded, in its source's words."""
+    schema = schema_source(source.name)
+    if schema is not None:
+        return ModelLoadError(schema.failure(source.name, cache, why))
     if source.is_file:
         return ModelLoadError(
             f"cannot load checkpoint {source.pretrained} into {source.name}: {why}"
         )
-    what = source.name if source.pretrained is None else f"{source.name} ({source.pretrained})"
-    return ModelLoadError(
+    return ModelLoadError(_download_failure(f"{source.name} ({source.pretrained})", cache, why))
+
+
+def _download_failure(what: str, cache: Path, why: str) -> str:
+    return (
         f"cannot load weights for {what}: not in the cache at {cache}, and {why}. Ways out: "
         "connect to the network once so they download into the cache; or use --model "
         "local-dir:PATH (see `clipcls models export`); or --pretrained FILE"
     )
+
+
+def is_local(source: ModelSource) -> bool:
+    """Whether the source loads from local files only (no download to fall back on)."""
+    schema = schema_source(source.name)
+    return source.is_file or (schema is not None and schema.local)
 
 
 def file_identity(path: str) -> str:
@@ -220,11 +223,11 @@ def file_identity(path: str) -> str:
 def cache_key(source: ModelSource, precision: str, device: str, stage: Any, extra: Any) -> str:
     """What embeddings depend on: weights, precision, device kind, preprocessing (or "text")."""
     weights = source.pretrained or ""
+    schema = schema_source(source.name)
     if source.is_file:
         weights = file_identity(weights)
-    elif source.name.startswith("local-dir:"):
-        folder = source.name.removeprefix("local-dir:")
-        weights = ",".join(file_identity(str(p)) for p in sorted(Path(folder).glob("*")))
+    elif schema is not None:
+        weights = schema.weights_key(source.name)
     parts = [
         CACHE_VERSION,
         source.name,
@@ -238,43 +241,54 @@ def cache_key(source: ModelSource, precision: str, device: str, stage: Any, extr
 
 
 @dataclass(frozen=True)
-class CatalogEntry:
-    """One architecture and pretrained tag open_clip knows."""
+class SchemaSource:
+    """A model named with a schema, such as `local-dir:PATH` or `hf-hub:ORG/REPO`: everything
+    clipcls asks of it besides loading, which open_clip does from the same name. A new kind of
+    source is one more entry in SCHEMA_SOURCES."""
 
-    model: str
-    pretrained: str
-    is_default: bool
-    cached: bool
-
-
-def _is_cached(cfg: dict[str, Any], cache_dir: Path) -> bool:
-    from huggingface_hub import try_to_load_from_cache
-
-    # "org/repo/" means the default file names; "org/repo/file.bin" names one file.
-    repo_id, filename = os.path.split(str(cfg.get("hf_hub", "")))
-    if not repo_id:
-        return False
-    names = [filename] if filename else list(WEIGHT_FILES)
-    if filename.endswith((".bin", ".pth")):
-        names.insert(0, filename[:-4] + ".safetensors")
-    return any(
-        isinstance(try_to_load_from_cache(repo_id, name, cache_dir=str(cache_dir)), str)
-        for name in names
-    )
+    prefix: str
+    check: Callable[[str], None]  # a fast check of the name, before torch (UsageError)
+    identity: Callable[[str], str | None]  # which weights, for --resume (None: unknown)
+    weights_key: Callable[[str], str]  # what cached embeddings depend on, beside the name
+    failure: Callable[[str, Path, str], str]  # why loading failed: (name, cache folder, why)
+    local: bool  # loads from files here, with no download to fall back on
 
 
-def catalog(settings: ModelSettings, text_filter: str = "") -> list[CatalogEntry]:
-    """Architectures and tags open_clip knows, marking the default and what is cached."""
-    import open_clip
+def _check_local_dir(name: str) -> None:
+    folder = Path(name.removeprefix(LOCAL_DIR)).expanduser()
+    if not (folder / CONFIG_FILE).is_file():
+        what = "is not a folder" if not folder.is_dir() else f"has no {CONFIG_FILE}"
+        raise UsageError(
+            f"--model {name}: {folder} {what}; make one with "
+            "`clipcls models export ARCH FOLDER` (see `clipcls models`)"
+        )
 
-    cache_dir = settings.resolved_cache_dir()
-    needle = text_filter.casefold()
-    entries = []
-    for arch, tag in open_clip.list_pretrained():
-        if needle and needle not in f"{arch} {tag}".casefold():
-            continue
-        cfg = open_clip.get_pretrained_cfg(arch, tag)
-        is_default = arch == settings.model and tag == (settings.pretrained or DEFAULT_PRETRAINED)
-        cached = _is_cached(cfg, cache_dir)
-        entries.append(CatalogEntry(arch, tag, is_default, cached))
-    return entries
+
+def _local_dir_files(name: str) -> str:
+    folder = Path(name.removeprefix(LOCAL_DIR)).expanduser()
+    return ",".join(file_identity(str(path)) for path in sorted(folder.glob("*")))
+
+
+SCHEMA_SOURCES = {
+    LOCAL_DIR: SchemaSource(
+        LOCAL_DIR,
+        check=_check_local_dir,
+        identity=lambda name: _local_dir(name.removeprefix(LOCAL_DIR)),
+        weights_key=_local_dir_files,
+        failure=lambda name, cache, why: f"cannot load {name}: {why}",
+        local=True,
+    ),
+    HF_HUB: SchemaSource(
+        HF_HUB,
+        check=lambda name: None,
+        identity=lambda name: name,
+        weights_key=lambda name: "",
+        failure=_download_failure,
+        local=False,
+    ),
+}
+
+
+def schema_source(name: str) -> SchemaSource | None:
+    """The schema source a model name starts with, if any."""
+    return next((s for prefix, s in SCHEMA_SOURCES.items() if name.startswith(prefix)), None)

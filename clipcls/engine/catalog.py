@@ -1,0 +1,55 @@
+"""What `clipcls models` lists: open_clip's architectures and tags, the default, and what
+is already in the cache."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clipcls.engine.sources import WEIGHT_FILES
+from clipcls.settings import DEFAULT_PRETRAINED, ModelSettings
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    """One architecture and pretrained tag open_clip knows."""
+
+    model: str
+    pretrained: str
+    is_default: bool
+    cached: bool
+
+
+def _is_cached(cfg: dict[str, Any], cache_dir: Path) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    # "org/repo/" means the default file names; "org/repo/file.bin" names one file.
+    repo_id, filename = os.path.split(str(cfg.get("hf_hub", "")))
+    if not repo_id:
+        return False
+    names = [filename] if filename else list(WEIGHT_FILES)
+    if filename.endswith((".bin", ".pth")):
+        names.insert(0, filename[:-4] + ".safetensors")
+    return any(
+        isinstance(try_to_load_from_cache(repo_id, name, cache_dir=str(cache_dir)), str)
+        for name in names
+    )
+
+
+def catalog(settings: ModelSettings, text_filter: str = "") -> list[CatalogEntry]:
+    """Architectures and tags open_clip knows, marking the default and what is cached."""
+    import open_clip
+
+    cache_dir = settings.resolved_cache_dir()
+    needle = text_filter.casefold()
+    entries = []
+    for arch, tag in open_clip.list_pretrained():
+        if needle and needle not in f"{arch} {tag}".casefold():
+            continue
+        cfg = open_clip.get_pretrained_cfg(arch, tag)
+        is_default = arch == settings.model and tag == (settings.pretrained or DEFAULT_PRETRAINED)
+        cached = _is_cached(cfg, cache_dir)
+        entries.append(CatalogEntry(arch, tag, is_default, cached))
+    return entries
