@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from clipcls.classify import Classifier
 from clipcls.engine.sources import model_identity
-from clipcls.errors import ClipclsError
+from clipcls.errors import ClipclsError, UsageError
 from clipcls.labels import Label
 from clipcls.output.files import Format
 from clipcls.output.manifest import RunSetup
@@ -122,6 +123,22 @@ class Summary:
         """Images per second in this run."""
         elapsed = max(time.monotonic() - self.started, 1e-9)
         return self.processed / elapsed
+
+
+def check_unknown_label(
+    unknown_label: str | None, threshold: float | None, labels: tuple[Label, ...]
+) -> str:
+    """The unknown label, refused where it would be ignored or merge into a real label."""
+    if unknown_label is None:
+        return DEFAULT_UNKNOWN
+    if threshold is None:
+        raise UsageError("--unknown-label needs --threshold P: no image gets it otherwise")
+    same = unicodedata.normalize("NFC", unknown_label).casefold()
+    if any(label.name.casefold() == same for label in labels):
+        raise UsageError(
+            f"--unknown-label {unknown_label!r} is one of the labels: give a name of its own"
+        )
+    return unknown_label
 
 
 def run_setup(

@@ -7,10 +7,8 @@ import os
 import shlex
 import sys
 import time
-import unicodedata
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -20,37 +18,53 @@ from clipcls.cli.console import fail_if_strict, notice, reported_errors, stderr,
 from clipcls.cli.inputs import load_classifier, open_cache, read_inputs, read_labels, read_templates
 from clipcls.cli.interrupts import InterruptGuard, exit_code_of
 from clipcls.cli.options import (
+    AppendFormatOpt,
     BatchSizeOpt,
     CacheDirOpt,
     DebugOpt,
     DeviceOpt,
+    DryRunOpt,
     ExactDecodeOpt,
     IncludeHiddenOpt,
+    LabelOutputOpt,
     LabelsFileOpt,
     LabelsOpt,
     MaxMegapixelsOpt,
     ModelOpt,
     NoCacheOpt,
     OfflineOpt,
+    OverwriteOpt,
     PathsArg,
     PrecisionOpt,
     PretrainedOpt,
     QuietOpt,
+    RecordTopKOpt,
+    ResumeOpt,
+    SortIntoOpt,
+    SortModeOpt,
     StrictOpt,
     TemplateOpt,
     TemplatesOpt,
+    ThresholdOpt,
+    UnknownLabelOpt,
     WorkersOpt,
     model_settings,
 )
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
-from clipcls.label_job import LabelJob, LabelOptions, Summary, is_done, run_setup
-from clipcls.labels import Label
+from clipcls.label_job import (
+    LabelJob,
+    LabelOptions,
+    Summary,
+    check_unknown_label,
+    is_done,
+    run_setup,
+)
 from clipcls.output.files import APPENDABLE, Format, format_for
 from clipcls.output.label_file import LabelOutput, begin, check_loaded_model, open_label_output
 from clipcls.output.manifest import RunSetup
 from clipcls.output.resume import Recovered
-from clipcls.output.rows import DEFAULT_UNKNOWN, clean_text
+from clipcls.output.rows import clean_text
 from clipcls.output.writers import make_writer, plural
 from clipcls.prompts import DEFAULT_TEMPLATES
 from clipcls.settings import DEFAULT_MODEL, Device, Precision, model_id
@@ -64,24 +78,7 @@ EXAMPLES = """
   clipcls label shots/ --labels-file labels.txt -o out.jsonl --threshold 0.5 --top-k 3
   clipcls label inbox/ --labels cat,dog -o sorted.csv --sort-into sorted/ --mode move
 """
-SORT_PANEL = "Sorting into folders"
 RESUME_HINT = "run the same command with --resume once the problem is fixed"
-
-
-def check_unknown_label(
-    unknown_label: str | None, threshold: float | None, labels: tuple[Label, ...]
-) -> str:
-    """The unknown label, refused where it would be ignored or merge into a real label."""
-    if unknown_label is None:
-        return DEFAULT_UNKNOWN
-    if threshold is None:
-        raise UsageError("--unknown-label needs --threshold P: no image gets it otherwise")
-    same = unicodedata.normalize("NFC", unknown_label).casefold()
-    if any(label.name.casefold() == same for label in labels):
-        raise UsageError(
-            f"--unknown-label {unknown_label!r} is one of the labels: give a name of its own"
-        )
-    return unknown_label
 
 
 def _say_interrupted(job: LabelJob, output: Path) -> None:
@@ -200,63 +197,20 @@ def _write(
 def label(
     ctx: typer.Context,
     paths: PathsArg,
-    output: Annotated[
-        Path, typer.Option("--output", "-o", help="CSV or JSONL file to write (by extension).")
-    ],
+    output: LabelOutputOpt,
     labels: LabelsOpt = None,
     labels_file: LabelsFileOpt = None,
     templates: TemplatesOpt = DEFAULT_TEMPLATES,
     template: TemplateOpt = None,
-    fmt: Annotated[
-        Format | None,
-        typer.Option("--format", "-f", help="csv or jsonl [default: from the extension]"),
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Continue an existing output; skip done images.")
-    ] = False,
-    overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace an existing output.")
-    ] = False,
-    top_k: Annotated[
-        int, typer.Option("--top-k", "-k", min=1, help="Also record the next labels.")
-    ] = 1,
-    threshold: Annotated[
-        float | None,
-        typer.Option(
-            "--threshold",
-            min=0.0,
-            max=1.0,
-            help="Top probability below P gets the unknown label.",
-        ),
-    ] = None,
-    unknown_label: Annotated[
-        str | None,
-        typer.Option(
-            "--unknown-label",
-            help="Label for images below --threshold.",
-            show_default=DEFAULT_UNKNOWN,
-        ),
-    ] = None,
-    sort_into: Annotated[
-        Path | None,
-        typer.Option(
-            "--sort-into",
-            file_okay=False,
-            rich_help_panel=SORT_PANEL,
-            help="Put each image in DIR/<label>/.",
-        ),
-    ] = None,
-    mode: Annotated[
-        SortMode, typer.Option("--mode", rich_help_panel=SORT_PANEL, help="How files get there.")
-    ] = SortMode.COPY,
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            rich_help_panel=SORT_PANEL,
-            help="Record planned destinations; touch no files.",
-        ),
-    ] = False,
+    fmt: AppendFormatOpt = None,
+    resume: ResumeOpt = False,
+    overwrite: OverwriteOpt = False,
+    top_k: RecordTopKOpt = 1,
+    threshold: ThresholdOpt = None,
+    unknown_label: UnknownLabelOpt = None,
+    sort_into: SortIntoOpt = None,
+    mode: SortModeOpt = SortMode.COPY,
+    dry_run: DryRunOpt = False,
     batch_size: BatchSizeOpt = None,
     quiet: QuietOpt = False,
     model: ModelOpt = DEFAULT_MODEL,

@@ -8,6 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
+from clipcls.output.files import Format
+from clipcls.output.rows import DEFAULT_UNKNOWN
 from clipcls.settings import (
     CACHE_ENV,
     DEFAULT_MODEL,
@@ -16,6 +18,7 @@ from clipcls.settings import (
     ModelSettings,
     Precision,
 )
+from clipcls.sorting import SortMode
 
 PathsArg = Annotated[
     list[str],
@@ -219,6 +222,68 @@ StrictOpt = Annotated[
 
 
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
+
+
+SORT_PANEL = "Sorting into folders"
+LabelOutputOpt = Annotated[
+    Path, typer.Option("--output", "-o", help="CSV or JSONL file to write (by extension).")
+]
+AppendFormatOpt = Annotated[
+    Format | None,
+    typer.Option("--format", "-f", help="csv or jsonl [default: from the extension]"),
+]
+
+ResumeOpt = Annotated[
+    bool, typer.Option("--resume", help="Continue an existing output; skip done images.")
+]
+
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace an existing output.")]
+
+RecordTopKOpt = Annotated[
+    int, typer.Option("--top-k", "-k", min=1, help="Also record the next labels.")
+]
+
+ThresholdOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--threshold",
+        min=0.0,
+        max=1.0,
+        help="Top probability below P gets the unknown label.",
+    ),
+]
+
+UnknownLabelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--unknown-label",
+        help="Label for images below --threshold.",
+        show_default=DEFAULT_UNKNOWN,
+    ),
+]
+
+SortIntoOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--sort-into",
+        file_okay=False,
+        rich_help_panel=SORT_PANEL,
+        help="Put each image in DIR/<label>/.",
+    ),
+]
+
+SortModeOpt = Annotated[
+    SortMode, typer.Option("--mode", rich_help_panel=SORT_PANEL, help="How files get there.")
+]
+
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        rich_help_panel=SORT_PANEL,
+        help="Record planned destinations; touch no files.",
+    ),
+]
 
 
 def model_settings(ctx: typer.Context, model: str | None = None) -> ModelSettings:
