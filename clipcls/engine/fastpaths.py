@@ -1,4 +1,4 @@
-"""Fast paths around open_clip's towers (torch, imported lazily like in model.py).
+"""Fast paths around open_clip's towers: split image preprocessing and a truncated text tower.
 
 Images: the PIL half of open_clip's eval transform runs in decode threads and yields uint8
 arrays; ToTensor + Normalize run once per batch with the same arithmetic. Text: CLIP's text tower

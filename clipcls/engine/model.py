@@ -1,4 +1,4 @@
-"""The only module that touches torch and open_clip: build a model, encode images and texts."""
+"""A loaded open_clip model: build it (cache first, then download), encode images and texts."""
 
 from __future__ import annotations
 
