@@ -21,35 +21,26 @@ from clipcls.cli.console import (
     warn,
 )
 from clipcls.cli.inputs import load_model, open_cache
+from clipcls.cli.model_options import model_options, model_settings
 from clipcls.cli.options import (
     BatchSizeOpt,
-    CacheDirOpt,
     DebugOpt,
-    DeviceOpt,
-    ExactDecodeOpt,
     IncludeHiddenOpt,
-    MaxMegapixelsOpt,
     NoCacheOpt,
-    OfflineOpt,
-    PrecisionOpt,
-    PretrainedOpt,
     QuietOpt,
     StrictOpt,
-    WorkersOpt,
-    model_settings,
 )
 from clipcls.errors import ClipclsError
 from clipcls.evaluation.dataset import Dataset, class_labels, embed_dataset, load_dataset
 from clipcls.evaluation.exports import json_document, write_predictions
 from clipcls.evaluation.scoring import Evaluation, evaluate_embedded
 from clipcls.evaluation.terminal import print_results
-from clipcls.images import DEFAULT_MAX_MEGAPIXELS
 from clipcls.labels import Label
 from clipcls.output.files import Format, format_for
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import plain_console
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
-from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
+from clipcls.settings import DEFAULT_MODEL, ModelSettings
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -113,6 +104,7 @@ def _saved(write: Callable[..., None], *args: Any) -> bool:
     return True
 
 
+@model_options(skip=("model",))
 def evaluate(
     ctx: typer.Context,
     dataset_dir: Annotated[
@@ -150,7 +142,6 @@ def evaluate(
             show_default=DEFAULT_MODEL,
         ),
     ] = None,
-    pretrained: PretrainedOpt = None,
     top_k: Annotated[
         list[int] | None,
         typer.Option("--top-k", "-k", min=1, help="Top-k accuracies to report.", show_default="5"),
@@ -181,15 +172,8 @@ def evaluate(
     ] = None,
     batch_size: BatchSizeOpt = None,
     quiet: QuietOpt = False,
-    device: DeviceOpt = Device.AUTO,
-    precision: PrecisionOpt = Precision.AUTO,
-    cache_dir: CacheDirOpt = None,
-    offline: OfflineOpt = False,
-    exact_decode: ExactDecodeOpt = False,
     include_hidden: IncludeHiddenOpt = False,
-    max_megapixels: MaxMegapixelsOpt = DEFAULT_MAX_MEGAPIXELS,
     strict: StrictOpt = False,
-    workers: WorkersOpt = None,
     no_cache: NoCacheOpt = False,
     debug: DebugOpt = False,
 ) -> None:

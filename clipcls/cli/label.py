@@ -17,26 +17,19 @@ from rich.text import Text
 from clipcls.cli.console import fail_if_strict, notice, reported_errors, stderr, tracked, warn
 from clipcls.cli.inputs import load_classifier, open_cache, read_inputs, read_labels, read_templates
 from clipcls.cli.interrupts import InterruptGuard, exit_code_of
+from clipcls.cli.model_options import model_options, model_settings
 from clipcls.cli.options import (
     AppendFormatOpt,
     BatchSizeOpt,
-    CacheDirOpt,
     DebugOpt,
-    DeviceOpt,
     DryRunOpt,
-    ExactDecodeOpt,
     IncludeHiddenOpt,
     LabelOutputOpt,
     LabelsFileOpt,
     LabelsOpt,
-    MaxMegapixelsOpt,
-    ModelOpt,
     NoCacheOpt,
-    OfflineOpt,
     OverwriteOpt,
     PathsArg,
-    PrecisionOpt,
-    PretrainedOpt,
     QuietOpt,
     RecordTopKOpt,
     ResumeOpt,
@@ -47,11 +40,9 @@ from clipcls.cli.options import (
     TemplatesOpt,
     ThresholdOpt,
     UnknownLabelOpt,
-    WorkersOpt,
-    model_settings,
 )
 from clipcls.errors import ClipclsError, UsageError
-from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
+from clipcls.images import iter_image_paths
 from clipcls.label_job import (
     LabelJob,
     LabelOptions,
@@ -67,7 +58,7 @@ from clipcls.output.resume import Recovered
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import make_writer, plural
 from clipcls.prompts import DEFAULT_TEMPLATES
-from clipcls.settings import DEFAULT_MODEL, Device, Precision, model_id
+from clipcls.settings import model_id
 from clipcls.sorting import MARKER, SortMode, claim_sort_folder
 
 EXAMPLES = """
@@ -194,6 +185,7 @@ def _write(
                 stream.close()
 
 
+@model_options()
 def label(
     ctx: typer.Context,
     paths: PathsArg,
@@ -213,17 +205,8 @@ def label(
     dry_run: DryRunOpt = False,
     batch_size: BatchSizeOpt = None,
     quiet: QuietOpt = False,
-    model: ModelOpt = DEFAULT_MODEL,
-    pretrained: PretrainedOpt = None,
-    device: DeviceOpt = Device.AUTO,
-    precision: PrecisionOpt = Precision.AUTO,
-    cache_dir: CacheDirOpt = None,
-    offline: OfflineOpt = False,
-    exact_decode: ExactDecodeOpt = False,
     include_hidden: IncludeHiddenOpt = False,
-    max_megapixels: MaxMegapixelsOpt = DEFAULT_MAX_MEGAPIXELS,
     strict: StrictOpt = False,
-    workers: WorkersOpt = None,
     no_cache: NoCacheOpt = False,
     debug: DebugOpt = False,
 ) -> None:

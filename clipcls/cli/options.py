@@ -1,10 +1,9 @@
-"""Every command-line option, declared once as an Annotated alias, in named help panels; and
-the one place model settings are built from the parsed options."""
+"""Every command-line option, declared once as an Annotated alias, grouped in named help panels."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -15,7 +14,6 @@ from clipcls.settings import (
     DEFAULT_MODEL,
     DEFAULT_PRETRAINED,
     Device,
-    ModelSettings,
     Precision,
 )
 from clipcls.sorting import SortMode
@@ -284,19 +282,3 @@ DryRunOpt = Annotated[
         help="Record planned destinations; touch no files.",
     ),
 ]
-
-
-def model_settings(ctx: typer.Context, model: str | None = None) -> ModelSettings:
-    """The model settings from a command's parsed options (ctx.params); model overridable."""
-    params: dict[str, Any] = ctx.params
-    return ModelSettings(
-        model=model or params["model"],
-        pretrained=params["pretrained"],
-        device=params["device"],
-        precision=params["precision"],
-        cache_dir=params["cache_dir"],
-        offline=params["offline"],
-        exact_decode=params["exact_decode"],
-        workers=params["workers"],
-        max_megapixels=params["max_megapixels"],
-    )

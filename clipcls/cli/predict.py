@@ -19,36 +19,26 @@ from clipcls.cli.console import (
     warn,
 )
 from clipcls.cli.inputs import load_classifier, open_cache, read_inputs, read_labels, read_templates
+from clipcls.cli.model_options import model_options, model_settings
 from clipcls.cli.options import (
     BatchSizeOpt,
-    CacheDirOpt,
     DebugOpt,
-    DeviceOpt,
-    ExactDecodeOpt,
     IncludeHiddenOpt,
     LabelsFileOpt,
     LabelsOpt,
-    MaxMegapixelsOpt,
-    ModelOpt,
     NoCacheOpt,
-    OfflineOpt,
     PathsArg,
-    PrecisionOpt,
-    PretrainedOpt,
     QuietOpt,
     StrictOpt,
     TemplateOpt,
     TemplatesOpt,
-    WorkersOpt,
-    model_settings,
 )
 from clipcls.errors import ClipclsError, UsageError
-from clipcls.images import DEFAULT_MAX_MEGAPIXELS, iter_image_paths
+from clipcls.images import iter_image_paths
 from clipcls.output.files import Format, format_for
 from clipcls.output.rows import Columns, to_row
 from clipcls.output.writers import make_writer, plural
 from clipcls.prompts import DEFAULT_TEMPLATES
-from clipcls.settings import DEFAULT_MODEL, Device, Precision
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -60,6 +50,7 @@ EXAMPLES = """
 """
 
 
+@model_options()
 def predict(
     ctx: typer.Context,
     paths: PathsArg,
@@ -81,17 +72,8 @@ def predict(
     ] = None,
     batch_size: BatchSizeOpt = None,
     quiet: QuietOpt = False,
-    model: ModelOpt = DEFAULT_MODEL,
-    pretrained: PretrainedOpt = None,
-    device: DeviceOpt = Device.AUTO,
-    precision: PrecisionOpt = Precision.AUTO,
-    cache_dir: CacheDirOpt = None,
-    offline: OfflineOpt = False,
-    exact_decode: ExactDecodeOpt = False,
     include_hidden: IncludeHiddenOpt = False,
-    max_megapixels: MaxMegapixelsOpt = DEFAULT_MAX_MEGAPIXELS,
     strict: StrictOpt = False,
-    workers: WorkersOpt = None,
     no_cache: NoCacheOpt = False,
     debug: DebugOpt = False,
 ) -> None:
