@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from clipcls.errors import UsageError
+from clipcls.remote import is_url, validators
 
 FILE_NAME = "embeddings.sqlite3"
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -63,7 +64,11 @@ class FileKey:
 
     @classmethod
     def of(cls, path: str | Path) -> FileKey | None:
-        """The key of an existing file, or None if it cannot be stat'ed."""
+        """The key of an existing file, or None if it cannot be stat'ed; a URL's from its
+        validators (None, so not cached, where the server gives none)."""
+        if is_url(path):
+            found = validators(str(path))
+            return None if found is None else cls(str(path), found[0], found[1])
         try:
             stat = os.stat(path)
         except OSError:

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from clipcls.errors import ImageError, UsageError
+from clipcls.remote import fetch, is_url
 from clipcls.sorting import MARKER
 
 try:  # HEIC/HEIF through the optional extra: pip install 'clipcls[heif]'
@@ -105,7 +106,7 @@ def check_inputs(inputs: Sequence[str]) -> None:
     if not inputs:
         raise UsageError("no input paths given")
     for item in inputs:
-        if not os.path.lexists(item):
+        if not is_url(item) and not os.path.lexists(item):
             raise UsageError(f"input path does not exist: {item}")
 
 
@@ -130,11 +131,16 @@ def iter_image_paths(
     inputs = list(inputs)
     # Files named on their own are always tried, hidden or not, whatever their extension, in
     # their place in the list; a walk that meets them leaves them out.
-    named = {os.path.realpath(item) for item in inputs if not os.path.isdir(item)}
+    named = {os.path.realpath(i) for i in inputs if not is_url(i) and not os.path.isdir(i)}
     walked: list[str] = []
     done: set[str] = set()
     skip = {os.path.realpath(exclude)} if exclude is not None else set()
     for item in inputs:
+        if is_url(item):  # a URL is a file named on its own, kept as text (Path folds its //)
+            if item not in done:
+                done.add(item)
+                yield item  # type: ignore[misc]
+            continue
         path, real = Path(item), os.path.realpath(item)
         if not path.is_dir():
             if real not in done:
@@ -212,6 +218,8 @@ def check_image(path: str | Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
     """Run load_image's checks on a file without decoding it: a regular file, a readable
     header, a declared size within max_megapixels (for images answered from the cache)."""
     try:
+        if is_url(path):
+            return  # checked when it was downloaded and embedded: a HEAD cannot tell its size
         with open_regular(path) as stream:
             budgeted = _HeaderBudget(stream, HEADER_BUDGET)
             with warnings.catch_warnings(), Image.open(io.BufferedReader(budgeted)) as opened:
@@ -234,7 +242,8 @@ def load_image(
     than a full decode.
     """
     try:
-        with warnings.catch_warnings(), open_regular(path) as stream:
+        source = fetch(str(path), max_megapixels) if is_url(path) else open_regular(path)
+        with warnings.catch_warnings(), source as stream:
             warnings.simplefilter("ignore")  # Pillow's per-file warnings would flood stderr
             budgeted = _HeaderBudget(stream, HEADER_BUDGET)
             with Image.open(io.BufferedReader(budgeted)) as opened:

@@ -24,6 +24,7 @@ from clipcls.output.resume import RecordedRow, Recovered
 from clipcls.output.rows import DEFAULT_UNKNOWN, Columns, Row, clean_text, to_row
 from clipcls.pathtext import path_key, path_to_text
 from clipcls.prompts import TemplateSet
+from clipcls.remote import is_url
 from clipcls.settings import ModelSettings
 from clipcls.sorting import (
     SortMode,
@@ -76,8 +77,8 @@ class Sorter:
 
     def destination(self, row: Row) -> str:
         """A collision-free path for the row's file in its label folder ("" for errors)."""
-        if row.error is not None:
-            return ""
+        if row.error is not None or is_url(row.path):
+            return ""  # URLs are labeled, not sorted: there is no file here to place
         folder = self.root / safe_folder_name(row.label)
         source = Path(row.path)
         # A name that already holds this very file (an earlier run's copy) is used again;

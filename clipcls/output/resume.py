@@ -15,6 +15,7 @@ from clipcls.errors import UsageError
 from clipcls.output.files import Format
 from clipcls.output.rows import Columns
 from clipcls.pathtext import path_key, text_to_path
+from clipcls.remote import is_url
 
 PENDING_WINDOW = 1024
 
@@ -135,7 +136,8 @@ def recover(
     reader = _csv_records if kind is Format.CSV else _jsonl_records
     for record in reader(path, columns, state.complete_bytes):
         state.rows += 1
-        real = os.path.join(cwd, text_to_path(record["path"]))
+        recorded = text_to_path(record["path"])
+        real = recorded if is_url(recorded) else os.path.join(cwd, recorded)
         key = path_key(real)
         state.done.add(key)
         destination = record.get(columns.destination, "") if columns.destination else ""
