@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +41,7 @@ class Prediction:
     path: str
     scores: tuple[LabelScore, ...] = ()
     error: str | None = None
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)  # (dim,)
 
     @property
     def top(self) -> LabelScore | None:
@@ -184,7 +185,8 @@ class Classifier:
                 predictions.append(failure)
                 continue
             row = next(readable)
-            predictions.append(self._rank(path, probabilities[row], similarities[row]))
+            ranked = self._rank(path, probabilities[row], similarities[row])
+            predictions.append(replace(ranked, embedding=batch.embeddings[row]))
         return predictions
 
     def classify_paths(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:

@@ -18,7 +18,7 @@ from clipcls.classify import Classifier
 from clipcls.engine.sources import model_identity
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.labels import Label
-from clipcls.output.files import Format
+from clipcls.output.files import RESUMABLE, Format
 from clipcls.output.manifest import RunSetup
 from clipcls.output.resume import RecordedRow, Recovered
 from clipcls.output.rows import DEFAULT_UNKNOWN, Columns, Row, clean_text, to_row
@@ -50,6 +50,7 @@ class LabelOptions:
     sort_into: Path | None = None
     mode: SortMode = SortMode.COPY
     dry_run: bool = False
+    save_embeddings: bool = False
 
     def columns(self, n_labels: int) -> Columns:
         """The output's columns for these options."""
@@ -61,6 +62,7 @@ class LabelOptions:
             best_label=self.threshold is not None,
             model=True,
             destination=destination,
+            embedding=self.save_embeddings,
         )
 
 
@@ -140,6 +142,17 @@ def check_unknown_label(
             f"--unknown-label {unknown_label!r} is one of the labels: give a name of its own"
         )
     return unknown_label
+
+
+def check_file_format(kind: Format, resume: bool, save_embeddings: bool) -> None:
+    """Refuse what a format cannot do: resume Parquet, or hold embeddings in CSV."""
+    if resume and kind not in RESUMABLE:
+        raise UsageError(
+            f"a {kind.value} output cannot be resumed (its footer is written at the end): "
+            "use -o FILE.csv or FILE.jsonl for a resumable run"
+        )
+    if save_embeddings and kind is Format.CSV:
+        raise UsageError("--save-embeddings needs -o FILE.jsonl or FILE.parquet, not CSV")
 
 
 def run_setup(

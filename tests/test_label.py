@@ -100,7 +100,7 @@ def test_format_follows_the_extension(tiny_model: str, photos: Path, tmp_path: P
     assert all(r["label"] == r["predictions"][0]["label"] for r in records)
     text = tmp_path / "labels.txt"
     refused = label(tiny_model, str(photos), "-o", str(text))
-    assert refused.exit_code == 2 and "writes csv|jsonl, not table" in refused.stderr
+    assert refused.exit_code == 2 and "writes csv|jsonl|parquet, not table" in refused.stderr
     contradicted = label(tiny_model, str(photos), "-o", str(out), "--format", "csv", "--overwrite")
     assert contradicted.exit_code == 2 and "contradicts the extension" in contradicted.stderr
     odd = tmp_path / "labels.out"

@@ -114,7 +114,7 @@ def test_counts_read_right_and_sorting_says_what_it_did(tiny_model: str, tmp_pat
     base = ["label", str(inbox), "--model", tiny_model, "-t", "photo", "--labels", "cat,dog"]
     base += ["--sort-into", str(tmp_path / "sorted")]
     planned = run(*base, "-o", str(tmp_path / "plan.csv"), "--mode", "move", "--dry-run")
-    assert "1 image in" in planned.stderr and "1 images" not in planned.stderr
+    assert "1 image in" in planned.stderr and "1 images in" not in planned.stderr
     assert "dry run: would move 1 file into" in planned.stderr
     copied = run(*base, "-o", str(tmp_path / "done.csv"))
     assert "copied 1 file into" in copied.stderr

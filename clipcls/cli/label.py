@@ -33,6 +33,7 @@ from clipcls.cli.options import (
     QuietOpt,
     RecordTopKOpt,
     ResumeOpt,
+    SaveEmbeddingsOpt,
     SortIntoOpt,
     SortModeOpt,
     StrictOpt,
@@ -47,11 +48,12 @@ from clipcls.label_job import (
     LabelJob,
     LabelOptions,
     Summary,
+    check_file_format,
     check_unknown_label,
     is_done,
     run_setup,
 )
-from clipcls.output.files import APPENDABLE, Format, format_for
+from clipcls.output.files import FILE_FORMATS, RESUMABLE, Format, format_for
 from clipcls.output.label_file import LabelOutput, begin, check_loaded_model, open_label_output
 from clipcls.output.manifest import RunSetup
 from clipcls.output.resume import Recovered
@@ -72,10 +74,14 @@ EXAMPLES = """
 RESUME_HINT = "run the same command with --resume once the problem is fixed"
 
 
-def _say_interrupted(job: LabelJob, output: Path) -> None:
+def _say_interrupted(job: LabelJob, output: Path, resumable: bool) -> None:
+    done = f"interrupted: {plural(job.summary.processed, 'image')} labeled in this run; "
+    where = clean_text(str(output))
+    if not resumable:
+        notice(f"{done}{where} holds them; a Parquet run cannot be resumed: use --overwrite")
+        return
     stderr.print(
-        f"interrupted: {plural(job.summary.processed, 'image')} labeled in this run; "
-        f"{clean_text(str(output))} holds only complete rows. Resume with:",
+        f"{done}{where} holds only complete rows. Resume with:",
         style="yellow",
         soft_wrap=True,
         markup=False,
@@ -166,8 +172,10 @@ def _write(
             writer.close()
             stream.close()  # a full disk can first show here
         except KeyboardInterrupt as interrupt:
+            if kind not in RESUMABLE:  # Parquet: write the footer, so the rows so far are read
+                writer.close()
             stream.flush()
-            _say_interrupted(job, output)
+            _say_interrupted(job, output, resumable=kind in RESUMABLE)
             raise typer.Exit(exit_code_of(interrupt)) from None
         except OSError as error:
             raise ClipclsError(
@@ -203,6 +211,7 @@ def label(
     sort_into: SortIntoOpt = None,
     mode: SortModeOpt = SortMode.COPY,
     dry_run: DryRunOpt = False,
+    save_embeddings: SaveEmbeddingsOpt = False,
     batch_size: BatchSizeOpt = None,
     quiet: QuietOpt = False,
     include_hidden: IncludeHiddenOpt = False,
@@ -215,11 +224,12 @@ def label(
         label_list = read_labels(labels, labels_file)
         template_set = read_templates(templates, template)
         inputs = read_inputs(paths)
-        kind = format_for(output, fmt, APPENDABLE)
+        kind = format_for(output, fmt, FILE_FORMATS)
+        check_file_format(kind, resume, save_embeddings)
         if (dry_run or mode is not SortMode.COPY) and sort_into is None:
             raise UsageError("--mode and --dry-run need --sort-into DIR")
         unknown = check_unknown_label(unknown_label, threshold, label_list)
-        options = LabelOptions(top_k, threshold, unknown, sort_into, mode, dry_run)
+        options = LabelOptions(top_k, threshold, unknown, sort_into, mode, dry_run, save_embeddings)
         settings = model_settings(ctx)
         setup = run_setup(kind, options, label_list, template_set, settings)
         columns = options.columns(len(label_list))

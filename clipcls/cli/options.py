@@ -224,11 +224,12 @@ DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of a
 
 SORT_PANEL = "Sorting into folders"
 LabelOutputOpt = Annotated[
-    Path, typer.Option("--output", "-o", help="CSV or JSONL file to write (by extension).")
+    Path,
+    typer.Option("--output", "-o", help="CSV, JSONL or Parquet file to write (by extension)."),
 ]
 AppendFormatOpt = Annotated[
     Format | None,
-    typer.Option("--format", "-f", help="csv or jsonl [default: from the extension]"),
+    typer.Option("--format", "-f", help="csv, jsonl or parquet [default: from the extension]"),
 ]
 
 ResumeOpt = Annotated[
@@ -274,6 +275,13 @@ SortModeOpt = Annotated[
     SortMode, typer.Option("--mode", rich_help_panel=SORT_PANEL, help="How files get there.")
 ]
 
+SaveEmbeddingsOpt = Annotated[
+    bool,
+    typer.Option(
+        "--save-embeddings",
+        help="Also write each image's embedding (JSONL: an array field; Parquet: a list column).",
+    ),
+]
 DryRunOpt = Annotated[
     bool,
     typer.Option(

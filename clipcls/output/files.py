@@ -16,10 +16,12 @@ class Format(str, Enum):
     CSV = "csv"
     JSON = "json"
     JSONL = "jsonl"
+    PARQUET = "parquet"
 
 
-# A label run appends, so it writes only the formats that can grow a row at a time.
-APPENDABLE = (Format.CSV, Format.JSONL)
+# A label run writes files (no table); CSV and JSONL grow a row at a time and can be resumed.
+FILE_FORMATS = (Format.CSV, Format.JSONL, Format.PARQUET)
+RESUMABLE = (Format.CSV, Format.JSONL)
 
 
 SUFFIXES = {
@@ -28,6 +30,7 @@ SUFFIXES = {
     ".jsonl": Format.JSONL,
     ".ndjson": Format.JSONL,
     ".txt": Format.TABLE,
+    ".parquet": Format.PARQUET,
 }
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from clipcls.classify import LabelScore, Prediction
 from clipcls.pathtext import path_to_text
@@ -26,6 +28,7 @@ class Row:
     error: str | None = None
     model: str = ""
     destination: str = ""  # where --sort-into put the file
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
     def best(self) -> LabelScore | None:
@@ -46,7 +49,8 @@ def to_row(
     top = prediction.top
     below = threshold is not None and top.probability < threshold
     label = unknown_label if below else top.label
-    return Row(prediction.path, label, prediction.top_k(top_k), model=model)
+    scores = prediction.top_k(top_k)
+    return Row(prediction.path, label, scores, model=model, embedding=prediction.embedding)
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,7 @@ class Columns:
     best_label: bool = False  # with a threshold, `label` may differ from the model's top label
     model: bool = False  # label's rows: also a top-level `label` in every JSON object
     destination: str = ""  # "destination", or "planned_destination" for a dry run; "" for none
+    embedding: bool = False  # the image embedding too (--save-embeddings; JSONL and Parquet)
 
     def header(self) -> list[str]:
         """CSV columns: path,label,probability,similarity first and error last."""
@@ -65,6 +70,7 @@ class Columns:
         names += [f"{n}_{k}" for k in range(2, self.top_k + 1) for n in ("label", "probability")]
         names += ["model"] if self.model else []
         names += [self.destination] if self.destination else []
+        names += ["embedding"] if self.embedding else []
         return [*names, "error"]
 
     def csv_values(self, row: Row) -> list[str]:
@@ -100,4 +106,20 @@ class Columns:
             record["model"] = row.model
         if self.destination:
             record[self.destination] = path_to_text(row.destination)
+        if self.embedding:
+            record["embedding"] = None if row.embedding is None else row.embedding.tolist()
         return record
+
+    def typed_values(self, row: Row) -> dict[str, Any]:
+        """One row for a typed table (Parquet): the CSV columns, numbers as numbers, None where
+        a CSV cell is empty; the embedding as a list of floats."""
+        text = dict(zip(self.header(), self.csv_values(row), strict=True))
+        values: dict[str, Any] = {}
+        for name, cell in text.items():
+            if name.startswith(("probability", "similarity")):
+                values[name] = float(cell) if cell else None
+            else:
+                values[name] = cell if cell or name in ("path", "model") else None
+        if self.embedding:
+            values["embedding"] = None if row.embedding is None else row.embedding.tolist()
+        return values

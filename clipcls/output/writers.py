@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from typing import Any, Protocol, TextIO
+from typing import Any, BinaryIO, Protocol, TextIO
 
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderableType, RenderResult
@@ -13,6 +13,7 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
+from clipcls.errors import UsageError
 from clipcls.output.files import Format
 from clipcls.output.rows import Columns, Row, clean_text
 
@@ -147,8 +148,56 @@ class TableWriter:
         self.console.print(table)
 
 
+class ParquetWriter:
+    """Parquet through pyarrow, a row group every ROW_GROUP rows, so memory stays flat; the
+    footer is written by close(), so a killed run leaves no readable file (and no resume)."""
+
+    ROW_GROUP = 4096
+
+    def __init__(self, stream: BinaryIO, columns: Columns) -> None:
+        pa, pq = require_parquet()
+        self.pa, self.columns = pa, columns
+        self.pending: list[dict[str, Any]] = []
+        fields = [
+            (name, pa.float64() if name.startswith(("probability", "similarity")) else pa.string())
+            for name in columns.header()
+            if name != "embedding"
+        ]
+        fields += [("embedding", pa.list_(pa.float32()))] if columns.embedding else []
+        self.schema = pa.schema(fields)
+        self.writer = pq.ParquetWriter(stream, self.schema)
+
+    def write(self, row: Row) -> None:
+        self.pending.append(self.columns.typed_values(row))
+        if len(self.pending) >= self.ROW_GROUP:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            table = self.pa.Table.from_pylist(self.pending, schema=self.schema)
+            self.writer.write_table(table)
+            self.pending = []
+
+    def close(self) -> None:
+        self._flush()
+        self.writer.close()
+
+
+def require_parquet() -> tuple[Any, Any]:
+    """pyarrow and pyarrow.parquet, or a UsageError with the install line."""
+    try:
+        import pyarrow
+        import pyarrow.parquet
+    except ImportError:
+        raise UsageError("Parquet output needs pyarrow: pip install 'clipcls[parquet]'") from None
+    return pyarrow, pyarrow.parquet
+
+
 def make_writer(fmt: Format, stream: TextIO, columns: Columns, header: bool = True) -> Writer:
-    """The writer for a format, writing to stream."""
+    """The writer for a format, writing to stream (Parquet to its binary buffer)."""
+    if fmt is Format.PARQUET:
+        stream.flush()
+        return ParquetWriter(stream.buffer, columns)
     if fmt is Format.TABLE:
         return TableWriter(plain_console(file=stream, soft_wrap=False))
     if fmt is Format.CSV:
