@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from clipcls.errors import ImageError, UsageError
-from clipcls.remote import fetch, is_url
+from clipcls.remote import fetch, is_s3, is_url, list_s3
 from clipcls.sorting import MARKER
 
 try:  # HEIC/HEIF through the optional extra: pip install 'clipcls[heif]'
@@ -96,6 +96,17 @@ def _listing(
     return iter(entries)
 
 
+def _wanted(include_hidden: bool) -> Callable[[str], bool]:
+    """Which keys under an s3:// prefix are images, by the rules a folder walk uses."""
+
+    def wanted(key: str) -> bool:
+        parts = key.split("/")
+        hidden = not include_hidden and any(_is_hidden(part) for part in parts)
+        return is_image_name(parts[-1]) and not hidden
+
+    return wanted
+
+
 def read_path_list(stream: TextIO) -> list[str]:
     """Read one path per line (blank lines skipped), as `clipcls predict -` does from stdin."""
     return [line.rstrip("\r\n") for line in stream if line.strip()]
@@ -136,10 +147,12 @@ def iter_image_paths(
     done: set[str] = set()
     skip = {os.path.realpath(exclude)} if exclude is not None else set()
     for item in inputs:
-        if is_url(item):  # a URL is a file named on its own, kept as text (Path folds its //)
-            if item not in done:
-                done.add(item)
-                yield item  # type: ignore[misc]
+        if is_url(item):  # kept as text (Path folds its //); an s3:// prefix is listed
+            urls = list_s3(item, _wanted(include_hidden)) if is_s3(item) else [item]
+            for url in urls:
+                if url not in done:
+                    done.add(url)
+                    yield url  # type: ignore[misc]
             continue
         path, real = Path(item), os.path.realpath(item)
         if not path.is_dir():

@@ -58,7 +58,7 @@ def path_key(path: str, cwd: str | None = None) -> str:
     itself is not resolved, so a link and its target stay two entries. A relative path is taken
     from cwd (the current folder when None).
     """
-    if path.lower().startswith(("http://", "https://")):
+    if path.lower().startswith(("http://", "https://", "s3://")):
         return path  # a URL is its own key
     full = os.path.join(cwd or os.getcwd(), path)
     folder, name = os.path.split(full)
