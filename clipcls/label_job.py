@@ -14,7 +14,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clipcls.classify import Classifier
+from clipcls.classify import Classifier, Prediction
 from clipcls.engine.sources import model_identity
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.labels import Label
@@ -197,6 +197,7 @@ def is_done(recovered: Recovered, path: Path, options: LabelOptions) -> bool:
 
 
 Section = Callable[[], AbstractContextManager[Any]]
+Classify = Callable[[Iterable[Path]], Iterator[Prediction]]
 
 
 class LabelJob:
@@ -204,14 +205,22 @@ class LabelJob:
 
     def __init__(
         self,
-        classifier: Classifier,
+        classifier: Classifier | Classify,
         options: LabelOptions,
         model_id: str,
         recovered: Recovered | None = None,
+        n_labels: int | None = None,
     ) -> None:
-        self.classifier, self.options, self.model_id = classifier, options, model_id
+        """classifier: a Classifier, or any function from paths to Predictions (such as the
+        Ray engine's; then give n_labels)."""
+        if isinstance(classifier, Classifier):
+            self.classify: Classify = classifier.classify_paths
+            n_labels = len(classifier.labels)
+        else:
+            self.classify = classifier
+        self.options, self.model_id = options, model_id
         self.recovered = recovered or Recovered()
-        self.columns = options.columns(len(classifier.labels))
+        self.columns = options.columns(n_labels or 1)
         self.sorter = (
             Sorter(
                 options.sort_into,
@@ -241,7 +250,7 @@ class LabelJob:
     def rows(self, paths: Iterable[Path]) -> Iterator[Row]:
         """One row per path, in order; write it, then call place(row)."""
         options = self.options
-        for prediction in self.classifier.classify_paths(self.todo(paths)):
+        for prediction in self.classify(self.todo(paths)):
             row = to_row(
                 prediction,
                 self.columns.top_k,

@@ -23,6 +23,13 @@ class Device(str, Enum):
     MPS = "mps"
 
 
+class Engine(str, Enum):
+    """Where a label run's images are classified: this process, or a Ray cluster."""
+
+    LOCAL = "local"
+    RAY = "ray"
+
+
 class Precision(str, Enum):
     """Weight precision; auto: fp16 on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else fp32."""
 

@@ -8,12 +8,14 @@ import shlex
 import sys
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
+from clipcls.classify import Classifier
 from clipcls.cli.console import fail_if_strict, notice, reported_errors, stderr, tracked, warn
 from clipcls.cli.inputs import load_classifier, open_cache, read_inputs, read_labels, read_templates
 from clipcls.cli.interrupts import InterruptGuard, exit_code_of
@@ -23,6 +25,7 @@ from clipcls.cli.options import (
     BatchSizeOpt,
     DebugOpt,
     DryRunOpt,
+    EngineOpt,
     IncludeHiddenOpt,
     LabelOutputOpt,
     LabelsFileOpt,
@@ -31,6 +34,8 @@ from clipcls.cli.options import (
     OverwriteOpt,
     PathsArg,
     QuietOpt,
+    RayActorsOpt,
+    RayAddressOpt,
     RecordTopKOpt,
     ResumeOpt,
     SaveEmbeddingsOpt,
@@ -42,9 +47,12 @@ from clipcls.cli.options import (
     ThresholdOpt,
     UnknownLabelOpt,
 )
+from clipcls.engine.ray_data import require_ray
+from clipcls.engine.sources import check_model_name
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.images import iter_image_paths
 from clipcls.label_job import (
+    Classify,
     LabelJob,
     LabelOptions,
     Summary,
@@ -53,14 +61,15 @@ from clipcls.label_job import (
     is_done,
     run_setup,
 )
+from clipcls.labels import Label
 from clipcls.output.files import FILE_FORMATS, RESUMABLE, Format, format_for
 from clipcls.output.label_file import LabelOutput, begin, check_loaded_model, open_label_output
 from clipcls.output.manifest import RunSetup
 from clipcls.output.resume import Recovered
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import make_writer, plural
-from clipcls.prompts import DEFAULT_TEMPLATES
-from clipcls.settings import model_id
+from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet
+from clipcls.settings import Engine, ModelSettings, model_id
 from clipcls.sorting import MARKER, SortMode, claim_sort_folder
 
 EXAMPLES = """
@@ -72,6 +81,31 @@ EXAMPLES = """
   clipcls label inbox/ --labels cat,dog -o sorted.csv --sort-into sorted/ --mode move
 """
 RESUME_HINT = "run the same command with --resume once the problem is fixed"
+
+
+def _ray_classify(
+    ctx: typer.Context, settings: ModelSettings, labels: tuple[Label, ...], templates: TemplateSet
+) -> tuple[Classify, str]:
+    """Classification on a Ray cluster, and the model id the rows record (read without
+    loading the weights on the driver)."""
+    from clipcls.engine.ray_data import classify_on_ray, connect
+    from clipcls.engine.sources import resolve_source
+
+    check_model_name(settings)
+    source = resolve_source(settings)
+    params = ctx.params
+    connect(params["ray_address"])
+    classify = partial(
+        classify_on_ray,
+        settings=settings,
+        labels=labels,
+        templates=templates,
+        batch_size=params["batch_size"],
+        actors=params["ray_actors"],
+        use_cache=not params["no_cache"],
+        embeddings=params["save_embeddings"],
+    )
+    return classify, model_id(source.name, source.pretrained)
 
 
 def _say_interrupted(job: LabelJob, output: Path, resumable: bool) -> None:
@@ -212,6 +246,9 @@ def label(
     mode: SortModeOpt = SortMode.COPY,
     dry_run: DryRunOpt = False,
     save_embeddings: SaveEmbeddingsOpt = False,
+    engine: EngineOpt = Engine.LOCAL,
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = None,
     batch_size: BatchSizeOpt = None,
     quiet: QuietOpt = False,
     include_hidden: IncludeHiddenOpt = False,
@@ -224,6 +261,8 @@ def label(
         label_list = read_labels(labels, labels_file)
         template_set = read_templates(templates, template)
         inputs = read_inputs(paths)
+        if engine is Engine.RAY:
+            require_ray()  # before anything is locked or loaded
         kind = format_for(output, fmt, FILE_FORMATS)
         check_file_format(kind, resume, save_embeddings)
         if (dry_run or mode is not SortMode.COPY) and sort_into is None:
@@ -246,18 +285,22 @@ def label(
             if total == 0 and (sort_into is None or dry_run):  # no model needed to say so
                 notice(f"nothing left to label: {clean_text(str(output))} holds every image")
                 return
-            classifier, info = load_classifier(
-                settings,
-                label_list,
-                template_set,
-                batch_size,
-                quiet,
-                open_cache(settings, no_cache),
-            )
-            loaded = model_id(info.model, info.pretrained)
+            classify: Classifier | Classify
+            if engine is Engine.RAY:
+                classify, loaded = _ray_classify(ctx, settings, label_list, template_set)
+            else:
+                classifier, info = load_classifier(
+                    settings,
+                    label_list,
+                    template_set,
+                    batch_size,
+                    quiet,
+                    open_cache(settings, no_cache),
+                )
+                classify, loaded = classifier, model_id(info.model, info.pretrained)
             check_loaded_model(out, setup, loaded)
             row_model = out.recorded.model if out.recorded is not None else loaded
-            job = LabelJob(classifier, options, row_model, out.recovered)
+            job = LabelJob(classify, options, row_model, out.recovered, len(label_list))
             if recovered.dropped_bytes:
                 notice(
                     f"dropped a partial last line ({recovered.dropped_bytes} bytes) "

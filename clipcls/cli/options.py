@@ -14,6 +14,7 @@ from clipcls.settings import (
     DEFAULT_MODEL,
     DEFAULT_PRETRAINED,
     Device,
+    Engine,
     Precision,
 )
 from clipcls.sorting import SortMode
@@ -275,6 +276,32 @@ SortModeOpt = Annotated[
     SortMode, typer.Option("--mode", rich_help_panel=SORT_PANEL, help="How files get there.")
 ]
 
+SCALE_PANEL = "Scale"
+EngineOpt = Annotated[
+    Engine,
+    typer.Option(
+        "--engine",
+        rich_help_panel=SCALE_PANEL,
+        help="local: this process; ray: a Ray cluster (pip install 'clipcls[ray]').",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        rich_help_panel=SCALE_PANEL,
+        help="Cluster to join [default: $RAY_ADDRESS, else a local Ray for this run].",
+    ),
+]
+RayActorsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--ray-actors",
+        min=1,
+        rich_help_panel=SCALE_PANEL,
+        help="Model actors [default: one per GPU, else one per two CPUs].",
+    ),
+]
 SaveEmbeddingsOpt = Annotated[
     bool,
     typer.Option(

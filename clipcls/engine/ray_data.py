@@ -1,0 +1,151 @@
+"""The Ray Data engine: the same classification, spread over a Ray cluster. The driver lists the
+files; an actor pool, each actor loading the model once (one GPU per actor where there are
+GPUs), decodes, embeds and scores batches with the local engine's own code; predictions
+stream back to the driver, which writes them through the same writers."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipcls.cache import EmbeddingCache
+from clipcls.classify import Classifier, LabelScore, Prediction
+from clipcls.errors import UsageError
+from clipcls.labels import Label
+from clipcls.prompts import TemplateSet
+from clipcls.remote import is_url
+from clipcls.settings import ModelSettings
+
+ACTOR_BATCH = 64  # paths per call of an actor without --batch-size (rows come back per call)
+
+
+def require_ray() -> Any:
+    """The ray module, or a UsageError with the install line."""
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise UsageError("--engine ray needs Ray Data: pip install 'clipcls[ray]'") from None
+    return ray
+
+
+def connect(address: str | None) -> None:
+    """Join the cluster at address, else $RAY_ADDRESS, else start a local Ray for this run."""
+    ray = require_ray()
+    if ray.is_initialized():
+        return
+    for name in ("ray", "ray.data"):  # stderr is for clipcls's own notices and warnings
+        logging.getLogger(name).setLevel(logging.ERROR)
+    ray.init(
+        address=address or os.environ.get("RAY_ADDRESS") or None,
+        log_to_driver=False,
+        include_dashboard=False,
+        logging_level="ERROR",
+    )
+    ray.data.DataContext.get_current().enable_progress_bars = False
+
+
+class Scorer:
+    """A Ray actor: the model loaded once, then batches of paths in, predictions out."""
+
+    def __init__(
+        self,
+        settings: ModelSettings,
+        labels: tuple[Label, ...],
+        templates: TemplateSet,
+        batch_size: int | None,
+        use_cache: bool,
+        embeddings: bool,
+    ) -> None:
+        from clipcls.engine.model import ClipModel
+
+        cache = EmbeddingCache(settings.resolved_cache_dir()) if use_cache else None
+        self.classifier = Classifier(ClipModel(settings), labels, templates, batch_size, cache)
+        self.embeddings = embeddings
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {
+            key: [] for key in ("path", "error", "labels", "probs", "sims", "embedding")
+        }
+        found = self.classifier.classify_paths([str(p) for p in batch["load"]])
+        for path, prediction in zip(batch["path"], found, strict=True):
+            out["path"].append(str(path))
+            out["error"].append(prediction.error or "")
+            out["labels"].append([s.label for s in prediction.scores])
+            out["probs"].append([s.probability for s in prediction.scores])
+            out["sims"].append([s.similarity for s in prediction.scores])
+            keep = self.embeddings and prediction.embedding is not None
+            out["embedding"].append(prediction.embedding.tolist() if keep else [])  # type: ignore[union-attr]
+        return out
+
+
+def _prediction(row: dict[str, Any]) -> Prediction:
+    if row["error"]:
+        return Prediction(row["path"], error=row["error"])
+    scores = tuple(
+        LabelScore(str(label), float(p), float(s))
+        for label, p, s in zip(row["labels"], row["probs"], row["sims"], strict=True)
+    )
+    vector = np.asarray(row["embedding"], dtype=np.float32) if len(row["embedding"]) else None
+    return Prediction(row["path"], scores, embedding=vector)
+
+
+def classify_on_ray(
+    paths: Iterable[Path | str],
+    settings: ModelSettings,
+    labels: tuple[Label, ...],
+    templates: TemplateSet,
+    batch_size: int | None = None,
+    actors: int | None = None,
+    use_cache: bool = True,
+    embeddings: bool = False,
+) -> Iterator[Prediction]:
+    """One Prediction per path, in the order they finish (not the input order).
+
+    Local paths are sent absolute, so that actors on any node of a shared file system find
+    them; each prediction carries the path as given.
+    """
+    ray = require_ray()
+    cwd = os.getcwd()
+    items = [
+        {"path": str(p), "load": str(p) if is_url(p) else os.path.join(cwd, str(p))} for p in paths
+    ]
+    if not items:
+        return
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    size = actors or max(1, gpus or int(ray.cluster_resources().get("CPU", 1)) // 2)
+    kwargs = dict(
+        settings=settings,
+        labels=labels,
+        templates=templates,
+        batch_size=batch_size,
+        use_cache=use_cache,
+        embeddings=embeddings,
+    )
+    with warnings.catch_warnings():  # Ray 2.60 names max_restarts a deprecated remote arg
+        warnings.simplefilter("ignore")
+        mapped = _mapped(ray, items, size, gpus, kwargs, batch_size or ACTOR_BATCH)
+    for row in mapped.iter_rows():
+        yield _prediction(row)
+
+
+def _mapped(
+    ray: Any, items: list[dict[str, str]], size: int, gpus: int, kwargs: Any, batch: int
+) -> Any:
+    return ray.data.from_items(items).map_batches(
+        Scorer,
+        fn_constructor_kwargs=kwargs,
+        batch_size=max(batch, 1),
+        compute=ray.data.ActorPoolStrategy(size=size),
+        num_gpus=1 if gpus else 0,
+        num_cpus=0 if gpus else 1,
+        # A lost actor is not restarted: Ray Data retries its tasks on the others, and no
+        # restart means no warning about constructor arguments kept for one.
+        max_restarts=0,
+    )

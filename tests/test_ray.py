@@ -1,0 +1,115 @@
+"""`label --engine ray` on a 2-node Ray cluster simulated on this machine: the same rows as the
+local engine, a killed driver resumed without doubles, and a clear line without Ray."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from clipcls.cli import app
+
+ray = pytest.importorskip("ray")
+cluster_utils = pytest.importorskip("ray.cluster_utils")
+runner = CliRunner()
+LABELS = "cat,coffee,rocket"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[str]:
+    """A head and a worker node, one CPU each, on 127.0.0.1."""
+    nodes = cluster_utils.Cluster(
+        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
+    )
+    nodes.add_node(num_cpus=1)
+    try:
+        yield nodes.address
+    finally:
+        ray.shutdown()
+        nodes.shutdown()
+
+
+def images(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True)
+    for i in range(count):
+        Image.effect_noise((320, 240), 20 + 3 * i).convert("RGB").save(folder / f"{i:03d}.jpg")
+    return folder
+
+
+def label(model: str, *args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(
+        app, ["label", *args, "--model", model, "-t", "photo", "--labels", LABELS, "-q"]
+    )
+
+
+def rows(path: Path) -> dict[str, dict[str, str]]:
+    with path.open(newline="") as stream:
+        found = list(csv.DictReader(stream))
+    by_path = {r["path"]: r for r in found}
+    assert len(by_path) == len(found)  # every file once
+    return by_path
+
+
+def test_ray_gives_the_local_engines_rows(
+    tiny_model: str, photos: Path, tmp_path: Path, cluster: str
+) -> None:
+    (photos / "broken.png").write_bytes(b"not an image")
+    local, on_ray = tmp_path / "local.csv", tmp_path / "ray.csv"
+    assert label(tiny_model, str(photos), "-o", str(local), "-k", "2").exit_code == 0
+    result = label(
+        tiny_model,
+        str(photos),
+        "-o",
+        str(on_ray),
+        "-k",
+        "2",
+        "--engine",
+        "ray",
+        "--ray-address",
+        cluster,
+    )
+    assert result.exit_code == 0, result.output
+    want, got = rows(local), rows(on_ray)
+    assert set(got) == set(want)
+    for path, row in got.items():
+        assert row["label"] == want[path]["label"] and row["error"] == want[path]["error"]
+        if row["probability"]:
+            assert float(row["probability"]) == pytest.approx(
+                float(want[path]["probability"]), abs=1e-5
+            )
+
+
+def test_a_killed_ray_driver_resumes_without_doubles(
+    tiny_model: str, tmp_path: Path, cluster: str
+) -> None:
+    folder = images(tmp_path / "many", 40)
+    out = tmp_path / "ray.csv"
+    command = [sys.executable, "-m", "clipcls", "label", str(folder), "-o", str(out)]
+    command += ["--model", tiny_model, "-t", "photo", "--labels", LABELS, "-q"]
+    command += ["--engine", "ray", "--batch-size", "2"]
+    env = {**os.environ, "RAY_ADDRESS": cluster}
+    driver = subprocess.Popen(command, env=env)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (out.exists() and out.read_text().count("\n") > 2):
+        time.sleep(0.02)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait()
+    finished = subprocess.run([*command, "--resume"], env=env, timeout=300)
+    assert finished.returncode == 0
+    assert sorted(Path(p).name for p in rows(out)) == [f"{i:03d}.jpg" for i in range(40)]
+
+
+def test_without_ray_the_engine_says_how_to_install_it(
+    tiny_model: str, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)
+    result = label(tiny_model, str(photos), "-o", str(tmp_path / "x.csv"), "--engine", "ray")
+    assert result.exit_code == 2 and "pip install 'clipcls[ray]'" in result.stderr
+    assert not (tmp_path / "x.csv").exists()
