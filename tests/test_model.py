@@ -256,3 +256,20 @@ def test_out_of_memory_becomes_one_clear_error(
     fail("some other kernel failure", RuntimeError)
     with pytest.raises(RuntimeError, match="some other kernel failure"):
         model.encode_prepared([image])
+
+
+def test_a_named_model_id_agrees_with_resolving_it(tiny_model: str) -> None:
+    from clipcls.engine.sources import named_model_id
+
+    for settings in (
+        ModelSettings(model=tiny_model),
+        ModelSettings(model="ViT-B-32:openai"),
+        ModelSettings(model="ViT-B/32", pretrained="laion2b_s34b_b79k"),
+        ModelSettings(model="hf-hub:org/repo"),
+    ):
+        named = named_model_id(settings)
+        if not settings.model.startswith("hf-hub:"):
+            source = resolve_source(settings)
+            assert named == (source.name, source.pretrained)
+        assert named is not None
+    assert named_model_id(ModelSettings(model="ViT-B-32")) is None  # open_clip picks the tag

@@ -89,10 +89,13 @@ def _ray_classify(
     """Classification on a Ray cluster, and the model id the rows record (read without
     loading the weights on the driver)."""
     from clipcls.engine.ray_data import classify_on_ray, connect
-    from clipcls.engine.sources import resolve_source
+    from clipcls.engine.sources import named_model_id, resolve_source
 
     check_model_name(settings)
-    source = resolve_source(settings)
+    named = named_model_id(settings)
+    if named is None:  # the default tag: ask open_clip
+        source = resolve_source(settings)
+        named = (source.name, source.pretrained)
     params = ctx.params
     connect(params["ray_address"])
     classify = partial(
@@ -105,7 +108,7 @@ def _ray_classify(
         use_cache=not params["no_cache"],
         embeddings=params["save_embeddings"],
     )
-    return classify, model_id(source.name, source.pretrained)
+    return classify, model_id(*named)
 
 
 def _say_interrupted(job: LabelJob, output: Path, resumable: bool) -> None:

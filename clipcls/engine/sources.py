@@ -137,6 +137,17 @@ def model_identity(settings: ModelSettings) -> ModelIdentity:
         return ModelIdentity(None)  # unreadable: loading reports it properly
 
 
+def named_model_id(settings: ModelSettings) -> tuple[str, str | None] | None:
+    """(model, pretrained) as loading would resolve them, where the name says it all (a
+    schema'd model, ARCH:TAG, or --pretrained given); None where open_clip must pick the
+    default tag. Lets a Ray driver name the model without importing open_clip."""
+    if schema_source(settings.model) is not None:
+        return settings.model, None
+    arch, _, tag = settings.model.partition(":")
+    pretrained = tag or settings.pretrained
+    return (arch.replace("/", "-"), pretrained) if pretrained else None
+
+
 def _has_schema(name: str) -> bool:
     return schema_source(name) is not None
 
