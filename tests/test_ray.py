@@ -2,6 +2,7 @@
 local engine, a killed driver resumed without doubles, and a clear line without Ray."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -11,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLE_IMAGES
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -84,6 +86,35 @@ def test_ray_gives_the_local_engines_rows(
             assert float(row["probability"]) == pytest.approx(
                 float(want[path]["probability"]), abs=1e-5
             )
+
+
+def test_evaluate_on_ray_reports_what_the_local_engine_does(
+    tiny_model: str, tmp_path: Path, cluster: str
+) -> None:
+    dataset = tmp_path / "data"
+    for name, source in (
+        ("cat", "chelsea.png"),
+        ("coffee", "coffee.png"),
+        ("rocket", "rocket.jpg"),
+    ):
+        (dataset / name).mkdir(parents=True)
+        for i in range(2):
+            (dataset / name / f"{i}.png").write_bytes((SAMPLE_IMAGES / source).read_bytes())
+    (dataset / "cat" / "broken.png").write_bytes(b"not an image")
+    args = ["evaluate", str(dataset), "--model", tiny_model, "-t", "photo", "-f", "json", "-q"]
+    local = runner.invoke(app, args)
+    on_ray = runner.invoke(app, [*args, "--engine", "ray", "--ray-address", cluster])
+    assert on_ray.exit_code == 0, on_ray.output
+    want, got = json.loads(local.stdout), json.loads(on_ray.stdout)
+    for key in (
+        "top1",
+        "balanced_accuracy",
+        "macro_f1",
+        "n_images",
+        "n_failed",
+        "confusion_matrix",
+    ):
+        assert got[key] == want[key], key
 
 
 def test_a_killed_ray_driver_resumes_without_doubles(

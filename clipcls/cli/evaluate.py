@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -25,13 +26,23 @@ from clipcls.cli.model_options import model_options, model_settings
 from clipcls.cli.options import (
     BatchSizeOpt,
     DebugOpt,
+    EngineOpt,
     IncludeHiddenOpt,
     NoCacheOpt,
     QuietOpt,
+    RayActorsOpt,
+    RayAddressOpt,
     StrictOpt,
 )
+from clipcls.engine.ray_data import require_ray
 from clipcls.errors import ClipclsError
-from clipcls.evaluation.dataset import Dataset, class_labels, embed_dataset, load_dataset
+from clipcls.evaluation.dataset import (
+    Dataset,
+    assemble,
+    class_labels,
+    embed_dataset,
+    load_dataset,
+)
 from clipcls.evaluation.exports import json_document, write_predictions
 from clipcls.evaluation.scoring import Evaluation, evaluate_embedded
 from clipcls.evaluation.terminal import print_results
@@ -40,7 +51,7 @@ from clipcls.output.files import Format, format_for
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import plain_console
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
-from clipcls.settings import DEFAULT_MODEL, ModelSettings
+from clipcls.settings import DEFAULT_MODEL, Engine, ModelSettings
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -59,6 +70,14 @@ def _template_sets(templates: list[str] | None, template: list[str] | None) -> l
     return sets or [load_templates(DEFAULT_TEMPLATES)]
 
 
+@dataclass(frozen=True)
+class RayPlan:
+    """Where a Ray run goes: the cluster (None: $RAY_ADDRESS or a local one) and its actors."""
+
+    address: str | None
+    actors: int | None
+
+
 def _evaluate_model(
     settings: ModelSettings,
     dataset: Dataset,
@@ -68,16 +87,25 @@ def _evaluate_model(
     ks: tuple[int, ...],
     quiet: bool,
     cache: EmbeddingCache | None,
+    ray: RayPlan | None = None,
 ) -> list[Evaluation]:
     """Embed the images once with this model, then score them with every template set."""
-    encoder = load_model(settings, quiet)
-    batch_size = batch_size or default_batch_size(encoder.info.device)
-    show = not quiet and stderr.is_terminal
-    with progress_bar(disable=not show) as progress:
-        task = progress.add_task("embedding images", total=len(dataset.paths))
-        data = embed_dataset(
-            encoder, dataset, batch_size, lambda n: progress.advance(task, n), cache
-        )
+    encoder = load_model(settings, quiet)  # on a Ray run, for the text tower only
+    if ray is not None:
+        from clipcls.engine.ray_data import connect, embed_on_ray
+
+        connect(ray.address)
+        with stderr.status(f"embedding {len(dataset.paths)} images on Ray"):
+            found = embed_on_ray(dataset.paths, settings, batch_size, ray.actors, cache is not None)
+        data = assemble(dataset, found)
+    else:
+        batch_size = batch_size or default_batch_size(encoder.info.device)
+        show = not quiet and stderr.is_terminal
+        with progress_bar(disable=not show) as progress:
+            task = progress.add_task("embedding images", total=len(dataset.paths))
+            data = embed_dataset(
+                encoder, dataset, batch_size, lambda n: progress.advance(task, n), cache
+            )
     model = (encoder.info.model, encoder.info.pretrained)
     results = []
     for templates in template_sets:
@@ -175,10 +203,15 @@ def evaluate(
     include_hidden: IncludeHiddenOpt = False,
     strict: StrictOpt = False,
     no_cache: NoCacheOpt = False,
+    engine: EngineOpt = Engine.LOCAL,
+    ray_address: RayAddressOpt = None,
+    ray_actors: RayActorsOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Measure zero-shot accuracy on a folder whose subfolders are the classes."""
     with reported_errors(debug):
+        if engine is Engine.RAY:
+            require_ray()
         dataset = load_dataset(dataset_dir, max_per_class, seed, include_hidden)
         labels = class_labels(dataset.classes, classnames)
         template_sets = _template_sets(templates, template)
@@ -195,8 +228,9 @@ def evaluate(
         for model in models or [DEFAULT_MODEL]:
             settings = model_settings(ctx, model)
             cache = open_cache(settings, no_cache)
+            plan = RayPlan(ray_address, ray_actors) if engine is Engine.RAY else None
             evaluations += _evaluate_model(
-                settings, dataset, labels, template_sets, batch_size, ks, quiet, cache
+                settings, dataset, labels, template_sets, batch_size, ks, quiet, cache, plan
             )
         for _, _, error in evaluations[0].data.failures:  # the same files fail for every model
             warn(clean_text(error))

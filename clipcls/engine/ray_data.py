@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 
 from clipcls.cache import EmbeddingCache
-from clipcls.classify import Classifier, LabelScore, Prediction
+from clipcls.classify import Classifier, LabelScore, Prediction, default_batch_size
 from clipcls.errors import UsageError
 from clipcls.labels import Label
+from clipcls.pipeline import embed_paths
 from clipcls.prompts import TemplateSet
 from clipcls.remote import is_url
 from clipcls.settings import ModelSettings
@@ -118,8 +119,6 @@ def classify_on_ray(
     ]
     if not items:
         return
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    size = actors or max(1, gpus or int(ray.cluster_resources().get("CPU", 1)) // 2)
     kwargs = dict(
         settings=settings,
         labels=labels,
@@ -130,16 +129,27 @@ def classify_on_ray(
     )
     with warnings.catch_warnings():  # Ray 2.60 names max_restarts a deprecated remote arg
         warnings.simplefilter("ignore")
-        mapped = _mapped(ray, items, size, gpus, kwargs, batch_size or ACTOR_BATCH)
+        mapped = _mapped(ray, Scorer, items, kwargs, batch_size or ACTOR_BATCH, actors)
     for row in mapped.iter_rows():
         yield _prediction(row)
 
 
+def _items(paths: Iterable[Path | str]) -> list[dict[str, str]]:
+    """Each path as given, and as the actors load it (absolute, unless a URL)."""
+    cwd = os.getcwd()
+    return [
+        {"path": str(p), "load": str(p) if is_url(p) else os.path.join(cwd, str(p))} for p in paths
+    ]
+
+
 def _mapped(
-    ray: Any, items: list[dict[str, str]], size: int, gpus: int, kwargs: Any, batch: int
+    ray: Any, actor: type, items: list[dict[str, str]], kwargs: Any, batch: int, actors: int | None
 ) -> Any:
+    """The items through a pool of actor (one GPU each where there are GPUs, else one CPU)."""
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    size = actors or max(1, gpus or int(ray.cluster_resources().get("CPU", 1)) // 2)
     return ray.data.from_items(items).map_batches(
-        Scorer,
+        actor,
         fn_constructor_kwargs=kwargs,
         batch_size=max(batch, 1),
         compute=ray.data.ActorPoolStrategy(size=size),
@@ -149,3 +159,48 @@ def _mapped(
         # restart means no warning about constructor arguments kept for one.
         max_restarts=0,
     )
+
+
+class Embedder:
+    """A Ray actor for evaluate: the model loaded once, then batches of paths in, image
+    embeddings (or errors) out; scoring stays on the driver, once per template set."""
+
+    def __init__(self, settings: ModelSettings, batch_size: int | None, use_cache: bool) -> None:
+        from clipcls.engine.model import ClipModel
+
+        self.encoder = ClipModel(settings)
+        self.cache = EmbeddingCache(settings.resolved_cache_dir()) if use_cache else None
+        self.batch_size = batch_size or default_batch_size(self.encoder.plan.device)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        out: dict[str, list[Any]] = {"path": [], "error": [], "embedding": []}
+        loads = [str(p) for p in batch["load"]]
+        given = iter(str(p) for p in batch["path"])
+        for done in embed_paths(self.encoder, loads, self.batch_size, self.cache):
+            vectors = iter(done.embeddings)
+            for error in done.errors:
+                out["path"].append(next(given))
+                out["error"].append(error or "")
+                out["embedding"].append([] if error else next(vectors).tolist())
+        return out
+
+
+def embed_on_ray(
+    paths: Iterable[Path | str],
+    settings: ModelSettings,
+    batch_size: int | None = None,
+    actors: int | None = None,
+    use_cache: bool = True,
+) -> dict[str, tuple[np.ndarray | None, str | None]]:
+    """Each path's image embedding, or its error, computed by an actor pool."""
+    ray = require_ray()
+    items = _items(paths)
+    kwargs = dict(settings=settings, batch_size=batch_size, use_cache=use_cache)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        mapped = _mapped(ray, Embedder, items, kwargs, batch_size or ACTOR_BATCH, actors)
+    found: dict[str, tuple[np.ndarray | None, str | None]] = {}
+    for row in mapped.iter_rows():
+        vector = np.asarray(row["embedding"], dtype=np.float32) if len(row["embedding"]) else None
+        found[row["path"]] = (vector, row["error"] or None)
+    return found

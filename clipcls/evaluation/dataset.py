@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,4 +106,22 @@ def embed_dataset(
             chunks.append(batch.embeddings)
         advance(len(batch.paths))
     embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+    return EmbeddedDataset(embeddings, np.asarray(targets, dtype=np.int64), paths, failures)
+
+
+def assemble(
+    dataset: Dataset, found: Mapping[str, tuple[np.ndarray | None, str | None]]
+) -> EmbeddedDataset:
+    """An EmbeddedDataset in the dataset's order, from embeddings computed elsewhere (a Ray
+    cluster) and keyed by path."""
+    vectors, targets, paths, failures = [], [], [], []
+    for path, target in zip(dataset.paths, dataset.targets, strict=True):
+        vector, error = found.get(str(path), (None, "not embedded"))
+        if vector is None:
+            failures.append((str(path), int(target), error or "not embedded"))
+        else:
+            vectors.append(vector)
+            targets.append(int(target))
+            paths.append(str(path))
+    embeddings = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
     return EmbeddedDataset(embeddings, np.asarray(targets, dtype=np.int64), paths, failures)
