@@ -63,6 +63,8 @@ def test_ray_gives_the_local_engines_rows(
     tiny_model: str, photos: Path, tmp_path: Path, cluster: str
 ) -> None:
     (photos / "broken.png").write_bytes(b"not an image")
+    (photos / os.fsdecode(b"caf\xe9.png")).write_bytes((photos / "chelsea.png").read_bytes())
+    (photos / os.fsdecode(b"bad\xff.png")).write_bytes(b"not an image either")
     local, on_ray = tmp_path / "local.csv", tmp_path / "ray.csv"
     assert label(tiny_model, str(photos), "-o", str(local), "-k", "2").exit_code == 0
     result = label(

@@ -18,6 +18,8 @@ from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier, LabelScore, Prediction, default_batch_size
 from clipcls.errors import UsageError
 from clipcls.labels import Label
+from clipcls.output.rows import clean_text
+from clipcls.pathtext import path_to_text, text_to_path
 from clipcls.pipeline import embed_paths
 from clipcls.prompts import TemplateSet
 from clipcls.remote import is_url
@@ -74,10 +76,10 @@ class Scorer:
         out: dict[str, list[Any]] = {
             key: [] for key in ("path", "error", "labels", "probs", "sims", "embedding")
         }
-        found = self.classifier.classify_paths([str(p) for p in batch["load"]])
+        found = self.classifier.classify_paths([text_to_path(str(p)) for p in batch["load"]])
         for path, prediction in zip(batch["path"], found, strict=True):
             out["path"].append(str(path))
-            out["error"].append(prediction.error or "")
+            out["error"].append(clean_text(prediction.error or ""))
             out["labels"].append([s.label for s in prediction.scores])
             out["probs"].append([s.probability for s in prediction.scores])
             out["sims"].append([s.similarity for s in prediction.scores])
@@ -87,14 +89,15 @@ class Scorer:
 
 
 def _prediction(row: dict[str, Any]) -> Prediction:
+    path = text_to_path(row["path"])
     if row["error"]:
-        return Prediction(row["path"], error=row["error"])
+        return Prediction(path, error=row["error"])
     scores = tuple(
         LabelScore(str(label), float(p), float(s))
         for label, p, s in zip(row["labels"], row["probs"], row["sims"], strict=True)
     )
     vector = np.asarray(row["embedding"], dtype=np.float32) if len(row["embedding"]) else None
-    return Prediction(row["path"], scores, embedding=vector)
+    return Prediction(path, scores, embedding=vector)
 
 
 def classify_on_ray(
@@ -113,10 +116,7 @@ def classify_on_ray(
     them; each prediction carries the path as given.
     """
     ray = require_ray()
-    cwd = os.getcwd()
-    items = [
-        {"path": str(p), "load": str(p) if is_url(p) else os.path.join(cwd, str(p))} for p in paths
-    ]
+    items = _items(paths)
     if not items:
         return
     kwargs = dict(
@@ -135,10 +135,15 @@ def classify_on_ray(
 
 
 def _items(paths: Iterable[Path | str]) -> list[dict[str, str]]:
-    """Each path as given, and as the actors load it (absolute, unless a URL)."""
+    """Each path as given, and as the actors load it (absolute, unless a URL), as pathtext
+    writes them: Arrow, which carries Ray Data's blocks, takes only valid UTF-8."""
     cwd = os.getcwd()
     return [
-        {"path": str(p), "load": str(p) if is_url(p) else os.path.join(cwd, str(p))} for p in paths
+        {
+            "path": path_to_text(str(p)),
+            "load": path_to_text(str(p) if is_url(p) else os.path.join(cwd, str(p))),
+        }
+        for p in paths
     ]
 
 
@@ -174,13 +179,13 @@ class Embedder:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"path": [], "error": [], "embedding": []}
-        loads = [str(p) for p in batch["load"]]
+        loads = [text_to_path(str(p)) for p in batch["load"]]
         given = iter(str(p) for p in batch["path"])
         for done in embed_paths(self.encoder, loads, self.batch_size, self.cache):
             vectors = iter(done.embeddings)
             for error in done.errors:
                 out["path"].append(next(given))
-                out["error"].append(error or "")
+                out["error"].append(clean_text(error or ""))
                 out["embedding"].append([] if error else next(vectors).tolist())
         return out
 
@@ -202,5 +207,5 @@ def embed_on_ray(
     found: dict[str, tuple[np.ndarray | None, str | None]] = {}
     for row in mapped.iter_rows():
         vector = np.asarray(row["embedding"], dtype=np.float32) if len(row["embedding"]) else None
-        found[row["path"]] = (vector, row["error"] or None)
+        found[text_to_path(row["path"])] = (vector, row["error"] or None)
     return found
