@@ -175,3 +175,8 @@ def fp32(model: str, **kwargs: object) -> ClipModel:
 
 def jsonl(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines()]
+
+
+def scores(rows: list[dict[str, Any]]) -> list[list[tuple[str, float]]]:
+    """Each JSONL row's labels and probabilities (5 decimals), to compare runs."""
+    return [[(p["label"], round(p["probability"], 5)) for p in r["predictions"]] for r in rows]

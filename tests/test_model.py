@@ -117,7 +117,7 @@ def test_unknown_model_and_tag_are_explained() -> None:
     with pytest.raises(UsageError, match="ViT-B-32 has no pretrained tag or file 'nope'"):
         resolve_source(ModelSettings(pretrained="nope"))
     with pytest.raises(UsageError, match="did you mean laion2b_"):
-        resolve_source(ModelSettings(pretrained="laion2b"))
+        resolve_source(ModelSettings(model="ViT-B-32:laion2b"))
     with pytest.raises(UsageError, match="--pretrained cannot be used with local-dir:"):
         resolve_source(ModelSettings(model="local-dir:/x", pretrained="ViT-B-32.pt"))
     with pytest.raises(UsageError, match="already names weights; drop --pretrained"):
@@ -264,7 +264,7 @@ def test_a_named_model_id_agrees_with_resolving_it(tiny_model: str) -> None:
     for settings in (
         ModelSettings(model=tiny_model),
         ModelSettings(model="ViT-B-32:openai"),
-        ModelSettings(model="ViT-B/32", pretrained="laion2b_s34b_b79k"),
+        ModelSettings(model="ViT-B/32:laion2b_s34b_b79k"),
         ModelSettings(model="hf-hub:org/repo"),
     ):
         named = named_model_id(settings)

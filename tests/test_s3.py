@@ -8,7 +8,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from conftest import SAMPLE_IMAGES, jsonl
+from conftest import SAMPLE_IMAGES, jsonl, scores
 from typer.testing import CliRunner
 
 from clipcls.cli import app
@@ -61,10 +61,6 @@ def predict(model: str, *inputs: str):  # type: ignore[no-untyped-def]
         ["predict", *inputs, "--model", model, "-t", "photo", "--labels", "cat,dog,rocket"]
         + ["-f", "jsonl", "-q"],
     )
-
-
-def scores(rows: list[dict]) -> list[list[tuple[str, float]]]:
-    return [[(p["label"], round(p["probability"], 5)) for p in r["predictions"]] for r in rows]
 
 
 def test_an_s3_prefix_is_listed_like_a_folder(tiny_model: str, bucket: str) -> None:

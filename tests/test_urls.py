@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_IMAGES, jsonl
+from conftest import SAMPLE_IMAGES, jsonl, scores
 from typer.testing import CliRunner
 
 from clipcls import remote
@@ -78,10 +78,6 @@ def predict(model: str, *inputs: str):  # type: ignore[no-untyped-def]
         ["predict", *inputs, "--model", model, "-t", "photo", "--labels", "cat,dog,rocket"]
         + ["-f", "jsonl", "-q"],
     )
-
-
-def scores(rows: list[dict]) -> list[list[tuple[str, float]]]:
-    return [[(p["label"], round(p["probability"], 5)) for p in r["predictions"]] for r in rows]
 
 
 def test_urls_give_the_local_files_predictions(tiny_model: str, server: str) -> None:
