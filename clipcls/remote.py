@@ -21,7 +21,7 @@ TIMEOUT = 15.0  # seconds to connect, and between bytes
 RETRIES = 3  # tries for a timeout, a dropped connection or a 5xx answer
 BACKOFF = 0.5  # seconds before the second try, doubling after
 BYTES_PER_MEGAPIXEL = 3 << 20  # raw RGB: no image within --max-megapixels needs more bytes
-USER_AGENT = "clipcls (+https://github.com/mlfoundations/open_clip)"
+USER_AGENT = "clipcls"  # some servers refuse urllib's default agent
 
 
 def is_url(item: str | object) -> bool:
