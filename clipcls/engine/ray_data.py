@@ -153,7 +153,10 @@ def _mapped(
     """The items through a pool of actor (one GPU each where there are GPUs, else one CPU)."""
     gpus = int(ray.cluster_resources().get("GPU", 0))
     size = actors or max(1, gpus or int(ray.cluster_resources().get("CPU", 1)) // 2)
-    return ray.data.from_items(items).map_batches(
+    # One block per actor call: Ray Data's default cuts small lists into many tiny blocks, each
+    # scheduled on its own, which cost seconds on a small machine.
+    blocks = max(1, -(-len(items) // max(batch, 1)))
+    return ray.data.from_items(items, override_num_blocks=blocks).map_batches(
         actor,
         fn_constructor_kwargs=kwargs,
         batch_size=max(batch, 1),
