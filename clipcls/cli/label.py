@@ -259,7 +259,7 @@ def label(
     no_cache: NoCacheOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Label every image under the paths into a CSV or JSONL file, one row per file."""
+    """Label every image under the paths into a CSV, JSONL or Parquet file, one row per file."""
     with reported_errors(debug):
         label_list = read_labels(labels, labels_file)
         template_set = read_templates(templates, template)

@@ -30,27 +30,18 @@ from clipcls.settings import (
     Precision,
 )
 
+Command = TypeVar("Command", bound=Callable[..., Any])
+
 
 def model_settings(ctx: typer.Context, model: str | None = None) -> ModelSettings:
     """The model settings from a command's parsed options (ctx.params); model overridable."""
-    params: dict[str, Any] = ctx.params
-    return ModelSettings(
-        model=model or params["model"],
-        pretrained=params["pretrained"],
-        device=params["device"],
-        precision=params["precision"],
-        cache_dir=params["cache_dir"],
-        offline=params["offline"],
-        exact_decode=params["exact_decode"],
-        workers=params["workers"],
-        max_megapixels=params["max_megapixels"],
-    )
+    values = {name: ctx.params[name] for name in MODEL_OPTIONS if name in ctx.params}
+    if model is not None:
+        values["model"] = model
+    return ModelSettings(**values)
 
 
 # name: (option, default). Every classifying command takes these; they reach it in ctx.params.
-KEYWORD = inspect.Parameter.KEYWORD_ONLY
-
-
 MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {
     "model": (ModelOpt, DEFAULT_MODEL),
     "pretrained": (PretrainedOpt, None),
@@ -90,6 +81,3 @@ def model_options(*, skip: tuple[str, ...] = ()) -> Callable[[Command], Command]
         return run  # type: ignore[return-value]
 
     return decorate
-
-
-Command = TypeVar("Command", bound=Callable[..., Any])
