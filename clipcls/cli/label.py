@@ -142,7 +142,7 @@ PLACED = {
 def _report(summary: Summary, output: Path, options: LabelOptions) -> None:
     where = clean_text(str(output))
     if summary.processed == 0:
-        notice(f"nothing left to label: {where} holds all {plural(summary.skipped, 'image')}")
+        notice(f"nothing left to label: {where} holds every image found")
         return
     notice(f"labeled into {where}:")
     table = Table(header_style="bold")
@@ -286,7 +286,7 @@ def label(
             if total == 0 and out.recovered is None:
                 raise UsageError(f"no images found in {', '.join(inputs)}")
             if total == 0 and (sort_into is None or dry_run):  # no model needed to say so
-                notice(f"nothing left to label: {clean_text(str(output))} holds every image")
+                notice(f"nothing left to label: {clean_text(str(output))} holds every image found")
                 return
             classify: Classifier | Classify
             if engine is Engine.RAY:
