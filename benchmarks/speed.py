@@ -352,7 +352,7 @@ def print_cached_checks(images: list[Path]) -> None:
     """What a cached image still costs: its cache key (one stat: size, mtime, inode, ctime)
     and the header check that applies --max-megapixels and the file-type rules, next to the
     draft decode that a cache hit saves."""
-    from clipcls.cache import FileKey
+    from clipcls.filekey import FileKey
     from clipcls.images import check_image, load_image
 
     def per_image(work) -> float:  # type: ignore[no-untyped-def]

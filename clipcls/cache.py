@@ -3,7 +3,7 @@
 Image rows are keyed by (model key, absolute path) and valid only while the file's size, mtime,
 inode and ctime all match: an edited file is recomputed even when its size and mtime were put
 back (`touch -r`), since the kernel sets ctime on every change. The model key covers the
-weights, precision, device kind and preprocessing (see model._cache_key).
+weights, precision, device kind and preprocessing (see engine.sources.cache_key).
 
 The cache only ever speeds a run up: any failure (a lock held elsewhere, a corrupt or foreign
 file, a bad row) turns it off for the rest of the run, with one message to on_failure.
@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from clipcls.errors import UsageError
-from clipcls.remote import is_url, validators
+from clipcls.filekey import FileKey
 
 FILE_NAME = "embeddings.sqlite3"
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -50,35 +50,6 @@ LOOKUP_CHUNK = 500  # SQLite caps the number of bound parameters per statement
 USED_RESOLUTION = 3600.0
 BUSY_TIMEOUT = 5.0  # seconds to wait for another process's write; longer means give up
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class FileKey:
-    """A file as the cache knows it: where it is and which version of it."""
-
-    path: str
-    size: int
-    mtime: int
-    inode: int = 0
-    ctime: int = 0
-
-    @classmethod
-    def of(cls, path: str | Path) -> FileKey | None:
-        """The key of an existing file, or None if it cannot be stat'ed; a URL's from its
-        validators (None, so not cached, where the server gives none)."""
-        if is_url(path):
-            found = validators(str(path))
-            return None if found is None else cls(str(path), found[0], found[1])
-        try:
-            stat = os.stat(path)
-        except OSError:
-            return None
-        absolute = os.path.abspath(path)
-        return cls(absolute, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
-
-    @property
-    def version(self) -> tuple[int, int, int, int]:
-        return (self.size, self.mtime, self.inode, self.ctime)
 
 
 @dataclass(frozen=True)
@@ -127,7 +98,8 @@ def guarded(default: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
 
 
 class EmbeddingCache:
-    """Get and put embeddings; safe for several processes through SQLite's WAL and locking."""
+    """Get and put embeddings; safe for several processes through SQLite's WAL and locking.
+    One object serves one thread at a time (it holds one connection)."""
 
     def __init__(
         self,
@@ -143,7 +115,11 @@ class EmbeddingCache:
         self._dims: dict[str, int] = {}  # floats per vector, per model key
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None)
+            # One user at a time, but not always one thread: a Ray actor is built in one thread
+            # and called in another.
+            self.db = sqlite3.connect(
+                self.path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+            )
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._check_schema()

@@ -13,8 +13,9 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image
 
-from clipcls.cache import EmbeddingCache, FileKey
+from clipcls.cache import EmbeddingCache
 from clipcls.errors import ImageError
+from clipcls.filekey import FileKey
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, check_image, load_image
 
 PREFETCH_BATCHES = 2  # decoded batches waiting for the device: bounds memory
@@ -35,14 +36,19 @@ class EmbedPlan:
     device: str = "cpu"
 
 
-class Encoder(Protocol):
+class Preparing(Protocol):
+    """What decoding needs: the plan and the model's preprocessing."""
+
+    plan: EmbedPlan
+
+    def prepare(self, image: Image.Image) -> Any: ...
+
+
+class Encoder(Preparing, Protocol):
     """What the classifier needs from a model; ClipModel is the real one, tests use fakes."""
 
     logit_scale: float
     logit_bias: float | None
-    plan: EmbedPlan
-
-    def prepare(self, image: Image.Image) -> Any: ...
 
     def encode_prepared(self, prepared: Sequence[Any]) -> np.ndarray: ...
 
@@ -67,7 +73,7 @@ class EmbeddedBatch:
     embeddings: np.ndarray  # (n_readable, dim), in the order of the readable paths
 
 
-def prepare_path(encoder: Encoder, path: Path | str) -> PreparedImage:
+def prepare_path(encoder: Preparing, path: Path | str) -> PreparedImage:
     """Decode and preprocess one file; a failure is recorded, never raised."""
     try:
         image = load_image(path, encoder.plan.draft_size, encoder.plan.max_megapixels)
@@ -89,7 +95,7 @@ def embed_batch(encoder: Encoder, batch: Sequence[PreparedImage]) -> EmbeddedBat
 
 
 @dataclass
-class _Chunk:
+class Chunk:
     """One batch of paths, with what the cache already had for them."""
 
     paths: list[str]
@@ -109,20 +115,31 @@ def _chunks(
     model: str | None,
     max_megapixels: float,
     dim: int | None,
-) -> Iterator[_Chunk]:
+) -> Iterator[Chunk]:
     iterator = iter(paths)
     while batch := [str(p) for p in itertools.islice(iterator, size)]:
-        keys: list[FileKey | None] = [None] * len(batch)
-        if cache is not None:
-            keys = [FileKey.of(p) for p in batch]
-        chunk = _Chunk(batch, keys)
-        if cache is not None and model is not None:
-            hits = cache.get_images(model, [k for k in keys if k is not None])
-            if dim is not None and any(len(vector) != dim for vector in hits.values()):
-                cache.fail(ValueError(f"embeddings that are not {dim}-dimensional"))
-                hits = {}
-            chunk.hits = {path: v for path, v in hits.items() if _passes(path, max_megapixels)}
-        yield chunk
+        yield look_up(batch, cache, model, max_megapixels, dim)
+
+
+def look_up(
+    batch: list[str],
+    cache: EmbeddingCache | None,
+    model: str | None,
+    max_megapixels: float,
+    dim: int | None = None,
+) -> Chunk:
+    """A batch of paths with what the cache holds for them under model (its image key)."""
+    keys: list[FileKey | None] = [None] * len(batch)
+    if cache is not None:
+        keys = [FileKey.of(p) for p in batch]
+    chunk = Chunk(batch, keys)
+    if cache is not None and model is not None:
+        hits = cache.get_images(model, [k for k in keys if k is not None])
+        if dim is not None and any(len(vector) != dim for vector in hits.values()):
+            cache.fail(ValueError(f"embeddings that are not {dim}-dimensional"))
+            hits = {}
+        chunk.hits = {path: v for path, v in hits.items() if _passes(path, max_megapixels)}
+    return chunk
 
 
 def _passes(path: str, max_megapixels: float) -> bool:
@@ -135,8 +152,8 @@ def _passes(path: str, max_megapixels: float) -> bool:
 
 
 def _decoded(
-    encoder: Encoder, chunks: Iterator[_Chunk], workers: int, overlap: bool
-) -> Iterator[tuple[_Chunk, list[PreparedImage]]]:
+    encoder: Encoder, chunks: Iterator[Chunk], workers: int, overlap: bool
+) -> Iterator[tuple[Chunk, list[PreparedImage]]]:
     """Decode each chunk's cache misses: inline, in turns with compute, or ahead of it."""
     if workers <= 1 and not overlap:
         for chunk in chunks:
@@ -148,7 +165,7 @@ def _decoded(
             for chunk in chunks:
                 yield chunk, list(pool.map(lambda p: prepare_path(encoder, p), chunk.misses))
             return
-        pending: deque[tuple[_Chunk, list[Future[PreparedImage]]]] = deque()
+        pending: deque[tuple[Chunk, list[Future[PreparedImage]]]] = deque()
         for chunk in chunks:
             pending.append((chunk, [pool.submit(prepare_path, encoder, p) for p in chunk.misses]))
             if len(pending) > PREFETCH_BATCHES:
@@ -161,7 +178,7 @@ def _decoded(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _merge(chunk: _Chunk, computed: EmbeddedBatch) -> EmbeddedBatch:
+def _merge(chunk: Chunk, computed: EmbeddedBatch) -> EmbeddedBatch:
     fresh = dict(zip(computed.paths, computed.errors, strict=True))
     readable = iter(computed.embeddings)
     vectors: list[np.ndarray] = []
@@ -201,7 +218,7 @@ def embed_paths(
         yield _merge(chunk, computed)
 
 
-def _fresh_items(chunk: _Chunk, computed: EmbeddedBatch) -> list[tuple[FileKey, np.ndarray]]:
+def _fresh_items(chunk: Chunk, computed: EmbeddedBatch) -> list[tuple[FileKey, np.ndarray]]:
     keys = {p: k for p, k in zip(chunk.paths, chunk.keys, strict=True) if k is not None}
     readable = [p for p, e in zip(computed.paths, computed.errors, strict=True) if e is None]
     pairs = zip(readable, computed.embeddings, strict=True)

@@ -23,10 +23,11 @@ from conftest import (
 from PIL import Image
 from typer.testing import CliRunner
 
-from clipcls.cache import EmbeddingCache, FileKey
+from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier
 from clipcls.cli import app
 from clipcls.engine.model import ClipModel
+from clipcls.filekey import FileKey
 from clipcls.settings import ModelSettings, Precision
 
 
