@@ -134,8 +134,11 @@ def test_a_killed_ray_driver_resumes_without_doubles(
         time.sleep(0.02)
     driver.send_signal(signal.SIGKILL)
     driver.wait()
-    finished = subprocess.run([*command, "--resume"], env=env, timeout=300)
-    assert finished.returncode == 0
+    finished = subprocess.run(
+        [*command, "--resume"], env=env, timeout=300, capture_output=True, text=True
+    )
+    assert finished.returncode == 0, finished.stderr
+    assert "streaming_executor" not in finished.stderr  # Ray Data's log lines stay off stderr
     assert sorted(Path(p).name for p in rows(out)) == [f"{i:03d}.jpg" for i in range(40)]
 
 
@@ -146,3 +149,52 @@ def test_without_ray_the_engine_says_how_to_install_it(
     result = label(tiny_model, str(photos), "-o", str(tmp_path / "x.csv"), "--engine", "ray")
     assert result.exit_code == 2 and "pip install 'clipcls[ray]'" in result.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_decoding_tasks_feed_the_actors_the_local_engines_inputs(
+    tiny_model: str, photos: Path, tmp_path: Path, cluster: str
+) -> None:
+    """The GPU layout (CPU tasks decode, actors embed), run here on CPUs: the local engine's
+    predictions; a second run takes embeddings from the cache the first run's actors filled,
+    looked up by the tasks under the key the actors use."""
+    from clipcls.cache import EmbeddingCache
+    from clipcls.classify import Classifier
+    from clipcls.engine.model import ClipModel
+    from clipcls.engine.ray_data import classify_on_ray, connect
+    from clipcls.filekey import FileKey
+    from clipcls.labels import Label
+    from clipcls.prompts import single_templates
+    from clipcls.settings import ModelSettings
+
+    (photos / "broken.png").write_bytes(b"not an image")
+    (photos / os.fsdecode(b"caf\xe9.png")).write_bytes((photos / "chelsea.png").read_bytes())
+    files = sorted(str(p) for p in photos.iterdir())
+    settings = ModelSettings(tiny_model, cache_dir=tmp_path / "cache")
+    labels = tuple(Label.plain(name) for name in LABELS.split(","))
+    templates = single_templates(["a photo of a {}."])
+    local = Classifier(ClipModel(settings), labels, templates)
+    want = {p.path: p for p in local.classify_paths(files)}
+    connect(cluster)
+
+    def on_ray() -> dict[str, object]:
+        found = classify_on_ray(files, settings, labels, templates, 2, decode_tasks=True)
+        return {p.path: p for p in found}
+
+    got = on_ray()
+    assert set(got) == set(want)
+    for path, prediction in got.items():
+        assert prediction.error == want[path].error  # type: ignore[attr-defined]
+        if want[path].top is not None:
+            assert prediction.top.label == want[path].top.label  # type: ignore[attr-defined]
+            top = prediction.top.probability  # type: ignore[attr-defined]
+            assert top == pytest.approx(want[path].top.probability, abs=1e-5)
+    # Plant a vector that only a cache hit can give: the rocket label's own text embedding.
+    cache = EmbeddingCache(settings.resolved_cache_dir())
+    key = FileKey.of(photos / "coffee.png")
+    assert key is not None and local.encoder.plan.image_cache_key is not None
+    assert cache.get_images(local.encoder.plan.image_cache_key, [key])  # the actors wrote it
+    rocket = local.label_weights[[label.name for label in labels].index("rocket")]
+    cache.put_images(local.encoder.plan.image_cache_key, [(key, rocket)])
+    cache.close()
+    again = on_ray()
+    assert again[str(photos / "coffee.png")].top.label == "rocket"  # type: ignore[attr-defined]

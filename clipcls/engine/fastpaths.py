@@ -57,6 +57,11 @@ def to_uint8(fast: FastPreprocess, image: Image.Image) -> np.ndarray:
     return np.asarray(fast.pil_stage(image), dtype=np.uint8)
 
 
+def prepare_image(fast: FastPreprocess | None, preprocess: Any, image: Image.Image) -> Any:
+    """One RGB image through the eval transform: a uint8 array on the fast path, else a tensor."""
+    return to_uint8(fast, image) if fast is not None else preprocess(image)
+
+
 def normalized_batch(fast: FastPreprocess, arrays: Sequence[np.ndarray], device: Any) -> Any:
     """uint8 (n, H, W, 3) -> float (n, 3, H, W), exactly as ToTensor then Normalize compute it."""
     import torch

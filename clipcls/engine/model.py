@@ -6,8 +6,9 @@ import contextlib
 import json
 import logging
 import socket
+import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,8 @@ from clipcls.engine.fastpaths import (
     encode_text_truncated,
     length_batches,
     normalized_batch,
+    prepare_image,
     split_preprocess,
-    to_uint8,
 )
 from clipcls.engine.hardware import pick_device, pick_precision, plan_threads
 from clipcls.engine.sources import (
@@ -163,6 +164,40 @@ def _load(
         raise load_failure(source, cache, f"the download failed: {_first_line(error)}") from error
 
 
+def image_plan(
+    source: ModelSource,
+    settings: ModelSettings,
+    model: Any,
+    preprocess: Any,
+    precision: str,
+    device: str,
+) -> EmbedPlan:
+    """How a model's images are decoded and cached (threads are the caller's to add)."""
+    fast = split_preprocess(preprocess)
+    size = fast.size if fast else _input_size(model)
+    # Decode large JPEGs at the smallest libjpeg scale (1/2, 1/4, 1/8) still covering the
+    # input size; the bicubic resize then finishes the job (benchmarks/speed.py measures
+    # the agreement with a full decode).
+    draft = None if settings.exact_decode else size
+    return EmbedPlan(
+        draft_size=draft,
+        max_megapixels=settings.max_megapixels,
+        image_cache_key=cache_key(source, precision, device, preprocess, draft),
+        device=device,
+    )
+
+
+def load_preprocess(source: ModelSource, settings: ModelSettings) -> tuple[Any, Any]:
+    """(model, eval preprocessing) with the model on torch's meta device: the architecture and
+    its preprocessing exactly as a load makes them, without holding any weights."""
+    import torch
+
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "copying into a meta parameter is a no-op", per tensor
+        model, preprocess, _ = _load(source, settings, "meta", "fp32")
+    return model, preprocess
+
+
 class ClipModel:
     """A loaded open_clip model with its preprocessing and tokenizer, answering in numpy."""
 
@@ -182,19 +217,11 @@ class ClipModel:
         threads = plan_threads(device, settings.workers)
         if device == "cpu":
             torch.set_num_threads(threads.torch_threads)
-        size = self._fast.size if self._fast else _input_size(model)
-        # Decode large JPEGs at the smallest libjpeg scale (1/2, 1/4, 1/8) still covering the
-        # input size; the bicubic resize then finishes the job (benchmarks/speed.py measures
-        # the agreement with a full decode).
-        draft = None if settings.exact_decode else size
-        self.plan = EmbedPlan(
-            draft_size=draft,
-            max_megapixels=settings.max_megapixels,
+        self.plan = replace(
+            image_plan(source, settings, model, preprocess, precision, device),
             decode_workers=threads.decode_workers,
             overlap_decode=device != "cpu",  # on the CPU, decoding and compute take turns
-            image_cache_key=cache_key(source, precision, device, preprocess, draft),
             text_cache_key=cache_key(source, precision, device, "text", self._truncate_text),
-            device=device,
         )
         self._input_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         self.source = source
@@ -205,9 +232,7 @@ class ClipModel:
 
     def prepare(self, image: Image.Image) -> Any:
         """Resize and crop one RGB image: a uint8 array (or a tensor for unusual transforms)."""
-        if self._fast is not None:
-            return to_uint8(self._fast, image)
-        return self._preprocess(image)
+        return prepare_image(self._fast, self._preprocess, image)
 
     def encode_prepared(self, prepared: Sequence[Any]) -> np.ndarray:
         """Embed prepared images: (n, H, W, 3) -> (n, dim), L2-normalized, float32."""

@@ -1,12 +1,15 @@
 """The Ray Data engine: the same classification, spread over a Ray cluster. The driver lists the
-files; an actor pool, each actor loading the model once (one GPU per actor where there are
-GPUs), decodes, embeds and scores batches with the local engine's own code; predictions
+files; CPU tasks decode them; an actor pool, each actor loading the model once (one GPU per
+actor where there are GPUs), embeds and scores with the local engine's own code; predictions
 stream back to the driver, which writes them through the same writers."""
 
 from __future__ import annotations
 
+import atexit
+import importlib.util
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -14,18 +17,23 @@ from typing import Any
 
 import numpy as np
 
-from clipcls.cache import EmbeddingCache
-from clipcls.classify import Classifier, LabelScore, Prediction, default_batch_size
+from clipcls.classify import LabelScore, Prediction
+from clipcls.engine.ray_workers import Embedder, Scorer, decode
 from clipcls.errors import UsageError
 from clipcls.labels import Label
-from clipcls.output.rows import clean_text
 from clipcls.pathtext import path_to_text, text_to_path
-from clipcls.pipeline import embed_paths
 from clipcls.prompts import TemplateSet
 from clipcls.remote import is_url
-from clipcls.settings import ModelSettings
+from clipcls.settings import Device, ModelSettings
 
+INSTALL = "--engine ray needs Ray Data: pip install 'clipcls[ray]'"
 ACTOR_BATCH = 64  # paths per call of an actor without --batch-size (rows come back per call)
+
+
+def check_ray() -> None:
+    """A UsageError with the install line unless Ray Data is installed (imports nothing)."""
+    if any(importlib.util.find_spec(name) is None for name in ("ray", "pyarrow")):
+        raise UsageError(INSTALL)
 
 
 def require_ray() -> Any:
@@ -34,58 +42,38 @@ def require_ray() -> Any:
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise UsageError("--engine ray needs Ray Data: pip install 'clipcls[ray]'") from None
+        raise UsageError(INSTALL) from None
     return ray
 
 
 def connect(address: str | None) -> None:
     """Join the cluster at address, else $RAY_ADDRESS, else start a local Ray for this run."""
-    ray = require_ray()
+    check_ray()
+    import ray
+
     if ray.is_initialized():
         return
-    for name in ("ray", "ray.data"):  # stderr is for clipcls's own notices and warnings
-        logging.getLogger(name).setLevel(logging.ERROR)
+    # Ray Data's import (~0.6 s) overlaps the wait for Ray's processes to start.
+    importing = threading.Thread(target=require_ray, name="clipcls-import-ray-data", daemon=True)
+    importing.start()
     ray.init(
         address=address or os.environ.get("RAY_ADDRESS") or None,
         log_to_driver=False,
         include_dashboard=False,
-        logging_level="ERROR",
+        logging_level=logging.ERROR,
     )
-    ray.data.DataContext.get_current().enable_progress_bars = False
+    importing.join()
+    atexit.register(_leave, ray)
+    for name in ("ray", "ray.data"):  # stderr is for clipcls's own notices and warnings
+        logging.getLogger(name).setLevel(logging.ERROR)
+    require_ray().data.DataContext.get_current().enable_progress_bars = False
 
 
-class Scorer:
-    """A Ray actor: the model loaded once, then batches of paths in, predictions out."""
-
-    def __init__(
-        self,
-        settings: ModelSettings,
-        labels: tuple[Label, ...],
-        templates: TemplateSet,
-        batch_size: int | None,
-        use_cache: bool,
-        embeddings: bool,
-    ) -> None:
-        from clipcls.engine.model import ClipModel
-
-        cache = EmbeddingCache(settings.resolved_cache_dir()) if use_cache else None
-        self.classifier = Classifier(ClipModel(settings), labels, templates, batch_size, cache)
-        self.embeddings = embeddings
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {
-            key: [] for key in ("path", "error", "labels", "probs", "sims", "embedding")
-        }
-        found = self.classifier.classify_paths([text_to_path(str(p)) for p in batch["load"]])
-        for path, prediction in zip(batch["path"], found, strict=True):
-            out["path"].append(str(path))
-            out["error"].append(clean_text(prediction.error or ""))
-            out["labels"].append([s.label for s in prediction.scores])
-            out["probs"].append([s.probability for s in prediction.scores])
-            out["sims"].append([s.similarity for s in prediction.scores])
-            keep = self.embeddings and prediction.embedding is not None
-            out["embedding"].append(prediction.embedding.tolist() if keep else [])  # type: ignore[union-attr]
-        return out
+def _leave(ray: Any) -> None:
+    """Disconnect (stopping a Ray started for this run) at exit, without the half second Ray's
+    own exit hook sleeps to let worker logs print: this run does not forward them."""
+    ray.shutdown()
+    atexit.unregister(ray.shutdown)
 
 
 def _prediction(row: dict[str, Any]) -> Prediction:
@@ -109,6 +97,7 @@ def classify_on_ray(
     actors: int | None = None,
     use_cache: bool = True,
     embeddings: bool = False,
+    decode_tasks: bool | None = None,
 ) -> Iterator[Prediction]:
     """One Prediction per path, in the order they finish (not the input order).
 
@@ -123,13 +112,13 @@ def classify_on_ray(
         settings=settings,
         labels=labels,
         templates=templates,
-        batch_size=batch_size,
         use_cache=use_cache,
         embeddings=embeddings,
     )
     with warnings.catch_warnings():  # Ray 2.60 names max_restarts a deprecated remote arg
         warnings.simplefilter("ignore")
-        mapped = _mapped(ray, Scorer, items, kwargs, batch_size or ACTOR_BATCH, actors)
+        batch = batch_size or ACTOR_BATCH
+        mapped = _mapped(ray, Scorer, items, kwargs, batch, actors, decode_tasks)
     for row in mapped.iter_rows():
         yield _prediction(row)
 
@@ -148,18 +137,43 @@ def _items(paths: Iterable[Path | str]) -> list[dict[str, str]]:
 
 
 def _mapped(
-    ray: Any, actor: type, items: list[dict[str, str]], kwargs: Any, batch: int, actors: int | None
+    ray: Any,
+    actor: type,
+    items: list[dict[str, str]],
+    kwargs: Any,
+    batch: int,
+    actors: int | None,
+    decode_tasks: bool | None,
 ) -> Any:
-    """The items through a pool of actor (one GPU each where there are GPUs, else one CPU)."""
+    """The items through a pool of actor (one GPU each where there are GPUs, else one CPU).
+
+    With GPUs, CPU tasks decode ahead of the actors (decode_tasks=None picks that). On CPU-only
+    nodes each actor decodes its own batches, decoding and computing in turns with every core as
+    the local engine does: side by side, torch's threads and the decoders would share the cores
+    and both slow down (benchmarks/README.md, "Ray").
+    """
     gpus = int(ray.cluster_resources().get("GPU", 0))
     size = actors or max(1, gpus or int(ray.cluster_resources().get("CPU", 1)) // 2)
+    settings: ModelSettings = kwargs["settings"]
+    device = settings.device.value
+    if settings.device is Device.AUTO:
+        device = "cuda" if gpus else "cpu"
     # One block per actor call: Ray Data's default cuts small lists into many tiny blocks, each
     # scheduled on its own, which cost seconds on a small machine.
-    blocks = max(1, -(-len(items) // max(batch, 1)))
-    return ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+    batch = max(batch, 1)
+    blocks = max(1, -(-len(items) // batch))
+    dataset = ray.data.from_items(items, override_num_blocks=blocks)
+    if decode_tasks if decode_tasks is not None else gpus > 0:
+        dataset = dataset.map_batches(
+            decode,
+            fn_kwargs=dict(settings=settings, device=device, use_cache=kwargs["use_cache"]),
+            batch_size=batch,
+            num_cpus=1,
+        )
+    return dataset.map_batches(
         actor,
         fn_constructor_kwargs=kwargs,
-        batch_size=max(batch, 1),
+        batch_size=batch,
         compute=ray.data.ActorPoolStrategy(size=size),
         num_gpus=1 if gpus else 0,
         num_cpus=0 if gpus else 1,
@@ -169,44 +183,22 @@ def _mapped(
     )
 
 
-class Embedder:
-    """A Ray actor for evaluate: the model loaded once, then batches of paths in, image
-    embeddings (or errors) out; scoring stays on the driver, once per template set."""
-
-    def __init__(self, settings: ModelSettings, batch_size: int | None, use_cache: bool) -> None:
-        from clipcls.engine.model import ClipModel
-
-        self.encoder = ClipModel(settings)
-        self.cache = EmbeddingCache(settings.resolved_cache_dir()) if use_cache else None
-        self.batch_size = batch_size or default_batch_size(self.encoder.plan.device)
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {"path": [], "error": [], "embedding": []}
-        loads = [text_to_path(str(p)) for p in batch["load"]]
-        given = iter(str(p) for p in batch["path"])
-        for done in embed_paths(self.encoder, loads, self.batch_size, self.cache):
-            vectors = iter(done.embeddings)
-            for error in done.errors:
-                out["path"].append(next(given))
-                out["error"].append(clean_text(error or ""))
-                out["embedding"].append([] if error else next(vectors).tolist())
-        return out
-
-
 def embed_on_ray(
     paths: Iterable[Path | str],
     settings: ModelSettings,
     batch_size: int | None = None,
     actors: int | None = None,
     use_cache: bool = True,
+    decode_tasks: bool | None = None,
 ) -> dict[str, tuple[np.ndarray | None, str | None]]:
     """Each path's image embedding, or its error, computed by an actor pool."""
     ray = require_ray()
     items = _items(paths)
-    kwargs = dict(settings=settings, batch_size=batch_size, use_cache=use_cache)
+    kwargs = dict(settings=settings, use_cache=use_cache)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        mapped = _mapped(ray, Embedder, items, kwargs, batch_size or ACTOR_BATCH, actors)
+        batch = batch_size or ACTOR_BATCH
+        mapped = _mapped(ray, Embedder, items, kwargs, batch, actors, decode_tasks)
     found: dict[str, tuple[np.ndarray | None, str | None]] = {}
     for row in mapped.iter_rows():
         vector = np.asarray(row["embedding"], dtype=np.float32) if len(row["embedding"]) else None
