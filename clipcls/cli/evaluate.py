@@ -34,7 +34,7 @@ from clipcls.cli.options import (
     RayAddressOpt,
     StrictOpt,
 )
-from clipcls.engine.ray_data import require_ray
+from clipcls.engine.ray_data import check_ray
 from clipcls.errors import ClipclsError
 from clipcls.evaluation.dataset import (
     Dataset,
@@ -211,7 +211,7 @@ def evaluate(
     """Measure zero-shot accuracy on a folder whose subfolders are the classes."""
     with reported_errors(debug):
         if engine is Engine.RAY:
-            require_ray()
+            check_ray()
         dataset = load_dataset(dataset_dir, max_per_class, seed, include_hidden)
         labels = class_labels(dataset.classes, classnames)
         template_sets = _template_sets(templates, template)

@@ -47,7 +47,7 @@ from clipcls.cli.options import (
     ThresholdOpt,
     UnknownLabelOpt,
 )
-from clipcls.engine.ray_data import require_ray
+from clipcls.engine.ray_data import check_ray
 from clipcls.engine.sources import check_model_name
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.images import iter_image_paths
@@ -265,7 +265,7 @@ def label(
         template_set = read_templates(templates, template)
         inputs = read_inputs(paths)
         if engine is Engine.RAY:
-            require_ray()  # before anything is locked or loaded
+            check_ray()  # before anything is locked or loaded
         kind = format_for(output, fmt, FILE_FORMATS)
         check_file_format(kind, resume, save_embeddings)
         if (dry_run or mode is not SortMode.COPY) and sort_into is None:
