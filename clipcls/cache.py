@@ -32,6 +32,7 @@ FILE_NAME = "embeddings.sqlite3"
 DEFAULT_MAX_BYTES = 2 * 1024**3
 MAX_ENV = "CLIPCLS_CACHE_MAX_GB"
 SCHEMA_VERSION = 2  # PRAGMA user_version; a file with another version is rebuilt
+RECORDS = "CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (
     model TEXT NOT NULL, path BLOB NOT NULL, size INTEGER NOT NULL, mtime INTEGER NOT NULL,
@@ -136,6 +137,7 @@ class EmbeddingCache:
                 self.db.execute("DROP TABLE IF EXISTS texts")
             self.db.executescript(SCHEMA)
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        self.db.execute(RECORDS)  # a no-op unless the cache was written before records existed
 
     def fail(self, error: BaseException) -> None:
         """Turn the cache off for the rest of the run, saying why once."""
@@ -205,6 +207,18 @@ class EmbeddingCache:
             self._dims[model] = len(rows[0][-2]) // 4
             self._write("INSERT OR REPLACE INTO images VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
             self._evict()
+
+    @guarded(None)
+    def get_record(self, key: str) -> str | None:
+        """A small text stored under key (such as what a run learned of a model), or None."""
+        assert self.db is not None
+        row = self.db.execute("SELECT value FROM records WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    @guarded(None)
+    def put_record(self, key: str, value: str) -> None:
+        """Store a small text under key, replacing what was there."""
+        self._write("INSERT OR REPLACE INTO records VALUES (?, ?)", [(key, value)])
 
     @guarded(dict)
     def get_texts(self, model: str, texts: Sequence[str]) -> dict[str, np.ndarray]:

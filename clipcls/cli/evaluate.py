@@ -21,7 +21,7 @@ from clipcls.cli.console import (
     stderr,
     warn,
 )
-from clipcls.cli.inputs import load_model, open_cache
+from clipcls.cli.inputs import NOT_LOADED, describe, load_model, open_cache
 from clipcls.cli.model_options import model_options, model_settings
 from clipcls.cli.options import (
     BatchSizeOpt,
@@ -34,6 +34,7 @@ from clipcls.cli.options import (
     RayAddressOpt,
     StrictOpt,
 )
+from clipcls.engine.model import ModelInfo
 from clipcls.engine.ray_data import check_ray
 from clipcls.errors import ClipclsError
 from clipcls.evaluation.dataset import (
@@ -50,7 +51,9 @@ from clipcls.labels import Label
 from clipcls.output.files import Format, format_for
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import plain_console
+from clipcls.pipeline import Encoder
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
+from clipcls.recorded import ModelNeeded, recorded_model, remember_model
 from clipcls.settings import DEFAULT_MODEL, Engine, ModelSettings
 
 EXAMPLES = """
@@ -89,8 +92,36 @@ def _evaluate_model(
     cache: EmbeddingCache | None,
     ray: RayPlan | None = None,
 ) -> list[Evaluation]:
-    """Embed the images once with this model, then score them with every template set."""
+    """Embed the images once with this model, then score them with every template set; from
+    the cache alone, without loading the model, where it holds every embedding needed."""
+    args = (dataset, labels, template_sets, batch_size, ks, quiet, cache, ray)
+    recorded = recorded_model(cache, settings) if ray is None else None
+    if recorded is not None:
+        try:
+            results = _evaluate_with(recorded, settings, *args)
+        except ModelNeeded:
+            pass  # something is not cached: load the model and start again
+        else:
+            if not quiet:
+                notice(f"{describe(recorded.info)} {NOT_LOADED}")
+            return results
     encoder = load_model(settings, quiet)  # on a Ray run, for the text tower only
+    remember_model(cache, settings, encoder)
+    return _evaluate_with(encoder, settings, *args)
+
+
+def _evaluate_with(
+    encoder: Encoder,
+    settings: ModelSettings,
+    dataset: Dataset,
+    labels: tuple[Label, ...],
+    template_sets: list[TemplateSet],
+    batch_size: int | None,
+    ks: tuple[int, ...],
+    quiet: bool,
+    cache: EmbeddingCache | None,
+    ray: RayPlan | None,
+) -> list[Evaluation]:
     if ray is not None:
         from clipcls.engine.ray_data import connect, embed_on_ray
 
@@ -99,14 +130,15 @@ def _evaluate_model(
             found = embed_on_ray(dataset.paths, settings, batch_size, ray.actors, cache is not None)
         data = assemble(dataset, found)
     else:
-        batch_size = batch_size or default_batch_size(encoder.info.device)
+        batch_size = batch_size or default_batch_size(encoder.plan.device)
         show = not quiet and stderr.is_terminal
         with progress_bar(disable=not show) as progress:
             task = progress.add_task("embedding images", total=len(dataset.paths))
             data = embed_dataset(
                 encoder, dataset, batch_size, lambda n: progress.advance(task, n), cache
             )
-    model = (encoder.info.model, encoder.info.pretrained)
+    info: ModelInfo = encoder.info  # type: ignore[attr-defined]
+    model = (info.model, info.pretrained)
     results = []
     for templates in template_sets:
         with stderr.status(f"scoring with templates {templates.name}"):

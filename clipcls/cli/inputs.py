@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import sys
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from clipcls.cache import EmbeddingCache
@@ -17,7 +18,10 @@ from clipcls.errors import UsageError
 from clipcls.images import STDIN, check_inputs, read_path_list
 from clipcls.labels import Label, parse_labels, read_labels_file
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
+from clipcls.recorded import cached_classifier, remember_model
 from clipcls.settings import ModelSettings
+
+NOT_LOADED = "(every embedding cached: the model was not loaded)"
 
 
 def read_labels(labels: str | None, labels_file: Path | None) -> tuple[Label, ...]:
@@ -82,9 +86,23 @@ def load_classifier(
     batch_size: int | None,
     quiet: bool,
     cache: EmbeddingCache | None = None,
+    paths: Callable[[], Iterable[Path | str]] | None = None,
 ) -> tuple[Classifier, ModelInfo]:
-    """Load the model and embed the prompts (each distinct prompt once, cached ones not)."""
+    """Load the model and embed the prompts (each distinct prompt once, cached ones not).
+
+    With paths (the files the run will classify): if the cache holds every prompt and every
+    file under a model an earlier run recorded, answer from the cache without loading it.
+    """
+    if paths is not None:
+        check_model_name(settings)
+        classifier = cached_classifier(cache, settings, labels, templates, paths(), batch_size)
+        if classifier is not None:
+            info: ModelInfo = classifier.encoder.info  # type: ignore[attr-defined]
+            if not quiet:
+                notice(f"{describe(info)} {NOT_LOADED}")
+            return classifier, info
     encoder = load_model(settings, quiet)
+    remember_model(cache, settings, encoder)
     spinner = contextlib.nullcontext if quiet else stderr.status
     n_prompts = sum(len(label.texts) for label in labels) * len(templates.templates)
     with spinner(f"embedding {n_prompts} prompts"):

@@ -7,6 +7,7 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -177,8 +178,19 @@ def _count(inputs: list[str], options: LabelOptions, recovered: Recovered, hidde
     def skipped(folder: Path) -> None:
         notice(f"skipping {clean_text(str(folder))}: clipcls sorted files into it ({MARKER})")
 
-    walk = iter_image_paths(inputs, hidden, exclude=options.sort_into, on_skip=skipped)
-    return sum(1 for path in walk if not is_done(recovered, path, options))
+    return sum(1 for _ in _pending(inputs, options, recovered, hidden, skipped))
+
+
+def _pending(
+    inputs: list[str],
+    options: LabelOptions,
+    recovered: Recovered,
+    hidden: bool,
+    on_skip: Callable[[Path], None] | None = None,
+) -> Iterator[Path]:
+    """The files this run will label: the walk, less sorted folders and rows already written."""
+    walk = iter_image_paths(inputs, hidden, exclude=options.sort_into, on_skip=on_skip)
+    return (path for path in walk if not is_done(recovered, path, options))
 
 
 def _write(
@@ -292,13 +304,10 @@ def label(
             if engine is Engine.RAY:
                 classify, loaded = _ray_classify(ctx, settings, label_list, template_set)
             else:
+                walk = partial(_pending, inputs, options, recovered, include_hidden)
+                cache = open_cache(settings, no_cache)
                 classifier, info = load_classifier(
-                    settings,
-                    label_list,
-                    template_set,
-                    batch_size,
-                    quiet,
-                    open_cache(settings, no_cache),
+                    settings, label_list, template_set, batch_size, quiet, cache, walk
                 )
                 classify, loaded = classifier, model_id(info.model, info.pretrained)
             check_loaded_model(out, setup, loaded)

@@ -89,7 +89,13 @@ def predict(
         fmt = format_for(output, fmt)
         settings = model_settings(ctx)
         classifier, _ = load_classifier(
-            settings, label_list, template_set, batch_size, quiet, open_cache(settings, no_cache)
+            settings,
+            label_list,
+            template_set,
+            batch_size,
+            quiet,
+            open_cache(settings, no_cache),
+            lambda: iter_image_paths(inputs, include_hidden),
         )
         show_progress = not quiet and stderr.is_terminal
         started = time.monotonic()

@@ -1,0 +1,164 @@
+"""Runs that never load the model: what a run that loaded it recorded (cache keys, logit scale,
+resolved device and precision), so that when every prompt and image embedding a later run needs
+is cached, it answers from the cache alone, without importing torch, with the same results."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import itertools
+import json
+import platform
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from clipcls import __version__
+from clipcls.cache import EmbeddingCache
+from clipcls.classify import Classifier
+from clipcls.engine.model import ModelInfo
+from clipcls.engine.sources import model_identity
+from clipcls.errors import ClipclsError
+from clipcls.labels import Label
+from clipcls.pipeline import EmbedPlan, look_up
+from clipcls.prompts import TemplateSet
+from clipcls.settings import ModelSettings
+
+LOOKUP = 500  # paths checked per cache query
+
+
+class ModelNeeded(ClipclsError):
+    """A recorded model was asked to compute: something was not in the cache after all."""
+
+    def __init__(self) -> None:
+        super().__init__("a file changed while this run read it from the cache: run it again")
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """What a run that loaded the model learned, as it describes the model and keys its cache."""
+
+    model: str
+    pretrained: str | None
+    device: str
+    precision: str
+    logit_scale: float
+    logit_bias: float | None
+    image_cache_key: str
+    text_cache_key: str
+    draft_size: int | None
+
+
+class RecordedModel:
+    """An Encoder that answers only from the cache: scale, bias and keys as recorded; asked to
+    compute anything, it raises ModelNeeded."""
+
+    def __init__(self, record: ModelRecord, settings: ModelSettings) -> None:
+        self.info = ModelInfo(record.model, record.pretrained, record.device, record.precision)
+        self.logit_scale = record.logit_scale
+        self.logit_bias = record.logit_bias
+        self.plan = EmbedPlan(
+            draft_size=record.draft_size,
+            max_megapixels=settings.max_megapixels,
+            image_cache_key=record.image_cache_key,
+            text_cache_key=record.text_cache_key,
+            device=record.device,
+        )
+
+    def prepare(self, image: Image.Image) -> Any:
+        raise ModelNeeded
+
+    def encode_prepared(self, prepared: Sequence[Any]) -> np.ndarray:
+        raise ModelNeeded
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        raise ModelNeeded
+
+
+def record_key(settings: ModelSettings) -> str:
+    """The settings as they decide a model's results on this machine, with the versions of
+    clipcls and open_clip that resolved them (a default tag or a cache key may change with
+    either); nothing here imports torch."""
+    identity = model_identity(settings).key or f"default:{settings.model}"
+    try:
+        open_clip_version = importlib.metadata.version("open_clip_torch")
+    except importlib.metadata.PackageNotFoundError:
+        open_clip_version = ""
+    parts = [
+        "model-record/1",
+        identity,
+        str(settings.pretrained),
+        settings.device.value,
+        settings.precision.value,
+        str(settings.exact_decode),
+        platform.node(),  # a cache folder shared between machines: auto means each its own
+        __version__,
+        open_clip_version,
+    ]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def remember_model(cache: EmbeddingCache | None, settings: ModelSettings, encoder: Any) -> None:
+    """Record a loaded ClipModel, so fully cached runs with these settings need not load it."""
+    plan = encoder.plan
+    if cache is None or plan.image_cache_key is None or plan.text_cache_key is None:
+        return
+    info = encoder.info
+    record = ModelRecord(
+        info.model,
+        info.pretrained,
+        info.device,
+        info.precision,
+        float(encoder.logit_scale),
+        None if encoder.logit_bias is None else float(encoder.logit_bias),
+        plan.image_cache_key,
+        plan.text_cache_key,
+        plan.draft_size,
+    )
+    value = json.dumps(asdict(record))
+    if cache.get_record(record_key(settings)) != value:
+        cache.put_record(record_key(settings), value)
+
+
+def recorded_model(cache: EmbeddingCache | None, settings: ModelSettings) -> RecordedModel | None:
+    """The model as an earlier run on this machine recorded it, or None."""
+    if cache is None:
+        return None
+    value = cache.get_record(record_key(settings))
+    if value is None:
+        return None
+    try:
+        return RecordedModel(ModelRecord(**json.loads(value)), settings)
+    except (ValueError, TypeError):  # a damaged record: load the model as usual
+        return None
+
+
+def cached_classifier(
+    cache: EmbeddingCache | None,
+    settings: ModelSettings,
+    labels: Sequence[Label],
+    templates: TemplateSet,
+    paths: Iterable[Path | str],
+    batch_size: int | None = None,
+) -> Classifier | None:
+    """A classifier that needs no model, if every prompt and every path is cached, else None."""
+    encoder = recorded_model(cache, settings)
+    if cache is None or encoder is None:
+        return None
+    try:
+        classifier = Classifier(encoder, labels, templates, batch_size, cache)
+    except ModelNeeded:
+        return None
+    if cache.failure is not None:
+        return None
+    dim = classifier.label_weights.shape[1]
+    plan, iterator = encoder.plan, iter(paths)
+    while batch := [str(p) for p in itertools.islice(iterator, LOOKUP)]:
+        chunk = look_up(batch, cache, plan.image_cache_key, plan.max_megapixels, dim)
+        if chunk.misses or cache.failure is not None:
+            return None
+    return classifier
