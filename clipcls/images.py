@@ -246,8 +246,10 @@ def load_image(
     path: str | Path,
     draft_size: int | None = None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
+    data: bytes | None = None,
 ) -> Image.Image:
-    """Decode a file into an RGB image as a viewer shows it, or raise ImageError.
+    """Decode a file (or data, the bytes of one named path) into an RGB image as a viewer
+    shows it, or raise ImageError.
 
     Only regular files are opened. The declared size is checked against max_megapixels before
     any pixel is decoded. With draft_size, libjpeg decodes a large JPEG at 1/2, 1/4 or 1/8
@@ -255,7 +257,10 @@ def load_image(
     than a full decode.
     """
     try:
-        source = fetch(str(path), max_megapixels) if is_url(path) else open_regular(path)
+        if data is not None:
+            source: BinaryIO = io.BytesIO(data)
+        else:
+            source = fetch(str(path), max_megapixels) if is_url(path) else open_regular(path)
         with warnings.catch_warnings(), source as stream:
             warnings.simplefilter("ignore")  # Pillow's per-file warnings would flood stderr
             budgeted = _HeaderBudget(stream, HEADER_BUDGET)

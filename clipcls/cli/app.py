@@ -13,6 +13,7 @@ from clipcls import __version__
 from clipcls.cli import evaluate as evaluate_command
 from clipcls.cli import label as label_command
 from clipcls.cli import predict as predict_command
+from clipcls.cli import serve as serve_command
 from clipcls.cli import templates as templates_command
 from clipcls.cli.cache import EXAMPLES as CACHE_EXAMPLES
 from clipcls.cli.cache import cache_app
@@ -72,6 +73,7 @@ app.command(epilog=predict_command.EXAMPLES)(predict_command.predict)
 app.command(epilog=label_command.EXAMPLES)(label_command.label)
 app.command(epilog=evaluate_command.EXAMPLES)(evaluate_command.evaluate)
 app.command(epilog=templates_command.EXAMPLES)(templates_command.templates)
+app.command(epilog=serve_command.EXAMPLES)(serve_command.serve)
 app.add_typer(models_app, name="models")
 app.add_typer(
     cache_app, name="cache", help="Inspect or clear the embedding cache.", epilog=CACHE_EXAMPLES

@@ -8,6 +8,9 @@ import gc
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import typer
 
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier
@@ -19,7 +22,10 @@ from clipcls.images import STDIN, check_inputs, read_path_list
 from clipcls.labels import Label, parse_labels, read_labels_file
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.recorded import cached_classifier, remember_model
-from clipcls.settings import ModelSettings
+from clipcls.settings import ModelSettings, model_id
+
+if TYPE_CHECKING:
+    from clipcls.server.client import RemoteClassifier
 
 NOT_LOADED = "(every embedding cached: the model was not loaded)"
 
@@ -107,3 +113,25 @@ def load_classifier(
     n_prompts = sum(len(label.texts) for label in labels) * len(templates.templates)
     with spinner(f"embedding {n_prompts} prompts"):
         return Classifier(encoder, labels, templates, batch_size, cache), encoder.info
+
+
+def server_classifier(
+    ctx: typer.Context, url: str, labels: tuple[Label, ...], templates: TemplateSet, quiet: bool
+) -> tuple[RemoteClassifier, tuple[str, str | None]]:
+    """Classify on a `clipcls serve` server: its model, named as it reports it."""
+    from clipcls.server.client import RemoteClassifier, ServerClient
+
+    client = ServerClient(url)
+    model, pretrained = client.model
+    named = model_id(model, pretrained)
+    source = ctx.get_parameter_source("model")
+    asked = ctx.params.get("model")
+    if getattr(source, "name", "DEFAULT") != "DEFAULT" and asked not in (model, named):
+        raise UsageError(f"--model {asked}: the server at {client.url} runs {named}")
+    facts = client.facts
+    if not quiet:
+        notice(
+            f"model {named} on the server at {client.url} "
+            f"({facts.get('device')}, {facts.get('precision')})"
+        )
+    return RemoteClassifier(client, labels, templates), (model, pretrained)

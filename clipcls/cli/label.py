@@ -18,7 +18,14 @@ from rich.text import Text
 
 from clipcls.classify import Classifier
 from clipcls.cli.console import fail_if_strict, notice, reported_errors, stderr, tracked, warn
-from clipcls.cli.inputs import load_classifier, open_cache, read_inputs, read_labels, read_templates
+from clipcls.cli.inputs import (
+    load_classifier,
+    open_cache,
+    read_inputs,
+    read_labels,
+    read_templates,
+    server_classifier,
+)
 from clipcls.cli.interrupts import InterruptGuard, exit_code_of
 from clipcls.cli.model_options import model_options, model_settings
 from clipcls.cli.options import (
@@ -40,6 +47,7 @@ from clipcls.cli.options import (
     RecordTopKOpt,
     ResumeOpt,
     SaveEmbeddingsOpt,
+    ServerOpt,
     SortIntoOpt,
     SortModeOpt,
     StrictOpt,
@@ -264,6 +272,7 @@ def label(
     engine: EngineOpt = Engine.LOCAL,
     ray_address: RayAddressOpt = None,
     ray_actors: RayActorsOpt = None,
+    server: ServerOpt = None,
     batch_size: BatchSizeOpt = None,
     quiet: QuietOpt = False,
     include_hidden: IncludeHiddenOpt = False,
@@ -285,6 +294,13 @@ def label(
         unknown = check_unknown_label(unknown_label, threshold, label_list)
         options = LabelOptions(top_k, threshold, unknown, sort_into, mode, dry_run, save_embeddings)
         settings = model_settings(ctx)
+        remote = None
+        if server is not None:
+            if engine is Engine.RAY:
+                raise UsageError("--server and --engine ray: give one or the other")
+            remote, named = server_classifier(ctx, server, label_list, template_set, quiet)
+            remote.embeddings = save_embeddings
+            settings = ModelSettings(model=named[0], pretrained=named[1])
         setup = run_setup(kind, options, label_list, template_set, settings)
         columns = options.columns(len(label_list))
         keep = mode is SortMode.MOVE or dry_run
@@ -301,7 +317,9 @@ def label(
                 notice(f"nothing left to label: {clean_text(str(output))} holds every image found")
                 return
             classify: Classifier | Classify
-            if engine is Engine.RAY:
+            if remote is not None:
+                classify, loaded = remote.classify_paths, model_id(*remote.client.model)
+            elif engine is Engine.RAY:
                 classify, loaded = _ray_classify(ctx, settings, label_list, template_set)
             else:
                 walk = partial(_pending, inputs, options, recovered, include_hidden)

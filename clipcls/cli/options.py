@@ -285,6 +285,16 @@ EngineOpt = Annotated[
         help="local: this process; ray: a Ray cluster (pip install 'clipcls[ray]').",
     ),
 ]
+ServerOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server",
+        envvar="CLIPCLS_SERVER",
+        rich_help_panel=SCALE_PANEL,
+        help="A `clipcls serve` URL to classify on, with no model loaded here "
+        "(API key from $CLIPCLS_API_KEY).",
+    ),
+]
 RayAddressOpt = Annotated[
     str | None,
     typer.Option(

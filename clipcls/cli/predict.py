@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from clipcls.classify import Classifier
 from clipcls.cli.console import (
     check_output_path,
     fail_if_strict,
@@ -18,7 +19,14 @@ from clipcls.cli.console import (
     tracked,
     warn,
 )
-from clipcls.cli.inputs import load_classifier, open_cache, read_inputs, read_labels, read_templates
+from clipcls.cli.inputs import (
+    load_classifier,
+    open_cache,
+    read_inputs,
+    read_labels,
+    read_templates,
+    server_classifier,
+)
 from clipcls.cli.model_options import model_options, model_settings
 from clipcls.cli.options import (
     BatchSizeOpt,
@@ -29,6 +37,7 @@ from clipcls.cli.options import (
     NoCacheOpt,
     PathsArg,
     QuietOpt,
+    ServerOpt,
     StrictOpt,
     TemplateOpt,
     TemplatesOpt,
@@ -39,6 +48,7 @@ from clipcls.output.files import Format, format_for
 from clipcls.output.rows import Columns, to_row
 from clipcls.output.writers import make_writer, plural
 from clipcls.prompts import DEFAULT_TEMPLATES
+from clipcls.server.client import RemoteClassifier
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -47,6 +57,7 @@ EXAMPLES = """
   clipcls predict a.jpg b.png --labels-file labels.txt --templates simple --top-k 3
   find . -name '*.jpg' | clipcls predict - --labels cat,dog --format jsonl | jq .
   clipcls predict scans/ --labels "tumor,normal tissue" --templates histology -o out.csv
+  clipcls predict photo.jpg --labels cat,dog --server http://127.0.0.1:8765
 """
 
 
@@ -75,6 +86,7 @@ def predict(
     include_hidden: IncludeHiddenOpt = False,
     strict: StrictOpt = False,
     no_cache: NoCacheOpt = False,
+    server: ServerOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Classify images against your labels and show the top-k labels of each."""
@@ -87,16 +99,20 @@ def predict(
             raise UsageError(f"no images found in {', '.join(inputs)}")
         check_output_path(output)
         fmt = format_for(output, fmt)
-        settings = model_settings(ctx)
-        classifier, _ = load_classifier(
-            settings,
-            label_list,
-            template_set,
-            batch_size,
-            quiet,
-            open_cache(settings, no_cache),
-            lambda: iter_image_paths(inputs, include_hidden),
-        )
+        classifier: Classifier | RemoteClassifier
+        if server is not None:
+            classifier, _ = server_classifier(ctx, server, label_list, template_set, quiet)
+        else:
+            settings = model_settings(ctx)
+            classifier, _ = load_classifier(
+                settings,
+                label_list,
+                template_set,
+                batch_size,
+                quiet,
+                open_cache(settings, no_cache),
+                lambda: iter_image_paths(inputs, include_hidden),
+            )
         show_progress = not quiet and stderr.is_terminal
         started = time.monotonic()
         failures = 0

@@ -1,0 +1,75 @@
+"""`clipcls serve`: keep one model loaded and answer predict requests over HTTP."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clipcls.cli.console import notice, reported_errors
+from clipcls.cli.model_options import model_options, model_settings
+from clipcls.cli.options import DebugOpt
+from clipcls.engine.sources import check_model_name
+from clipcls.errors import UsageError
+
+EXAMPLES = """
+[bold]Examples[/bold]
+
+  clipcls serve                                  # the default model on 127.0.0.1:8765
+  clipcls predict photo.jpg --labels cat,dog --server http://127.0.0.1:8765
+  clipcls serve --allow-dir /srv/photos --model ViT-B-16:datacomp_xl_s13b_b90k
+  CLIPCLS_API_KEY=secret clipcls serve --host 0.0.0.0 --port 9000
+  curl -s localhost:8765/v1/predict -F labels=cat,dog -F images=@photo.jpg
+"""
+INSTALL = "clipcls serve needs LitServe: pip install 'clipcls[serve]'"
+
+
+@model_options()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to listen on: 127.0.0.1, localhost, 0.0.0.0 or ::."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8765,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CLIPCLS_API_KEY",
+            help="Require this key in the X-API-Key header (needed off loopback).",
+        ),
+    ] = None,
+    allow_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--allow-dir",
+            file_okay=False,
+            exists=True,
+            help="A folder whose files requests may name by path (repeatable).",
+        ),
+    ] = None,
+    max_images: Annotated[int, typer.Option(min=1, help="Images per request.")] = 256,
+    max_labels: Annotated[int, typer.Option(min=1, help="Labels per request.")] = 1000,
+    max_body_mb: Annotated[float, typer.Option(min=0.001, help="Request body size, MB.")] = 64.0,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a request may take.")] = 60.0,
+    debug: DebugOpt = False,
+) -> None:
+    """Keep a model loaded and answer predict requests over HTTP, batching concurrent ones."""
+    from clipcls.server.protocol import Limits
+
+    with reported_errors(debug):
+        if importlib.util.find_spec("litserve") is None:
+            raise UsageError(INSTALL)
+        from clipcls.server.app import ServeOptions, check_options
+        from clipcls.server.app import serve as run_server
+
+        settings = model_settings(ctx)
+        check_model_name(settings)
+        limits = Limits(int(max_body_mb * 1e6), max_images, max_labels, seconds=timeout)
+        roots = tuple(str(d) for d in allow_dir or ())
+        options = ServeOptions(host, port, api_key, roots, limits)
+        check_options(options)
+        notice(f"serving {settings.model} on http://{host}:{port} (loading the model)")
+        run_server(settings, options)

@@ -1,0 +1,181 @@
+"""The client side of `clipcls serve`, in the standard library only (no torch, no LitServe):
+what the CLI's --server runs to classify files on a warm server and read back Predictions."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipcls.classify import LabelScore, Prediction
+from clipcls.errors import ClipclsError, ImageError, UsageError
+from clipcls.images import open_regular
+from clipcls.labels import Label
+from clipcls.pathtext import path_to_text
+from clipcls.prompts import TemplateSet
+from clipcls.remote import fetch, is_s3, is_url
+from clipcls.server.protocol import API_KEY_HEADER, machine_id
+
+SERVER_ENV = "CLIPCLS_SERVER"
+KEY_ENV = "CLIPCLS_API_KEY"
+PER_REQUEST = 32  # images per request: large enough to batch, small enough to stream rows back
+LOAD_WAIT = 120.0  # seconds to wait for a server that is still loading its model
+TIMEOUT = 600.0  # seconds for one answer (the server bounds its own time per request)
+
+
+class ServerClient:
+    """Talks to one server: its facts (model, limits, machine) and predict requests."""
+
+    def __init__(self, url: str, api_key: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        if not self.url.startswith(("http://", "https://")):
+            raise UsageError(f"--server must be an http(s):// URL, not {url!r}")
+        self.api_key = api_key if api_key is not None else os.environ.get(KEY_ENV) or None
+        self.facts: dict[str, Any] = self._wait_for_model()
+
+    def _wait_for_model(self) -> dict[str, Any]:
+        """The server's facts, waiting while it loads its model (it answers 503 until then)."""
+        deadline = time.monotonic() + LOAD_WAIT
+        while True:
+            try:
+                facts = self._call("GET", "/v1/info")
+            except ClipclsError as error:
+                if " answered 503" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.25)
+                continue
+            if not isinstance(facts, dict) or "model" not in facts:
+                raise ClipclsError(f"{self.url} does not look like a clipcls server")
+            return facts
+
+    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", "application/json")
+        if self.api_key:
+            request.add_header(API_KEY_HEADER, self.api_key)
+        try:
+            with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:  # noqa: S310
+                return json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            if error.code == 401:
+                why = f"it wants an API key: set ${KEY_ENV}"
+                raise UsageError(f"the server at {self.url} refused the request: {why}") from None
+            raise ClipclsError(
+                f"the server at {self.url} answered {error.code}: {_why(error)}"
+            ) from None
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise ClipclsError(f"cannot reach the clipcls server at {self.url}: {reason}") from None
+
+    @property
+    def model(self) -> tuple[str, str | None]:
+        return str(self.facts["model"]), self.facts.get("pretrained")
+
+    def predict(self, images: list[dict[str, str]], request: dict[str, Any]) -> list[Any]:
+        """The server's predict objects for these image entries, in their order."""
+        answer = self._call("POST", "/v1/predict", {**request, "images": images})
+        found = answer.get("predictions") if isinstance(answer, dict) else None
+        if not isinstance(found, list) or len(found) != len(images):
+            raise ClipclsError(f"the server at {self.url} sent an answer clipcls cannot read")
+        return found
+
+
+def _why(error: urllib.error.HTTPError) -> str:
+    try:
+        detail = json.loads(error.read())
+        return str(detail.get("error") or detail.get("detail") or detail)
+    except (ValueError, OSError, AttributeError):
+        return str(error.reason)
+
+
+class RemoteClassifier:
+    """classify_paths on a server: files go as bytes, or as paths where the server says it
+    shares this machine's file system and allows the folder; rows come back as Predictions."""
+
+    def __init__(
+        self, client: ServerClient, labels: Sequence[Label], templates: TemplateSet
+    ) -> None:
+        self.client = client
+        self.embeddings = False  # ask for each image's embedding too (label --save-embeddings)
+        self.labels = tuple(labels)
+        self.request = {
+            "labels": [{"name": label.name, "texts": list(label.texts)} for label in labels],
+            "templates": list(templates.templates),
+            "top_k": len(labels),
+        }
+        limits = client.facts.get("limits", {})
+        self.per_request = max(1, min(PER_REQUEST, int(limits.get("max_images", PER_REQUEST))))
+        self.max_bytes = int(limits.get("max_body_bytes", 64 * 1024**2)) * 3 // 4 - 65536
+        here = machine_id()
+        self.shared = client.facts.get("machine") == here and bool(client.facts.get("allow_dirs"))
+
+    def classify_paths(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
+        """One Prediction per path, in input order; unreadable files carry an error."""
+        batch: list[tuple[str, dict[str, str] | str]] = []
+        size = 0
+        for path in paths:
+            entry = self._entry(str(path))
+            weight = len(entry["data"]) if isinstance(entry, dict) and "data" in entry else 0
+            if batch and (len(batch) == self.per_request or size + weight > self.max_bytes):
+                yield from self._send(batch)
+                batch, size = [], 0
+            batch.append((str(path), entry))
+            size += weight
+        if batch:
+            yield from self._send(batch)
+
+    def _entry(self, path: str) -> dict[str, str] | str:
+        """What the request carries for path, or the error that keeps it local."""
+        name = path_to_text(path)
+        if is_url(path) and not is_s3(path):
+            return {"url": path, "name": name}
+        absolute = os.path.abspath(path)
+        if self.shared and not is_s3(path) and _under(absolute, self.client.facts["allow_dirs"]):
+            return {"path": absolute, "name": name}
+        try:
+            stream = fetch(path, float("inf")) if is_s3(path) else open_regular(path)
+            with stream:
+                data = stream.read(self.max_bytes + 1)
+        except ImageError as error:
+            return str(error)
+        except OSError as error:
+            return f"cannot read {path}: {error.strerror or error}"
+        if len(data) > self.max_bytes:
+            return f"too large to send to the server ({len(data):,}+ bytes): {path}"
+        return {"data": base64.b64encode(data).decode(), "name": name}
+
+    def _send(self, batch: list[tuple[str, dict[str, str] | str]]) -> Iterator[Prediction]:
+        entries = [entry for _, entry in batch if isinstance(entry, dict)]
+        request = {**self.request, "embedding": self.embeddings}
+        answers = iter(self.client.predict(entries, request) if entries else [])
+        for path, entry in batch:
+            if isinstance(entry, str):
+                yield Prediction(path, error=entry)
+            else:
+                yield _prediction(path, next(answers))
+
+
+def _prediction(path: str, answer: dict[str, Any]) -> Prediction:
+    if answer.get("error"):
+        return Prediction(path, error=str(answer["error"]))
+    scores = tuple(
+        LabelScore(str(s["label"]), float(s["probability"]), float(s["similarity"]))
+        for s in answer.get("predictions", [])
+    )
+    vector = answer.get("embedding")
+    embedding = None if vector is None else np.asarray(vector, dtype=np.float32)
+    return Prediction(path, scores, embedding=embedding)
+
+
+def _under(path: str, roots: Sequence[str]) -> bool:
+    real = os.path.realpath(path)
+    return any(real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)

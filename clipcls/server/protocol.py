@@ -1,0 +1,173 @@
+"""What `clipcls serve` accepts: a JSON request read and checked against the server's limits
+(shared by the server, which refuses with 4xx, and the client, which builds requests)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import platform
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from clipcls.errors import ClipclsError
+from clipcls.labels import Label, check_labels, parse_label
+from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
+from clipcls.remote import is_url
+
+API_KEY_HEADER = "X-API-Key"
+
+
+class RequestError(ClipclsError):
+    """A request the server refuses: an HTTP status and one line saying why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask of the server."""
+
+    max_body_bytes: int = 64 * 1024**2
+    max_images: int = 256
+    max_labels: int = 1000
+    max_templates: int = 200
+    max_top_k: int = 1000
+    seconds: float = 60.0
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """One image of a request: its bytes, a URL the server fetches, or a path on its disk;
+    name is how the answer names it (the path column of predict's output)."""
+
+    name: str
+    data: bytes | None = None
+    url: str | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True)
+class ServeRequest:
+    """A checked request: images, labels, templates, top-k, and whether to add embeddings."""
+
+    images: tuple[ImageRef, ...]
+    labels: tuple[Label, ...] = ()
+    templates: TemplateSet = field(default_factory=lambda: load_templates(DEFAULT_TEMPLATES))
+    top_k: int = 5
+    embedding: bool = False
+
+
+def parse_request(body: Any, limits: Limits, allow_dirs: Sequence[str]) -> ServeRequest:
+    """Check a decoded JSON body; RequestError (400, 403 or 413) says what is wrong."""
+    if not isinstance(body, dict):
+        raise RequestError(400, "the body must be a JSON object")
+    unknown = set(body) - {"images", "labels", "templates", "top_k", "embedding"}
+    if unknown:
+        raise RequestError(400, f"unknown fields: {', '.join(sorted(unknown))}")
+    images = body.get("images")
+    if not isinstance(images, list) or not images:
+        raise RequestError(400, "'images' must be a non-empty list")
+    if len(images) > limits.max_images:
+        raise RequestError(
+            413, f"{len(images)} images in one request; the limit is {limits.max_images}"
+        )
+    refs = tuple(_image(item, i, allow_dirs) for i, item in enumerate(images))
+    top_k = body.get("top_k", 5)
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= limits.max_top_k:
+        raise RequestError(400, f"'top_k' must be a whole number from 1 to {limits.max_top_k}")
+    embedding = body.get("embedding", False)
+    if not isinstance(embedding, bool):
+        raise RequestError(400, "'embedding' must be true or false")
+    labels = _labels(body.get("labels"), limits)
+    templates = _templates(body.get("templates", DEFAULT_TEMPLATES), limits)
+    return ServeRequest(refs, labels, templates, top_k, embedding)
+
+
+def _labels(value: Any, limits: Limits) -> tuple[Label, ...]:
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not value:
+        raise RequestError(400, "'labels' must be a non-empty list (or a comma-separated string)")
+    if len(value) > limits.max_labels:
+        raise RequestError(413, f"{len(value)} labels; the limit is {limits.max_labels}")
+    try:
+        labels = [_label(item) for item in value]
+        return check_labels(labels)
+    except ClipclsError as error:
+        raise RequestError(400, f"labels: {error}") from None
+
+
+def _label(item: Any) -> Label:
+    if isinstance(item, str):
+        return parse_label(item)
+    if isinstance(item, dict) and isinstance(item.get("name"), str):
+        texts = item.get("texts", [item["name"]])
+        if isinstance(texts, list) and texts and all(isinstance(t, str) and t for t in texts):
+            return Label(item["name"], tuple(texts))
+    raise RequestError(400, 'each label must be a string or {"name": ..., "texts": [...]}')
+
+
+def _templates(value: Any, limits: Limits) -> TemplateSet:
+    try:
+        if isinstance(value, str) and os.sep not in value and not value.startswith("."):
+            return load_templates(value)  # a built-in set: never a file on the server
+        if isinstance(value, list) and value and all(isinstance(t, str) for t in value):
+            if len(value) > limits.max_templates:
+                raise RequestError(
+                    413, f"{len(value)} templates; the limit is {limits.max_templates}"
+                )
+            return single_templates(value)
+    except RequestError:
+        raise
+    except ClipclsError as error:
+        raise RequestError(400, f"templates: {error}") from None
+    raise RequestError(400, "'templates' must be a built-in set name or a list of templates")
+
+
+def _image(item: Any, index: int, allow_dirs: Sequence[str]) -> ImageRef:
+    if not isinstance(item, dict) or len({"data", "url", "path"} & set(item)) != 1:
+        raise RequestError(400, f"images[{index}] must hold exactly one of data, url or path")
+    name = item.get("name", item.get("url") or item.get("path") or f"image[{index}]")
+    if not isinstance(name, str):
+        raise RequestError(400, f"images[{index}].name must be a string")
+    if "data" in item:
+        try:
+            data = base64.b64decode(item["data"], validate=True)
+        except (binascii.Error, TypeError, ValueError):
+            raise RequestError(400, f"images[{index}].data is not base64") from None
+        return ImageRef(name, data=data)
+    if "url" in item:
+        if not isinstance(item["url"], str) or not is_url(item["url"]):
+            raise RequestError(400, f"images[{index}].url must be an http(s) URL")
+        return ImageRef(name, url=item["url"])
+    path = item["path"]
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise RequestError(400, f"images[{index}].path must be an absolute path")
+    if not allowed(path, allow_dirs):
+        raise RequestError(403, f"images[{index}].path is outside the server's --allow-dir roots")
+    return ImageRef(name, path=path)
+
+
+def allowed(path: str, allow_dirs: Sequence[str]) -> bool:
+    """True if path, its links resolved, lies under one of the roots (also resolved)."""
+    real = os.path.realpath(path)
+    for root in allow_dirs:
+        base = os.path.realpath(root)
+        if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
+            return True
+    return False
+
+
+def machine_id() -> str:
+    """This machine, as a client compares it with its own to tell a shared file system."""
+    for name in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            with open(name, encoding="ascii") as stream:
+                return stream.read().strip() + "@" + platform.node()
+        except (OSError, ValueError):
+            continue
+    return platform.node()

@@ -1,0 +1,154 @@
+"""The model side of `clipcls serve`: LitServe batches concurrent requests, this worker decodes
+their images in threads, embeds them in one pass and scores each request with its own labels
+(text classifiers kept per label set), answering with predict's JSONL objects."""
+
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import litserve as ls
+import numpy as np
+
+from clipcls import __version__
+from clipcls.cache import EmbeddingCache
+from clipcls.classify import Classifier, default_batch_size
+from clipcls.errors import ImageError
+from clipcls.images import load_image
+from clipcls.output.rows import Columns, to_row
+from clipcls.pipeline import EmbeddedBatch, PreparedImage
+from clipcls.server.protocol import ImageRef, Limits, ServeRequest, allowed, parse_request
+from clipcls.settings import ModelSettings
+
+CLASSIFIERS_KEPT = 64  # label sets whose text classifiers stay ready
+REQUESTS_PER_BATCH = 16  # concurrent requests LitServe hands over at once
+BATCH_WAIT = 0.005  # seconds LitServe waits for more requests to join a batch
+
+
+class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
+    """One model, loaded once in LitServe's worker process."""
+
+    def __init__(
+        self, settings: ModelSettings, limits: Limits, allow_dirs: list[str], info_file: Path
+    ) -> None:
+        super().__init__(
+            max_batch_size=REQUESTS_PER_BATCH, batch_timeout=BATCH_WAIT, api_path="/v1/predict"
+        )
+        self.settings, self.limits, self.allow_dirs = settings, limits, allow_dirs
+        self.info_file = info_file
+
+    def setup(self, device: str) -> None:
+        from clipcls.engine.model import ClipModel
+
+        self.encoder = ClipModel(self.settings)
+        self.cache = EmbeddingCache(self.settings.resolved_cache_dir())
+        self.classifiers: OrderedDict[Any, Classifier] = OrderedDict()
+        self.batch_size = default_batch_size(self.encoder.plan.device)
+        self.pool = ThreadPoolExecutor(max(1, self.encoder.plan.decode_workers))
+        info = self.encoder.info
+        facts = {
+            "clipcls": __version__,
+            "model": info.model,
+            "pretrained": info.pretrained,
+            "device": info.device,
+            "precision": info.precision,
+            "logit_scale": self.encoder.logit_scale,
+            "logit_bias": self.encoder.logit_bias,
+        }
+        partial = self.info_file.with_suffix(".partial")
+        partial.write_text(json.dumps(facts))
+        partial.replace(self.info_file)  # the info endpoint reads it once the model is up
+
+    # Unannotated on purpose: LitServe reads the annotation to pick how FastAPI parses the body,
+    # and an unannotated request is the JSON body as a dict.
+    def decode_request(self, request):  # type: ignore[no-untyped-def]
+        try:  # checked already by the guard in front; a failure here must not fail the batch
+            return parse_request(request, self.limits, self.allow_dirs)
+        except Exception as error:
+            return str(error)
+
+    def batch(self, inputs: list[Any]) -> list[Any]:
+        return inputs
+
+    def unbatch(self, output: list[Any]) -> list[Any]:
+        return output
+
+    def predict(self, requests: list[ServeRequest | str]) -> list[Any]:
+        """Embed every image of every request together, then score each request."""
+        refs = [ref for r in requests if not isinstance(r, str) for ref in r.images]
+        prepared = list(self.pool.map(self._prepare, refs))
+        vectors = self._embed(prepared)
+        answers: list[Any] = []
+        start = 0
+        for request in requests:
+            if isinstance(request, str):
+                answers.append({"error": request})
+                continue
+            items = prepared[start : start + len(request.images)]
+            mine = vectors[start : start + len(request.images)]
+            start += len(request.images)
+            answers.append(self._answer(request, items, mine))
+        return answers
+
+    def encode_response(self, output: Any) -> Any:
+        return output if "error" in output else {"predictions": output["predictions"]}
+
+    def _prepare(self, ref: ImageRef) -> PreparedImage:
+        plan = self.encoder.plan
+        try:
+            if ref.path is not None and not allowed(ref.path, self.allow_dirs):
+                raise ImageError(f"outside the server's --allow-dir roots: {ref.name}")
+            where = ref.path or ref.url or ref.name
+            image = load_image(where, plan.draft_size, plan.max_megapixels, ref.data)
+            return PreparedImage(ref.name, self.encoder.prepare(image))
+        except ImageError as error:
+            return PreparedImage(ref.name, error=str(error))
+        except (OSError, ValueError, RuntimeError) as error:
+            return PreparedImage(ref.name, error=f"cannot preprocess {ref.name}: {error}")
+
+    def _embed(self, prepared: list[PreparedImage]) -> list[np.ndarray | None]:
+        """One vector per image (None where it could not be read), in batch-size passes."""
+        readable = [i for i, item in enumerate(prepared) if item.error is None]
+        vectors: list[np.ndarray | None] = [None] * len(prepared)
+        for start in range(0, len(readable), self.batch_size):
+            rows = readable[start : start + self.batch_size]
+            computed = self.encoder.encode_prepared([prepared[i].tensor for i in rows])
+            for i, vector in zip(rows, computed, strict=True):
+                vectors[i] = vector
+        return vectors
+
+    def _answer(
+        self, request: ServeRequest, items: list[PreparedImage], vectors: list[Any]
+    ) -> dict[str, Any]:
+        classifier = self._classifier(request)
+        kept = [v for v in vectors if v is not None]
+        batch = EmbeddedBatch(
+            tuple(item.path for item in items),
+            tuple(item.error for item in items),
+            np.stack(kept) if kept else np.zeros((0, 0), np.float32),
+        )
+        columns = Columns(min(request.top_k, len(request.labels)), embedding=request.embedding)
+        predictions = classifier.predict_embedded(batch)
+        return {"predictions": [columns.record(to_row(p, columns.top_k)) for p in predictions]}
+
+    def _classifier(self, request: ServeRequest) -> Classifier:
+        key = (request.labels, request.templates.templates)
+        found = self.classifiers.get(key)
+        if found is None:
+            found = Classifier(self.encoder, request.labels, request.templates, None, self.cache)
+            self.classifiers[key] = found
+            if len(self.classifiers) > CLASSIFIERS_KEPT:
+                self.classifiers.popitem(last=False)
+        self.classifiers.move_to_end(key)
+        return found
+
+
+def read_info(info_file: Path) -> dict[str, Any] | None:
+    """The worker's facts once its model is up, else None."""
+    try:
+        return dict(json.loads(info_file.read_text()))
+    except (OSError, ValueError):
+        return None
