@@ -32,11 +32,12 @@ from clipcls.cli.options import (
     QuietOpt,
     RayActorsOpt,
     RayAddressOpt,
+    ServerOpt,
     StrictOpt,
 )
 from clipcls.engine.model import ModelInfo
 from clipcls.engine.ray_data import check_ray
-from clipcls.errors import ClipclsError
+from clipcls.errors import ClipclsError, UsageError
 from clipcls.evaluation.dataset import (
     Dataset,
     assemble,
@@ -54,7 +55,7 @@ from clipcls.output.writers import plain_console
 from clipcls.pipeline import Encoder
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.recorded import ModelNeeded, recorded_model, remember_model
-from clipcls.settings import DEFAULT_MODEL, Engine, ModelSettings
+from clipcls.settings import DEFAULT_MODEL, Engine, ModelSettings, model_id
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -144,6 +145,36 @@ def _evaluate_with(
         with stderr.status(f"scoring with templates {templates.name}"):
             results.append(evaluate_embedded(encoder, labels, templates, data, model, ks, cache))
     return results
+
+
+def _evaluate_on_server(
+    url: str,
+    model: str | None,
+    dataset: Dataset,
+    labels: tuple[Label, ...],
+    template_sets: list[TemplateSet],
+    ks: tuple[int, ...],
+    quiet: bool,
+) -> list[Evaluation]:
+    """Images embedded by a `clipcls serve` server, scored here with its text tower."""
+    from clipcls.server.client import RemoteClassifier, RemoteEncoder, ServerClient
+
+    client = ServerClient(url)
+    named = model_id(*client.model)
+    if model is not None and model not in (client.model[0], named):
+        raise UsageError(f"--model {model}: the server at {client.url} runs {named}")
+    if not quiet:
+        notice(f"model {named} on the server at {client.url}")
+    remote = RemoteClassifier(client, labels, template_sets[0])
+    remote.embeddings = True
+    with stderr.status(f"embedding {len(dataset.paths)} images on the server"):
+        found = {p.path: (p.embedding, p.error) for p in remote.classify_paths(dataset.paths)}
+    data = assemble(dataset, found)
+    encoder = RemoteEncoder(client)
+    return [
+        evaluate_embedded(encoder, labels, templates, data, client.model, ks, None)
+        for templates in template_sets
+    ]
 
 
 def _write_report(page: Path, evaluations: list[Evaluation], dataset: Path) -> None:
@@ -238,6 +269,7 @@ def evaluate(
     engine: EngineOpt = Engine.LOCAL,
     ray_address: RayAddressOpt = None,
     ray_actors: RayActorsOpt = None,
+    server: ServerOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Measure zero-shot accuracy on a folder whose subfolders are the classes."""
@@ -257,7 +289,14 @@ def evaluate(
             require_matplotlib()
         ks = tuple(sorted({5, *(top_k or [])} - {1}))  # top-1 and top-5 always; -k adds
         evaluations: list[Evaluation] = []
-        for model in models or [DEFAULT_MODEL]:
+        if server is not None:
+            if engine is Engine.RAY or len(models or []) > 1:
+                raise UsageError("--server evaluates the server's one model (no --engine ray)")
+            asked = models[0] if models else None
+            evaluations = _evaluate_on_server(
+                server, asked, dataset, labels, template_sets, ks, quiet
+            )
+        for model in [] if server is not None else models or [DEFAULT_MODEL]:
             settings = model_settings(ctx, model)
             cache = open_cache(settings, no_cache)
             plan = RayPlan(ray_address, ray_actors) if engine is Engine.RAY else None

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shlex
-import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
 import typer
-from rich.table import Table
-from rich.text import Text
 
 from clipcls.classify import Classifier
 from clipcls.cli.console import fail_if_strict, notice, reported_errors, stderr, tracked, warn
@@ -27,6 +22,7 @@ from clipcls.cli.inputs import (
     server_classifier,
 )
 from clipcls.cli.interrupts import InterruptGuard, exit_code_of
+from clipcls.cli.label_report import report, say_interrupted
 from clipcls.cli.model_options import model_options, model_settings
 from clipcls.cli.options import (
     AppendFormatOpt,
@@ -64,7 +60,6 @@ from clipcls.label_job import (
     Classify,
     LabelJob,
     LabelOptions,
-    Summary,
     check_file_format,
     check_unknown_label,
     is_done,
@@ -76,7 +71,7 @@ from clipcls.output.label_file import LabelOutput, begin, check_loaded_model, op
 from clipcls.output.manifest import RunSetup
 from clipcls.output.resume import Recovered
 from clipcls.output.rows import clean_text
-from clipcls.output.writers import make_writer, plural
+from clipcls.output.writers import make_writer
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet
 from clipcls.settings import Engine, ModelSettings, model_id
 from clipcls.sorting import MARKER, SortMode, claim_sort_folder
@@ -118,66 +113,6 @@ def _ray_classify(
         embeddings=params["save_embeddings"],
     )
     return classify, model_id(*named)
-
-
-def _say_interrupted(job: LabelJob, output: Path, resumable: bool) -> None:
-    done = f"interrupted: {plural(job.summary.processed, 'image')} labeled in this run; "
-    where = clean_text(str(output))
-    if not resumable:
-        notice(f"{done}{where} holds them; a Parquet run cannot be resumed: use --overwrite")
-        return
-    stderr.print(
-        f"{done}{where} holds only complete rows. Resume with:",
-        style="yellow",
-        soft_wrap=True,
-        markup=False,
-    )
-    stderr.print(_resume_command(), markup=False, soft_wrap=True)
-
-
-def _resume_command() -> str:
-    args = [a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")]
-    return shlex.join(["clipcls", *args, "--resume"])
-
-
-PLACED = {
-    SortMode.COPY: ("copied", "copy"),
-    SortMode.SYMLINK: ("linked", "link"),
-    SortMode.HARDLINK: ("hard-linked", "hard-link"),
-    SortMode.MOVE: ("moved", "move"),
-}
-
-
-def _report(summary: Summary, output: Path, options: LabelOptions) -> None:
-    where = clean_text(str(output))
-    if summary.processed == 0:
-        notice(f"nothing left to label: {where} holds every image found")
-        return
-    notice(f"labeled into {where}:")
-    table = Table(header_style="bold")
-    table.add_column("label")
-    table.add_column("images", justify="right")
-    for label, count in summary.per_label.most_common():
-        table.add_row(label, str(count))
-    if summary.failures:
-        table.add_row(Text("unreadable", style="red"), str(summary.failures))
-    stderr.print(table)
-    elapsed = time.monotonic() - summary.started
-    skipped = f", {summary.skipped} already done" if summary.skipped else ""
-    rate = f"{summary.rate():.1f} images/s"
-    notice(f"{plural(summary.processed, 'image')} in {elapsed:.1f} s ({rate}){skipped}")
-    if options.sort_into is not None:
-        notice(_sorted_line(summary, options))
-
-
-def _sorted_line(summary: Summary, options: LabelOptions) -> str:
-    """What --sort-into did: `copied 13 files into sorted/ (cat 8, dog 5)`."""
-    done, planned = PLACED[options.mode]
-    files = plural(sum(summary.per_label.values()), "file")
-    folder = clean_text(str(options.sort_into))
-    labels = ", ".join(f"{label} {count}" for label, count in summary.per_label.most_common())
-    what = f"dry run: would {planned} {files}" if options.dry_run else f"{done} {files}"
-    return f"{what} into {folder}" + (f" ({labels})" if labels else "")
 
 
 def _count(inputs: list[str], options: LabelOptions, recovered: Recovered, hidden: bool) -> int:
@@ -232,7 +167,7 @@ def _write(
             if kind not in RESUMABLE:  # Parquet: write the footer, so the rows so far are read
                 writer.close()
             stream.flush()
-            _say_interrupted(job, output, resumable=kind in RESUMABLE)
+            say_interrupted(job, output, resumable=kind in RESUMABLE)
             raise typer.Exit(exit_code_of(interrupt)) from None
         except OSError as error:
             raise ClipclsError(
@@ -341,5 +276,5 @@ def label(
                 job, out, replace(setup, model=row_model), kind, inputs, total, show, include_hidden
             )
         if not quiet:
-            _report(job.summary, output, options)
+            report(job.summary, output, options)
         fail_if_strict(strict, job.summary.failures)

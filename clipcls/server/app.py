@@ -7,6 +7,9 @@ from __future__ import annotations
 import base64
 import hmac
 import json
+import logging
+import os
+import signal
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +23,8 @@ from clipcls.settings import ModelSettings
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 HOSTS = {"localhost": "127.0.0.1", "127.0.0.1": "127.0.0.1", "0.0.0.0": "0.0.0.0", "::": "::"}
 FORM_FIELDS = ("labels", "templates", "top_k", "embedding")
+MAIN = [0]  # the pid of the process that runs LitServe
+DRAIN = 64 * 1024**2  # bytes over the limit still read (and dropped) so the client gets the 413
 
 
 @dataclass(frozen=True)
@@ -109,19 +114,23 @@ class Guard:
 
     async def _checked_body(self, scope: Any, headers: dict[str, str], receive: Any) -> bytes:
         limit = self.limits.max_body_bytes
-        declared = headers.get("content-length", "")
-        if declared.isdigit() and int(declared) > limit:
-            raise RequestError(413, f"the body is over the server's limit of {limit} bytes")
+        too_big = RequestError(413, f"the body is over the server's limit of {limit} bytes")
         raw = bytearray()
+        seen = 0
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
                 raise RequestError(400, "the client went away")
-            raw += message.get("body", b"")
-            if len(raw) > limit:
-                raise RequestError(413, f"the body is over the server's limit of {limit} bytes")
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen <= limit:
+                raw += chunk
+            elif seen > limit + DRAIN:
+                raise too_big  # enough read: the connection closes under the client
             if not message.get("more_body"):
                 break
+        if seen > limit:
+            raise too_big  # read to the end, so the client hears why
         kind = headers.get("content-type", "")
         if kind.startswith("multipart/form-data"):
             request = await _form_to_json(scope, bytes(raw), self.limits)
@@ -178,6 +187,16 @@ async def _reply(send: Any, status: int, payload: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def _stop(signum: int, frame: Any) -> None:
+    """SIGTERM or Ctrl-C: the main process lets LitServe stop its workers; a process it forked
+    (which inherits this handler) just exits, without a traceback."""
+    if os.getpid() != MAIN[0]:
+        raise SystemExit(0)
+    # LitServe's worker monitor may log a traceback as its manager goes away: stopping is ours.
+    logging.getLogger("litserve").setLevel(logging.CRITICAL)
+    raise KeyboardInterrupt
+
+
 def serve(settings: ModelSettings, options: ServeOptions) -> None:
     """Load the model in LitServe's worker and answer until stopped (Ctrl-C or SIGTERM)."""
     import litserve as ls
@@ -212,6 +231,9 @@ def serve(settings: ModelSettings, options: ServeOptions) -> None:
         info_path="/v1/litserve-info",
         middlewares=[(Guard, {"options": guard})],
     )
+    MAIN[0] = os.getpid()
+    for stop in (signal.SIGTERM, signal.SIGINT):  # LitServe stops its workers, then returns
+        signal.signal(stop, _stop)
     server.run(
         host=HOSTS[options.host],
         port=options.port,

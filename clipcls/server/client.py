@@ -16,10 +16,12 @@ from typing import Any
 import numpy as np
 
 from clipcls.classify import LabelScore, Prediction
+from clipcls.engine.model import ModelInfo
 from clipcls.errors import ClipclsError, ImageError, UsageError
 from clipcls.images import open_regular
 from clipcls.labels import Label
 from clipcls.pathtext import path_to_text
+from clipcls.pipeline import EmbedPlan
 from clipcls.prompts import TemplateSet
 from clipcls.remote import fetch, is_s3, is_url
 from clipcls.server.protocol import API_KEY_HEADER, machine_id
@@ -80,13 +82,48 @@ class ServerClient:
     def model(self) -> tuple[str, str | None]:
         return str(self.facts["model"]), self.facts.get("pretrained")
 
+    def post(self, body: dict[str, Any]) -> Any:
+        """One request to the predict endpoint, its decoded answer."""
+        return self._call("POST", "/v1/predict", body)
+
     def predict(self, images: list[dict[str, str]], request: dict[str, Any]) -> list[Any]:
         """The server's predict objects for these image entries, in their order."""
-        answer = self._call("POST", "/v1/predict", {**request, "images": images})
+        answer = self.post({**request, "images": images})
         found = answer.get("predictions") if isinstance(answer, dict) else None
         if not isinstance(found, list) or len(found) != len(images):
             raise ClipclsError(f"the server at {self.url} sent an answer clipcls cannot read")
         return found
+
+
+class RemoteEncoder:
+    """The server's text tower, logit scale and bias: enough to score image embeddings here
+    (evaluate --server scores each template set on this side, as with Ray)."""
+
+    def __init__(self, client: ServerClient) -> None:
+        facts = client.facts
+        self.client = client
+        self.logit_scale = float(facts["logit_scale"])
+        bias = facts.get("logit_bias")
+        self.logit_bias = None if bias is None else float(bias)
+        self.plan = EmbedPlan(device=str(facts.get("device", "cpu")))
+        model, pretrained = client.model
+        self.info = ModelInfo(model, pretrained, self.plan.device, str(facts.get("precision")))
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        limits = self.client.facts.get("limits", {})
+        step = max(1, int(limits.get("max_labels", 1000)) * int(limits.get("max_templates", 1)))
+        parts = []
+        for start in range(0, len(texts), step):
+            body = {"texts": list(texts[start : start + step])}
+            answer = self.client.post(body)
+            parts.append(np.asarray(answer["embeddings"], dtype=np.float32))
+        return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+    def prepare(self, image: Any) -> Any:
+        raise ClipclsError("images are embedded on the server, not prepared here")
+
+    def encode_prepared(self, prepared: Sequence[Any]) -> np.ndarray:
+        raise ClipclsError("images are embedded on the server, not here")
 
 
 def _why(error: urllib.error.HTTPError) -> str:

@@ -61,10 +61,21 @@ class ServeRequest:
     embedding: bool = False
 
 
-def parse_request(body: Any, limits: Limits, allow_dirs: Sequence[str]) -> ServeRequest:
+@dataclass(frozen=True)
+class TextsRequest:
+    """Texts to embed with the text tower (what `evaluate --server` scores with)."""
+
+    texts: tuple[str, ...]
+
+
+def parse_request(
+    body: Any, limits: Limits, allow_dirs: Sequence[str]
+) -> ServeRequest | TextsRequest:
     """Check a decoded JSON body; RequestError (400, 403 or 413) says what is wrong."""
     if not isinstance(body, dict):
         raise RequestError(400, "the body must be a JSON object")
+    if "texts" in body:
+        return _texts(body, limits)
     unknown = set(body) - {"images", "labels", "templates", "top_k", "embedding"}
     if unknown:
         raise RequestError(400, f"unknown fields: {', '.join(sorted(unknown))}")
@@ -85,6 +96,18 @@ def parse_request(body: Any, limits: Limits, allow_dirs: Sequence[str]) -> Serve
     labels = _labels(body.get("labels"), limits)
     templates = _templates(body.get("templates", DEFAULT_TEMPLATES), limits)
     return ServeRequest(refs, labels, templates, top_k, embedding)
+
+
+def _texts(body: dict[str, Any], limits: Limits) -> TextsRequest:
+    texts = body["texts"]
+    if set(body) != {"texts"}:
+        raise RequestError(400, "a texts request holds only 'texts'")
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise RequestError(400, "'texts' must be a non-empty list of strings")
+    most = limits.max_labels * limits.max_templates
+    if len(texts) > most:
+        raise RequestError(413, f"{len(texts)} texts; the limit is {most}")
+    return TextsRequest(tuple(texts))
 
 
 def _labels(value: Any, limits: Limits) -> tuple[Label, ...]:

@@ -15,12 +15,19 @@ import numpy as np
 
 from clipcls import __version__
 from clipcls.cache import EmbeddingCache
-from clipcls.classify import Classifier, default_batch_size
+from clipcls.classify import Classifier, default_batch_size, encode_prompts
 from clipcls.errors import ImageError
 from clipcls.images import load_image
 from clipcls.output.rows import Columns, to_row
 from clipcls.pipeline import EmbeddedBatch, PreparedImage
-from clipcls.server.protocol import ImageRef, Limits, ServeRequest, allowed, parse_request
+from clipcls.server.protocol import (
+    ImageRef,
+    Limits,
+    ServeRequest,
+    TextsRequest,
+    allowed,
+    parse_request,
+)
 from clipcls.settings import ModelSettings
 
 CLASSIFIERS_KEPT = 64  # label sets whose text classifiers stay ready
@@ -76,9 +83,9 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
     def unbatch(self, output: list[Any]) -> list[Any]:
         return output
 
-    def predict(self, requests: list[ServeRequest | str]) -> list[Any]:
+    def predict(self, requests: list[ServeRequest | TextsRequest | str]) -> list[Any]:
         """Embed every image of every request together, then score each request."""
-        refs = [ref for r in requests if not isinstance(r, str) for ref in r.images]
+        refs = [ref for r in requests if isinstance(r, ServeRequest) for ref in r.images]
         prepared = list(self.pool.map(self._prepare, refs))
         vectors = self._embed(prepared)
         answers: list[Any] = []
@@ -87,6 +94,10 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
             if isinstance(request, str):
                 answers.append({"error": request})
                 continue
+            if isinstance(request, TextsRequest):
+                embedded = encode_prompts(self.encoder, list(request.texts), self.cache)
+                answers.append({"embeddings": embedded.tolist()})
+                continue
             items = prepared[start : start + len(request.images)]
             mine = vectors[start : start + len(request.images)]
             start += len(request.images)
@@ -94,7 +105,7 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         return answers
 
     def encode_response(self, output: Any) -> Any:
-        return output if "error" in output else {"predictions": output["predictions"]}
+        return output
 
     def _prepare(self, ref: ImageRef) -> PreparedImage:
         plan = self.encoder.plan

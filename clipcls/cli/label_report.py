@@ -1,0 +1,78 @@
+"""What `clipcls label` tells the user on stderr: the summary table, what --sort-into did, and
+how to resume an interrupted run."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from rich.table import Table
+from rich.text import Text
+
+from clipcls.cli.console import notice, stderr
+from clipcls.label_job import LabelJob, LabelOptions, Summary
+from clipcls.output.rows import clean_text
+from clipcls.output.writers import plural
+from clipcls.sorting import SortMode
+
+
+def say_interrupted(job: LabelJob, output: Path, resumable: bool) -> None:
+    done = f"interrupted: {plural(job.summary.processed, 'image')} labeled in this run; "
+    where = clean_text(str(output))
+    if not resumable:
+        notice(f"{done}{where} holds them; a Parquet run cannot be resumed: use --overwrite")
+        return
+    stderr.print(
+        f"{done}{where} holds only complete rows. Resume with:",
+        style="yellow",
+        soft_wrap=True,
+        markup=False,
+    )
+    stderr.print(_resume_command(), markup=False, soft_wrap=True)
+
+
+def _resume_command() -> str:
+    args = [a for a in sys.argv[1:] if a not in ("--overwrite", "--resume")]
+    return shlex.join(["clipcls", *args, "--resume"])
+
+
+PLACED = {
+    SortMode.COPY: ("copied", "copy"),
+    SortMode.SYMLINK: ("linked", "link"),
+    SortMode.HARDLINK: ("hard-linked", "hard-link"),
+    SortMode.MOVE: ("moved", "move"),
+}
+
+
+def report(summary: Summary, output: Path, options: LabelOptions) -> None:
+    where = clean_text(str(output))
+    if summary.processed == 0:
+        notice(f"nothing left to label: {where} holds every image found")
+        return
+    notice(f"labeled into {where}:")
+    table = Table(header_style="bold")
+    table.add_column("label")
+    table.add_column("images", justify="right")
+    for label, count in summary.per_label.most_common():
+        table.add_row(label, str(count))
+    if summary.failures:
+        table.add_row(Text("unreadable", style="red"), str(summary.failures))
+    stderr.print(table)
+    elapsed = time.monotonic() - summary.started
+    skipped = f", {summary.skipped} already done" if summary.skipped else ""
+    rate = f"{summary.rate():.1f} images/s"
+    notice(f"{plural(summary.processed, 'image')} in {elapsed:.1f} s ({rate}){skipped}")
+    if options.sort_into is not None:
+        notice(_sorted_line(summary, options))
+
+
+def _sorted_line(summary: Summary, options: LabelOptions) -> str:
+    """What --sort-into did: `copied 13 files into sorted/ (cat 8, dog 5)`."""
+    done, planned = PLACED[options.mode]
+    files = plural(sum(summary.per_label.values()), "file")
+    folder = clean_text(str(options.sort_into))
+    labels = ", ".join(f"{label} {count}" for label, count in summary.per_label.most_common())
+    what = f"dry run: would {planned} {files}" if options.dry_run else f"{done} {files}"
+    return f"{what} into {folder}" + (f" ({labels})" if labels else "")

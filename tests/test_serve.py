@@ -1,0 +1,324 @@
+"""`clipcls serve` on a free loopback port, started and stopped here: --server answers equal
+local ones, concurrent clients, every limit, the API key, --allow-dir, bad requests that leave
+the server up, and a clean stop on SIGTERM. Each test sends a bounded number of requests."""
+
+import base64
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_IMAGES
+from typer.testing import CliRunner
+
+from clipcls.cli import app
+
+pytest.importorskip("litserve")
+runner = CliRunner()
+LABELS = "cat,coffee,rocket"
+KEY = "s3cret-key"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class Server:
+    """A `clipcls serve` process on 127.0.0.1, ready once its model answers /v1/info."""
+
+    def __init__(self, model: str, *args: str, key: str | None = None) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.key = key
+        command = [sys.executable, "-m", "clipcls", "serve", "--model", model]
+        command += ["--port", str(self.port), *args]
+        env = {**os.environ, **({"CLIPCLS_API_KEY": key} if key else {})}
+        self.process = subprocess.Popen(command, env=env, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.process.stderr.read()  # type: ignore[union-attr]
+            try:
+                if self.call("GET", "/v1/info")[0] == 200:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError("the server did not come up")
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        kind: str = "application/json",
+        key: str | None = None,
+    ) -> tuple[int, dict]:  # type: ignore[type-arg]
+        request = urllib.request.Request(self.url + path, data=body, method=method)
+        request.add_header("Content-Type", kind)
+        if key or self.key:
+            request.add_header("X-API-Key", key or self.key or "")
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                return answer.status, parsed(answer.read())
+        except urllib.error.HTTPError as error:
+            return error.code, parsed(error.read())
+
+    def predict(self, images: list[dict], **fields: object) -> tuple[int, dict]:  # type: ignore[type-arg]
+        body = {"images": images, "labels": LABELS.split(","), **fields}
+        return self.call("POST", "/v1/predict", json.dumps(body).encode())
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+def parsed(body: bytes) -> dict:  # type: ignore[type-arg]
+    try:
+        return dict(json.loads(body))
+    except ValueError:
+        return {"text": body.decode()}  # /healthz answers plain "ok"
+
+
+def data(name: str) -> dict[str, str]:
+    return {"name": name, "data": base64.b64encode((SAMPLE_IMAGES / name).read_bytes()).decode()}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    allowed = tmp_path_factory.mktemp("allowed")
+    (allowed / "chelsea.png").write_bytes((SAMPLE_IMAGES / "chelsea.png").read_bytes())
+    running = Server(
+        tiny_model,
+        "--allow-dir",
+        str(allowed),
+        "--max-images",
+        "8",
+        "--max-labels",
+        "20",
+        "--max-body-mb",
+        "4",
+    )
+    running.allowed = allowed  # type: ignore[attr-defined]
+    try:
+        yield running
+    finally:
+        assert running.stop() == 0  # SIGTERM: a clean stop
+
+
+def test_predict_on_the_server_equals_the_local_run(
+    server: Server, tiny_model: str, photos: Path
+) -> None:
+    (photos / "broken.png").write_bytes(b"not an image")
+    args = ["predict", str(photos), "--labels", LABELS, "-f", "jsonl", "-q"]
+    local = runner.invoke(app, [*args, "--model", tiny_model])
+    remote = runner.invoke(app, [*args, "--server", server.url])
+    assert remote.exit_code == 0 and local.exit_code == 0, remote.output
+    want = [json.loads(line) for line in local.stdout.splitlines()]
+    got = [json.loads(line) for line in remote.stdout.splitlines()]
+    assert [g["path"] for g in got] == [w["path"] for w in want]
+    for g, w in zip(got, want, strict=True):
+        assert ("error" in g) == ("error" in w)
+        for a, b in zip(g.get("predictions", []), w.get("predictions", []), strict=True):
+            assert a["label"] == b["label"]
+            assert a["probability"] == pytest.approx(b["probability"], abs=1e-4)
+
+
+def test_label_on_the_server_writes_the_local_rows(
+    server: Server, tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
+    common = ["label", str(photos), "--labels", LABELS, "-q"]
+    assert (
+        runner.invoke(
+            app, [*common, "-o", str(tmp_path / "a.csv"), "--model", tiny_model]
+        ).exit_code
+        == 0
+    )
+    remote = runner.invoke(app, [*common, "-o", str(tmp_path / "b.csv"), "--server", server.url])
+    assert remote.exit_code == 0, remote.output
+    local_rows = (tmp_path / "a.csv").read_text().splitlines()
+    remote_rows = (tmp_path / "b.csv").read_text().splitlines()
+    assert [r.split(",")[:2] for r in remote_rows] == [r.split(",")[:2] for r in local_rows]
+    again = runner.invoke(
+        app, [*common, "-o", str(tmp_path / "b.csv"), "--server", server.url, "--resume"]
+    )
+    assert again.exit_code == 0 and "nothing left" in again.stderr
+
+
+def test_concurrent_clients_get_their_own_answers(server: Server) -> None:
+    """Eight requests from four threads, each with its own labels: batched together on the
+    server, each answered with its own label set."""
+    label_sets = [["cat", "rocket"], ["coffee", "cat", "rocket"], ["dog", "car"], ["x", "y", "z"]]
+
+    def ask(i: int) -> tuple[int, list[str]]:
+        labels = label_sets[i % 4]
+        status, answer = server.call(
+            "POST",
+            "/v1/predict",
+            json.dumps(
+                {"images": [data("chelsea.png"), data("rocket.jpg")], "labels": labels}
+            ).encode(),
+        )
+        first = answer["predictions"][0]["predictions"]
+        return status, sorted(p["label"] for p in first)
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(ask, range(8)))
+    for i, (status, labels) in enumerate(answers):
+        assert status == 200 and labels == sorted(label_sets[i % 4])
+
+
+def test_bad_requests_get_4xx_json_and_the_server_stays_up(server: Server) -> None:
+    cases = [
+        (b"{not json", 400),
+        (json.dumps({"images": []}).encode(), 400),
+        (json.dumps({"images": [data("chelsea.png")], "labels": []}).encode(), 400),
+        (json.dumps({"images": [{"data": "%%%"}], "labels": ["a", "b"]}).encode(), 400),
+        (json.dumps({"images": [data("chelsea.png")] * 9, "labels": ["a", "b"]}).encode(), 413),
+        (
+            json.dumps(
+                {"images": [data("chelsea.png")], "labels": [f"l{i}" for i in range(21)]}
+            ).encode(),
+            413,
+        ),
+        (json.dumps({"images": [data("chelsea.png")], "labels": ["a"], "what": 1}).encode(), 400),
+        (
+            json.dumps(
+                {"images": [data("chelsea.png")], "labels": ["a"], "templates": "/etc/passwd"}
+            ).encode(),
+            400,
+        ),
+        (json.dumps({"images": [{"path": "/etc/passwd"}], "labels": ["a", "b"]}).encode(), 403),
+        (b"x" * (5 * 10**6), 413),
+    ]
+    for body, status in cases:
+        got, answer = server.call("POST", "/v1/predict", body)
+        assert got == status and isinstance(answer.get("error"), str), (body[:60], got, answer)
+    # A file that is not an image is that image's error row, not a failed request.
+    got, answer = server.predict(
+        [{"name": "junk.jpg", "data": base64.b64encode(b"junk").decode()}, data("coffee.png")]
+    )
+    assert got == 200
+    assert "error" in answer["predictions"][0] and "predictions" in answer["predictions"][1]
+    # Paths under --allow-dir are read on the server; links out of it are not.
+    allowed: Path = server.allowed  # type: ignore[attr-defined]
+    got, answer = server.predict([{"path": str(allowed / "chelsea.png")}])
+    assert got == 200 and "predictions" in answer["predictions"][0]
+    (allowed / "escape.png").symlink_to("/etc/passwd")
+    got, _ = server.predict([{"path": str(allowed / "escape.png")}])
+    assert got == 403
+    assert server.call("GET", "/healthz")[0] == 200
+    status, info = server.call("GET", "/v1/info")
+    assert status == 200 and info["device"] == "cpu" and info["limits"]["max_images"] == 8
+
+
+def test_multipart_uploads_work_like_curl_sends_them(server: Server) -> None:
+    boundary = "clipclsboundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="labels"\r\n\r\ncat,rocket\r\n'.encode(),
+        f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="c.png"\r\n'.encode()
+        + b"Content-Type: image/png\r\n\r\n"
+        + (SAMPLE_IMAGES / "chelsea.png").read_bytes()
+        + b"\r\n",
+        f"--{boundary}--\r\n".encode(),
+    ]
+    status, answer = server.call(
+        "POST", "/v1/predict", b"".join(parts), f"multipart/form-data; boundary={boundary}"
+    )
+    assert status == 200 and answer["predictions"][0]["path"] == "c.png"
+
+
+def test_an_api_key_is_checked_on_every_request(tiny_model: str, photos: Path) -> None:
+    keyed = Server(tiny_model, key=KEY)
+    try:
+        assert keyed.call("GET", "/v1/info")[0] == 200
+        assert keyed.call("GET", "/v1/info", key="wrong")[0] == 401
+        keyed.key = None
+        assert keyed.call("GET", "/v1/info")[0] == 401
+        assert keyed.call("GET", "/healthz")[0] == 401
+        assert keyed.predict([data("chelsea.png")])[0] == 401
+        args = ["predict", str(photos / "chelsea.png"), "--labels", LABELS, "--server", keyed.url]
+        refused = runner.invoke(app, args)
+        assert refused.exit_code == 2 and "CLIPCLS_API_KEY" in refused.stderr
+        allowed = runner.invoke(app, args, env={"CLIPCLS_API_KEY": KEY})
+        assert allowed.exit_code == 0, allowed.output
+    finally:
+        assert keyed.stop() == 0
+
+
+def test_off_loopback_needs_a_key_and_serve_needs_its_extra(
+    tiny_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    open_host = runner.invoke(app, ["serve", "--model", tiny_model, "--host", "0.0.0.0"])
+    assert open_host.exit_code == 2 and "--api-key" in open_host.stderr
+    monkeypatch.setitem(sys.modules, "litserve", None)
+    missing = runner.invoke(app, ["serve", "--model", tiny_model])
+    assert missing.exit_code == 2 and "pip install 'clipcls[serve]'" in missing.stderr
+
+
+def test_evaluate_on_the_server_reports_the_local_metrics(
+    server: Server, tiny_model: str, tmp_path: Path
+) -> None:
+    dataset = tmp_path / "data"
+    for name, source in (
+        ("cat", "chelsea.png"),
+        ("coffee", "coffee.png"),
+        ("rocket", "rocket.jpg"),
+    ):
+        (dataset / name).mkdir(parents=True)
+        for i in range(2):
+            (dataset / name / f"{i}.png").write_bytes((SAMPLE_IMAGES / source).read_bytes())
+    args = ["evaluate", str(dataset), "-t", "photo", "-f", "json", "-q"]
+    local = runner.invoke(app, [*args, "--model", tiny_model])
+    remote = runner.invoke(app, [*args, "--server", server.url])
+    assert remote.exit_code == 0, remote.output
+    want, got = json.loads(local.stdout), json.loads(remote.stdout)
+    for key in ("top1", "balanced_accuracy", "macro_f1", "n_images", "confusion_matrix"):
+        assert got[key] == want[key], key
+
+
+def test_the_client_never_imports_torch(server: Server, photos: Path) -> None:
+    script = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print('torch:', 'torch' in sys.modules, file=sys.stderr))\n"
+        "from clipcls.cli import main\n"
+        "sys.argv = ['clipcls', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            "predict",
+            str(photos / "chelsea.png"),
+            "--labels",
+            LABELS,
+            "--server",
+            server.url,
+            "-f",
+            "jsonl",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "torch: False"
+    assert json.loads(done.stdout)["predictions"][0]["label"] in LABELS.split(",")
+
+
+def test_a_model_the_server_does_not_run_is_refused(server: Server, photos: Path) -> None:
+    args = ["predict", str(photos), "--labels", LABELS, "--server", server.url, "--model", "RN50"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2 and "the server at" in result.stderr
