@@ -218,6 +218,12 @@ def test_bad_requests_get_4xx_json_and_the_server_stays_up(server: Server) -> No
     got, _ = server.predict([{"path": str(allowed / "escape.png")}])
     assert got == 403
     assert server.call("GET", "/healthz")[0] == 200
+    # Uploaded bytes wait in files while their request runs, and not a moment longer.
+    import glob
+    import tempfile
+
+    roots = ["/dev/shm", tempfile.gettempdir()]
+    assert [f for root in roots for f in glob.glob(f"{root}/clipcls-serve-*/uploads/*")] == []
     status, info = server.call("GET", "/v1/info")
     assert status == 200 and info["device"] == "cpu" and info["limits"]["max_images"] == 8
 

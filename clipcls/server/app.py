@@ -4,11 +4,11 @@ reaches the model; an info endpoint; loopback unless an API key is set."""
 
 from __future__ import annotations
 
-import base64
 import hmac
 import json
 import logging
 import os
+import shutil
 import signal
 import tempfile
 from dataclasses import asdict, dataclass
@@ -17,14 +17,13 @@ from typing import Any
 
 from clipcls import __version__
 from clipcls.errors import UsageError
-from clipcls.server.protocol import API_KEY_HEADER, Limits, RequestError, parse_request
+from clipcls.server.protocol import API_KEY_HEADER, Limits, RequestError
+from clipcls.server.uploads import checked_request, read_body
 from clipcls.settings import ModelSettings
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 HOSTS = {"localhost": "127.0.0.1", "127.0.0.1": "127.0.0.1", "0.0.0.0": "0.0.0.0", "::": "::"}
-FORM_FIELDS = ("labels", "templates", "top_k", "embedding")
 MAIN = [0]  # the pid of the process that runs LitServe
-DRAIN = 64 * 1024**2  # bytes over the limit still read (and dropped) so the client gets the 413
 
 
 @dataclass(frozen=True)
@@ -64,6 +63,8 @@ class Guard:
         self.allow_dirs: list[str] = options["allow_dirs"]
         self.info_file = Path(options["info_file"])
         self.facts: dict[str, Any] = options["facts"]
+        self.uploads = Path(options["uploads"])
+        self.max_body = self.limits.max_body_bytes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -81,7 +82,15 @@ class Guard:
             await self.app(scope, receive, send)
             return
         try:
-            body = await self._checked_body(scope, headers, receive)
+            raw = await read_body(receive, headers.get("content-length", ""), self.max_body)
+            checked = await checked_request(
+                scope,
+                headers.get("content-type", ""),
+                raw,
+                self.limits,
+                self.allow_dirs,
+                self.uploads,
+            )
         except RequestError as error:
             await _reply(send, error.status, {"error": str(error)})
             return
@@ -93,15 +102,16 @@ class Guard:
                 message: dict[str, Any] = await receive()  # the client's disconnect, when it comes
                 return message
             sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": checked.body, "more_body": False}
 
-        scope = dict(scope)
-        scope["headers"] = [
-            (k, v)
-            for k, v in scope["headers"]
-            if k.lower() not in (b"content-type", b"content-length")
-        ] + [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await self.app(scope, replay, send)
+        replaced = (b"content-type", b"content-length")
+        kept = [(k, v) for k, v in scope["headers"] if k.lower() not in replaced]
+        length = str(len(checked.body)).encode()
+        json_headers = [(b"content-type", b"application/json"), (b"content-length", length)]
+        try:
+            await self.app({**scope, "headers": kept + json_headers}, replay, send)
+        finally:
+            checked.remove()
 
     async def _info(self, send: Any) -> None:
         from clipcls.server.worker import read_info
@@ -111,73 +121,6 @@ class Guard:
             await _reply(send, 503, {"error": "the model is still loading"})
             return
         await _reply(send, 200, {**self.facts, **model})
-
-    async def _checked_body(self, scope: Any, headers: dict[str, str], receive: Any) -> bytes:
-        limit = self.limits.max_body_bytes
-        too_big = RequestError(413, f"the body is over the server's limit of {limit} bytes")
-        raw = bytearray()
-        seen = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise RequestError(400, "the client went away")
-            chunk = message.get("body", b"")
-            seen += len(chunk)
-            if seen <= limit:
-                raw += chunk
-            elif seen > limit + DRAIN:
-                raise too_big  # enough read: the connection closes under the client
-            if not message.get("more_body"):
-                break
-        if seen > limit:
-            raise too_big  # read to the end, so the client hears why
-        kind = headers.get("content-type", "")
-        if kind.startswith("multipart/form-data"):
-            request = await _form_to_json(scope, bytes(raw), self.limits)
-        else:
-            try:
-                request = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                raise RequestError(400, "the body is not valid JSON") from None
-        parse_request(request, self.limits, self.allow_dirs)
-        return json.dumps(request).encode()
-
-
-async def _form_to_json(scope: Any, raw: bytes, limits: Limits) -> dict[str, Any]:
-    """A multipart form (files under `images`, the other fields as text) as the JSON request."""
-    from starlette.requests import Request
-
-    async def once() -> dict[str, Any]:
-        return {"type": "http.request", "body": raw, "more_body": False}
-
-    try:
-        form = await Request(scope, once).form(max_files=limits.max_images, max_fields=20)
-    except Exception as error:  # python-multipart and starlette raise several kinds
-        raise RequestError(400, f"cannot read the multipart form: {error}") from None
-    request: dict[str, Any] = {"images": []}
-    for key, value in form.multi_items():
-        if key == "images" and not isinstance(value, str):
-            data = await value.read()
-            name = value.filename or f"image[{len(request['images'])}]"
-            request["images"].append({"name": name, "data": base64.b64encode(data).decode()})
-        elif key in FORM_FIELDS and isinstance(value, str):
-            request[key] = _form_value(key, value)
-        else:
-            raise RequestError(400, f"unknown form field {key!r}")
-    return request
-
-
-def _form_value(key: str, value: str) -> Any:
-    if key == "top_k":
-        return int(value) if value.isdigit() else value
-    if key == "embedding":
-        return value.lower() in ("1", "true", "yes")
-    if key == "templates" and value.startswith("["):
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise RequestError(400, "'templates' is not a JSON list") from None
-    return value
 
 
 async def _reply(send: Any, status: int, payload: dict[str, Any]) -> None:
@@ -205,8 +148,10 @@ def serve(settings: ModelSettings, options: ServeOptions) -> None:
     from clipcls.server.worker import ClipclsAPI
 
     check_options(options)
-    state = Path(tempfile.mkdtemp(prefix="clipcls-serve-"))
-    info_file = state / "model.json"
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # uploads stay in memory
+    state = Path(tempfile.mkdtemp(prefix="clipcls-serve-", dir=shm))
+    info_file, uploads = state / "model.json", state / "uploads"
+    uploads.mkdir(mode=0o700)
     allow = [str(Path(d).resolve()) for d in options.allow_dirs]
     facts = {
         "clipcls": __version__,
@@ -220,8 +165,9 @@ def serve(settings: ModelSettings, options: ServeOptions) -> None:
         "allow_dirs": allow,
         "info_file": str(info_file),
         "facts": facts,
+        "uploads": str(uploads),
     }
-    api = ClipclsAPI(settings, options.limits, allow, info_file)
+    api = ClipclsAPI(settings, options.limits, [*allow, str(uploads)], info_file)
     server = ls.LitServer(
         api,
         accelerator=settings.device.value,  # auto, cpu, cuda or mps, as LitServe names them
@@ -230,14 +176,18 @@ def serve(settings: ModelSettings, options: ServeOptions) -> None:
         healthcheck_path="/healthz",
         info_path="/v1/litserve-info",
         middlewares=[(Guard, {"options": guard})],
+        fast_queue=True,
     )
     MAIN[0] = os.getpid()
     for stop in (signal.SIGTERM, signal.SIGINT):  # LitServe stops its workers, then returns
         signal.signal(stop, _stop)
-    server.run(
-        host=HOSTS[options.host],
-        port=options.port,
-        num_api_servers=1,
-        log_level="warning",
-        generate_client_file=False,
-    )
+    try:
+        server.run(
+            host=HOSTS[options.host],
+            port=options.port,
+            num_api_servers=1,
+            log_level="warning",
+            generate_client_file=False,
+        )
+    finally:
+        shutil.rmtree(state, ignore_errors=True)

@@ -3,13 +3,15 @@ what the CLI's --server runs to classify files on a warm server and read back Pr
 
 from __future__ import annotations
 
-import base64
 import json
 import os
+import secrets
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +30,8 @@ from clipcls.server.protocol import API_KEY_HEADER, machine_id
 
 SERVER_ENV = "CLIPCLS_SERVER"
 KEY_ENV = "CLIPCLS_API_KEY"
+Entry = dict[str, Any] | str  # what a request carries for a file, or why it stays here
+IN_FLIGHT = 2  # requests out at once per client
 PER_REQUEST = 32  # images per request: large enough to batch, small enough to stream rows back
 LOAD_WAIT = 120.0  # seconds to wait for a server that is still loading its model
 TIMEOUT = 600.0  # seconds for one answer (the server bounds its own time per request)
@@ -58,10 +62,11 @@ class ServerClient:
                 raise ClipclsError(f"{self.url} does not look like a clipcls server")
             return facts
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
+    def _call(
+        self, method: str, path: str, data: bytes | None = None, kind: str = "application/json"
+    ) -> Any:
         request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("Content-Type", "application/json")
+        request.add_header("Content-Type", kind)
         if self.api_key:
             request.add_header(API_KEY_HEADER, self.api_key)
         try:
@@ -83,16 +88,29 @@ class ServerClient:
         return str(self.facts["model"]), self.facts.get("pretrained")
 
     def post(self, body: dict[str, Any]) -> Any:
-        """One request to the predict endpoint, its decoded answer."""
-        return self._call("POST", "/v1/predict", body)
+        """One JSON request to the predict endpoint, its decoded answer."""
+        return self._call("POST", "/v1/predict", json.dumps(body).encode())
 
-    def predict(self, images: list[dict[str, str]], request: dict[str, Any]) -> list[Any]:
-        """The server's predict objects for these image entries, in their order."""
-        answer = self.post({**request, "images": images})
-        found = answer.get("predictions") if isinstance(answer, dict) else None
-        if not isinstance(found, list) or len(found) != len(images):
-            raise ClipclsError(f"the server at {self.url} sent an answer clipcls cannot read")
+    def predict(self, images: list[dict[str, Any]], request: dict[str, Any]) -> list[Any]:
+        """The server's predict objects for these image entries, in their order: files (raw
+        bytes under "data") go as one multipart upload, paths and URLs as one JSON request."""
+        files = [i for i, entry in enumerate(images) if isinstance(entry.get("data"), bytes)]
+        others = [i for i in range(len(images)) if i not in set(files)]
+        found: list[Any] = [None] * len(images)
+        if files:
+            body, kind = _multipart([images[i] for i in files], request)
+            self._fill(found, files, self._call("POST", "/v1/predict", body, kind))
+        if others:
+            body = json.dumps({**request, "images": [images[i] for i in others]}).encode()
+            self._fill(found, others, self._call("POST", "/v1/predict", body))
         return found
+
+    def _fill(self, found: list[Any], where: list[int], answer: Any) -> None:
+        objects = answer.get("predictions") if isinstance(answer, dict) else None
+        if not isinstance(objects, list) or len(objects) != len(where):
+            raise ClipclsError(f"the server at {self.url} sent an answer clipcls cannot read")
+        for i, item in zip(where, objects, strict=True):
+            found[i] = item
 
 
 class RemoteEncoder:
@@ -126,6 +144,27 @@ class RemoteEncoder:
         raise ClipclsError("images are embedded on the server, not here")
 
 
+def _multipart(files: list[dict[str, Any]], request: dict[str, Any]) -> tuple[bytes, str]:
+    """A multipart/form-data body: the request's fields (lists as JSON), the file names as a
+    JSON list (any text, unlike a filename header), then each file's raw bytes."""
+    boundary = secrets.token_hex(16)
+    fields = {key: value for key, value in request.items() if value is not None}
+    fields["names"] = [entry["name"] for entry in files]
+    parts: list[bytes] = []
+    for key, value in fields.items():
+        text = json.dumps(value) if isinstance(value, list | bool) else str(value)
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{key}"\r\n\r\n'
+        parts.append(head.encode() + text.encode() + b"\r\n")
+    for i, entry in enumerate(files):
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="images"; '
+            f'filename="{i}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+        )
+        parts.append(head.encode() + entry["data"] + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
 def _why(error: urllib.error.HTTPError) -> str:
     try:
         detail = json.loads(error.read())
@@ -156,21 +195,36 @@ class RemoteClassifier:
         self.shared = client.facts.get("machine") == here and bool(client.facts.get("allow_dirs"))
 
     def classify_paths(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
-        """One Prediction per path, in input order; unreadable files carry an error."""
-        batch: list[tuple[str, dict[str, str] | str]] = []
+        """One Prediction per path, in input order; unreadable files carry an error.
+
+        IN_FLIGHT requests are out at once, so the server batches the next while this side
+        reads the answer to the last one.
+        """
+        pending: deque[Future[list[Prediction]]] = deque()
+        with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="clipcls-send") as pool:
+            for batch in self._batches(paths):
+                pending.append(pool.submit(self._send, batch))
+                if len(pending) >= IN_FLIGHT:
+                    yield from pending.popleft().result()
+            while pending:
+                yield from pending.popleft().result()
+
+    def _batches(self, paths: Iterable[Path | str]) -> Iterator[list[tuple[str, Entry]]]:
+        """The paths in requests: at most per_request images and max_bytes of data each."""
+        batch: list[tuple[str, Entry]] = []
         size = 0
         for path in paths:
             entry = self._entry(str(path))
             weight = len(entry["data"]) if isinstance(entry, dict) and "data" in entry else 0
             if batch and (len(batch) == self.per_request or size + weight > self.max_bytes):
-                yield from self._send(batch)
+                yield batch
                 batch, size = [], 0
             batch.append((str(path), entry))
             size += weight
         if batch:
-            yield from self._send(batch)
+            yield batch
 
-    def _entry(self, path: str) -> dict[str, str] | str:
+    def _entry(self, path: str) -> Entry:
         """What the request carries for path, or the error that keeps it local."""
         name = path_to_text(path)
         if is_url(path) and not is_s3(path):
@@ -188,17 +242,18 @@ class RemoteClassifier:
             return f"cannot read {path}: {error.strerror or error}"
         if len(data) > self.max_bytes:
             return f"too large to send to the server ({len(data):,}+ bytes): {path}"
-        return {"data": base64.b64encode(data).decode(), "name": name}
+        return {"data": data, "name": name}
 
-    def _send(self, batch: list[tuple[str, dict[str, str] | str]]) -> Iterator[Prediction]:
+    def _send(self, batch: list[tuple[str, Entry]]) -> list[Prediction]:
         entries = [entry for _, entry in batch if isinstance(entry, dict)]
         request = {**self.request, "embedding": self.embeddings}
         answers = iter(self.client.predict(entries, request) if entries else [])
-        for path, entry in batch:
-            if isinstance(entry, str):
-                yield Prediction(path, error=entry)
-            else:
-                yield _prediction(path, next(answers))
+        return [
+            Prediction(path, error=entry)
+            if isinstance(entry, str)
+            else _prediction(path, next(answers))
+            for path, entry in batch
+        ]
 
 
 def _prediction(path: str, answer: dict[str, Any]) -> Prediction:

@@ -115,8 +115,9 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
             where = ref.path or ref.url or ref.name
             image = load_image(where, plan.draft_size, plan.max_megapixels, ref.data)
             return PreparedImage(ref.name, self.encoder.prepare(image))
-        except ImageError as error:
-            return PreparedImage(ref.name, error=str(error))
+        except ImageError as error:  # named as the client named it, not by an upload's path
+            message = str(error)
+            return PreparedImage(ref.name, error=message.replace(ref.path or ref.name, ref.name))
         except (OSError, ValueError, RuntimeError) as error:
             return PreparedImage(ref.name, error=f"cannot preprocess {ref.name}: {error}")
 

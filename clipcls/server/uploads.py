@@ -1,0 +1,144 @@
+"""A predict request's body as the guard reads it: within the size limit, JSON or a multipart
+form, checked; uploaded images go to files in the server's own folder, so the request that
+reaches the model worker is small (names and paths), not megabytes of base64 copied through
+LitServe's queue."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clipcls.server.protocol import Limits, RequestError, ServeRequest, parse_request
+
+FORM_FIELDS = ("labels", "templates", "top_k", "embedding", "names")
+JSON_FIELDS = ("labels", "templates", "names")  # form fields that may hold a JSON list
+DRAIN = 64 * 1024**2  # bytes over the limit still read (and dropped) so the client gets the 413
+
+
+@dataclass
+class Checked:
+    """The body to hand on, and the upload files to delete once it is answered."""
+
+    body: bytes
+    files: list[Path] = field(default_factory=list)
+
+    def remove(self) -> None:
+        for path in self.files:
+            path.unlink(missing_ok=True)
+
+
+async def read_body(receive: Any, declared: str, limit: int) -> bytes:
+    """The whole body, or RequestError 413 once past limit (read on to DRAIN, so the client
+    can hear the answer before the connection closes)."""
+    too_big = RequestError(413, f"the body is over the server's limit of {limit} bytes")
+    if declared.isdigit() and int(declared) > limit + DRAIN:
+        raise too_big
+    raw = bytearray()
+    seen = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestError(400, "the client went away")
+        chunk = message.get("body", b"")
+        seen += len(chunk)
+        if seen <= limit:
+            raw += chunk
+        elif seen > limit + DRAIN:
+            raise too_big
+        if not message.get("more_body"):
+            break
+    if seen > limit:
+        raise too_big
+    return bytes(raw)
+
+
+async def checked_request(
+    scope: Any, kind: str, raw: bytes, limits: Limits, allow_dirs: list[str], uploads: Path
+) -> Checked:
+    """Check a predict (or texts) request and move its image bytes into upload files."""
+    checked = Checked(b"")
+    roots = allow_dirs  # a client names paths only under these; its uploads are ours
+    try:
+        if kind.startswith("multipart/form-data"):
+            request = await _form(scope, raw, limits, uploads, checked)
+            roots = [*allow_dirs, str(uploads)]
+        else:
+            try:
+                request = json.loads(raw)
+            except (ValueError, UnicodeDecodeError):
+                raise RequestError(400, "the body is not valid JSON") from None
+        parsed = parse_request(request, limits, roots)
+        if isinstance(parsed, ServeRequest) and any(ref.data is not None for ref in parsed.images):
+            request["images"] = [
+                {**_stored(ref.data, uploads, checked), "name": ref.name}
+                if ref.data is not None
+                else item
+                for ref, item in zip(parsed.images, request["images"], strict=True)
+            ]
+        checked.body = json.dumps(request).encode()
+        return checked
+    except BaseException:
+        checked.remove()
+        raise
+
+
+def _stored(data: bytes, uploads: Path, checked: Checked) -> dict[str, str]:
+    path = uploads / secrets.token_hex(16)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    checked.files.append(path)
+    with os.fdopen(fd, "wb") as stream:
+        stream.write(data)
+    return {"path": str(path)}
+
+
+async def _form(
+    scope: Any, raw: bytes, limits: Limits, uploads: Path, checked: Checked
+) -> dict[str, Any]:
+    """A multipart form: files under `images` (named by their filenames, or by a `names` JSON
+    list), the other fields as text, some of them JSON lists."""
+    from starlette.requests import Request
+
+    async def once() -> dict[str, Any]:
+        return {"type": "http.request", "body": raw, "more_body": False}
+
+    try:
+        form = await Request(scope, once).form(max_files=limits.max_images, max_fields=20)
+    except Exception as error:  # python-multipart and starlette raise several kinds
+        raise RequestError(400, f"cannot read the multipart form: {error}") from None
+    request: dict[str, Any] = {"images": []}
+    try:
+        for key, value in form.multi_items():
+            if key == "images" and not isinstance(value, str):
+                entry = _stored(await value.read(), uploads, checked)
+                name = value.filename or f"image[{len(request['images'])}]"
+                request["images"].append({**entry, "name": name})
+            elif key in FORM_FIELDS and isinstance(value, str):
+                request[key] = _form_value(key, value)
+            else:
+                raise RequestError(400, f"unknown form field {key!r}")
+    finally:
+        await form.close()
+    names = request.pop("names", None)
+    if names is not None:
+        if not isinstance(names, list) or len(names) != len(request["images"]):
+            raise RequestError(400, "'names' must list one name per image")
+        for entry, name in zip(request["images"], names, strict=True):
+            entry["name"] = name
+    return request
+
+
+def _form_value(key: str, value: str) -> Any:
+    if key == "top_k":
+        return int(value) if value.isdigit() else value
+    if key == "embedding":
+        return value.lower() in ("1", "true", "yes")
+    if key in JSON_FIELDS and value.startswith("["):
+        try:
+            return json.loads(value)
+        except ValueError:
+            raise RequestError(400, f"'{key}' is not a JSON list") from None
+    return value
