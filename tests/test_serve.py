@@ -120,6 +120,10 @@ def test_predict_on_the_server_equals_the_local_run(
     server: Server, tiny_model: str, photos: Path
 ) -> None:
     (photos / "broken.png").write_bytes(b"not an image")
+    (photos / os.fsdecode(b"caf\xe9 [bold]x.png")).write_bytes(
+        (photos / "chelsea.png").read_bytes()
+    )
+    os.mkfifo(photos / "pipe.png")
     args = ["predict", str(photos), "--labels", LABELS, "-f", "jsonl", "-q"]
     local = runner.invoke(app, [*args, "--model", tiny_model])
     remote = runner.invoke(app, [*args, "--server", server.url])
@@ -199,6 +203,12 @@ def test_bad_requests_get_4xx_json_and_the_server_stays_up(server: Server) -> No
             400,
         ),
         (json.dumps({"images": [{"path": "/etc/passwd"}], "labels": ["a", "b"]}).encode(), 403),
+        (
+            json.dumps(
+                {"images": [data("chelsea.png")], "labels": ["a"], "templates": "pyproject.toml"}
+            ).encode(),
+            400,
+        ),
         (b"x" * (5 * 10**6), 413),
     ]
     for body, status in cases:
@@ -328,3 +338,26 @@ def test_a_model_the_server_does_not_run_is_refused(server: Server, photos: Path
     args = ["predict", str(photos), "--labels", LABELS, "--server", server.url, "--model", "RN50"]
     result = runner.invoke(app, args)
     assert result.exit_code == 2 and "the server at" in result.stderr
+
+
+def test_a_killed_label_run_on_the_server_resumes_without_doubles(
+    server: Server, tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(80):
+        Image.effect_noise((64, 48), 20 + i).convert("RGB").save(folder / f"{i:03d}.jpg")
+    out = tmp_path / "out.csv"
+    command = [sys.executable, "-m", "clipcls", "label", str(folder), "-o", str(out), "-q"]
+    command += ["--labels", LABELS, "--server", server.url]
+    running = subprocess.Popen(command)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (out.exists() and out.read_text().count("\n") > 2):
+        time.sleep(0.01)
+    running.send_signal(signal.SIGKILL)
+    running.wait()
+    subprocess.run([*command, "--resume"], check=True, timeout=120)
+    names = [line.split(",")[0] for line in out.read_text().splitlines()[1:]]
+    assert sorted(Path(n).name for n in names) == [f"{i:03d}.jpg" for i in range(80)]

@@ -7,13 +7,21 @@ import base64
 import binascii
 import os
 import platform
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from clipcls.errors import ClipclsError
 from clipcls.labels import Label, check_labels, parse_label
-from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
+from clipcls.prompts import (
+    DEFAULT_TEMPLATES,
+    TemplateSet,
+    builtin_dir,
+    load_templates,
+    parse_template_file,
+    single_templates,
+)
 from clipcls.remote import is_url
 
 API_KEY_HEADER = "X-API-Key"
@@ -136,13 +144,15 @@ def _label(item: Any) -> Label:
 
 def _templates(value: Any, limits: Limits) -> TemplateSet:
     try:
-        if isinstance(value, str) and os.sep not in value and not value.startswith("."):
-            return load_templates(value)  # a built-in set: never a file on the server
+        if isinstance(value, str):
+            builtin = builtin_dir() / f"{value}.txt"
+            if re.fullmatch(r"[\w-]+", value) and builtin.is_file():  # built-in, never a file
+                return parse_template_file(builtin, value)
+            raise RequestError(400, f"'templates': {value!r} is not a built-in template set")
         if isinstance(value, list) and value and all(isinstance(t, str) for t in value):
             if len(value) > limits.max_templates:
-                raise RequestError(
-                    413, f"{len(value)} templates; the limit is {limits.max_templates}"
-                )
+                limit = limits.max_templates
+                raise RequestError(413, f"{len(value)} templates; the limit is {limit}")
             return single_templates(value)
     except RequestError:
         raise
