@@ -201,19 +201,14 @@ def main() -> None:
             )
             by_path = through_server(url, images, by_path=True)
             by_bytes = through_server(url, images, by_path=False)
-            print(
-                f"{len(images)} images (12 MP / 2 MP / VGA mix): local steady state {steady:.1f} images/s"
-            )
-            print(
-                f"4 clients through the server, files by path: {by_path:.1f} images/s ({by_path / steady:.0%} of local)"
-            )
-            print(
-                f"4 clients through the server, files as bytes: {by_bytes:.1f} images/s ({by_bytes / steady:.0%} of local)"
-            )
+            mix_name = f"{len(images)} images (12 MP / 2 MP / VGA mix)"
+            print(f"{mix_name}: local steady state {steady:.1f} images/s")
+            for how, rate in (("by path", by_path), ("as bytes", by_bytes)):
+                share = f"{rate / steady:.0%} of local"
+                print(f"4 clients through the server, files {how}: {rate:.1f} images/s ({share})")
             p50, p99, errors = load_test(url, images, args.requests)
-            print(
-                f"load test, {args.requests} one-image requests from 4 threads: p50 {p50:.0f} ms, p99 {p99:.0f} ms, {errors} errors"
-            )
+            what = f"load test, {args.requests} one-image requests from 4 threads"
+            print(f"{what}: p50 {p50:.0f} ms, p99 {p99:.0f} ms, {errors} errors")
         finally:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=60)

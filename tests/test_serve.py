@@ -240,9 +240,10 @@ def test_bad_requests_get_4xx_json_and_the_server_stays_up(server: Server) -> No
 
 def test_multipart_uploads_work_like_curl_sends_them(server: Server) -> None:
     boundary = "clipclsboundary"
+    field = f"--{boundary}\r\nContent-Disposition: form-data; "
     parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="labels"\r\n\r\ncat,rocket\r\n'.encode(),
-        f'--{boundary}\r\nContent-Disposition: form-data; name="images"; filename="c.png"\r\n'.encode()
+        f'{field}name="labels"\r\n\r\ncat,rocket\r\n'.encode(),
+        f'{field}name="images"; filename="c.png"\r\n'.encode()
         + b"Content-Type: image/png\r\n\r\n"
         + (SAMPLE_IMAGES / "chelsea.png").read_bytes()
         + b"\r\n",
