@@ -3,12 +3,15 @@ local ones, concurrent clients, every limit, the API key, --allow-dir, bad reque
 the server up, and a clean stop on SIGTERM. Each test sends a bounded number of requests."""
 
 import base64
+import contextlib
+import http.server
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -256,7 +259,7 @@ def test_multipart_uploads_work_like_curl_sends_them(server: Server) -> None:
 
 
 def test_an_api_key_is_checked_on_every_request(tiny_model: str, photos: Path) -> None:
-    keyed = Server(tiny_model, key=KEY)
+    keyed = Server(tiny_model, "--timeout", "2", key=KEY)
     try:
         assert keyed.call("GET", "/v1/info")[0] == 200
         assert keyed.call("GET", "/v1/info", key="wrong")[0] == 401
@@ -269,8 +272,38 @@ def test_an_api_key_is_checked_on_every_request(tiny_model: str, photos: Path) -
         assert refused.exit_code == 2 and "CLIPCLS_API_KEY" in refused.stderr
         allowed = runner.invoke(app, args, env={"CLIPCLS_API_KEY": KEY})
         assert allowed.exit_code == 0, allowed.output
+        # --timeout bounds a request's whole time: an image URL that answers after 4 s.
+        keyed.key = KEY
+        with slow_site(4.0) as url:
+            started = time.monotonic()
+            status, answer = keyed.predict([{"url": url}])
+        assert status == 504 and "--timeout" in answer["error"]
+        assert time.monotonic() - started < 3.5
     finally:
         assert keyed.stop() == 0
+
+
+@contextlib.contextmanager
+def slow_site(delay: float) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 that answers every request with a 404 after delay s."""
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            time.sleep(delay)
+            with contextlib.suppress(OSError):  # the server's fetch may be gone by now
+                self.send_error(404)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    site = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    thread = threading.Thread(target=site.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{site.server_address[1]}/slow.jpg"
+    finally:
+        site.shutdown()
+        site.server_close()
 
 
 def test_off_loopback_needs_a_key_and_serve_needs_its_extra(

@@ -4,6 +4,7 @@ reaches the model; an info endpoint; loopback unless an API key is set."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -108,8 +109,20 @@ class Guard:
         kept = [(k, v) for k, v in scope["headers"] if k.lower() not in replaced]
         length = str(len(checked.body)).encode()
         json_headers = [(b"content-type", b"application/json"), (b"content-length", length)]
+        started = False
+
+        async def tracked(message: dict[str, Any]) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
         try:
-            await self.app({**scope, "headers": kept + json_headers}, replay, send)
+            answer = self.app({**scope, "headers": kept + json_headers}, replay, tracked)
+            await asyncio.wait_for(answer, self.limits.seconds)
+        except asyncio.TimeoutError:
+            if not started:  # the model may still finish it; this client has waited enough
+                seconds = self.limits.seconds
+                await _reply(send, 504, {"error": f"no answer within {seconds:g} s (--timeout)"})
         finally:
             checked.remove()
 
