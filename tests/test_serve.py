@@ -395,3 +395,8 @@ def test_a_killed_label_run_on_the_server_resumes_without_doubles(
     subprocess.run([*command, "--resume"], check=True, timeout=120)
     names = [line.split(",")[0] for line in out.read_text().splitlines()[1:]]
     assert sorted(Path(n).name for n in names) == [f"{i:03d}.jpg" for i in range(80)]
+
+
+def test_a_port_in_use_is_one_line_before_any_model_loads(server: Server, tiny_model: str) -> None:
+    taken = runner.invoke(app, ["serve", "--model", tiny_model, "--port", str(server.port)])
+    assert taken.exit_code == 2 and "cannot listen on 127.0.0.1 port" in taken.stderr

@@ -45,6 +45,7 @@ def serve(
         list[Path] | None,
         typer.Option(
             "--allow-dir",
+            metavar="DIR",
             file_okay=False,
             exists=True,
             help="A folder whose files requests may name by path (repeatable).",

@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import signal
+import socket
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -51,6 +52,17 @@ def check_options(options: ServeOptions) -> None:
     for root in options.allow_dirs:
         if not Path(root).is_dir():
             raise UsageError(f"--allow-dir {root} is not a folder")
+    host = HOSTS[options.host]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family) as probe:  # before the model loads, not after
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, options.port))
+        except OSError as error:
+            why = error.strerror or error
+            raise UsageError(
+                f"cannot listen on {options.host} port {options.port}: {why}"
+            ) from None
 
 
 class Guard:
