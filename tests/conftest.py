@@ -180,3 +180,44 @@ def jsonl(text: str) -> list[dict]:
 def scores(rows: list[dict[str, Any]]) -> list[list[tuple[str, float]]]:
     """Each JSONL row's labels and probabilities (5 decimals), to compare runs."""
     return [[(p["label"], round(p["probability"], 5)) for p in r["predictions"]] for r in rows]
+
+
+# Runs the CLI, then says on the last line of stderr whether torch was ever imported.
+TORCH_REPORTING_CLI = (
+    "import atexit, sys\n"
+    "atexit.register(lambda: print('torch:', 'torch' in sys.modules, file=sys.stderr))\n"
+    "from clipcls.cli import main\n"
+    "sys.argv = ['clipcls', *sys.argv[1:]]\n"
+    "main()\n"
+)
+
+
+def clipcls_process(*args: str, cwd: Path | None = None) -> tuple[str, bool, str]:
+    """(stdout, whether torch was imported, stderr) of one whole clipcls process that must
+    succeed."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", TORCH_REPORTING_CLI, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    last = done.stderr.strip().splitlines()[-1]
+    return done.stdout, last == "torch: True", done.stderr
+
+
+def class_folders(root: Path, per_class: int = 2) -> Path:
+    """A dataset of three class folders (cat, coffee, rocket) of sample photos."""
+    for name, source in (
+        ("cat", "chelsea.png"),
+        ("coffee", "coffee.png"),
+        ("rocket", "rocket.jpg"),
+    ):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            (root / name / f"{i}.png").write_bytes((SAMPLE_IMAGES / source).read_bytes())
+    return root

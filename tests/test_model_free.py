@@ -4,30 +4,14 @@ byte-identical to a run that loads it; anything not cached brings the model back
 import json
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-
-# Runs the CLI, then says on the last line of stderr whether torch was ever imported.
-RUN = (
-    "import atexit, sys\n"
-    "atexit.register(lambda: print('torch:', 'torch' in sys.modules, file=sys.stderr))\n"
-    "from clipcls.cli import main\n"
-    "sys.argv = ['clipcls', *sys.argv[1:]]\n"
-    "main()\n"
-)
+from conftest import clipcls_process
 
 
 def clipcls(*args: str, cwd: Path) -> tuple[str, bool, str]:
-    """(stdout, whether torch was imported, stderr) of one whole clipcls process."""
-    done = subprocess.run(
-        [sys.executable, "-c", RUN, *args], cwd=cwd, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    last = done.stderr.strip().splitlines()[-1]
-    return done.stdout, last == "torch: True", done.stderr
+    return clipcls_process(*args, cwd=cwd)
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_IMAGES
+from conftest import class_folders
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -93,15 +93,7 @@ def test_ray_gives_the_local_engines_rows(
 def test_evaluate_on_ray_reports_what_the_local_engine_does(
     tiny_model: str, tmp_path: Path, cluster: str
 ) -> None:
-    dataset = tmp_path / "data"
-    for name, source in (
-        ("cat", "chelsea.png"),
-        ("coffee", "coffee.png"),
-        ("rocket", "rocket.jpg"),
-    ):
-        (dataset / name).mkdir(parents=True)
-        for i in range(2):
-            (dataset / name / f"{i}.png").write_bytes((SAMPLE_IMAGES / source).read_bytes())
+    dataset = class_folders(tmp_path / "data")
     (dataset / "cat" / "broken.png").write_bytes(b"not an image")
     args = ["evaluate", str(dataset), "--model", tiny_model, "-t", "photo", "-f", "json", "-q"]
     local = runner.invoke(app, args)

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_IMAGES
+from conftest import SAMPLE_IMAGES, class_folders, clipcls_process
 from typer.testing import CliRunner
 
 from clipcls.cli import app
@@ -319,15 +319,7 @@ def test_off_loopback_needs_a_key_and_serve_needs_its_extra(
 def test_evaluate_on_the_server_reports_the_local_metrics(
     server: Server, tiny_model: str, tmp_path: Path
 ) -> None:
-    dataset = tmp_path / "data"
-    for name, source in (
-        ("cat", "chelsea.png"),
-        ("coffee", "coffee.png"),
-        ("rocket", "rocket.jpg"),
-    ):
-        (dataset / name).mkdir(parents=True)
-        for i in range(2):
-            (dataset / name / f"{i}.png").write_bytes((SAMPLE_IMAGES / source).read_bytes())
+    dataset = class_folders(tmp_path / "data")
     args = ["evaluate", str(dataset), "-t", "photo", "-f", "json", "-q"]
     local = runner.invoke(app, [*args, "--model", tiny_model])
     remote = runner.invoke(app, [*args, "--server", server.url])
@@ -338,34 +330,10 @@ def test_evaluate_on_the_server_reports_the_local_metrics(
 
 
 def test_the_client_never_imports_torch(server: Server, photos: Path) -> None:
-    script = (
-        "import atexit, sys\n"
-        "atexit.register(lambda: print('torch:', 'torch' in sys.modules, file=sys.stderr))\n"
-        "from clipcls.cli import main\n"
-        "sys.argv = ['clipcls', *sys.argv[1:]]\n"
-        "main()\n"
-    )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            script,
-            "predict",
-            str(photos / "chelsea.png"),
-            "--labels",
-            LABELS,
-            "--server",
-            server.url,
-            "-f",
-            "jsonl",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == "torch: False"
-    assert json.loads(done.stdout)["predictions"][0]["label"] in LABELS.split(",")
+    args = ["predict", str(photos / "chelsea.png"), "--labels", LABELS, "--server", server.url]
+    out, torch, _ = clipcls_process(*args, "-f", "jsonl")
+    assert not torch
+    assert json.loads(out)["predictions"][0]["label"] in LABELS.split(",")
 
 
 def test_a_model_the_server_does_not_run_is_refused(server: Server, photos: Path) -> None:
