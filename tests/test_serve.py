@@ -188,6 +188,7 @@ def test_concurrent_clients_get_their_own_answers(server: Server) -> None:
 def test_bad_requests_get_4xx_json_and_the_server_stays_up(server: Server) -> None:
     cases = [
         (b"{not json", 400),
+        (b"[" * 100_000, 400),
         (json.dumps({"images": []}).encode(), 400),
         (json.dumps({"images": [data("chelsea.png")], "labels": []}).encode(), 400),
         (json.dumps({"images": [{"data": "%%%"}], "labels": ["a", "b"]}).encode(), 400),

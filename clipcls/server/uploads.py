@@ -69,7 +69,7 @@ async def checked_request(
         else:
             try:
                 request = json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
+            except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
                 raise RequestError(400, "the body is not valid JSON") from None
         parsed = parse_request(request, limits, roots)
         if isinstance(parsed, ServeRequest) and any(ref.data is not None for ref in parsed.images):
