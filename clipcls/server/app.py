@@ -56,13 +56,12 @@ def check_options(options: ServeOptions) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as probe:  # before the model loads, not after
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+        try:  # bound by another process that is still loading its model: listen() fails
             probe.bind((host, options.port))
+            probe.listen()
         except OSError as error:
-            why = error.strerror or error
-            raise UsageError(
-                f"cannot listen on {options.host} port {options.port}: {why}"
-            ) from None
+            where = f"{options.host} port {options.port}"
+            raise UsageError(f"cannot listen on {where}: {error.strerror or error}") from None
 
 
 class Guard:
@@ -202,6 +201,7 @@ def serve(settings: ModelSettings, options: ServeOptions) -> None:
         info_path="/v1/litserve-info",
         middlewares=[(Guard, {"options": guard})],
         fast_queue=True,
+        disable_openapi_url=True,
     )
     MAIN[0] = os.getpid()
     for stop in (signal.SIGTERM, signal.SIGINT):  # LitServe stops its workers, then returns
