@@ -83,7 +83,9 @@ class Server:
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
+        code = self.process.wait(timeout=30)
+        self.stderr = self.process.stderr.read()  # type: ignore[union-attr]
+        return code
 
 
 def parsed(body: bytes) -> dict:  # type: ignore[type-arg]
@@ -117,6 +119,7 @@ def server(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield running
     finally:
         assert running.stop() == 0  # SIGTERM: a clean stop
+        assert "ready: local-dir:" in running.stderr and "Traceback" not in running.stderr
 
 
 def test_predict_on_the_server_equals_the_local_run(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -72,5 +72,12 @@ def serve(
         roots = tuple(str(d) for d in allow_dir or ())
         options = ServeOptions(host, port, api_key, roots, limits)
         check_options(options)
-        notice(f"serving {settings.model} on http://{host}:{port} (loading the model)")
-        run_server(settings, options)
+        url = f"http://{host}:{port}"
+        notice(f"serving {settings.model} on {url} (loading the model)")
+
+        def ready(facts: dict[str, Any]) -> None:
+            weights = f" ({facts['pretrained']})" if facts.get("pretrained") else ""
+            model = f"{facts['model']}{weights} on {facts['device']}, {facts['precision']}"
+            notice(f"ready: {model}, answering on {url}")
+
+        run_server(settings, options, ready)

@@ -13,6 +13,9 @@ import shutil
 import signal
 import socket
 import tempfile
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -164,8 +167,30 @@ def _stop(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def serve(settings: ModelSettings, options: ServeOptions) -> None:
-    """Load the model in LitServe's worker and answer until stopped (Ctrl-C or SIGTERM)."""
+def _watch(
+    info_file: Path, address: tuple[str, int], on_ready: Callable[[dict[str, Any]], None]
+) -> None:
+    """Call on_ready with the worker's facts once its model is up and the port answers."""
+    from clipcls.server.worker import read_info
+
+    while (facts := read_info(info_file)) is None:
+        time.sleep(0.2)
+    while True:
+        try:
+            socket.create_connection(address, timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.1)
+    on_ready(facts)
+
+
+def serve(
+    settings: ModelSettings,
+    options: ServeOptions,
+    on_ready: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Load the model in LitServe's worker and answer until stopped (Ctrl-C or SIGTERM);
+    on_ready gets the model's facts (model, device, precision, ...) once it can answer."""
     import litserve as ls
 
     from clipcls.server.protocol import machine_id
@@ -203,6 +228,11 @@ def serve(settings: ModelSettings, options: ServeOptions) -> None:
         fast_queue=True,
         disable_openapi_url=True,
     )
+    if on_ready is not None:
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(HOSTS[options.host], HOSTS[options.host])
+        address = (host, options.port)
+        watch = threading.Thread(target=_watch, args=(info_file, address, on_ready), daemon=True)
+        watch.start()
     MAIN[0] = os.getpid()
     for stop in (signal.SIGTERM, signal.SIGINT):  # LitServe stops its workers, then returns
         signal.signal(stop, _stop)
