@@ -243,6 +243,7 @@ def test_bad_requests_get_4xx_json_and_the_server_stays_up(server: Server) -> No
     assert [f for root in roots for f in glob.glob(f"{root}/clipcls-serve-*/uploads/*")] == []
     status, info = server.call("GET", "/v1/info")
     assert status == 200 and info["device"] == "cpu" and info["limits"]["max_images"] == 8
+    assert info["weights"].startswith("local-dir:") and info["clipcls"]
 
 
 def test_multipart_uploads_work_like_curl_sends_them(server: Server) -> None:

@@ -16,6 +16,7 @@ import numpy as np
 from clipcls import __version__
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier, default_batch_size, encode_prompts
+from clipcls.engine.sources import model_identity
 from clipcls.errors import ImageError
 from clipcls.images import load_image
 from clipcls.output.rows import Columns, to_row
@@ -60,6 +61,7 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
             "clipcls": __version__,
             "model": info.model,
             "pretrained": info.pretrained,
+            "weights": model_identity(self.settings).key,  # name:tag, or the files' fingerprint
             "device": info.device,
             "precision": info.precision,
             "logit_scale": self.encoder.logit_scale,
