@@ -373,3 +373,18 @@ def test_a_killed_label_run_on_the_server_resumes_without_doubles(
 def test_a_port_in_use_is_one_line_before_any_model_loads(server: Server, tiny_model: str) -> None:
     taken = runner.invoke(app, ["serve", "--model", tiny_model, "--port", str(server.port)])
     assert taken.exit_code == 2 and "cannot listen on 127.0.0.1 port" in taken.stderr
+
+
+def test_killing_the_server_takes_its_workers_along(tiny_model: str) -> None:
+    """kill -9 of `clipcls serve` leaves no LitServe process holding the port."""
+    doomed = Server(tiny_model)
+    doomed.process.send_signal(signal.SIGKILL)
+    doomed.process.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", doomed.port)) != 0:
+                break  # nobody answers on the port any more
+        time.sleep(0.1)
+    else:
+        raise AssertionError("an orphaned server process still answers")

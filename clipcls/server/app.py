@@ -194,7 +194,7 @@ def serve(
     import litserve as ls
 
     from clipcls.server.protocol import machine_id
-    from clipcls.server.worker import ClipclsAPI
+    from clipcls.server.worker import ClipclsAPI, die_with_parent
 
     check_options(options)
     shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # uploads stay in memory
@@ -234,6 +234,8 @@ def serve(
         watch = threading.Thread(target=_watch, args=(info_file, address, on_ready), daemon=True)
         watch.start()
     MAIN[0] = os.getpid()
+    # LitServe forks its HTTP process and a multiprocessing manager: they go when this goes.
+    os.register_at_fork(after_in_child=lambda: die_with_parent(MAIN[0]))
     for stop in (signal.SIGTERM, signal.SIGINT):  # LitServe stops its workers, then returns
         signal.signal(stop, _stop)
     try:

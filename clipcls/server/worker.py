@@ -4,7 +4,11 @@ their images in threads, embeds them in one pass and scores each request with it
 
 from __future__ import annotations
 
+import ctypes
 import json
+import os
+import signal
+import sys
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -31,6 +35,7 @@ from clipcls.server.protocol import (
 )
 from clipcls.settings import ModelSettings
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
 CLASSIFIERS_KEPT = 64  # label sets whose text classifiers stay ready
 REQUESTS_PER_BATCH = 16  # concurrent requests LitServe hands over at once
 BATCH_WAIT = 0.005  # seconds LitServe waits for more requests to join a batch
@@ -47,10 +52,12 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         )
         self.settings, self.limits, self.allow_dirs = settings, limits, allow_dirs
         self.info_file = info_file
+        self.parent = os.getpid()  # built in the main process; setup runs in the worker
 
     def setup(self, device: str) -> None:
         from clipcls.engine.model import ClipModel
 
+        die_with_parent(self.parent)
         self.encoder = ClipModel(self.settings)
         self.cache = EmbeddingCache(self.settings.resolved_cache_dir())
         self.classifiers: OrderedDict[Any, Classifier] = OrderedDict()
@@ -158,6 +165,17 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
                 self.classifiers.popitem(last=False)
         self.classifiers.move_to_end(key)
         return found
+
+
+def die_with_parent(parent: int) -> None:
+    """Have the kernel stop this process when the server's main process dies, even by SIGKILL
+    (Linux): else LitServe's worker and HTTP processes live on, holding the port."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(0)
 
 
 def read_info(info_file: Path) -> dict[str, Any] | None:
