@@ -8,6 +8,7 @@ import hashlib
 import importlib.metadata
 import itertools
 import json
+import math
 import platform
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -132,9 +133,16 @@ def recorded_model(cache: EmbeddingCache | None, settings: ModelSettings) -> Rec
     if value is None:
         return None
     try:
-        return RecordedModel(ModelRecord(**json.loads(value)), settings)
+        record = ModelRecord(**json.loads(value))
     except (ValueError, TypeError):  # a damaged record: load the model as usual
         return None
+    numbers = (record.logit_scale, *([] if record.logit_bias is None else [record.logit_bias]))
+    texts = (record.model, record.device, record.precision, record.image_cache_key)
+    if not all(isinstance(v, int | float) and math.isfinite(v) for v in numbers):
+        return None
+    if not all(isinstance(v, str) for v in (*texts, record.text_cache_key)):
+        return None
+    return RecordedModel(record, settings)
 
 
 def cached_classifier(

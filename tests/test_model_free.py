@@ -66,10 +66,11 @@ def test_a_changed_file_or_a_damaged_record_brings_the_model_back(
     assert loaded and again == first
     _, loaded, _ = run_here(*args)
     assert not loaded  # cached again
-    with sqlite3.connect(isolated_caches / "embeddings.sqlite3") as db:
-        db.execute("UPDATE records SET value = 'not json'")
-    again, loaded, _ = run_here(*args)
-    assert loaded and again == first
+    for damage in ("'not json'", "json_set(value, '$.logit_scale', 'big')"):
+        with sqlite3.connect(isolated_caches / "embeddings.sqlite3") as db:
+            db.execute(f"UPDATE records SET value = {damage}")
+        again, loaded, _ = run_here(*args)
+        assert loaded and again == first  # and the run recorded the model again
     _, loaded, _ = run_here(*args, "--no-cache")
     assert loaded
 
