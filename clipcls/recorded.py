@@ -120,9 +120,9 @@ def remember_model(cache: EmbeddingCache | None, settings: ModelSettings, encode
         plan.text_cache_key,
         plan.draft_size,
     )
-    value = json.dumps(asdict(record))
-    if cache.get_record(record_key(settings)) != value:
-        cache.put_record(record_key(settings), value)
+    key, value = record_key(settings), json.dumps(asdict(record))
+    if cache.get_record(key) != value:
+        cache.put_record(key, value)
 
 
 def recorded_model(cache: EmbeddingCache | None, settings: ModelSettings) -> RecordedModel | None:

@@ -21,7 +21,7 @@ from clipcls.cli.console import (
     stderr,
     warn,
 )
-from clipcls.cli.inputs import NOT_LOADED, describe, load_model, open_cache
+from clipcls.cli.inputs import NOT_LOADED, connect_server, describe, load_model, open_cache
 from clipcls.cli.model_options import model_options, model_settings
 from clipcls.cli.options import (
     BatchSizeOpt,
@@ -40,6 +40,7 @@ from clipcls.engine.ray_data import check_ray
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.evaluation.dataset import (
     Dataset,
+    EmbeddedDataset,
     assemble,
     class_labels,
     embed_dataset,
@@ -55,7 +56,7 @@ from clipcls.output.writers import plain_console
 from clipcls.pipeline import Encoder
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.recorded import ModelNeeded, recorded_model, remember_model
-from clipcls.settings import DEFAULT_MODEL, Engine, ModelSettings, model_id
+from clipcls.settings import DEFAULT_MODEL, Engine, ModelSettings
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -82,99 +83,96 @@ class RayPlan:
     actors: int | None
 
 
+@dataclass(frozen=True)
+class EvalRun:
+    """What every model of an evaluate run is scored on, and how."""
+
+    dataset: Dataset
+    labels: tuple[Label, ...]
+    template_sets: list[TemplateSet]
+    batch_size: int | None
+    ks: tuple[int, ...]
+    quiet: bool
+
+
 def _evaluate_model(
-    settings: ModelSettings,
-    dataset: Dataset,
-    labels: tuple[Label, ...],
-    template_sets: list[TemplateSet],
-    batch_size: int | None,
-    ks: tuple[int, ...],
-    quiet: bool,
-    cache: EmbeddingCache | None,
-    ray: RayPlan | None = None,
+    settings: ModelSettings, run: EvalRun, cache: EmbeddingCache | None, ray: RayPlan | None
 ) -> list[Evaluation]:
     """Embed the images once with this model, then score them with every template set; from
     the cache alone, without loading the model, where it holds every embedding needed."""
-    args = (dataset, labels, template_sets, batch_size, ks, quiet, cache, ray)
     recorded = recorded_model(cache, settings) if ray is None else None
     if recorded is not None:
         try:
-            results = _evaluate_with(recorded, settings, *args)
+            results = _evaluate_with(recorded, settings, run, cache, ray)
         except ModelNeeded:
             pass  # something is not cached: load the model and start again
         else:
-            if not quiet:
+            if not run.quiet:
                 notice(f"{describe(recorded.info)} {NOT_LOADED}")
             return results
-    encoder = load_model(settings, quiet)  # on a Ray run, for the text tower only
+    encoder = load_model(settings, run.quiet)  # on a Ray run, for the text tower only
     remember_model(cache, settings, encoder)
-    return _evaluate_with(encoder, settings, *args)
+    return _evaluate_with(encoder, settings, run, cache, ray)
 
 
 def _evaluate_with(
     encoder: Encoder,
     settings: ModelSettings,
-    dataset: Dataset,
-    labels: tuple[Label, ...],
-    template_sets: list[TemplateSet],
-    batch_size: int | None,
-    ks: tuple[int, ...],
-    quiet: bool,
+    run: EvalRun,
     cache: EmbeddingCache | None,
     ray: RayPlan | None,
 ) -> list[Evaluation]:
+    dataset = run.dataset
     if ray is not None:
         from clipcls.engine.ray_data import connect, embed_on_ray
 
         connect(ray.address)
         with stderr.status(f"embedding {len(dataset.paths)} images on Ray"):
-            found = embed_on_ray(dataset.paths, settings, batch_size, ray.actors, cache is not None)
+            found = embed_on_ray(
+                dataset.paths, settings, run.batch_size, ray.actors, cache is not None
+            )
         data = assemble(dataset, found)
     else:
-        batch_size = batch_size or default_batch_size(encoder.plan.device)
-        show = not quiet and stderr.is_terminal
+        batch_size = run.batch_size or default_batch_size(encoder.plan.device)
+        show = not run.quiet and stderr.is_terminal
         with progress_bar(disable=not show) as progress:
             task = progress.add_task("embedding images", total=len(dataset.paths))
             data = embed_dataset(
                 encoder, dataset, batch_size, lambda n: progress.advance(task, n), cache
             )
     info: ModelInfo = encoder.info  # type: ignore[attr-defined]
-    model = (info.model, info.pretrained)
+    return _scored(encoder, run, data, (info.model, info.pretrained), cache)
+
+
+def _scored(
+    encoder: Encoder,
+    run: EvalRun,
+    data: EmbeddedDataset,
+    model: tuple[str, str | None],
+    cache: EmbeddingCache | None,
+) -> list[Evaluation]:
+    """The embedded images scored with every template set of the run."""
     results = []
-    for templates in template_sets:
+    for templates in run.template_sets:
         with stderr.status(f"scoring with templates {templates.name}"):
-            results.append(evaluate_embedded(encoder, labels, templates, data, model, ks, cache))
+            results.append(
+                evaluate_embedded(encoder, run.labels, templates, data, model, run.ks, cache)
+            )
     return results
 
 
-def _evaluate_on_server(
-    url: str,
-    model: str | None,
-    dataset: Dataset,
-    labels: tuple[Label, ...],
-    template_sets: list[TemplateSet],
-    ks: tuple[int, ...],
-    quiet: bool,
-) -> list[Evaluation]:
+def _evaluate_on_server(url: str, model: str | None, run: EvalRun) -> list[Evaluation]:
     """Images embedded by a `clipcls serve` server, scored here with its text tower."""
-    from clipcls.server.client import RemoteClassifier, RemoteEncoder, ServerClient
+    from clipcls.server.client import RemoteClassifier, RemoteEncoder
 
-    client = ServerClient(url)
-    named = model_id(*client.model)
-    if model is not None and model not in (client.model[0], named):
-        raise UsageError(f"--model {model}: the server at {client.url} runs {named}")
-    if not quiet:
-        notice(f"model {named} on the server at {client.url}")
-    remote = RemoteClassifier(client, labels, template_sets[0])
+    client = connect_server(url, model, run.quiet)
+    remote = RemoteClassifier(client, run.labels, run.template_sets[0])
     remote.embeddings = True
-    with stderr.status(f"embedding {len(dataset.paths)} images on the server"):
-        found = {p.path: (p.embedding, p.error) for p in remote.classify_paths(dataset.paths)}
-    data = assemble(dataset, found)
-    encoder = RemoteEncoder(client)
-    return [
-        evaluate_embedded(encoder, labels, templates, data, client.model, ks, None)
-        for templates in template_sets
-    ]
+    paths = run.dataset.paths
+    with stderr.status(f"embedding {len(paths)} images on the server"):
+        found = {p.path: (p.embedding, p.error) for p in remote.classify_paths(paths)}
+    data = assemble(run.dataset, found)
+    return _scored(RemoteEncoder(client), run, data, client.model, None)
 
 
 def _write_report(page: Path, evaluations: list[Evaluation], dataset: Path) -> None:
@@ -288,21 +286,16 @@ def evaluate(
 
             require_matplotlib()
         ks = tuple(sorted({5, *(top_k or [])} - {1}))  # top-1 and top-5 always; -k adds
+        run = EvalRun(dataset, labels, template_sets, batch_size, ks, quiet)
         evaluations: list[Evaluation] = []
         if server is not None:
             if engine is Engine.RAY or len(models or []) > 1:
                 raise UsageError("--server evaluates the server's one model (no --engine ray)")
-            asked = models[0] if models else None
-            evaluations = _evaluate_on_server(
-                server, asked, dataset, labels, template_sets, ks, quiet
-            )
+            evaluations = _evaluate_on_server(server, models[0] if models else None, run)
         for model in [] if server is not None else models or [DEFAULT_MODEL]:
             settings = model_settings(ctx, model)
-            cache = open_cache(settings, no_cache)
             plan = RayPlan(ray_address, ray_actors) if engine is Engine.RAY else None
-            evaluations += _evaluate_model(
-                settings, dataset, labels, template_sets, batch_size, ks, quiet, cache, plan
-            )
+            evaluations += _evaluate_model(settings, run, open_cache(settings, no_cache), plan)
         for _, _, error in evaluations[0].data.failures:  # the same files fail for every model
             warn(clean_text(error))
         with open_output(output) as stream:

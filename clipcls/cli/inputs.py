@@ -25,7 +25,7 @@ from clipcls.recorded import cached_classifier, remember_model
 from clipcls.settings import ModelSettings, model_id
 
 if TYPE_CHECKING:
-    from clipcls.server.client import RemoteClassifier
+    from clipcls.server.client import RemoteClassifier, ServerClient
 
 NOT_LOADED = "(every embedding cached: the model was not loaded)"
 
@@ -115,23 +115,29 @@ def load_classifier(
         return Classifier(encoder, labels, templates, batch_size, cache), encoder.info
 
 
-def server_classifier(
-    ctx: typer.Context, url: str, labels: tuple[Label, ...], templates: TemplateSet, quiet: bool
-) -> tuple[RemoteClassifier, tuple[str, str | None]]:
-    """Classify on a `clipcls serve` server: its model, named as it reports it."""
-    from clipcls.server.client import RemoteClassifier, ServerClient
+def connect_server(url: str, asked: str | None, quiet: bool) -> ServerClient:
+    """The `clipcls serve` server at url, refused if it runs another model than asked."""
+    from clipcls.server.client import ServerClient
 
     client = ServerClient(url)
     model, pretrained = client.model
     named = model_id(model, pretrained)
-    source = ctx.get_parameter_source("model")
-    asked = ctx.params.get("model")
-    if getattr(source, "name", "DEFAULT") != "DEFAULT" and asked not in (model, named):
+    if asked is not None and asked not in (model, named):
         raise UsageError(f"--model {asked}: the server at {client.url} runs {named}")
-    facts = client.facts
     if not quiet:
-        notice(
-            f"model {named} on the server at {client.url} "
-            f"({facts.get('device')}, {facts.get('precision')})"
-        )
-    return RemoteClassifier(client, labels, templates), (model, pretrained)
+        facts = client.facts
+        where = f"({facts.get('device')}, {facts.get('precision')})"
+        notice(f"model {named} on the server at {client.url} {where}")
+    return client
+
+
+def server_classifier(
+    ctx: typer.Context, url: str, labels: tuple[Label, ...], templates: TemplateSet, quiet: bool
+) -> tuple[RemoteClassifier, tuple[str, str | None]]:
+    """Classify on a `clipcls serve` server: its model, named as it reports it; --model, if
+    given, only says which model the server must run."""
+    from clipcls.server.client import RemoteClassifier
+
+    given = getattr(ctx.get_parameter_source("model"), "name", "DEFAULT") != "DEFAULT"
+    client = connect_server(url, ctx.params.get("model") if given else None, quiet)
+    return RemoteClassifier(client, labels, templates), client.model

@@ -6,6 +6,7 @@ stream back to the driver, which writes them through the same writers."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import logging
 import os
@@ -54,7 +55,7 @@ def connect(address: str | None) -> None:
     if ray.is_initialized():
         return
     # Ray Data's import (~0.6 s) overlaps the wait for Ray's processes to start.
-    importing = threading.Thread(target=require_ray, name="clipcls-import-ray-data", daemon=True)
+    importing = threading.Thread(target=_import_ray_data, name="clipcls-import", daemon=True)
     importing.start()
     ray.init(
         address=address or os.environ.get("RAY_ADDRESS") or None,
@@ -67,6 +68,12 @@ def connect(address: str | None) -> None:
     for name in ("ray", "ray.data"):  # stderr is for clipcls's own notices and warnings
         logging.getLogger(name).setLevel(logging.ERROR)
     require_ray().data.DataContext.get_current().enable_progress_bars = False
+
+
+def _import_ray_data() -> None:
+    """Import Ray Data ahead; a failure is said once, by require_ray in the main thread."""
+    with contextlib.suppress(UsageError):
+        require_ray()
 
 
 def _leave(ray: Any) -> None:

@@ -79,7 +79,6 @@ class Guard:
         self.info_file = Path(options["info_file"])
         self.facts: dict[str, Any] = options["facts"]
         self.uploads = Path(options["uploads"])
-        self.max_body = self.limits.max_body_bytes
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -97,7 +96,9 @@ class Guard:
             await self.app(scope, receive, send)
             return
         try:
-            raw = await read_body(receive, headers.get("content-length", ""), self.max_body)
+            raw = await read_body(
+                receive, headers.get("content-length", ""), self.limits.max_body_bytes
+            )
             checked = await checked_request(
                 scope,
                 headers.get("content-type", ""),

@@ -26,9 +26,8 @@ from clipcls.pathtext import path_to_text
 from clipcls.pipeline import EmbedPlan
 from clipcls.prompts import TemplateSet
 from clipcls.remote import fetch, is_s3, is_url
-from clipcls.server.protocol import API_KEY_HEADER, machine_id
+from clipcls.server.protocol import API_KEY_HEADER, allowed, machine_id
 
-SERVER_ENV = "CLIPCLS_SERVER"
 KEY_ENV = "CLIPCLS_API_KEY"
 Entry = dict[str, Any] | str  # what a request carries for a file, or why it stays here
 IN_FLIGHT = 2  # requests out at once per client
@@ -230,7 +229,7 @@ class RemoteClassifier:
         if is_url(path) and not is_s3(path):
             return {"url": path, "name": name}
         absolute = os.path.abspath(path)
-        if self.shared and not is_s3(path) and _under(absolute, self.client.facts["allow_dirs"]):
+        if self.shared and not is_s3(path) and allowed(absolute, self.client.facts["allow_dirs"]):
             return {"path": absolute, "name": name}
         try:
             stream = fetch(path, float("inf")) if is_s3(path) else open_regular(path)
@@ -266,8 +265,3 @@ def _prediction(path: str, answer: dict[str, Any]) -> Prediction:
     vector = answer.get("embedding")
     embedding = None if vector is None else np.asarray(vector, dtype=np.float32)
     return Prediction(path, scores, embedding=embedding)
-
-
-def _under(path: str, roots: Sequence[str]) -> bool:
-    real = os.path.realpath(path)
-    return any(real.startswith(root.rstrip(os.sep) + os.sep) for root in roots)

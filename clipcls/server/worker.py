@@ -113,9 +113,6 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
             answers.append(self._answer(request, items, mine))
         return answers
 
-    def encode_response(self, output: Any) -> Any:
-        return output
-
     def _prepare(self, ref: ImageRef) -> PreparedImage:
         plan = self.encoder.plan
         try:
