@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
@@ -388,3 +389,31 @@ def test_killing_the_server_takes_its_workers_along(tiny_model: str) -> None:
         time.sleep(0.1)
     else:
         raise AssertionError("an orphaned server process still answers")
+    # Its state folder (uploads, model facts) is left for the next server to sweep away.
+    from clipcls.server.app import STATE_PREFIX, sweep_dead_servers
+
+    bases = [Path("/dev/shm"), Path(tempfile.gettempdir())]
+    left = [f for base in bases for f in base.glob(f"{STATE_PREFIX}{doomed.process.pid}-*")]
+    assert left
+    for base in bases:
+        sweep_dead_servers(base)
+    assert not any(folder.exists() for folder in left)
+
+
+def test_state_left_by_a_killed_server_is_swept(tmp_path: Path) -> None:
+    from clipcls.server.app import STATE_PREFIX, sweep_dead_servers
+
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    gone = tmp_path / f"{STATE_PREFIX}{dead}-abc"
+    alive = tmp_path / f"{STATE_PREFIX}{os.getpid()}-def"
+    other = tmp_path / f"{STATE_PREFIX}notapid-x"
+    for folder in (gone, alive, other):
+        (folder / "uploads").mkdir(parents=True)
+        (folder / "uploads" / "image").write_bytes(b"a client's photo")
+    sweep_dead_servers(tmp_path)
+    assert not gone.exists() and alive.exists() and other.exists()

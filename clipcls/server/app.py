@@ -29,6 +29,7 @@ from clipcls.settings import ModelSettings
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 HOSTS = {"localhost": "127.0.0.1", "127.0.0.1": "127.0.0.1", "0.0.0.0": "0.0.0.0", "::": "::"}
 MAIN = [0]  # the pid of the process that runs LitServe
+STATE_PREFIX = "clipcls-serve-"  # then the server's pid: its state folder (uploads, model facts)
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,21 @@ async def _reply(send: Any, status: int, payload: dict[str, Any]) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def sweep_dead_servers(base: Path) -> None:
+    """Remove the state folders (uploads included) of servers of this user that died without
+    cleaning up (kill -9, a power cut): each folder is named after its server's pid."""
+    for folder in base.glob(f"{STATE_PREFIX}*-*"):
+        pid = folder.name.removeprefix(STATE_PREFIX).partition("-")[0]
+        try:
+            if not pid.isdigit() or folder.stat().st_uid != os.getuid():
+                continue
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:
+            continue  # alive (PermissionError: another user's process), or gone already
+
+
 def _stop(signum: int, frame: Any) -> None:
     """SIGTERM or Ctrl-C: the main process lets LitServe stop its workers; a process it forked
     (which inherits this handler) just exits, without a traceback."""
@@ -199,7 +215,9 @@ def serve(
 
     check_options(options)
     shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # uploads stay in memory
-    state = Path(tempfile.mkdtemp(prefix="clipcls-serve-", dir=shm))
+    base = Path(shm or tempfile.gettempdir())
+    sweep_dead_servers(base)
+    state = Path(tempfile.mkdtemp(prefix=f"{STATE_PREFIX}{os.getpid()}-", dir=base))
     info_file, uploads = state / "model.json", state / "uploads"
     uploads.mkdir(mode=0o700)
     allow = [str(Path(d).resolve()) for d in options.allow_dirs]
