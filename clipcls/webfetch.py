@@ -56,6 +56,8 @@ class UrlPolicy:
             return True
         if host.lower().strip("[]") in (h.lower().strip("[]") for h in self.hosts):
             return True
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1 to a network entry
         return any(address in net for net in self.networks)
 
 
