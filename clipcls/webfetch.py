@@ -237,7 +237,7 @@ def _exchange(
         conn.request(method, path + (f"?{query}" if query else ""), headers=_HEADERS)
         response = conn.getresponse()
         answer = Answer(response.status, response.reason, response.msg)
-        if method == "GET" and response.status == 200:
+        if method == "GET" and 200 <= response.status < 300:
             answer.body = _read_bounded(response, limit)
     except (OSError, http.client.HTTPException, ValueError) as error:
         if not fired.is_set():

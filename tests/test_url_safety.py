@@ -243,3 +243,10 @@ def test_the_server_refuses_loopback_urls_unless_allowed(tiny_model: str) -> Non
     assert "predictions" in rows[3]
     assert Site.hits["/photo.png"] == 1  # the one opted-in fetch; none to the refused ones
     assert bad[0] == 400 and "malformed URL" in bad[1]["error"]
+
+
+def test_allow_url_hosts_takes_hosts_not_urls(tiny_model: str) -> None:
+    pytest.importorskip("litserve")
+    for bad in ("http://h", "h:8080", "a b", "u@h"):
+        result = runner.invoke(app, ["serve", "--model", tiny_model, "--allow-url-hosts", bad])
+        assert result.exit_code == 2 and "--allow-url-hosts" in result.stderr, result.output
