@@ -246,10 +246,10 @@ def load_image(
     path: str | Path,
     draft_size: int | None = None,
     max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
-    data: bytes | None = None,
+    data: bytes | BinaryIO | None = None,
 ) -> Image.Image:
-    """Decode a file (or data, the bytes of one named path) into an RGB image as a viewer
-    shows it, or raise ImageError.
+    """Decode a file (or data, the bytes or an open stream of one named path) into an RGB
+    image as a viewer shows it, or raise ImageError.
 
     Only regular files are opened. The declared size is checked against max_megapixels before
     any pixel is decoded. With draft_size, libjpeg decodes a large JPEG at 1/2, 1/4 or 1/8
@@ -258,7 +258,7 @@ def load_image(
     """
     try:
         if data is not None:
-            source: BinaryIO = io.BytesIO(data)
+            source: BinaryIO = io.BytesIO(data) if isinstance(data, bytes) else data
         else:
             source = fetch(str(path), max_megapixels) if is_url(path) else open_regular(path)
         with warnings.catch_warnings(), source as stream:

@@ -1,27 +1,22 @@
-"""Images behind URLs: http(s):// downloads bounded in size, with timeouts and a few retries;
-s3:// objects and prefixes through fsspec/s3fs (the `s3` extra, credentials the usual AWS way);
-and the validators (ETag, Last-Modified) that let the cache recognize an unchanged image."""
+"""Images behind URLs: http(s):// downloads bounded in size and time, where a policy lets
+them go (clipcls.webfetch); s3:// objects and prefixes through fsspec/s3fs (the `s3` extra,
+credentials the usual AWS way); and the validators (ETag, Last-Modified) that let the cache
+recognize an unchanged image."""
 
 from __future__ import annotations
 
 import hashlib
 import io
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any, BinaryIO
 
 from clipcls.errors import ImageError, UsageError
+from clipcls.webfetch import LOCAL, UrlPolicy, request
 
 HTTP = ("http://", "https://")
 S3 = "s3://"
 SCHEMES = (*HTTP, S3)
-TIMEOUT = 15.0  # seconds to connect, and between bytes
-RETRIES = 3  # tries for a timeout, a dropped connection or a 5xx answer
-BACKOFF = 0.5  # seconds before the second try, doubling after
 BYTES_PER_MEGAPIXEL = 3 << 20  # raw RGB: no image within --max-megapixels needs more bytes
-USER_AGENT = "clipcls"  # some servers refuse urllib's default agent
 
 
 def is_url(item: str | object) -> bool:
@@ -76,39 +71,13 @@ def _fetch_s3(url: str, limit: int) -> BinaryIO:
         raise ImageError(f"cannot download {url}: {error}") from None
 
 
-def _request(url: str, method: str = "GET") -> urllib.request.Request:
-    return urllib.request.Request(url, method=method, headers={"User-Agent": USER_AGENT})
-
-
-def _read_bounded(answer: BinaryIO, url: str, limit: int) -> bytes:
-    declared = answer.headers.get("Content-Length") if hasattr(answer, "headers") else None
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ImageError(f"too large to download: {url} is {int(declared) >> 20} MB")
-    data = answer.read(limit + 1)
-    if len(data) > limit:
-        raise ImageError(f"too large to download: {url} is over {limit >> 20} MB")
-    return data
-
-
-def fetch(url: str, max_megapixels: float) -> BinaryIO:
-    """The URL's bytes as a stream, or ImageError saying why not (4xx at once, others after
-    RETRIES tries); never more than the largest image within max_megapixels could need."""
-    limit = int(max_megapixels * BYTES_PER_MEGAPIXEL)
+def fetch(url: str, max_megapixels: float, policy: UrlPolicy = LOCAL) -> BinaryIO:
+    """The URL's bytes as a stream, or ImageError saying why not; never more than the largest
+    image within max_megapixels could need. http(s) goes where policy lets it (webfetch)."""
+    limit = int(min(max_megapixels * BYTES_PER_MEGAPIXEL, 1 << 62))  # inf: no limit
     if is_s3(url):
         return _fetch_s3(url, limit)  # botocore retries on its own
-    for attempt in range(RETRIES):
-        try:
-            with urllib.request.urlopen(_request(url), timeout=TIMEOUT) as answer:  # noqa: S310
-                return io.BytesIO(_read_bounded(answer, url, limit))
-        except urllib.error.HTTPError as error:
-            if error.code < 500 or attempt == RETRIES - 1:
-                raise ImageError(f"HTTP {error.code} {error.reason}: {url}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
-            if attempt == RETRIES - 1:
-                reason = getattr(error, "reason", None) or error
-                raise ImageError(f"cannot download {url}: {reason} ({RETRIES} tries)") from None
-        time.sleep(BACKOFF * 2**attempt)
-    raise AssertionError("unreachable")
+    return io.BytesIO(request(url, limit, policy).body)
 
 
 def validators(url: str) -> tuple[int, int] | None:
@@ -122,9 +91,8 @@ def validators(url: str) -> tuple[int, int] | None:
         tag = info.get("ETag") or info.get("LastModified")
         return None if not tag else (int(info.get("size") or 0), _version(str(tag)))
     try:
-        with urllib.request.urlopen(_request(url, "HEAD"), timeout=TIMEOUT) as answer:  # noqa: S310
-            headers = answer.headers
-    except (urllib.error.URLError, TimeoutError, ConnectionError, OSError):
+        headers = request(url, 0, LOCAL, "HEAD").headers
+    except ImageError:
         return None
     tag = headers.get("ETag") or headers.get("Last-Modified")
     if not tag:

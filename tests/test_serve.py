@@ -265,7 +265,7 @@ def test_multipart_uploads_work_like_curl_sends_them(server: Server) -> None:
 
 
 def test_an_api_key_is_checked_on_every_request(tiny_model: str, photos: Path) -> None:
-    keyed = Server(tiny_model, "--timeout", "2", key=KEY)
+    keyed = Server(tiny_model, "--timeout", "2", "--allow-url-hosts", "127.0.0.1", key=KEY)
     try:
         assert keyed.call("GET", "/v1/info")[0] == 200
         assert keyed.call("GET", "/v1/info", key="wrong")[0] == 401

@@ -15,7 +15,7 @@ import pytest
 from conftest import SAMPLE_IMAGES, jsonl, scores
 from typer.testing import CliRunner
 
-from clipcls import remote
+from clipcls import webfetch
 from clipcls.cli import app
 
 runner = CliRunner()
@@ -90,8 +90,8 @@ def test_urls_give_the_local_files_predictions(tiny_model: str, server: str) -> 
 def test_bad_urls_are_error_rows(
     tiny_model: str, server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(remote, "TIMEOUT", 0.3)
-    monkeypatch.setattr(remote, "BACKOFF", 0.01)
+    monkeypatch.setattr(webfetch, "TIMEOUT", 0.3)
+    monkeypatch.setattr(webfetch, "BACKOFF", 0.01)
     names = ["missing.png", "slow.png", "page.png", "huge.png", "chelsea.png"]
     result = predict(tiny_model, *(f"{server}/{n}" for n in names))
     assert result.exit_code == 0, result.output

@@ -51,6 +51,14 @@ def serve(
             help="A folder whose files requests may name by path (repeatable).",
         ),
     ] = None,
+    allow_url_hosts: Annotated[
+        str | None,
+        typer.Option(
+            metavar="HOST[,HOST...]",
+            help="Hosts, addresses or networks (10.0.0.0/8) whose image URLs may be fetched "
+            "although they are loopback or private (by default only public addresses).",
+        ),
+    ] = None,
     max_images: Annotated[int, typer.Option(min=1, help="Images per request.")] = 256,
     max_labels: Annotated[int, typer.Option(min=1, help="Labels per request.")] = 1000,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Request body size, MB.")] = 64.0,
@@ -70,7 +78,8 @@ def serve(
         check_model_name(settings)
         limits = Limits(int(max_body_mb * 1e6), max_images, max_labels, seconds=timeout)
         roots = tuple(str(d) for d in allow_dir or ())
-        options = ServeOptions(host, port, api_key, roots, limits)
+        url_hosts = tuple(h.strip() for h in (allow_url_hosts or "").split(",") if h.strip())
+        options = ServeOptions(host, port, api_key, roots, limits, url_hosts)
         check_options(options)
         url = f"http://{host}:{port}"
         notice(f"serving {settings.model} on {url} (loading the model)")

@@ -23,6 +23,7 @@ from typing import Any
 from clipcls import __version__
 from clipcls.errors import UsageError
 from clipcls.server.protocol import API_KEY_HEADER, Limits, RequestError
+from clipcls.server.roots import resolve_roots
 from clipcls.server.uploads import checked_request, read_body
 from clipcls.settings import ModelSettings
 
@@ -41,6 +42,7 @@ class ServeOptions:
     api_key: str | None = None
     allow_dirs: tuple[str, ...] = ()
     limits: Limits = Limits()
+    url_hosts: tuple[str, ...] = ()  # fetched even at private addresses (--allow-url-hosts)
 
 
 def check_options(options: ServeOptions) -> None:
@@ -53,9 +55,10 @@ def check_options(options: ServeOptions) -> None:
         )
     if not 1024 <= options.port <= 65535:
         raise UsageError(f"--port must be from 1024 to 65535, not {options.port}")
-    for root in options.allow_dirs:
-        if not Path(root).is_dir():
-            raise UsageError(f"--allow-dir {root} is not a folder")
+    resolve_roots(options.allow_dirs)
+    for host in options.url_hosts:
+        if not host or any(c in host for c in " @?#\\") or host.count(":") == 1:
+            raise UsageError(f"--allow-url-hosts takes host names or addresses, not {host!r}")
     host = HOSTS[options.host]
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family) as probe:  # before the model loads, not after
@@ -211,7 +214,8 @@ def serve(
     import litserve as ls
 
     from clipcls.server.protocol import machine_id
-    from clipcls.server.worker import ClipclsAPI, die_with_parent
+    from clipcls.server.worker import ClipclsAPI, Reach, die_with_parent
+    from clipcls.webfetch import server_policy
 
     check_options(options)
     shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # uploads stay in memory
@@ -220,11 +224,14 @@ def serve(
     state = Path(tempfile.mkdtemp(prefix=f"{STATE_PREFIX}{os.getpid()}-", dir=base))
     info_file, uploads = state / "model.json", state / "uploads"
     uploads.mkdir(mode=0o700)
-    allow = [str(Path(d).resolve()) for d in options.allow_dirs]
+    roots = resolve_roots([*options.allow_dirs, str(uploads)])  # once, at start
+    allow = [root.path for root in roots[:-1]]
+    reach = Reach(roots, server_policy(options.url_hosts, options.limits.seconds))
     facts = {
         "clipcls": __version__,
         "machine": machine_id(),
         "allow_dirs": allow,
+        "allow_url_hosts": list(options.url_hosts),
         "limits": asdict(options.limits),
     }
     guard = {
@@ -235,7 +242,7 @@ def serve(
         "facts": facts,
         "uploads": str(uploads),
     }
-    api = ClipclsAPI(settings, options.limits, [*allow, str(uploads)], info_file)
+    api = ClipclsAPI(settings, options.limits, [root.path for root in roots], info_file, reach)
     server = ls.LitServer(
         api,
         accelerator=settings.device.value,  # auto, cpu, cuda or mps, as LitServe names them

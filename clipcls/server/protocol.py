@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clipcls.errors import ClipclsError
+from clipcls.errors import ClipclsError, ImageError
 from clipcls.labels import Label, check_labels, parse_label
 from clipcls.prompts import (
     DEFAULT_TEMPLATES,
@@ -22,7 +22,9 @@ from clipcls.prompts import (
     parse_template_file,
     single_templates,
 )
-from clipcls.remote import is_url
+from clipcls.remote import HTTP
+from clipcls.server.roots import real_path, under
+from clipcls.webfetch import check_url
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -174,25 +176,40 @@ def _image(item: Any, index: int, allow_dirs: Sequence[str]) -> ImageRef:
             raise RequestError(400, f"images[{index}].data is not base64") from None
         return ImageRef(name, data=data)
     if "url" in item:
-        if not isinstance(item["url"], str) or not is_url(item["url"]):
-            raise RequestError(400, f"images[{index}].url must be an http(s) URL")
-        return ImageRef(name, url=item["url"])
+        return ImageRef(name, url=_url(item["url"], index))
     path = item["path"]
     if not isinstance(path, str) or not os.path.isabs(path):
         raise RequestError(400, f"images[{index}].path must be an absolute path")
+    try:
+        os.fsencode(path)  # a lone surrogate (not an escaped byte) names no file
+    except UnicodeError:
+        raise RequestError(400, f"images[{index}].path is not a file name") from None
+    if "\0" in path:
+        raise RequestError(400, f"images[{index}].path holds a NUL character")
     if not allowed(path, allow_dirs):
         raise RequestError(403, f"images[{index}].path is outside the server's --allow-dir roots")
     return ImageRef(name, path=path)
 
 
+def _url(url: Any, index: int) -> str:
+    """An http(s) URL the server may try to fetch (where it may go is decided on fetching)."""
+    if not isinstance(url, str) or not url.lower().startswith(HTTP):
+        raise RequestError(400, f"images[{index}].url must be an http(s) URL")
+    try:
+        check_url(url)
+    except ImageError as error:
+        raise RequestError(400, f"images[{index}].url: {error}") from None
+    return url
+
+
 def allowed(path: str, allow_dirs: Sequence[str]) -> bool:
-    """True if path, its links resolved, lies under one of the roots (also resolved)."""
-    real = os.path.realpath(path)
-    for root in allow_dirs:
-        base = os.path.realpath(root)
-        if real == base or real.startswith(base.rstrip(os.sep) + os.sep):
-            return True
-    return False
+    """True if path, its links resolved, lies under one of the roots (also resolved): the
+    check by name that answers 403 early; the worker opens the file beneath its root."""
+    try:
+        real = real_path(path)
+        return any(under(real, real_path(root)) is not None for root in allow_dirs)
+    except (OSError, ValueError):
+        return False
 
 
 def machine_id() -> str:

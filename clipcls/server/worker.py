@@ -11,8 +11,9 @@ import signal
 import sys
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import litserve as ls
 import numpy as np
@@ -25,15 +26,17 @@ from clipcls.errors import ImageError
 from clipcls.images import load_image
 from clipcls.output.rows import Columns, to_row
 from clipcls.pipeline import EmbeddedBatch, PreparedImage
+from clipcls.remote import fetch
 from clipcls.server.protocol import (
     ImageRef,
     Limits,
     ServeRequest,
     TextsRequest,
-    allowed,
     parse_request,
 )
+from clipcls.server.roots import OpenRoots, Root, resolve_roots
 from clipcls.settings import ModelSettings
+from clipcls.webfetch import UrlPolicy, server_policy
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
 CLASSIFIERS_KEPT = 64  # label sets whose text classifiers stay ready
@@ -45,19 +48,26 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
     """One model, loaded once in LitServe's worker process."""
 
     def __init__(
-        self, settings: ModelSettings, limits: Limits, allow_dirs: list[str], info_file: Path
+        self,
+        settings: ModelSettings,
+        limits: Limits,
+        allow_dirs: list[str],
+        info_file: Path,
+        reach: Reach | None = None,
     ) -> None:
         super().__init__(
             max_batch_size=REQUESTS_PER_BATCH, batch_timeout=BATCH_WAIT, api_path="/v1/predict"
         )
         self.settings, self.limits, self.allow_dirs = settings, limits, allow_dirs
         self.info_file = info_file
+        self.reach = reach or Reach(resolve_roots(allow_dirs), server_policy((), limits.seconds))
         self.parent = os.getpid()  # built in the main process; setup runs in the worker
 
     def setup(self, device: str) -> None:
         from clipcls.engine.model import ClipModel
 
         die_with_parent(self.parent)
+        self.roots = OpenRoots(self.reach.roots)  # held open: a root swapped later means nothing
         self.encoder = ClipModel(self.settings)
         self.cache = EmbeddingCache(self.settings.resolved_cache_dir())
         self.classifiers: OrderedDict[Any, Classifier] = OrderedDict()
@@ -116,16 +126,23 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
     def _prepare(self, ref: ImageRef) -> PreparedImage:
         plan = self.encoder.plan
         try:
-            if ref.path is not None and not allowed(ref.path, self.allow_dirs):
-                raise ImageError(f"outside the server's --allow-dir roots: {ref.name}")
             where = ref.path or ref.url or ref.name
-            image = load_image(where, plan.draft_size, plan.max_megapixels, ref.data)
+            image = load_image(where, plan.draft_size, plan.max_megapixels, self._source(ref))
             return PreparedImage(ref.name, self.encoder.prepare(image))
         except ImageError as error:  # named as the client named it, not by an upload's path
             message = str(error)
             return PreparedImage(ref.name, error=message.replace(ref.path or ref.name, ref.name))
         except (OSError, ValueError, RuntimeError) as error:
             return PreparedImage(ref.name, error=f"cannot preprocess {ref.name}: {error}")
+
+    def _source(self, ref: ImageRef) -> bytes | BinaryIO | None:
+        """A path opened beneath its --allow-dir root, or a URL fetched within the server's
+        URL policy: the bytes the image is decoded from, never read again by name."""
+        if ref.path is not None:
+            return self.roots.open(ref.path)
+        if ref.url is not None:
+            return fetch(ref.url, self.encoder.plan.max_megapixels, self.reach.url_policy)
+        return ref.data
 
     def _embed(self, prepared: list[PreparedImage]) -> list[np.ndarray | None]:
         """One vector per image (None where it could not be read), in batch-size passes."""
@@ -162,6 +179,15 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
                 self.classifiers.popitem(last=False)
         self.classifiers.move_to_end(key)
         return found
+
+
+@dataclass(frozen=True)
+class Reach:
+    """What the worker may read besides uploads: files beneath the roots resolved at start,
+    and URLs within the URL policy."""
+
+    roots: tuple[Root, ...]
+    url_policy: UrlPolicy
 
 
 def die_with_parent(parent: int) -> None:
