@@ -66,6 +66,12 @@ def _show(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def _short(identity: str) -> str:
+    """A weights identity shortened for a message: its digest to 16 hex digits."""
+    head, sep, digest = identity.rpartition("sha256:")
+    return f"{head}{sep}{digest[:16]}" if sep else identity
+
+
 def differences(recorded: RunSetup, current: RunSetup) -> list[str]:
     """What differs between the recorded setup and this run's, one phrase each."""
     found = []
@@ -74,7 +80,11 @@ def differences(recorded: RunSetup, current: RunSetup) -> list[str]:
         if field == "model_key" and (old is None or new is None):
             continue  # compared once the model is loaded
         if field == "model_key" and old != new:
-            found.append(f"the model's weights are not those of {recorded.model or 'that run'}")
+            now = f"{current.model} " if current.model else "this run "
+            found.append(
+                f"the weights of {now}({_short(new)}) are not those of "
+                f"{recorded.model or 'that run'} ({_short(old)}) that wrote it"
+            )
         elif old != new and not (field == "columns" and found):
             found.append(f"{name} was {_show(old)!r}, now {_show(new)!r}")
     return found

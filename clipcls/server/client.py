@@ -20,7 +20,7 @@ import numpy as np
 from clipcls.classify import LabelScore, Prediction
 from clipcls.engine.model import ModelInfo
 from clipcls.errors import ClipclsError, ImageError, UsageError
-from clipcls.images import open_regular
+from clipcls.images import DEFAULT_MAX_MEGAPIXELS, open_regular, size_error
 from clipcls.labels import Label
 from clipcls.pathtext import path_to_text
 from clipcls.pipeline import EmbedPlan
@@ -85,6 +85,12 @@ class ServerClient:
     @property
     def model(self) -> tuple[str, str | None]:
         return str(self.facts["model"]), self.facts.get("pretrained")
+
+    @property
+    def weights(self) -> str | None:
+        """The identity of the server's weights (the digest of their bytes, for files)."""
+        found = self.facts.get("weights")
+        return found if isinstance(found, str) else None
 
     def post(self, body: dict[str, Any]) -> Any:
         """One JSON request to the predict endpoint, its decoded answer."""
@@ -177,9 +183,14 @@ class RemoteClassifier:
     shares this machine's file system and allows the folder; rows come back as Predictions."""
 
     def __init__(
-        self, client: ServerClient, labels: Sequence[Label], templates: TemplateSet
+        self,
+        client: ServerClient,
+        labels: Sequence[Label],
+        templates: TemplateSet,
+        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     ) -> None:
         self.client = client
+        self.max_megapixels = max_megapixels  # checked here too: the server's may be higher
         self.embeddings = False  # ask for each image's embedding too (label --save-embeddings)
         self.labels = tuple(labels)
         self.request = {
@@ -230,7 +241,7 @@ class RemoteClassifier:
             return {"url": path, "name": name}
         absolute = os.path.abspath(path)
         if self.shared and not is_s3(path) and allowed(absolute, self.client.facts["allow_dirs"]):
-            return {"path": absolute, "name": name}
+            return size_error(path, self.max_megapixels) or {"path": absolute, "name": name}
         try:
             stream = fetch(path, float("inf")) if is_s3(path) else open_regular(path)
             with stream:
@@ -241,7 +252,7 @@ class RemoteClassifier:
             return f"cannot read {path}: {error.strerror or error}"
         if len(data) > self.max_bytes:
             return f"too large to send to the server ({len(data):,}+ bytes): {path}"
-        return {"data": data, "name": name}
+        return size_error(path, self.max_megapixels, data) or {"data": data, "name": name}
 
     def _send(self, batch: list[tuple[str, Entry]]) -> list[Prediction]:
         entries = [entry for _, entry in batch if isinstance(entry, dict)]
@@ -265,3 +276,42 @@ def _prediction(path: str, answer: dict[str, Any]) -> Prediction:
     vector = answer.get("embedding")
     embedding = None if vector is None else np.asarray(vector, dtype=np.float32)
     return Prediction(path, scores, embedding=embedding)
+
+
+def setting_conflict(client: ServerClient, asked: dict[str, Any]) -> str | None:
+    """Why the server cannot run as the options given on the command line ask, or None.
+
+    asked holds only options given explicitly: device, precision, exact_decode, pretrained
+    (values as the CLI parses them). A server answers with its own settings, never these.
+    """
+    facts = client.facts
+    device, precision = str(facts.get("device")), str(facts.get("precision"))
+    wanted = {name: getattr(value, "value", value) for name, value in asked.items()}
+    if wanted.get("device", "auto") not in ("auto", device.split(":")[0]):
+        return f"--device {wanted['device']}: the server at {client.url} runs on {device}"
+    if wanted.get("precision", "auto") not in ("auto", precision):
+        return f"--precision {wanted['precision']}: the server at {client.url} runs {precision}"
+    if wanted.get("exact_decode") and facts.get("exact_decode") is not True:
+        return f"--exact-decode: the server at {client.url} decodes JPEGs at draft scale"
+    pretrained = wanted.get("pretrained")
+    if pretrained is not None and not _same_weights(client, str(pretrained)):
+        runs = f"{facts.get('model')} with {facts.get('pretrained')}"
+        return f"--pretrained {pretrained}: the server at {client.url} runs {runs}"
+    return None
+
+
+def _same_weights(client: ServerClient, pretrained: str) -> bool:
+    """Whether --pretrained names the server's weights: its tag, or a file of the same bytes."""
+    if pretrained == client.facts.get("pretrained"):
+        return not os.path.isfile(pretrained) or _file_matches(client, pretrained)
+    return os.path.isfile(pretrained) and _file_matches(client, pretrained)
+
+
+def _file_matches(client: ServerClient, path: str) -> bool:
+    from clipcls.digests import file_digest
+
+    weights = client.weights or ""
+    try:
+        return weights.endswith(f"+file:{file_digest(path)}")
+    except OSError:
+        return False
