@@ -80,10 +80,9 @@ def differences(recorded: RunSetup, current: RunSetup) -> list[str]:
         if field == "model_key" and (old is None or new is None):
             continue  # compared once the model is loaded
         if field == "model_key" and old != new:
-            now = f"{current.model} " if current.model else "this run "
             found.append(
-                f"the weights of {now}({_short(new)}) are not those of "
-                f"{recorded.model or 'that run'} ({_short(old)}) that wrote it"
+                f"the model's weights are not those of {recorded.model or 'that run'} "
+                f"({_short(old)}) that wrote it: {current.model or 'this run'} has {_short(new)}"
             )
         elif old != new and not (field == "columns" and found):
             found.append(f"{name} was {_show(old)!r}, now {_show(new)!r}")
