@@ -5,6 +5,7 @@ only costs a hash."""
 
 import os
 import shutil
+import sqlite3
 import time
 from pathlib import Path
 
@@ -122,3 +123,81 @@ def test_digests_are_remembered_per_file_version(
     rewrite_keeping_mtime(path, b"a" * 1_000_000 + b"b" + b"a" * 1_999_999)
     second = digests.file_digest(path, memo)
     assert second != first and len(hashed) == 2
+
+
+@pytest.fixture
+def memo_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Remember digests at once (the worst case for telling a later change), none in memory."""
+    from clipcls import digests
+
+    monkeypatch.setattr(digests, "RACY_SECONDS", 0.0)
+    monkeypatch.setattr(digests, "_seen", {})
+
+
+def test_links_and_truncation_are_told_apart(tmp_path: Path, memo_now: None) -> None:
+    from clipcls import digests
+
+    memo, a, b = tmp_path / "memo", tmp_path / "a.bin", tmp_path / "b.bin"
+    a.write_bytes(b"A" * 400_000)
+    b.write_bytes(b"A" * 200_000 + b"B" + b"A" * 199_999)
+    os.utime(b, ns=(1, a.stat().st_mtime_ns))
+    time.sleep(0.05)
+    first, second = digests.file_digest(a, memo), digests.file_digest(b, memo)
+    link = tmp_path / "weights.bin"
+    link.symlink_to(a)
+    assert digests.file_digest(link, memo) == first
+    link.unlink()
+    link.symlink_to(b)  # the same size and mtime behind the same name
+    digests._seen.clear()
+    assert digests.file_digest(link, memo) == second
+    os.link(a, tmp_path / "hard.bin")
+    time.sleep(0.05)
+    rewrite_keeping_mtime(tmp_path / "hard.bin", b.read_bytes())  # through the other name
+    digests._seen.clear()
+    assert digests.file_digest(a, memo) == second
+    time.sleep(0.05)
+    mtime = a.stat().st_mtime_ns
+    os.truncate(a, 0)
+    a.write_bytes(b"A" * 400_000)  # truncated, then the first bytes back
+    os.utime(a, ns=(1, mtime))
+    digests._seen.clear()
+    assert digests.file_digest(a, memo) == first
+
+
+def test_a_damaged_memo_only_costs_a_hash(tmp_path: Path, memo_now: None) -> None:
+    from clipcls import digests
+
+    memo, path = tmp_path / "memo", tmp_path / "w.bin"
+    path.write_bytes(b"w" * 100_000)
+    time.sleep(0.05)
+    right = digests.file_digest(path, memo)
+    for damage in ("UPDATE digests SET digest = 'sha256:xyz'", "UPDATE digests SET ctime = 'x'"):
+        with sqlite3.connect(memo / digests.FILE_NAME) as db:
+            db.execute(damage)
+        digests._seen.clear()
+        assert digests.file_digest(path, memo) == right
+    for name in ("digests.sqlite3", "digests.sqlite3-wal", "digests.sqlite3-shm"):
+        (memo / name).unlink(missing_ok=True)
+    (memo / digests.FILE_NAME).write_bytes(b"not a database" * 100)
+    digests._seen.clear()
+    assert digests.file_digest(path, memo) == right
+
+
+def test_weights_changed_while_loading_stop_the_load(
+    two_models: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipcls.engine import model as engine
+    from clipcls.errors import ModelLoadError
+
+    a, b = two_models
+    folder = shutil.copytree(a, tmp_path / "model")
+    load = engine._load
+
+    def swapped(*args, **kwargs):  # type: ignore[no-untyped-def]
+        loaded = load(*args, **kwargs)
+        rewrite_keeping_mtime(folder / WEIGHTS, middle_of(a, b))
+        return loaded
+
+    monkeypatch.setattr(engine, "_load", swapped)
+    with pytest.raises(ModelLoadError, match="its files changed meanwhile"):
+        engine.ClipModel(ModelSettings(model=f"local-dir:{folder}"))

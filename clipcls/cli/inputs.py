@@ -133,7 +133,8 @@ def connect_server(
 ) -> ServerClient:
     """The `clipcls serve` server at url, refused if it runs another model than asked, or
     otherwise than the options given explicitly (device, precision, ...) ask."""
-    from clipcls.server.client import ServerClient, setting_conflict
+    from clipcls.server.client import ServerClient
+    from clipcls.server.expect import setting_conflict
 
     client = ServerClient(url)
     model, pretrained = client.model
