@@ -66,9 +66,20 @@ def _local_dir(folder: str, memo: Path | None) -> str | None:
         for path in root.iterdir()
         if path.is_file() and not path.name.startswith(".") and not path.name.endswith(".partial")
     )
-    listing = "\n".join(f"{path.name}\t{file_digest(path, memo)}" for path in files)
+    listing = "\n".join(f"{path.name}\t{_readable_digest(path, memo)}" for path in files)
     digest = hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest()
     return f"{LOCAL_DIR}sha256:{digest}"
+
+
+def _readable_digest(path: Path, memo: Path | None) -> str:
+    """A file's digest; one this process cannot read cannot be loaded either (a stray file
+    that is not the weights' business must not stop the model)."""
+    if path.name in (CONFIG_FILE, *WEIGHT_FILES):
+        return file_digest(path, memo)  # OSError: loading reports it
+    try:
+        return file_digest(path, memo)
+    except OSError:
+        return "unreadable"
 
 
 def known_architectures() -> set[str]:
