@@ -130,3 +130,19 @@ def test_resume_refuses_a_server_with_other_weights(
         assert out.read_bytes() == written
     finally:
         second.stop()
+
+
+def test_a_url_is_not_sent_past_a_lower_max_megapixels() -> None:
+    """Only the server sees a URL's size: a lower limit here is an error row, not ignored."""
+    from clipcls.labels import parse_labels
+    from clipcls.prompts import single_templates
+    from clipcls.server.client import RemoteClassifier, ServerClient
+
+    client = ServerClient.__new__(ServerClient)  # the facts of a server, without one
+    client.url, client.facts = "http://127.0.0.1:1", {"max_megapixels": 200.0, "limits": {}}
+    labels, templates = parse_labels(LABELS), single_templates(["{}"])
+    url = "https://example.com/big.jpg"
+    lower = RemoteClassifier(client, labels, templates, max_megapixels=5)
+    assert "--max-megapixels 5 cannot be checked for a URL" in str(lower._entry(url))
+    same = RemoteClassifier(client, labels, templates, max_megapixels=200)
+    assert same._entry(url) == {"url": url, "name": url}

@@ -238,7 +238,7 @@ class RemoteClassifier:
         """What the request carries for path, or the error that keeps it local."""
         name = path_to_text(path)
         if is_url(path) and not is_s3(path):
-            return {"url": path, "name": name}
+            return self._url_limit(path) or {"url": path, "name": name}
         absolute = os.path.abspath(path)
         if self.shared and not is_s3(path) and allowed(absolute, self.client.facts["allow_dirs"]):
             return size_error(path, self.max_megapixels) or {"path": absolute, "name": name}
@@ -253,6 +253,18 @@ class RemoteClassifier:
         if len(data) > self.max_bytes:
             return f"too large to send to the server ({len(data):,}+ bytes): {path}"
         return size_error(path, self.max_megapixels, data) or {"data": data, "name": name}
+
+    def _url_limit(self, url: str) -> str | None:
+        """Why a URL cannot be sent: only the server sees its size, so a lower --max-megapixels
+        than the server's cannot be kept."""
+        theirs = self.client.facts.get("max_megapixels", DEFAULT_MAX_MEGAPIXELS)
+        if not isinstance(theirs, int | float) or self.max_megapixels >= theirs:
+            return None
+        return (
+            f"--max-megapixels {self.max_megapixels:g} cannot be checked for a URL sent to the "
+            f"server, which allows {theirs:g}: download it first, or use a server started with "
+            f"--max-megapixels {self.max_megapixels:g}: {url}"
+        )
 
     def _send(self, batch: list[tuple[str, Entry]]) -> list[Prediction]:
         entries = [entry for _, entry in batch if isinstance(entry, dict)]
