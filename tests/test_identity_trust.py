@@ -201,3 +201,27 @@ def test_weights_changed_while_loading_stop_the_load(
     monkeypatch.setattr(engine, "_load", swapped)
     with pytest.raises(ModelLoadError, match="its files changed meanwhile"):
         engine.ClipModel(ModelSettings(model=f"local-dir:{folder}"))
+
+
+def test_an_output_recorded_with_the_old_fingerprint_still_resumes(
+    tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
+    """A setup record from before whole-content digests names the model by its ends: the
+    model is then compared by name, as where only loading can tell."""
+    import json
+
+    out = tmp_path / "out.csv"
+    label = ("label", str(photos), "-o", str(out), "--labels", "cat,coffee", "-q")
+    assert runner.invoke(app, [*label, "--model", tiny_model]).exit_code == 0
+    record = out.with_name(out.name + ".clipcls.json")
+    setup = json.loads(record.read_text())
+    setup["model_key"] = "local-dir:399:a6455073c7b0fa30a28e43bdfacf4d7f+13546068:c44a1f90d98b"
+    record.write_text(json.dumps(setup))
+    (photos / "more.png").write_bytes((photos / "coffee.png").read_bytes())
+    resumed = runner.invoke(app, [*label, "--model", tiny_model, "--resume"])
+    assert resumed.exit_code == 0, resumed.stderr
+    assert len(out.read_text().splitlines()) == 6
+    other = write_tiny_model(tmp_path / "other", seed=5)
+    (photos / "last.png").write_bytes((photos / "coffee.png").read_bytes())
+    refused = runner.invoke(app, [*label, "--model", f"local-dir:{other}", "--resume"])
+    assert refused.exit_code == 2 and "it was labeled with" in refused.stderr

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +98,13 @@ def _tuples(value: Any) -> Any:
     return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
 
 
+def _legacy(key: Any) -> bool:
+    """A file's identity as earlier versions wrote it (size and a hash of both ends): not comparable
+    with a digest of the whole content, so the model is compared by name once it is loaded."""
+    is_file = isinstance(key, str) and (key.startswith("local-dir:") or "+file:" in key)
+    return is_file and "sha256:" not in key
+
+
 def read_setup(output: Path) -> RunSetup | None:
     """The setup recorded beside output, None if there is none; UsageError if unreadable."""
     path = sidecar(output)
@@ -111,7 +118,8 @@ def read_setup(output: Path) -> RunSetup | None:
             raise ValueError("another record format")
         data.pop("clipcls_version", None)
         data.pop("written", None)
-        return RunSetup(**{key: _tuples(value) for key, value in data.items()})
+        setup = RunSetup(**{key: _tuples(value) for key, value in data.items()})
+        return replace(setup, model_key=None) if _legacy(setup.model_key) else setup
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         raise UsageError(
             f"cannot read {path}, the setup record of {output}: use --overwrite to start again"
