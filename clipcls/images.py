@@ -242,6 +242,23 @@ def check_image(path: str | Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
         raise ImageError(f"cannot read {path}: {error}") from None
 
 
+def size_error(path: str | Path, max_megapixels: float, data: bytes | None = None) -> str | None:
+    """load_image's error for an image declared larger than max_megapixels (or a file that is
+    not regular), read from the header alone; None otherwise, also where the header cannot be
+    read (decoding says why). For files sent to a server: the same error row as here."""
+    try:
+        with io.BytesIO(data) if data is not None else open_regular(path) as stream:
+            budgeted = _HeaderBudget(stream, HEADER_BUDGET)
+            with warnings.catch_warnings(), Image.open(io.BufferedReader(budgeted)) as opened:
+                warnings.simplefilter("ignore")
+                _check_size(path, opened, max_megapixels)
+    except ImageError as error:
+        return str(error)
+    except Exception:  # unreadable: the server's decoding gives the reason, as here
+        return None
+    return None
+
+
 def load_image(
     path: str | Path,
     draft_size: int | None = None,

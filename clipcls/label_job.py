@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clipcls.classify import Classifier, Prediction
-from clipcls.engine.sources import model_identity
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.labels import Label
 from clipcls.output.files import RESUMABLE, Format
@@ -25,7 +24,6 @@ from clipcls.output.rows import DEFAULT_UNKNOWN, Columns, Row, clean_text, to_ro
 from clipcls.pathtext import path_key, path_to_text
 from clipcls.prompts import TemplateSet
 from clipcls.remote import is_url
-from clipcls.settings import ModelSettings
 from clipcls.sorting import (
     SortMode,
     absolute,
@@ -160,9 +158,10 @@ def run_setup(
     options: LabelOptions,
     labels: tuple[Label, ...],
     templates: TemplateSet,
-    settings: ModelSettings,
+    model_key: str | None,
 ) -> RunSetup:
-    """This run's setup, as recorded beside the output and compared on --resume."""
+    """This run's setup, as recorded beside the output and compared on --resume; model_key is
+    the weights' identity (model_identity's key here, a server's reported weights there)."""
     sort_into = options.sort_into
     return RunSetup(
         format=kind.value,
@@ -174,7 +173,7 @@ def run_setup(
         unknown_label=options.unknown_label if options.threshold is not None else None,
         sort_into=None if sort_into is None else path_to_text(os.path.realpath(sort_into)),
         mode=None if sort_into is None else options.mode.value,
-        model_key=model_identity(settings).key,
+        model_key=model_key,
         cwd=path_to_text(os.getcwd()),
     )
 

@@ -21,7 +21,14 @@ from clipcls.cli.console import (
     stderr,
     warn,
 )
-from clipcls.cli.inputs import NOT_LOADED, connect_server, describe, load_model, open_cache
+from clipcls.cli.inputs import (
+    NOT_LOADED,
+    connect_server,
+    describe,
+    given_options,
+    load_model,
+    open_cache,
+)
 from clipcls.cli.model_options import model_options, model_settings
 from clipcls.cli.options import (
     BatchSizeOpt,
@@ -161,12 +168,16 @@ def _scored(
     return results
 
 
-def _evaluate_on_server(url: str, model: str | None, run: EvalRun) -> list[Evaluation]:
-    """Images embedded by a `clipcls serve` server, scored here with its text tower."""
+def _evaluate_on_server(
+    url: str, model: str | None, run: EvalRun, ctx: typer.Context
+) -> list[Evaluation]:
+    """Images embedded by a `clipcls serve` server, scored here with its text tower; the model
+    options given must match the server's, and --max-megapixels is checked here."""
     from clipcls.server.client import RemoteClassifier, RemoteEncoder
 
-    client = connect_server(url, model, run.quiet)
-    remote = RemoteClassifier(client, run.labels, run.template_sets[0])
+    client = connect_server(url, model, run.quiet, given_options(ctx))
+    limit = model_settings(ctx).max_megapixels
+    remote = RemoteClassifier(client, run.labels, run.template_sets[0], limit)
     remote.embeddings = True
     paths = run.dataset.paths
     with stderr.status(f"embedding {len(paths)} images on the server"):
@@ -291,7 +302,7 @@ def evaluate(
         if server is not None:
             if engine is Engine.RAY or len(models or []) > 1:
                 raise UsageError("--server evaluates the server's one model (no --engine ray)")
-            evaluations = _evaluate_on_server(server, models[0] if models else None, run)
+            evaluations = _evaluate_on_server(server, models[0] if models else None, run, ctx)
         for model in [] if server is not None else models or [DEFAULT_MODEL]:
             settings = model_settings(ctx, model)
             plan = RayPlan(ray_address, ray_actors) if engine is Engine.RAY else None

@@ -8,7 +8,7 @@ import gc
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -18,7 +18,7 @@ from clipcls.cli.console import notice, stderr, warn
 from clipcls.engine.model import ClipModel, ModelInfo
 from clipcls.engine.sources import check_model_name
 from clipcls.errors import UsageError
-from clipcls.images import STDIN, check_inputs, read_path_list
+from clipcls.images import DEFAULT_MAX_MEGAPIXELS, STDIN, check_inputs, read_path_list
 from clipcls.labels import Label, parse_labels, read_labels_file
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.recorded import cached_classifier, remember_model
@@ -115,15 +115,35 @@ def load_classifier(
         return Classifier(encoder, labels, templates, batch_size, cache), encoder.info
 
 
-def connect_server(url: str, asked: str | None, quiet: bool) -> ServerClient:
-    """The `clipcls serve` server at url, refused if it runs another model than asked."""
+SERVER_CHECKED = ("device", "precision", "exact_decode", "pretrained")  # the server's to decide
+
+
+def given_options(ctx: typer.Context) -> dict[str, Any]:
+    """The model options given on the command line that a server must match (not defaults)."""
+    return {
+        name: ctx.params[name]
+        for name in SERVER_CHECKED
+        if name in ctx.params
+        and getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+    }
+
+
+def connect_server(
+    url: str, asked: str | None, quiet: bool, options: dict[str, Any] | None = None
+) -> ServerClient:
+    """The `clipcls serve` server at url, refused if it runs another model than asked, or
+    otherwise than the options given explicitly (device, precision, ...) ask."""
     from clipcls.server.client import ServerClient
+    from clipcls.server.expect import setting_conflict
 
     client = ServerClient(url)
     model, pretrained = client.model
     named = model_id(model, pretrained)
     if asked is not None and asked not in (model, named):
         raise UsageError(f"--model {asked}: the server at {client.url} runs {named}")
+    conflict = setting_conflict(client, options or {})
+    if conflict is not None:
+        raise UsageError(f"{conflict}; drop the option, or use a server started with it")
     if not quiet:
         facts = client.facts
         where = f"({facts.get('device')}, {facts.get('precision')})"
@@ -134,10 +154,14 @@ def connect_server(url: str, asked: str | None, quiet: bool) -> ServerClient:
 def server_classifier(
     ctx: typer.Context, url: str, labels: tuple[Label, ...], templates: TemplateSet, quiet: bool
 ) -> tuple[RemoteClassifier, tuple[str, str | None]]:
-    """Classify on a `clipcls serve` server: its model, named as it reports it; --model, if
-    given, only says which model the server must run."""
+    """Classify on a `clipcls serve` server: its model, named as it reports it; --model and
+    the other model options, if given, only say how the server must run; --max-megapixels is
+    checked here before a file is sent."""
     from clipcls.server.client import RemoteClassifier
 
     given = getattr(ctx.get_parameter_source("model"), "name", "DEFAULT") != "DEFAULT"
-    client = connect_server(url, ctx.params.get("model") if given else None, quiet)
-    return RemoteClassifier(client, labels, templates), client.model
+    client = connect_server(
+        url, ctx.params.get("model") if given else None, quiet, given_options(ctx)
+    )
+    limit = ctx.params.get("max_megapixels", DEFAULT_MAX_MEGAPIXELS)
+    return RemoteClassifier(client, labels, templates, limit), client.model

@@ -53,7 +53,7 @@ from clipcls.cli.options import (
     UnknownLabelOpt,
 )
 from clipcls.engine.ray_data import check_ray
-from clipcls.engine.sources import check_model_name
+from clipcls.engine.sources import check_model_name, model_identity
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.images import iter_image_paths
 from clipcls.label_job import (
@@ -235,8 +235,14 @@ def label(
                 raise UsageError("--server and --engine ray: give one or the other")
             remote, named = server_classifier(ctx, server, label_list, template_set, quiet)
             remote.embeddings = save_embeddings
-            settings = ModelSettings(model=named[0], pretrained=named[1])
-        setup = run_setup(kind, options, label_list, template_set, settings)
+            # The weights the server reports: the client may not see its files, or see others.
+            setup = replace(
+                run_setup(kind, options, label_list, template_set, remote.client.weights),
+                model=model_id(*named),
+            )
+        else:
+            key = model_identity(settings).key
+            setup = run_setup(kind, options, label_list, template_set, key)
         columns = options.columns(len(label_list))
         keep = mode is SortMode.MOVE or dry_run
         with contextlib.ExitStack() as held:

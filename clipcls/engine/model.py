@@ -32,6 +32,7 @@ from clipcls.engine.sources import (
     is_local,
     load_failure,
     resolve_source,
+    weights_identity,
 )
 from clipcls.errors import ClipclsError, ModelLoadError
 from clipcls.pipeline import EmbedPlan
@@ -165,14 +166,15 @@ def _load(
 
 
 def image_plan(
-    source: ModelSource,
+    weights: str,
     settings: ModelSettings,
     model: Any,
     preprocess: Any,
     precision: str,
     device: str,
 ) -> EmbedPlan:
-    """How a model's images are decoded and cached (threads are the caller's to add)."""
+    """How a model's images are decoded and cached (threads are the caller's to add); weights
+    is the source's weights_identity."""
     fast = split_preprocess(preprocess)
     size = fast.size if fast else _input_size(model)
     # Decode large JPEGs at the smallest libjpeg scale (1/2, 1/4, 1/8) still covering the
@@ -182,9 +184,17 @@ def image_plan(
     return EmbedPlan(
         draft_size=draft,
         max_megapixels=settings.max_megapixels,
-        image_cache_key=cache_key(source, precision, device, preprocess, draft),
+        image_cache_key=cache_key(weights, precision, device, preprocess, draft),
         device=device,
     )
+
+
+def source_weights(source: ModelSource, settings: ModelSettings) -> str:
+    """The source's weights_identity, its file digests remembered in the settings' cache."""
+    try:
+        return weights_identity(source, settings.resolved_cache_dir())
+    except OSError as error:
+        raise load_failure(source, settings.resolved_cache_dir(), str(error)) from None
 
 
 def load_preprocess(source: ModelSource, settings: ModelSettings) -> tuple[Any, Any]:
@@ -207,7 +217,10 @@ class ClipModel:
         source = resolve_source(settings)
         device = pick_device(settings.device)
         precision = pick_precision(settings.precision, device)
+        self.weights = source_weights(source, settings)
         model, preprocess, self._tokenizer = _load(source, settings, device, precision)
+        if source_weights(source, settings) != self.weights:  # the bytes loaded may be neither
+            raise load_failure(source, settings.resolved_cache_dir(), "its files changed meanwhile")
         self._torch = torch
         self._model = model.eval()
         self._preprocess = preprocess
@@ -218,10 +231,10 @@ class ClipModel:
         if device == "cpu":
             torch.set_num_threads(threads.torch_threads)
         self.plan = replace(
-            image_plan(source, settings, model, preprocess, precision, device),
+            image_plan(self.weights, settings, model, preprocess, precision, device),
             decode_workers=threads.decode_workers,
             overlap_decode=device != "cpu",  # on the CPU, decoding and compute take turns
-            text_cache_key=cache_key(source, precision, device, "text", self._truncate_text),
+            text_cache_key=cache_key(self.weights, precision, device, "text", self._truncate_text),
         )
         self._input_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision)
         self.source = source

@@ -29,15 +29,16 @@ class Preparer:
     def __init__(self, settings: ModelSettings, device: str) -> None:
         from clipcls.engine.fastpaths import split_preprocess
         from clipcls.engine.hardware import pick_precision
-        from clipcls.engine.model import image_plan, load_preprocess
+        from clipcls.engine.model import image_plan, load_preprocess, source_weights
         from clipcls.engine.sources import resolve_source
 
         source = resolve_source(settings)
         model, self._preprocess = load_preprocess(source, settings)
         self._fast = split_preprocess(self._preprocess)
         precision = pick_precision(settings.precision, device)
+        weights = source_weights(source, settings)
         self.plan: EmbedPlan = image_plan(
-            source, settings, model, self._preprocess, precision, device
+            weights, settings, model, self._preprocess, precision, device
         )
 
     @property

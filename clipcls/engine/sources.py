@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from clipcls.digests import file_digest
 from clipcls.errors import ModelLoadError, UsageError
 from clipcls.settings import DEFAULT_PRETRAINED, ModelSettings
 
@@ -26,9 +27,6 @@ WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 CONFIG_FILE = "open_clip_config.json"
-
-
-SAMPLE = 1 << 20  # bytes hashed at each end of a weights file
 
 
 CACHE_VERSION = "clipcls-1"  # bump when embeddings computed for the same inputs would change
@@ -56,28 +54,32 @@ class ModelIdentity:
     key: str | None
 
 
-def file_fingerprint(path: str | Path) -> str:
-    """Size and a hash of both ends of a file: cheap on a 600 MB checkpoint, and a copy of the
-    file gets the same fingerprint."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        size = os.fstat(stream.fileno()).st_size
-        digest.update(stream.read(SAMPLE))
-        if size > 2 * SAMPLE:
-            stream.seek(size - SAMPLE)
-            digest.update(stream.read(SAMPLE))
-        else:
-            digest.update(stream.read())
-    return f"{size}:{digest.hexdigest()[:32]}"
-
-
-def _local_dir(folder: str) -> str | None:
+def _local_dir(folder: str, memo: Path | None) -> str | None:
+    """A local-dir: folder's identity: the digest of every file open_clip may read there (the
+    config, the weights, tokenizer files), by name; None without a config and weights."""
     root = Path(folder).expanduser()
     weights = next((root / name for name in WEIGHT_FILES if (root / name).is_file()), None)
-    config = root / CONFIG_FILE
-    if weights is None or not config.is_file():
+    if weights is None or not (root / CONFIG_FILE).is_file():
         return None
-    return f"{LOCAL_DIR}{file_fingerprint(config)}+{file_fingerprint(weights)}"
+    files = sorted(
+        path
+        for path in root.iterdir()
+        if path.is_file() and not path.name.startswith(".") and not path.name.endswith(".partial")
+    )
+    listing = "\n".join(f"{path.name}\t{_readable_digest(path, memo)}" for path in files)
+    digest = hashlib.sha256(listing.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{LOCAL_DIR}sha256:{digest}"
+
+
+def _readable_digest(path: Path, memo: Path | None) -> str:
+    """A file's digest; one this process cannot read cannot be loaded either (a stray file
+    that is not the weights' business must not stop the model)."""
+    if path.name in (CONFIG_FILE, *WEIGHT_FILES):
+        return file_digest(path, memo)  # OSError: loading reports it
+    try:
+        return file_digest(path, memo)
+    except OSError:
+        return "unreadable"
 
 
 def known_architectures() -> set[str]:
@@ -121,20 +123,32 @@ def _transformers_hint(name: str) -> str:
 
 
 def model_identity(settings: ModelSettings) -> ModelIdentity:
-    """The identity of the weights the settings name (key None if unknown before loading)."""
-    name = settings.model
+    """The identity of the weights the settings name (key None if unknown before loading):
+    files by the digest of their whole content, remembered in the cache folder."""
+    name, memo = settings.model, settings.resolved_cache_dir()
     try:
         schema = schema_source(name)
         if schema is not None:
-            return ModelIdentity(schema.identity(name))
+            return ModelIdentity(schema.identity(name, memo))
         arch, _, tag = name.partition(":")
         arch = arch.replace("/", "-")
         pretrained = tag or settings.pretrained
         if pretrained and os.path.isfile(pretrained):
-            return ModelIdentity(f"{arch}+file:{file_fingerprint(pretrained)}")
+            return ModelIdentity(f"{arch}+file:{file_digest(pretrained, memo)}")
         return ModelIdentity(f"{arch}:{pretrained}" if pretrained else None)
     except OSError:
         return ModelIdentity(None)  # unreadable: loading reports it properly
+
+
+def weights_identity(source: ModelSource, memo: Path | None) -> str:
+    """The identity of a resolved source's weights, as model_identity tells it before loading
+    (never None: the tag is known); OSError if its files cannot be read."""
+    schema = schema_source(source.name)
+    if source.is_file:
+        return f"{source.name}+file:{file_digest(source.pretrained or '', memo)}"
+    if schema is not None:
+        return schema.identity(source.name, memo) or source.name
+    return f"{source.name}:{source.pretrained}"
 
 
 def named_model_id(settings: ModelSettings) -> tuple[str, str | None] | None:
@@ -223,31 +237,10 @@ def is_local(source: ModelSource) -> bool:
     return source.is_file or (schema is not None and schema.local)
 
 
-def file_identity(path: str) -> str:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return path
-    return f"{os.path.abspath(path)}:{stat.st_size}:{stat.st_mtime_ns}"
-
-
-def cache_key(source: ModelSource, precision: str, device: str, stage: Any, extra: Any) -> str:
-    """What embeddings depend on: weights, precision, device kind, preprocessing (or "text")."""
-    weights = source.pretrained or ""
-    schema = schema_source(source.name)
-    if source.is_file:
-        weights = file_identity(weights)
-    elif schema is not None:
-        weights = schema.weights_key(source.name)
-    parts = [
-        CACHE_VERSION,
-        source.name,
-        weights,
-        precision,
-        device.split(":")[0],
-        repr(stage),
-        repr(extra),
-    ]
+def cache_key(weights: str, precision: str, device: str, stage: Any, extra: Any) -> str:
+    """What embeddings depend on: the weights (weights_identity: their bytes, for files),
+    precision, device kind, preprocessing (or "text")."""
+    parts = [CACHE_VERSION, weights, precision, device.split(":")[0], repr(stage), repr(extra)]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
@@ -259,8 +252,8 @@ class SchemaSource:
 
     prefix: str
     check: Callable[[str], None]  # a fast check of the name, before torch (UsageError)
-    identity: Callable[[str], str | None]  # which weights, for --resume (None: unknown)
-    weights_key: Callable[[str], str]  # what cached embeddings depend on, beside the name
+    # which weights, for --resume and cache keys (None: unknown); (name, digest memo folder)
+    identity: Callable[[str, Path | None], str | None]
     failure: Callable[[str, Path, str], str]  # why loading failed: (name, cache folder, why)
     local: bool  # loads from files here, with no download to fall back on
 
@@ -275,25 +268,18 @@ def _check_local_dir(name: str) -> None:
         )
 
 
-def _local_dir_files(name: str) -> str:
-    folder = Path(name.removeprefix(LOCAL_DIR)).expanduser()
-    return ",".join(file_identity(str(path)) for path in sorted(folder.glob("*")))
-
-
 SCHEMA_SOURCES = {
     LOCAL_DIR: SchemaSource(
         LOCAL_DIR,
         check=_check_local_dir,
-        identity=lambda name: _local_dir(name.removeprefix(LOCAL_DIR)),
-        weights_key=_local_dir_files,
+        identity=lambda name, memo: _local_dir(name.removeprefix(LOCAL_DIR), memo),
         failure=lambda name, cache, why: f"cannot load {name}: {why}",
         local=True,
     ),
     HF_HUB: SchemaSource(
         HF_HUB,
         check=lambda name: None,
-        identity=lambda name: name,
-        weights_key=lambda name: "",
+        identity=lambda name, memo: name,
         failure=_download_failure,
         local=False,
     ),

@@ -7,7 +7,7 @@ import contextlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +66,12 @@ def _show(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
+def _short(identity: str) -> str:
+    """A weights identity shortened for a message: its digest to 16 hex digits."""
+    head, sep, digest = identity.rpartition("sha256:")
+    return f"{head}{sep}{digest[:16]}" if sep else identity
+
+
 def differences(recorded: RunSetup, current: RunSetup) -> list[str]:
     """What differs between the recorded setup and this run's, one phrase each."""
     found = []
@@ -74,7 +80,10 @@ def differences(recorded: RunSetup, current: RunSetup) -> list[str]:
         if field == "model_key" and (old is None or new is None):
             continue  # compared once the model is loaded
         if field == "model_key" and old != new:
-            found.append(f"the model's weights are not those of {recorded.model or 'that run'}")
+            found.append(
+                f"the model's weights are not those of {recorded.model or 'that run'} "
+                f"({_short(old)}) that wrote it: {current.model or 'this run'} has {_short(new)}"
+            )
         elif old != new and not (field == "columns" and found):
             found.append(f"{name} was {_show(old)!r}, now {_show(new)!r}")
     return found
@@ -87,6 +96,13 @@ def sidecar(output: Path) -> Path:
 
 def _tuples(value: Any) -> Any:
     return tuple(_tuples(item) for item in value) if isinstance(value, list) else value
+
+
+def _legacy(key: Any) -> bool:
+    """A file's identity as earlier versions wrote it (size and a hash of both ends): not comparable
+    with a digest of the whole content, so the model is compared by name once it is loaded."""
+    is_file = isinstance(key, str) and (key.startswith("local-dir:") or "+file:" in key)
+    return is_file and "sha256:" not in key
 
 
 def read_setup(output: Path) -> RunSetup | None:
@@ -102,7 +118,8 @@ def read_setup(output: Path) -> RunSetup | None:
             raise ValueError("another record format")
         data.pop("clipcls_version", None)
         data.pop("written", None)
-        return RunSetup(**{key: _tuples(value) for key, value in data.items()})
+        setup = RunSetup(**{key: _tuples(value) for key, value in data.items()})
+        return replace(setup, model_key=None) if _legacy(setup.model_key) else setup
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
         raise UsageError(
             f"cannot read {path}, the setup record of {output}: use --overwrite to start again"

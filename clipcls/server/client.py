@@ -20,7 +20,7 @@ import numpy as np
 from clipcls.classify import LabelScore, Prediction
 from clipcls.engine.model import ModelInfo
 from clipcls.errors import ClipclsError, ImageError, UsageError
-from clipcls.images import open_regular
+from clipcls.images import DEFAULT_MAX_MEGAPIXELS, open_regular, size_error
 from clipcls.labels import Label
 from clipcls.pathtext import path_to_text
 from clipcls.pipeline import EmbedPlan
@@ -85,6 +85,12 @@ class ServerClient:
     @property
     def model(self) -> tuple[str, str | None]:
         return str(self.facts["model"]), self.facts.get("pretrained")
+
+    @property
+    def weights(self) -> str | None:
+        """The identity of the server's weights (the digest of their bytes, for files)."""
+        found = self.facts.get("weights")
+        return found if isinstance(found, str) else None
 
     def post(self, body: dict[str, Any]) -> Any:
         """One JSON request to the predict endpoint, its decoded answer."""
@@ -177,9 +183,14 @@ class RemoteClassifier:
     shares this machine's file system and allows the folder; rows come back as Predictions."""
 
     def __init__(
-        self, client: ServerClient, labels: Sequence[Label], templates: TemplateSet
+        self,
+        client: ServerClient,
+        labels: Sequence[Label],
+        templates: TemplateSet,
+        max_megapixels: float = DEFAULT_MAX_MEGAPIXELS,
     ) -> None:
         self.client = client
+        self.max_megapixels = max_megapixels  # checked here too: the server's may be higher
         self.embeddings = False  # ask for each image's embedding too (label --save-embeddings)
         self.labels = tuple(labels)
         self.request = {
@@ -227,10 +238,10 @@ class RemoteClassifier:
         """What the request carries for path, or the error that keeps it local."""
         name = path_to_text(path)
         if is_url(path) and not is_s3(path):
-            return {"url": path, "name": name}
+            return self._url_limit(path) or {"url": path, "name": name}
         absolute = os.path.abspath(path)
         if self.shared and not is_s3(path) and allowed(absolute, self.client.facts["allow_dirs"]):
-            return {"path": absolute, "name": name}
+            return size_error(path, self.max_megapixels) or {"path": absolute, "name": name}
         try:
             stream = fetch(path, float("inf")) if is_s3(path) else open_regular(path)
             with stream:
@@ -241,7 +252,19 @@ class RemoteClassifier:
             return f"cannot read {path}: {error.strerror or error}"
         if len(data) > self.max_bytes:
             return f"too large to send to the server ({len(data):,}+ bytes): {path}"
-        return {"data": data, "name": name}
+        return size_error(path, self.max_megapixels, data) or {"data": data, "name": name}
+
+    def _url_limit(self, url: str) -> str | None:
+        """Why a URL cannot be sent: only the server sees its size, so a lower --max-megapixels
+        than the server's cannot be kept."""
+        theirs = self.client.facts.get("max_megapixels", DEFAULT_MAX_MEGAPIXELS)
+        if not isinstance(theirs, int | float) or self.max_megapixels >= theirs:
+            return None
+        return (
+            f"--max-megapixels {self.max_megapixels:g} cannot be checked for a URL sent to the "
+            f"server, which allows {theirs:g}: download it first, or use a server started with "
+            f"--max-megapixels {self.max_megapixels:g}: {url}"
+        )
 
     def _send(self, batch: list[tuple[str, Entry]]) -> list[Prediction]:
         entries = [entry for _, entry in batch if isinstance(entry, dict)]

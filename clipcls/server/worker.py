@@ -21,7 +21,6 @@ import numpy as np
 from clipcls import __version__
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier, default_batch_size, encode_prompts
-from clipcls.engine.sources import model_identity
 from clipcls.errors import ImageError
 from clipcls.images import load_image
 from clipcls.output.rows import Columns, to_row
@@ -78,9 +77,11 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
             "clipcls": __version__,
             "model": info.model,
             "pretrained": info.pretrained,
-            "weights": model_identity(self.settings).key,  # name:tag, or the files' fingerprint
+            "weights": self.encoder.weights,  # name:tag, or the digest of the files' bytes
             "device": info.device,
             "precision": info.precision,
+            "exact_decode": self.settings.exact_decode,
+            "max_megapixels": self.settings.max_megapixels,
             "logit_scale": self.encoder.logit_scale,
             "logit_bias": self.encoder.logit_bias,
         }
