@@ -61,6 +61,7 @@ from clipcls.label_job import (
     LabelJob,
     LabelOptions,
     check_file_format,
+    check_sorting,
     check_unknown_label,
     is_done,
     run_setup,
@@ -228,6 +229,7 @@ def label(
             raise UsageError("--mode and --dry-run need --sort-into DIR")
         unknown = check_unknown_label(unknown_label, threshold, label_list)
         options = LabelOptions(top_k, threshold, unknown, sort_into, mode, dry_run, save_embeddings)
+        check_sorting(kind, options, inputs)
         settings = model_settings(ctx)
         remote = None
         if server is not None:

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from clipcls.classify import LabelScore, Prediction
+from clipcls.output.csv_text import is_number_column
 from clipcls.pathtext import path_to_text
 
 DEFAULT_UNKNOWN = "unknown"
@@ -116,7 +117,7 @@ class Columns:
         text = dict(zip(self.header(), self.csv_values(row), strict=True))
         values: dict[str, Any] = {}
         for name, cell in text.items():
-            if name.startswith(("probability", "similarity")):
+            if is_number_column(name):
                 values[name] = float(cell) if cell else None
             else:
                 values[name] = cell if cell or name in ("path", "model") else None
