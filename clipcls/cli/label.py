@@ -180,7 +180,7 @@ def _write(
             where = clean_text(str(output))
             raise type(error)(
                 f"{error}; {where} holds every complete row, so {RESUME_HINT}"
-            ) from None
+            ) from error  # printed as one line; --debug shows the cause's traceback
         finally:
             with contextlib.suppress(OSError):
                 stream.close()
