@@ -269,3 +269,24 @@ def test_hardlinks_across_file_systems_are_refused_before_anything_is_written(
         assert all(os.stat(text_to_path(r["destination"])).st_nlink == 2 for r in read_rows(out))
     finally:
         subprocess.run(["rm", "-rf", str(elsewhere)], check=True)
+
+
+# Names printed on a terminal
+
+
+def test_control_characters_in_names_never_reach_the_terminal(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "\x1b[31mred\x1b]0;title\x07.png").write_bytes(PNG)
+    (inbox / "\x1b[2Jbroken\r.png").write_bytes(b"not an image")
+    args = ["predict", str(inbox), "--model", tiny_model, "-t", "photo", "--labels", LABELS]
+    table = runner.invoke(app, args)
+    assert table.exit_code == 0, table.output
+    assert "\\x1b[31mred" in table.stdout and "\\x1b[2Jbroken\\x0d" in table.stdout
+    labeled = label(tiny_model, str(inbox), "-o", str(tmp_path / "out.csv"))
+    assert labeled.exit_code == 0, labeled.output
+    assert "\\x1b[2Jbroken\\x0d.png" in labeled.stderr
+    for text in (table.stdout, labeled.stdout, labeled.stderr):
+        assert not any(c in text for c in "\x1b\x07\r"), repr(text)

@@ -71,7 +71,7 @@ from clipcls.output.files import FILE_FORMATS, RESUMABLE, Format, format_for
 from clipcls.output.label_file import LabelOutput, begin, check_loaded_model, open_label_output
 from clipcls.output.manifest import RunSetup
 from clipcls.output.resume import Recovered
-from clipcls.output.rows import clean_text
+from clipcls.output.rows import clean_text, printable
 from clipcls.output.writers import make_writer
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet
 from clipcls.settings import Engine, ModelSettings, model_id
@@ -161,7 +161,7 @@ def _write(
                 job.write_rows(writer, walk, guard.section), total, show, "labeling"
             ):
                 if row.error is not None:
-                    warn(clean_text(row.error))
+                    warn(printable(row.error))
             writer.close()
             stream.close()  # a full disk can first show here
         except KeyboardInterrupt as interrupt:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +18,15 @@ DEFAULT_UNKNOWN = "unknown"
 def clean_text(text: str) -> str:
     """Make undecodable file-name bytes (lone surrogates) printable as \\xNN escapes."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text for a terminal: clean_text, and control characters as \\xNN, so that a file name
+    holding ESC or CR can neither recolour the screen nor overwrite what is on it."""
+    return CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", clean_text(text))
 
 
 @dataclass(frozen=True)

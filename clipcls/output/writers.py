@@ -15,7 +15,7 @@ from rich.text import Text
 from clipcls.errors import UsageError
 from clipcls.output.csv_text import SafeCsv, is_number_column
 from clipcls.output.files import Format
-from clipcls.output.rows import Columns, Row, clean_text
+from clipcls.output.rows import Columns, Row, printable
 
 
 def plural(count: int, noun: str) -> str:
@@ -133,15 +133,15 @@ class TableWriter:
         if bars:
             table.add_column("", no_wrap=True)
         for row in self.rows:
-            path = FoldedPath(clean_text(row.path))
+            path = FoldedPath(printable(row.path))
             if row.error is not None:
-                message = Text(clean_text(row.error), style="red")
+                message = Text(printable(row.error), style="red")
                 table.add_row(path, message, "", *([""] if bars else []), end_section=True)
                 continue
             for rank, score in enumerate(row.scores):
                 cells: list[RenderableType] = [
                     path if rank == 0 else "",
-                    Text(score.label, style="bold" if rank == 0 else ""),
+                    Text(printable(score.label), style="bold" if rank == 0 else ""),
                     f"{score.probability:.1%}",
                 ]
                 cells += [_bar(score.probability)] if bars else []
