@@ -27,6 +27,7 @@ from clipcls.remote import is_url
 from clipcls.sorting import (
     SortMode,
     absolute,
+    first_on_another_device,
     is_unfinished_move,
     place,
     safe_folder_name,
@@ -151,6 +152,28 @@ def check_file_format(kind: Format, resume: bool, save_embeddings: bool) -> None
         )
     if save_embeddings and kind is Format.CSV:
         raise UsageError("--save-embeddings needs -o FILE.jsonl or FILE.parquet, not CSV")
+
+
+def check_sorting(kind: Format, options: LabelOptions, inputs: list[str]) -> None:
+    """Refuse, before anything is written, sorting that a kill or the file systems would break:
+    a move into Parquet (whose rows exist only once its footer is written, so a kill would leave
+    moved files with no row anywhere) and hard links across file systems."""
+    if options.sort_into is None or options.dry_run:
+        return
+    if kind is Format.PARQUET and options.mode is SortMode.MOVE:
+        raise UsageError(
+            "--mode move cannot write -o FILE.parquet: a kill would leave moved files whose "
+            "rows exist nowhere; use -o FILE.csv or FILE.jsonl (resumable), or --mode copy"
+        )
+    other = None
+    if options.mode is SortMode.HARDLINK:
+        other = first_on_another_device(options.sort_into, inputs)
+    if other is not None:
+        raise UsageError(
+            f"--mode hardlink cannot link {clean_text(other)} into "
+            f"{clean_text(str(options.sort_into))}: they are on different file systems; sort "
+            "into a folder on the same one, or use --mode copy or symlink"
+        )
 
 
 def run_setup(

@@ -8,13 +8,14 @@ import filecmp
 import os
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
 
 from clipcls.errors import UsageError
 from clipcls.output.lock import lock_exclusively
 from clipcls.pathtext import NAME_MAX, fit_name, name_bytes
+from clipcls.remote import is_url
 
 # Characters no common file system takes in a name, and control characters.
 UNSAFE = re.compile(r'[\x00-\x1f\x7f/\\:*?"<>|]')
@@ -173,6 +174,24 @@ def is_unfinished_move(source: Path, destination: Path) -> bool:
     except OSError:
         return False
     return same_file(source, destination, by_content=other_device)
+
+
+def nearest_existing(path: Path) -> Path:
+    """The path itself if it exists, else its nearest existing parent folder."""
+    path = absolute(path)
+    while not os.path.exists(path) and path.parent != path:
+        path = path.parent
+    return path
+
+
+def first_on_another_device(root: Path, inputs: Iterable[str]) -> str | None:
+    """The first input on another file system than the folder root (or, before it is created,
+    its nearest existing parent): no hard link can join the two. None if there is none."""
+    device = nearest_existing(root).stat().st_dev
+    for given in inputs:
+        if not is_url(given) and os.path.exists(given) and os.stat(given).st_dev != device:
+            return given
+    return None
 
 
 def claim_sort_folder(root: Path) -> int:

@@ -61,6 +61,7 @@ from clipcls.label_job import (
     LabelJob,
     LabelOptions,
     check_file_format,
+    check_sorting,
     check_unknown_label,
     is_done,
     run_setup,
@@ -70,7 +71,7 @@ from clipcls.output.files import FILE_FORMATS, RESUMABLE, Format, format_for
 from clipcls.output.label_file import LabelOutput, begin, check_loaded_model, open_label_output
 from clipcls.output.manifest import RunSetup
 from clipcls.output.resume import Recovered
-from clipcls.output.rows import clean_text
+from clipcls.output.rows import clean_text, printable
 from clipcls.output.writers import make_writer
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet
 from clipcls.settings import Engine, ModelSettings, model_id
@@ -160,7 +161,7 @@ def _write(
                 job.write_rows(writer, walk, guard.section), total, show, "labeling"
             ):
                 if row.error is not None:
-                    warn(clean_text(row.error))
+                    warn(printable(row.error))
             writer.close()
             stream.close()  # a full disk can first show here
         except KeyboardInterrupt as interrupt:
@@ -179,7 +180,7 @@ def _write(
             where = clean_text(str(output))
             raise type(error)(
                 f"{error}; {where} holds every complete row, so {RESUME_HINT}"
-            ) from None
+            ) from error  # printed as one line; --debug shows the cause's traceback
         finally:
             with contextlib.suppress(OSError):
                 stream.close()
@@ -228,6 +229,7 @@ def label(
             raise UsageError("--mode and --dry-run need --sort-into DIR")
         unknown = check_unknown_label(unknown_label, threshold, label_list)
         options = LabelOptions(top_k, threshold, unknown, sort_into, mode, dry_run, save_embeddings)
+        check_sorting(kind, options, inputs)
         settings = model_settings(ctx)
         remote = None
         if server is not None:

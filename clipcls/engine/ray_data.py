@@ -10,6 +10,8 @@ import contextlib
 import importlib.util
 import logging
 import os
+import socket
+import sys
 import threading
 import warnings
 from collections.abc import Iterable, Iterator
@@ -20,14 +22,16 @@ import numpy as np
 
 from clipcls.classify import LabelScore, Prediction
 from clipcls.engine.ray_workers import Embedder, Scorer, decode
-from clipcls.errors import UsageError
+from clipcls.errors import ClipclsError, UsageError
 from clipcls.labels import Label
+from clipcls.output.rows import clean_text
 from clipcls.pathtext import path_to_text, text_to_path
 from clipcls.prompts import TemplateSet
 from clipcls.remote import is_url
 from clipcls.settings import Device, ModelSettings
 
 INSTALL = "--engine ray needs Ray Data: pip install 'clipcls[ray]'"
+PROBE_SECONDS = 10.0  # to connect to the cluster's address before Ray tries it
 ACTOR_BATCH = 64  # paths per call of an actor without --batch-size (rows come back per call)
 
 
@@ -54,20 +58,81 @@ def connect(address: str | None) -> None:
 
     if ray.is_initialized():
         return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is not None:
+        check_reachable(address)
     # Ray Data's import (~0.6 s) overlaps the wait for Ray's processes to start.
     importing = threading.Thread(target=_import_ray_data, name="clipcls-import", daemon=True)
     importing.start()
-    ray.init(
-        address=address or os.environ.get("RAY_ADDRESS") or None,
-        log_to_driver=False,
-        include_dashboard=False,
-        logging_level=logging.ERROR,
-    )
+    try:
+        ray.init(
+            address=address,
+            log_to_driver=False,
+            include_dashboard=False,
+            logging_level=logging.ERROR,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        raise ClipclsError(
+            f"cannot join the Ray cluster at {address or 'this machine'}: {_first_line(error)}"
+        ) from None
     importing.join()
     atexit.register(_leave, ray)
-    for name in ("ray", "ray.data"):  # stderr is for clipcls's own notices and warnings
-        logging.getLogger(name).setLevel(logging.ERROR)
+    # stderr is for clipcls's own notices and warnings: a failure of the cluster is raised as
+    # one ClipclsError (_rows), so Ray Data's own error log of it is not printed too.
+    logging.getLogger("ray").setLevel(logging.ERROR)
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
+    _silence_raylet_messages()
     require_ray().data.DataContext.get_current().enable_progress_bars = False
+
+
+def check_reachable(address: str, timeout: float = PROBE_SECONDS) -> None:
+    """A ClipclsError unless something accepts connections at address (HOST:PORT, optionally
+    ray://): Ray itself retries a dead address for minutes, printing its own log lines."""
+    if address == "auto":
+        return  # Ray finds the cluster started on this machine, or says there is none
+    where = address.removeprefix("ray://")
+    host, _, port = where.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise UsageError(f"the Ray address {address!r} is not HOST:PORT (or ray://HOST:PORT)")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as error:
+        why = "no answer" if isinstance(error, TimeoutError) else error.strerror or str(error)
+        raise ClipclsError(
+            f"cannot reach the Ray cluster at {address}: {why}; check --ray-address or "
+            "RAY_ADDRESS (the head node's GCS address, HOST:6379 by default)"
+        ) from None
+
+
+def _silence_raylet_messages() -> None:
+    """Drop the raylet's messages (`(raylet) A worker died ...`), which Ray prints to stdout
+    even with log_to_driver off: stdout is for results, and the failure they tell of reaches
+    the user as one error line (_rows)."""
+    module = sys.modules.get("ray._private.worker")
+    original = getattr(module, "print_to_stdstream", None)
+    if original is None or getattr(original, "clipcls_quiet", False):
+        return
+
+    def quiet(data: dict[str, Any], ignore_prefix: bool) -> None:
+        if data.get("pid") != "raylet":
+            original(data, ignore_prefix)
+
+    quiet.clipcls_quiet = True  # type: ignore[attr-defined]
+    module.print_to_stdstream = quiet  # type: ignore[union-attr]
+
+
+def _rows(ray: Any, mapped: Any) -> Iterator[dict[str, Any]]:
+    """The dataset's rows; a failure of the cluster (a killed actor or node) as a ClipclsError."""
+    try:
+        yield from mapped.iter_rows()
+    except ray.exceptions.RayError as error:
+        raise ClipclsError(f"the Ray cluster failed: {_first_line(error)}") from error
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _import_ray_data() -> None:
@@ -83,16 +148,24 @@ def _leave(ray: Any) -> None:
     atexit.unregister(ray.shutdown)
 
 
-def _prediction(row: dict[str, Any]) -> Prediction:
+def _prediction(row: dict[str, Any], cwd: str) -> Prediction:
     path = text_to_path(row["path"])
     if row["error"]:
-        return Prediction(path, error=row["error"])
+        return Prediction(path, error=_as_given(row["error"], path, cwd))
     scores = tuple(
         LabelScore(str(label), float(p), float(s))
         for label, p, s in zip(row["labels"], row["probs"], row["sims"], strict=True)
     )
     vector = np.asarray(row["embedding"], dtype=np.float32) if len(row["embedding"]) else None
     return Prediction(path, scores, embedding=vector)
+
+
+def _as_given(error: str, path: str, cwd: str) -> str:
+    """The error with the path the actor loaded (made absolute) written as the user gave it,
+    as the local engine writes it."""
+    if is_url(path) or os.path.isabs(path):
+        return error
+    return error.replace(clean_text(os.path.join(cwd, path)), clean_text(path))
 
 
 def classify_on_ray(
@@ -126,8 +199,9 @@ def classify_on_ray(
         warnings.simplefilter("ignore")
         batch = batch_size or ACTOR_BATCH
         mapped = _mapped(ray, Scorer, items, kwargs, batch, actors, decode_tasks)
-    for row in mapped.iter_rows():
-        yield _prediction(row)
+    cwd = os.getcwd()  # as _items made the paths absolute
+    for row in _rows(ray, mapped):
+        yield _prediction(row, cwd)
 
 
 def _items(paths: Iterable[Path | str]) -> list[dict[str, str]]:
@@ -207,7 +281,9 @@ def embed_on_ray(
         batch = batch_size or ACTOR_BATCH
         mapped = _mapped(ray, Embedder, items, kwargs, batch, actors, decode_tasks)
     found: dict[str, tuple[np.ndarray | None, str | None]] = {}
-    for row in mapped.iter_rows():
+    cwd = os.getcwd()
+    for row in _rows(ray, mapped):
         vector = np.asarray(row["embedding"], dtype=np.float32) if len(row["embedding"]) else None
-        found[text_to_path(row["path"])] = (vector, row["error"] or None)
+        path = text_to_path(row["path"])
+        found[path] = (vector, _as_given(row["error"], path, cwd) or None)
     return found

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -10,6 +9,7 @@ from typing import Any
 
 from clipcls.evaluation.metrics import Metrics
 from clipcls.evaluation.scoring import Evaluation
+from clipcls.output.csv_text import SafeCsv
 from clipcls.output.rows import clean_text
 from clipcls.pathtext import path_to_text
 
@@ -110,14 +110,15 @@ def _clean(document: Any) -> Any:
 def write_predictions(path: Path, evaluations: Sequence[Evaluation]) -> None:
     """One CSV row per image and setup: path, true and predicted class, probability, error."""
     several = len(evaluations) > 1
+    head = ["path", "true_class", "predicted_class", "probability", "correct", "error"]
+    head += ["setup"] if several else []
     with path.open("w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream, lineterminator="\n")
-        head = ["path", "true_class", "predicted_class", "probability", "correct", "error"]
-        writer.writerow(head + (["setup"] if several else []))
+        writer = SafeCsv(stream, head)  # text cells escaped as label's CSV (csv_text)
+        writer.header(head)
         for evaluation in evaluations:
             for row in prediction_rows(evaluation):
-                values = [path_to_text(row[0]), *(_text(value) for value in row[1:])]
-                writer.writerow(values + ([clean_text(evaluation.name)] if several else []))
+                values = [path_to_text(row[0]), *(clean_text(value) for value in row[1:])]
+                writer.row(values + ([clean_text(evaluation.name)] if several else []))
 
 
 def json_document(evaluations: Sequence[Evaluation]) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipcls.errors import UsageError
+from clipcls.output.csv_text import from_cell
 from clipcls.output.files import Format
 from clipcls.output.rows import Columns
 from clipcls.pathtext import path_key, text_to_path
@@ -102,7 +103,7 @@ def _csv_records(path: Path, columns: Columns, end: int) -> Iterator[dict[str, s
         for values in reader:
             if len(values) != len(header):
                 raise _foreign(path, f"line {reader.line_num} has {len(values)} fields")
-            yield dict(zip(header, values, strict=True))
+            yield dict(zip(header, map(from_cell, values), strict=True))
     except csv.Error as error:
         raise _foreign(path, f"bad CSV: {error}") from None
 

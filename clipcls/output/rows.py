@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from clipcls.classify import LabelScore, Prediction
+from clipcls.output.csv_text import is_number_column
 from clipcls.pathtext import path_to_text
 
 DEFAULT_UNKNOWN = "unknown"
@@ -16,6 +18,15 @@ DEFAULT_UNKNOWN = "unknown"
 def clean_text(text: str) -> str:
     """Make undecodable file-name bytes (lone surrogates) printable as \\xNN escapes."""
     return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text for a terminal: clean_text, and control characters as \\xNN, so that a file name
+    holding ESC or CR can neither recolour the screen nor overwrite what is on it."""
+    return CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", clean_text(text))
 
 
 @dataclass(frozen=True)
@@ -116,7 +127,7 @@ class Columns:
         text = dict(zip(self.header(), self.csv_values(row), strict=True))
         values: dict[str, Any] = {}
         for name, cell in text.items():
-            if name.startswith(("probability", "similarity")):
+            if is_number_column(name):
                 values[name] = float(cell) if cell else None
             else:
                 values[name] = cell if cell or name in ("path", "model") else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from typing import Any, BinaryIO, Protocol, TextIO
@@ -14,8 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 from clipcls.errors import UsageError
+from clipcls.output.csv_text import SafeCsv, is_number_column
 from clipcls.output.files import Format
-from clipcls.output.rows import Columns, Row, clean_text
+from clipcls.output.rows import Columns, Row, printable
 
 
 def plural(count: int, noun: str) -> str:
@@ -68,16 +68,17 @@ class JsonWriter:
 
 
 class CsvWriter:
-    """CSV with proper quoting, flushed per row; no header when appending to a resumed file."""
+    """CSV that spreadsheets read as text and --resume reads back (csv_text), flushed per row;
+    no header when appending to a resumed file."""
 
     def __init__(self, stream: TextIO, columns: Columns, header: bool = True) -> None:
         self.stream, self.columns = stream, columns
-        self.writer = csv.writer(stream, lineterminator="\n")  # not \r\n: awk and grep
+        self.writer = SafeCsv(stream, columns.header())
         if header:
-            self.writer.writerow(columns.header())
+            self.writer.header(columns.header())
 
     def write(self, row: Row) -> None:
-        self.writer.writerow(self.columns.csv_values(row))
+        self.writer.row(self.columns.csv_values(row))
         self.stream.flush()
 
     def close(self) -> None:
@@ -132,15 +133,15 @@ class TableWriter:
         if bars:
             table.add_column("", no_wrap=True)
         for row in self.rows:
-            path = FoldedPath(clean_text(row.path))
+            path = FoldedPath(printable(row.path))
             if row.error is not None:
-                message = Text(clean_text(row.error), style="red")
+                message = Text(printable(row.error), style="red")
                 table.add_row(path, message, "", *([""] if bars else []), end_section=True)
                 continue
             for rank, score in enumerate(row.scores):
                 cells: list[RenderableType] = [
                     path if rank == 0 else "",
-                    Text(score.label, style="bold" if rank == 0 else ""),
+                    Text(printable(score.label), style="bold" if rank == 0 else ""),
                     f"{score.probability:.1%}",
                 ]
                 cells += [_bar(score.probability)] if bars else []
@@ -159,7 +160,7 @@ class ParquetWriter:
         self.pa, self.columns = pa, columns
         self.pending: list[dict[str, Any]] = []
         fields = [
-            (name, pa.float64() if name.startswith(("probability", "similarity")) else pa.string())
+            (name, pa.float64() if is_number_column(name) else pa.string())
             for name in columns.header()
             if name != "embedding"
         ]
