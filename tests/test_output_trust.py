@@ -288,5 +288,9 @@ def test_control_characters_in_names_never_reach_the_terminal(
     labeled = label(tiny_model, str(inbox), "-o", str(tmp_path / "out.csv"))
     assert labeled.exit_code == 0, labeled.output
     assert "\\x1b[2Jbroken\\x0d.png" in labeled.stderr
-    for text in (table.stdout, labeled.stdout, labeled.stderr):
+    missing = runner.invoke(app, [*args[:1], str(inbox / "\x1b[2Jgone.png"), *args[2:]])
+    assert missing.exit_code != 0 and "\\x1b[2Jgone" in missing.stderr, missing.stderr
+    assert "\\x1b[2Jbroken" in table.stderr
+    texts = (table.stdout, table.stderr, labeled.stdout, labeled.stderr, missing.stderr)
+    for text in texts:
         assert not any(c in text for c in "\x1b\x07\r"), repr(text)

@@ -24,6 +24,7 @@ from rich.text import Text
 from clipcls.cli.interrupts import exit_code_of
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.output.files import check_writable
+from clipcls.output.rows import printable
 from clipcls.output.writers import plain_console, plural
 
 stderr = plain_console(stderr=True)
@@ -33,13 +34,13 @@ T = TypeVar("T")
 
 
 def warn(message: str) -> None:
-    """One yellow line on stderr."""
-    stderr.print(Text.assemble(("warning:", "yellow"), " ", message), soft_wrap=True)
+    """One yellow line on stderr (control characters in file names shown as \\xNN)."""
+    stderr.print(Text.assemble(("warning:", "yellow"), " ", printable(message)), soft_wrap=True)
 
 
 def notice(message: str) -> None:
     """One dim line on stderr."""
-    stderr.print(message, style="dim", soft_wrap=True, markup=False)
+    stderr.print(printable(message), style="dim", soft_wrap=True, markup=False)
 
 
 @contextlib.contextmanager
@@ -51,7 +52,7 @@ def reported_errors(debug: bool) -> Iterator[None]:
         if debug:
             raise
         stderr.print("error: ", style="red", end="")
-        stderr.print(str(error), soft_wrap=True, markup=False)
+        stderr.print(printable(str(error)), soft_wrap=True, markup=False)
         raise typer.Exit(int(error.exit_status)) from None
     except KeyboardInterrupt as interrupt:
         if debug:

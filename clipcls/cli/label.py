@@ -161,7 +161,7 @@ def _write(
                 job.write_rows(writer, walk, guard.section), total, show, "labeling"
             ):
                 if row.error is not None:
-                    warn(printable(row.error))
+                    warn(row.error)
             writer.close()
             stream.close()  # a full disk can first show here
         except KeyboardInterrupt as interrupt:

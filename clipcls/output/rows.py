@@ -17,7 +17,10 @@ DEFAULT_UNKNOWN = "unknown"
 
 def clean_text(text: str) -> str:
     """Make undecodable file-name bytes (lone surrogates) printable as \\xNN escapes."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name decodes to (\ud800): escape it too
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
