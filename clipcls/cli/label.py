@@ -71,7 +71,7 @@ from clipcls.output.files import FILE_FORMATS, RESUMABLE, Format, format_for
 from clipcls.output.label_file import LabelOutput, begin, check_loaded_model, open_label_output
 from clipcls.output.manifest import RunSetup
 from clipcls.output.resume import Recovered
-from clipcls.output.rows import clean_text, printable
+from clipcls.output.rows import clean_text
 from clipcls.output.writers import make_writer
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet
 from clipcls.settings import Engine, ModelSettings, model_id
