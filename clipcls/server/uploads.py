@@ -31,12 +31,40 @@ class Checked:
             path.unlink(missing_ok=True)
 
 
-async def read_body(receive: Any, declared: str, limit: int) -> bytes:
+class Budget:
+    """Bytes of request bodies the HTTP process holds at once, over all connections."""
+
+    def __init__(self, most: int) -> None:
+        self.most, self.used = most, 0
+
+
+class Held:
+    """One request's share of the budget, given back when it is answered."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget, self.bytes = budget, 0
+
+    def take(self, count: int) -> None:
+        """Hold count more bytes, or RequestError 503 when the server holds too many."""
+        if self.budget.used + count > self.budget.most:
+            raise RequestError(503, "the server is busy reading other bodies; try again soon")
+        self.budget.used += count
+        self.bytes += count
+
+    def release(self) -> None:
+        self.budget.used -= self.bytes
+        self.bytes = 0
+
+
+async def read_body(receive: Any, declared: str, limit: int, held: Held) -> bytes:
     """The whole body, or RequestError 413 once past limit (read on to DRAIN, so the client
-    can hear the answer before the connection closes)."""
+    can hear the answer before the connection closes), or 503 once the bodies the server
+    holds (held's budget) would pass its limit."""
     too_big = RequestError(413, f"the body is over the server's limit of {limit} bytes")
     if declared.isdigit() and int(declared) > limit + DRAIN:
         raise too_big
+    if declared.isdigit():
+        held.take(min(int(declared), limit))  # at once: no bytes read for a body we cannot hold
     raw = bytearray()
     seen = 0
     while True:
@@ -46,6 +74,7 @@ async def read_body(receive: Any, declared: str, limit: int) -> bytes:
         chunk = message.get("body", b"")
         seen += len(chunk)
         if seen <= limit:
+            held.take(max(0, seen - held.bytes))  # beyond what was declared (chunked bodies)
             raw += chunk
         elif seen > limit + DRAIN:
             raise too_big
