@@ -36,7 +36,7 @@ LOOPBACK = ("127.0.0.1", "::1", "localhost")
 HOSTS = {"localhost": "127.0.0.1", "127.0.0.1": "127.0.0.1", "0.0.0.0": "0.0.0.0", "::": "::"}
 MAIN = [0]  # the pid of the process that runs LitServe
 STOPPING: list[int] = []  # the stop signal, once one came: a worker that ends then was stopped
-STOP_WAIT = 1  # seconds uvicorn gives requests in flight when the server stops
+STOP_WAIT = 0.5  # seconds uvicorn gives requests in flight when the server stops
 STATE_PREFIX = "clipcls-serve-"  # then the server's pid: its state folder (uploads, model facts)
 
 
