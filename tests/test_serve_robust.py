@@ -32,6 +32,7 @@ pytest.importorskip("litserve")
 runner = CliRunner()
 TIMEOUT = 3.0  # the shared server's --timeout, seconds
 MAX_TEXTS = 20000
+LONG = " seen from far away in the rain" * 6  # ~45 tokens: slow work for the text tower
 IMAGE = base64.b64encode((SAMPLE_IMAGES / "chelsea.png").read_bytes()).decode()
 GOOD = {"images": [{"data": IMAGE, "name": "c.png"}], "labels": ["cat", "dog"]}
 MALFORMED = {  # each a 400 for its own request only
@@ -59,7 +60,7 @@ def server(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         "--max-texts",
         str(MAX_TEXTS),
         "--max-body-mb",
-        "4",
+        "8",
     )
     running.cache = cache  # type: ignore[attr-defined]
     try:
@@ -98,7 +99,8 @@ def test_a_malformed_request_is_its_own_400_and_its_batch_mates_are_answered(
 
 def test_a_request_over_the_prompt_limit_is_refused_at_once(server: Server) -> None:
     started = time.monotonic()
-    status, answer = post(server, {"texts": [f"t{i}" for i in range(200_000)]})
+    assert post(server, {"texts": [f"t{i}" for i in range(200_000)]})[0] == 413
+    status, answer = post(server, {"texts": [f"t{i}" for i in range(MAX_TEXTS + 1)]})
     assert status == 413 and f"the limit is {MAX_TEXTS}" in answer["error"]
     labels = [f"label {i}" for i in range(260)]  # x 80 templates: 20,800 prompts
     status, answer = post(server, {**GOOD, "labels": labels})
@@ -106,9 +108,20 @@ def test_a_request_over_the_prompt_limit_is_refused_at_once(server: Server) -> N
     assert time.monotonic() - started < 10
 
 
+def test_bodies_that_would_balloon_in_memory_are_refused(server: Server) -> None:
+    """Within the body limit, but a million Python objects, or 100 KB labels x 80 templates."""
+    arrays = b'{"images": [' + b"[]," * 1_000_000 + b"[]]}"  # 3 MB
+    status, answer = server.call("POST", "/v1/predict", arrays)
+    assert status == 413 and "JSON values" in answer["error"]
+    status, answer = post(server, {**GOOD, "labels": ["x" * 100_000, "dog"]})
+    assert status == 413 and "100000 characters" in answer["error"]
+    assert post(server, GOOD)[0] == 200
+
+
 def test_a_request_cut_off_by_the_timeout_stops_holding_the_worker(server: Server) -> None:
-    """16,000 prompts take the tiny model over 10 s here; the worker gives up at --timeout."""
-    texts = {"texts": [f"a photo of thing number {i}" for i in range(16000)]}
+    """20,000 long prompts take the tiny model over 10 s here; the worker gives up at
+    --timeout."""
+    texts = {"texts": [f"a photo of thing number {i}{LONG}" for i in range(MAX_TEXTS)]}
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(post, server, texts)
         time.sleep(0.5)
@@ -145,13 +158,13 @@ def children(pid: int) -> list[int]:
 
 
 def test_half_sent_bodies_are_bounded_in_memory_and_time(server: Server) -> None:
-    """--max-body-mb 4: the server holds 16 MB of bodies at most; past that, 503 at once; a
+    """--max-body-mb 8: the server holds 32 MB of bodies at most; past that, 503 at once; a
     body not sent within --timeout is a 408."""
     before = rss_kib(server.process.pid)
-    half = b"x" * 2_000_000
-    held = [raw_request(server.port, 4_000_000, half) for _ in range(4)]
+    half = b"x" * 4_000_000
+    held = [raw_request(server.port, 8_000_000, half) for _ in range(4)]
     time.sleep(0.5)
-    refused = [raw_request(server.port, 4_000_000, half) for _ in range(4)]
+    refused = [raw_request(server.port, 8_000_000, half) for _ in range(4)]
     started = time.monotonic()
     assert [status_of(sock) for sock in refused] == [503] * 4
     assert time.monotonic() - started < 2
@@ -166,7 +179,7 @@ def test_half_sent_bodies_are_bounded_in_memory_and_time(server: Server) -> None
 
 def test_sigterm_stops_the_server_within_3_s_with_a_request_in_flight(server: Server) -> None:
     idle = socket.create_connection(("127.0.0.1", server.port))  # a keep-alive held open
-    texts = {"texts": [f"a photo of thing number {i}" for i in range(16000)]}
+    texts = {"texts": [f"a photo of thing number {i}{LONG}" for i in range(MAX_TEXTS)]}
     pool = ThreadPoolExecutor(1)
     pool.submit(post, server, texts)
     time.sleep(0.5)
@@ -261,7 +274,7 @@ def test_a_dead_model_worker_fails_the_requests_in_flight_and_exits_1(tiny_model
         if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
     ]
     assert len(workers) == 1
-    texts = {"texts": [f"a photo of thing number {i}" for i in range(4000)]}
+    texts = {"texts": [f"a photo of thing number {i}{LONG}" for i in range(4000)]}
     answered: list[object] = []
     client = threading.Thread(target=lambda: answered.append(_try(post, running, texts)))
     client.start()

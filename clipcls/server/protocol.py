@@ -26,6 +26,7 @@ from clipcls.prompts import (
 from clipcls.remote import is_url
 
 API_KEY_HEADER = "X-API-Key"
+MAX_PROMPT_CHARS = 1000  # per label text or template; CLIP's 77 tokens are far fewer
 ERROR_STATUS = "status"  # in a worker's error answer: the HTTP status the guard sends it with
 
 
@@ -108,6 +109,11 @@ def parse_request(
         raise RequestError(400, "'embedding' must be true or false")
     labels = _labels(body.get("labels"), limits)
     templates = _templates(body.get("templates", DEFAULT_TEMPLATES), limits)
+    longest = max(len(t) for t in (*templates.templates, *(t for x in labels for t in x.texts)))
+    if longest > MAX_PROMPT_CHARS:  # CLIP reads 77 tokens: the rest is only work (x templates)
+        raise RequestError(
+            413, f"a label or template of {longest} characters; the limit is {MAX_PROMPT_CHARS}"
+        )
     prompts = sum(len(label.texts) for label in labels) * len(templates.templates)
     if prompts > limits.max_texts:
         raise RequestError(
@@ -163,6 +169,11 @@ def _texts(body: dict[str, Any], limits: Limits) -> TextsRequest:
         raise RequestError(400, "'texts' must be a non-empty list of strings")
     if len(texts) > limits.max_texts:
         raise RequestError(413, f"{len(texts)} texts; the limit is {limits.max_texts}")
+    longest = max(len(text) for text in texts)
+    if longest > 2 * MAX_PROMPT_CHARS:  # a label in a template
+        raise RequestError(
+            413, f"a text of {longest} characters; the limit is {2 * MAX_PROMPT_CHARS}"
+        )
     return TextsRequest(tuple(texts))
 
 

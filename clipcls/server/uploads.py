@@ -96,10 +96,7 @@ async def checked_request(
             request = await _form(scope, raw, limits, uploads, checked)
             roots = [*allow_dirs, str(uploads)]
         else:
-            try:
-                request = json.loads(raw)
-            except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
-                raise RequestError(400, "the body is not valid JSON") from None
+            request = _loads(raw, limits, "the body is not valid JSON")
         parsed = parse_request(request, limits, roots)
         if isinstance(parsed, ServeRequest) and any(ref.data is not None for ref in parsed.images):
             request["images"] = [
@@ -146,7 +143,7 @@ async def _form(
                 name = value.filename or f"image[{len(request['images'])}]"
                 request["images"].append({**entry, "name": name})
             elif key in FORM_FIELDS and isinstance(value, str):
-                request[key] = _form_value(key, value)
+                request[key] = _form_value(key, value, limits)
             else:
                 raise RequestError(400, f"unknown form field {key!r}")
     finally:
@@ -160,14 +157,25 @@ async def _form(
     return request
 
 
-def _form_value(key: str, value: str) -> Any:
+def _form_value(key: str, value: str, limits: Limits) -> Any:
     if key == "top_k":
         return int(value) if value.isdigit() else value
     if key == "embedding":
         return value.lower() in ("1", "true", "yes")
     if key in JSON_FIELDS and value.startswith("["):
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise RequestError(400, f"'{key}' is not a JSON list") from None
+        return _loads(value.encode(), limits, f"'{key}' is not a JSON list")
     return value
+
+
+def _loads(raw: bytes, limits: Limits, why: str) -> Any:
+    """Decode JSON whose number of values a request can need bounds: 60 MB of `[],[],...`
+    would otherwise become 20 million Python lists (1.4 GB) before any limit is checked."""
+    needed = 4 * (limits.max_images + limits.max_labels + limits.max_templates)
+    most = needed + 2 * limits.max_texts + 1000
+    found = raw.count(b",") + raw.count(b"[") + raw.count(b"{")  # >= the values, minus 1
+    if found > most:
+        raise RequestError(413, f"{found} JSON values; no request needs more than {most}")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
+        raise RequestError(400, why) from None
