@@ -174,7 +174,7 @@ def _loads(raw: bytes, limits: Limits, why: str) -> Any:
     most = needed + 2 * limits.max_texts + 1000
     found = raw.count(b",") + raw.count(b"[") + raw.count(b"{")  # >= the values, minus 1
     if found > most:
-        raise RequestError(413, f"{found} JSON values; no request needs more than {most}")
+        raise RequestError(400, f"{found} JSON values; no request needs more than {most}")
     try:
         return json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
