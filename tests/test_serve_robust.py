@@ -177,6 +177,23 @@ def test_half_sent_bodies_are_bounded_in_memory_and_time(server: Server) -> None
     assert post(server, GOOD)[0] == 200  # the budget is given back
 
 
+def test_connections_that_never_finish_a_request_head_are_closed(server: Server) -> None:
+    """Slowloris headers and idle keep-alive connections: closed within --timeout."""
+    idle = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(3)]
+    slow = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(3)]
+    for sock in slow:
+        sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n")
+    started = time.monotonic()
+    assert post(server, GOOD)[0] == 200
+    time.sleep(1)
+    for sock in slow:
+        sock.sendall(b"X-Slow: 1\r\n")  # a trickle does not reset the deadline
+    assert [sock.recv(10) for sock in idle + slow] == [b""] * 6  # closed by the server
+    assert time.monotonic() - started < TIMEOUT + 3
+    for sock in idle + slow:
+        sock.close()
+
+
 def test_sigterm_stops_the_server_within_3_s_with_a_request_in_flight(server: Server) -> None:
     idle = socket.create_connection(("127.0.0.1", server.port))  # a keep-alive held open
     texts = {"texts": [f"a photo of thing number {i}{LONG}" for i in range(MAX_TEXTS)]}

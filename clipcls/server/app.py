@@ -284,6 +284,7 @@ def serve(
     sock: listen()'s socket, when the caller bound the port already."""
     import litserve as ls
 
+    from clipcls.server.connections import HeadDeadline
     from clipcls.server.protocol import machine_id
     from clipcls.server.worker import ClipclsAPI, die_with_parent
 
@@ -332,6 +333,7 @@ def serve(
     os.register_at_fork(after_in_child=lambda: die_with_parent(MAIN[0]))
     for stop in (signal.SIGTERM, signal.SIGINT):  # LitServe stops its workers, then returns
         signal.signal(stop, _stop)
+    HeadDeadline.seconds = min(HeadDeadline.seconds, options.limits.seconds)
     server.uvicorn_graceful_timeout = STOP_WAIT  # LitServe's 30 s held SIGTERM that long
     try:
         server.run(
@@ -341,6 +343,7 @@ def serve(
             log_level="warning",
             generate_client_file=False,
             fd=sock.fileno(),  # uvicorn serves on our socket instead of binding its own
+            http=HeadDeadline,
         )
     except (KeyboardInterrupt, EOFError, OSError):  # EOFError: LitServe stopped its manager
         if not _worker_died(server):
