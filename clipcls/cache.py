@@ -311,7 +311,12 @@ def clear_cache(folder: Path) -> int:
 
 
 def _text_key(text: str) -> bytes:
-    return text.encode("utf-8", "surrogateescape")
+    """A text's key: a lone surrogate (from a request, say) is a key like any other, never an
+    error that would turn the cache off for everyone."""
+    try:
+        return text.encode("utf-8", "surrogateescape")  # file names' undecodable bytes
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
 
 
 def _vector(blob: bytes) -> np.ndarray:

@@ -23,6 +23,7 @@ EXAMPLES = """
   CLIPCLS_API_KEY=secret clipcls serve --host 0.0.0.0 --port 9000
   curl -s localhost:8765/v1/predict -F labels=cat,dog -F images=@photo.jpg
 """
+PENDING_BODIES = 4  # bodies of --max-body-mb the server holds at once, over all connections
 INSTALL = "clipcls serve needs LitServe: pip install 'clipcls[serve]'"
 
 
@@ -61,6 +62,13 @@ def serve(
     ] = None,
     max_images: Annotated[int, typer.Option(min=1, help="Images per request.")] = 256,
     max_labels: Annotated[int, typer.Option(min=1, help="Labels per request.")] = 1000,
+    max_texts: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Prompts per request (label texts x templates, or texts): the text tower's work.",
+        ),
+    ] = 4096,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Request body size, MB.")] = 64.0,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a request may take.")] = 60.0,
     debug: DebugOpt = False,
@@ -71,16 +79,25 @@ def serve(
     with reported_errors(debug):
         if importlib.util.find_spec("litserve") is None:
             raise UsageError(INSTALL)
-        from clipcls.server.app import ServeOptions, check_options
+        from clipcls.server.app import ServeOptions, check_options, listen
         from clipcls.server.app import serve as run_server
 
         settings = model_settings(ctx)
         check_model_name(settings)
-        limits = Limits(int(max_body_mb * 1e6), max_images, max_labels, seconds=timeout)
+        body = int(max_body_mb * 1e6)
+        limits = Limits(
+            body,
+            max_images,
+            max_labels,
+            seconds=timeout,
+            max_texts=max_texts,
+            max_pending_bytes=PENDING_BODIES * body,
+        )
         roots = tuple(str(d) for d in allow_dir or ())
         url_hosts = tuple(h.strip() for h in (allow_url_hosts or "").split(",") if h.strip())
         options = ServeOptions(host, port, api_key, roots, limits, url_hosts)
         check_options(options)
+        sock = listen(options)  # held from now on: a second server on this port stops here
         url = f"http://{host}:{port}"
         notice(f"serving {settings.model} on {url} (loading the model)")
 
@@ -89,4 +106,4 @@ def serve(
             model = f"{facts['model']}{weights} on {facts['device']}, {facts['precision']}"
             notice(f"ready: {model}, answering on {url}")
 
-        run_server(settings, options, ready)
+        run_server(settings, options, ready, sock)

@@ -21,15 +21,23 @@ from pathlib import Path
 from typing import Any
 
 from clipcls import __version__
-from clipcls.errors import UsageError
-from clipcls.server.protocol import API_KEY_HEADER, Limits, RequestError
+from clipcls.errors import ClipclsError, UsageError
+from clipcls.server.protocol import (
+    API_KEY_HEADER,
+    ERROR_STATUS,
+    Limits,
+    RequestError,
+    check_api_key,
+)
 from clipcls.server.roots import resolve_roots
-from clipcls.server.uploads import checked_request, read_body
+from clipcls.server.uploads import Budget, Held, checked_request, read_body
 from clipcls.settings import ModelSettings
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 HOSTS = {"localhost": "127.0.0.1", "127.0.0.1": "127.0.0.1", "0.0.0.0": "0.0.0.0", "::": "::"}
 MAIN = [0]  # the pid of the process that runs LitServe
+STOPPING: list[int] = []  # the stop signal, once one came: a worker that ends then was stopped
+STOP_WAIT = 0.5  # seconds uvicorn gives requests in flight when the server stops
 STATE_PREFIX = "clipcls-serve-"  # then the server's pid: its state folder (uploads, model facts)
 
 
@@ -49,6 +57,8 @@ def check_options(options: ServeOptions) -> None:
     """Refuse a reachable server without a key, and hosts LitServe cannot bind."""
     if options.host not in HOSTS:
         raise UsageError(f"--host must be one of {', '.join(HOSTS)}, not {options.host!r}")
+    if options.api_key:
+        check_api_key(options.api_key, "--api-key (or $CLIPCLS_API_KEY)")
     if options.host not in LOOPBACK and not options.api_key:
         raise UsageError(
             f"--host {options.host} lets other machines in: set --api-key (or $CLIPCLS_API_KEY)"
@@ -59,21 +69,31 @@ def check_options(options: ServeOptions) -> None:
     for host in options.url_hosts:
         if not host or any(c in host for c in " @?#\\") or host.count(":") == 1:
             raise UsageError(f"--allow-url-hosts takes host names or addresses, not {host!r}")
+
+
+def listen(options: ServeOptions) -> socket.socket:
+    """Bind and listen on the server's port now, before the model loads, and keep it: a
+    second server started on the same port at the same time fails here, not after loading."""
     host = HOSTS[options.host]
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family) as probe:  # before the model loads, not after
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:  # bound by another process that is still loading its model: listen() fails
-            probe.bind((host, options.port))
-            probe.listen()
-        except OSError as error:
-            where = f"{options.host} port {options.port}"
-            raise UsageError(f"cannot listen on {where}: {error.strerror or error}") from None
+    sock = socket.socket(family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not SO_REUSEPORT
+    try:
+        sock.bind((host, options.port))
+        sock.listen(2048)
+    except OSError as error:
+        sock.close()
+        where = f"{options.host} port {options.port}"
+        raise UsageError(f"cannot listen on {where}: {error.strerror or error}") from None
+    sock.set_inheritable(True)  # LitServe's HTTP process serves on it
+    return sock
 
 
 class Guard:
     """ASGI middleware: every request shows the API key (when one is set); predict requests
-    are read within the size limit, checked, and passed on as one JSON body."""
+    are read within the size limit, the read deadline and the server's budget for bodies in
+    flight, checked, and passed on as one JSON body; a worker's error answer for one request
+    goes out with its own status."""
 
     def __init__(self, app: Any, options: dict[str, Any]) -> None:
         self.app = app
@@ -83,6 +103,7 @@ class Guard:
         self.info_file = Path(options["info_file"])
         self.facts: dict[str, Any] = options["facts"]
         self.uploads = Path(options["uploads"])
+        self.budget = Budget(self.limits.max_pending_bytes)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -99,10 +120,22 @@ class Guard:
         if scope["path"] != "/v1/predict" or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
+        held = Held(self.budget)
         try:
-            raw = await read_body(
-                receive, headers.get("content-length", ""), self.limits.max_body_bytes
+            await self._predict(scope, headers, receive, send, held)
+        finally:
+            held.release()
+
+    async def _predict(
+        self, scope: Any, headers: dict[str, str], receive: Any, send: Any, held: Held
+    ) -> None:
+        seconds = self.limits.seconds
+        started = time.monotonic()
+        try:
+            reading = read_body(
+                receive, headers.get("content-length", ""), self.limits.max_body_bytes, held
             )
+            raw = await asyncio.wait_for(reading, seconds)
             checked = await checked_request(
                 scope,
                 headers.get("content-type", ""),
@@ -111,9 +144,20 @@ class Guard:
                 self.allow_dirs,
                 self.uploads,
             )
+        except asyncio.TimeoutError:
+            await _reply(send, 408, {"error": f"the body was not sent within {seconds:g} s"})
+            return
         except RequestError as error:
             await _reply(send, error.status, {"error": str(error)})
             return
+        try:
+            left = max(0.1, seconds - (time.monotonic() - started))
+            await self._answer(scope, receive, send, checked.body, left)
+        finally:
+            checked.remove()
+
+    async def _answer(self, scope: Any, receive: Any, send: Any, body: bytes, left: float) -> None:
+        """Hand the checked body to LitServe and its answer to the client, within left s."""
         sent = False
 
         async def replay() -> dict[str, Any]:
@@ -122,28 +166,20 @@ class Guard:
                 message: dict[str, Any] = await receive()  # the client's disconnect, when it comes
                 return message
             sent = True
-            return {"type": "http.request", "body": checked.body, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": False}
 
         replaced = (b"content-type", b"content-length")
         kept = [(k, v) for k, v in scope["headers"] if k.lower() not in replaced]
-        length = str(len(checked.body)).encode()
+        length = str(len(body)).encode()
         json_headers = [(b"content-type", b"application/json"), (b"content-length", length)]
-        started = False
-
-        async def tracked(message: dict[str, Any]) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+        out = Answer(send)
         try:
-            answer = self.app({**scope, "headers": kept + json_headers}, replay, tracked)
-            await asyncio.wait_for(answer, self.limits.seconds)
+            answer = self.app({**scope, "headers": kept + json_headers}, replay, out.send)
+            await asyncio.wait_for(answer, left)
         except asyncio.TimeoutError:
-            if not started:  # the model may still finish it; this client has waited enough
+            if not out.started:  # the model may still finish it; this client has waited enough
                 seconds = self.limits.seconds
                 await _reply(send, 504, {"error": f"no answer within {seconds:g} s (--timeout)"})
-        finally:
-            checked.remove()
 
     async def _info(self, send: Any) -> None:
         from clipcls.server.worker import read_info
@@ -153,6 +189,41 @@ class Guard:
             await _reply(send, 503, {"error": "the model is still loading"})
             return
         await _reply(send, 200, {**self.facts, **model})
+
+
+class Answer:
+    """LitServe's answer on its way out; a worker's error answer ({"error", "status"}) goes
+    out with that status instead of 200."""
+
+    def __init__(self, send: Any) -> None:
+        self.out = send
+        self.start: dict[str, Any] | None = None
+        self.started = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.started = True
+        if message["type"] == "http.response.start" and message.get("status") == 200:
+            self.start = message  # held until the body shows whether it is an error
+            return
+        start, self.start = self.start, None
+        if start is not None and message["type"] == "http.response.body":
+            error = _worker_error(message.get("body", b""), message.get("more_body", False))
+            if error is not None:
+                await _reply(self.out, error[0], {"error": error[1]})
+                return
+        if start is not None:
+            await self.out(start)
+        await self.out(message)
+
+
+def _worker_error(body: bytes, more: bool) -> tuple[int, str] | None:
+    if more or not body.startswith(b'{"error"'):
+        return None
+    try:
+        payload = json.loads(body)
+        return int(payload[ERROR_STATUS]), str(payload["error"])
+    except (ValueError, KeyError, TypeError):
+        return None
 
 
 async def _reply(send: Any, status: int, payload: dict[str, Any]) -> None:
@@ -182,6 +253,7 @@ def _stop(signum: int, frame: Any) -> None:
     (which inherits this handler) just exits, without a traceback."""
     if os.getpid() != MAIN[0]:
         raise SystemExit(0)
+    STOPPING.append(signum)
     # LitServe's worker monitor may log a traceback as its manager goes away: stopping is ours.
     logging.getLogger("litserve").setLevel(logging.CRITICAL)
     raise KeyboardInterrupt
@@ -208,16 +280,20 @@ def serve(
     settings: ModelSettings,
     options: ServeOptions,
     on_ready: Callable[[dict[str, Any]], None] | None = None,
+    sock: socket.socket | None = None,
 ) -> None:
     """Load the model in LitServe's worker and answer until stopped (Ctrl-C or SIGTERM);
-    on_ready gets the model's facts (model, device, precision, ...) once it can answer."""
+    on_ready gets the model's facts (model, device, precision, ...) once it can answer.
+    sock: listen()'s socket, when the caller bound the port already."""
     import litserve as ls
 
+    from clipcls.server.connections import HeadDeadline
     from clipcls.server.protocol import machine_id
     from clipcls.server.worker import ClipclsAPI, Reach, die_with_parent
     from clipcls.webfetch import server_policy
 
     check_options(options)
+    sock = sock or listen(options)
     shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None  # uploads stay in memory
     base = Path(shm or tempfile.gettempdir())
     sweep_dead_servers(base)
@@ -264,6 +340,8 @@ def serve(
     os.register_at_fork(after_in_child=lambda: die_with_parent(MAIN[0]))
     for stop in (signal.SIGTERM, signal.SIGINT):  # LitServe stops its workers, then returns
         signal.signal(stop, _stop)
+    HeadDeadline.seconds = min(HeadDeadline.seconds, options.limits.seconds)
+    server.uvicorn_graceful_timeout = STOP_WAIT  # LitServe's 30 s held SIGTERM that long
     try:
         server.run(
             host=HOSTS[options.host],
@@ -271,6 +349,21 @@ def serve(
             num_api_servers=1,
             log_level="warning",
             generate_client_file=False,
+            fd=sock.fileno(),  # uvicorn serves on our socket instead of binding its own
+            http=HeadDeadline,
         )
+    except (KeyboardInterrupt, EOFError, OSError):  # EOFError: LitServe stopped its manager
+        if not _worker_died(server):
+            raise
     finally:
         shutil.rmtree(state, ignore_errors=True)
+    if _worker_died(server):
+        raise ClipclsError("the model worker died (killed, or out of memory?); the server stopped")
+
+
+def _worker_died(server: Any) -> bool:
+    """Whether a LitServe model worker ended by itself (a signal, a crash), not by our stop."""
+    if STOPPING:
+        return False
+    codes = [worker.exitcode for worker in server.inference_workers]
+    return any(code not in (None, 0, -signal.SIGTERM) for code in codes)

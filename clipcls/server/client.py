@@ -26,7 +26,7 @@ from clipcls.pathtext import path_to_text
 from clipcls.pipeline import EmbedPlan
 from clipcls.prompts import TemplateSet
 from clipcls.remote import fetch, is_s3, is_url
-from clipcls.server.protocol import API_KEY_HEADER, allowed, machine_id
+from clipcls.server.protocol import API_KEY_HEADER, allowed, check_api_key, machine_id
 
 KEY_ENV = "CLIPCLS_API_KEY"
 Entry = dict[str, Any] | str  # what a request carries for a file, or why it stays here
@@ -44,6 +44,8 @@ class ServerClient:
         if not self.url.startswith(("http://", "https://")):
             raise UsageError(f"--server must be an http(s):// URL, not {url!r}")
         self.api_key = api_key if api_key is not None else os.environ.get(KEY_ENV) or None
+        if self.api_key is not None:
+            check_api_key(self.api_key, f"${KEY_ENV}")
         self.facts: dict[str, Any] = self._wait_for_model()
 
     def _wait_for_model(self) -> dict[str, Any]:
@@ -134,7 +136,8 @@ class RemoteEncoder:
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         limits = self.client.facts.get("limits", {})
-        step = max(1, int(limits.get("max_labels", 1000)) * int(limits.get("max_templates", 1)))
+        older = int(limits.get("max_labels", 1000)) * int(limits.get("max_templates", 1))
+        step = max(1, int(limits.get("max_texts", older)))  # one slice per request
         parts = []
         for start in range(0, len(texts), step):
             body = {"texts": list(texts[start : start + step])}

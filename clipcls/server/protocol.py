@@ -8,11 +8,11 @@ import binascii
 import os
 import platform
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clipcls.errors import ClipclsError, ImageError
+from clipcls.errors import ClipclsError, ImageError, UsageError
 from clipcls.labels import Label, check_labels, parse_label
 from clipcls.prompts import (
     DEFAULT_TEMPLATES,
@@ -27,6 +27,8 @@ from clipcls.server.roots import real_path, under
 from clipcls.webfetch import check_url
 
 API_KEY_HEADER = "X-API-Key"
+MAX_PROMPT_CHARS = 1000  # per label text or template; CLIP's 77 tokens are far fewer
+ERROR_STATUS = "status"  # in a worker's error answer: the HTTP status the guard sends it with
 
 
 class RequestError(ClipclsError):
@@ -47,6 +49,8 @@ class Limits:
     max_templates: int = 200
     max_top_k: int = 1000
     seconds: float = 60.0
+    max_texts: int = 4096  # prompts one request may have the text tower embed
+    max_pending_bytes: int = 4 * 64 * 1024**2  # bodies held at once, over all connections
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ def parse_request(
     """Check a decoded JSON body; RequestError (400, 403 or 413) says what is wrong."""
     if not isinstance(body, dict):
         raise RequestError(400, "the body must be a JSON object")
+    check_strings(body)
     if "texts" in body:
         return _texts(body, limits)
     unknown = set(body) - {"images", "labels", "templates", "top_k", "embedding"}
@@ -105,7 +110,43 @@ def parse_request(
         raise RequestError(400, "'embedding' must be true or false")
     labels = _labels(body.get("labels"), limits)
     templates = _templates(body.get("templates", DEFAULT_TEMPLATES), limits)
+    longest = max(len(t) for t in (*templates.templates, *(t for x in labels for t in x.texts)))
+    if longest > MAX_PROMPT_CHARS:  # CLIP reads 77 tokens: the rest is only work (x templates)
+        raise RequestError(
+            413, f"a label or template of {longest} characters; the limit is {MAX_PROMPT_CHARS}"
+        )
+    prompts = sum(len(label.texts) for label in labels) * len(templates.templates)
+    if prompts > limits.max_texts:
+        raise RequestError(
+            413, f"{prompts} prompts (label texts x templates); the limit is {limits.max_texts}"
+        )
     return ServeRequest(refs, labels, templates, top_k, embedding)
+
+
+def check_strings(body: Any) -> None:
+    """Refuse a lone surrogate or a NUL in any string or key of a decoded body: they cannot
+    reach a file name, SQLite or the tokenizer, and would fail the whole batch there."""
+    for text in _strings(body):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = ascii(text)[:80]
+            raise RequestError(400, f"a string holds a lone surrogate: {shown}") from None
+        if "\0" in text:
+            raise RequestError(400, f"a string holds a NUL character: {ascii(text)[:80]}")
+
+
+def _strings(body: Any) -> Iterator[str]:
+    stack = [body]  # not recursive: json.loads already bounded the nesting
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            yield item
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
 
 
 def _texts(body: dict[str, Any], limits: Limits) -> TextsRequest:
@@ -114,9 +155,13 @@ def _texts(body: dict[str, Any], limits: Limits) -> TextsRequest:
         raise RequestError(400, "a texts request holds only 'texts'")
     if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
         raise RequestError(400, "'texts' must be a non-empty list of strings")
-    most = limits.max_labels * limits.max_templates
-    if len(texts) > most:
-        raise RequestError(413, f"{len(texts)} texts; the limit is {most}")
+    if len(texts) > limits.max_texts:
+        raise RequestError(413, f"{len(texts)} texts; the limit is {limits.max_texts}")
+    longest = max(len(text) for text in texts)
+    if longest > 2 * MAX_PROMPT_CHARS:  # a label in a template
+        raise RequestError(
+            413, f"a text of {longest} characters; the limit is {2 * MAX_PROMPT_CHARS}"
+        )
     return TextsRequest(tuple(texts))
 
 
@@ -210,6 +255,15 @@ def allowed(path: str, allow_dirs: Sequence[str]) -> bool:
         return any(under(real, real_path(root)) is not None for root in allow_dirs)
     except (OSError, ValueError):
         return False
+
+
+def check_api_key(key: str, where: str) -> None:
+    """Refuse a key no HTTP header can carry as is: non-ASCII (or control) characters, or
+    spaces at its ends (which the server would strip and never match)."""
+    if not key or key != key.strip() or not all(" " <= c <= "~" for c in key):
+        raise UsageError(
+            f"{where} must be printable ASCII without spaces at its ends, not {ascii(key)}"
+        )
 
 
 def machine_id() -> str:

@@ -31,12 +31,40 @@ class Checked:
             path.unlink(missing_ok=True)
 
 
-async def read_body(receive: Any, declared: str, limit: int) -> bytes:
+class Budget:
+    """Bytes of request bodies the HTTP process holds at once, over all connections."""
+
+    def __init__(self, most: int) -> None:
+        self.most, self.used = most, 0
+
+
+class Held:
+    """One request's share of the budget, given back when it is answered."""
+
+    def __init__(self, budget: Budget) -> None:
+        self.budget, self.bytes = budget, 0
+
+    def take(self, count: int) -> None:
+        """Hold count more bytes, or RequestError 503 when the server holds too many."""
+        if self.budget.used + count > self.budget.most:
+            raise RequestError(503, "the server is busy reading other bodies; try again soon")
+        self.budget.used += count
+        self.bytes += count
+
+    def release(self) -> None:
+        self.budget.used -= self.bytes
+        self.bytes = 0
+
+
+async def read_body(receive: Any, declared: str, limit: int, held: Held) -> bytes:
     """The whole body, or RequestError 413 once past limit (read on to DRAIN, so the client
-    can hear the answer before the connection closes)."""
+    can hear the answer before the connection closes), or 503 once the bodies the server
+    holds (held's budget) would pass its limit."""
     too_big = RequestError(413, f"the body is over the server's limit of {limit} bytes")
     if declared.isdigit() and int(declared) > limit + DRAIN:
         raise too_big
+    if declared.isdigit():
+        held.take(min(int(declared), limit))  # at once: no bytes read for a body we cannot hold
     raw = bytearray()
     seen = 0
     while True:
@@ -46,6 +74,7 @@ async def read_body(receive: Any, declared: str, limit: int) -> bytes:
         chunk = message.get("body", b"")
         seen += len(chunk)
         if seen <= limit:
+            held.take(max(0, seen - held.bytes))  # beyond what was declared (chunked bodies)
             raw += chunk
         elif seen > limit + DRAIN:
             raise too_big
@@ -67,10 +96,7 @@ async def checked_request(
             request = await _form(scope, raw, limits, uploads, checked)
             roots = [*allow_dirs, str(uploads)]
         else:
-            try:
-                request = json.loads(raw)
-            except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
-                raise RequestError(400, "the body is not valid JSON") from None
+            request = _loads(raw, limits, "the body is not valid JSON")
         parsed = parse_request(request, limits, roots)
         if isinstance(parsed, ServeRequest) and any(ref.data is not None for ref in parsed.images):
             request["images"] = [
@@ -117,7 +143,7 @@ async def _form(
                 name = value.filename or f"image[{len(request['images'])}]"
                 request["images"].append({**entry, "name": name})
             elif key in FORM_FIELDS and isinstance(value, str):
-                request[key] = _form_value(key, value)
+                request[key] = _form_value(key, value, limits)
             else:
                 raise RequestError(400, f"unknown form field {key!r}")
     finally:
@@ -131,14 +157,25 @@ async def _form(
     return request
 
 
-def _form_value(key: str, value: str) -> Any:
+def _form_value(key: str, value: str, limits: Limits) -> Any:
     if key == "top_k":
         return int(value) if value.isdigit() else value
     if key == "embedding":
         return value.lower() in ("1", "true", "yes")
     if key in JSON_FIELDS and value.startswith("["):
-        try:
-            return json.loads(value)
-        except ValueError:
-            raise RequestError(400, f"'{key}' is not a JSON list") from None
+        return _loads(value.encode(), limits, f"'{key}' is not a JSON list")
     return value
+
+
+def _loads(raw: bytes, limits: Limits, why: str) -> Any:
+    """Decode JSON whose number of values a request can need bounds: 60 MB of `[],[],...`
+    would otherwise become 20 million Python lists (1.4 GB) before any limit is checked."""
+    needed = 4 * (limits.max_images + limits.max_labels + limits.max_templates)
+    most = needed + 2 * limits.max_texts + 1000
+    found = raw.count(b",") + raw.count(b"[") + raw.count(b"{")  # >= the values, minus 1
+    if found > most:
+        raise RequestError(400, f"{found} JSON values; no request needs more than {most}")
+    try:
+        return json.loads(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
+        raise RequestError(400, why) from None

@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import sys
+import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,9 +27,12 @@ from clipcls.images import load_image
 from clipcls.output.rows import Columns, to_row
 from clipcls.pipeline import EmbeddedBatch, PreparedImage
 from clipcls.remote import fetch
+from clipcls.server.deadline import DeadlineEncoder, OutOfTime
 from clipcls.server.protocol import (
+    ERROR_STATUS,
     ImageRef,
     Limits,
+    RequestError,
     ServeRequest,
     TextsRequest,
     parse_request,
@@ -68,6 +72,7 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         die_with_parent(self.parent)
         self.roots = OpenRoots(self.reach.roots)  # held open: a root swapped later means nothing
         self.encoder = ClipModel(self.settings)
+        self.texts = DeadlineEncoder(self.encoder)  # stops a request's prompts at --timeout
         self.cache = EmbeddingCache(self.settings.resolved_cache_dir())
         self.classifiers: OrderedDict[Any, Classifier] = OrderedDict()
         self.batch_size = default_batch_size(self.encoder.plan.device)
@@ -94,8 +99,10 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
     def decode_request(self, request):  # type: ignore[no-untyped-def]
         try:  # checked already by the guard in front; a failure here must not fail the batch
             return parse_request(request, self.limits, self.allow_dirs)
+        except RequestError as error:
+            return failed(error.status, str(error))
         except Exception as error:
-            return str(error)
+            return failed(400, f"cannot read the request: {error}")
 
     def batch(self, inputs: list[Any]) -> list[Any]:
         return inputs
@@ -103,26 +110,45 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
     def unbatch(self, output: list[Any]) -> list[Any]:
         return output
 
-    def predict(self, requests: list[ServeRequest | TextsRequest | str]) -> list[Any]:
-        """Embed every image of every request together, then score each request."""
+    def predict(self, requests: list[ServeRequest | TextsRequest | dict[str, Any]]) -> list[Any]:
+        """Embed every image of every request together, then score each request; whatever
+        goes wrong with one request is its own error answer, the others are answered."""
         refs = [ref for r in requests if isinstance(r, ServeRequest) for ref in r.images]
-        prepared = list(self.pool.map(self._prepare, refs))
+        prepared = list(self.pool.map(self._prepare_one, refs))
         vectors = self._embed(prepared)
         answers: list[Any] = []
         start = 0
+        self.texts.deadline = time.monotonic() + self.limits.seconds  # the guard's 504 by then
         for request in requests:
-            if isinstance(request, str):
-                answers.append({"error": request})
-                continue
-            if isinstance(request, TextsRequest):
-                embedded = encode_prompts(self.encoder, list(request.texts), self.cache)
-                answers.append({"embeddings": embedded.tolist()})
-                continue
-            items = prepared[start : start + len(request.images)]
-            mine = vectors[start : start + len(request.images)]
-            start += len(request.images)
-            answers.append(self._answer(request, items, mine))
+            count = len(request.images) if isinstance(request, ServeRequest) else 0
+            items, mine = prepared[start : start + count], vectors[start : start + count]
+            start += count
+            try:
+                answers.append(self._one(request, items, mine))
+            except OutOfTime as error:
+                answers.append(failed(504, str(error)))
+            except Exception as error:  # noqa: BLE001 -- one request's failure stays its own
+                answers.append(failed(500, f"cannot answer this request: {error}"))
         return answers
+
+    def _one(
+        self,
+        request: ServeRequest | TextsRequest | dict[str, Any],
+        items: list[PreparedImage],
+        vectors: list[Any],
+    ) -> dict[str, Any]:
+        if isinstance(request, dict):  # decode_request's error answer
+            return request
+        if isinstance(request, TextsRequest):
+            embedded = encode_prompts(self.texts, list(request.texts), self.cache)
+            return {"embeddings": embedded.tolist()}
+        return self._answer(request, items, vectors)
+
+    def _prepare_one(self, ref: ImageRef) -> PreparedImage:
+        try:
+            return self._prepare(ref)
+        except Exception as error:  # noqa: BLE001 -- an image's failure is its own row
+            return PreparedImage(ref.name, error=f"cannot read {ref.name}: {error}")
 
     def _prepare(self, ref: ImageRef) -> PreparedImage:
         plan = self.encoder.plan
@@ -174,7 +200,7 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         key = (request.labels, request.templates.templates)
         found = self.classifiers.get(key)
         if found is None:
-            found = Classifier(self.encoder, request.labels, request.templates, None, self.cache)
+            found = Classifier(self.texts, request.labels, request.templates, None, self.cache)
             self.classifiers[key] = found
             if len(self.classifiers) > CLASSIFIERS_KEPT:
                 self.classifiers.popitem(last=False)
@@ -189,6 +215,11 @@ class Reach:
 
     roots: tuple[Root, ...]
     url_policy: UrlPolicy
+
+
+def failed(status: int, message: str) -> dict[str, Any]:
+    """One request's error answer; the guard sends it with its own HTTP status."""
+    return {"error": message, ERROR_STATUS: status}
 
 
 def die_with_parent(parent: int) -> None:
