@@ -118,8 +118,24 @@ def resolve(host: str, port: int, policy: UrlPolicy) -> list[str]:
     return list(dict.fromkeys(kept))
 
 
+def on_private_network(url: str) -> bool:
+    """Whether url's host is this machine or its network (some address of it is not public):
+    a URL a server would refuse, but the user's own client may fetch. False for a URL that
+    does not parse or resolve (then whoever fetches it reports why)."""
+    try:
+        parts = check_url(url)
+        found = socket.getaddrinfo(parts.hostname or "", parts.port or 80, type=socket.SOCK_STREAM)
+    except (ImageError, OSError, UnicodeError):
+        return False
+    return any(not is_public(_address(str(info[4][0]))) for info in found)
+
+
+def _address(text: str) -> Address:
+    return ipaddress.ip_address(text.partition("%")[0])
+
+
 def _allowed(policy: UrlPolicy, host: str, address: str) -> bool:
-    return policy.allows(host, ipaddress.ip_address(address.partition("%")[0]))
+    return policy.allows(host, _address(address))
 
 
 @dataclass

@@ -42,6 +42,7 @@ MALFORMED = {  # each a 400 for its own request only
     "a broken IPv6 host": {"images": [{"url": "http://[::1/x"}], "labels": ["a", "b"]},
     "a lone surrogate name": {"images": [{"data": IMAGE, "name": "\ud800"}], "labels": ["a"]},
     "a lone surrogate label": {**GOOD, "labels": ["c\ud800t", "dog"]},
+    "an escaped-byte label": {**GOOD, "labels": ["caf\udce9", "dog"]},
     "a lone surrogate template": {**GOOD, "templates": ["a \udfff {}"]},
     "a NUL in a path": {"images": [{"path": "/tmp/a\u0000b.png"}], "labels": ["a", "b"]},
     "a lone surrogate text": {"texts": ["\ud800"]},

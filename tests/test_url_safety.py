@@ -233,6 +233,12 @@ def test_the_server_refuses_loopback_urls_unless_allowed(tiny_model: str) -> Non
             allowed = f"http://localhost:{port}/photo.png"
             status, answer = server.predict([{"url": u} for u in (direct, closed, hop, allowed)])
             bad = server.predict([{"url": MALFORMED[0]}])
+            # the user's own loopback URL through --server: fetched by the client, uploaded
+            mine = runner.invoke(
+                app,
+                ["predict", direct, "--server", server.url, "-f", "jsonl"]
+                + ["--labels", "cat,dog", "-q"],
+            )
         finally:
             assert server.stop() == 0
     assert status == 200
@@ -241,7 +247,9 @@ def test_the_server_refuses_loopback_urls_unless_allowed(tiny_model: str) -> Non
         f"cannot fetch URL: {u}" for u in (direct, closed, hop)
     ]
     assert "predictions" in rows[3]
-    assert Site.hits["/photo.png"] == 1  # the one opted-in fetch; none to the refused ones
+    # the one opted-in fetch and the client's own; none to the refused ones
+    assert Site.hits["/photo.png"] == 2
+    assert mine.exit_code == 0 and "predictions" in jsonl(mine.stdout)[0], mine.output
     assert bad[0] == 400 and "malformed URL" in bad[1]["error"]
 
 

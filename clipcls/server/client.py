@@ -27,6 +27,7 @@ from clipcls.pipeline import EmbedPlan
 from clipcls.prompts import TemplateSet
 from clipcls.remote import fetch, is_s3, is_url
 from clipcls.server.protocol import API_KEY_HEADER, allowed, check_api_key, machine_id
+from clipcls.webfetch import on_private_network
 
 KEY_ENV = "CLIPCLS_API_KEY"
 Entry = dict[str, Any] | str  # what a request carries for a file, or why it stays here
@@ -240,13 +241,16 @@ class RemoteClassifier:
     def _entry(self, path: str) -> Entry:
         """What the request carries for path, or the error that keeps it local."""
         name = path_to_text(path)
-        if is_url(path) and not is_s3(path):
+        here = is_s3(path) or (is_url(path) and on_private_network(path))
+        if is_url(path) and not here:
             return self._url_limit(path) or {"url": path, "name": name}
         absolute = os.path.abspath(path)
-        if self.shared and not is_s3(path) and allowed(absolute, self.client.facts["allow_dirs"]):
+        if self.shared and not here and allowed(absolute, self.client.facts["allow_dirs"]):
             return size_error(path, self.max_megapixels) or {"path": absolute, "name": name}
         try:
-            stream = fetch(path, float("inf")) if is_s3(path) else open_regular(path)
+            # s3 with this side's credentials, and the user's own network (loopback, LAN),
+            # which a server refuses to fetch, are read here and uploaded
+            stream = fetch(path, self.max_megapixels) if here else open_regular(path)
             with stream:
                 data = stream.read(self.max_bytes + 1)
         except ImageError as error:

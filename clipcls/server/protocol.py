@@ -8,7 +8,7 @@ import binascii
 import os
 import platform
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,6 +110,7 @@ def parse_request(
         raise RequestError(400, "'embedding' must be true or false")
     labels = _labels(body.get("labels"), limits)
     templates = _templates(body.get("templates", DEFAULT_TEMPLATES), limits)
+    check_prompts((*templates.templates, *(t for x in labels for t in x.texts)))
     longest = max(len(t) for t in (*templates.templates, *(t for x in labels for t in x.texts)))
     if longest > MAX_PROMPT_CHARS:  # CLIP reads 77 tokens: the rest is only work (x templates)
         raise RequestError(
@@ -125,15 +126,26 @@ def parse_request(
 
 def check_strings(body: Any) -> None:
     """Refuse a lone surrogate or a NUL in any string or key of a decoded body: they cannot
-    reach a file name, SQLite or the tokenizer, and would fail the whole batch there."""
+    reach a file name, SQLite or the tokenizer, and would fail the whole batch there. An
+    escaped byte of a non-UTF-8 file name (U+DC80-U+DCFF) may name a file; prompts are
+    checked strictly by check_prompts."""
     for text in _strings(body):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            shown = ascii(text)[:80]
-            raise RequestError(400, f"a string holds a lone surrogate: {shown}") from None
+        _encodes(text, "surrogateescape")
         if "\0" in text:
             raise RequestError(400, f"a string holds a NUL character: {ascii(text)[:80]}")
+
+
+def check_prompts(texts: Iterable[str]) -> None:
+    """Refuse prompt texts the tokenizer cannot encode (any surrogate, escaped byte or not)."""
+    for text in texts:
+        _encodes(text, "strict")
+
+
+def _encodes(text: str, errors: str) -> None:
+    try:
+        text.encode("utf-8", errors)
+    except UnicodeEncodeError:
+        raise RequestError(400, f"a string holds a lone surrogate: {ascii(text)[:80]}") from None
 
 
 def _strings(body: Any) -> Iterator[str]:
@@ -157,6 +169,7 @@ def _texts(body: dict[str, Any], limits: Limits) -> TextsRequest:
         raise RequestError(400, "'texts' must be a non-empty list of strings")
     if len(texts) > limits.max_texts:
         raise RequestError(413, f"{len(texts)} texts; the limit is {limits.max_texts}")
+    check_prompts(texts)
     longest = max(len(text) for text in texts)
     if longest > 2 * MAX_PROMPT_CHARS:  # a label in a template
         raise RequestError(
