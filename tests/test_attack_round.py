@@ -2,12 +2,19 @@
 fields, resuming a CSV a spreadsheet re-saved). Each test is one attack that broke; servers
 run on 127.0.0.1 only and get a bounded number of requests."""
 
+import csv
+import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_IMAGES
 from test_serve import Server
+from typer.testing import CliRunner
 
+from clipcls.cli import app
+
+runner = CliRunner()
 IMAGE = (SAMPLE_IMAGES / "chelsea.png").read_bytes()
 BOUNDARY = "attackB0undary"
 
@@ -48,3 +55,27 @@ def test_a_form_top_k_that_is_no_ascii_number_is_a_400_not_a_500(
     )
     assert status == 400, answer
     assert "top_k" in answer["error"]
+
+
+def test_resume_reads_a_csv_a_spreadsheet_saved_with_a_byte_order_mark(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    # Excel's "CSV UTF-8" and LibreOffice's default re-save add a BOM (and quote and CRLF);
+    # resume refused it saying the columns differ while printing the same names.
+    photos = tmp_path / "in"
+    photos.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(SAMPLE_IMAGES / "chelsea.png", photos / name)
+    args = ["label", str(photos), "--model", tiny_model, "--labels", "=cmd,dog"]
+    output = tmp_path / "out.csv"
+    assert runner.invoke(app, [*args, "-o", str(output)]).exit_code == 0
+    with output.open(newline="", encoding="utf-8") as stream:
+        rows = list(csv.reader(stream))
+    with output.open("w", newline="", encoding="utf-8-sig") as stream:
+        csv.writer(stream, quoting=csv.QUOTE_ALL).writerows(rows[:-1])  # one row lost
+    resumed = runner.invoke(app, [*args, "-o", str(output), "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    with output.open(newline="", encoding="utf-8-sig") as stream:
+        again = list(csv.reader(stream))
+    assert again[0] == rows[0]
+    assert sorted(again[1:]) == sorted(rows[1:])  # the lost row back, nothing doubled
