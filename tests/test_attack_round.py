@@ -13,6 +13,8 @@ from test_serve import Server
 from typer.testing import CliRunner
 
 from clipcls.cli import app
+from clipcls.errors import ImageError
+from clipcls.server.roots import OpenRoots, resolve_roots
 
 runner = CliRunner()
 IMAGE = (SAMPLE_IMAGES / "chelsea.png").read_bytes()
@@ -79,3 +81,15 @@ def test_resume_reads_a_csv_a_spreadsheet_saved_with_a_byte_order_mark(
         again = list(csv.reader(stream))
     assert again[0] == rows[0]
     assert sorted(again[1:]) == sorted(rows[1:])  # the lost row back, nothing doubled
+
+
+@pytest.mark.parametrize("tail", ["/", "/.", "/../c.png", "//./"])
+def test_a_file_named_as_a_folder_is_not_opened_as_the_file(tmp_path: Path, tail: str) -> None:
+    # The kernel answers ENOTDIR for c.png/ and c.png/../c.png (`predict c.png/` says the
+    # input does not exist); the server's realpath dropped the tail and served c.png.
+    shutil.copy(SAMPLE_IMAGES / "chelsea.png", tmp_path / "c.png")
+    roots = OpenRoots(resolve_roots([str(tmp_path)]))
+    with roots.open(str(tmp_path / "c.png")) as stream:
+        assert stream.read(8) == IMAGE[:8]
+    with pytest.raises(ImageError, match="file not found"):
+        roots.open(str(tmp_path / "c.png") + tail)
