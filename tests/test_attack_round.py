@@ -93,3 +93,16 @@ def test_a_file_named_as_a_folder_is_not_opened_as_the_file(tmp_path: Path, tail
         assert stream.read(8) == IMAGE[:8]
     with pytest.raises(ImageError, match="file not found"):
         roots.open(str(tmp_path / "c.png") + tail)
+
+
+def test_a_pretrained_the_server_lacks_is_refused_without_printing_none(
+    server: Server, tmp_path: Path
+) -> None:
+    # The refusal named the server's weights as "local-dir:... with None".
+    image = tmp_path / "c.png"
+    image.write_bytes(IMAGE)
+    args = ["predict", str(image), "--server", server.url, "--labels", "cat,dog"]
+    refused = runner.invoke(app, [*args, "--pretrained", "openai"])
+    assert refused.exit_code == 2, refused.output
+    assert "--pretrained openai" in refused.output
+    assert "None" not in refused.output
