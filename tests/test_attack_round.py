@@ -3,7 +3,9 @@ fields, resuming a CSV a spreadsheet re-saved). Each test is one attack that bro
 run on 127.0.0.1 only and get a bounded number of requests."""
 
 import csv
+import http.server
 import shutil
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -106,3 +108,56 @@ def test_a_pretrained_the_server_lacks_is_refused_without_printing_none(
     assert refused.exit_code == 2, refused.output
     assert "--pretrained openai" in refused.output
     assert "None" not in refused.output
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """A loopback site that redirects every request to `target` and records the headers it is
+    sent (the redirect's target is the same class on another port)."""
+
+    target = ""
+    seen: list[dict[str, str]] = []
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        type(self).seen.append(dict(self.headers.items()))
+        if self.target:
+            self.send_response(302)
+            self.send_header("Location", self.target + self.path)
+        else:
+            self.send_response(404)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+def test_the_api_key_is_never_sent_where_the_server_redirects(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # urllib follows a 302 and copies every header but Content-*: --server answering with a
+    # redirect (a proxy, a moved host, plain http) got CLIPCLS_API_KEY sent to that host.
+    class Elsewhere(_Recorder):
+        seen: list[dict[str, str]] = []
+
+    class Redirecting(_Recorder):
+        seen: list[dict[str, str]] = []
+
+    sites = [http.server.HTTPServer(("127.0.0.1", 0), kind) for kind in (Elsewhere, Redirecting)]
+    Redirecting.target = f"http://127.0.0.1:{sites[0].server_address[1]}"
+    threads = [threading.Thread(target=site.serve_forever, daemon=True) for site in sites]
+    for thread in threads:
+        thread.start()
+    monkeypatch.setenv("CLIPCLS_API_KEY", "secret-key-123456")
+    image = tmp_path / "c.png"
+    image.write_bytes(IMAGE)
+    try:
+        url = f"http://127.0.0.1:{sites[1].server_address[1]}"
+        result = runner.invoke(app, ["predict", str(image), "--server", url, "--labels", "a,b"])
+    finally:
+        for site in sites:
+            site.shutdown()
+            site.server_close()
+    assert result.exit_code == 1, result.output
+    assert "answered 302" in result.output
+    assert Redirecting.seen and "secret-key-123456" in str(Redirecting.seen)
+    assert not any("secret-key-123456" in str(headers) for headers in Elsewhere.seen)

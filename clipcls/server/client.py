@@ -36,6 +36,16 @@ LOAD_WAIT = 120.0  # seconds to wait for a server that is still loading its mode
 TIMEOUT = 600.0  # seconds for one answer (the server bounds its own time per request)
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error, not followed: urllib would send the API key to its target."""
+
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
 class ServerClient:
     """Talks to one server: its facts (model, limits, machine) and predict requests."""
 
@@ -71,7 +81,7 @@ class ServerClient:
         if self.api_key:
             request.add_header(API_KEY_HEADER, self.api_key)
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:  # noqa: S310
+            with _OPENER.open(request, timeout=TIMEOUT) as answer:
                 return json.loads(answer.read())
         except urllib.error.HTTPError as error:
             if error.code == 401:
