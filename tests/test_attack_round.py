@@ -4,8 +4,10 @@ run on 127.0.0.1 only and get a bounded number of requests."""
 
 import csv
 import http.server
+import json
 import shutil
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,3 +163,55 @@ def test_the_api_key_is_never_sent_where_the_server_redirects(
     assert "answered 302" in result.output
     assert Redirecting.seen and "secret-key-123456" in str(Redirecting.seen)
     assert not any("secret-key-123456" in str(headers) for headers in Elsewhere.seen)
+
+
+HOSTILE_ANSWERS = {
+    "a label never asked": {"label": "zebra", "probability": 0.9, "similarity": 0.1},
+    "a NaN probability": {"label": "cat", "probability": "nan", "similarity": 0.1},
+    "no probability": {"label": "cat", "similarity": 0.1},
+    "not an object": "cat",
+}
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_ANSWERS, ids=list(HOSTILE_ANSWERS))
+def test_a_server_answer_that_is_no_prediction_for_the_labels_asked_is_one_error_line(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hostile: str
+) -> None:
+    # label --server sorted into sorted/zebra/ (a label never asked), wrote `nan`, or died
+    # with a KeyError/AttributeError traceback, on whatever a server (or a proxy) answered.
+    with urllib.request.urlopen(server.url + "/v1/info", timeout=30) as answer:
+        facts = answer.read()
+    body = json.dumps({"predictions": [{"predictions": [HOSTILE_ANSWERS[hostile]]}]}).encode()
+
+    class Hostile(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def reply(self, data: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self.reply(facts)
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.reply(body)
+
+    site = http.server.HTTPServer(("127.0.0.1", 0), Hostile)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "c.png").write_bytes(IMAGE)
+    monkeypatch.chdir(tmp_path)
+    url = f"http://127.0.0.1:{site.server_address[1]}"
+    args = ["label", "in", "--server", url, "--labels", "cat", "-o", "o.csv", "--sort-into", "s"]
+    try:
+        result = runner.invoke(app, args)
+    finally:
+        site.shutdown()
+        site.server_close()
+    assert result.exit_code == 1, result.output
+    assert "sent an answer clipcls cannot read" in result.output
+    assert not (tmp_path / "s" / "zebra").exists()

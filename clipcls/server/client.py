@@ -4,6 +4,7 @@ what the CLI's --server runs to classify files on a warm server and read back Pr
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import time
@@ -283,21 +284,30 @@ class RemoteClassifier:
         entries = [entry for _, entry in batch if isinstance(entry, dict)]
         request = {**self.request, "embedding": self.embeddings}
         answers = iter(self.client.predict(entries, request) if entries else [])
+        names = {label.name for label in self.labels}
         return [
             Prediction(path, error=entry)
             if isinstance(entry, str)
-            else _prediction(path, next(answers))
+            else _prediction(path, next(answers), names, self.client.url)
             for path, entry in batch
         ]
 
 
-def _prediction(path: str, answer: dict[str, Any]) -> Prediction:
-    if answer.get("error"):
-        return Prediction(path, error=str(answer["error"]))
-    scores = tuple(
-        LabelScore(str(s["label"]), float(s["probability"]), float(s["similarity"]))
-        for s in answer.get("predictions", [])
-    )
-    vector = answer.get("embedding")
-    embedding = None if vector is None else np.asarray(vector, dtype=np.float32)
+def _prediction(path: str, answer: Any, names: set[str], url: str) -> Prediction:
+    """The Prediction a predict object holds; ClipclsError if it is not one for exactly the
+    labels asked with finite scores (a label the run never asked for would name a folder)."""
+    try:
+        if answer.get("error"):
+            return Prediction(path, error=str(answer["error"]))
+        scores = tuple(
+            LabelScore(str(s["label"]), float(s["probability"]), float(s["similarity"]))
+            for s in answer.get("predictions", [])
+        )
+        vector = answer.get("embedding")
+        embedding = None if vector is None else np.asarray(vector, dtype=np.float32)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        scores = ()
+    finite = all(math.isfinite(s.probability + s.similarity) for s in scores)
+    if not finite or len(scores) != len(names) or {s.label for s in scores} != names:
+        raise ClipclsError(f"the server at {url} sent an answer clipcls cannot read")
     return Prediction(path, scores, embedding=embedding)
