@@ -165,23 +165,12 @@ def test_the_api_key_is_never_sent_where_the_server_redirects(
     assert not any("secret-key-123456" in str(headers) for headers in Elsewhere.seen)
 
 
-HOSTILE_ANSWERS = {
-    "a label never asked": {"label": "zebra", "probability": 0.9, "similarity": 0.1},
-    "a NaN probability": {"label": "cat", "probability": "nan", "similarity": 0.1},
-    "no probability": {"label": "cat", "similarity": 0.1},
-    "not an object": "cat",
-}
-
-
-@pytest.mark.parametrize("hostile", HOSTILE_ANSWERS, ids=list(HOSTILE_ANSWERS))
-def test_a_server_answer_that_is_no_prediction_for_the_labels_asked_is_one_error_line(
-    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hostile: str
-) -> None:
-    # label --server sorted into sorted/zebra/ (a label never asked), wrote `nan`, or died
-    # with a KeyError/AttributeError traceback, on whatever a server (or a proxy) answered.
-    with urllib.request.urlopen(server.url + "/v1/info", timeout=30) as answer:
-        facts = answer.read()
-    body = json.dumps({"predictions": [{"predictions": [HOSTILE_ANSWERS[hostile]]}]}).encode()
+def hostile_site(server: Server, answer: object) -> http.server.HTTPServer:
+    """A loopback site that answers /v1/info as the real server does and every POST with
+    answer, serving in a thread until shut down."""
+    with urllib.request.urlopen(server.url + "/v1/info", timeout=30) as reply:
+        facts = reply.read()
+    body = json.dumps(answer).encode()
 
     class Hostile(http.server.BaseHTTPRequestHandler):
         def log_message(self, *args: object) -> None:
@@ -202,6 +191,25 @@ def test_a_server_answer_that_is_no_prediction_for_the_labels_asked_is_one_error
 
     site = http.server.HTTPServer(("127.0.0.1", 0), Hostile)
     threading.Thread(target=site.serve_forever, daemon=True).start()
+    return site
+
+
+HOSTILE_ANSWERS = {
+    "a label never asked": {"label": "zebra", "probability": 0.9, "similarity": 0.1},
+    "a NaN probability": {"label": "cat", "probability": "nan", "similarity": 0.1},
+    "no probability": {"label": "cat", "similarity": 0.1},
+    "not an object": "cat",
+}
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_ANSWERS, ids=list(HOSTILE_ANSWERS))
+def test_a_server_answer_that_is_no_prediction_for_the_labels_asked_is_one_error_line(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, hostile: str
+) -> None:
+    # label --server sorted into sorted/zebra/ (a label never asked), wrote `nan`, or died
+    # with a KeyError/AttributeError traceback, on whatever a server (or a proxy) answered.
+    body = {"predictions": [{"predictions": [HOSTILE_ANSWERS[hostile]]}]}
+    site = hostile_site(server, body)
     (tmp_path / "in").mkdir()
     (tmp_path / "in" / "c.png").write_bytes(IMAGE)
     monkeypatch.chdir(tmp_path)
