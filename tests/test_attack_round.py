@@ -17,7 +17,8 @@ from test_serve import Server
 from typer.testing import CliRunner
 
 from clipcls.cli import app
-from clipcls.errors import ImageError
+from clipcls.errors import ClipclsError, ImageError
+from clipcls.server.client import RemoteEncoder, ServerClient
 from clipcls.server.roots import OpenRoots, resolve_roots
 
 runner = CliRunner()
@@ -223,3 +224,22 @@ def test_a_server_answer_that_is_no_prediction_for_the_labels_asked_is_one_error
     assert result.exit_code == 1, result.output
     assert "sent an answer clipcls cannot read" in result.output
     assert not (tmp_path / "s" / "zebra").exists()
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [{"nope": 1}, {"embeddings": [[0.1, 0.2]]}, {"embeddings": "x"}, [], {"embeddings": [["a"]]}],
+    ids=["no embeddings", "too few", "not numbers", "not an object", "a string vector"],
+)
+def test_a_server_text_answer_that_is_no_embeddings_is_a_clipcls_error(
+    server: Server, answer: object
+) -> None:
+    # evaluate --server's text tower died with a KeyError, TypeError or numpy traceback.
+    site = hostile_site(server, answer)
+    try:
+        encoder = RemoteEncoder(ServerClient(f"http://127.0.0.1:{site.server_address[1]}"))
+        with pytest.raises(ClipclsError, match="sent an answer clipcls cannot read"):
+            encoder.encode_texts(["a photo of a cat", "a photo of a dog"])
+    finally:
+        site.shutdown()
+        site.server_close()

@@ -37,6 +37,11 @@ LOAD_WAIT = 120.0  # seconds to wait for a server that is still loading its mode
 TIMEOUT = 600.0  # seconds for one answer (the server bounds its own time per request)
 
 
+def unreadable(url: str) -> ClipclsError:
+    """The error for an answer that is not what clipcls asked the server for."""
+    return ClipclsError(f"the server at {url} sent an answer clipcls cannot read")
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     """A redirect is an error, not followed: urllib would send the API key to its target."""
 
@@ -126,7 +131,7 @@ class ServerClient:
     def _fill(self, found: list[Any], where: list[int], answer: Any) -> None:
         objects = answer.get("predictions") if isinstance(answer, dict) else None
         if not isinstance(objects, list) or len(objects) != len(where):
-            raise ClipclsError(f"the server at {self.url} sent an answer clipcls cannot read")
+            raise unreadable(self.url)
         for i, item in zip(where, objects, strict=True):
             found[i] = item
 
@@ -152,9 +157,18 @@ class RemoteEncoder:
         parts = []
         for start in range(0, len(texts), step):
             body = {"texts": list(texts[start : start + step])}
-            answer = self.client.post(body)
-            parts.append(np.asarray(answer["embeddings"], dtype=np.float32))
+            parts.append(self._embeddings(self.client.post(body), len(body["texts"])))
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+    def _embeddings(self, answer: Any, count: int) -> np.ndarray:
+        """count finite vectors from a texts answer, or ClipclsError (not a numpy traceback)."""
+        try:
+            found = np.asarray(answer["embeddings"], dtype=np.float32)
+        except (KeyError, TypeError, ValueError, IndexError):
+            found = np.zeros(0, np.float32)
+        if found.ndim != 2 or len(found) != count or not np.isfinite(found).all():
+            raise unreadable(self.client.url)
+        return found
 
     def prepare(self, image: Any) -> Any:
         raise ClipclsError("images are embedded on the server, not prepared here")
@@ -309,5 +323,5 @@ def _prediction(path: str, answer: Any, names: set[str], url: str) -> Prediction
         scores = ()
     finite = all(math.isfinite(s.probability + s.similarity) for s in scores)
     if not finite or len(scores) != len(names) or {s.label for s in scores} != names:
-        raise ClipclsError(f"the server at {url} sent an answer clipcls cannot read")
+        raise unreadable(url)
     return Prediction(path, scores, embedding=embedding)
