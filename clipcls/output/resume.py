@@ -81,9 +81,9 @@ def complete_length(path: Path, quoted_newlines: bool) -> int:
 
 
 def _text_lines(path: Path, end: int) -> Iterator[str]:
-    for line in _lines(path, end):
-        try:
-            yield line.decode("utf-8")
+    for number, line in enumerate(_lines(path, end)):
+        try:  # a spreadsheet's re-save ("CSV UTF-8") starts the file with a byte-order mark
+            yield line.decode("utf-8-sig" if number == 0 else "utf-8")
         except UnicodeDecodeError:
             raise _foreign(path, "not UTF-8 text") from None
 

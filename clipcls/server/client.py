@@ -4,6 +4,7 @@ what the CLI's --server runs to classify files on a warm server and read back Pr
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import time
@@ -35,6 +36,21 @@ IN_FLIGHT = 2  # requests out at once per client
 PER_REQUEST = 32  # images per request: large enough to batch, small enough to stream rows back
 LOAD_WAIT = 120.0  # seconds to wait for a server that is still loading its model
 TIMEOUT = 600.0  # seconds for one answer (the server bounds its own time per request)
+
+
+def unreadable(url: str) -> ClipclsError:
+    """The error for an answer that is not what clipcls asked the server for."""
+    return ClipclsError(f"the server at {url} sent an answer clipcls cannot read")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error, not followed: urllib would send the API key to its target."""
+
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
 
 
 class ServerClient:
@@ -72,7 +88,7 @@ class ServerClient:
         if self.api_key:
             request.add_header(API_KEY_HEADER, self.api_key)
         try:
-            with urllib.request.urlopen(request, timeout=TIMEOUT) as answer:  # noqa: S310
+            with _OPENER.open(request, timeout=TIMEOUT) as answer:
                 return json.loads(answer.read())
         except urllib.error.HTTPError as error:
             if error.code == 401:
@@ -116,7 +132,7 @@ class ServerClient:
     def _fill(self, found: list[Any], where: list[int], answer: Any) -> None:
         objects = answer.get("predictions") if isinstance(answer, dict) else None
         if not isinstance(objects, list) or len(objects) != len(where):
-            raise ClipclsError(f"the server at {self.url} sent an answer clipcls cannot read")
+            raise unreadable(self.url)
         for i, item in zip(where, objects, strict=True):
             found[i] = item
 
@@ -142,9 +158,18 @@ class RemoteEncoder:
         parts = []
         for start in range(0, len(texts), step):
             body = {"texts": list(texts[start : start + step])}
-            answer = self.client.post(body)
-            parts.append(np.asarray(answer["embeddings"], dtype=np.float32))
+            parts.append(self._embeddings(self.client.post(body), len(body["texts"])))
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
+
+    def _embeddings(self, answer: Any, count: int) -> np.ndarray:
+        """count finite vectors from a texts answer, or ClipclsError (not a numpy traceback)."""
+        try:
+            found = np.asarray(answer["embeddings"], dtype=np.float32)
+        except (KeyError, TypeError, ValueError, IndexError):
+            found = np.zeros(0, np.float32)
+        if found.ndim != 2 or len(found) != count or not np.isfinite(found).all():
+            raise unreadable(self.client.url)
+        return found
 
     def prepare(self, image: Any) -> Any:
         raise ClipclsError("images are embedded on the server, not prepared here")
@@ -277,21 +302,30 @@ class RemoteClassifier:
         entries = [entry for _, entry in batch if isinstance(entry, dict)]
         request = {**self.request, "embedding": self.embeddings}
         answers = iter(self.client.predict(entries, request) if entries else [])
+        names = {label.name for label in self.labels}
         return [
             Prediction(path, error=entry)
             if isinstance(entry, str)
-            else _prediction(path, next(answers))
+            else _prediction(path, next(answers), names, self.client.url)
             for path, entry in batch
         ]
 
 
-def _prediction(path: str, answer: dict[str, Any]) -> Prediction:
-    if answer.get("error"):
-        return Prediction(path, error=str(answer["error"]))
-    scores = tuple(
-        LabelScore(str(s["label"]), float(s["probability"]), float(s["similarity"]))
-        for s in answer.get("predictions", [])
-    )
-    vector = answer.get("embedding")
-    embedding = None if vector is None else np.asarray(vector, dtype=np.float32)
+def _prediction(path: str, answer: Any, names: set[str], url: str) -> Prediction:
+    """The Prediction a predict object holds; ClipclsError if it is not one for exactly the
+    labels asked with finite scores (a label the run never asked for would name a folder)."""
+    try:
+        if answer.get("error"):
+            return Prediction(path, error=str(answer["error"]))
+        scores = tuple(
+            LabelScore(str(s["label"]), float(s["probability"]), float(s["similarity"]))
+            for s in answer.get("predictions", [])
+        )
+        vector = answer.get("embedding")
+        embedding = None if vector is None else np.asarray(vector, dtype=np.float32)
+    except (AttributeError, KeyError, TypeError, ValueError):
+        scores = ()
+    finite = all(math.isfinite(s.probability + s.similarity) for s in scores)
+    if not finite or len(scores) != len(names) or {s.label for s in scores} != names:
+        raise unreadable(url)
     return Prediction(path, scores, embedding=embedding)

@@ -27,7 +27,8 @@ def setting_conflict(client: ServerClient, asked: dict[str, Any]) -> str | None:
         return f"--exact-decode: the server at {client.url} decodes JPEGs at draft scale"
     pretrained = wanted.get("pretrained")
     if pretrained is not None and not _same_weights(client, str(pretrained)):
-        runs = f"{facts.get('model')} with {facts.get('pretrained')}"
+        tag = facts.get("pretrained")
+        runs = f"{facts.get('model')}" + (f" with {tag}" if tag else " without --pretrained")
         return f"--pretrained {pretrained}: the server at {client.url} runs {runs}"
     return None
 

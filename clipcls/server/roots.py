@@ -87,8 +87,20 @@ class OpenRoots:
         for root, dirfd in self.roots:
             relative = under(real, root)
             if relative is not None:
+                _not_through_a_file(path)
                 return _checked(_open_beneath(dirfd, relative or ".", path), path)
         raise ImageError(f"{OUTSIDE}: {path}")
+
+
+def _not_through_a_file(path: str) -> None:
+    """ImageError where the kernel finds no such file: `c.png/`, `c.png/.`, `c.png/../c.png`
+    (ENOTDIR), which realpath turns into c.png. Only a refusal: the open beneath decides."""
+    try:
+        os.stat(path)
+    except NotADirectoryError:
+        raise ImageError(f"file not found: {path}") from None
+    except (OSError, ValueError):
+        pass
 
 
 def _open_beneath(dirfd: int, relative: str, path: str) -> int:

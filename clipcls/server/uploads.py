@@ -158,8 +158,8 @@ async def _form(
 
 
 def _form_value(key: str, value: str, limits: Limits) -> Any:
-    if key == "top_k":
-        return int(value) if value.isdigit() else value
+    if key == "top_k":  # ASCII digits only: isdigit() takes "²" (int() raises) and "١"
+        return int(value) if value.isascii() and value.isdigit() and len(value) < 10 else value
     if key == "embedding":
         return value.lower() in ("1", "true", "yes")
     if key in JSON_FIELDS and value.startswith("["):
