@@ -243,3 +243,12 @@ def test_a_server_text_answer_that_is_no_embeddings_is_a_clipcls_error(
     finally:
         site.shutdown()
         site.server_close()
+
+
+def test_a_server_url_with_a_password_is_refused_without_echoing_it() -> None:
+    from clipcls.errors import UsageError
+    from clipcls.server.client import ServerClient
+
+    with pytest.raises(UsageError) as refused:
+        ServerClient("http://user:s3cret@127.0.0.1:9/")
+    assert "s3cret" not in str(refused.value) and "user:password" in str(refused.value)

@@ -9,6 +9,7 @@ import os
 import secrets
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -60,6 +61,8 @@ class ServerClient:
         self.url = url.rstrip("/")
         if not self.url.startswith(("http://", "https://")):
             raise UsageError(f"--server must be an http(s):// URL, not {url!r}")
+        if "@" in urllib.parse.urlsplit(self.url).netloc:  # never echo a password back
+            raise UsageError("--server takes no user:password@; use $CLIPCLS_API_KEY for a key")
         self.api_key = api_key if api_key is not None else os.environ.get(KEY_ENV) or None
         if self.api_key is not None:
             check_api_key(self.api_key, f"${KEY_ENV}")
