@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup, TyperOption
+from typer.core import TyperOption
 
 from clipcls import __version__
 from clipcls.cli import evaluate as evaluate_command
@@ -18,6 +18,7 @@ from clipcls.cli import templates as templates_command
 from clipcls.cli.cache import EXAMPLES as CACHE_EXAMPLES
 from clipcls.cli.cache import cache_app
 from clipcls.cli.console import stderr
+from clipcls.cli.groups import SuggestingGroup
 from clipcls.cli.models import models_app
 from clipcls.errors import ExitStatus
 
@@ -32,7 +33,7 @@ def _flag_shows_no_type(self: TyperOption, ctx: typer.Context) -> str | None:
 TyperOption.display_type_rich = _flag_shows_no_type  # type: ignore[method-assign,assignment]
 
 
-class OneLineErrors(TyperGroup):
+class OneLineErrors(SuggestingGroup):
     """Report bad options as one line on stderr, exit 2, like every other clipcls error."""
 
     def main(  # type: ignore[override]

@@ -25,12 +25,12 @@ from clipcls.cli.interrupts import InterruptGuard, exit_code_of
 from clipcls.cli.label_report import report, say_interrupted
 from clipcls.cli.model_options import model_options, model_settings
 from clipcls.cli.options import (
-    AppendFormatOpt,
     BatchSizeOpt,
     DebugOpt,
     DryRunOpt,
     EngineOpt,
     IncludeHiddenOpt,
+    LabelFormatOpt,
     LabelOutputOpt,
     LabelsFileOpt,
     LabelsOpt,
@@ -51,6 +51,7 @@ from clipcls.cli.options import (
     TemplatesOpt,
     ThresholdOpt,
     UnknownLabelOpt,
+    as_format,
 )
 from clipcls.engine.ray_data import check_ray
 from clipcls.engine.sources import check_model_name, model_identity
@@ -195,7 +196,7 @@ def label(
     labels_file: LabelsFileOpt = None,
     templates: TemplatesOpt = DEFAULT_TEMPLATES,
     template: TemplateOpt = None,
-    fmt: AppendFormatOpt = None,
+    fmt: LabelFormatOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     top_k: RecordTopKOpt = 1,
@@ -223,7 +224,7 @@ def label(
         inputs = read_inputs(paths)
         if engine is Engine.RAY:
             check_ray()  # before anything is locked or loaded
-        kind = format_for(output, fmt, FILE_FORMATS)
+        kind = format_for(output, as_format(fmt), FILE_FORMATS)
         check_file_format(kind, resume, save_embeddings)
         if (dry_run or mode is not SortMode.COPY) and sort_into is None:
             raise UsageError("--mode and --dry-run need --sort-into DIR")

@@ -10,6 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from clipcls.cli.console import notice, reported_errors, stderr, warn
+from clipcls.cli.groups import SuggestingGroup
 from clipcls.cli.options import CacheDirOpt, DebugOpt, OfflineOpt, PretrainedOpt
 from clipcls.errors import UsageError
 from clipcls.output.writers import plain_console
@@ -30,7 +31,7 @@ EXPORT_EXAMPLES = """
   clipcls predict photos/ --labels cat,dog --model local-dir:./vit-b-32 --offline
 """
 
-models_app = typer.Typer(rich_markup_mode="rich", no_args_is_help=False)
+models_app = typer.Typer(cls=SuggestingGroup, rich_markup_mode="rich", no_args_is_help=False)
 
 
 @models_app.callback(invoke_without_command=True, epilog=LIST_EXAMPLES)
@@ -99,6 +100,3 @@ def export(
         with stderr.status(f"writing {folder}"):
             loaded.export(folder)
         notice(f"wrote {folder}: use it with --model local-dir:{folder}")
-
-
-export.__doc__ = (export.__doc__ or "") + "\n" + EXPORT_EXAMPLES

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -228,9 +229,40 @@ LabelOutputOpt = Annotated[
     Path,
     typer.Option("--output", "-o", help="CSV, JSONL or Parquet file to write (by extension)."),
 ]
-AppendFormatOpt = Annotated[
+
+
+class FileFormat(str, Enum):
+    """What `label` writes: files that grow a row at a time."""
+
+    CSV = Format.CSV.value
+    JSONL = Format.JSONL.value
+    PARQUET = Format.PARQUET.value
+
+
+class ReportFormat(str, Enum):
+    """What `evaluate` writes: a table for people or one JSON document."""
+
+    TABLE = Format.TABLE.value
+    JSON = Format.JSON.value
+
+
+def as_format(chosen: Enum | None) -> Format | None:
+    """A command's own --format choice as the Format the writers take."""
+    return None if chosen is None else Format(chosen.value)
+
+
+FROM_EXTENSION = "from the --output extension, else table"
+PredictFormatOpt = Annotated[
     Format | None,
-    typer.Option("--format", "-f", help="csv, jsonl or parquet [default: from the extension]"),
+    typer.Option("--format", "-f", help="Output format.", show_default=FROM_EXTENSION),
+]
+LabelFormatOpt = Annotated[
+    FileFormat | None,
+    typer.Option("--format", "-f", help="File format.", show_default="from the extension"),
+]
+ReportFormatOpt = Annotated[
+    ReportFormat | None,
+    typer.Option("--format", "-f", help="Report format.", show_default=FROM_EXTENSION),
 ]
 
 ResumeOpt = Annotated[
@@ -282,7 +314,7 @@ EngineOpt = Annotated[
     typer.Option(
         "--engine",
         rich_help_panel=SCALE_PANEL,
-        help="local: this process; ray: a Ray cluster (pip install 'clipcls[ray]').",
+        help="local: this process; ray: a Ray cluster (pip install 'clipcls\\[ray]').",
     ),
 ]
 ServerOpt = Annotated[
@@ -300,7 +332,8 @@ RayAddressOpt = Annotated[
     typer.Option(
         "--ray-address",
         rich_help_panel=SCALE_PANEL,
-        help="Cluster to join [default: $RAY_ADDRESS, else a local Ray for this run].",
+        help="Cluster to join.",
+        show_default="$RAY_ADDRESS, else a local Ray for this run",
     ),
 ]
 RayActorsOpt = Annotated[
@@ -309,7 +342,8 @@ RayActorsOpt = Annotated[
         "--ray-actors",
         min=1,
         rich_help_panel=SCALE_PANEL,
-        help="Model actors [default: one per GPU, else one per two CPUs].",
+        help="Model actors.",
+        show_default="one per GPU, else one per two CPUs",
     ),
 ]
 SaveEmbeddingsOpt = Annotated[
