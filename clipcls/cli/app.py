@@ -10,6 +10,7 @@ import typer
 from typer.core import TyperOption
 
 from clipcls import __version__
+from clipcls.cli import doctor as doctor_command
 from clipcls.cli import evaluate as evaluate_command
 from clipcls.cli import label as label_command
 from clipcls.cli import predict as predict_command
@@ -75,6 +76,7 @@ app.command(epilog=label_command.EXAMPLES)(label_command.label)
 app.command(epilog=evaluate_command.EXAMPLES)(evaluate_command.evaluate)
 app.command(epilog=templates_command.EXAMPLES)(templates_command.templates)
 app.command(epilog=serve_command.EXAMPLES)(serve_command.serve)
+app.command(epilog=doctor_command.EXAMPLES)(doctor_command.doctor)
 app.add_typer(models_app, name="models")
 app.add_typer(
     cache_app, name="cache", help="Inspect or clear the embedding cache.", epilog=CACHE_EXAMPLES

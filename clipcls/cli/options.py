@@ -224,6 +224,9 @@ StrictOpt = Annotated[
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout, for scripts.")]
+
+
 SORT_PANEL = "Sorting into folders"
 LabelOutputOpt = Annotated[
     Path,

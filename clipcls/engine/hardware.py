@@ -9,6 +9,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clipcls.errors import UsageError
 from clipcls.settings import Device, Precision
@@ -163,3 +164,49 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The torch build here, and the device and precision a run with auto settings picks."""
+
+    torch_version: str
+    torch_cuda: str | None  # the CUDA version torch was built for; None: a CPU-only build
+    device: str
+    device_reason: str
+    precision: str
+    precision_reason: str
+
+
+def runtime_choice() -> RuntimeChoice:
+    """Import torch and tell what `--device auto --precision auto` would pick, and why."""
+    import torch
+
+    device = pick_device(Device.AUTO)
+    if device == "cuda":
+        why = f"torch sees {torch.cuda.device_count()} CUDA GPU(s): {torch.cuda.get_device_name(0)}"
+    elif device == "mps":
+        why = "Apple MPS is available"
+    else:
+        why = "no CUDA GPU" + (f" ({reason})" if (reason := _why_no_cuda(torch)) else "")
+        why += ", no Apple MPS"
+    precision = pick_precision(Precision.AUTO, device)
+    precision_reasons = {
+        "fp16": "fp16 on CUDA",
+        "bf16": "this CPU has AMX or AVX512-BF16",
+        "fp32": "fp32 on this device" if device != "cpu" else "this CPU has no fast bf16",
+    }
+    return RuntimeChoice(
+        torch.__version__,
+        torch.version.cuda,
+        device,
+        why,
+        precision,
+        precision_reasons[precision],
+    )
+
+
+def _why_no_cuda(torch: Any) -> str:
+    if torch.version.cuda is None:
+        return "a CPU-only build of torch"
+    return "" if _gpu_driver_present() else "no NVIDIA driver loaded"
