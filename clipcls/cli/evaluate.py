@@ -21,6 +21,7 @@ from clipcls.cli.console import (
     stderr,
     warn,
 )
+from clipcls.cli.formats import ReportFormatOpt, as_format
 from clipcls.cli.inputs import (
     NOT_LOADED,
     connect_server,
@@ -39,10 +40,8 @@ from clipcls.cli.options import (
     QuietOpt,
     RayActorsOpt,
     RayAddressOpt,
-    ReportFormatOpt,
     ServerOpt,
     StrictOpt,
-    as_format,
 )
 from clipcls.engine.model import ModelInfo
 from clipcls.engine.ray_data import check_ray

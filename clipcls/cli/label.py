@@ -13,6 +13,7 @@ import typer
 
 from clipcls.classify import Classifier
 from clipcls.cli.console import fail_if_strict, notice, reported_errors, stderr, tracked, warn
+from clipcls.cli.formats import LabelFormatOpt, as_format
 from clipcls.cli.inputs import (
     load_classifier,
     open_cache,
@@ -30,7 +31,6 @@ from clipcls.cli.options import (
     DryRunOpt,
     EngineOpt,
     IncludeHiddenOpt,
-    LabelFormatOpt,
     LabelOutputOpt,
     LabelsFileOpt,
     LabelsOpt,
@@ -51,7 +51,6 @@ from clipcls.cli.options import (
     TemplatesOpt,
     ThresholdOpt,
     UnknownLabelOpt,
-    as_format,
 )
 from clipcls.engine.ray_data import check_ray
 from clipcls.engine.sources import check_model_name, model_identity

@@ -19,6 +19,7 @@ from clipcls.cli.console import (
     tracked,
     warn,
 )
+from clipcls.cli.formats import PredictFormatOpt
 from clipcls.cli.inputs import (
     load_classifier,
     open_cache,
@@ -36,7 +37,6 @@ from clipcls.cli.options import (
     LabelsOpt,
     NoCacheOpt,
     PathsArg,
-    PredictFormatOpt,
     QuietOpt,
     ServerOpt,
     StrictOpt,
