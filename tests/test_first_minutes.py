@@ -47,6 +47,7 @@ def test_open_clip_names_read_as_data_match_open_clip() -> None:
     ("args", "message"),
     [
         (("--model", "ViT-B-3"), "unknown model 'ViT-B-3'; did you mean ViT-B-32"),
+        (("--model", "vit-b-32"), "unknown model 'vit-b-32'; did you mean ViT-B-32,"),
         (
             ("--pretrained", "datacomp_xl_s13b_b9k"),
             "has no pretrained tag or file 'datacomp_xl_s13b_b9k'; did you mean "

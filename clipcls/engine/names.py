@@ -95,5 +95,8 @@ def clean_tag(tag: str) -> str:
 
 
 def close_names(name: str, known: Collection[str]) -> list[str]:
-    """Up to three known names that look like name, best first."""
-    return difflib.get_close_matches(name, sorted(known), n=3)
+    """Up to three known names that look like name, best first; case does not count
+    (`vit-b-32` -> `ViT-B-32`)."""
+    folded = {known_name.casefold(): known_name for known_name in sorted(known)}
+    close = difflib.get_close_matches(name.casefold(), list(folded), n=3)
+    return [folded[found] for found in close]
