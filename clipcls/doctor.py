@@ -45,8 +45,9 @@ class DoctorReport:
     clipcls_version: str
     python_version: str
     open_clip_version: str | None
-    torch_version: str
+    torch_version: str | None  # None: torch does not import (torch_error says why)
     torch_cuda: str | None  # None: a CPU-only build of torch
+    torch_error: str | None
     device: str
     device_reason: str
     precision: str
@@ -97,10 +98,16 @@ def installed_extras() -> tuple[Extra, ...]:
 def doctor_report(settings: ModelSettings | None = None) -> DoctorReport:
     """Gather the report; imports torch to read its build and the device it sees."""
     from clipcls import __version__
-    from clipcls.engine.hardware import runtime_choice
+    from clipcls.engine.hardware import RuntimeChoice, runtime_choice
 
     settings = settings or ModelSettings()
-    runtime = runtime_choice()
+    try:
+        runtime = runtime_choice()
+        torch_error = None
+    except (ImportError, OSError) as error:  # a broken install is what doctor is run for
+        torch_error = f"{type(error).__name__}: {error}"
+        unknown = "torch does not import"
+        runtime = RuntimeChoice(None, None, "cpu", unknown, "fp32", unknown)
     cache_dir = settings.resolved_cache_dir()
     return DoctorReport(
         clipcls_version=__version__,
@@ -108,6 +115,7 @@ def doctor_report(settings: ModelSettings | None = None) -> DoctorReport:
         open_clip_version=_version("open_clip_torch"),
         torch_version=runtime.torch_version,
         torch_cuda=runtime.torch_cuda,
+        torch_error=torch_error,
         device=runtime.device,
         device_reason=runtime.device_reason,
         precision=runtime.precision,

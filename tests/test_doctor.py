@@ -23,6 +23,7 @@ DOCTOR_KEYS = {
     "open_clip_version",
     "torch_version",
     "torch_cuda",
+    "torch_error",
     "device",
     "device_reason",
     "precision",
@@ -110,3 +111,15 @@ def test_templates_json_lists_every_set_or_one() -> None:
     one = json.loads(CliRunner().invoke(app, ["templates", "photo", "--json"]).stdout)
     assert set(one) == {"name", "description", "default", "templates"}
     assert all("{}" in template for template in one["templates"])
+
+
+def test_doctor_reports_a_torch_that_does_not_import(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken() -> None:
+        raise OSError("libcudart.so.13: cannot open shared object file")
+
+    monkeypatch.setattr(hardware, "runtime_choice", broken)
+    result = CliRunner().invoke(app, ["doctor", "--json"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["torch_version"] is None
+    assert "libcudart.so.13" in document["torch_error"]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import typer
 from rich.table import Table
 
 from clipcls.cli.console import reported_errors, stderr
 from clipcls.cli.options import CacheDirOpt, DebugOpt, JsonOpt
-from clipcls.doctor import DoctorReport, doctor_report
 from clipcls.output.writers import plain_console
 from clipcls.settings import ModelSettings
+
+if TYPE_CHECKING:
+    from clipcls.doctor import DoctorReport
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -36,7 +39,7 @@ def _rows(report: DoctorReport) -> list[tuple[str, str]]:
         ("clipcls", report.clipcls_version),
         ("python", report.python_version),
         ("open_clip", report.open_clip_version or "not installed"),
-        ("torch", f"{report.torch_version} ({build} build)"),
+        ("torch", report.torch_error or f"{report.torch_version} ({build} build)"),
         ("device", f"{report.device}: {report.device_reason}"),
         ("precision", f"{report.precision}: {report.precision_reason}"),
         ("cache", f"{report.cache_dir} ({_size(report.cache_bytes)})"),
@@ -52,6 +55,8 @@ def doctor(
 ) -> None:
     """Show versions, the torch build, the device and precision a run would pick and why,
     the cache, installed extras and server settings."""
+    from clipcls.doctor import doctor_report
+
     with reported_errors(debug):
         with stderr.status("importing torch to read its build"):
             report = doctor_report(ModelSettings(cache_dir=cache_dir))

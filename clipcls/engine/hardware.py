@@ -170,7 +170,7 @@ def cpu_has_fast_bf16() -> bool:
 class RuntimeChoice:
     """The torch build here, and the device and precision a run with auto settings picks."""
 
-    torch_version: str
+    torch_version: str | None  # None: torch does not import
     torch_cuda: str | None  # the CUDA version torch was built for; None: a CPU-only build
     device: str
     device_reason: str
