@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup, TyperOption
+from typer.core import TyperOption
 
 from clipcls import __version__
+from clipcls.cli import doctor as doctor_command
 from clipcls.cli import evaluate as evaluate_command
 from clipcls.cli import label as label_command
 from clipcls.cli import predict as predict_command
@@ -18,6 +19,7 @@ from clipcls.cli import templates as templates_command
 from clipcls.cli.cache import EXAMPLES as CACHE_EXAMPLES
 from clipcls.cli.cache import cache_app
 from clipcls.cli.console import stderr
+from clipcls.cli.groups import SuggestingGroup
 from clipcls.cli.models import models_app
 from clipcls.errors import ExitStatus
 
@@ -32,7 +34,7 @@ def _flag_shows_no_type(self: TyperOption, ctx: typer.Context) -> str | None:
 TyperOption.display_type_rich = _flag_shows_no_type  # type: ignore[method-assign,assignment]
 
 
-class OneLineErrors(TyperGroup):
+class OneLineErrors(SuggestingGroup):
     """Report bad options as one line on stderr, exit 2, like every other clipcls error."""
 
     def main(  # type: ignore[override]
@@ -74,6 +76,7 @@ app.command(epilog=label_command.EXAMPLES)(label_command.label)
 app.command(epilog=evaluate_command.EXAMPLES)(evaluate_command.evaluate)
 app.command(epilog=templates_command.EXAMPLES)(templates_command.templates)
 app.command(epilog=serve_command.EXAMPLES)(serve_command.serve)
+app.command(epilog=doctor_command.EXAMPLES)(doctor_command.doctor)
 app.add_typer(models_app, name="models")
 app.add_typer(
     cache_app, name="cache", help="Inspect or clear the embedding cache.", epilog=CACHE_EXAMPLES

@@ -9,6 +9,7 @@ from rich.table import Table
 
 from clipcls.cache import MAX_ENV, EmbeddingCache, clear_cache
 from clipcls.cli.console import notice, reported_errors
+from clipcls.cli.groups import SuggestingGroup
 from clipcls.cli.options import CacheDirOpt, DebugOpt
 from clipcls.output.writers import plain_console
 from clipcls.settings import ModelSettings
@@ -21,7 +22,7 @@ EXAMPLES = """
   CLIPCLS_CACHE_MAX_GB=10 clipcls label photos/ --labels cat,dog -o labels.csv
 """
 
-cache_app = typer.Typer(rich_markup_mode="rich", no_args_is_help=True)
+cache_app = typer.Typer(cls=SuggestingGroup, rich_markup_mode="rich", no_args_is_help=True)
 
 
 def _open(cache_dir: Path | None) -> EmbeddingCache:
@@ -55,6 +56,3 @@ def clear(cache_dir: CacheDirOpt = None, debug: DebugOpt = False) -> None:
         folder = ModelSettings(cache_dir=cache_dir).resolved_cache_dir()
         freed = clear_cache(folder)
         notice(f"removed the embedding cache in {folder} ({_size(freed)})")
-
-
-clear.__doc__ = (clear.__doc__ or "") + "\n" + EXAMPLES

@@ -21,6 +21,7 @@ from clipcls.cli.console import (
     stderr,
     warn,
 )
+from clipcls.cli.formats import ReportFormatOpt, as_format
 from clipcls.cli.inputs import (
     NOT_LOADED,
     connect_server,
@@ -246,14 +247,7 @@ def evaluate(
         list[int] | None,
         typer.Option("--top-k", "-k", min=1, help="Top-k accuracies to report.", show_default="5"),
     ] = None,
-    fmt: Annotated[
-        Format | None,
-        typer.Option(
-            "--format",
-            "-f",
-            help="table or json [default: from the --output extension, else table].",
-        ),
-    ] = None,
+    fmt: ReportFormatOpt = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the report to FILE.")
     ] = None,
@@ -289,7 +283,7 @@ def evaluate(
         labels = class_labels(dataset.classes, classnames)
         template_sets = _template_sets(templates, template)
         check_output_path(output)
-        fmt = format_for(output, fmt, (Format.TABLE, Format.JSON))
+        kind = format_for(output, as_format(fmt), (Format.TABLE, Format.JSON))
         check_output_path(predictions)
         check_output_path(report_file)
         if report_file is not None:
@@ -310,7 +304,7 @@ def evaluate(
         for _, _, error in evaluations[0].data.failures:  # the same files fail for every model
             warn(clean_text(error))
         with open_output(output) as stream:
-            if fmt is Format.JSON:
+            if kind is Format.JSON:
                 stream.write(json_document(evaluations) + "\n")
             else:
                 print_results(plain_console(file=stream), evaluations)

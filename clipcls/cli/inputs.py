@@ -15,6 +15,7 @@ import typer
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier
 from clipcls.cli.console import notice, stderr, warn
+from clipcls.engine.hardware import check_device_early
 from clipcls.engine.model import ClipModel, ModelInfo
 from clipcls.engine.sources import check_model_name
 from clipcls.errors import UsageError
@@ -72,6 +73,7 @@ def open_cache(settings: ModelSettings, no_cache: bool) -> EmbeddingCache | None
 def load_model(settings: ModelSettings, quiet: bool) -> ClipModel:
     """Load the model, saying on stderr what runs where."""
     check_model_name(settings)
+    check_device_early(settings.device, settings.precision)
     spinner = contextlib.nullcontext if quiet else stderr.status
     with spinner(f"loading {settings.model}"):
         encoder = ClipModel(settings)

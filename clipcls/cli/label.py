@@ -13,6 +13,7 @@ import typer
 
 from clipcls.classify import Classifier
 from clipcls.cli.console import fail_if_strict, notice, reported_errors, stderr, tracked, warn
+from clipcls.cli.formats import LabelFormatOpt, as_format
 from clipcls.cli.inputs import (
     load_classifier,
     open_cache,
@@ -25,7 +26,6 @@ from clipcls.cli.interrupts import InterruptGuard, exit_code_of
 from clipcls.cli.label_report import report, say_interrupted
 from clipcls.cli.model_options import model_options, model_settings
 from clipcls.cli.options import (
-    AppendFormatOpt,
     BatchSizeOpt,
     DebugOpt,
     DryRunOpt,
@@ -195,7 +195,7 @@ def label(
     labels_file: LabelsFileOpt = None,
     templates: TemplatesOpt = DEFAULT_TEMPLATES,
     template: TemplateOpt = None,
-    fmt: AppendFormatOpt = None,
+    fmt: LabelFormatOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
     top_k: RecordTopKOpt = 1,
@@ -223,7 +223,7 @@ def label(
         inputs = read_inputs(paths)
         if engine is Engine.RAY:
             check_ray()  # before anything is locked or loaded
-        kind = format_for(output, fmt, FILE_FORMATS)
+        kind = format_for(output, as_format(fmt), FILE_FORMATS)
         check_file_format(kind, resume, save_embeddings)
         if (dry_run or mode is not SortMode.COPY) and sort_into is None:
             raise UsageError("--mode and --dry-run need --sort-into DIR")

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from clipcls.cli.console import notice, reported_errors, stderr, warn
-from clipcls.cli.options import CacheDirOpt, DebugOpt, OfflineOpt, PretrainedOpt
+from clipcls.cli.groups import SuggestingGroup
+from clipcls.cli.options import CacheDirOpt, DebugOpt, JsonOpt, OfflineOpt, PretrainedOpt
 from clipcls.errors import UsageError
 from clipcls.output.writers import plain_console
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
@@ -21,6 +23,7 @@ LIST_EXAMPLES = """
   clipcls models
   clipcls models --filter ViT-B-32
   clipcls models --cached
+  clipcls models --json --filter ViT-B-32
   clipcls models export ViT-B-32 --pretrained datacomp_xl_s13b_b90k ./vit-b-32
 """
 EXPORT_EXAMPLES = """
@@ -30,7 +33,19 @@ EXPORT_EXAMPLES = """
   clipcls predict photos/ --labels cat,dog --model local-dir:./vit-b-32 --offline
 """
 
-models_app = typer.Typer(rich_markup_mode="rich", no_args_is_help=False)
+if TYPE_CHECKING:
+    from clipcls.engine.catalog import CatalogEntry
+
+models_app = typer.Typer(cls=SuggestingGroup, rich_markup_mode="rich", no_args_is_help=False)
+
+
+def _as_dict(entry: CatalogEntry) -> dict[str, object]:
+    return {
+        "model": entry.model,
+        "pretrained": entry.pretrained,
+        "default": entry.is_default,
+        "cached": entry.cached,
+    }
 
 
 @models_app.callback(invoke_without_command=True, epilog=LIST_EXAMPLES)
@@ -41,6 +56,7 @@ def models(
     ] = "",
     cached: Annotated[bool, typer.Option("--cached", help="Only weights already cached.")] = False,
     cache_dir: CacheDirOpt = None,
+    as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
     """List open_clip architectures and pretrained tags: the default, and what is cached."""
@@ -51,6 +67,9 @@ def models(
     with reported_errors(debug):
         settings = ModelSettings(DEFAULT_MODEL, None, Device.CPU, Precision.FP32, cache_dir, True)
         entries = [e for e in catalog(settings, text_filter) if e.cached or not cached]
+        if as_json and (entries or not text_filter):
+            typer.echo(json.dumps([_as_dict(entry) for entry in entries], indent=2))
+            return
         if not entries and cached and not text_filter:
             notice(f"no models cached yet in {settings.resolved_cache_dir()}")
             return
@@ -99,6 +118,3 @@ def export(
         with stderr.status(f"writing {folder}"):
             loaded.export(folder)
         notice(f"wrote {folder}: use it with --model local-dir:{folder}")
-
-
-export.__doc__ = (export.__doc__ or "") + "\n" + EXPORT_EXAMPLES

@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from clipcls.output.files import Format
 from clipcls.output.rows import DEFAULT_UNKNOWN
 from clipcls.settings import (
     CACHE_ENV,
@@ -223,15 +222,15 @@ StrictOpt = Annotated[
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show the traceback of an error.")]
 
 
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout, for scripts.")]
+
+
 SORT_PANEL = "Sorting into folders"
 LabelOutputOpt = Annotated[
     Path,
     typer.Option("--output", "-o", help="CSV, JSONL or Parquet file to write (by extension)."),
 ]
-AppendFormatOpt = Annotated[
-    Format | None,
-    typer.Option("--format", "-f", help="csv, jsonl or parquet [default: from the extension]"),
-]
+
 
 ResumeOpt = Annotated[
     bool, typer.Option("--resume", help="Continue an existing output; skip done images.")
@@ -282,7 +281,7 @@ EngineOpt = Annotated[
     typer.Option(
         "--engine",
         rich_help_panel=SCALE_PANEL,
-        help="local: this process; ray: a Ray cluster (pip install 'clipcls[ray]').",
+        help="local: this process; ray: a Ray cluster (pip install 'clipcls\\[ray]').",
     ),
 ]
 ServerOpt = Annotated[
@@ -300,7 +299,8 @@ RayAddressOpt = Annotated[
     typer.Option(
         "--ray-address",
         rich_help_panel=SCALE_PANEL,
-        help="Cluster to join [default: $RAY_ADDRESS, else a local Ray for this run].",
+        help="Cluster to join.",
+        show_default="$RAY_ADDRESS, else a local Ray for this run",
     ),
 ]
 RayActorsOpt = Annotated[
@@ -309,7 +309,8 @@ RayActorsOpt = Annotated[
         "--ray-actors",
         min=1,
         rich_help_panel=SCALE_PANEL,
-        help="Model actors [default: one per GPU, else one per two CPUs].",
+        help="Model actors.",
+        show_default="one per GPU, else one per two CPUs",
     ),
 ]
 SaveEmbeddingsOpt = Annotated[

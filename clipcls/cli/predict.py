@@ -19,6 +19,7 @@ from clipcls.cli.console import (
     tracked,
     warn,
 )
+from clipcls.cli.formats import PredictFormatOpt
 from clipcls.cli.inputs import (
     load_classifier,
     open_cache,
@@ -44,7 +45,7 @@ from clipcls.cli.options import (
 )
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.images import iter_image_paths
-from clipcls.output.files import Format, format_for
+from clipcls.output.files import format_for
 from clipcls.output.rows import Columns, to_row
 from clipcls.output.writers import make_writer, plural
 from clipcls.prompts import DEFAULT_TEMPLATES
@@ -70,14 +71,7 @@ def predict(
     templates: TemplatesOpt = DEFAULT_TEMPLATES,
     template: TemplateOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels shown per image.")] = 5,
-    fmt: Annotated[
-        Format | None,
-        typer.Option(
-            "--format",
-            "-f",
-            help="Output format [default: from the --output extension, else table].",
-        ),
-    ] = None,
+    fmt: PredictFormatOpt = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
     ] = None,

@@ -11,6 +11,7 @@ import typer
 from clipcls.cli.console import notice, reported_errors
 from clipcls.cli.model_options import model_options, model_settings
 from clipcls.cli.options import DebugOpt
+from clipcls.engine.hardware import check_device_early
 from clipcls.engine.sources import check_model_name
 from clipcls.errors import UsageError
 
@@ -84,6 +85,7 @@ def serve(
 
         settings = model_settings(ctx)
         check_model_name(settings)
+        check_device_early(settings.device, settings.precision)
         body = int(max_body_mb * 1e6)
         limits = Limits(
             body,

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import ast
+import glob
+import importlib.util
 import os
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from clipcls.errors import UsageError
@@ -19,23 +24,85 @@ def pick_device(requested: Device) -> str:
     if requested is Device.AUTO:
         return "cuda" if has_cuda else "mps" if has_mps else "cpu"
     if requested is Device.CUDA and not has_cuda:
-        raise UsageError(_no_cuda(torch))
+        raise UsageError(_no_cuda(torch.__version__, torch.version.cuda))
     if requested is Device.MPS and not has_mps:
         raise UsageError("--device mps: Apple MPS is not available on this machine")
     return str(requested.value)
 
 
-def _no_cuda(torch: Any) -> str:
+def _no_cuda(version: str, cuda: str | None) -> str:
     """Why --device cuda cannot work here: no GPU visible, or a torch built without CUDA."""
-    if torch.version.cuda is None:
+    if cuda is None:
         return (
             "--device cuda: this torch is a CPU-only build; install a CUDA build of torch "
             "(see pytorch.org) to use a GPU"
         )
     return (
-        f"--device cuda: no GPU is visible (torch {torch.__version__} has CUDA "
-        f"{torch.version.cuda}; check the driver with nvidia-smi and $CUDA_VISIBLE_DEVICES)"
+        f"--device cuda: no GPU is visible (torch {version} has CUDA "
+        f"{cuda}; check the driver with nvidia-smi and $CUDA_VISIBLE_DEVICES)"
     )
+
+
+def _torch_build() -> dict[str, str | None] | None:
+    """torch's version.py (`__version__`, `cuda`, `hip`) read as data, without importing torch."""
+    spec = importlib.util.find_spec("torch")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "version.py"
+    try:
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+    except (OSError, SyntaxError, ValueError):
+        return None
+    found: dict[str, str | None] = {}
+    for node in tree.body:
+        target = node.targets[0] if isinstance(node, ast.Assign) else getattr(node, "target", None)
+        value = getattr(node, "value", None)
+        if isinstance(target, ast.Name) and isinstance(value, ast.Constant):
+            if value.value is None or isinstance(value.value, str):
+                found[target.id] = value.value
+    return found if "__version__" in found and "cuda" in found else None
+
+
+def cuda_absent_reason() -> str | None:
+    """Why no CUDA device can exist here, told without importing torch; None when unsure.
+
+    The rule: on Linux, a torch built without CUDA (and without ROCm) has none; so has a machine
+    with no NVIDIA driver loaded (no /proc/driver/nvidia/version and no /dev/nvidia0..N), unless
+    it is WSL (/dev/dxg), which has neither. Anything else (macOS, Windows, ROCm builds, a
+    driver present) is left to torch.
+    """
+    build = _torch_build()
+    if sys.platform != "linux" or build is None or build.get("hip"):
+        return None
+    if build["cuda"] is None or not _gpu_driver_present():
+        return _no_cuda(str(build["__version__"]), build["cuda"])
+    return None
+
+
+def _gpu_driver_present() -> bool:
+    """An NVIDIA driver is loaded (or this is WSL, whose GPUs show as /dev/dxg)."""
+    return bool(
+        os.path.exists("/proc/driver/nvidia/version")
+        or glob.glob("/dev/nvidia[0-9]*")
+        or os.path.exists("/dev/dxg")
+    )
+
+
+def check_device_early(device: Device, precision: Precision) -> None:
+    """Refuse --device cuda without a GPU and fp16 on the CPU before torch is imported, where
+    cuda_absent_reason is sure; pick_device and pick_precision check the rest."""
+    if device not in (Device.CUDA, Device.AUTO) and precision is not Precision.FP16:
+        return
+    no_cuda = cuda_absent_reason()
+    if device is Device.CUDA and no_cuda is not None:
+        raise UsageError(no_cuda)
+    # auto without CUDA on Linux is the CPU (MPS is Apple's)
+    on_cpu = device is Device.CPU or (device is Device.AUTO and no_cuda is not None)
+    if precision is Precision.FP16 and on_cpu:
+        raise UsageError(FP16_ON_CPU)
+
+
+FP16_ON_CPU = "--precision fp16 is not supported on the CPU: use fp32 or bf16"
 
 
 def pick_precision(requested: Precision, device: str) -> str:
@@ -49,7 +116,7 @@ def pick_precision(requested: Precision, device: str) -> str:
             return "fp16"
         return "bf16" if device == "cpu" and cpu_has_fast_bf16() else "fp32"
     if requested is Precision.FP16 and device == "cpu":
-        raise UsageError("--precision fp16 is not supported on the CPU: use fp32 or bf16")
+        raise UsageError(FP16_ON_CPU)
     return str(requested.value)
 
 
@@ -97,3 +164,49 @@ def cpu_has_fast_bf16() -> bool:
     except OSError:
         return False
     return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+@dataclass(frozen=True)
+class RuntimeChoice:
+    """The torch build here, and the device and precision a run with auto settings picks."""
+
+    torch_version: str | None  # None: torch does not import
+    torch_cuda: str | None  # the CUDA version torch was built for; None: a CPU-only build
+    device: str
+    device_reason: str
+    precision: str
+    precision_reason: str
+
+
+def runtime_choice() -> RuntimeChoice:
+    """Import torch and tell what `--device auto --precision auto` would pick, and why."""
+    import torch
+
+    device = pick_device(Device.AUTO)
+    if device == "cuda":
+        why = f"torch sees {torch.cuda.device_count()} CUDA GPU(s): {torch.cuda.get_device_name(0)}"
+    elif device == "mps":
+        why = "Apple MPS is available"
+    else:
+        why = "no CUDA GPU" + (f" ({reason})" if (reason := _why_no_cuda(torch)) else "")
+        why += ", no Apple MPS"
+    precision = pick_precision(Precision.AUTO, device)
+    precision_reasons = {
+        "fp16": "fp16 on CUDA",
+        "bf16": "this CPU has AMX or AVX512-BF16",
+        "fp32": "fp32 on this device" if device != "cpu" else "this CPU has no fast bf16",
+    }
+    return RuntimeChoice(
+        torch.__version__,
+        torch.version.cuda,
+        device,
+        why,
+        precision,
+        precision_reasons[precision],
+    )
+
+
+def _why_no_cuda(torch: Any) -> str:
+    if torch.version.cuda is None:
+        return "a CPU-only build of torch"
+    return "" if _gpu_driver_present() else "no NVIDIA driver loaded"

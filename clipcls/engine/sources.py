@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import difflib
 import hashlib
-import importlib.util
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from clipcls.digests import file_digest
+from clipcls.engine.names import clean_tag, close_names, known_architectures, known_tags
 from clipcls.errors import ModelLoadError, UsageError
 from clipcls.settings import DEFAULT_PRETRAINED, ModelSettings
 
@@ -82,31 +82,50 @@ def _readable_digest(path: Path, memo: Path | None) -> str:
         return "unreadable"
 
 
-def known_architectures() -> set[str]:
-    """open_clip's architecture names, read from its config files without importing torch."""
-    spec = importlib.util.find_spec("open_clip")
-    if spec is None or not spec.submodule_search_locations:
-        return set()
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model_configs"
-    return {path.stem for path in folder.glob("*.json")}
-
-
 def check_model_name(settings: ModelSettings) -> None:
-    """Catch the common model-name mistakes in milliseconds, before torch is imported."""
+    """Catch mistyped model names and pretrained tags in milliseconds, before torch is
+    imported (open_clip's names read as data); resolve_source checks again when loading."""
     name = settings.model
     schema = schema_source(name)
     if schema is not None:
         schema.check(name)
         return
-    arch = name.partition(":")[0]
+    given, _, tag = name.partition(":")
+    arch = given.replace("/", "-")
     known = known_architectures()
-    if not known or arch.replace("/", "-") in known:
+    if not known:
         return
-    if "/" in arch:  # a transformers id such as openai/clip-vit-base-patch32
-        raise UsageError(
-            f"--model {name} looks like a Hugging Face transformers id; clipcls runs open_clip "
-            f"models: {_transformers_hint(arch)}, or hf-hub:ORG/REPO for an open_clip repo"
-        )
+    if arch not in known:
+        if "/" in given:  # a transformers id such as openai/clip-vit-base-patch32
+            raise UsageError(
+                f"--model {name} looks like a Hugging Face transformers id; clipcls runs open_clip "
+                f"models: {_transformers_hint(given)}, or hf-hub:ORG/REPO for an open_clip repo"
+            )
+        raise unknown_model(name, arch, known)
+    pretrained = tag or settings.pretrained
+    tags = (known_tags() or {}).get(arch)
+    if pretrained is None or tags is None or os.path.isfile(pretrained):
+        return
+    if clean_tag(pretrained) not in tags:
+        raise unknown_tag(arch, pretrained, tags)
+
+
+def unknown_model(name: str, arch: str, known: Collection[str]) -> UsageError:
+    """The error for an architecture open_clip does not know, with the closest names."""
+    close = close_names(arch, known)
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `clipcls models`"
+    return UsageError(f"unknown model {name!r}{hint}")
+
+
+def unknown_tag(arch: str, pretrained: str, tags: Sequence[str]) -> UsageError:
+    """The error for a pretrained tag (or missing file) the architecture does not have."""
+    close = difflib.get_close_matches(pretrained, tags, n=3, cutoff=0.3)
+    close = close or [t for t in tags if t.startswith(pretrained.split("_")[0])][:3]
+    hint = f"did you mean {', '.join(close)}?" if close else f"tags: {', '.join(tags[:5])}"
+    return UsageError(
+        f"{arch} has no pretrained tag or file {pretrained!r}; {hint} "
+        f"(`clipcls models --filter {arch}` lists all {len(tags)})"
+    )
 
 
 TRANSFORMERS = {  # transformers' CLIP ids and the same weights in open_clip
@@ -182,9 +201,7 @@ def resolve_source(settings: ModelSettings) -> ModelSource:
         raise UsageError(f"--model {settings.model} already names weights; drop --pretrained")
     arch = arch.replace("/", "-")
     if arch not in open_clip.list_models():
-        close = difflib.get_close_matches(arch, open_clip.list_models(), n=3)
-        hint = f"; did you mean {', '.join(close)}?" if close else "; see `clipcls models`"
-        raise UsageError(f"unknown model {settings.model!r}{hint}")
+        raise unknown_model(settings.model, arch, open_clip.list_models())
     tags = open_clip.list_pretrained_tags_by_model(arch)
     pretrained = tag or settings.pretrained
     pretrained = pretrained or (DEFAULT_PRETRAINED if DEFAULT_PRETRAINED in tags else None)
@@ -200,13 +217,7 @@ def resolve_source(settings: ModelSettings) -> ModelSource:
         return ModelSource(arch, pretrained, notices=(notice,))
     cfg = open_clip.get_pretrained_cfg(arch, pretrained)
     if not cfg:
-        close = difflib.get_close_matches(pretrained, tags, n=3, cutoff=0.3)
-        close = close or [t for t in tags if t.startswith(pretrained.split("_")[0])][:3]
-        hint = f"did you mean {', '.join(close)}?" if close else f"tags: {', '.join(tags[:5])}"
-        raise UsageError(
-            f"{arch} has no pretrained tag or file {pretrained!r}; {hint} "
-            f"(`clipcls models --filter {arch}` lists all {len(tags)})"
-        )
+        raise unknown_tag(arch, pretrained, tags)
     # Tags trained with QuickGELU must get that activation; a GELU model would load silently wrong.
     return ModelSource(arch, pretrained, quick_gelu=bool(cfg.get("quick_gelu", False)))
 

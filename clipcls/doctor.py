@@ -1,0 +1,127 @@
+"""What `clipcls doctor` reports: versions, the torch build, the device and precision a run
+would pick and why, the cache folder, which extras are installed, the server settings."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import os
+import platform
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from clipcls.cache import MAX_ENV
+from clipcls.settings import CACHE_ENV, ModelSettings
+
+# extra (pip install 'clipcls[NAME]') -> the module that must import, and its distribution
+EXTRAS = {
+    "parquet": ("pyarrow", "pyarrow"),
+    "s3": ("s3fs", "s3fs"),
+    "ray": ("ray", "ray"),
+    "serve": ("litserve", "litserve"),
+    "report": ("matplotlib", "matplotlib"),
+    "heif": ("pillow_heif", "pillow-heif"),
+}
+# Environment variables clipcls reads; shown as set or unset, never their values (a key, or a
+# URL that may carry one).
+ENV_VARS = ("CLIPCLS_SERVER", "CLIPCLS_API_KEY", CACHE_ENV, MAX_ENV)
+
+
+@dataclass(frozen=True)
+class Extra:
+    """One optional feature and the package it needs."""
+
+    name: str
+    module: str
+    installed: bool
+    version: str | None
+
+
+@dataclass(frozen=True)
+class DoctorReport:
+    """Everything `clipcls doctor` shows; as_dict() is the --json document (stable keys)."""
+
+    clipcls_version: str
+    python_version: str
+    open_clip_version: str | None
+    torch_version: str | None  # None: torch does not import (torch_error says why)
+    torch_cuda: str | None  # None: a CPU-only build of torch
+    torch_error: str | None
+    device: str
+    device_reason: str
+    precision: str
+    precision_reason: str
+    cache_dir: str
+    cache_bytes: int
+    extras: tuple[Extra, ...]
+    env: tuple[tuple[str, bool], ...]  # (name, is set)
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: extras and env as objects keyed by name."""
+        found = asdict(self)
+        found["extras"] = {
+            e.name: {k: v for k, v in asdict(e).items() if k != "name"} for e in self.extras
+        }
+        found["env"] = {name: ("set" if is_set else "unset") for name, is_set in self.env}
+        return found
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def folder_bytes(folder: Path) -> int:
+    """The size of every file under folder (0 if it does not exist); links are not followed."""
+    total = 0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                continue  # vanished or unreadable: not worth failing a report over
+    return total
+
+
+def installed_extras() -> tuple[Extra, ...]:
+    """Which extras' packages are installed (found on the path, not imported: ray takes
+    seconds to import)."""
+    return tuple(
+        Extra(name, module, importlib.util.find_spec(module) is not None, _version(dist))
+        for name, (module, dist) in EXTRAS.items()
+    )
+
+
+def doctor_report(settings: ModelSettings | None = None) -> DoctorReport:
+    """Gather the report; imports torch to read its build and the device it sees."""
+    from clipcls import __version__
+    from clipcls.engine.hardware import RuntimeChoice, runtime_choice
+
+    settings = settings or ModelSettings()
+    try:
+        runtime = runtime_choice()
+        torch_error = None
+    except (ImportError, OSError) as error:  # a broken install is what doctor is run for
+        torch_error = f"{type(error).__name__}: {error}"
+        unknown = "torch does not import"
+        runtime = RuntimeChoice(None, None, "cpu", unknown, "fp32", unknown)
+    cache_dir = settings.resolved_cache_dir()
+    return DoctorReport(
+        clipcls_version=__version__,
+        python_version=platform.python_version(),
+        open_clip_version=_version("open_clip_torch"),
+        torch_version=runtime.torch_version,
+        torch_cuda=runtime.torch_cuda,
+        torch_error=torch_error,
+        device=runtime.device,
+        device_reason=runtime.device_reason,
+        precision=runtime.precision,
+        precision_reason=runtime.precision_reason,
+        cache_dir=str(cache_dir),
+        cache_bytes=folder_bytes(cache_dir),
+        extras=installed_extras(),
+        env=tuple((name, bool(os.environ.get(name))) for name in ENV_VARS),
+    )
