@@ -201,6 +201,7 @@ def test_paths_that_name_no_file_are_400_and_outside_is_one_403(tree: Path) -> N
     assert outside_answers == {(403, "images[0].path is outside the server's --allow-dir roots")}
 
 
+@pytest.mark.slow
 def test_the_server_never_answers_for_a_file_outside_while_a_link_swaps(
     tiny_model: str, tree: Path
 ) -> None:

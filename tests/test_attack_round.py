@@ -21,6 +21,8 @@ from clipcls.errors import ClipclsError, ImageError
 from clipcls.server.client import RemoteEncoder, ServerClient
 from clipcls.server.roots import OpenRoots, resolve_roots
 
+pytestmark = pytest.mark.slow  # starts clipcls servers: run by .ci/run with -m slow
+
 runner = CliRunner()
 IMAGE = (SAMPLE_IMAGES / "chelsea.png").read_bytes()
 BOUNDARY = "attackB0undary"

@@ -134,6 +134,7 @@ def read_rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(stream))
 
 
+@pytest.mark.slow
 def test_two_processes_share_the_cache(tiny_model: str, tmp_path: Path) -> None:
     folder = tmp_path / "imgs"
     colour_images(folder, 40)
@@ -221,6 +222,7 @@ def test_corrupt_or_foreign_cache_files_are_survived_and_cleared(
     assert cached_run(tiny_model, photos).stdout == want
 
 
+@pytest.mark.slow
 def test_a_cache_locked_by_another_process_is_skipped(
     tiny_model: str, photos: Path, isolated_caches: Path
 ) -> None:

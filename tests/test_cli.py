@@ -363,6 +363,7 @@ def test_help_runs_as_a_process_without_importing_torch() -> None:
     assert done.returncode == 0 and "predict" in done.stdout
 
 
+@pytest.mark.slow
 def test_sample_images_run_end_to_end_as_a_process(tiny_model: str, tmp_path: Path) -> None:
     done = subprocess.run(
         [

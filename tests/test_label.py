@@ -317,6 +317,7 @@ def make_many_images(folder: Path, count: int) -> None:
         os.link(big, folder / f"{i:03d}.jpg")
 
 
+@pytest.mark.slow
 def test_ctrl_c_stops_cleanly_and_resume_finishes(tiny_model: str, tmp_path: Path) -> None:
     make_many_images(tmp_path / "many", 150)
     out = tmp_path / "labels.csv"

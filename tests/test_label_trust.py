@@ -290,6 +290,7 @@ def many_images(folder: Path, count: int, size: tuple[int, int] = (900, 700)) ->
         Image.effect_noise(size, 40 + i).convert("RGB").save(folder / f"{i:03d}.jpg")
 
 
+@pytest.mark.slow
 def test_one_writer_per_output_and_sigterm_stops_like_ctrl_c(
     tiny_model: str, tmp_path: Path
 ) -> None:
@@ -318,6 +319,7 @@ def test_one_writer_per_output_and_sigterm_stops_like_ctrl_c(
 # Proof: kill -9 anywhere, resume, and nothing is lost, doubled or mixed.
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["copy", "move"])
 def test_kill_9_at_random_points_then_resume_loses_and_doubles_nothing(
     tiny_model: str, tmp_path: Path, mode: str

@@ -96,6 +96,7 @@ def test_quick_gelu_tags_build_quick_gelu_models_without_downloading() -> None:
     )
 
 
+@pytest.mark.slow
 def test_quick_gelu_tag_really_builds_quick_gelu(tmp_path: Path, monkeypatch) -> None:
     """Load the openai tag from a local file standing in for the download: QuickGELU is built."""
     import open_clip.factory

@@ -22,6 +22,7 @@ def run_here(tmp_path: Path):  # type: ignore[no-untyped-def]
     return run
 
 
+@pytest.mark.slow
 def test_a_fully_cached_predict_never_loads_the_model(
     tiny_model: str, photos: Path, run_here
 ) -> None:  # type: ignore[no-untyped-def]
@@ -36,6 +37,7 @@ def test_a_fully_cached_predict_never_loads_the_model(
     assert loaded and len(third.splitlines()) == len(first.splitlines())
 
 
+@pytest.mark.slow
 def test_label_and_evaluate_answer_from_the_cache_alone(
     tiny_model: str, photos: Path, tmp_path: Path, run_here
 ) -> None:  # type: ignore[no-untyped-def]
@@ -56,6 +58,7 @@ def test_label_and_evaluate_answer_from_the_cache_alone(
     assert not loaded and json.loads(second) == json.loads(first)
 
 
+@pytest.mark.slow
 def test_a_changed_file_or_a_damaged_record_brings_the_model_back(
     tiny_model: str, photos: Path, run_here, isolated_caches: Path
 ) -> None:  # type: ignore[no-untyped-def]
@@ -75,6 +78,7 @@ def test_a_changed_file_or_a_damaged_record_brings_the_model_back(
     assert loaded
 
 
+@pytest.mark.slow
 def test_other_weights_are_not_taken_for_the_recorded_model(
     tiny_model: str, photos: Path, tmp_path: Path, run_here
 ) -> None:  # type: ignore[no-untyped-def]

@@ -158,6 +158,7 @@ def partial_row(kind: str, path: str, cut: float) -> bytes:
     return data[: max(1, int(len(data) * cut))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["csv", "jsonl"])
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -195,6 +196,7 @@ def many_images(folder: Path, names: list[str]) -> None:
         Image.effect_noise((640, 480), 40 + i).convert("RGB").save(folder / name, "PNG")
 
 
+@pytest.mark.slow
 def test_kill_9_mid_move_with_every_control_character_then_resume(
     tiny_model: str, tmp_path: Path
 ) -> None:

@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 
 from clipcls.cli import app
 
+pytestmark = pytest.mark.slow  # starts Ray clusters: run by .ci/run with -m slow
+
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
 runner = CliRunner()

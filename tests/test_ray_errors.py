@@ -17,6 +17,8 @@ from typer.testing import CliRunner
 
 from clipcls.cli import app
 
+pytestmark = pytest.mark.slow  # starts a Ray cluster: run by .ci/run with -m slow
+
 ray = pytest.importorskip("ray")
 cluster_utils = pytest.importorskip("ray.cluster_utils")
 runner = CliRunner()

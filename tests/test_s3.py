@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from clipcls.cli import app
 
+pytestmark = pytest.mark.slow  # starts a local S3 server: run by .ci/run with -m slow
+
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
 runner = CliRunner()

@@ -26,6 +26,8 @@ from typer.testing import CliRunner
 
 from clipcls.cli import app
 
+pytestmark = pytest.mark.slow  # starts clipcls servers: run by .ci/run with -m slow
+
 pytest.importorskip("litserve")
 runner = CliRunner()
 LABELS = "cat,coffee,rocket"

@@ -28,6 +28,8 @@ from clipcls.cache import EmbeddingCache
 from clipcls.cli import app
 from clipcls.errors import UsageError
 
+pytestmark = pytest.mark.slow  # starts clipcls servers: run by .ci/run with -m slow
+
 pytest.importorskip("litserve")
 runner = CliRunner()
 TIMEOUT = 3.0  # the shared server's --timeout, seconds

@@ -20,6 +20,8 @@ from clipcls.settings import ModelSettings
 pytest.importorskip("litserve")
 from test_serve import Server  # noqa: E402  (after the skip: it needs litserve)
 
+pytestmark = pytest.mark.slow  # starts clipcls servers: run by .ci/run with -m slow
+
 runner = CliRunner()
 LABELS = "cat,coffee,rocket"
 WEIGHTS = "open_clip_model.safetensors"

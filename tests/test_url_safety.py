@@ -195,6 +195,7 @@ def test_a_local_run_stops_a_trickling_url_at_the_deadline(
     assert result.exit_code == 0 and "no answer within 1 s" in jsonl(result.stdout)[0]["error"]
 
 
+@pytest.mark.slow
 def test_malformed_urls_are_error_rows_and_the_good_files_are_kept(tiny_model: str) -> None:
     good = str(SAMPLE_IMAGES / "chelsea.png")
     listed = "\n".join([*MALFORMED, good]) + "\n"
@@ -221,6 +222,7 @@ def test_a_server_request_with_a_malformed_url_is_a_400(url: str) -> None:
     assert refused.value.status == 400
 
 
+@pytest.mark.slow
 def test_the_server_refuses_loopback_urls_unless_allowed(tiny_model: str) -> None:
     from test_serve import Server
 

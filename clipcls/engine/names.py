@@ -8,6 +8,7 @@ import ast
 import difflib
 import functools
 import importlib.util
+import sys
 from collections.abc import Collection
 from pathlib import Path
 
@@ -29,6 +30,13 @@ def known_architectures() -> frozenset[str]:
     if folder is None:
         return frozenset()
     return frozenset(path.stem for path in (folder / "model_configs").glob("*.json"))
+
+
+def registered_in_process(arch: str) -> bool:
+    """An architecture added with open_clip.add_model_config in this process (a Python user,
+    a test): open_clip is imported already then, so asking it costs nothing."""
+    module = sys.modules.get("open_clip")
+    return module is not None and arch in module.list_models()
 
 
 @functools.cache

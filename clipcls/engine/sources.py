@@ -12,7 +12,13 @@ from pathlib import Path
 from typing import Any
 
 from clipcls.digests import file_digest
-from clipcls.engine.names import clean_tag, close_names, known_architectures, known_tags
+from clipcls.engine.names import (
+    clean_tag,
+    close_names,
+    known_architectures,
+    known_tags,
+    registered_in_process,
+)
 from clipcls.errors import ModelLoadError, UsageError
 from clipcls.settings import DEFAULT_PRETRAINED, ModelSettings
 
@@ -95,7 +101,7 @@ def check_model_name(settings: ModelSettings) -> None:
     known = known_architectures()
     if not known:
         return
-    if arch not in known:
+    if arch not in known and not registered_in_process(arch):
         if "/" in given:  # a transformers id such as openai/clip-vit-base-patch32
             raise UsageError(
                 f"--model {name} looks like a Hugging Face transformers id; clipcls runs open_clip "
