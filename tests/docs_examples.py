@@ -54,6 +54,7 @@ class Block:
     language: str
     body: list[str]
     not_run: str | None
+    indent: str = ""
     commands: list[Command] = field(default_factory=list)
 
     @property
@@ -78,7 +79,8 @@ def find_blocks(document: str, lines: list[str]) -> list[Block]:
         body = [line.removeprefix(indent) for line in lines[i + 1 : end]]
         before = next((lines[j] for j in range(i - 1, -1, -1) if lines[j].strip()), "")
         reason = NOT_RUN.match(before)
-        block = Block(document, i + 1, match.group(3), body, reason.group(1) if reason else None)
+        why = reason.group(1) if reason else None
+        block = Block(document, i + 1, match.group(3), body, why, indent)
         if block.is_session:
             block.commands = split_session(body, i + 1)
         blocks.append(block)
@@ -128,7 +130,8 @@ def lines_agree(shown: str, printed: str) -> bool:
         return False
     for a, b in zip(NUMBER.findall(shown), NUMBER.findall(printed), strict=True):
         decimals = len(a.partition(".")[2])
-        if abs(float(a) - float(b)) > 1.01 * 10.0**-decimals:
+        # a unit of the last digit shown, or 1e-5 relative for numbers printed in full
+        if abs(float(a) - float(b)) > max(1.01 * 10.0**-decimals, 1e-5 * abs(float(a))):
             return False
     return True
 
@@ -139,8 +142,10 @@ def outputs_agree(shown: list[str], printed: list[str]) -> bool:
         return not printed
     if shown[0] == "...":
         return any(outputs_agree(shown[1:], printed[k:]) for k in range(len(printed) + 1))
-    return bool(printed) and lines_agree(shown[0], printed[0]) and outputs_agree(
-        shown[1:], printed[1:]
+    return (
+        bool(printed)
+        and lines_agree(shown[0], printed[0])
+        and outputs_agree(shown[1:], printed[1:])
     )
 
 
@@ -282,27 +287,29 @@ def update_document(document: str, root: Path) -> list[str]:
     _, printed_at = run_document(document, root)
     blocks = [b for b in find_blocks(document, lines) if runnable(b)]
     commands = sorted(
-        (c for b in blocks for c in b.commands), key=lambda c: c.first_output_line, reverse=True
+        ((c, b.indent) for b in blocks for c in b.commands),
+        key=lambda pair: pair[0].first_output_line,
+        reverse=True,
     )
-    for command in commands:  # from the end, so earlier line numbers stay valid
+    for command, indent in commands:  # from the end, so earlier line numbers stay valid
         printed = printed_at[command.first_output_line]
         if command.shown and command.shown[-1] == "...":  # keep showing just the head
             printed = printed[: len(command.shown) - 1] + ["..."]
-        indent = re.match(r"\s*", lines[command.first_output_line - 1]).group(0)  # type: ignore[union-attr]
         start = command.first_output_line
         lines[start : start + len(command.shown)] = [indent + p if p else p for p in printed]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return [c.text for c in commands]
+    return [c.text for c, _ in commands]
 
 
 def main(argv: list[str]) -> int:
+    """`--update [DOCUMENT...]`: rewrite the shown outputs (of every document by default)."""
     import tempfile
 
-    if argv[1:] != ["--update"]:
-        print("usage: python tests/test_docs_examples.py --update", file=sys.stderr)
+    if argv[1:2] != ["--update"]:
+        print("usage: python tests/test_docs_examples.py --update [DOCUMENT...]", file=sys.stderr)
         return 2
-    for document in DOCUMENTS:
+    for document in argv[2:] or DOCUMENTS:
         with tempfile.TemporaryDirectory() as root:
             commands = update_document(document, Path(root))
-        print(f"{document}: {len(commands)} commands' outputs written", file=sys.stderr)
+        print(f"{document}: the output of {len(commands)} commands written", file=sys.stderr)
     return 0

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from docs_examples import (
     DOCUMENTS,
     REPO,
@@ -59,7 +58,9 @@ def test_drift_is_caught(tmp_path: Path) -> None:
 
 
 def test_comparison_rules() -> None:
-    assert outputs_agree(["12 images in 0.7 s (18.4 images/s)"], ["12 images in 3.1 s (4 images/s)"])
+    assert outputs_agree(
+        ["12 images in 0.7 s (18.4 images/s)"], ["12 images in 3.1 s (4 images/s)"]
+    )
     assert outputs_agree(["51.6%"], ["51.7%"])  # the last digit of a rounded float
     assert not outputs_agree(["51.6%"], ["52.6%"])
     assert not outputs_agree(["cat 51.6%"], ["dog 51.6%"])
