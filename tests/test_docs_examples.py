@@ -7,6 +7,7 @@ of behaviour (the test itself never writes a document); docs_examples.py is the 
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,21 @@ def test_background_server_is_waited_for_and_stopped(tmp_path: Path) -> None:
     drift, _ = run_document("page.md", tmp_path / "run", page)
     assert not drift, drift
     pid = (tmp_path / "run" / "work" / "pid").read_text().strip()
-    assert not Path(f"/proc/{pid}").exists()  # stopped at the end of its block
+    assert not running(pid)  # stopped at the end of its block
+
+
+def running(pid: str) -> bool:
+    """Whether a process lives (a zombie waiting for its parent to reap it does not)."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            return False
+        if state == "Z":
+            return False
+        time.sleep(0.1)
+    return True
 
 
 if __name__ == "__main__":
