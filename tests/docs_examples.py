@@ -5,6 +5,7 @@ fresh work folder per document (sample_images/ copied in, caches under a tempora
 network), and what it prints (stdout and stderr together) must match the lines shown under it.
 A ```python block runs with this Python and must succeed. Any other block must say why it is
 not run, in an HTML comment on the line before it: `<!-- not-run: reason -->`.
+Every command must exit 0: a document shows a failure as `$ cmd || echo "exit code $?"`.
 `python tests/test_docs_examples.py --update` rewrites the shown outputs from a run.
 """
 
@@ -186,9 +187,11 @@ class Workspace:
         text = text.replace(str(self.work) + "/", "").replace(str(self.home), "~")
         return [line.rstrip() for line in text.rstrip().splitlines()]
 
-    def run(self, command: Command) -> list[str]:
+    def run(self, command: Command) -> tuple[list[str], int]:
+        """What a command printed (stdout and stderr as a terminal interleaves them), and its
+        exit status."""
         if command.background:
-            return self.start(command)
+            return self.start(command), 0
         done = subprocess.run(
             ["bash", "-c", command.text],
             cwd=self.work,
@@ -198,7 +201,7 @@ class Workspace:
             timeout=COMMAND_TIMEOUT,
             check=False,
         )
-        return self.tidy(done.stdout.decode("utf-8", "replace"))
+        return self.tidy(done.stdout.decode("utf-8", "replace")), done.returncode
 
     def start(self, command: Command) -> list[str]:
         """Start a background command; wait until it printed as many lines as shown."""
@@ -269,10 +272,15 @@ def run_document(
                     drift.append(f"{block.where}: the python block failed:\n{done.stderr}")
                 continue
             for command in block.commands:
-                printed = workspace.run(command)
+                printed, status = workspace.run(command)
                 printed_at[command.first_output_line] = printed
                 if not outputs_agree(command.shown, printed):
                     drift.append(describe_drift(block, command, printed))
+                elif status != 0:
+                    drift.append(
+                        f"{block.where}: `$ {command.text}` exited {status} (a failure "
+                        'the document shows ends with `|| echo "exit code $?"`)'
+                    )
             workspace.stop()
     finally:
         workspace.close()

@@ -55,7 +55,18 @@ def test_drift_is_caught(tmp_path: Path) -> None:
     )
     drift, printed = run_document("page.md", tmp_path / "run", page)
     assert len(drift) == 1 and "printf" in drift[0] and "c" in drift[0]
+    assert printed[5] == ["0.5123"] and printed[10] == ["one", "two"]
     assert printed[16] == ["a", "b"]  # the line under `$ printf`
+
+
+def test_a_failing_command_must_say_so(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```\n$ echo no; exit 2\nno\n"
+        '$ (echo no; exit 2) || echo "exit code $?"\nno\nexit code 2\n```\n'
+    )
+    drift, _ = run_document("page.md", tmp_path / "run", page)
+    assert len(drift) == 1 and "exited 2" in drift[0] and "exit 2`" in drift[0]
 
 
 def test_comparison_rules() -> None:
