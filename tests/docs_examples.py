@@ -165,10 +165,10 @@ class Workspace:
         bin_dir.mkdir()
         for name in COPIED:
             shutil.copytree(REPO / name, self.work / name)
-        shim = bin_dir / "clipcls"
-        shim.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m clipcls "$@"\n')
-        shim.chmod(0o755)
-        (bin_dir / "python").symlink_to(sys.executable)
+        for name, args in (("clipcls", ' -m clipcls "$@"'), ("python", ' "$@"')):
+            shim = bin_dir / name
+            shim.write_text(f'#!/bin/sh\nexec "{sys.executable}"{args}\n')
+            shim.chmod(0o755)
         self.env = {
             "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
             "HOME": str(self.home),

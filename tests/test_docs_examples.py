@@ -92,6 +92,17 @@ def test_background_server_is_waited_for_and_stopped(tmp_path: Path) -> None:
     assert not running(pid)  # stopped at the end of its block
 
 
+def test_python_and_clipcls_on_the_path_are_this_checkout(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```\n$ python -c 'import clipcls; print(clipcls.__file__)'\n"
+        "$ clipcls templates | grep -c openai\n```\n"
+    )
+    _, printed = run_document("page.md", tmp_path / "run", page)
+    assert printed[2] == [str(REPO / "clipcls" / "__init__.py")]
+    assert printed[3] == ["1"]
+
+
 def running(pid: str) -> bool:
     """Whether a process lives (a zombie waiting for its parent to reap it does not)."""
     deadline = time.monotonic() + 5
