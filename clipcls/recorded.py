@@ -22,7 +22,7 @@ from clipcls import __version__
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier
 from clipcls.engine.model import ModelInfo
-from clipcls.engine.sources import model_identity
+from clipcls.engine.sources import model_identity, random_weights_notices
 from clipcls.errors import ClipclsError
 from clipcls.labels import Label
 from clipcls.pipeline import EmbedPlan, look_up
@@ -59,7 +59,13 @@ class RecordedModel:
     compute anything, it raises ModelNeeded."""
 
     def __init__(self, record: ModelRecord, settings: ModelSettings) -> None:
-        self.info = ModelInfo(record.model, record.pretrained, record.device, record.precision)
+        self.info = ModelInfo(
+            record.model,
+            record.pretrained,
+            record.device,
+            record.precision,
+            random_weights_notices(settings.model),
+        )
         self.logit_scale = record.logit_scale
         self.logit_bias = record.logit_bias
         self.plan = EmbedPlan(

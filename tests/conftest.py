@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from clipcls.engine.model import ClipModel
+from clipcls.engine.random_model import architecture_config, tiny_config, write_random_model
 from clipcls.pipeline import EmbedPlan
 from clipcls.settings import ModelSettings, Precision
 
@@ -24,35 +25,13 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 REPO = Path(__file__).resolve().parent.parent
 SAMPLE_IMAGES = REPO / "sample_images"
 
-TINY_MODEL_CFG: dict[str, Any] = {
-    "embed_dim": 32,
-    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8},
-    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
-}
-TINY_PREPROCESS_CFG = {
-    "size": 32,
-    "mean": [0.48145466, 0.4578275, 0.40821073],
-    "std": [0.26862954, 0.26130258, 0.27577711],
-    "interpolation": "bicubic",
-    "resize_mode": "shortest",
-}
+# The tiny model `clipcls models export ViT-B-32 DIR --random --tiny` writes.
+TINY_MODEL_CFG: dict[str, Any] = tiny_config(architecture_config("ViT-B-32"))
 
 
 def write_tiny_model(folder: Path, seed: int = 0, **overrides: Any) -> Path:
-    """Write a random-weight CLIP as open_clip_config.json + open_clip_model.safetensors."""
-    import open_clip
-    import torch
-    from safetensors.torch import save_file
-
-    model_cfg = {**TINY_MODEL_CFG, **overrides}
-    torch.manual_seed(seed)
-    model = open_clip.CLIP(**model_cfg)
-    folder.mkdir(parents=True, exist_ok=True)
-    config = {"model_cfg": model_cfg, "preprocess_cfg": TINY_PREPROCESS_CFG}
-    (folder / "open_clip_config.json").write_text(json.dumps(config))
-    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
-    save_file(weights, str(folder / "open_clip_model.safetensors"))
-    return folder
+    """Write a tiny random-weight CLIP as a local-dir: folder (the library's --random --tiny)."""
+    return write_random_model(folder, "ViT-B-32", seed=seed, tiny=True, **overrides)
 
 
 @pytest.fixture(autouse=True)

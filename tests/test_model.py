@@ -132,6 +132,7 @@ def test_missing_weights_offline_is_one_readable_error(isolated_caches: Path) ->
     assert "ViT-B-32 (datacomp_xl_s13b_b90k)" in message
     assert str(isolated_caches) in message and "--offline is set" in message
     assert "local-dir:PATH" in message and "--pretrained FILE" in message
+    assert "clipcls models export ViT-B-32 ./random --random --tiny" in message  # no network
     assert "\n" not in message
 
 

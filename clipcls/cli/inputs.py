@@ -106,6 +106,8 @@ def load_classifier(
         classifier = cached_classifier(cache, settings, labels, templates, paths(), batch_size)
         if classifier is not None:
             info: ModelInfo = classifier.encoder.info  # type: ignore[attr-defined]
+            for line in info.notices:
+                warn(line)
             if not quiet:
                 notice(f"{describe(info)} {NOT_LOADED}")
             return classifier, info

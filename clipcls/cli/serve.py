@@ -8,11 +8,11 @@ from typing import Annotated, Any
 
 import typer
 
-from clipcls.cli.console import notice, reported_errors
+from clipcls.cli.console import notice, reported_errors, warn
 from clipcls.cli.model_options import model_options, model_settings
 from clipcls.cli.options import DebugOpt
 from clipcls.engine.hardware import check_device_early
-from clipcls.engine.sources import check_model_name
+from clipcls.engine.sources import check_model_name, random_weights_notices
 from clipcls.errors import UsageError
 
 EXAMPLES = """
@@ -102,6 +102,8 @@ def serve(
         sock = listen(options)  # held from now on: a second server on this port stops here
         url = f"http://{host}:{port}"
         notice(f"serving {settings.model} on {url} (loading the model)")
+        for line in random_weights_notices(settings.model):
+            warn(line)
 
         def ready(facts: dict[str, Any]) -> None:
             weights = f" ({facts['pretrained']})" if facts.get("pretrained") else ""

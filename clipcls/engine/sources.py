@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import json
 import os
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -33,6 +34,16 @@ WEIGHT_FILES = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
 CONFIG_FILE = "open_clip_config.json"
+
+
+# A key of open_clip_config.json that open_clip ignores: the folder holds random weights.
+RANDOM_MARKER = "clipcls_random_weights"
+
+
+RANDOM_NOTICE = (
+    "{name} has RANDOM weights (made by `clipcls models export --random`): "
+    "its predictions are meaningless"
+)
 
 
 CACHE_VERSION = "clipcls-1"  # bump when embeddings computed for the same inputs would change
@@ -201,7 +212,7 @@ def resolve_source(settings: ModelSettings) -> ModelSource:
                 f"--pretrained cannot be used with {settings.model}: "
                 "hf-hub: and local-dir: models bring their own weights"
             )
-        return ModelSource(settings.model, None)
+        return ModelSource(settings.model, None, notices=random_weights_notices(settings.model))
     arch, _, tag = settings.model.partition(":")  # "ViT-B-32:openai" as open_clip lists them
     if tag and settings.pretrained is not None:
         raise UsageError(f"--model {settings.model} already names weights; drop --pretrained")
@@ -244,7 +255,9 @@ def _download_failure(what: str, cache: Path, why: str) -> str:
     return (
         f"cannot load weights for {what}: not in the cache at {cache}, and {why}. Ways out: "
         "connect to the network once so they download into the cache; or use --model "
-        "local-dir:PATH (see `clipcls models export`); or --pretrained FILE"
+        "local-dir:PATH (see `clipcls models export`); or --pretrained FILE. To try clipcls "
+        "out with no network: `clipcls models export ViT-B-32 ./random --random --tiny` "
+        "(meaningless predictions)"
     )
 
 
@@ -281,8 +294,22 @@ def _check_local_dir(name: str) -> None:
         what = "is not a folder" if not folder.is_dir() else f"has no {CONFIG_FILE}"
         raise UsageError(
             f"--model {name}: {folder} {what}; make one with "
-            "`clipcls models export ARCH FOLDER` (see `clipcls models`)"
+            "`clipcls models export ARCH FOLDER` (see `clipcls models`; `--random` makes one "
+            "with no network, for trying things out)"
         )
+
+
+def random_weights_notices(name: str) -> tuple[str, ...]:
+    """The meaningless-predictions notice for a local-dir: model with random weights, if it is
+    one (read from its config, without torch)."""
+    if not name.startswith(LOCAL_DIR):
+        return ()
+    config = Path(name.removeprefix(LOCAL_DIR)).expanduser() / CONFIG_FILE
+    try:
+        marked = RANDOM_MARKER in json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError, TypeError):
+        return ()  # loading says what is wrong with the folder
+    return (RANDOM_NOTICE.format(name=name),) if marked else ()
 
 
 SCHEMA_SOURCES = {
