@@ -69,10 +69,15 @@ def report(summary: Summary, output: Path, options: LabelOptions) -> None:
 
 
 def _sorted_line(summary: Summary, options: LabelOptions) -> str:
-    """What --sort-into did: `copied 13 files into sorted/ (cat 8, dog 5)`."""
+    """What --sort-into did: `copied 13 files into sorted/ (cat 8, dog 5)`, and why labeled
+    URLs were not sorted (there is no file here to place)."""
     done, planned = PLACED[options.mode]
-    files = plural(sum(summary.per_label.values()), "file")
+    files = plural(sum(summary.placed.values()), "file")
     folder = clean_text(str(options.sort_into))
-    labels = ", ".join(f"{label} {count}" for label, count in summary.per_label.most_common())
+    labels = ", ".join(f"{label} {count}" for label, count in summary.placed.most_common())
     what = f"dry run: would {planned} {files}" if options.dry_run else f"{done} {files}"
-    return f"{what} into {folder}" + (f" ({labels})" if labels else "")
+    line = f"{what} into {folder}" + (f" ({labels})" if labels else "")
+    if summary.unsorted_urls:
+        urls = plural(summary.unsorted_urls, "URL")
+        line += f"; {urls} not sorted: a URL is no file here to {planned}"
+    return line
