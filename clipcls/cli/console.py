@@ -23,7 +23,7 @@ from rich.text import Text
 
 from clipcls.cli.interrupts import exit_code_of
 from clipcls.errors import ClipclsError, UsageError
-from clipcls.output.files import check_writable
+from clipcls.output.files import check_new_output
 from clipcls.output.rows import printable
 from clipcls.output.writers import plain_console, plural
 
@@ -61,10 +61,11 @@ def reported_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(exit_code_of(interrupt)) from None
 
 
-def check_output_path(output: Path | None) -> None:
-    """Fail before any model loads if the output file cannot be created."""
+def check_output_path(output: Path | None, overwrite: bool, option: str = "--output") -> None:
+    """Fail before any model loads if the output file cannot be created, or holds something
+    that only --overwrite may replace."""
     if output is not None:
-        check_writable(output)
+        check_new_output(output, overwrite, option)
 
 
 def fail_if_strict(strict: bool, failures: int) -> None:

@@ -35,6 +35,7 @@ from clipcls.cli.options import (
     LabelsFileOpt,
     LabelsOpt,
     NoCacheOpt,
+    OverwriteOpt,
     PathsArg,
     QuietOpt,
     ServerOpt,
@@ -81,6 +82,7 @@ def predict(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
     ] = None,
+    overwrite: OverwriteOpt = False,
     batch_size: BatchSizeOpt = None,
     quiet: QuietOpt = False,
     include_hidden: IncludeHiddenOpt = False,
@@ -97,7 +99,7 @@ def predict(
         total = sum(1 for _ in iter_image_paths(inputs, include_hidden))
         if total == 0:
             raise UsageError(f"no images found in {', '.join(inputs)}")
-        check_output_path(output)
+        check_output_path(output, overwrite)
         fmt = format_for(output, fmt)
         classifier: Classifier | RemoteClassifier
         if server is not None:

@@ -1,0 +1,86 @@
+"""Small lies and surprises of the first five minutes (issue 21): what the summary says, where
+outputs go, and one rule for replacing an existing output in every command."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_IMAGES
+from typer.testing import CliRunner
+
+from clipcls.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    """Two classes of one real photo each."""
+    for folder, name in {"cat": "chelsea.png", "cup": "coffee.png"}.items():
+        (tmp_path / "data" / folder).mkdir(parents=True)
+        shutil.copy(SAMPLE_IMAGES / name, tmp_path / "data" / folder / name)
+    return tmp_path / "data"
+
+
+def evaluate(model: str, *args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, ["evaluate", *args, "--model", model, "-t", "photo", "-q"])
+
+
+def predict(model: str, *args: str):  # type: ignore[no-untyped-def]
+    base = ["predict", str(SAMPLE_IMAGES / "chelsea.png"), "--labels", "cat,dog", "-t", "photo"]
+    return runner.invoke(app, [*base, *args, "--model", model, "-q"])
+
+
+def test_report_to_a_folder_writes_its_index_html(
+    tiny_model: str, dataset: Path, tmp_path: Path
+) -> None:
+    # `--report out/` (the help's own example) wrote a file named `out`.
+    pytest.importorskip("matplotlib")
+    result = evaluate(tiny_model, str(dataset), "--report", f"{tmp_path / 'out'}/")
+    assert result.exit_code == 0, result.output
+    assert "<html" in (tmp_path / "out" / "index.html").read_text()
+    (tmp_path / "old").mkdir()  # an existing folder, named without the slash
+    result = evaluate(tiny_model, str(dataset), "--report", str(tmp_path / "old"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "old" / "index.html").is_file()
+    missing = evaluate(tiny_model, str(dataset), "--report", f"{tmp_path / 'no' / 'out'}/")
+    assert missing.exit_code == 2 and "--report folder does not exist" in missing.stderr
+
+
+def test_predict_refuses_to_replace_an_output_without_overwrite(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    # predict -o replaced an existing file silently, while label refused.
+    out = tmp_path / "old.csv"
+    out.write_text("precious\n")
+    refused = predict(tiny_model, "-o", str(out))
+    assert refused.exit_code == 2, refused.output
+    assert refused.stderr.count("\n") == 1 and "add --overwrite" in refused.stderr
+    assert out.read_text() == "precious\n"
+    replaced = predict(tiny_model, "-o", str(out), "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert out.read_text().startswith("path,")
+    empty = tmp_path / "empty.csv"  # as made by mktemp: nothing to lose
+    empty.touch()
+    assert predict(tiny_model, "-o", str(empty)).exit_code == 0
+
+
+@pytest.mark.parametrize(
+    ("option", "name"),
+    [("--output", "r.json"), ("--predictions", "p.csv"), ("--report", "r.html")],
+)
+def test_evaluate_refuses_to_replace_an_output_without_overwrite(
+    tiny_model: str, dataset: Path, tmp_path: Path, option: str, name: str
+) -> None:
+    # evaluate's -o, --predictions and --report replaced existing files silently.
+    if option == "--report":
+        pytest.importorskip("matplotlib")
+    out = tmp_path / name
+    out.write_text("precious\n")
+    refused = evaluate(tiny_model, str(dataset), option, str(out))
+    assert refused.exit_code == 2, refused.output
+    assert f"{option} {out} already exists: add --overwrite" in refused.stderr
+    assert out.read_text() == "precious\n"
+    replaced = evaluate(tiny_model, str(dataset), option, str(out), "--overwrite")
+    assert replaced.exit_code == 0, replaced.output
+    assert out.read_text() != "precious\n"
