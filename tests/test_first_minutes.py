@@ -1,11 +1,13 @@
 """Small lies and surprises of the first five minutes (issue 21): what the summary says, where
 outputs go, and one rule for replacing an existing output in every command."""
 
+import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
-from conftest import SAMPLE_IMAGES
+from conftest import SAMPLE_IMAGES, clipcls_process
 from typer.testing import CliRunner
 
 from clipcls.cli import app
@@ -84,3 +86,18 @@ def test_evaluate_refuses_to_replace_an_output_without_overwrite(
     replaced = evaluate(tiny_model, str(dataset), option, str(out), "--overwrite")
     assert replaced.exit_code == 0, replaced.output
     assert out.read_text() != "precious\n"
+
+
+def test_label_summary_counts_the_whole_run_not_only_the_images(
+    tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
+    # "4 images in 0.0 s" counted only the image phase of a run that took seconds.
+    args = ["label", str(photos), "-o", str(tmp_path / "o.csv"), "--labels", "cat,dog"]
+    began = time.monotonic()
+    _, _, stderr = clipcls_process(*args, "--model", tiny_model, "-t", "photo")
+    wall = time.monotonic() - began
+    found = re.search(r"4 images in ([\d.]+) s \([\d.]+ images/s; ([\d.]+) s in all", stderr)
+    assert found, stderr
+    images, whole = float(found[1]), float(found[2])
+    assert images <= whole <= wall + 0.1
+    assert whole >= wall / 2  # start-up (imports, model load) counted: most of a tiny run

@@ -17,6 +17,7 @@ from clipcls.cli import serve as serve_command
 from clipcls.cli import templates as templates_command
 from clipcls.cli.cache import EXAMPLES as CACHE_EXAMPLES
 from clipcls.cli.cache import cache_app
+from clipcls.cli.clock import start_run
 from clipcls.cli.console import stderr
 from clipcls.cli.models import models_app
 from clipcls.errors import ExitStatus
@@ -44,6 +45,7 @@ class OneLineErrors(TyperGroup):
         **extra: Any,
     ) -> Any:
         run = super().main
+        start_run()
         if not standalone_mode:
             return run(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:

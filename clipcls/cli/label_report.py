@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
+from clipcls.cli.clock import timing
 from clipcls.cli.console import notice, stderr
 from clipcls.label_job import LabelJob, LabelOptions, Summary
 from clipcls.output.rows import clean_text
@@ -62,8 +63,7 @@ def report(summary: Summary, output: Path, options: LabelOptions) -> None:
     stderr.print(table)
     elapsed = time.monotonic() - summary.started
     skipped = f", {summary.skipped} already done" if summary.skipped else ""
-    rate = f"{summary.rate():.1f} images/s"
-    notice(f"{plural(summary.processed, 'image')} in {elapsed:.1f} s ({rate}){skipped}")
+    notice(timing(summary.processed, elapsed) + skipped)
     if options.sort_into is not None:
         notice(_sorted_line(summary, options))
 

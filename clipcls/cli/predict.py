@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from clipcls.classify import Classifier
+from clipcls.cli.clock import timing
 from clipcls.cli.console import (
     check_output_path,
     fail_if_strict,
@@ -136,7 +137,7 @@ def predict(
                 raise ClipclsError(f"cannot write {where}: {error.strerror or error}") from None
         if not quiet and stderr.is_terminal:
             elapsed = time.monotonic() - started
-            notice(f"{plural(total, 'image')}, {failures} unreadable, {elapsed:.1f} s")
+            notice(f"{timing(total, elapsed)}; {failures} unreadable")
         elif failures and not quiet:
             notice(f"{failures} of {plural(total, 'image')} could not be read")
         fail_if_strict(strict, failures)
