@@ -1,9 +1,11 @@
 """Small lies and surprises of the first five minutes (issue 21): what the summary says, where
 outputs go, and one rule for replacing an existing output in every command."""
 
+import io
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -101,3 +103,28 @@ def test_label_summary_counts_the_whole_run_not_only_the_images(
     images, whole = float(found[1]), float(found[2])
     assert images <= whole <= wall + 0.1
     assert whole >= wall / 2  # start-up (imports, model load) counted: most of a tiny run
+
+
+def test_progress_bar_shows_rate_and_time_left_on_a_small_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # 50 images come in two batches: the bar never showed a rate or time left (blank, -:--:--).
+    from rich.console import Console
+
+    from clipcls.cli import console
+
+    screen = io.StringIO()
+    monkeypatch.setattr(
+        console, "stderr", Console(file=screen, force_terminal=True, width=100, color_system=None)
+    )
+
+    def batches() -> Iterator[int]:
+        for size in (32, 18):
+            time.sleep(0.4)  # loading and encoding one batch
+            yield from range(size)
+
+    assert len(list(console.tracked(batches(), 50, True, "classifying"))) == 50
+    shown = screen.getvalue()
+    rates = [float(rate) for rate in re.findall(r"([\d.]+) img/s", shown)]
+    assert rates and all(20 <= rate <= 130 for rate in rates), shown  # ~62/s, machine load aside
+    assert re.search(r"img/s 0:00:0\d", shown), shown
