@@ -128,3 +128,25 @@ def test_progress_bar_shows_rate_and_time_left_on_a_small_run(
     rates = [float(rate) for rate in re.findall(r"([\d.]+) img/s", shown)]
     assert rates and all(20 <= rate <= 130 for rate in rates), shown  # ~62/s, machine load aside
     assert re.search(r"img/s 0:00:0\d", shown), shown
+
+
+def test_per_class_table_lists_classes_in_the_json_order() -> None:
+    # The terminal table sorted classes worst F1 first; the JSON and the report keep the
+    # folders' order (that of the confusion matrix too).
+    from types import SimpleNamespace
+
+    import numpy as np
+    from rich.console import Console
+
+    from clipcls.evaluation.metrics import compute_metrics
+    from clipcls.evaluation.terminal import per_class_table
+    from clipcls.labels import parse_labels
+
+    labels = parse_labels("ant,bee,cat")
+    scores = np.array([[0.9, 0.05, 0.05]] * 3)  # every image called an ant: its F1 is the best
+    metrics = compute_metrics(np.array([0, 1, 2]), scores, 3)
+    evaluation = SimpleNamespace(labels=labels, metrics=metrics)
+    screen = Console(file=io.StringIO(), width=80, color_system=None)
+    screen.print(per_class_table(evaluation))  # type: ignore[arg-type]
+    rows = [line.split()[1] for line in screen.file.getvalue().splitlines()[3:-1]]
+    assert rows == ["ant", "bee", "cat"]

@@ -34,7 +34,8 @@ def summary_table(evaluation: Evaluation) -> Table:
 
 
 def per_class_table(evaluation: Evaluation) -> Table:
-    """Precision, recall, F1 and support per class, worst F1 first."""
+    """Precision, recall, F1 and support per class, in the class order of the JSON, the report
+    and the confusion matrix (the class folders' sorted order)."""
     table = Table(header_style="bold")
     for name, justify in (
         ("class", "left"),
@@ -44,9 +45,7 @@ def per_class_table(evaluation: Evaluation) -> Table:
         ("F1", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    pairs = list(zip(evaluation.labels, evaluation.metrics.per_class, strict=True))
-    pairs.sort(key=lambda pair: (pair[1].f1 is None, pair[1].f1 or 0.0))
-    for label, metrics in pairs:
+    for label, metrics in zip(evaluation.labels, evaluation.metrics.per_class, strict=True):
         table.add_row(
             Text(label.name),
             str(metrics.support),
