@@ -2,8 +2,11 @@
 outputs go, and one rule for replacing an existing output in every command."""
 
 import io
+import os
 import re
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,3 +153,20 @@ def test_per_class_table_lists_classes_in_the_json_order() -> None:
     screen.print(per_class_table(evaluation))  # type: ignore[arg-type]
     rows = [line.split()[1] for line in screen.file.getvalue().splitlines()[3:-1]]
     assert rows == ["ant", "bee", "cat"]
+
+
+def test_predict_parquet_refuses_a_terminal_but_writes_to_a_pipe(tiny_model: str) -> None:
+    # `predict -f parquet` with no -o poured binary onto the terminal.
+    args = [sys.executable, "-m", "clipcls", "predict", str(SAMPLE_IMAGES / "chelsea.png")]
+    args += ["--labels", "cat,dog", "-t", "photo", "--model", tiny_model, "-q", "-f", "parquet"]
+    leader, follower = os.openpty()
+    try:
+        done = subprocess.run(args, stdout=follower, stderr=subprocess.PIPE, timeout=300)
+    finally:
+        os.close(follower)
+    os.close(leader)
+    lines = done.stderr.decode().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, lines
+    assert "-f parquet is binary, not for a terminal" in lines[0]
+    piped = subprocess.run(args, capture_output=True, timeout=300)
+    assert piped.returncode == 0 and piped.stdout.startswith(b"PAR1"), piped.stderr

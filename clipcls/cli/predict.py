@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -102,6 +103,11 @@ def predict(
             raise UsageError(f"no images found in {', '.join(inputs)}")
         check_output_path(output, overwrite)
         fmt = format_for(output, fmt)
+        if fmt is Format.PARQUET and output is None and sys.stdout.isatty():
+            raise UsageError(
+                "-f parquet is binary, not for a terminal: give -o FILE.parquet, or send "
+                "stdout to a file or a pipe"
+            )
         classifier: Classifier | RemoteClassifier
         if server is not None:
             classifier, _ = server_classifier(ctx, server, label_list, template_set, quiet)
