@@ -170,3 +170,23 @@ def test_predict_parquet_refuses_a_terminal_but_writes_to_a_pipe(tiny_model: str
     assert "-f parquet is binary, not for a terminal" in lines[0]
     piped = subprocess.run(args, capture_output=True, timeout=300)
     assert piped.returncode == 0 and piped.stdout.startswith(b"PAR1"), piped.stderr
+
+
+BOX_DRAWING = re.compile("[\u2500-\u257f]")
+
+
+def _words(text: str) -> set[str]:
+    return set(BOX_DRAWING.sub(" ", text).split())
+
+
+@pytest.mark.parametrize("columns", [60, 80])
+def test_comparison_table_never_breaks_a_word(tiny_model: str, dataset: Path, columns: int) -> None:
+    # At 60 columns `local-dir:/tmp/...` folded into `local-di` / `r:/tmp/h` and `templates`
+    # into `template` / `s`.
+    args = ["evaluate", str(dataset), "--model", tiny_model, "-t", "photo", "-t", "simple", "-q"]
+    wide = runner.invoke(app, args, env={"COLUMNS": "300"})
+    narrow = runner.invoke(app, args, env={"COLUMNS": str(columns)})
+    assert narrow.exit_code == 0, narrow.output
+    assert max(map(len, narrow.stdout.splitlines())) <= columns
+    assert _words(narrow.stdout) - {"#", "1", "2", "=", "/"} <= _words(wide.stdout), narrow.stdout
+    assert f"{tiny_model} / photo" in narrow.stdout or tiny_model in narrow.stdout
