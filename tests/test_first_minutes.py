@@ -190,3 +190,11 @@ def test_comparison_table_never_breaks_a_word(tiny_model: str, dataset: Path, co
     assert max(map(len, narrow.stdout.splitlines())) <= columns
     assert _words(narrow.stdout) - {"#", "1", "2", "=", "/"} <= _words(wide.stdout), narrow.stdout
     assert f"{tiny_model} / photo" in narrow.stdout or tiny_model in narrow.stdout
+
+
+def test_evaluate_refuses_two_outputs_on_one_file(dataset: Path, tmp_path: Path) -> None:
+    # -o r.csv --predictions r.csv: the predictions silently replaced the report.
+    out = str(tmp_path / "same.json")
+    result = runner.invoke(app, ["evaluate", str(dataset), "-o", out, "--predictions", out])
+    assert result.exit_code == 2 and "must name different files" in result.stderr
+    assert not Path(out).exists()
