@@ -198,3 +198,14 @@ def test_evaluate_refuses_two_outputs_on_one_file(dataset: Path, tmp_path: Path)
     result = runner.invoke(app, ["evaluate", str(dataset), "-o", out, "--predictions", out])
     assert result.exit_code == 2 and "must name different files" in result.stderr
     assert not Path(out).exists()
+
+
+@pytest.mark.parametrize("command", ["predict", "label", "evaluate", "serve"])
+def test_help_never_breaks_a_word_at_60_or_80_columns(command: str) -> None:
+    # At 80 columns `<table|csv|json|jsonl|parquet>` broke into `...|parq` / `uet>`. (At 60 a
+    # few long option names and words are cut with `…` by Typer: cut, not broken.)
+    wide = runner.invoke(app, [command, "--help"], env={"COLUMNS": "300"}).stdout
+    for columns in (60, 80):
+        narrow = runner.invoke(app, [command, "--help"], env={"COLUMNS": str(columns)}).stdout
+        broken = {w for w in _words(narrow) - _words(wide) if not w.endswith("…")}
+        assert not broken, (columns, broken)

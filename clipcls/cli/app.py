@@ -27,7 +27,10 @@ _value_type = TyperOption.display_type_rich
 
 def _flag_shows_no_type(self: TyperOption, ctx: typer.Context) -> str | None:
     # Typer 0.29 prints `<bool>` after plain flags (--quiet, --help), as if they took a value.
-    return None if self.is_flag else _value_type(self, ctx)
+    # Choices get spaces around `|`, so that a narrow terminal wraps `<table | csv | json |
+    # jsonl | parquet>` between choices, not inside `parquet`.
+    shown = None if self.is_flag else _value_type(self, ctx)
+    return shown.replace("|", " | ") if shown else shown
 
 
 TyperOption.display_type_rich = _flag_shows_no_type  # type: ignore[method-assign,assignment]
