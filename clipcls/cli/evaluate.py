@@ -296,11 +296,11 @@ def evaluate(
         fmt = format_for(output, fmt, (Format.TABLE, Format.JSON))
         check_output_path(predictions, overwrite, "--predictions")
         page = page_path(report_file) if report_file is not None else None
-        if page is not None:
-            check_page(page, overwrite)
         named = [path.resolve() for path in (output, predictions, page) if path is not None]
         if len(set(named)) < len(named):  # the last written would silently replace the other
             raise UsageError("--output, --predictions and --report must name different files")
+        if page is not None:
+            check_page(page, overwrite)
             from clipcls.evaluation.html import require_matplotlib
 
             require_matplotlib()
