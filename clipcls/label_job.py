@@ -116,6 +116,8 @@ class Summary:
     failures: int = 0
     skipped: int = 0  # already in the resumed file
     started: float = field(default_factory=time.monotonic)
+    placed: Counter[str] = field(default_factory=Counter)  # files given a sorted place, per label
+    unsorted_urls: int = 0  # labeled URLs: no file here to sort
 
     @property
     def processed(self) -> int:
@@ -282,11 +284,19 @@ class LabelJob:
             )
             if self.sorter is not None:
                 row = replace(row, destination=self.sorter.destination(row))
-            if row.error is None:
-                self.summary.per_label[row.label] += 1
-            else:
-                self.summary.failures += 1
+            self._count(row)
             yield row
+
+    def _count(self, row: Row) -> None:
+        """Add the row to the summary: its label, and whether it was given a sorted place."""
+        if row.error is not None:
+            self.summary.failures += 1
+            return
+        self.summary.per_label[row.label] += 1
+        if self.sorter is not None and row.destination:
+            self.summary.placed[row.label] += 1
+        elif self.sorter is not None:
+            self.summary.unsorted_urls += 1
 
     def finish_pending(self, section: Section = contextlib.nullcontext) -> list[str]:
         """Finish placing the files of the last rows an interrupted run wrote; the problems

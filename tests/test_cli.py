@@ -448,9 +448,9 @@ def test_progress_bar_shows_rate_when_stderr_is_a_terminal(monkeypatch) -> None:
             yield i
 
     assert list(options.tracked(slow(5), 5, True, "classifying")) == [0, 1, 2, 3, 4]
-    # about 5 img/s: a loaded machine sleeps longer than asked, so not exactly 5.0
-    rate = re.search(r"(\d+\.\d) img/s", screen.getvalue())
-    assert "classifying" in screen.getvalue() and rate and 3.0 <= float(rate[1]) <= 5.1
+    rates = [float(rate) for rate in re.findall(r"([\d.]+) img/s", screen.getvalue())]
+    assert "classifying" in screen.getvalue() and rates  # 5/s, less a loaded machine's delays
+    assert all(4.0 <= rate <= 5.1 for rate in rates), rates
     screen.truncate(0)
     assert list(options.tracked(range(3), 3, False, "classifying")) == [0, 1, 2]
     assert screen.getvalue() == ""

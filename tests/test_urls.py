@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from clipcls import webfetch
 from clipcls.cli import app
+from clipcls.sorting import MARKER
 
 runner = CliRunner()
 NAMES = ["chelsea.png", "coffee.png", "rocket.jpg"]
@@ -130,3 +131,17 @@ def test_label_resumes_urls_without_labeling_them_twice(
             f"{server}/chelsea.png",
             f"{server}/coffee.png",
         ]
+
+
+def test_label_sort_into_says_urls_were_not_sorted(
+    tiny_model: str, server: str, tmp_path: Path
+) -> None:
+    # The summary said "copied 2 files into sorted/" while nothing was copied: a URL is no file.
+    sorted_dir = tmp_path / "sorted"
+    args = ["label", f"{server}/chelsea.png", f"{server}/coffee.png", "-o", str(tmp_path / "u.csv")]
+    args += ["--model", tiny_model, "-t", "photo", "--labels", "cat,dog"]
+    result = runner.invoke(app, [*args, "--sort-into", str(sorted_dir)])
+    assert result.exit_code == 0, result.output
+    assert f"copied 0 files into {sorted_dir}" in result.stderr
+    assert "2 URLs not sorted: a URL is no file here to copy" in result.stderr
+    assert [p.name for p in sorted_dir.rglob("*")] == [MARKER]  # the claim, no image

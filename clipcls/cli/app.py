@@ -18,6 +18,7 @@ from clipcls.cli import serve as serve_command
 from clipcls.cli import templates as templates_command
 from clipcls.cli.cache import EXAMPLES as CACHE_EXAMPLES
 from clipcls.cli.cache import cache_app
+from clipcls.cli.clock import start_run
 from clipcls.cli.console import stderr
 from clipcls.cli.groups import SuggestingGroup
 from clipcls.cli.models import models_app
@@ -28,7 +29,10 @@ _value_type = TyperOption.display_type_rich
 
 def _flag_shows_no_type(self: TyperOption, ctx: typer.Context) -> str | None:
     # Typer 0.29 prints `<bool>` after plain flags (--quiet, --help), as if they took a value.
-    return None if self.is_flag else _value_type(self, ctx)
+    # Choices get spaces around `|`, so that a narrow terminal wraps `<table | csv | json |
+    # jsonl | parquet>` between choices, not inside `parquet`.
+    shown = None if self.is_flag else _value_type(self, ctx)
+    return shown.replace("|", " | ") if shown else shown
 
 
 TyperOption.display_type_rich = _flag_shows_no_type  # type: ignore[method-assign,assignment]
@@ -46,6 +50,7 @@ class OneLineErrors(SuggestingGroup):
         **extra: Any,
     ) -> Any:
         run = super().main
+        start_run()
         if not standalone_mode:
             return run(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:

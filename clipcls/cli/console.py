@@ -23,7 +23,7 @@ from rich.text import Text
 
 from clipcls.cli.interrupts import exit_code_of
 from clipcls.errors import ClipclsError, UsageError
-from clipcls.output.files import check_writable
+from clipcls.output.files import check_new_output
 from clipcls.output.rows import printable
 from clipcls.output.writers import plain_console, plural
 
@@ -61,10 +61,11 @@ def reported_errors(debug: bool) -> Iterator[None]:
         raise typer.Exit(exit_code_of(interrupt)) from None
 
 
-def check_output_path(output: Path | None) -> None:
-    """Fail before any model loads if the output file cannot be created."""
+def check_output_path(output: Path | None, overwrite: bool, option: str = "--output") -> None:
+    """Fail before any model loads if the output file cannot be created, or holds something
+    that only --overwrite may replace."""
     if output is not None:
-        check_writable(output)
+        check_new_output(output, overwrite, option)
 
 
 def fail_if_strict(strict: bool, failures: int) -> None:
@@ -123,13 +124,16 @@ class SteadyRate:
 
     Items come in batches: the first batch arrives after start-up and then all at once, so a
     rate counted from the first item reads thousands per second. Counting from the end of the
-    first burst, and only once half a second has passed, gives the rate from the first update.
+    first burst, and only once half a second has passed, gives the steady rate. Until then (a
+    small run may never get there) the rate is the items so far over the time since origin,
+    the moment the run started to wait for them, when it is given.
     """
 
     BURST = 0.02  # seconds between items of one batch
     SETTLE = 0.5  # seconds measured before a rate is shown
 
-    def __init__(self) -> None:
+    def __init__(self, origin: float | None = None) -> None:
+        self.origin = origin
         self.start: tuple[float, int] | None = None  # end of the first burst
         self.previous = (-math.inf, 0)  # the last item seen
         self.rate: float | None = None
@@ -143,6 +147,8 @@ class SteadyRate:
             elif self.start is not None and last_time - self.start[0] >= self.SETTLE:
                 self.rate = (last_count - self.start[1]) / (last_time - self.start[0])
         self.previous = (now, count)
+        if self.rate is None and self.origin is not None and now > self.origin:
+            return count / (now - self.origin)  # a first estimate, counting start-up
         return self.rate
 
 
@@ -165,7 +171,7 @@ def tracked(items: Iterable[T], total: int, show: bool, description: str) -> Ite
     if not show:
         yield from items
         return
-    steady = SteadyRate()
+    steady = SteadyRate(origin=time.monotonic())
     with progress_bar() as progress:
         task = progress.add_task(description, total=total, rate=None)
         for count, item in enumerate(items, start=1):

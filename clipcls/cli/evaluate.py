@@ -37,6 +37,7 @@ from clipcls.cli.options import (
     EngineOpt,
     IncludeHiddenOpt,
     NoCacheOpt,
+    OverwriteOpt,
     QuietOpt,
     RayActorsOpt,
     RayAddressOpt,
@@ -58,7 +59,7 @@ from clipcls.evaluation.exports import json_document, write_predictions
 from clipcls.evaluation.scoring import Evaluation, evaluate_embedded
 from clipcls.evaluation.terminal import print_results
 from clipcls.labels import Label
-from clipcls.output.files import Format, format_for
+from clipcls.output.files import Format, check_page, format_for, page_path
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import plain_console
 from clipcls.pipeline import Encoder
@@ -191,6 +192,7 @@ def _write_report(page: Path, evaluations: list[Evaluation], dataset: Path) -> N
     from clipcls.evaluation.html import write_report
 
     with stderr.status("drawing the report"):
+        page.parent.mkdir(exist_ok=True)  # --report out/ names a folder that may be new
         write_report(page, evaluations, dataset)
 
 
@@ -259,11 +261,13 @@ def evaluate(
     ] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed for --max-per-class.")] = 0,
     report_file: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
-            "--report", dir_okay=False, help="Write a self-contained HTML report to FILE."
+            "--report",
+            help="Write a self-contained HTML report to FILE (DIR/ writes DIR/index.html).",
         ),
     ] = None,
+    overwrite: OverwriteOpt = False,
     batch_size: BatchSizeOpt = None,
     quiet: QuietOpt = False,
     include_hidden: IncludeHiddenOpt = False,
@@ -282,11 +286,15 @@ def evaluate(
         dataset = load_dataset(dataset_dir, max_per_class, seed, include_hidden)
         labels = class_labels(dataset.classes, classnames)
         template_sets = _template_sets(templates, template)
-        check_output_path(output)
+        check_output_path(output, overwrite)
         kind = format_for(output, as_format(fmt), (Format.TABLE, Format.JSON))
-        check_output_path(predictions)
-        check_output_path(report_file)
-        if report_file is not None:
+        check_output_path(predictions, overwrite, "--predictions")
+        page = page_path(report_file) if report_file is not None else None
+        named = [path.resolve() for path in (output, predictions, page) if path is not None]
+        if len(set(named)) < len(named):  # the last written would silently replace the other
+            raise UsageError("--output, --predictions and --report must name different files")
+        if page is not None:
+            check_page(page, overwrite)
             from clipcls.evaluation.html import require_matplotlib
 
             require_matplotlib()
@@ -314,11 +322,11 @@ def evaluate(
             unwritten.append(str(predictions))
         elif predictions is not None and not quiet:
             notice(f"wrote per-image predictions to {clean_text(str(predictions))}")
-        drawing = (_write_report, report_file, evaluations, dataset_dir)
-        if report_file is not None and not _saved(*drawing):
-            unwritten.append(str(report_file))
-        elif report_file is not None and not quiet:
-            notice(f"wrote the report to {clean_text(str(report_file))}")
+        drawing = (_write_report, page, evaluations, dataset_dir)
+        if page is not None and not _saved(*drawing):
+            unwritten.append(str(page))
+        elif page is not None and not quiet:
+            notice(f"wrote the report to {clean_text(str(page))}")
         if unwritten:
             raise ClipclsError(f"could not write {', '.join(unwritten)} (see above)")
         fail_if_strict(strict, len(evaluations[0].data.failures))

@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.table import Table
 from rich.text import Text
 
+from clipcls.cli.clock import timing
 from clipcls.cli.console import notice, stderr
 from clipcls.label_job import LabelJob, LabelOptions, Summary
 from clipcls.output.rows import clean_text
@@ -62,17 +63,21 @@ def report(summary: Summary, output: Path, options: LabelOptions) -> None:
     stderr.print(table)
     elapsed = time.monotonic() - summary.started
     skipped = f", {summary.skipped} already done" if summary.skipped else ""
-    rate = f"{summary.rate():.1f} images/s"
-    notice(f"{plural(summary.processed, 'image')} in {elapsed:.1f} s ({rate}){skipped}")
+    notice(timing(summary.processed, elapsed) + skipped)
     if options.sort_into is not None:
         notice(_sorted_line(summary, options))
 
 
 def _sorted_line(summary: Summary, options: LabelOptions) -> str:
-    """What --sort-into did: `copied 13 files into sorted/ (cat 8, dog 5)`."""
+    """What --sort-into did: `copied 13 files into sorted/ (cat 8, dog 5)`, and why labeled
+    URLs were not sorted (there is no file here to place)."""
     done, planned = PLACED[options.mode]
-    files = plural(sum(summary.per_label.values()), "file")
+    files = plural(sum(summary.placed.values()), "file")
     folder = clean_text(str(options.sort_into))
-    labels = ", ".join(f"{label} {count}" for label, count in summary.per_label.most_common())
+    labels = ", ".join(f"{label} {count}" for label, count in summary.placed.most_common())
     what = f"dry run: would {planned} {files}" if options.dry_run else f"{done} {files}"
-    return f"{what} into {folder}" + (f" ({labels})" if labels else "")
+    line = f"{what} into {folder}" + (f" ({labels})" if labels else "")
+    if summary.unsorted_urls:
+        urls = plural(summary.unsorted_urls, "URL")
+        line += f"; {urls} not sorted: a URL is no file here to {planned}"
+    return line

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -9,6 +10,7 @@ from typing import Annotated
 import typer
 
 from clipcls.classify import Classifier
+from clipcls.cli.clock import timing
 from clipcls.cli.console import (
     check_output_path,
     fail_if_strict,
@@ -36,6 +38,7 @@ from clipcls.cli.options import (
     LabelsFileOpt,
     LabelsOpt,
     NoCacheOpt,
+    OverwriteOpt,
     PathsArg,
     QuietOpt,
     ServerOpt,
@@ -45,7 +48,7 @@ from clipcls.cli.options import (
 )
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.images import iter_image_paths
-from clipcls.output.files import format_for
+from clipcls.output.files import Format, format_for
 from clipcls.output.rows import Columns, to_row
 from clipcls.output.writers import make_writer, plural
 from clipcls.prompts import DEFAULT_TEMPLATES
@@ -75,6 +78,7 @@ def predict(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
     ] = None,
+    overwrite: OverwriteOpt = False,
     batch_size: BatchSizeOpt = None,
     quiet: QuietOpt = False,
     include_hidden: IncludeHiddenOpt = False,
@@ -91,8 +95,13 @@ def predict(
         total = sum(1 for _ in iter_image_paths(inputs, include_hidden))
         if total == 0:
             raise UsageError(f"no images found in {', '.join(inputs)}")
-        check_output_path(output)
+        check_output_path(output, overwrite)
         fmt = format_for(output, fmt)
+        if fmt is Format.PARQUET and output is None and sys.stdout.isatty():
+            raise UsageError(
+                "-f parquet is binary, not for a terminal: give -o FILE.parquet, or send "
+                "stdout to a file or a pipe"
+            )
         classifier: Classifier | RemoteClassifier
         if server is not None:
             classifier, _ = server_classifier(ctx, server, label_list, template_set, quiet)
@@ -128,7 +137,7 @@ def predict(
                 raise ClipclsError(f"cannot write {where}: {error.strerror or error}") from None
         if not quiet and stderr.is_terminal:
             elapsed = time.monotonic() - started
-            notice(f"{plural(total, 'image')}, {failures} unreadable, {elapsed:.1f} s")
+            notice(f"{timing(total, elapsed)}; {failures} unreadable")
         elif failures and not quiet:
             notice(f"{failures} of {plural(total, 'image')} could not be read")
         fail_if_strict(strict, failures)

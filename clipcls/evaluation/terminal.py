@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 
 import numpy as np
@@ -34,7 +35,8 @@ def summary_table(evaluation: Evaluation) -> Table:
 
 
 def per_class_table(evaluation: Evaluation) -> Table:
-    """Precision, recall, F1 and support per class, worst F1 first."""
+    """Precision, recall, F1 and support per class, in the class order of the JSON, the report
+    and the confusion matrix (the class folders' sorted order)."""
     table = Table(header_style="bold")
     for name, justify in (
         ("class", "left"),
@@ -44,9 +46,7 @@ def per_class_table(evaluation: Evaluation) -> Table:
         ("F1", "right"),
     ):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
-    pairs = list(zip(evaluation.labels, evaluation.metrics.per_class, strict=True))
-    pairs.sort(key=lambda pair: (pair[1].f1 is None, pair[1].f1 or 0.0))
-    for label, metrics in pairs:
+    for label, metrics in zip(evaluation.labels, evaluation.metrics.per_class, strict=True):
         table.add_row(
             Text(label.name),
             str(metrics.support),
@@ -104,20 +104,48 @@ def single(evaluation: Evaluation) -> Group:
     )
 
 
-def comparison(evaluations: Sequence[Evaluation]) -> Table:
-    """Setups side by side, the best top-1 in bold."""
-    table = Table(header_style="bold")
-    for name in ("model", "templates", "top-1", "top-5", "balanced acc.", "macro F1"):
-        text = name in ("model", "templates")
-        table.add_column(
-            name, justify="left" if text else "right", overflow="fold", ratio=3 if text else None
-        )
+METRIC_HEADERS = ("top-1", "top-5", "balanced acc.", "macro F1")
+
+
+def comparison(evaluations: Sequence[Evaluation], width: int = 200) -> RenderableType:
+    """Setups side by side, the best top-1 in bold. Where model and template names do not fit
+    the width unbroken, each setup is a number in the table and a line of its own below it:
+    Rich would fold `ViT-B-16:openai` or a header inside the word."""
     best = max(evaluations, key=lambda e: e.metrics.top1 or 0.0)
-    for evaluation in evaluations:
+    table = _comparison_table(evaluations, best, ("model", "templates"))
+    drawn = Console(width=width, file=io.StringIO(), color_system=None)
+    drawn.print(table)
+    shown = drawn.file.getvalue()  # type: ignore[attr-defined]
+    words = [w for name in METRIC_HEADERS for w in name.split()]
+    names = [n for e in evaluations for n in (e.model_id, e.templates.name)]
+    if all(word in shown.split() for word in words) and all(n in shown for n in names):
+        return table  # nothing folded, cut off or left out
+    numbered = _comparison_table(evaluations, best, ("#",))
+    legend = [
+        Text(f"{index} = {evaluation.name}", style="bold" if evaluation is best else "")
+        for index, evaluation in enumerate(evaluations, start=1)
+    ]
+    return Group(numbered, *legend)
+
+
+def _comparison_table(
+    evaluations: Sequence[Evaluation], best: Evaluation, names: tuple[str, ...]
+) -> Table:
+    """The comparison with the setup in the named columns: model and templates, or a number."""
+    table = Table(header_style="bold")
+    for name in names:
+        table.add_column(name, no_wrap=True)
+    for name in METRIC_HEADERS:  # a header may wrap at its space, never inside a word
+        table.add_column(name, justify="right", min_width=max(map(len, name.split())))
+    for index, evaluation in enumerate(evaluations, start=1):
         metrics = evaluation.metrics
+        setup = (
+            [Text(evaluation.model_id), Text(evaluation.templates.name)]
+            if len(names) == 2
+            else [str(index)]
+        )
         table.add_row(
-            Text(evaluation.model_id),
-            Text(evaluation.templates.name),
+            *setup,
             percent(metrics.top1),
             percent(metrics.top_k.get(5)),
             percent(metrics.balanced_accuracy),
@@ -132,4 +160,4 @@ def print_results(console: Console, evaluations: Sequence[Evaluation]) -> None:
     if len(evaluations) == 1:
         console.print(single(evaluations[0]))
     else:
-        console.print(comparison(evaluations))
+        console.print(comparison(evaluations, console.width))

@@ -60,15 +60,42 @@ def format_for(
     return found
 
 
-def check_writable(path: Path) -> None:
+def check_writable(path: Path, option: str = "--output") -> None:
     """Fail before any model loads if the output file cannot be created or appended to."""
     if path.is_dir():
-        raise UsageError(f"--output {path} is a directory; give a file name")
+        raise UsageError(f"{option} {path} is a directory; give a file name")
     if not path.parent.is_dir():
-        raise UsageError(f"--output folder does not exist: {path.parent}")
+        raise UsageError(f"{option} folder does not exist: {path.parent}")
     target = path if path.exists() else path.parent
     if not os.access(target, os.W_OK):
         raise UsageError(f"cannot write {path}: permission denied")
+
+
+def check_new_output(path: Path, overwrite: bool, option: str = "--output") -> None:
+    """Fail before any model loads if the output cannot be written, or if it would replace
+    the contents of an existing file without --overwrite (the rule `label` keeps too)."""
+    check_writable(path, option)
+    if path.is_file() and path.stat().st_size > 0 and not overwrite:
+        raise UsageError(f"{option} {path} already exists: add --overwrite to replace it")
+
+
+def page_path(given: str) -> Path:
+    """The HTML file a --report value names: `out/` or an existing folder means out/index.html.
+
+    The folder itself may be new (it is made when the page is written); its parent must exist.
+    """
+    path = Path(given)
+    if given.endswith(("/", os.sep)) or path.is_dir():
+        return path / "index.html"
+    return path
+
+
+def check_page(page: Path, overwrite: bool) -> None:
+    """check_new_output for a --report page, whose folder may still have to be made."""
+    if page.parent.exists():
+        check_new_output(page, overwrite, "--report")
+    else:
+        check_writable(page.parent, "--report")
 
 
 def check_target(path: Path, resume: bool, overwrite: bool) -> None:
