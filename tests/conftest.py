@@ -15,7 +15,13 @@ import pytest
 from PIL import Image
 
 from clipcls.engine.model import ClipModel
-from clipcls.engine.random_model import architecture_config, tiny_config, write_random_model
+from clipcls.engine.random_model import (
+    CONFIG_FILE,
+    RANDOM_MARKER,
+    architecture_config,
+    tiny_config,
+    write_random_model,
+)
 from clipcls.pipeline import EmbedPlan
 from clipcls.settings import ModelSettings, Precision
 
@@ -30,8 +36,15 @@ TINY_MODEL_CFG: dict[str, Any] = tiny_config(architecture_config("ViT-B-32"))
 
 
 def write_tiny_model(folder: Path, seed: int = 0, **overrides: Any) -> Path:
-    """Write a tiny random-weight CLIP as a local-dir: folder (the library's --random --tiny)."""
-    return write_random_model(folder, "ViT-B-32", seed=seed, tiny=True, **overrides)
+    """Write a tiny random-weight CLIP as a local-dir: folder (the library's --random --tiny),
+    without the random-weights mark: the tests' models stand for a user's own checkpoint, whose
+    stderr carries no notice (tests/test_random_model.py covers the mark and its notice)."""
+    write_random_model(folder, "ViT-B-32", seed=seed, tiny=True, **overrides)
+    config_file = folder / CONFIG_FILE
+    config = json.loads(config_file.read_text())
+    del config[RANDOM_MARKER]
+    config_file.write_text(json.dumps(config, indent=2) + "\n")
+    return folder
 
 
 @pytest.fixture(autouse=True)
