@@ -111,4 +111,4 @@ def clipcls(
 
 def main() -> None:
     """Entry point of the `clipcls` script."""
-    app()
+    app(prog_name="clipcls")  # `python -m clipcls` too: the name people type
