@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,23 +20,8 @@ from clipcls.cli import app
 pytestmark = pytest.mark.slow  # starts Ray clusters: run by .ci/run with -m slow
 
 ray = pytest.importorskip("ray")
-cluster_utils = pytest.importorskip("ray.cluster_utils")
 runner = CliRunner()
 LABELS = "cat,coffee,rocket"
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[str]:
-    """A head and a worker node, one CPU each, on 127.0.0.1."""
-    nodes = cluster_utils.Cluster(
-        initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False}
-    )
-    nodes.add_node(num_cpus=1)
-    try:
-        yield nodes.address
-    finally:
-        ray.shutdown()
-        nodes.shutdown()
 
 
 def images(folder: Path, count: int) -> Path:
