@@ -63,13 +63,18 @@ def models(
     """List open_clip architectures and pretrained tags: the default, and what is cached."""
     if ctx.invoked_subcommand is not None:
         return
-    from clipcls.engine.catalog import catalog
+    from clipcls.engine.catalog import catalog, matches
 
     with reported_errors(debug):
         settings = ModelSettings(DEFAULT_MODEL, None, Device.CPU, Precision.FP32, cache_dir, True)
-        entries = [e for e in catalog(settings, text_filter) if e.cached or not cached]
+        known = catalog(settings)  # listed once: the filter and the empty-cache rule both read it
+        entries = [
+            e
+            for e in known
+            if matches(e.model, e.pretrained, text_filter) and (e.cached or not cached)
+        ]
         # An empty cache is no error, whatever the filter (docs/models.md promises exit 0).
-        empty = cached and not entries and not any(e.cached for e in catalog(settings, ""))
+        empty = cached and not any(e.cached for e in known)
         if as_json and (entries or not text_filter or empty):
             typer.echo(json.dumps([_as_dict(entry) for entry in entries], indent=2))
             return

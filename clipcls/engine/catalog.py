@@ -38,15 +38,19 @@ def _is_cached(cfg: dict[str, Any], cache_dir: Path) -> bool:
     )
 
 
+def matches(arch: str, tag: str, text_filter: str) -> bool:
+    """Whether `clipcls models --filter` text is in the architecture or tag (any case)."""
+    return text_filter.casefold() in f"{arch} {tag}".casefold()
+
+
 def catalog(settings: ModelSettings, text_filter: str = "") -> list[CatalogEntry]:
     """Architectures and tags open_clip knows, marking the default and what is cached."""
     import open_clip
 
     cache_dir = settings.resolved_cache_dir()
-    needle = text_filter.casefold()
     entries = []
     for arch, tag in open_clip.list_pretrained():
-        if needle and needle not in f"{arch} {tag}".casefold():
+        if not matches(arch, tag, text_filter):
             continue
         cfg = open_clip.get_pretrained_cfg(arch, tag)
         is_default = arch == settings.model and tag == (settings.pretrained or DEFAULT_PRETRAINED)

@@ -110,8 +110,9 @@ def parse_request(
         raise RequestError(400, "'embedding' must be true or false")
     labels = _labels(body.get("labels"), limits)
     templates = _templates(body.get("templates", DEFAULT_TEMPLATES), limits)
-    check_prompts((*templates.templates, *(t for x in labels for t in x.texts)))
-    longest = max(len(t) for t in (*templates.templates, *(t for x in labels for t in x.texts)))
+    texts = (*templates.templates, *(text for label in labels for text in label.texts))
+    check_prompts(texts)
+    longest = max(len(text) for text in texts)
     if longest > MAX_PROMPT_CHARS:  # CLIP reads 77 tokens: the rest is only work (x templates)
         raise RequestError(
             413, f"a label or template of {longest} characters; the limit is {MAX_PROMPT_CHARS}"
