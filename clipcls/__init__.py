@@ -14,8 +14,7 @@ from clipcls.labels import Label, parse_labels, read_labels_file
 from clipcls.pipeline import Encoder
 from clipcls.prompts import TemplateSet, list_template_sets, load_templates
 from clipcls.settings import Device, ModelSettings, Precision
-
-__version__ = "0.1.0"
+from clipcls.version import __version__
 
 __all__ = [
     "Classifier",

@@ -97,8 +97,8 @@ def installed_extras() -> tuple[Extra, ...]:
 
 def doctor_report(settings: ModelSettings | None = None) -> DoctorReport:
     """Gather the report; imports torch to read its build and the device it sees."""
-    from clipcls import __version__
     from clipcls.engine.hardware import RuntimeChoice, runtime_choice
+    from clipcls.version import __version__
 
     settings = settings or ModelSettings()
     try:

@@ -16,7 +16,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError, features
 
 from clipcls.errors import ImageError, UsageError
 from clipcls.remote import fetch, is_s3, is_url, list_s3
-from clipcls.sorting import MARKER
 
 try:  # HEIC/HEIF through the optional extra: pip install 'clipcls[heif]'
     from pillow_heif import register_heif_opener
@@ -35,6 +34,7 @@ HEADER_BUDGET = 4 << 20  # bytes Pillow may read before it knows the image size
 Image.MAX_IMAGE_PIXELS = None
 SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 STDIN = "-"
+MARKER = ".clipcls-sort"  # marks a --sort-into folder, so that walks skip clipcls's own output
 
 
 def is_image_name(name: str) -> bool:

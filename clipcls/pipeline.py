@@ -36,6 +36,17 @@ class EmbedPlan:
     device: str = "cpu"
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What was loaded, for notices and for results that must be reproducible."""
+
+    model: str
+    pretrained: str | None
+    device: str
+    precision: str
+    notices: tuple[str, ...] = field(default=())
+
+
 class Preparing(Protocol):
     """What decoding needs: the plan and the model's preprocessing."""
 
@@ -47,6 +58,7 @@ class Preparing(Protocol):
 class Encoder(Preparing, Protocol):
     """What the classifier needs from a model; ClipModel is the real one, tests use fakes."""
 
+    info: ModelInfo
     logit_scale: float
     logit_bias: float | None
 

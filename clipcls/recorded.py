@@ -18,16 +18,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from clipcls import __version__
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier
-from clipcls.engine.model import ModelInfo
 from clipcls.engine.sources import model_identity, random_weights_notices
 from clipcls.errors import ClipclsError
 from clipcls.labels import Label
-from clipcls.pipeline import EmbedPlan, look_up
+from clipcls.pipeline import EmbedPlan, ModelInfo, look_up
 from clipcls.prompts import TemplateSet
 from clipcls.settings import ModelSettings
+from clipcls.version import __version__
 
 LOOKUP = 500  # paths checked per cache query
 

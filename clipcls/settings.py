@@ -23,8 +23,8 @@ class Device(str, Enum):
     MPS = "mps"
 
 
-class Engine(str, Enum):
-    """Where a label run's images are classified: this process, or a Ray cluster."""
+class BackendName(str, Enum):
+    """Which backend a run without --server uses (--engine): this process, or a Ray cluster."""
 
     LOCAL = "local"
     RAY = "ray"

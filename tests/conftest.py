@@ -22,7 +22,7 @@ from clipcls.engine.random_model import (
     tiny_config,
     write_random_model,
 )
-from clipcls.pipeline import EmbedPlan
+from clipcls.pipeline import EmbedPlan, ModelInfo
 from clipcls.settings import ModelSettings, Precision
 
 # Before anything imports huggingface_hub: tests never reach the network.
@@ -94,6 +94,7 @@ class FakeEncoder:
 
     logit_scale = 50.0
     plan = EmbedPlan()
+    info = ModelInfo("fake", None, "cpu", "fp32")
 
     def __init__(self, logit_bias: float | None = None) -> None:
         self.logit_bias = logit_bias

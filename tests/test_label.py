@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clipcls.cli import app
-from clipcls.sorting import safe_folder_name
+from clipcls.labeling.sorting import safe_folder_name
 
 runner = CliRunner()
 LABELS = "cat,coffee,rocket"

@@ -21,8 +21,8 @@ from typer.testing import CliRunner
 
 from clipcls.cli import app
 from clipcls.cli.interrupts import Interrupted, InterruptGuard
+from clipcls.labeling.sorting import SortMode, place, unique_destination
 from clipcls.pathtext import path_to_text, text_to_path
-from clipcls.sorting import SortMode, place, unique_destination
 
 runner = CliRunner()
 LABELS = "cat,coffee,rocket"

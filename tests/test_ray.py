@@ -135,10 +135,10 @@ def test_decoding_tasks_feed_the_actors_the_local_engines_inputs(
     """The GPU layout (CPU tasks decode, actors embed), run here on CPUs: the local engine's
     predictions; a second run takes embeddings from the cache the first run's actors filled,
     looked up by the tasks under the key the actors use."""
+    from clipcls.backends.ray_data import classify_on_ray, connect
     from clipcls.cache import EmbeddingCache
     from clipcls.classify import Classifier
     from clipcls.engine.model import ClipModel
-    from clipcls.engine.ray_data import classify_on_ray, connect
     from clipcls.filekey import FileKey
     from clipcls.labels import Label
     from clipcls.prompts import single_templates

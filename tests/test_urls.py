@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from clipcls import webfetch
 from clipcls.cli import app
-from clipcls.sorting import MARKER
+from clipcls.images import MARKER
 
 runner = CliRunner()
 NAMES = ["chelsea.png", "coffee.png", "rocket.jpg"]

@@ -9,7 +9,6 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperOption
 
-from clipcls import __version__
 from clipcls.cli import doctor as doctor_command
 from clipcls.cli import evaluate as evaluate_command
 from clipcls.cli import label as label_command
@@ -23,6 +22,7 @@ from clipcls.cli.console import stderr
 from clipcls.cli.groups import SuggestingGroup
 from clipcls.cli.models import models_app
 from clipcls.errors import ExitStatus
+from clipcls.version import __version__
 
 _value_type = TyperOption.display_type_rich
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from clipcls.backends.ray_data import check_ray
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import default_batch_size
 from clipcls.cli.console import (
@@ -44,8 +45,6 @@ from clipcls.cli.options import (
     ServerOpt,
     StrictOpt,
 )
-from clipcls.engine.model import ModelInfo
-from clipcls.engine.ray_data import check_ray
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.evaluation.dataset import (
     Dataset,
@@ -62,10 +61,10 @@ from clipcls.labels import Label
 from clipcls.output.files import Format, check_page, format_for, page_path
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import plain_console
-from clipcls.pipeline import Encoder
+from clipcls.pipeline import Encoder, ModelInfo
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.recorded import ModelNeeded, recorded_model, remember_model
-from clipcls.settings import DEFAULT_MODEL, Engine, ModelSettings
+from clipcls.settings import DEFAULT_MODEL, BackendName, ModelSettings
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -133,7 +132,7 @@ def _evaluate_with(
 ) -> list[Evaluation]:
     dataset = run.dataset
     if ray is not None:
-        from clipcls.engine.ray_data import connect, embed_on_ray
+        from clipcls.backends.ray_data import connect, embed_on_ray
 
         connect(ray.address)
         with stderr.status(f"embedding {len(dataset.paths)} images on Ray"):
@@ -149,7 +148,7 @@ def _evaluate_with(
             data = embed_dataset(
                 encoder, dataset, batch_size, lambda n: progress.advance(task, n), cache
             )
-    info: ModelInfo = encoder.info  # type: ignore[attr-defined]
+    info: ModelInfo = encoder.info
     return _scored(encoder, run, data, (info.model, info.pretrained), cache)
 
 
@@ -273,7 +272,7 @@ def evaluate(
     include_hidden: IncludeHiddenOpt = False,
     strict: StrictOpt = False,
     no_cache: NoCacheOpt = False,
-    engine: EngineOpt = Engine.LOCAL,
+    engine: EngineOpt = BackendName.LOCAL,
     ray_address: RayAddressOpt = None,
     ray_actors: RayActorsOpt = None,
     server: ServerOpt = None,
@@ -281,7 +280,7 @@ def evaluate(
 ) -> None:
     """Measure zero-shot accuracy on a folder whose subfolders are the classes."""
     with reported_errors(debug):
-        if engine is Engine.RAY:
+        if engine is BackendName.RAY:
             check_ray()
         dataset = load_dataset(dataset_dir, max_per_class, seed, include_hidden)
         labels = class_labels(dataset.classes, classnames)
@@ -302,12 +301,12 @@ def evaluate(
         run = EvalRun(dataset, labels, template_sets, batch_size, ks, quiet)
         evaluations: list[Evaluation] = []
         if server is not None:
-            if engine is Engine.RAY or len(models or []) > 1:
+            if engine is BackendName.RAY or len(models or []) > 1:
                 raise UsageError("--server evaluates the server's one model (no --engine ray)")
             evaluations = _evaluate_on_server(server, models[0] if models else None, run, ctx)
         for model in [] if server is not None else models or [DEFAULT_MODEL]:
             settings = model_settings(ctx, model)
-            plan = RayPlan(ray_address, ray_actors) if engine is Engine.RAY else None
+            plan = RayPlan(ray_address, ray_actors) if engine is BackendName.RAY else None
             evaluations += _evaluate_model(settings, run, open_cache(settings, no_cache), plan)
         for _, _, error in evaluations[0].data.failures:  # the same files fail for every model
             warn(clean_text(error))

@@ -16,11 +16,12 @@ from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier
 from clipcls.cli.console import notice, stderr, warn
 from clipcls.engine.hardware import check_device_early
-from clipcls.engine.model import ClipModel, ModelInfo
+from clipcls.engine.model import ClipModel
 from clipcls.engine.sources import check_model_name
 from clipcls.errors import UsageError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, STDIN, check_inputs, read_path_list
 from clipcls.labels import Label, parse_labels, read_labels_file
+from clipcls.pipeline import ModelInfo
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.recorded import cached_classifier, remember_model
 from clipcls.settings import ModelSettings, model_id
@@ -105,7 +106,7 @@ def load_classifier(
         check_model_name(settings)
         classifier = cached_classifier(cache, settings, labels, templates, paths(), batch_size)
         if classifier is not None:
-            info: ModelInfo = classifier.encoder.info  # type: ignore[attr-defined]
+            info: ModelInfo = classifier.encoder.info
             for line in info.notices:
                 warn(line)
             if not quiet:

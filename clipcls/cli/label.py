@@ -11,6 +11,7 @@ from pathlib import Path
 
 import typer
 
+from clipcls.backends.ray_data import check_ray
 from clipcls.classify import Classifier
 from clipcls.cli.console import fail_if_strict, notice, reported_errors, stderr, tracked, warn
 from clipcls.cli.formats import LabelFormatOpt, as_format
@@ -52,30 +53,27 @@ from clipcls.cli.options import (
     ThresholdOpt,
     UnknownLabelOpt,
 )
-from clipcls.engine.ray_data import check_ray
 from clipcls.engine.sources import check_model_name, model_identity
 from clipcls.errors import ClipclsError, UsageError
-from clipcls.images import iter_image_paths
-from clipcls.label_job import (
-    Classify,
-    LabelJob,
+from clipcls.images import MARKER, iter_image_paths
+from clipcls.labeling.job import Classify, LabelJob, is_done
+from clipcls.labeling.label_file import LabelOutput, begin, check_loaded_model, open_label_output
+from clipcls.labeling.manifest import RunSetup
+from clipcls.labeling.options import (
     LabelOptions,
     check_file_format,
     check_sorting,
     check_unknown_label,
-    is_done,
     run_setup,
 )
+from clipcls.labeling.resume import Recovered
+from clipcls.labeling.sorting import SortMode, claim_sort_folder
 from clipcls.labels import Label
 from clipcls.output.files import FILE_FORMATS, RESUMABLE, Format, format_for
-from clipcls.output.label_file import LabelOutput, begin, check_loaded_model, open_label_output
-from clipcls.output.manifest import RunSetup
-from clipcls.output.resume import Recovered
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import make_writer
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet
-from clipcls.settings import Engine, ModelSettings, model_id
-from clipcls.sorting import MARKER, SortMode, claim_sort_folder
+from clipcls.settings import BackendName, ModelSettings, model_id
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -93,7 +91,7 @@ def _ray_classify(
 ) -> tuple[Classify, str]:
     """Classification on a Ray cluster, and the model id the rows record (read without
     loading the weights on the driver)."""
-    from clipcls.engine.ray_data import classify_on_ray, connect
+    from clipcls.backends.ray_data import classify_on_ray, connect
     from clipcls.engine.sources import named_model_id, resolve_source
 
     check_model_name(settings)
@@ -205,7 +203,7 @@ def label(
     mode: SortModeOpt = SortMode.COPY,
     dry_run: DryRunOpt = False,
     save_embeddings: SaveEmbeddingsOpt = False,
-    engine: EngineOpt = Engine.LOCAL,
+    engine: EngineOpt = BackendName.LOCAL,
     ray_address: RayAddressOpt = None,
     ray_actors: RayActorsOpt = None,
     server: ServerOpt = None,
@@ -221,7 +219,7 @@ def label(
         label_list = read_labels(labels, labels_file)
         template_set = read_templates(templates, template)
         inputs = read_inputs(paths)
-        if engine is Engine.RAY:
+        if engine is BackendName.RAY:
             check_ray()  # before anything is locked or loaded
         kind = format_for(output, as_format(fmt), FILE_FORMATS)
         check_file_format(kind, resume, save_embeddings)
@@ -233,7 +231,7 @@ def label(
         settings = model_settings(ctx)
         remote = None
         if server is not None:
-            if engine is Engine.RAY:
+            if engine is BackendName.RAY:
                 raise UsageError("--server and --engine ray: give one or the other")
             remote, named = server_classifier(ctx, server, label_list, template_set, quiet)
             remote.embeddings = save_embeddings
@@ -262,7 +260,7 @@ def label(
             classify: Classifier | Classify
             if remote is not None:
                 classify, loaded = remote.classify_paths, model_id(*remote.client.model)
-            elif engine is Engine.RAY:
+            elif engine is BackendName.RAY:
                 classify, loaded = _ray_classify(ctx, settings, label_list, template_set)
             else:
                 walk = partial(_pending, inputs, options, recovered, include_hidden)

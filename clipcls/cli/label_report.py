@@ -13,10 +13,11 @@ from rich.text import Text
 
 from clipcls.cli.clock import timing
 from clipcls.cli.console import notice, stderr
-from clipcls.label_job import LabelJob, LabelOptions, Summary
+from clipcls.labeling.job import LabelJob, Summary
+from clipcls.labeling.options import LabelOptions
+from clipcls.labeling.sorting import SortMode
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import plural
-from clipcls.sorting import SortMode
 
 
 def say_interrupted(job: LabelJob, output: Path, resumable: bool) -> None:

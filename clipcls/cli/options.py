@@ -7,16 +7,16 @@ from typing import Annotated
 
 import typer
 
+from clipcls.labeling.sorting import SortMode
 from clipcls.output.rows import DEFAULT_UNKNOWN
 from clipcls.settings import (
     CACHE_ENV,
     DEFAULT_MODEL,
     DEFAULT_PRETRAINED,
+    BackendName,
     Device,
-    Engine,
     Precision,
 )
-from clipcls.sorting import SortMode
 
 PathsArg = Annotated[
     list[str],
@@ -277,7 +277,7 @@ SortModeOpt = Annotated[
 
 SCALE_PANEL = "Scale"
 EngineOpt = Annotated[
-    Engine,
+    BackendName,
     typer.Option(
         "--engine",
         rich_help_panel=SCALE_PANEL,

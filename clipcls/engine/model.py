@@ -8,7 +8,7 @@ import logging
 import socket
 import warnings
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,7 @@ from clipcls.engine.sources import (
     weights_identity,
 )
 from clipcls.errors import ClipclsError, ModelLoadError
-from clipcls.pipeline import EmbedPlan
+from clipcls.pipeline import EmbedPlan, ModelInfo
 from clipcls.settings import ModelSettings
 
 TEXT_TOKENS = 2048  # tokens per text batch (rows x padded length): small working set, no waste
@@ -52,17 +52,6 @@ INIT_FUNCTIONS = (
     "ones_",
     "orthogonal_",
 )
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What was loaded, for notices and for results that must be reproducible."""
-
-    model: str
-    pretrained: str | None
-    device: str
-    precision: str
-    notices: tuple[str, ...] = field(default=())
 
 
 @contextlib.contextmanager

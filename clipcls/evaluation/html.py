@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from clipcls import __version__
 from clipcls.errors import ImageError, UsageError
 from clipcls.evaluation.exports import headline, percent
 from clipcls.evaluation.scoring import Evaluation
 from clipcls.images import load_image
 from clipcls.output.rows import clean_text
 from clipcls.pathtext import path_to_text
+from clipcls.version import __version__
 
 GALLERY_MAX = 60
 THUMBNAIL = 180

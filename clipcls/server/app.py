@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from clipcls import __version__
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.server.guard import Guard
 from clipcls.server.protocol import Limits, check_api_key
 from clipcls.server.roots import resolve_roots
 from clipcls.settings import ModelSettings
+from clipcls.version import __version__
 
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 HOSTS = {"localhost": "127.0.0.1", "127.0.0.1": "127.0.0.1", "0.0.0.0": "0.0.0.0", "::": "::"}

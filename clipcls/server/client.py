@@ -20,12 +20,11 @@ from typing import Any
 import numpy as np
 
 from clipcls.classify import LabelScore, Prediction
-from clipcls.engine.model import ModelInfo
 from clipcls.errors import ClipclsError, ImageError, UsageError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, open_regular, size_error
 from clipcls.labels import Label
 from clipcls.pathtext import path_to_text
-from clipcls.pipeline import EmbedPlan
+from clipcls.pipeline import EmbedPlan, ModelInfo
 from clipcls.prompts import TemplateSet
 from clipcls.remote import fetch, is_s3, is_url
 from clipcls.server.protocol import API_KEY_HEADER, allowed, check_api_key, machine_id

@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image
 
 from clipcls.errors import ClipclsError
-from clipcls.pipeline import EmbedPlan, Encoder
+from clipcls.pipeline import EmbedPlan, Encoder, ModelInfo
 
 SLICE = 256  # prompts embedded between two looks at the clock
 
@@ -26,6 +26,7 @@ class DeadlineEncoder:
 
     def __init__(self, encoder: Encoder) -> None:
         self.encoder = encoder
+        self.info: ModelInfo = encoder.info
         self.plan: EmbedPlan = encoder.plan
         self.logit_scale: float = encoder.logit_scale
         self.logit_bias: float | None = encoder.logit_bias

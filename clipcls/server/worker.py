@@ -19,7 +19,6 @@ from typing import Any, BinaryIO
 import litserve as ls
 import numpy as np
 
-from clipcls import __version__
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier, default_batch_size, encode_prompts
 from clipcls.errors import ImageError
@@ -39,6 +38,7 @@ from clipcls.server.protocol import (
 )
 from clipcls.server.roots import OpenRoots, Root, resolve_roots
 from clipcls.settings import ModelSettings
+from clipcls.version import __version__
 from clipcls.webfetch import UrlPolicy, server_policy
 
 PR_SET_PDEATHSIG = 1  # prctl(2)

@@ -13,7 +13,8 @@ from enum import Enum
 from pathlib import Path
 
 from clipcls.errors import UsageError
-from clipcls.output.lock import lock_exclusively
+from clipcls.images import MARKER
+from clipcls.labeling.lock import lock_exclusively
 from clipcls.pathtext import NAME_MAX, fit_name, name_bytes
 from clipcls.remote import is_url
 
@@ -30,7 +31,6 @@ WINDOWS_RESERVED = {
 MAX_NAME = 120  # characters in a label folder's name
 MAX_NAME_BYTES = 240  # and bytes: 120 CJK characters are 360
 PARTIAL = ".clipcls-partial"
-MARKER = ".clipcls-sort"  # marks a --sort-into folder, so that walks skip clipcls's own output
 # Errors of os.link where the file system has no hard links: fall back to a checked rename.
 NO_LINKS = {errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS}
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from clipcls.backends.ray_workers import Embedder, Scorer, decode
 from clipcls.classify import LabelScore, Prediction
-from clipcls.engine.ray_workers import Embedder, Scorer, decode
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.labels import Label
 from clipcls.output.rows import clean_text

@@ -11,9 +11,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from clipcls import __version__
 from clipcls.errors import UsageError
 from clipcls.labels import Label
+from clipcls.version import __version__
 
 SUFFIX = ".clipcls.json"
 FORMAT = "clipcls-label-run/1"

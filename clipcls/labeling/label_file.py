@@ -11,9 +11,8 @@ from pathlib import Path
 from typing import TextIO
 
 from clipcls.errors import UsageError
-from clipcls.output.files import Format, check_target
-from clipcls.output.lock import lock_exclusively
-from clipcls.output.manifest import (
+from clipcls.labeling.lock import lock_exclusively
+from clipcls.labeling.manifest import (
     RunSetup,
     differences,
     read_setup,
@@ -21,7 +20,8 @@ from clipcls.output.manifest import (
     sidecar,
     write_setup,
 )
-from clipcls.output.resume import Recovered, recover
+from clipcls.labeling.resume import Recovered, recover
+from clipcls.output.files import Format, check_target
 from clipcls.output.rows import Columns
 from clipcls.pathtext import text_to_path
 

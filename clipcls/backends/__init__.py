@@ -1,0 +1,1 @@
+"""Where predictions come from: one Backend protocol, and a registry of its implementations."""

@@ -1,0 +1,118 @@
+"""What a label run is asked to do: its options, the checks made before anything is written,
+and the setup recorded beside the output and compared on --resume."""
+
+from __future__ import annotations
+
+import os
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipcls.errors import UsageError
+from clipcls.labeling.manifest import RunSetup
+from clipcls.labeling.sorting import SortMode, first_on_another_device
+from clipcls.labels import Label
+from clipcls.output.files import RESUMABLE, Format
+from clipcls.output.rows import DEFAULT_UNKNOWN, Columns, clean_text
+from clipcls.pathtext import path_to_text
+from clipcls.prompts import TemplateSet
+
+
+@dataclass(frozen=True)
+class LabelOptions:
+    """How predictions become rows, and whether files are sorted into label folders."""
+
+    top_k: int = 1
+    threshold: float | None = None
+    unknown_label: str = DEFAULT_UNKNOWN
+    sort_into: Path | None = None
+    mode: SortMode = SortMode.COPY
+    dry_run: bool = False
+    save_embeddings: bool = False
+
+    def columns(self, n_labels: int) -> Columns:
+        """The output's columns for these options."""
+        destination = ""
+        if self.sort_into is not None:
+            destination = "planned_destination" if self.dry_run else "destination"
+        return Columns(
+            top_k=min(self.top_k, n_labels),
+            best_label=self.threshold is not None,
+            model=True,
+            destination=destination,
+            embedding=self.save_embeddings,
+        )
+
+
+def check_unknown_label(
+    unknown_label: str | None, threshold: float | None, labels: tuple[Label, ...]
+) -> str:
+    """The unknown label, refused where it would be ignored or merge into a real label."""
+    if unknown_label is None:
+        return DEFAULT_UNKNOWN
+    if threshold is None:
+        raise UsageError("--unknown-label needs --threshold P: no image gets it otherwise")
+    same = unicodedata.normalize("NFC", unknown_label).casefold()
+    if any(label.name.casefold() == same for label in labels):
+        raise UsageError(
+            f"--unknown-label {unknown_label!r} is one of the labels: give a name of its own"
+        )
+    return unknown_label
+
+
+def check_file_format(kind: Format, resume: bool, save_embeddings: bool) -> None:
+    """Refuse what a format cannot do: resume Parquet, or hold embeddings in CSV."""
+    if resume and kind not in RESUMABLE:
+        raise UsageError(
+            f"a {kind.value} output cannot be resumed (its footer is written at the end): "
+            "use -o FILE.csv or FILE.jsonl for a resumable run"
+        )
+    if save_embeddings and kind is Format.CSV:
+        raise UsageError("--save-embeddings needs -o FILE.jsonl or FILE.parquet, not CSV")
+
+
+def check_sorting(kind: Format, options: LabelOptions, inputs: list[str]) -> None:
+    """Refuse, before anything is written, sorting that a kill or the file systems would break:
+    a move into Parquet (whose rows exist only once its footer is written, so a kill would leave
+    moved files with no row anywhere) and hard links across file systems."""
+    if options.sort_into is None or options.dry_run:
+        return
+    if kind is Format.PARQUET and options.mode is SortMode.MOVE:
+        raise UsageError(
+            "--mode move cannot write -o FILE.parquet: a kill would leave moved files whose "
+            "rows exist nowhere; use -o FILE.csv or FILE.jsonl (resumable), or --mode copy"
+        )
+    other = None
+    if options.mode is SortMode.HARDLINK:
+        other = first_on_another_device(options.sort_into, inputs)
+    if other is not None:
+        raise UsageError(
+            f"--mode hardlink cannot link {clean_text(other)} into "
+            f"{clean_text(str(options.sort_into))}: they are on different file systems; sort "
+            "into a folder on the same one, or use --mode copy or symlink"
+        )
+
+
+def run_setup(
+    kind: Format,
+    options: LabelOptions,
+    labels: tuple[Label, ...],
+    templates: TemplateSet,
+    model_key: str | None,
+) -> RunSetup:
+    """This run's setup, as recorded beside the output and compared on --resume; model_key is
+    the weights' identity (model_identity's key here, a server's reported weights there)."""
+    sort_into = options.sort_into
+    return RunSetup(
+        format=kind.value,
+        columns=tuple(options.columns(len(labels)).header()),
+        labels=RunSetup.label_texts(labels),
+        templates=templates.templates,
+        top_k=options.top_k,
+        threshold=options.threshold,
+        unknown_label=options.unknown_label if options.threshold is not None else None,
+        sort_into=None if sort_into is None else path_to_text(os.path.realpath(sort_into)),
+        mode=None if sort_into is None else options.mode.value,
+        model_key=model_key,
+        cwd=path_to_text(os.getcwd()),
+    )
