@@ -112,7 +112,16 @@ def test_the_cache_keys_urls_by_their_validators(tiny_model: str, server: str) -
     first = predict(tiny_model, *urls).stdout
     gets = sum(n for key, n in Handler.hits.items() if key.startswith("GET"))
     assert gets == 4
-    assert predict(tiny_model, *urls).stdout == first
+    second = predict(tiny_model, *urls).stdout
+    # Cached rows are the same bytes; the one URL downloaded again is embedded in a batch of
+    # its own, and a batch's size may move the model's float sums in the last digits.
+    assert second.splitlines()[:-1] == first.splitlines()[:-1]
+    recomputed, before = jsonl(second)[-1], jsonl(first)[-1]
+    assert [s["label"] for s in recomputed["predictions"]] == [
+        s["label"] for s in before["predictions"]
+    ]
+    for new, old in zip(recomputed["predictions"], before["predictions"], strict=True):
+        assert abs(new["similarity"] - old["similarity"]) < 1e-5
     again = sum(n for key, n in Handler.hits.items() if key.startswith("GET"))
     assert again == gets + 1  # only the URL without a validator is downloaded again
 
