@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -76,9 +76,23 @@ def build_text_classifier(
     cache: EmbeddingCache | None = None,
 ) -> np.ndarray:
     """Embed every (text, template) prompt, average per label, re-normalize: (n_labels, dim)."""
-    prompts = [templates.fill(text) for label in labels for text in label.texts]
-    flat = [prompt for group in prompts for prompt in group]
-    embeddings = encode_prompts(encoder, flat, cache)  # (n_prompts, dim), rows L2-normalized
+    return label_weights(lambda flat: encode_prompts(encoder, flat, cache), labels, templates)
+
+
+def label_prompts(labels: Sequence[Label], templates: TemplateSet) -> list[str]:
+    """Every (text, template) prompt of the labels, label by label."""
+    return [prompt for label in labels for text in label.texts for prompt in templates.fill(text)]
+
+
+def label_weights(
+    embed_texts: Callable[[Sequence[str]], np.ndarray],
+    labels: Sequence[Label],
+    templates: TemplateSet,
+) -> np.ndarray:
+    """The label embeddings from a text tower (embed_texts: prompts -> unit rows): each label's
+    prompts averaged and re-normalized, (n_labels, dim)."""
+    flat = label_prompts(labels, templates)
+    embeddings = embed_texts(flat)  # (n_prompts, dim), rows L2-normalized
     counts = [len(label.texts) * len(templates.templates) for label in labels]
     bounds = np.cumsum([0, *counts])
     rows = [embeddings[start:end].mean(axis=0) for start, end in itertools.pairwise(bounds)]
@@ -109,46 +123,28 @@ def _as_templates(templates: TemplateSet | Sequence[str] | str) -> TemplateSet:
     return single_templates(templates)
 
 
-class Classifier:
-    """Scores images against a fixed set of labels with one model."""
+class Scorer:
+    """Scores image embeddings against labels: a classifier's text side, with no image tower
+    (a backend's text tower gives the label weights; the images may be embedded anywhere)."""
 
     def __init__(
         self,
-        encoder: Encoder,
-        labels: Sequence[Label | str],
-        templates: TemplateSet | Sequence[str] | str = DEFAULT_TEMPLATES,
-        batch_size: int | None = None,
-        cache: EmbeddingCache | None = None,
+        labels: Sequence[Label],
+        weights: np.ndarray,
+        logit_scale: float,
+        logit_bias: float | None = None,
     ) -> None:
-        self.encoder = encoder
-        self.labels = _as_labels(labels)
-        self.templates = _as_templates(templates)
-        device = encoder.plan.device
-        self.batch_size = batch_size or default_batch_size(device)
-        self.cache = cache
-        self.label_weights = build_text_classifier(encoder, self.labels, self.templates, cache)
-
-    @classmethod
-    def load(
-        cls,
-        labels: Sequence[Label | str],
-        templates: TemplateSet | Sequence[str] | str = DEFAULT_TEMPLATES,
-        settings: ModelSettings | None = None,
-        batch_size: int | None = None,
-        cache: EmbeddingCache | None = None,
-    ) -> Classifier:
-        """Load the model described by settings (default: ViT-B-32) and build the classifier."""
-        from clipcls.engine.model import ClipModel
-
-        return cls(ClipModel(settings or ModelSettings()), labels, templates, batch_size, cache)
+        self.labels = tuple(labels)
+        self.label_weights = weights  # (n_labels, dim)
+        self.logit_scale, self.logit_bias = logit_scale, logit_bias
 
     def score(self, image_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Return (probabilities, similarities), each (n_images, n_labels)."""
         # (n_images, dim) @ (dim, n_labels) -> (n_images, n_labels)
         similarities = image_embeddings @ self.label_weights.T
-        logits = self.encoder.logit_scale * similarities
-        if self.encoder.logit_bias is not None:
-            logits = logits + self.encoder.logit_bias
+        logits = self.logit_scale * similarities
+        if self.logit_bias is not None:
+            logits = logits + self.logit_bias
         return softmax(logits), similarities
 
     def _rank(self, path: str, probabilities: np.ndarray, similarities: np.ndarray) -> Prediction:
@@ -158,19 +154,6 @@ class Classifier:
             for i in order
         )
         return Prediction(path, scores)
-
-    def classify_images(self, images: Sequence[Image.Image]) -> list[Prediction]:
-        """Classify in-memory RGB images; their paths read `image[0]`, `image[1]`, ..."""
-        predictions: list[Prediction] = []
-        for start in range(0, len(images), self.batch_size):
-            chunk = images[start : start + self.batch_size]
-            names = [f"image[{start + i}]" for i in range(len(chunk))]
-            prepared = [
-                PreparedImage(name, self.encoder.prepare(image.convert("RGB")))
-                for name, image in zip(names, chunk, strict=True)
-            ]
-            predictions.extend(self.predict_embedded(embed_batch(self.encoder, prepared)))
-        return predictions
 
     def predict_embedded(self, batch: EmbeddedBatch) -> list[Prediction]:
         """Predictions for an embedded batch: scores where readable, errors in place."""
@@ -188,6 +171,67 @@ class Classifier:
             ranked = self._rank(path, probabilities[row], similarities[row])
             predictions.append(replace(ranked, embedding=batch.embeddings[row]))
         return predictions
+
+
+class Classifier:
+    """Scores images against a fixed set of labels with one model."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        labels: Sequence[Label | str],
+        templates: TemplateSet | Sequence[str] | str = DEFAULT_TEMPLATES,
+        batch_size: int | None = None,
+        cache: EmbeddingCache | None = None,
+    ) -> None:
+        self.encoder = encoder
+        self.labels = _as_labels(labels)
+        self.templates = _as_templates(templates)
+        device = encoder.plan.device
+        self.batch_size = batch_size or default_batch_size(device)
+        self.cache = cache
+        weights = build_text_classifier(encoder, self.labels, self.templates, cache)
+        self.scorer = Scorer(self.labels, weights, encoder.logit_scale, encoder.logit_bias)
+
+    @property
+    def label_weights(self) -> np.ndarray:
+        """The labels' text embeddings, (n_labels, dim)."""
+        return self.scorer.label_weights
+
+    @classmethod
+    def load(
+        cls,
+        labels: Sequence[Label | str],
+        templates: TemplateSet | Sequence[str] | str = DEFAULT_TEMPLATES,
+        settings: ModelSettings | None = None,
+        batch_size: int | None = None,
+        cache: EmbeddingCache | None = None,
+    ) -> Classifier:
+        """Load the model described by settings (default: ViT-B-32) and build the classifier."""
+        from clipcls.engine.model import ClipModel
+
+        return cls(ClipModel(settings or ModelSettings()), labels, templates, batch_size, cache)
+
+    def score(self, image_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Return (probabilities, similarities), each (n_images, n_labels)."""
+        return self.scorer.score(image_embeddings)
+
+    def classify_images(self, images: Sequence[Image.Image]) -> list[Prediction]:
+        """Classify in-memory RGB images; their paths read `image[0]`, `image[1]`, ..."""
+        predictions: list[Prediction] = []
+        for start in range(0, len(images), self.batch_size):
+            chunk = images[start : start + self.batch_size]
+            names = [f"image[{start + i}]" for i in range(len(chunk))]
+            prepared = [
+                PreparedImage(name, self.encoder.prepare(image.convert("RGB")))
+                for name, image in zip(names, chunk, strict=True)
+            ]
+            predictions.extend(self.predict_embedded(embed_batch(self.encoder, prepared)))
+        return predictions
+
+    def predict_embedded(self, batch: EmbeddedBatch) -> list[Prediction]:
+        """Predictions for an embedded batch: scores where readable, errors in place."""
+        return self.scorer.predict_embedded(batch)
 
     def classify_paths(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
         """Yield one Prediction per path, in input order; unreadable files carry an error."""

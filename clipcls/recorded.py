@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 
 from clipcls.cache import EmbeddingCache
-from clipcls.classify import Classifier
+from clipcls.classify import build_text_classifier
 from clipcls.engine.sources import model_identity, random_weights_notices
 from clipcls.errors import ClipclsError
 from clipcls.labels import Label
@@ -150,28 +150,30 @@ def recorded_model(cache: EmbeddingCache | None, settings: ModelSettings) -> Rec
     return RecordedModel(record, settings)
 
 
-def cached_classifier(
+def cached_encoder(
     cache: EmbeddingCache | None,
     settings: ModelSettings,
     labels: Sequence[Label],
-    templates: TemplateSet,
+    template_sets: Sequence[TemplateSet],
     paths: Iterable[Path | str],
-    batch_size: int | None = None,
-) -> Classifier | None:
-    """A classifier that needs no model, if every prompt and every path is cached, else None."""
+) -> RecordedModel | None:
+    """The recorded model, if the cache holds every prompt of the labels with each template set
+    and every path's image embedding, else None: then a run needs no model."""
     encoder = recorded_model(cache, settings)
     if cache is None or encoder is None:
         return None
     try:
-        classifier = Classifier(encoder, labels, templates, batch_size, cache)
+        dims = {
+            build_text_classifier(encoder, labels, templates, cache).shape[1]
+            for templates in template_sets
+        }
     except ModelNeeded:
         return None
-    if cache.failure is not None:
+    if cache.failure is not None or len(dims) != 1:
         return None
-    dim = classifier.label_weights.shape[1]
-    plan, iterator = encoder.plan, iter(paths)
+    dim, plan, iterator = dims.pop(), encoder.plan, iter(paths)
     while batch := [str(p) for p in itertools.islice(iterator, LOOKUP)]:
         chunk = look_up(batch, cache, plan.image_cache_key, plan.max_megapixels, dim)
         if chunk.misses or cache.failure is not None:
             return None
-    return classifier
+    return encoder

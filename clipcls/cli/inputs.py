@@ -3,8 +3,6 @@ loading the model with a word on stderr about what runs where."""
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import sys
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -12,24 +10,23 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
+from clipcls.backends.base import BackendConfig, Expected, Hooks
+from clipcls.backends.local import NOT_LOADED as NOT_LOADED  # evaluate reads these here for now
+from clipcls.backends.local import LocalBackend
+from clipcls.backends.local import describe as describe
+from clipcls.backends.local import load_model as backend_load_model
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier
 from clipcls.cli.console import notice, stderr, warn
-from clipcls.engine.hardware import check_device_early
-from clipcls.engine.model import ClipModel
-from clipcls.engine.sources import check_model_name
 from clipcls.errors import UsageError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, STDIN, check_inputs, read_path_list
 from clipcls.labels import Label, parse_labels, read_labels_file
-from clipcls.pipeline import ModelInfo
+from clipcls.pipeline import Encoder, ModelInfo
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
-from clipcls.recorded import cached_classifier, remember_model
-from clipcls.settings import ModelSettings, model_id
+from clipcls.settings import ModelSettings
 
 if TYPE_CHECKING:
     from clipcls.server.client import RemoteClassifier, ServerClient
-
-NOT_LOADED = "(every embedding cached: the model was not loaded)"
 
 
 def read_labels(labels: str | None, labels_file: Path | None) -> tuple[Label, ...]:
@@ -60,32 +57,19 @@ def read_inputs(paths: list[str]) -> list[str]:
     return inputs
 
 
-def describe(info: ModelInfo) -> str:
-    """The one stderr line that says which model runs where."""
-    weights = f" ({info.pretrained})" if info.pretrained else ""
-    return f"model {info.model}{weights} on {info.device}, {info.precision}"
-
-
 def open_cache(settings: ModelSettings, no_cache: bool) -> EmbeddingCache | None:
     """The embedding cache beside the weights, unless --no-cache."""
     return None if no_cache else EmbeddingCache(settings.resolved_cache_dir(), on_failure=warn)
 
 
-def load_model(settings: ModelSettings, quiet: bool) -> ClipModel:
+def hooks() -> Hooks:
+    """The CLI's voice for a backend: notices and warnings on stderr, a spinner for slow steps."""
+    return Hooks(notice=notice, warn=warn, status=stderr.status)
+
+
+def load_model(settings: ModelSettings, quiet: bool) -> Encoder:
     """Load the model, saying on stderr what runs where."""
-    check_model_name(settings)
-    check_device_early(settings.device, settings.precision)
-    spinner = contextlib.nullcontext if quiet else stderr.status
-    with spinner(f"loading {settings.model}"):
-        encoder = ClipModel(settings)
-    # torch, open_clip and the model leave ~10^6 long-lived objects; each full collection then
-    # takes ~0.2 s. Frozen, collections scan only what the run allocates.
-    gc.freeze()
-    for line in encoder.info.notices:
-        warn(line)
-    if not quiet:
-        notice(describe(encoder.info))
-    return encoder
+    return backend_load_model(settings, hooks(), quiet)
 
 
 def load_classifier(
@@ -102,22 +86,10 @@ def load_classifier(
     With paths (the files the run will classify): if the cache holds every prompt and every
     file under a model an earlier run recorded, answer from the cache without loading it.
     """
-    if paths is not None:
-        check_model_name(settings)
-        classifier = cached_classifier(cache, settings, labels, templates, paths(), batch_size)
-        if classifier is not None:
-            info: ModelInfo = classifier.encoder.info
-            for line in info.notices:
-                warn(line)
-            if not quiet:
-                notice(f"{describe(info)} {NOT_LOADED}")
-            return classifier, info
-    encoder = load_model(settings, quiet)
-    remember_model(cache, settings, encoder)
-    spinner = contextlib.nullcontext if quiet else stderr.status
-    n_prompts = sum(len(label.texts) for label in labels) * len(templates.templates)
-    with spinner(f"embedding {n_prompts} prompts"):
-        return Classifier(encoder, labels, templates, batch_size, cache), encoder.info
+    config = BackendConfig(settings, cache, batch_size, quiet=quiet, hooks=hooks())
+    backend = LocalBackend(config)
+    backend.start(Expected(labels, (templates,), paths))
+    return backend.classifier(labels, templates), backend.info
 
 
 SERVER_CHECKED = ("device", "precision", "exact_decode", "pretrained")  # the server's to decide
@@ -138,22 +110,9 @@ def connect_server(
 ) -> ServerClient:
     """The `clipcls serve` server at url, refused if it runs another model than asked, or
     otherwise than the options given explicitly (device, precision, ...) ask."""
-    from clipcls.server.client import ServerClient
-    from clipcls.server.expect import setting_conflict
+    from clipcls.backends.server import connect_server as connect
 
-    client = ServerClient(url)
-    model, pretrained = client.model
-    named = model_id(model, pretrained)
-    if asked is not None and asked not in (model, named):
-        raise UsageError(f"--model {asked}: the server at {client.url} runs {named}")
-    conflict = setting_conflict(client, options or {})
-    if conflict is not None:
-        raise UsageError(f"{conflict}; drop the option, or use a server started with it")
-    if not quiet:
-        facts = client.facts
-        where = f"({facts.get('device')}, {facts.get('precision')})"
-        notice(f"model {named} on the server at {client.url} {where}")
-    return client
+    return connect(url, asked, options or {}, hooks(), quiet)
 
 
 def server_classifier(

@@ -1,0 +1,136 @@
+"""The seam between the commands and where predictions come from: one Backend protocol (this
+process, a Ray cluster, a `clipcls serve` server implement it), what opening one takes, and the
+registry that builds one by name, importing its module only when it is asked for."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from clipcls.cache import EmbeddingCache
+from clipcls.classify import Prediction, Scorer
+from clipcls.errors import UsageError
+from clipcls.labels import Label
+from clipcls.pipeline import ModelInfo
+from clipcls.prompts import TemplateSet
+from clipcls.settings import ModelSettings
+
+
+def _silent(text: str) -> None:
+    return None
+
+
+def _no_status(text: str) -> AbstractContextManager[Any]:
+    return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """How a backend speaks while it works: the caller's notice and warning lines (the library
+    never prints) and a status context shown around slow steps (loading, embedding prompts)."""
+
+    notice: Callable[[str], None] = _silent
+    warn: Callable[[str], None] = _silent
+    status: Callable[[str], AbstractContextManager[Any]] = _no_status
+
+
+@dataclass(frozen=True)
+class BackendConfig:
+    """Everything a backend may need to open; each implementation reads its own part."""
+
+    settings: ModelSettings = field(default_factory=ModelSettings)
+    cache: EmbeddingCache | None = None
+    batch_size: int | None = None  # images per batch (per actor call on Ray)
+    ray_address: str | None = None  # None: $RAY_ADDRESS, else a local Ray for the run
+    ray_actors: int | None = None
+    server: str | None = None  # a `clipcls serve` URL
+    # What the user asked of a server explicitly: it must run that model, and so (device, ...).
+    asked_model: str | None = None
+    server_options: Mapping[str, Any] = field(default_factory=dict)
+    quiet: bool = False  # no notices (warnings still go to hooks.warn)
+    hooks: Hooks = field(default_factory=Hooks)
+
+
+@dataclass(frozen=True)
+class Expected:
+    """What a run will ask of a backend, said before it starts: the labels, every template set
+    it will score with, and (a function giving) the files it will see; a local backend answers
+    from its cache alone, without loading the model, when the cache holds all of it."""
+
+    labels: tuple[Label, ...]
+    template_sets: tuple[TemplateSet, ...]
+    paths: Callable[[], Iterable[Path | str]] | None = None
+
+
+class Backend(Protocol):
+    """A source of predictions and embeddings for one model.
+
+    Opening one is cheap (a server is asked what it runs; nothing loads); `start` loads or
+    joins what it needs, once; the other methods start it if it has not been started.
+    """
+
+    name: str  # its registry name
+
+    @property
+    def weights(self) -> str | None:
+        """The weights' identity (their digest for files), known before anything loads."""
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model and where it runs."""
+
+    @property
+    def model_id(self) -> str:
+        """The model as rows record it (`ARCH:TAG`, or its hf-hub:/local-dir: name)."""
+
+    def start(self, expected: Expected | None = None) -> None:
+        """Load the model (or join the cluster); from the cache alone where expected allows."""
+
+    def predict(
+        self,
+        paths: Iterable[Path | str],
+        labels: Sequence[Label],
+        templates: TemplateSet,
+        embeddings: bool = False,
+    ) -> Iterator[Prediction]:
+        """One Prediction per path; unreadable files carry an error; with embeddings, each
+        carries its image embedding. In input order except on Ray (the order they finish)."""
+
+    def embed_images(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
+        """One Prediction per path with its image embedding (no scores), or its error."""
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length text embeddings, (n_texts, dim), each distinct text computed once."""
+
+    def scorer(self, labels: Sequence[Label], templates: TemplateSet) -> Scorer:
+        """The labels' text side, to score image embeddings with this model."""
+
+
+# name -> "module:Class"; the module is imported only when its backend is opened, so that a
+# run on a server never imports torch and a local run never imports Ray.
+BACKENDS: dict[str, str] = {
+    "local": "clipcls.backends.local:LocalBackend",
+    "ray": "clipcls.backends.ray:RayBackend",
+    "server": "clipcls.backends.server:ServerBackend",
+}
+
+
+def open_backend(name: str, config: BackendConfig) -> Backend:
+    """The backend registered under name, opened with config."""
+    if name not in BACKENDS:
+        raise UsageError(f"no backend {name!r}: choose one of {', '.join(BACKENDS)}")
+    module, _, attribute = BACKENDS[name].partition(":")
+    backend: Backend = getattr(importlib.import_module(module), attribute)(config)
+    return backend
+
+
+def backend_name(server: str | None, engine: str) -> str:
+    """The backend a command's options choose: a server if one is given, else --engine."""
+    return "server" if server is not None else engine
