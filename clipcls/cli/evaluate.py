@@ -32,19 +32,8 @@ from clipcls.cli.inputs import (
     open_cache,
 )
 from clipcls.cli.model_options import model_options, model_settings
-from clipcls.cli.options import (
-    BatchSizeOpt,
-    DebugOpt,
-    EngineOpt,
-    IncludeHiddenOpt,
-    NoCacheOpt,
-    OverwriteOpt,
-    QuietOpt,
-    RayActorsOpt,
-    RayAddressOpt,
-    ServerOpt,
-    StrictOpt,
-)
+from clipcls.cli.option_groups import RUN, SCALE, run_options, scale_options
+from clipcls.cli.options import OverwriteOpt
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.evaluation.dataset import (
     Dataset,
@@ -207,6 +196,8 @@ def _saved(write: Callable[..., None], *args: Any) -> bool:
 
 
 @model_options(skip=("model",))
+@RUN.options()
+@SCALE.options()
 def evaluate(
     ctx: typer.Context,
     dataset_dir: Annotated[
@@ -267,19 +258,13 @@ def evaluate(
         ),
     ] = None,
     overwrite: OverwriteOpt = False,
-    batch_size: BatchSizeOpt = None,
-    quiet: QuietOpt = False,
-    include_hidden: IncludeHiddenOpt = False,
-    strict: StrictOpt = False,
-    no_cache: NoCacheOpt = False,
-    engine: EngineOpt = BackendName.LOCAL,
-    ray_address: RayAddressOpt = None,
-    ray_actors: RayActorsOpt = None,
-    server: ServerOpt = None,
-    debug: DebugOpt = False,
 ) -> None:
     """Measure zero-shot accuracy on a folder whose subfolders are the classes."""
-    with reported_errors(debug):
+    flags, scale = run_options(ctx), scale_options(ctx)  # `run` is the EvalRun below
+    quiet, include_hidden, strict = flags.quiet, flags.include_hidden, flags.strict
+    engine, ray_address, ray_actors = scale.engine, scale.ray_address, scale.ray_actors
+    server, batch_size, no_cache = scale.server, scale.batch_size, scale.no_cache
+    with reported_errors(flags.debug):
         if engine is BackendName.RAY:
             check_ray()
         dataset = load_dataset(dataset_dir, max_per_class, seed, include_hidden)

@@ -15,41 +15,21 @@ from clipcls.backends.ray_data import check_ray
 from clipcls.classify import Classifier
 from clipcls.cli.console import fail_if_strict, notice, reported_errors, stderr, tracked, warn
 from clipcls.cli.formats import LabelFormatOpt, as_format
-from clipcls.cli.inputs import (
-    load_classifier,
-    open_cache,
-    read_inputs,
-    read_labels,
-    read_templates,
-    server_classifier,
-)
+from clipcls.cli.inputs import load_classifier, open_cache, read_inputs, server_classifier
 from clipcls.cli.interrupts import InterruptGuard, exit_code_of
 from clipcls.cli.label_report import report, say_interrupted
 from clipcls.cli.model_options import model_options, model_settings
+from clipcls.cli.option_groups import LABELS, RUN, SCALE, labels_choice, run_options, scale_options
 from clipcls.cli.options import (
-    BatchSizeOpt,
-    DebugOpt,
     DryRunOpt,
-    EngineOpt,
-    IncludeHiddenOpt,
     LabelOutputOpt,
-    LabelsFileOpt,
-    LabelsOpt,
-    NoCacheOpt,
     OverwriteOpt,
     PathsArg,
-    QuietOpt,
-    RayActorsOpt,
-    RayAddressOpt,
     RecordTopKOpt,
     ResumeOpt,
     SaveEmbeddingsOpt,
-    ServerOpt,
     SortIntoOpt,
     SortModeOpt,
-    StrictOpt,
-    TemplateOpt,
-    TemplatesOpt,
     ThresholdOpt,
     UnknownLabelOpt,
 )
@@ -72,7 +52,7 @@ from clipcls.labels import Label
 from clipcls.output.files import FILE_FORMATS, RESUMABLE, Format, format_for
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import make_writer
-from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet
+from clipcls.prompts import TemplateSet
 from clipcls.settings import BackendName, ModelSettings, model_id
 
 EXAMPLES = """
@@ -185,14 +165,13 @@ def _write(
 
 
 @model_options()
+@RUN.options()
+@SCALE.options()
+@LABELS.options()
 def label(
     ctx: typer.Context,
     paths: PathsArg,
     output: LabelOutputOpt,
-    labels: LabelsOpt = None,
-    labels_file: LabelsFileOpt = None,
-    templates: TemplatesOpt = DEFAULT_TEMPLATES,
-    template: TemplateOpt = None,
     fmt: LabelFormatOpt = None,
     resume: ResumeOpt = False,
     overwrite: OverwriteOpt = False,
@@ -203,21 +182,19 @@ def label(
     mode: SortModeOpt = SortMode.COPY,
     dry_run: DryRunOpt = False,
     save_embeddings: SaveEmbeddingsOpt = False,
-    engine: EngineOpt = BackendName.LOCAL,
-    ray_address: RayAddressOpt = None,
-    ray_actors: RayActorsOpt = None,
-    server: ServerOpt = None,
-    batch_size: BatchSizeOpt = None,
-    quiet: QuietOpt = False,
-    include_hidden: IncludeHiddenOpt = False,
-    strict: StrictOpt = False,
-    no_cache: NoCacheOpt = False,
-    debug: DebugOpt = False,
 ) -> None:
     """Label every image under the paths into a CSV, JSONL or Parquet file, one row per file."""
-    with reported_errors(debug):
-        label_list = read_labels(labels, labels_file)
-        template_set = read_templates(templates, template)
+    run, scale = run_options(ctx), scale_options(ctx)
+    quiet, include_hidden, strict = run.quiet, run.include_hidden, run.strict
+    engine, server, batch_size, no_cache = (
+        scale.engine,
+        scale.server,
+        scale.batch_size,
+        scale.no_cache,
+    )
+    with reported_errors(run.debug):
+        choice = labels_choice(ctx)
+        label_list, template_set = choice.labels, choice.templates
         inputs = read_inputs(paths)
         if engine is BackendName.RAY:
             check_ray()  # before anything is locked or loaded

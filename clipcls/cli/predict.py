@@ -22,36 +22,15 @@ from clipcls.cli.console import (
     warn,
 )
 from clipcls.cli.formats import PredictFormatOpt
-from clipcls.cli.inputs import (
-    load_classifier,
-    open_cache,
-    read_inputs,
-    read_labels,
-    read_templates,
-    server_classifier,
-)
+from clipcls.cli.inputs import load_classifier, open_cache, read_inputs, server_classifier
 from clipcls.cli.model_options import model_options, model_settings
-from clipcls.cli.options import (
-    BatchSizeOpt,
-    DebugOpt,
-    IncludeHiddenOpt,
-    LabelsFileOpt,
-    LabelsOpt,
-    NoCacheOpt,
-    OverwriteOpt,
-    PathsArg,
-    QuietOpt,
-    ServerOpt,
-    StrictOpt,
-    TemplateOpt,
-    TemplatesOpt,
-)
+from clipcls.cli.option_groups import LABELS, RUN, SCALE, labels_choice, run_options, scale_options
+from clipcls.cli.options import OverwriteOpt, PathsArg
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.images import iter_image_paths
 from clipcls.output.files import Format, format_for
 from clipcls.output.rows import Columns, to_row
 from clipcls.output.writers import make_writer, plural
-from clipcls.prompts import DEFAULT_TEMPLATES
 from clipcls.server.client import RemoteClassifier
 
 EXAMPLES = """
@@ -66,31 +45,26 @@ EXAMPLES = """
 
 
 @model_options()
+@RUN.options()
+@SCALE.options(only=("server", "batch_size", "no_cache"))
+@LABELS.options()
 def predict(
     ctx: typer.Context,
     paths: PathsArg,
-    labels: LabelsOpt = None,
-    labels_file: LabelsFileOpt = None,
-    templates: TemplatesOpt = DEFAULT_TEMPLATES,
-    template: TemplateOpt = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels shown per image.")] = 5,
     fmt: PredictFormatOpt = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
     ] = None,
     overwrite: OverwriteOpt = False,
-    batch_size: BatchSizeOpt = None,
-    quiet: QuietOpt = False,
-    include_hidden: IncludeHiddenOpt = False,
-    strict: StrictOpt = False,
-    no_cache: NoCacheOpt = False,
-    server: ServerOpt = None,
-    debug: DebugOpt = False,
 ) -> None:
     """Classify images against your labels and show the top-k labels of each."""
-    with reported_errors(debug):
-        label_list = read_labels(labels, labels_file)
-        template_set = read_templates(templates, template)
+    run, scale = run_options(ctx), scale_options(ctx)
+    quiet, include_hidden, strict = run.quiet, run.include_hidden, run.strict
+    batch_size, no_cache, server = scale.batch_size, scale.no_cache, scale.server
+    with reported_errors(run.debug):
+        choice = labels_choice(ctx)
+        label_list, template_set = choice.labels, choice.templates
         inputs = read_inputs(paths)
         total = sum(1 for _ in iter_image_paths(inputs, include_hidden))
         if total == 0:
