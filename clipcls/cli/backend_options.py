@@ -1,0 +1,48 @@
+"""The backend a command's options choose (--server, else --engine), opened with the CLI's
+voice: notices and warnings on stderr, a spinner for slow steps."""
+
+from __future__ import annotations
+
+import typer
+
+from clipcls.backends.base import Backend, BackendConfig, backend_name, open_backend
+from clipcls.cli.inputs import given_options, hooks, open_cache
+from clipcls.cli.model_options import model_settings
+from clipcls.cli.option_groups import ScaleOptions
+
+
+def explicit(ctx: typer.Context, name: str) -> bool:
+    """Whether the option was given on the command line (or by its environment variable)."""
+    return getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
+
+
+def backend_config(
+    ctx: typer.Context, scale: ScaleOptions, quiet: bool, model: str | None = None
+) -> BackendConfig:
+    """What opening the chosen backend takes, from the command's options; model overrides
+    --model (evaluate's one of several). A server run opens no cache here."""
+    settings = model_settings(ctx, model)
+    asked = model if model is not None else ctx.params.get("model")
+    if model is None and not explicit(ctx, "model"):
+        asked = None  # the default model asks nothing of a server
+    cache = open_cache(settings, scale.no_cache) if scale.server is None else None
+    return BackendConfig(
+        settings=settings,
+        cache=cache,
+        batch_size=scale.batch_size,
+        ray_address=scale.ray_address,
+        ray_actors=scale.ray_actors,
+        server=scale.server,
+        asked_model=asked,
+        server_options=given_options(ctx),
+        quiet=quiet,
+        hooks=hooks(),
+    )
+
+
+def open_chosen_backend(
+    ctx: typer.Context, scale: ScaleOptions, quiet: bool, model: str | None = None
+) -> Backend:
+    """The backend the options choose, opened (a server is asked what it runs; nothing loads)."""
+    name = backend_name(scale.server, scale.engine.value)
+    return open_backend(name, backend_config(ctx, scale, quiet, model))
