@@ -1,5 +1,6 @@
-"""The layers hold: torch and open_clip only in clipcls/engine/, typer only in clipcls/cli/, and
-every module says its job in a docstring and stays small."""
+"""The layers hold: torch and open_clip only in clipcls/engine/, typer only in clipcls/cli/, each
+package imports only the packages the table below allows, and every module says its job in a
+docstring and stays small."""
 
 import ast
 from pathlib import Path
@@ -16,6 +17,78 @@ RULES = {
     "safetensors": "engine",
     "typer": "cli",
 }
+
+
+# Which clipcls package may import which ("core" is the modules directly under clipcls/: the
+# shared vocabulary of paths, images, prompts, the cache, the pipeline and the classifier).
+# Data flows one way: commands (cli) -> runs (labeling, evaluation) -> backends -> the model
+# (engine) and the server's client; output only writes rows. A package needs no entry for itself.
+MAY_IMPORT = {
+    "core": {"engine"},  # only where a model is loaded or named (engine.sources reads no torch)
+    "engine": {"core"},
+    "output": {"core"},
+    "backends": {"core", "engine", "output", "server"},  # server: its client, for ServerBackend
+    "server": {"core", "engine", "output", "backends"},
+    "labeling": {"core", "output", "backends"},
+    "evaluation": {"core", "output", "backends"},
+    "cli": {"core", "engine", "output", "backends", "server", "labeling", "evaluation"},
+}
+# Modules a package must not import even where the table lets it into their package.
+NEVER = {
+    "engine": {"clipcls.classify", "clipcls.recorded"},  # the model knows nothing of scoring
+    "server": {"clipcls.backends.local", "clipcls.backends.ray"},  # no cycle through the seam
+}
+ENTRY_POINTS = {"__main__.py"}  # `python -m clipcls` starts the command line
+
+
+def package_of(module: str) -> str | None:
+    """The clipcls package a dotted module name lies in ("core" for top-level modules)."""
+    parts = module.split(".")
+    if parts[0] != "clipcls" or len(parts) == 1:
+        return None
+    return parts[1] if (PACKAGE / parts[1]).is_dir() else "core"
+
+
+def clipcls_imports(path: Path) -> set[str]:
+    """The clipcls modules the file imports, at any depth (`from clipcls import x` names x)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("clipcls")}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "clipcls":
+                found |= {f"clipcls.{alias.name}" for alias in node.names}
+            elif node.module.startswith("clipcls."):
+                found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_packages_import_only_what_the_table_allows(path: Path) -> None:
+    parts = path.relative_to(PACKAGE).parts
+    if parts[-1] in ENTRY_POINTS:
+        return
+    package = parts[0] if len(parts) > 1 else "core"
+    for module in clipcls_imports(path):
+        target = package_of(module)
+        assert target in (None, package, *MAY_IMPORT[package]), f"{package} imports {module}"
+        assert module not in NEVER.get(package, set()), f"{package} imports {module}"
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_nothing_inside_imports_the_public_facade(path: Path) -> None:
+    """`from clipcls import X` would load clipcls/__init__.py's whole API (the classifier, the
+    cache, ...); inside the package each name comes from its own module."""
+    if path.parent == PACKAGE and path.name == "__init__.py":
+        return
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    facade = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "clipcls"]
+    assert not facade, "import from the module that defines the name, not from clipcls"
+
+
+def test_every_package_has_a_row_in_the_table() -> None:
+    packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
+    assert packages | {"core"} == set(MAY_IMPORT)
 
 
 def imported(path: Path) -> set[str]:
