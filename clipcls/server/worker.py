@@ -29,10 +29,9 @@ from clipcls.server.protocol import (
     ERROR_STATUS,
     ImageRef,
     Limits,
-    RequestError,
     ServeRequest,
     TextsRequest,
-    parse_request,
+    request_from_record,
 )
 from clipcls.server.roots import OpenRoots, Root, resolve_roots
 from clipcls.settings import ModelSettings
@@ -95,11 +94,9 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
     # Unannotated on purpose: LitServe reads the annotation to pick how FastAPI parses the body,
     # and an unannotated request is the JSON body as a dict.
     def decode_request(self, request):  # type: ignore[no-untyped-def]
-        try:  # checked already by the guard in front; a failure here must not fail the batch
-            return parse_request(request, self.limits, self.allow_dirs)
-        except RequestError as error:
-            return failed(error.status, str(error))
-        except Exception as error:
+        try:  # checked by the guard in front, which hands on its record of the checked request
+            return request_from_record(request)
+        except Exception as error:  # a failure here must not fail the batch
             return failed(400, f"cannot read the request: {error}")
 
     def batch(self, inputs: list[Any]) -> list[Any]:
