@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from clipcls.backends.ray_workers import Embedder, Scorer, decode
-from clipcls.errors import ClipclsError, RecordError, UsageError
+from clipcls.errors import ClipclsError, UsageError
 from clipcls.labels import Label
 from clipcls.pathtext import clean_text, path_to_text, text_to_path
 from clipcls.prediction import Prediction
@@ -153,7 +153,7 @@ def _prediction(row: dict[str, Any], cwd: str, labels: Collection[str]) -> Predi
     """The Prediction an actor sent as its record, its error naming the path as given."""
     try:
         prediction = Prediction.from_record(json.loads(row["record"]), labels)
-    except (RecordError, ValueError) as error:  # ValueError: not JSON
+    except ValueError as error:  # a RecordError, or no JSON at all
         raise ClipclsError(f"the Ray cluster sent a row clipcls cannot read: {error}") from None
     if prediction.error is None:
         return prediction
