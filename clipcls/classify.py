@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +13,8 @@ from PIL import Image
 from clipcls.cache import EmbeddingCache
 from clipcls.labels import Label, check_labels
 from clipcls.pipeline import EmbeddedBatch, Encoder, PreparedImage, embed_batch, embed_paths
+from clipcls.prediction import LabelScore as LabelScore  # re-exported: clipcls.classify's API
+from clipcls.prediction import Prediction as Prediction
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates
 from clipcls.settings import ModelSettings
 
@@ -23,34 +25,6 @@ GPU_BATCH_SIZE = 128  # a GPU needs large batches to stay busy
 def default_batch_size(device: str) -> int:
     """Images per batch when none is asked for: 32 on the CPU, 128 on a GPU."""
     return DEFAULT_BATCH_SIZE if device == "cpu" else GPU_BATCH_SIZE
-
-
-@dataclass(frozen=True)
-class LabelScore:
-    """One label's score for one image."""
-
-    label: str
-    probability: float  # softmax over the given labels
-    similarity: float  # cosine between image and label embeddings
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """All labels for one image ranked by probability, or the reason it could not be read."""
-
-    path: str
-    scores: tuple[LabelScore, ...] = ()
-    error: str | None = None
-    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)  # (dim,)
-
-    @property
-    def top(self) -> LabelScore | None:
-        """The best label, or None for an unreadable image."""
-        return self.scores[0] if self.scores else None
-
-    def top_k(self, k: int) -> tuple[LabelScore, ...]:
-        """The k best labels (all of them if there are fewer)."""
-        return self.scores[:k]
 
 
 def encode_prompts(

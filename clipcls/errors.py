@@ -36,3 +36,7 @@ class ModelLoadError(ClipclsError):
 
 class ImageError(ClipclsError):
     """One image cannot be read or decoded."""
+
+
+class RecordError(ClipclsError, ValueError):
+    """A record read back (a server's answer, a Ray worker's row) is not a valid prediction."""

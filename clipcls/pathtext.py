@@ -22,6 +22,14 @@ def path_to_text(path: str) -> str:
     return escaped.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
+def clean_text(text: str) -> str:
+    """Make undecodable file-name bytes (lone surrogates) printable as \\xNN escapes."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name decodes to (\ud800): escape it too
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def text_to_path(text: str) -> str:
     """Undo path_to_text: the path with its original bytes."""
     if not ESCAPES or "\\" not in text:

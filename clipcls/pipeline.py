@@ -6,7 +6,7 @@ import itertools
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -69,11 +69,14 @@ class Encoder(Preparing, Protocol):
 
 @dataclass(frozen=True)
 class PreparedImage:
-    """One input after decoding and preprocessing: the model input, or why there is none."""
+    """One input after decoding and preprocessing: the model input, or why there is none, or
+    the embedding the cache already had for it (then there is nothing to compute)."""
 
     path: str
     tensor: Any = None
     error: str | None = None
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)  # (dim,)
+    key: FileKey | None = None  # the cache remembers a fresh embedding under it
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,13 @@ class EmbeddedBatch:
     paths: tuple[str, ...]
     errors: tuple[str | None, ...]  # one per path; None where the image was embedded
     embeddings: np.ndarray  # (n_readable, dim), in the order of the readable paths
+
+    def part(self, start: int, stop: int) -> EmbeddedBatch:
+        """The inputs start:stop, with their embeddings."""
+        before = sum(error is None for error in self.errors[:start])
+        count = sum(error is None for error in self.errors[start:stop])
+        rows = self.embeddings[before : before + count]
+        return EmbeddedBatch(self.paths[start:stop], self.errors[start:stop], rows)
 
 
 def prepare_path(encoder: Preparing, path: Path | str) -> PreparedImage:
@@ -97,10 +107,33 @@ def prepare_path(encoder: Preparing, path: Path | str) -> PreparedImage:
         return PreparedImage(str(path), error=f"cannot preprocess {path}: {error}")
 
 
-def embed_batch(encoder: Encoder, batch: Sequence[PreparedImage]) -> EmbeddedBatch:
-    """Embed the readable images of a batch in one forward pass; keep errors in place."""
-    tensors = [item.tensor for item in batch if item.error is None]
-    embeddings = encoder.encode_prepared(tensors) if tensors else np.zeros((0, 0), np.float32)
+def embed_batch(
+    encoder: Encoder,
+    batch: Sequence[PreparedImage],
+    cache: EmbeddingCache | None = None,
+    pass_size: int | None = None,
+) -> EmbeddedBatch:
+    """Embed the images of a batch that need it, in forward passes of pass_size (one pass if
+    None); take cached embeddings as they are; keep errors in place. With a cache, fresh
+    embeddings are remembered under their images' keys (the encoder's image cache key)."""
+    fresh = [i for i, item in enumerate(batch) if item.error is None and item.embedding is None]
+    step = pass_size or max(1, len(fresh))
+    computed: dict[int, np.ndarray] = {}
+    for start in range(0, len(fresh), step):
+        rows = fresh[start : start + step]
+        vectors = encoder.encode_prepared([batch[i].tensor for i in rows])
+        computed.update(zip(rows, vectors, strict=True))
+    model = encoder.plan.image_cache_key
+    if cache is not None and model is not None:
+        keyed = [(key, computed[i]) for i in fresh if (key := batch[i].key) is not None]
+        if keyed:
+            cache.put_images(model, keyed)
+    readable = [
+        computed[i] if item.embedding is None else item.embedding
+        for i, item in enumerate(batch)
+        if item.error is None
+    ]
+    embeddings = np.stack(readable) if readable else np.zeros((0, 0), np.float32)
     return EmbeddedBatch(
         tuple(item.path for item in batch), tuple(item.error for item in batch), embeddings
     )
@@ -190,22 +223,17 @@ def _decoded(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _merge(chunk: Chunk, computed: EmbeddedBatch) -> EmbeddedBatch:
-    fresh = dict(zip(computed.paths, computed.errors, strict=True))
-    readable = iter(computed.embeddings)
-    vectors: list[np.ndarray] = []
-    errors: list[str | None] = []
+def _with_hits(chunk: Chunk, decoded: list[PreparedImage]) -> list[PreparedImage]:
+    """The chunk in input order: cache hits as their embeddings, the misses as decoded, each
+    keyed for the cache by the key it was looked up under."""
+    misses = iter(decoded)
+    items: list[PreparedImage] = []
     for path, key in zip(chunk.paths, chunk.keys, strict=True):
         if key is not None and key.path in chunk.hits:
-            vectors.append(chunk.hits[key.path])
-            errors.append(None)
-            continue
-        error = fresh[path]
-        errors.append(error)
-        if error is None:
-            vectors.append(next(readable))
-    stacked = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
-    return EmbeddedBatch(tuple(chunk.paths), tuple(errors), stacked)
+            items.append(PreparedImage(path, embedding=chunk.hits[key.path]))
+        else:
+            items.append(replace(next(misses), key=key))
+    return items
 
 
 def embed_paths(
@@ -224,14 +252,4 @@ def embed_paths(
     cache = cache if model is not None else None
     chunks = _chunks(paths, batch_size, cache, model, plan.max_megapixels, dim)
     for chunk, prepared in _decoded(encoder, chunks, plan.decode_workers, plan.overlap_decode):
-        computed = embed_batch(encoder, prepared)
-        if cache is not None and model is not None and len(computed.embeddings):
-            cache.put_images(model, _fresh_items(chunk, computed))
-        yield _merge(chunk, computed)
-
-
-def _fresh_items(chunk: Chunk, computed: EmbeddedBatch) -> list[tuple[FileKey, np.ndarray]]:
-    keys = {p: k for p, k in zip(chunk.paths, chunk.keys, strict=True) if k is not None}
-    readable = [p for p, e in zip(computed.paths, computed.errors, strict=True) if e is None]
-    pairs = zip(readable, computed.embeddings, strict=True)
-    return [(keys[path], vector) for path, vector in pairs if path in keys]
+        yield embed_batch(encoder, _with_hits(chunk, prepared), cache)

@@ -243,14 +243,16 @@ def test_one_failing_request_in_a_batch_is_its_own_error(
 ) -> None:
     """The worker itself, past the guard: one request's exception is its own answer."""
     from clipcls.server import worker
-    from clipcls.server.protocol import ImageRef, Limits, ServeRequest, TextsRequest
+    from clipcls.server.protocol import ImageRef, Limits, ServeRequest, TextsRequest, parse_request
     from clipcls.settings import ModelSettings
 
     monkeypatch.setattr(worker, "die_with_parent", lambda parent: None)
     api = worker.ClipclsAPI(ModelSettings(model=tiny_model), Limits(), [], tmp_path / "m.json")
     api.setup("cpu")
     labels = ServeRequest((ImageRef("c.png", data=base64.b64decode(IMAGE)),), ())
-    good = api.decode_request(GOOD)
+    good = api.decode_request(
+        parse_request(GOOD, Limits(), []).to_record()
+    )  # as the guard hands it
     nul = ServeRequest((ImageRef("x", path="/tmp/a\x00b.png"),), good.labels)
     texts = TextsRequest(("c\ud800t",))
     answers = api.predict([good, nul, texts, labels])

@@ -8,24 +8,25 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import socket
 import sys
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clipcls.backends.ray_workers import Embedder, Scorer, decode
-from clipcls.classify import LabelScore, Prediction
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.labels import Label
-from clipcls.output.rows import clean_text
-from clipcls.pathtext import path_to_text, text_to_path
+from clipcls.pathtext import clean_text, path_to_text, text_to_path
+from clipcls.prediction import Prediction
 from clipcls.prompts import TemplateSet
 from clipcls.remote import is_url
 from clipcls.settings import Device, ModelSettings
@@ -148,16 +149,15 @@ def _leave(ray: Any) -> None:
     atexit.unregister(ray.shutdown)
 
 
-def _prediction(row: dict[str, Any], cwd: str) -> Prediction:
-    path = text_to_path(row["path"])
-    if row["error"]:
-        return Prediction(path, error=_as_given(row["error"], path, cwd))
-    scores = tuple(
-        LabelScore(str(label), float(p), float(s))
-        for label, p, s in zip(row["labels"], row["probs"], row["sims"], strict=True)
-    )
-    vector = np.asarray(row["embedding"], dtype=np.float32) if len(row["embedding"]) else None
-    return Prediction(path, scores, embedding=vector)
+def _prediction(row: dict[str, Any], cwd: str, labels: Collection[str]) -> Prediction:
+    """The Prediction an actor sent as its record, its error naming the path as given."""
+    try:
+        prediction = Prediction.from_record(json.loads(row["record"]), labels)
+    except ValueError as error:  # a RecordError, or no JSON at all
+        raise ClipclsError(f"the Ray cluster sent a row clipcls cannot read: {error}") from None
+    if prediction.error is None:
+        return prediction
+    return replace(prediction, error=_as_given(prediction.error, prediction.path, cwd))
 
 
 def _as_given(error: str, path: str, cwd: str) -> str:
@@ -200,8 +200,9 @@ def classify_on_ray(
         batch = batch_size or ACTOR_BATCH
         mapped = _mapped(ray, Scorer, items, kwargs, batch, actors, decode_tasks)
     cwd = os.getcwd()  # as _items made the paths absolute
+    names = [label.name for label in labels]
     for row in _rows(ray, mapped):
-        yield _prediction(row, cwd)
+        yield _prediction(row, cwd, names)
 
 
 def _items(paths: Iterable[Path | str]) -> list[dict[str, str]]:

@@ -4,6 +4,7 @@ where there is no decoding stage."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from typing import Any
 
@@ -14,9 +15,16 @@ from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier
 from clipcls.filekey import FileKey
 from clipcls.labels import Label
-from clipcls.output.rows import clean_text
-from clipcls.pathtext import text_to_path
-from clipcls.pipeline import EmbeddedBatch, EmbedPlan, embed_paths, look_up, prepare_path
+from clipcls.pathtext import clean_text, path_to_text, text_to_path
+from clipcls.pipeline import (
+    EmbeddedBatch,
+    EmbedPlan,
+    PreparedImage,
+    embed_batch,
+    embed_paths,
+    look_up,
+    prepare_path,
+)
 from clipcls.prompts import TemplateSet
 from clipcls.settings import ModelSettings
 
@@ -93,53 +101,35 @@ class _Embedding:
     cache: EmbeddingCache | None
 
     def embedded(self, batch: dict[str, Any], dim: int | None = None) -> EmbeddedBatch:
-        """The batch's embeddings: from the decoding tasks' pixels and cache hits, or, where
-        there was no decoding stage, decoded here exactly as the local engine does."""
-        paths = tuple(str(p) for p in batch["path"])
+        """The batch's embeddings (its paths as the files are named, not as text): from the
+        decoding tasks' pixels and cache hits, or, where there was no decoding stage, decoded
+        here exactly as the local engine does."""
+        paths = tuple(text_to_path(str(p)) for p in batch["path"])
         if "pixels" not in batch:
             loads = [text_to_path(str(p)) for p in batch["load"]]
             done = next(embed_paths(self.encoder, loads, max(1, len(loads)), self.cache, dim))
-            return replace(done, paths=paths)
-        errors: list[str | None] = [str(e) or None for e in batch["error"]]
-        vectors: list[np.ndarray | None] = [None] * len(paths)
-        fresh: dict[int, Any] = {}  # row -> its prepared image
-        for i, error in enumerate(errors):
-            if error is None:
-                vectors[i], errors[i] = self._row(batch, i, dim, fresh)
-        if fresh:
-            computed = self.encoder.encode_prepared(list(fresh.values()))
-            for i, vector in zip(fresh, computed, strict=True):
-                vectors[i] = vector
-            self._remember([str(batch["load"][i]) for i in fresh], computed)
-        kept = [v for v in vectors if v is not None]
-        stacked = np.stack(kept) if kept else np.zeros((0, 0), np.float32)
-        return EmbeddedBatch(paths, tuple(errors), stacked)
+        else:
+            items = [self._item(batch, i, dim) for i in range(len(paths))]
+            done = embed_batch(self.encoder, items, self.cache)
+        return replace(done, paths=paths)
 
-    def _row(
-        self, batch: dict[str, Any], i: int, dim: int | None, fresh: dict[int, Any]
-    ) -> tuple[np.ndarray | None, str | None]:
-        """Row i's cached embedding if it was looked up under this model's key; else its
-        pixels (or, for an unusual transform the tasks could not run, its file) go to fresh."""
+    def _item(self, batch: dict[str, Any], i: int, dim: int | None) -> PreparedImage:
+        """Row i: its decoding error; its cached embedding if it was looked up under this
+        model's key; else its pixels (or, for an unusual transform the tasks could not run,
+        its file decoded here), keyed for the cache."""
+        load = text_to_path(str(batch["load"][i]))
+        if error := str(batch["error"][i]):
+            return PreparedImage(load, error=error)
         cached = np.frombuffer(batch["cached"][i], np.float32)
         if len(cached) and batch["key"][i] == self.encoder.plan.image_cache_key:
             if dim in (None, len(cached)):
-                return cached, None
+                return PreparedImage(load, embedding=cached)
+        key = FileKey.of(load) if self.cache is not None else None
         if len(batch["pixels"][i]):
             shape = tuple(int(v) for v in batch["shape"][i])
-            fresh[i] = np.frombuffer(batch["pixels"][i], np.uint8).reshape(shape)
-            return None, None
-        prepared = prepare_path(self.encoder, text_to_path(str(batch["load"][i])))
-        if prepared.error is None:
-            fresh[i] = prepared.tensor
-        return None, prepared.error
-
-    def _remember(self, loads: list[str], computed: np.ndarray) -> None:
-        model = self.encoder.plan.image_cache_key
-        if self.cache is None or model is None:
-            return
-        keys = [FileKey.of(text_to_path(load)) for load in loads]
-        pairs = zip(keys, computed, strict=True)
-        self.cache.put_images(model, [(key, vector) for key, vector in pairs if key is not None])
+            pixels = np.frombuffer(batch["pixels"][i], np.uint8).reshape(shape)
+            return PreparedImage(load, pixels, key=key)
+        return replace(prepare_path(self.encoder, load), key=key)
 
 
 class Scorer(_Embedding):
@@ -161,19 +151,10 @@ class Scorer(_Embedding):
         self.embeddings = embeddings
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        out: dict[str, list[Any]] = {
-            key: [] for key in ("path", "error", "labels", "probs", "sims", "embedding")
-        }
+        """Each prediction as its record, in JSON text (always valid UTF-8, as Arrow needs)."""
         dim = self.classifier.label_weights.shape[1]
-        for prediction in self.classifier.predict_embedded(self.embedded(batch, dim)):
-            out["path"].append(prediction.path)
-            out["error"].append(clean_text(prediction.error or ""))
-            out["labels"].append([s.label for s in prediction.scores])
-            out["probs"].append([s.probability for s in prediction.scores])
-            out["sims"].append([s.similarity for s in prediction.scores])
-            keep = self.embeddings and prediction.embedding is not None
-            out["embedding"].append(prediction.embedding.tolist() if keep else [])  # type: ignore[union-attr]
-        return out
+        predictions = self.classifier.predict_embedded(self.embedded(batch, dim))
+        return {"record": [json.dumps(p.to_record(embedding=self.embeddings)) for p in predictions]}
 
 
 class Embedder(_Embedding):
@@ -191,7 +172,7 @@ class Embedder(_Embedding):
         vectors = iter(done.embeddings)
         out: dict[str, list[Any]] = {"path": [], "error": [], "embedding": []}
         for path, error in zip(done.paths, done.errors, strict=True):
-            out["path"].append(path)
+            out["path"].append(path_to_text(path))
             out["error"].append(clean_text(error or ""))
             out["embedding"].append([] if error else next(vectors).tolist())
         return out

@@ -8,19 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from clipcls.classify import LabelScore, Prediction
 from clipcls.output.csv_text import is_number_column
+from clipcls.pathtext import clean_text as clean_text  # re-exported: its old home
 from clipcls.pathtext import path_to_text
+from clipcls.prediction import LabelScore, Prediction
 
 DEFAULT_UNKNOWN = "unknown"
-
-
-def clean_text(text: str) -> str:
-    """Make undecodable file-name bytes (lone surrogates) printable as \\xNN escapes."""
-    try:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    except UnicodeEncodeError:  # a surrogate no file name decodes to (\ud800): escape it too
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -105,24 +98,20 @@ class Columns:
         return [values[name] for name in self.header()]
 
     def record(self, row: Row) -> dict[str, Any]:
-        """The JSON object: path and ranked predictions, or path and error."""
-        record: dict[str, Any] = {"path": path_to_text(row.path)}
-        if row.error is not None:
-            record["error"] = clean_text(row.error)
-        else:
-            if self.best_label or self.model:
-                record["label"] = row.label
-            record["predictions"] = [
-                {"label": s.label, "probability": s.probability, "similarity": s.similarity}
-                for s in row.scores
-            ]
+        """The JSON object: Prediction.to_record's (path and ranked predictions, or path and
+        error), with the label after the path and this output's model, destination and
+        embedding columns at the end."""
+        prediction = Prediction(row.path, row.scores, row.error, row.embedding)
+        wire = prediction.to_record(embedding=self.embedding)
+        record: dict[str, Any] = {"path": wire.pop("path")}
+        if row.error is None and (self.best_label or self.model):
+            record["label"] = row.label
+        record.update((key, wire.pop(key)) for key in ("error", "predictions") if key in wire)
         if self.model:
             record["model"] = row.model
         if self.destination:
             record[self.destination] = path_to_text(row.destination)
-        if self.embedding:
-            record["embedding"] = None if row.embedding is None else row.embedding.tolist()
-        return record
+        return record | wire  # the embedding, when asked for, comes last
 
     def typed_values(self, row: Row) -> dict[str, Any]:
         """One row for a typed table (Parquet): the CSV columns, numbers as numbers, None where

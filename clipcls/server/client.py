@@ -4,7 +4,6 @@ what the CLI's --server runs to classify files on a warm server and read back Pr
 from __future__ import annotations
 
 import json
-import math
 import os
 import secrets
 import time
@@ -19,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from clipcls.classify import LabelScore, Prediction
-from clipcls.errors import ClipclsError, ImageError, UsageError
+from clipcls.errors import ClipclsError, ImageError, RecordError, UsageError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, open_regular, size_error
 from clipcls.labels import Label
 from clipcls.pathtext import path_to_text
 from clipcls.pipeline import EmbedPlan, ModelInfo
+from clipcls.prediction import Prediction
 from clipcls.prompts import TemplateSet
 from clipcls.remote import fetch, is_s3, is_url
 from clipcls.server.protocol import API_KEY_HEADER, allowed, check_api_key, machine_id
@@ -317,17 +316,6 @@ def _prediction(path: str, answer: Any, names: set[str], url: str) -> Prediction
     """The Prediction a predict object holds; ClipclsError if it is not one for exactly the
     labels asked with finite scores (a label the run never asked for would name a folder)."""
     try:
-        if answer.get("error"):
-            return Prediction(path, error=str(answer["error"]))
-        scores = tuple(
-            LabelScore(str(s["label"]), float(s["probability"]), float(s["similarity"]))
-            for s in answer.get("predictions", [])
-        )
-        vector = answer.get("embedding")
-        embedding = None if vector is None else np.asarray(vector, dtype=np.float32)
-    except (AttributeError, KeyError, TypeError, ValueError):
-        scores = ()
-    finite = all(math.isfinite(s.probability + s.similarity) for s in scores)
-    if not finite or len(scores) != len(names) or {s.label for s in scores} != names:
-        raise unreadable(url)
-    return Prediction(path, scores, embedding=embedding)
+        return Prediction.from_record(answer, labels=names, path=path)
+    except RecordError:
+        raise unreadable(url) from None

@@ -9,7 +9,7 @@ import os
 import platform
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from clipcls.errors import ClipclsError, ImageError, UsageError
@@ -63,6 +63,18 @@ class ImageRef:
     url: str | None = None
     path: str | None = None
 
+    def to_record(self) -> dict[str, str]:
+        """The name, and the one of data (base64), url or path the image has."""
+        data = None if self.data is None else base64.b64encode(self.data).decode()
+        found = {"data": data, "url": self.url, "path": self.path}
+        return {"name": self.name, **{key: v for key, v in found.items() if v is not None}}
+
+    @classmethod
+    def from_record(cls, record: dict[str, str]) -> ImageRef:
+        """The image to_record wrote, taken as it is (it was checked before it was written)."""
+        data = None if "data" not in record else base64.b64decode(record["data"])
+        return cls(record["name"], data, record.get("url"), record.get("path"))
+
 
 @dataclass(frozen=True)
 class ServeRequest:
@@ -74,12 +86,46 @@ class ServeRequest:
     top_k: int = 5
     embedding: bool = False
 
+    def to_record(self) -> dict[str, Any]:
+        """The checked request as JSON, as the guard hands it to the model worker."""
+        templates = self.templates
+        return {
+            "images": [ref.to_record() for ref in self.images],
+            "labels": [{"name": label.name, "texts": list(label.texts)} for label in self.labels],
+            "templates": {**asdict(templates), "templates": list(templates.templates)},
+            "top_k": self.top_k,
+            "embedding": self.embedding,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ServeRequest:
+        """The request to_record wrote, taken as it is: parse_request checked it already."""
+        templates = record["templates"]
+        return cls(
+            tuple(ImageRef.from_record(item) for item in record["images"]),
+            tuple(Label(label["name"], tuple(label["texts"])) for label in record["labels"]),
+            TemplateSet(**{**templates, "templates": tuple(templates["templates"])}),
+            int(record["top_k"]),
+            bool(record["embedding"]),
+        )
+
 
 @dataclass(frozen=True)
 class TextsRequest:
     """Texts to embed with the text tower (what `evaluate --server` scores with)."""
 
     texts: tuple[str, ...]
+
+    def to_record(self) -> dict[str, Any]:
+        """The texts as JSON, as the guard hands them to the model worker."""
+        return {"texts": list(self.texts)}
+
+
+def request_from_record(record: dict[str, Any]) -> ServeRequest | TextsRequest:
+    """The request a to_record wrote (after parse_request checked it), not checked again."""
+    if "texts" in record:
+        return TextsRequest(tuple(record["texts"]))
+    return ServeRequest.from_record(record)
 
 
 def parse_request(

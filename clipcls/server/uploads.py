@@ -8,11 +8,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from clipcls.server.protocol import Limits, RequestError, ServeRequest, parse_request
+from clipcls.server.protocol import ImageRef, Limits, RequestError, ServeRequest, parse_request
 
 FORM_FIELDS = ("labels", "templates", "top_k", "embedding", "names")
 JSON_FIELDS = ("labels", "templates", "names")  # form fields that may hold a JSON list
@@ -97,28 +97,29 @@ async def checked_request(
             roots = [*allow_dirs, str(uploads)]
         else:
             request = _loads(raw, limits, "the body is not valid JSON")
-        parsed = parse_request(request, limits, roots)
-        if isinstance(parsed, ServeRequest) and any(ref.data is not None for ref in parsed.images):
-            request["images"] = [
-                {**_stored(ref.data, uploads, checked), "name": ref.name}
-                if ref.data is not None
-                else item
-                for ref, item in zip(parsed.images, request["images"], strict=True)
-            ]
-        checked.body = json.dumps(request).encode()
+        parsed = parse_request(request, limits, roots)  # the one check; the worker trusts it
+        if isinstance(parsed, ServeRequest):
+            images = tuple(_kept(ref, uploads, checked) for ref in parsed.images)
+            parsed = replace(parsed, images=images)
+        checked.body = json.dumps(parsed.to_record()).encode()
         return checked
     except BaseException:
         checked.remove()
         raise
 
 
-def _stored(data: bytes, uploads: Path, checked: Checked) -> dict[str, str]:
+def _kept(ref: ImageRef, uploads: Path, checked: Checked) -> ImageRef:
+    """ref, its bytes (if it has any) moved into an upload file that the worker reads."""
+    return ref if ref.data is None else ImageRef(ref.name, path=_stored(ref.data, uploads, checked))
+
+
+def _stored(data: bytes, uploads: Path, checked: Checked) -> str:
     path = uploads / secrets.token_hex(16)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     checked.files.append(path)
     with os.fdopen(fd, "wb") as stream:
         stream.write(data)
-    return {"path": str(path)}
+    return str(path)
 
 
 async def _form(
@@ -139,9 +140,9 @@ async def _form(
     try:
         for key, value in form.multi_items():
             if key == "images" and not isinstance(value, str):
-                entry = _stored(await value.read(), uploads, checked)
+                path = _stored(await value.read(), uploads, checked)
                 name = value.filename or f"image[{len(request['images'])}]"
-                request["images"].append({**entry, "name": name})
+                request["images"].append({"path": path, "name": name})
             elif key in FORM_FIELDS and isinstance(value, str):
                 request[key] = _form_value(key, value, limits)
             else:

@@ -17,24 +17,21 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import litserve as ls
-import numpy as np
 
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier, default_batch_size, encode_prompts
 from clipcls.errors import ImageError
 from clipcls.images import load_image
-from clipcls.output.rows import Columns, to_row
-from clipcls.pipeline import EmbeddedBatch, PreparedImage
+from clipcls.pipeline import EmbeddedBatch, PreparedImage, embed_batch
 from clipcls.remote import fetch
 from clipcls.server.deadline import DeadlineEncoder, OutOfTime
 from clipcls.server.protocol import (
     ERROR_STATUS,
     ImageRef,
     Limits,
-    RequestError,
     ServeRequest,
     TextsRequest,
-    parse_request,
+    request_from_record,
 )
 from clipcls.server.roots import OpenRoots, Root, resolve_roots
 from clipcls.settings import ModelSettings
@@ -97,11 +94,9 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
     # Unannotated on purpose: LitServe reads the annotation to pick how FastAPI parses the body,
     # and an unannotated request is the JSON body as a dict.
     def decode_request(self, request):  # type: ignore[no-untyped-def]
-        try:  # checked already by the guard in front; a failure here must not fail the batch
-            return parse_request(request, self.limits, self.allow_dirs)
-        except RequestError as error:
-            return failed(error.status, str(error))
-        except Exception as error:
+        try:  # checked by the guard in front, which hands on its record of the checked request
+            return request_from_record(request)
+        except Exception as error:  # a failure here must not fail the batch
             return failed(400, f"cannot read the request: {error}")
 
     def batch(self, inputs: list[Any]) -> list[Any]:
@@ -115,16 +110,16 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         goes wrong with one request is its own error answer, the others are answered."""
         refs = [ref for r in requests if isinstance(r, ServeRequest) for ref in r.images]
         prepared = list(self.pool.map(self._prepare_one, refs))
-        vectors = self._embed(prepared)
+        embedded = embed_batch(self.encoder, prepared, pass_size=self.batch_size)
         answers: list[Any] = []
         start = 0
         self.texts.deadline = time.monotonic() + self.limits.seconds  # the guard's 504 by then
         for request in requests:
             count = len(request.images) if isinstance(request, ServeRequest) else 0
-            items, mine = prepared[start : start + count], vectors[start : start + count]
+            mine = embedded.part(start, start + count)
             start += count
             try:
-                answers.append(self._one(request, items, mine))
+                answers.append(self._one(request, mine))
             except OutOfTime as error:
                 answers.append(failed(504, str(error)))
             except Exception as error:  # noqa: BLE001 -- one request's failure stays its own
@@ -132,17 +127,14 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         return answers
 
     def _one(
-        self,
-        request: ServeRequest | TextsRequest | dict[str, Any],
-        items: list[PreparedImage],
-        vectors: list[Any],
+        self, request: ServeRequest | TextsRequest | dict[str, Any], images: EmbeddedBatch
     ) -> dict[str, Any]:
         if isinstance(request, dict):  # decode_request's error answer
             return request
         if isinstance(request, TextsRequest):
-            embedded = encode_prompts(self.texts, list(request.texts), self.cache)
-            return {"embeddings": embedded.tolist()}
-        return self._answer(request, items, vectors)
+            vectors = encode_prompts(self.texts, list(request.texts), self.cache)
+            return {"embeddings": vectors.tolist()}
+        return self._answer(request, images)
 
     def _prepare_one(self, ref: ImageRef) -> PreparedImage:
         try:
@@ -171,30 +163,10 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
             return fetch(ref.url, self.encoder.plan.max_megapixels, self.reach.url_policy)
         return ref.data
 
-    def _embed(self, prepared: list[PreparedImage]) -> list[np.ndarray | None]:
-        """One vector per image (None where it could not be read), in batch-size passes."""
-        readable = [i for i, item in enumerate(prepared) if item.error is None]
-        vectors: list[np.ndarray | None] = [None] * len(prepared)
-        for start in range(0, len(readable), self.batch_size):
-            rows = readable[start : start + self.batch_size]
-            computed = self.encoder.encode_prepared([prepared[i].tensor for i in rows])
-            for i, vector in zip(rows, computed, strict=True):
-                vectors[i] = vector
-        return vectors
-
-    def _answer(
-        self, request: ServeRequest, items: list[PreparedImage], vectors: list[Any]
-    ) -> dict[str, Any]:
-        classifier = self._classifier(request)
-        kept = [v for v in vectors if v is not None]
-        batch = EmbeddedBatch(
-            tuple(item.path for item in items),
-            tuple(item.error for item in items),
-            np.stack(kept) if kept else np.zeros((0, 0), np.float32),
-        )
-        columns = Columns(min(request.top_k, len(request.labels)), embedding=request.embedding)
-        predictions = classifier.predict_embedded(batch)
-        return {"predictions": [columns.record(to_row(p, columns.top_k)) for p in predictions]}
+    def _answer(self, request: ServeRequest, embedded: EmbeddedBatch) -> dict[str, Any]:
+        predictions = self._classifier(request).predict_embedded(embedded)
+        top_k, embedding = request.top_k, request.embedding
+        return {"predictions": [p.to_record(top_k, embedding) for p in predictions]}
 
     def _classifier(self, request: ServeRequest) -> Classifier:
         key = (request.labels, request.templates.templates)
