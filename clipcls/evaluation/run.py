@@ -63,7 +63,8 @@ class EvaluationRun:
 
     def expected(self) -> Expected:
         """What the run will ask of each backend (a local one may answer from its cache)."""
-        return Expected(self.labels, self.template_sets, paths=lambda: self.dataset.paths)
+        dataset = self.dataset
+        return Expected(self.labels, self.template_sets, lambda: dataset.paths, unreadable_ok=True)
 
 
 def embed_dataset(
