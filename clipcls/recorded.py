@@ -23,7 +23,7 @@ from clipcls.classify import build_text_classifier
 from clipcls.engine.sources import model_identity, random_weights_notices
 from clipcls.errors import ClipclsError
 from clipcls.labels import Label
-from clipcls.pipeline import EmbedPlan, ModelInfo, look_up
+from clipcls.pipeline import EmbedPlan, ModelInfo, look_up, prepare_path
 from clipcls.prompts import TemplateSet
 from clipcls.settings import ModelSettings
 from clipcls.version import __version__
@@ -156,9 +156,11 @@ def cached_encoder(
     labels: Sequence[Label],
     template_sets: Sequence[TemplateSet],
     paths: Iterable[Path | str],
+    unreadable_ok: bool = False,
 ) -> RecordedModel | None:
     """The recorded model, if the cache holds every prompt of the labels with each template set
-    and every path's image embedding, else None: then a run needs no model."""
+    and every path's image embedding, else None: then a run needs no model. With unreadable_ok,
+    a file the cache lacks but that cannot be read needs none either (it fails alike)."""
     encoder = recorded_model(cache, settings)
     if cache is None or encoder is None:
         return None
@@ -174,6 +176,16 @@ def cached_encoder(
     dim, plan, iterator = dims.pop(), encoder.plan, iter(paths)
     while batch := [str(p) for p in itertools.islice(iterator, LOOKUP)]:
         chunk = look_up(batch, cache, plan.image_cache_key, plan.max_megapixels, dim)
-        if chunk.misses or cache.failure is not None:
+        needed = chunk.misses and not (unreadable_ok and _unreadable(encoder, chunk.misses))
+        if needed or cache.failure is not None:
             return None
     return encoder
+
+
+def _unreadable(encoder: RecordedModel, paths: Sequence[str]) -> bool:
+    """Whether every path fails before the model would see it (decoding stops at the first
+    that loads: then the model is needed)."""
+    try:
+        return all(prepare_path(encoder, path).error is not None for path in paths)
+    except ModelNeeded:  # it loaded, and preparing it takes the model
+        return False

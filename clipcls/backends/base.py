@@ -67,6 +67,8 @@ class Expected:
     labels: tuple[Label, ...]
     template_sets: tuple[TemplateSet, ...]
     paths: Callable[[], Iterable[Path | str]] | None = None
+    # A file the cache lacks but that cannot be read needs no model either (evaluate's rule).
+    unreadable_ok: bool = False
 
 
 class Backend(Protocol):

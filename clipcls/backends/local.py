@@ -101,7 +101,9 @@ class LocalBackend:
 
             check_model_name(self.settings)
             sets, paths = expected.template_sets, expected.paths()
-            recorded = cached_encoder(self.cache, self.settings, expected.labels, sets, paths)
+            recorded = cached_encoder(
+                self.cache, self.settings, expected.labels, sets, paths, expected.unreadable_ok
+            )
             if recorded is not None:
                 for line in recorded.info.notices:
                     hooks.warn(line)

@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from clipcls.cache import EmbeddingCache
 from clipcls.errors import UsageError
 from clipcls.images import iter_image_paths
 from clipcls.labels import Label, read_labels_file
-from clipcls.pipeline import Encoder, embed_paths
 
 
 @dataclass(frozen=True)
@@ -80,40 +78,11 @@ class EmbeddedDataset:
     failures: list[tuple[str, int, str]] = field(default_factory=list)  # path, class, error
 
 
-def embed_dataset(
-    encoder: Encoder,
-    dataset: Dataset,
-    batch_size: int,
-    advance: Callable[[int], None] = lambda n: None,
-    cache: EmbeddingCache | None = None,
-) -> EmbeddedDataset:
-    """Embed every image once; template and label changes then cost no image work."""
-    chunks: list[np.ndarray] = []
-    targets: list[int] = []
-    paths: list[str] = []
-    failures: list[tuple[str, int, str]] = []
-    position = 0
-    for batch in embed_paths(encoder, dataset.paths, batch_size, cache):
-        for path, error in zip(batch.paths, batch.errors, strict=True):
-            target = dataset.targets[position]
-            position += 1
-            if error is None:
-                paths.append(path)
-                targets.append(target)
-            else:
-                failures.append((path, target, error))
-        if len(batch.embeddings):
-            chunks.append(batch.embeddings)
-        advance(len(batch.paths))
-    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
-    return EmbeddedDataset(embeddings, np.asarray(targets, dtype=np.int64), paths, failures)
-
-
 def assemble(
     dataset: Dataset, found: Mapping[str, tuple[np.ndarray | None, str | None]]
 ) -> EmbeddedDataset:
-    """An EmbeddedDataset in the dataset's order, from embeddings computed elsewhere (a Ray
-    cluster) and keyed by path."""
+    """An EmbeddedDataset in the dataset's order, from embeddings keyed by path (as a backend
+    gives them: the vector, or None and the reason the file could not be read)."""
     vectors, targets, paths, failures = [], [], [], []
     for path, target in zip(dataset.paths, dataset.targets, strict=True):
         vector, error = found.get(str(path), (None, "not embedded"))

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from clipcls.cache import EmbeddingCache
-from clipcls.classify import Classifier
+from clipcls.classify import Scorer
 from clipcls.evaluation.dataset import EmbeddedDataset
 from clipcls.evaluation.metrics import Metrics, compute_metrics
-from clipcls.labels import Label
-from clipcls.pipeline import Encoder
+from clipcls.labels import Label, check_labels
 from clipcls.prompts import TemplateSet
 from clipcls.settings import model_id
 
@@ -41,20 +38,23 @@ class Evaluation:
 
 
 def evaluate_embedded(
-    encoder: Encoder,
-    labels: Sequence[Label],
+    scorer: Scorer,
     templates: TemplateSet,
     data: EmbeddedDataset,
     model: tuple[str, str | None],
     ks: tuple[int, ...] = (5,),
-    cache: EmbeddingCache | None = None,
 ) -> Evaluation:
-    """Score ready embeddings against one template set and compute the metrics."""
-    classifier = Classifier(encoder, labels, templates, cache=cache)
+    """Score ready embeddings with one template set's scorer and compute the metrics.
+
+    Args:
+        scorer: the labels' text side with these templates (a backend's `scorer`).
+        model: (model, pretrained) as the report names them.
+    """
+    labels = check_labels(scorer.labels)  # class folders that differ only in case are refused
     n_classes = len(labels)
     if len(data.embeddings):
-        probabilities, _ = classifier.score(data.embeddings)
+        probabilities, _ = scorer.score(data.embeddings)
     else:
         probabilities = np.zeros((0, n_classes))
     metrics = compute_metrics(data.targets, probabilities, n_classes, ks)
-    return Evaluation(model[0], model[1], templates, tuple(labels), metrics, probabilities, data)
+    return Evaluation(model[0], model[1], templates, labels, metrics, probabilities, data)

@@ -1,0 +1,112 @@
+"""`clipcls evaluate`'s own options, declared once as Annotated aliases, and how they read:
+the template sets to compare, and the output files checked before any model loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clipcls.cli.console import check_output_path
+from clipcls.cli.formats import ReportFormat, as_format
+from clipcls.errors import UsageError
+from clipcls.output.files import Format, check_page, format_for, page_path
+from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
+from clipcls.settings import DEFAULT_MODEL
+
+DatasetArg = Annotated[
+    Path,
+    typer.Argument(help="Folder with one subfolder of images per class.", show_default=False),
+]
+ClassnamesOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--classnames",
+        exists=True,
+        dir_okay=False,
+        help="`folder: name | alias | description` lines for the class texts.",
+    ),
+]
+TemplateSetsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--templates",
+        "-t",
+        help="Template set or FILE; repeat to compare.",
+        show_default=DEFAULT_TEMPLATES,
+    ),
+]
+OneTemplateOpt = Annotated[
+    list[str] | None,
+    typer.Option("--template", help='One template such as "a photo of a {}."; repeatable.'),
+]
+ModelsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model (ARCH, ARCH:TAG, hf-hub:, local-dir:); repeat to compare.",
+        show_default=DEFAULT_MODEL,
+    ),
+]
+TopKOpt = Annotated[
+    list[int] | None,
+    typer.Option("--top-k", "-k", min=1, help="Top-k accuracies to report.", show_default="5"),
+]
+ReportOutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write the report to FILE.")
+]
+PredictionsOpt = Annotated[
+    Path | None, typer.Option("--predictions", help="Per-image CSV of the predictions.")
+]
+MaxPerClassOpt = Annotated[
+    int | None, typer.Option("--max-per-class", min=1, help="Random N images per class.")
+]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for --max-per-class.")]
+ReportPageOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--report",
+        help="Write a self-contained HTML report to FILE (DIR/ writes DIR/index.html).",
+    ),
+]
+
+
+def template_sets(
+    templates: list[str] | None, template: list[str] | None
+) -> tuple[TemplateSet, ...]:
+    """The template sets to compare: each --templates, then the --template ones as one set."""
+    sets = [load_templates(name) for name in templates or []]
+    if template:
+        sets.append(single_templates(template))
+    return tuple(sets or [load_templates(DEFAULT_TEMPLATES)])
+
+
+def top_ks(top_k: list[int] | None) -> tuple[int, ...]:
+    """The top-k accuracies besides top-1: top-5 always; -k adds."""
+    return tuple(sorted({5, *(top_k or [])} - {1}))
+
+
+def check_outputs(
+    output: Path | None,
+    fmt: ReportFormat | None,
+    predictions: Path | None,
+    report_file: str | None,
+    overwrite: bool,
+) -> tuple[Format, Path | None]:
+    """The report's format and the HTML page's path, once every output is known writable
+    (and matplotlib importable for a page): all of it before any model loads."""
+    check_output_path(output, overwrite)
+    kind = format_for(output, as_format(fmt), (Format.TABLE, Format.JSON))
+    check_output_path(predictions, overwrite, "--predictions")
+    page = page_path(report_file) if report_file is not None else None
+    named = [path.resolve() for path in (output, predictions, page) if path is not None]
+    if len(set(named)) < len(named):  # the last written would silently replace the other
+        raise UsageError("--output, --predictions and --report must name different files")
+    if page is not None:
+        check_page(page, overwrite)
+        from clipcls.evaluation.html import require_matplotlib
+
+        require_matplotlib()
+    return kind, page

@@ -1,0 +1,121 @@
+"""An evaluation run: for each model's backend, the dataset's images embedded once, then scored
+with every template set; the same loop whether the model runs here, on Ray or on a server."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clipcls.backends.base import Backend, Expected, Hooks
+from clipcls.evaluation.dataset import (
+    Dataset,
+    EmbeddedDataset,
+    assemble,
+    class_labels,
+    load_dataset,
+)
+from clipcls.evaluation.scoring import Evaluation, evaluate_embedded
+from clipcls.labels import Label
+from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates
+
+Advance = Callable[[int], None]  # told how many more images are done
+# Given the number of images to embed, a context around the embedding that yields an Advance.
+ShowProgress = Callable[[int], AbstractContextManager[Advance]]
+
+
+@contextlib.contextmanager
+def no_progress(total: int) -> Iterator[Advance]:
+    """Progress shown nowhere."""
+    yield lambda done: None
+
+
+@dataclass(frozen=True)
+class EvaluationRun:
+    """What every model of an evaluation is scored on: the dataset, one label per class, the
+    template sets to compare, and the top-k accuracies to report besides top-1."""
+
+    dataset: Dataset
+    labels: tuple[Label, ...]
+    template_sets: tuple[TemplateSet, ...]
+    ks: tuple[int, ...] = (5,)
+
+    @classmethod
+    def from_folder(
+        cls,
+        root: Path,
+        template_sets: Sequence[TemplateSet] | None = None,
+        classnames: Path | None = None,
+        max_per_class: int | None = None,
+        seed: int = 0,
+        ks: tuple[int, ...] = (5,),
+    ) -> EvaluationRun:
+        """A run on root's class folders (texts from classnames, if given), with the default
+        template set unless others are given."""
+        dataset = load_dataset(root, max_per_class, seed)
+        labels = class_labels(dataset.classes, classnames)
+        sets = tuple(template_sets or (load_templates(DEFAULT_TEMPLATES),))
+        return cls(dataset, labels, sets, ks)
+
+    def expected(self) -> Expected:
+        """What the run will ask of each backend (a local one may answer from its cache)."""
+        dataset = self.dataset
+        return Expected(self.labels, self.template_sets, lambda: dataset.paths, unreadable_ok=True)
+
+
+def embed_dataset(
+    backend: Backend, dataset: Dataset, advance: Advance = lambda done: None
+) -> EmbeddedDataset:
+    """Embed every image once through the backend; template changes then cost no image work."""
+    found: dict[str, tuple[np.ndarray | None, str | None]] = {}
+    for prediction in backend.embed_images(dataset.paths):
+        found[prediction.path] = (prediction.embedding, prediction.error)
+        advance(1)
+    return assemble(dataset, found)
+
+
+def evaluate_backend(
+    backend: Backend,
+    run: EvaluationRun,
+    hooks: Hooks | None = None,
+    progress: ShowProgress = no_progress,
+) -> list[Evaluation]:
+    """One model's evaluations, one per template set: its backend started (a local one from
+    the cache alone, without loading the model, where the cache holds everything the run
+    needs), the images embedded once, then scored with each template set."""
+    status = (hooks or Hooks()).status
+    backend.start(run.expected())
+    with progress(len(run.dataset.paths)) as advance:
+        data = embed_dataset(backend, run.dataset, advance)
+    info = backend.info
+    model = (info.model, info.pretrained)
+    evaluations = []
+    for templates in run.template_sets:
+        with status(f"scoring with templates {templates.name}"):
+            scorer = backend.scorer(run.labels, templates)
+            evaluations.append(evaluate_embedded(scorer, templates, data, model, run.ks))
+    return evaluations
+
+
+def run_evaluation(
+    backends: Iterable[Backend],
+    run: EvaluationRun,
+    hooks: Hooks | None = None,
+    progress: ShowProgress = no_progress,
+) -> list[Evaluation]:
+    """Evaluate each backend's model in turn: one Evaluation per model and template set, in
+    that order. A lazy iterable (a generator opening one backend per model name) opens each
+    only when its turn comes, after the models before it are done.
+
+    Args:
+        hooks: the caller's voice for slow steps (hooks.status around each scoring).
+        progress: shows the images being embedded, once per model.
+    """
+    evaluations: list[Evaluation] = []
+    for backend in backends:
+        evaluations += evaluate_backend(backend, run, hooks, progress)
+    return evaluations
