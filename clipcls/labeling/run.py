@@ -105,12 +105,12 @@ def label_tree(
     failed on the way (the output then holds every complete row: run again with resume).
     """
     labels, events = tuple(labels), events or LabelEvents()
-    kind = kind or format_for(output, None, FILE_FORMATS)
+    kind = format_for(output, None, FILE_FORMATS) if kind is None else kind
     check_file_format(kind, resume, options.save_embeddings)  # the CLI checked; Python may not
     check_sorting(kind, options, list(inputs))
     setup = replace(
         run_setup(kind, options, labels, templates, backend.weights),
-        model=backend.known_model or "",  # a server's: its files may not be visible here
+        model=backend.known_model or "",  # a server's, named if its weights refuse a resume
     )
     keep = options.mode is SortMode.MOVE or options.dry_run
     columns = options.columns(len(labels))
@@ -121,13 +121,7 @@ def label_tree(
             held.callback(os.close, claim_sort_folder(options.sort_into))
         recovered = out.recovered or Recovered()
         pending = partial(_pending, inputs, options, recovered, include_hidden)
-
-        def skipped(folder: Path) -> None:
-            events.notice(
-                f"skipping {clean_text(str(folder))}: clipcls sorted files into it ({MARKER})"
-            )
-
-        total = sum(1 for _ in pending(skipped))
+        total = _count(pending, events)
         if total == 0 and out.recovered is None:
             raise UsageError(f"no images found in {', '.join(inputs)}")
         if total == 0 and (options.sort_into is None or options.dry_run):  # no model needed
@@ -149,6 +143,17 @@ def label_tree(
         writing = _Writing(job, out, replace(setup, model=row_model), kind, events)
         writing.run(rows, total, guard or NoGuard())
     return LabelResult(job.summary)
+
+
+def _count(pending: Callable[..., Iterator[Path]], events: LabelEvents) -> int:
+    """How many files are left to label, saying which sorted folders the walk skips."""
+
+    def skipped(folder: Path) -> None:
+        events.notice(
+            f"skipping {clean_text(str(folder))}: clipcls sorted files into it ({MARKER})"
+        )
+
+    return sum(1 for _ in pending(skipped))
 
 
 def _pending(
