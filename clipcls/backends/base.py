@@ -71,22 +71,21 @@ class Expected:
     unreadable_ok: bool = False
 
 
-class Backend(Protocol):
-    """A source of predictions and embeddings for one model.
+class Predictor(Protocol):
+    """A source of predictions for one model: what a label or predict run asks of a backend.
 
     Opening one is cheap (a server is asked what it runs; nothing loads); `start` loads or
     joins what it needs, once; the other methods start it if it has not been started.
     """
-
-    name: str  # its registry name
 
     @property
     def weights(self) -> str | None:
         """The weights' identity (their digest for files), known before anything loads."""
 
     @property
-    def info(self) -> ModelInfo:
-        """The model and where it runs."""
+    def known_model(self) -> str | None:
+        """The model id where it is known before `start` (a server says what it runs when it
+        is opened); None where only starting tells."""
 
     @property
     def model_id(self) -> str:
@@ -103,7 +102,18 @@ class Backend(Protocol):
         embeddings: bool = False,
     ) -> Iterator[Prediction]:
         """One Prediction per path; unreadable files carry an error; with embeddings, each
-        carries its image embedding. In input order except on Ray (the order they finish)."""
+        carries its image embedding. In input order except on Ray (the order they finish).
+        Lazy in the paths: they are read as predictions are taken."""
+
+
+class Backend(Predictor, Protocol):
+    """A source of predictions and embeddings for one model."""
+
+    name: str  # its registry name
+
+    @property
+    def info(self) -> ModelInfo:
+        """The model and where it runs."""
 
     def embed_images(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
         """One Prediction per path with its image embedding (no scores), or its error."""

@@ -83,6 +83,10 @@ class LocalBackend:
         return self.encoder.info
 
     @property
+    def known_model(self) -> str | None:
+        return None  # a default tag is resolved, and the cache consulted, only on start
+
+    @property
     def model_id(self) -> str:
         return model_id(self.info.model, self.info.pretrained)
 

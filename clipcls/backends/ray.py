@@ -54,6 +54,10 @@ class RayBackend:
         return ModelInfo(model, pretrained, "ray", self.settings.precision.value)
 
     @property
+    def known_model(self) -> str | None:
+        return None  # named on start, from the model's config
+
+    @property
     def model_id(self) -> str:
         return model_id(*self.named)
 

@@ -73,6 +73,10 @@ class ServerBackend:
         return self.encoder.info
 
     @property
+    def known_model(self) -> str | None:
+        return self.model_id  # the server said what it runs when it was opened
+
+    @property
     def model_id(self) -> str:
         return model_id(*self.client.model)
 

@@ -4,29 +4,26 @@ loading the model with a word on stderr about what runs where."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
-from clipcls.backends.base import BackendConfig, Expected, Hooks
+from clipcls.backends.base import Hooks
 from clipcls.backends.local import NOT_LOADED as NOT_LOADED  # evaluate reads these here for now
-from clipcls.backends.local import LocalBackend
 from clipcls.backends.local import describe as describe
 from clipcls.backends.local import load_model as backend_load_model
 from clipcls.cache import EmbeddingCache
-from clipcls.classify import Classifier
 from clipcls.cli.console import notice, stderr, warn
 from clipcls.errors import UsageError
-from clipcls.images import DEFAULT_MAX_MEGAPIXELS, STDIN, check_inputs, read_path_list
+from clipcls.images import STDIN, check_inputs, read_path_list
 from clipcls.labels import Label, parse_labels, read_labels_file
-from clipcls.pipeline import Encoder, ModelInfo
+from clipcls.pipeline import Encoder
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.settings import ModelSettings
 
 if TYPE_CHECKING:
-    from clipcls.server.client import RemoteClassifier, ServerClient
+    from clipcls.server.client import ServerClient
 
 
 def read_labels(labels: str | None, labels_file: Path | None) -> tuple[Label, ...]:
@@ -72,26 +69,6 @@ def load_model(settings: ModelSettings, quiet: bool) -> Encoder:
     return backend_load_model(settings, hooks(), quiet)
 
 
-def load_classifier(
-    settings: ModelSettings,
-    labels: tuple[Label, ...],
-    templates: TemplateSet,
-    batch_size: int | None,
-    quiet: bool,
-    cache: EmbeddingCache | None = None,
-    paths: Callable[[], Iterable[Path | str]] | None = None,
-) -> tuple[Classifier, ModelInfo]:
-    """Load the model and embed the prompts (each distinct prompt once, cached ones not).
-
-    With paths (the files the run will classify): if the cache holds every prompt and every
-    file under a model an earlier run recorded, answer from the cache without loading it.
-    """
-    config = BackendConfig(settings, cache, batch_size, quiet=quiet, hooks=hooks())
-    backend = LocalBackend(config)
-    backend.start(Expected(labels, (templates,), paths))
-    return backend.classifier(labels, templates), backend.info
-
-
 SERVER_CHECKED = ("device", "precision", "exact_decode", "pretrained")  # the server's to decide
 
 
@@ -113,19 +90,3 @@ def connect_server(
     from clipcls.backends.server import connect_server as connect
 
     return connect(url, asked, options or {}, hooks(), quiet)
-
-
-def server_classifier(
-    ctx: typer.Context, url: str, labels: tuple[Label, ...], templates: TemplateSet, quiet: bool
-) -> tuple[RemoteClassifier, tuple[str, str | None]]:
-    """Classify on a `clipcls serve` server: its model, named as it reports it; --model and
-    the other model options, if given, only say how the server must run; --max-megapixels is
-    checked here before a file is sent."""
-    from clipcls.server.client import RemoteClassifier
-
-    given = getattr(ctx.get_parameter_source("model"), "name", "DEFAULT") != "DEFAULT"
-    client = connect_server(
-        url, ctx.params.get("model") if given else None, quiet, given_options(ctx)
-    )
-    limit = ctx.params.get("max_megapixels", DEFAULT_MAX_MEGAPIXELS)
-    return RemoteClassifier(client, labels, templates, limit), client.model

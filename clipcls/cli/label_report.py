@@ -13,15 +13,15 @@ from rich.text import Text
 
 from clipcls.cli.clock import timing
 from clipcls.cli.console import notice, stderr
-from clipcls.labeling.job import LabelJob, Summary
+from clipcls.labeling.job import Summary
 from clipcls.labeling.options import LabelOptions
 from clipcls.labeling.sorting import SortMode
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import plural
 
 
-def say_interrupted(job: LabelJob, output: Path, resumable: bool) -> None:
-    done = f"interrupted: {plural(job.summary.processed, 'image')} labeled in this run; "
+def say_interrupted(summary: Summary, output: Path, resumable: bool) -> None:
+    done = f"interrupted: {plural(summary.processed, 'image')} labeled in this run; "
     where = clean_text(str(output))
     if not resumable:
         notice(f"{done}{where} holds them; a Parquet run cannot be resumed: use --overwrite")

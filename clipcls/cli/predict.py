@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from clipcls.classify import Classifier
+from clipcls.cli.backend_options import open_chosen_backend
 from clipcls.cli.clock import timing
 from clipcls.cli.console import (
     check_output_path,
@@ -22,16 +22,15 @@ from clipcls.cli.console import (
     warn,
 )
 from clipcls.cli.formats import PredictFormatOpt
-from clipcls.cli.inputs import load_classifier, open_cache, read_inputs, server_classifier
-from clipcls.cli.model_options import model_options, model_settings
+from clipcls.cli.inputs import read_inputs
+from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import LABELS, RUN, SCALE, labels_choice, run_options, scale_options
 from clipcls.cli.options import OverwriteOpt, PathsArg
-from clipcls.errors import ClipclsError, UsageError
-from clipcls.images import iter_image_paths
+from clipcls.errors import UsageError
 from clipcls.output.files import Format, format_for
-from clipcls.output.rows import Columns, to_row
-from clipcls.output.writers import make_writer, plural
-from clipcls.server.client import RemoteClassifier
+from clipcls.output.rows import Columns
+from clipcls.output.writers import plural
+from clipcls.predicting import count_images, predictions, write_predictions
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -60,15 +59,11 @@ def predict(
 ) -> None:
     """Classify images against your labels and show the top-k labels of each."""
     run, scale = run_options(ctx), scale_options(ctx)
-    quiet, include_hidden, strict = run.quiet, run.include_hidden, run.strict
-    batch_size, no_cache, server = scale.batch_size, scale.no_cache, scale.server
+    quiet = run.quiet
     with reported_errors(run.debug):
         choice = labels_choice(ctx)
-        label_list, template_set = choice.labels, choice.templates
         inputs = read_inputs(paths)
-        total = sum(1 for _ in iter_image_paths(inputs, include_hidden))
-        if total == 0:
-            raise UsageError(f"no images found in {', '.join(inputs)}")
+        total = count_images(inputs, run.include_hidden)
         check_output_path(output, overwrite)
         fmt = format_for(output, fmt)
         if fmt is Format.PARQUET and output is None and sys.stdout.isatty():
@@ -76,42 +71,23 @@ def predict(
                 "-f parquet is binary, not for a terminal: give -o FILE.parquet, or send "
                 "stdout to a file or a pipe"
             )
-        classifier: Classifier | RemoteClassifier
-        if server is not None:
-            classifier, _ = server_classifier(ctx, server, label_list, template_set, quiet)
-        else:
-            settings = model_settings(ctx)
-            classifier, _ = load_classifier(
-                settings,
-                label_list,
-                template_set,
-                batch_size,
-                quiet,
-                open_cache(settings, no_cache),
-                lambda: iter_image_paths(inputs, include_hidden),
-            )
+        backend = open_chosen_backend(ctx, scale, quiet)
+        found = predictions(backend, inputs, choice.labels, choice.templates, run.include_hidden)
         show_progress = not quiet and stderr.is_terminal
         started = time.monotonic()
-        failures = 0
         with open_output(output) as stream:
-            columns = Columns(min(top_k, len(label_list)))
-            predictions = classifier.classify_paths(iter_image_paths(inputs, include_hidden))
-            try:
-                writer = make_writer(fmt, stream, columns)
-                for prediction in tracked(predictions, total, show_progress, "classifying"):
-                    writer.write(to_row(prediction, columns.top_k))
-                    if prediction.error is not None:
-                        failures += 1
-                        warn(prediction.error)
-                writer.close()
-            except BrokenPipeError:
-                raise  # `| head` closed the pipe: Typer exits quietly
-            except OSError as error:
-                where = output or "stdout"
-                raise ClipclsError(f"cannot write {where}: {error.strerror or error}") from None
+            failures = write_predictions(
+                found,
+                fmt,
+                stream,
+                Columns(min(top_k, len(choice.labels))),
+                str(output or "stdout"),
+                lambda rows: tracked(rows, total, show_progress, "classifying"),
+                warn,
+            )
         if not quiet and stderr.is_terminal:
             elapsed = time.monotonic() - started
             notice(f"{timing(total, elapsed)}; {failures} unreadable")
         elif failures and not quiet:
             notice(f"{failures} of {plural(total, 'image')} could not be read")
-        fail_if_strict(strict, failures)
+        fail_if_strict(run.strict, failures)

@@ -6,14 +6,14 @@ import contextlib
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clipcls.classify import Classifier, Prediction
+from clipcls.classify import Prediction
 from clipcls.errors import ClipclsError
 from clipcls.labeling.options import LabelOptions
 from clipcls.labeling.resume import RecordedRow, Recovered
@@ -26,11 +26,14 @@ from clipcls.labeling.sorting import (
     same_file,
     unique_destination,
 )
+from clipcls.labels import Label
 from clipcls.output.rows import Row, clean_text, to_row
 from clipcls.pathtext import path_key
+from clipcls.prompts import TemplateSet
 from clipcls.remote import is_url
 
 if TYPE_CHECKING:
+    from clipcls.backends.base import Predictor
     from clipcls.output.writers import Writer
 
 
@@ -116,7 +119,6 @@ def is_done(recovered: Recovered, path: Path, options: LabelOptions) -> bool:
 
 
 Section = Callable[[], AbstractContextManager[Any]]
-Classify = Callable[[Iterable[Path]], Iterator[Prediction]]
 
 
 class LabelJob:
@@ -124,22 +126,19 @@ class LabelJob:
 
     def __init__(
         self,
-        classifier: Classifier | Classify,
+        backend: Predictor,
+        labels: Sequence[Label],
+        templates: TemplateSet,
         options: LabelOptions,
         model_id: str,
         recovered: Recovered | None = None,
-        n_labels: int | None = None,
     ) -> None:
-        """classifier: a Classifier, or any function from paths to Predictions (such as the
-        Ray engine's; then give n_labels)."""
-        if isinstance(classifier, Classifier):
-            self.classify: Classify = classifier.classify_paths
-            n_labels = len(classifier.labels)
-        else:
-            self.classify = classifier
+        """backend: any source of predictions (local, Ray, a server, or your own); model_id:
+        the model the rows record."""
+        self.backend, self.labels, self.templates = backend, tuple(labels), templates
         self.options, self.model_id = options, model_id
         self.recovered = recovered or Recovered()
-        self.columns = options.columns(n_labels or 1)
+        self.columns = options.columns(len(self.labels))
         self.sorter = (
             Sorter(
                 options.sort_into,
@@ -167,9 +166,19 @@ class LabelJob:
         return list(self.recovered.placements)
 
     def rows(self, paths: Iterable[Path]) -> Iterator[Row]:
-        """One row per path, in order; write it, then call place(row)."""
+        """One row per path still to label, in the order the backend answers; write each, then
+        call place(row). The backend is asked at once (a local one embeds the prompts here, and
+        the run's clock starts after that); the paths are walked as rows are taken."""
         options = self.options
-        for prediction in self.classify(self.todo(paths)):
+        predictions = self.backend.predict(
+            self.todo(paths), self.labels, self.templates, embeddings=options.save_embeddings
+        )
+        self.summary.started = time.monotonic()
+        return self._rows(predictions)
+
+    def _rows(self, predictions: Iterable[Prediction]) -> Iterator[Row]:
+        options = self.options
+        for prediction in predictions:
             row = to_row(
                 prediction,
                 self.columns.top_k,
@@ -206,14 +215,14 @@ class LabelJob:
         return problems
 
     def write_rows(
-        self, writer: Writer, paths: Iterable[Path], section: Section = contextlib.nullcontext
+        self, writer: Writer, rows: Iterable[Row], section: Section = contextlib.nullcontext
     ) -> Iterator[Row]:
-        """Write each path's row, then place its file, yielding rows as they are written.
+        """Write each row (from rows()), then place its file, yielding rows as they are written.
 
         Each row and its placement run inside one `section()` (the CLI's holds stop signals
         until it ends), so an interrupt never leaves a row without its file or the reverse.
         """
-        for row in self.rows(paths):
+        for row in rows:
             with section():
                 writer.write(row)
                 self.place(row)

@@ -1,0 +1,219 @@
+"""A whole label run: walk the inputs, skip what a resumed output holds, start the backend, write
+each row and place its file, finish what an interrupted run left; the caller hears of it through
+LabelEvents (the library never prints)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field, replace
+from functools import partial
+from pathlib import Path
+from typing import Any, Protocol, TextIO
+
+from clipcls.backends.base import Expected, Predictor
+from clipcls.errors import ClipclsError, UsageError
+from clipcls.images import MARKER, iter_image_paths
+from clipcls.labeling.job import LabelJob, Summary, is_done
+from clipcls.labeling.label_file import LabelOutput, begin, check_loaded_model, open_label_output
+from clipcls.labeling.manifest import RunSetup
+from clipcls.labeling.options import LabelOptions, check_file_format, check_sorting, run_setup
+from clipcls.labeling.resume import Recovered
+from clipcls.labeling.sorting import SortMode, claim_sort_folder
+from clipcls.labels import Label
+from clipcls.output.files import FILE_FORMATS, RESUMABLE, Format, format_for
+from clipcls.output.rows import Row, clean_text
+from clipcls.output.writers import make_writer
+from clipcls.prompts import TemplateSet
+
+RESUME_HINT = "run the same command with --resume once the problem is fixed"
+
+
+def _silent(text: str) -> None:
+    return None
+
+
+def _untracked(rows: Iterator[Row], total: int) -> Iterator[Row]:
+    return rows
+
+
+def _stopped(interrupt: KeyboardInterrupt, summary: Summary, resumable: bool) -> None:
+    return None  # the interrupt goes on up
+
+
+class Guard(Protocol):
+    """What holds stop signals off while a row and its file's placement are done (the CLI's
+    InterruptGuard): `installed()` around the writing, `section()` around each row."""
+
+    def installed(self) -> AbstractContextManager[Any]: ...
+
+    def section(self) -> AbstractContextManager[Any]: ...
+
+
+class NoGuard:
+    """No signal handling: a stop between a row and its placement is finished on --resume."""
+
+    def installed(self) -> AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+    def section(self) -> AbstractContextManager[Any]:
+        return contextlib.nullcontext()
+
+
+@dataclass(frozen=True)
+class LabelEvents:
+    """What the caller hears of a run: notice and warning lines (a skipped sorted folder, an
+    unreadable file, ...), the written rows to watch (a progress bar wraps them, given how many
+    to expect), and an interrupt once the rows so far are safe (the interrupt then goes on up,
+    unless the hook raises something else)."""
+
+    notice: Callable[[str], None] = _silent
+    warn: Callable[[str], None] = _silent
+    track: Callable[[Iterator[Row], int], Iterator[Row]] = _untracked
+    interrupted: Callable[[KeyboardInterrupt, Summary, bool], None] = _stopped
+
+
+@dataclass(frozen=True)
+class LabelResult:
+    """What a run did; started is False when nothing was left to label (no backend started)."""
+
+    summary: Summary = field(default_factory=Summary)
+    started: bool = True
+
+
+def label_tree(
+    inputs: Sequence[str],
+    output: Path,
+    labels: Sequence[Label],
+    templates: TemplateSet,
+    options: LabelOptions,
+    backend: Predictor,
+    *,
+    kind: Format | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    include_hidden: bool = False,
+    events: LabelEvents | None = None,
+    guard: Guard | None = None,
+) -> LabelResult:
+    """Label every image under inputs into output (one row per file; kind from its name if not
+    given), resuming it or replacing it as asked, and sort files as options say.
+
+    Raises UsageError before anything is written for what cannot run, ClipclsError for what
+    failed on the way (the output then holds every complete row: run again with resume).
+    """
+    labels, events = tuple(labels), events or LabelEvents()
+    kind = format_for(output, None, FILE_FORMATS) if kind is None else kind
+    check_file_format(kind, resume, options.save_embeddings)  # the CLI checked; Python may not
+    check_sorting(kind, options, list(inputs))
+    setup = replace(
+        run_setup(kind, options, labels, templates, backend.weights),
+        model=backend.known_model or "",  # a server's, named if its weights refuse a resume
+    )
+    keep = options.mode is SortMode.MOVE or options.dry_run
+    columns = options.columns(len(labels))
+    with contextlib.ExitStack() as held:
+        out = open_label_output(output, kind, columns, setup, resume, overwrite, keep)
+        held.callback(out.close)
+        if options.sort_into is not None and not options.dry_run:
+            held.callback(os.close, claim_sort_folder(options.sort_into))
+        recovered = out.recovered or Recovered()
+        pending = partial(_pending, inputs, options, recovered, include_hidden)
+        total = _count(pending, events)
+        if total == 0 and out.recovered is None:
+            raise UsageError(f"no images found in {', '.join(inputs)}")
+        if total == 0 and (options.sort_into is None or options.dry_run):  # no model needed
+            events.notice(
+                f"nothing left to label: {clean_text(str(output))} holds every image found"
+            )
+            return LabelResult(started=False)
+        backend.start(Expected(labels, (templates,), paths=pending))
+        loaded = backend.model_id
+        check_loaded_model(out, setup, loaded)
+        row_model = out.recorded.model if out.recorded is not None else loaded
+        job = LabelJob(backend, labels, templates, options, row_model, out.recovered)
+        rows = job.rows(iter_image_paths(inputs, include_hidden, exclude=options.sort_into))
+        if recovered.dropped_bytes:
+            events.notice(
+                f"dropped a partial last line ({recovered.dropped_bytes} bytes) "
+                f"from {clean_text(str(output))}"
+            )
+        writing = _Writing(job, out, replace(setup, model=row_model), kind, events)
+        writing.run(rows, total, guard or NoGuard())
+    return LabelResult(job.summary)
+
+
+def _count(pending: Callable[..., Iterator[Path]], events: LabelEvents) -> int:
+    """How many files are left to label, saying which sorted folders the walk skips."""
+
+    def skipped(folder: Path) -> None:
+        events.notice(
+            f"skipping {clean_text(str(folder))}: clipcls sorted files into it ({MARKER})"
+        )
+
+    return sum(1 for _ in pending(skipped))
+
+
+def _pending(
+    inputs: Sequence[str],
+    options: LabelOptions,
+    recovered: Recovered,
+    hidden: bool,
+    on_skip: Callable[[Path], None] | None = None,
+) -> Iterator[Path]:
+    """The files this run will label: the walk, less sorted folders and rows already written."""
+    walk = iter_image_paths(inputs, hidden, exclude=options.sort_into, on_skip=on_skip)
+    return (path for path in walk if not is_done(recovered, path, options))
+
+
+@dataclass
+class _Writing:
+    """The writing phase: the output begun, pending placements finished, each row written
+    then its file placed, and a failure or a stop turned into a file that can be resumed."""
+
+    job: LabelJob
+    out: LabelOutput
+    setup: RunSetup
+    kind: Format
+    events: LabelEvents
+
+    def run(self, rows: Iterator[Row], total: int, guard: Guard) -> None:
+        with guard.installed():
+            stream = begin(self.out, self.setup)
+            try:
+                self._write(stream, rows, total, guard)
+            finally:
+                with contextlib.suppress(OSError):
+                    stream.close()
+
+    def _write(self, stream: TextIO, rows: Iterator[Row], total: int, guard: Guard) -> None:
+        job, events, output = self.job, self.events, self.out.path
+        resumable = self.kind in RESUMABLE
+        try:
+            writer = make_writer(self.kind, stream, job.columns, header=self.out.header)
+            for problem in job.finish_pending(guard.section):
+                events.warn(problem)
+            for row in events.track(job.write_rows(writer, rows, guard.section), total):
+                if row.error is not None:
+                    events.warn(row.error)
+            writer.close()
+            stream.close()  # a full disk can first show here
+        except KeyboardInterrupt as interrupt:
+            if not resumable:  # Parquet: write the footer, so the rows so far are read
+                writer.close()
+            stream.flush()
+            events.interrupted(interrupt, job.summary, resumable)
+            raise
+        except OSError as error:
+            raise ClipclsError(
+                f"cannot write {clean_text(str(output))}: {error.strerror or error}; it holds "
+                f"every complete row, so {RESUME_HINT}"
+            ) from None
+        except ClipclsError as error:  # such as the device running out of memory
+            stream.flush()
+            where = clean_text(str(output))
+            raise type(error)(
+                f"{error}; {where} holds every complete row, so {RESUME_HINT}"
+            ) from error  # the cause's traceback stays reachable (--debug)

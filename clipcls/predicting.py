@@ -1,0 +1,78 @@
+"""Predict: each image's top labels from a backend, streamed into a writer as they come."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from functools import partial
+from typing import TextIO
+
+from clipcls.backends.base import Expected, Predictor
+from clipcls.classify import Prediction
+from clipcls.errors import ClipclsError, UsageError
+from clipcls.images import iter_image_paths
+from clipcls.labels import Label
+from clipcls.output.files import Format
+from clipcls.output.rows import Columns, to_row
+from clipcls.output.writers import make_writer
+from clipcls.prompts import TemplateSet
+
+
+def count_images(inputs: Sequence[str], include_hidden: bool = False) -> int:
+    """How many files the inputs hold; UsageError if none."""
+    total = sum(1 for _ in iter_image_paths(inputs, include_hidden))
+    if total == 0:
+        raise UsageError(f"no images found in {', '.join(inputs)}")
+    return total
+
+
+def predictions(
+    backend: Predictor,
+    inputs: Sequence[str],
+    labels: Sequence[Label],
+    templates: TemplateSet,
+    include_hidden: bool = False,
+) -> Iterator[Prediction]:
+    """Start the backend for these files (from the cache alone where it holds them all) and ask
+    for their predictions: the prompts are embedded now, the files read as predictions are
+    taken."""
+    walk = partial(iter_image_paths, inputs, include_hidden)
+    backend.start(Expected(tuple(labels), (templates,), paths=walk))
+    return backend.predict(walk(), labels, templates)
+
+
+def _untracked(predictions: Iterator[Prediction]) -> Iterator[Prediction]:
+    return predictions
+
+
+def _silent(text: str) -> None:
+    return None
+
+
+def write_predictions(
+    found: Iterator[Prediction],
+    kind: Format,
+    stream: TextIO,
+    columns: Columns,
+    where: str,
+    track: Callable[[Iterator[Prediction]], Iterable[Prediction]] = _untracked,
+    warn: Callable[[str], None] = _silent,
+) -> int:
+    """Write each prediction's row to stream as it comes (track wraps them, as a progress bar
+    does; warn hears of each unreadable file); the number of unreadable files.
+
+    A write error becomes one ClipclsError naming where; a closed pipe (`| head`) goes on up.
+    """
+    failures = 0
+    try:
+        writer = make_writer(kind, stream, columns)
+        for prediction in track(found):
+            writer.write(to_row(prediction, columns.top_k))
+            if prediction.error is not None:
+                failures += 1
+                warn(prediction.error)
+        writer.close()
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise ClipclsError(f"cannot write {where}: {error.strerror or error}") from None
+    return failures
