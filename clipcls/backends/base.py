@@ -46,7 +46,8 @@ class BackendConfig:
     """Everything a backend may need to open; each implementation reads its own part."""
 
     settings: ModelSettings = field(default_factory=ModelSettings)
-    cache: EmbeddingCache | None = None
+    # The embedding cache, or a function that opens it when first needed (None: no cache).
+    cache: EmbeddingCache | Callable[[], EmbeddingCache | None] | None = None
     batch_size: int | None = None  # images per batch (per actor call on Ray)
     ray_address: str | None = None  # None: $RAY_ADDRESS, else a local Ray for the run
     ray_actors: int | None = None

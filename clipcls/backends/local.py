@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from clipcls.backends.base import BackendConfig, Expected, Hooks
+from clipcls.cache import EmbeddingCache
 from clipcls.classify import (
     Classifier,
     Prediction,
@@ -60,9 +61,18 @@ class LocalBackend:
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
-        self.settings, self.cache = config.settings, config.cache
+        self.settings = config.settings
+        self._cache: EmbeddingCache | None = None
         self._encoder: Encoder | None = None
         self.loaded = False  # the model itself, not its recorded stand-in
+
+    @property
+    def cache(self) -> EmbeddingCache | None:
+        """The embedding cache, opened on first use (a run with nothing to do opens none)."""
+        source = self.config.cache
+        if self._cache is None and source is not None:
+            self._cache = source() if callable(source) else source
+        return self._cache
 
     @property
     def weights(self) -> str | None:

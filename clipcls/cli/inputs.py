@@ -1,5 +1,5 @@
-"""What the classifying commands share: labels, templates and input paths from the options, and
-loading the model with a word on stderr about what runs where."""
+"""What the classifying commands share: labels, templates and input paths from the options, the
+embedding cache, and the CLI's voice for a backend (stderr lines and a spinner)."""
 
 from __future__ import annotations
 
@@ -10,20 +10,16 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from clipcls.backends.base import Hooks
-from clipcls.backends.local import NOT_LOADED as NOT_LOADED  # evaluate reads these here for now
-from clipcls.backends.local import describe as describe
-from clipcls.backends.local import load_model as backend_load_model
 from clipcls.cache import EmbeddingCache
 from clipcls.cli.console import notice, stderr, warn
 from clipcls.errors import UsageError
 from clipcls.images import STDIN, check_inputs, read_path_list
 from clipcls.labels import Label, parse_labels, read_labels_file
-from clipcls.pipeline import Encoder
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.settings import ModelSettings
 
 if TYPE_CHECKING:
-    from clipcls.server.client import ServerClient
+    pass
 
 
 def read_labels(labels: str | None, labels_file: Path | None) -> tuple[Label, ...]:
@@ -64,11 +60,6 @@ def hooks() -> Hooks:
     return Hooks(notice=notice, warn=warn, status=stderr.status)
 
 
-def load_model(settings: ModelSettings, quiet: bool) -> Encoder:
-    """Load the model, saying on stderr what runs where."""
-    return backend_load_model(settings, hooks(), quiet)
-
-
 SERVER_CHECKED = ("device", "precision", "exact_decode", "pretrained")  # the server's to decide
 
 
@@ -80,13 +71,3 @@ def given_options(ctx: typer.Context) -> dict[str, Any]:
         if name in ctx.params
         and getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"
     }
-
-
-def connect_server(
-    url: str, asked: str | None, quiet: bool, options: dict[str, Any] | None = None
-) -> ServerClient:
-    """The `clipcls serve` server at url, refused if it runs another model than asked, or
-    otherwise than the options given explicitly (device, precision, ...) ask."""
-    from clipcls.backends.server import connect_server as connect
-
-    return connect(url, asked, options or {}, hooks(), quiet)
