@@ -27,10 +27,10 @@ from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import LABELS, RUN, SCALE, labels_choice, run_options, scale_options
 from clipcls.cli.options import OverwriteOpt, PathsArg
 from clipcls.errors import UsageError
+from clipcls.labeling.predict import count_images, predictions, write_predictions
 from clipcls.output.files import Format, format_for
 from clipcls.output.rows import Columns
 from clipcls.output.writers import plural
-from clipcls.predicting import count_images, predictions, write_predictions
 
 EXAMPLES = """
 [bold]Examples[/bold]

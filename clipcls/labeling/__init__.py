@@ -1,1 +1,2 @@
-"""Label runs: a tree of images to rows on disk, resumable, files sorted by label."""
+"""Label runs: a tree of images to rows on disk, resumable, files sorted by label; and predict,
+the same rows streamed to a writer."""

@@ -1,4 +1,5 @@
-"""Predict: each image's top labels from a backend, streamed into a writer as they come."""
+"""Predict: each image's top labels from a backend, streamed into a writer as they come (the
+label run's small sibling: no output file to resume, nothing sorted)."""
 
 from __future__ import annotations
 
