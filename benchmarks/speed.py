@@ -178,6 +178,8 @@ def _classifier(model_dir: Path, labels: list[str], cache: Path):  # type: ignor
 
 
 def run_clipcls(images: list[Path], model_dir: Path, cache: Path, new_labels: bool) -> dict:
+    import torch
+
     encoder, build = _classifier(model_dir, NEW_LABELS if new_labels else LABELS, cache)
     start = time.perf_counter()
     classifier = build()
@@ -199,7 +201,7 @@ def run_clipcls(images: list[Path], model_dir: Path, cache: Path, new_labels: bo
         "by_size_ips": by_size,
         "precision": encoder.info.precision,
         "workers": encoder.plan.decode_workers,
-        "torch_threads": encoder.thread_plan.torch_threads,
+        "torch_threads": torch.get_num_threads(),  # as the engine set them
     }
 
 
