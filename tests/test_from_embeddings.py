@@ -91,7 +91,7 @@ def test_label_rows_match_a_local_run_without_reading_an_image(
     out = tmp_path / "new.csv"
     clipcls("label", "--from-embeddings", str(saved), "-o", str(out), "--labels", NEW, *common)
     assert out.read_bytes() == (tmp_path / "local.csv").read_bytes()
-    assert "not an image" in out.read_text()  # the saved error row stays an error
+    assert "not a readable image" in out.read_text()  # the saved error row stays an error
 
 
 def test_predict_matches_a_local_run(tiny_model: str, photos: Path, tmp_path: Path) -> None:

@@ -104,7 +104,7 @@ def label_tree(
     given), resuming it or replacing it as asked, and sort files as options say.
 
     walk=False takes inputs as the files themselves, in order, not walked: they need not exist
-    (a backend of saved embeddings answers for them; a file is placed only if it does).
+    unless they are sorted (a backend of saved embeddings answers for them).
 
     Raises UsageError before anything is written for what cannot run, ClipclsError for what
     failed on the way (the output then holds every complete row: run again with resume).
