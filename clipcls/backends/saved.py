@@ -17,7 +17,7 @@ from clipcls.errors import UsageError
 from clipcls.labels import Label
 from clipcls.output.saved import SavedEmbeddings, SavedImage, read_saved
 from clipcls.pathtext import clean_text, path_key
-from clipcls.pipeline import EmbeddedBatch, ModelInfo
+from clipcls.pipeline import EmbeddedBatch, ModelInfo, PreparedImage, embed_batch
 from clipcls.prompts import TemplateSet
 from clipcls.settings import ModelSettings, model_id
 
@@ -117,16 +117,14 @@ class SavedEmbeddingsBackend:
 
     def _batches(self, paths: Iterable[Path | str]) -> Iterator[EmbeddedBatch]:
         """The paths in the batches a local run scores them in (the same matrix products give
-        the same bits): batch_size paths each, errors in place."""
-        size = self.config.batch_size or default_batch_size(self.text.encoder.plan.device)
+        the same bits): batch_size paths each, errors in place, through the pipeline's step
+        (every vector is known: nothing is computed)."""
+        encoder = self.text.encoder
+        size = self.config.batch_size or default_batch_size(encoder.plan.device)
         iterator = iter(paths)
         while chunk := [self._find(p) for p in itertools.islice(iterator, size)]:
-            vectors = [image.embedding for image in chunk if image.embedding is not None]
-            yield EmbeddedBatch(
-                tuple(image.path for image in chunk),
-                tuple(image.error for image in chunk),
-                np.stack(vectors) if vectors else np.zeros((0, 0), np.float32),
-            )
+            known = [PreparedImage(i.path, error=i.error, embedding=i.embedding) for i in chunk]
+            yield embed_batch(encoder, known)
 
     def predict(
         self,
