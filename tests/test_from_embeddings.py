@@ -3,6 +3,7 @@ new labels, reading no image: rows byte-identical to a local run; prompts alread
 model at all; embeddings of another model, or a file without them, are refused in one line."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -210,3 +211,16 @@ def test_options_that_exclude_it_are_refused(tiny_model: str, photos: Path, tmp_
         ok=False,
     )
     assert many.exit_code == 2 and "one --model" in many.stderr
+
+
+def test_relative_paths_are_taken_from_the_folder_the_saving_run_started_in(
+    tiny_model: str, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    save_run(tiny_model, Path("photos"), Path("run.jsonl"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    args = ("--labels", NEW, "--model", tiny_model, "-f", "jsonl", "-q")
+    rows = clipcls("predict", "--from-embeddings", "../run.jsonl", *args).stdout.splitlines()
+    paths = [json.loads(row)["path"] for row in rows]
+    assert paths == [str(tmp_path / "photos" / name) for name in sorted(os.listdir(photos))]
