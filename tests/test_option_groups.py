@@ -91,7 +91,7 @@ def test_a_group_read_runs_its_checks() -> None:
     assert "give exactly one of --labels or --labels-file" in str(result.exception)
 
 
-PREDICT_SCALE = {"server", "batch_size", "no_cache"}
+PREDICT_SCALE = {"server", "batch_size", "no_cache", "from_embeddings"}
 TAKES = {
     "predict": [*LABELS.specs, *PREDICT_SCALE, *RUN.specs, *MODEL.specs],
     "label": [*LABELS.specs, *SCALE.specs, *RUN.specs, *MODEL.specs],

@@ -52,6 +52,7 @@ class BackendConfig:
     ray_address: str | None = None  # None: $RAY_ADDRESS, else a local Ray for the run
     ray_actors: int | None = None
     server: str | None = None  # a `clipcls serve` URL
+    embeddings: Path | None = None  # a label output written with --save-embeddings
     # What the user asked of a server explicitly: it must run that model, and so (device, ...).
     asked_model: str | None = None
     server_options: Mapping[str, Any] = field(default_factory=dict)
@@ -132,6 +133,7 @@ BACKENDS: dict[str, str] = {
     "local": "clipcls.backends.local:LocalBackend",
     "ray": "clipcls.backends.ray:RayBackend",
     "server": "clipcls.backends.server:ServerBackend",
+    "embeddings": "clipcls.backends.saved:SavedEmbeddingsBackend",
 }
 
 
@@ -144,6 +146,12 @@ def open_backend(name: str, config: BackendConfig) -> Backend:
     return backend
 
 
-def backend_name(server: str | None, engine: str) -> str:
-    """The backend a command's options choose: a server if one is given, else --engine."""
+def backend_name(server: str | None, engine: str, embeddings: Path | None = None) -> str:
+    """The backend a command's options choose: saved embeddings or a server if one is given
+    (not both: UsageError, as with --engine ray), else --engine."""
+    if embeddings is not None and (server is not None or engine != "local"):
+        other = "--server" if server is not None else f"--engine {engine}"
+        raise UsageError(f"--from-embeddings and {other}: give one or the other")
+    if embeddings is not None:
+        return "embeddings"
     return "server" if server is not None else engine

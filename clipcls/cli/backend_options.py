@@ -3,12 +3,18 @@ voice: notices and warnings on stderr, a spinner for slow steps."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from clipcls.backends.base import Backend, BackendConfig, backend_name, open_backend
-from clipcls.cli.inputs import given_options, hooks, open_cache
+from clipcls.cli.inputs import given_options, hooks, open_cache, read_inputs
 from clipcls.cli.model_options import model_settings
 from clipcls.cli.option_groups import ScaleOptions
+from clipcls.errors import UsageError
+
+if TYPE_CHECKING:
+    from clipcls.backends.saved import SavedEmbeddingsBackend
 
 
 def explicit(ctx: typer.Context, name: str) -> bool:
@@ -34,6 +40,7 @@ def backend_config(
         ray_address=scale.ray_address,
         ray_actors=scale.ray_actors,
         server=scale.server,
+        embeddings=scale.from_embeddings,
         asked_model=asked,
         server_options=given_options(ctx),
         quiet=quiet,
@@ -45,5 +52,25 @@ def open_chosen_backend(
     ctx: typer.Context, scale: ScaleOptions, quiet: bool, model: str | None = None
 ) -> Backend:
     """The backend the options choose, opened (a server is asked what it runs; nothing loads)."""
-    name = backend_name(scale.server, scale.engine.value)
+    name = chosen_name(scale)
     return open_backend(name, backend_config(ctx, scale, quiet, model))
+
+
+def chosen_name(scale: ScaleOptions) -> str:
+    """The backend's registry name; UsageError for options that exclude each other."""
+    return backend_name(scale.server, scale.engine.value, scale.from_embeddings)
+
+
+def chosen_inputs(
+    ctx: typer.Context, scale: ScaleOptions, quiet: bool, paths: list[str] | None
+) -> tuple[list[str], SavedEmbeddingsBackend | None]:
+    """The files to label: the PATH arguments (each must exist), or with --from-embeddings
+    those the saved file lists (no PATH may be given), with its backend, already open."""
+    if chosen_name(scale) != "embeddings":
+        return read_inputs(paths or []), None
+    if paths:
+        raise UsageError("--from-embeddings scores the files the saved run labeled: give no PATH")
+    from clipcls.backends.saved import SavedEmbeddingsBackend
+
+    backend = SavedEmbeddingsBackend(backend_config(ctx, scale, quiet))
+    return backend.paths, backend

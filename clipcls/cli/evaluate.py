@@ -10,7 +10,7 @@ import typer
 
 from clipcls.backends.base import Backend
 from clipcls.backends.ray_data import check_ray
-from clipcls.cli.backend_options import open_chosen_backend
+from clipcls.cli.backend_options import chosen_name, open_chosen_backend
 from clipcls.cli.console import (
     fail_if_strict,
     notice,
@@ -56,14 +56,16 @@ EXAMPLES = """
   clipcls evaluate dataset/ --classnames names.txt --format json -o report.json
   clipcls evaluate dataset/ --templates openai --templates simple --templates photo
   clipcls evaluate dataset/ -m ViT-B-32 -m ViT-B-16:openai --max-per-class 50 --report out/
+  clipcls evaluate dataset/ --from-embeddings run.parquet   (no image is read)
 """
 
 
 def _backends(
     ctx: typer.Context, scale: ScaleOptions, quiet: bool, models: list[str] | None
 ) -> Iterator[Backend]:
-    """One backend per model, each opened when its turn comes; a server runs its one model."""
-    if scale.server is not None:
+    """One backend per model, each opened when its turn comes; a server runs its one model, a
+    saved file holds one model's embeddings."""
+    if chosen_name(scale) in ("server", "embeddings"):
         yield open_chosen_backend(ctx, scale, quiet, model=models[0] if models else None)
         return
     for model in models or [DEFAULT_MODEL]:
@@ -125,6 +127,8 @@ def evaluate(
     """Measure zero-shot accuracy on a folder whose subfolders are the classes."""
     flags, scale = run_options(ctx), scale_options(ctx)
     with reported_errors(flags.debug):
+        if chosen_name(scale) == "embeddings" and len(models or []) > 1:
+            raise UsageError("--from-embeddings holds one model's embeddings: give one --model")
         if scale.engine is BackendName.RAY:
             check_ray()
         dataset = load_dataset(dataset_dir, max_per_class, seed, flags.include_hidden)

@@ -7,10 +7,9 @@ from pathlib import Path
 import typer
 
 from clipcls.backends.ray_data import check_ray
-from clipcls.cli.backend_options import open_chosen_backend
+from clipcls.cli.backend_options import chosen_inputs, open_chosen_backend
 from clipcls.cli.console import fail_if_strict, notice, reported_errors, stderr, tracked, warn
 from clipcls.cli.formats import LabelFormatOpt, as_format
-from clipcls.cli.inputs import read_inputs
 from clipcls.cli.interrupts import InterruptGuard, exit_code_of
 from clipcls.cli.label_report import report, say_interrupted
 from clipcls.cli.model_options import model_options
@@ -48,6 +47,7 @@ EXAMPLES = """
   clipcls label ~/Pictures --labels "cat,dog,landscape,food" --output labels.csv --resume
   clipcls label shots/ --labels-file labels.txt -o out.jsonl --threshold 0.5 --top-k 3
   clipcls label inbox/ --labels cat,dog -o sorted.csv --sort-into sorted/ --mode move
+  clipcls label --from-embeddings run.parquet --labels cat,dog,bird -o new.csv
 """
 
 
@@ -72,7 +72,8 @@ def _events(output: Path, show_progress: bool) -> LabelEvents:
 @LABELS.options()
 def label(
     ctx: typer.Context,
-    paths: PathsArg,
+    paths: PathsArg = None,
+    *,
     output: LabelOutputOpt,
     fmt: LabelFormatOpt = None,
     resume: ResumeOpt = False,
@@ -89,7 +90,7 @@ def label(
     run, scale = run_options(ctx), scale_options(ctx)
     with reported_errors(run.debug):
         choice = labels_choice(ctx)
-        inputs = read_inputs(paths)
+        inputs, saved = chosen_inputs(ctx, scale, run.quiet, paths)
         if scale.engine is BackendName.RAY:
             check_ray()  # before anything is locked or loaded
         kind = format_for(output, as_format(fmt), FILE_FORMATS)
@@ -101,7 +102,7 @@ def label(
         check_sorting(kind, options, inputs)
         if scale.server is not None and scale.engine is BackendName.RAY:
             raise UsageError("--server and --engine ray: give one or the other")
-        backend = open_chosen_backend(ctx, scale, run.quiet)
+        backend = saved or open_chosen_backend(ctx, scale, run.quiet)
         result = label_tree(
             inputs,
             output,
@@ -115,6 +116,7 @@ def label(
             include_hidden=run.include_hidden,
             events=_events(output, not run.quiet and stderr.is_terminal),
             guard=InterruptGuard(),
+            walk=saved is None,
         )
         if result.started and not run.quiet:
             report(result.summary, output, options)

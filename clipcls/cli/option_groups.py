@@ -18,6 +18,7 @@ from clipcls.cli.options import (
     BatchSizeOpt,
     DebugOpt,
     EngineOpt,
+    FromEmbeddingsOpt,
     IncludeHiddenOpt,
     LabelsFileOpt,
     LabelsOpt,
@@ -132,6 +133,7 @@ class ScaleOptions:
     server: str | None = None
     batch_size: int | None = None
     no_cache: bool = False
+    from_embeddings: Path | None = None  # a --save-embeddings output to score, not images
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,7 @@ SCALE: OptionGroup[ScaleOptions] = OptionGroup(
         "server": (ServerOpt, None),
         "batch_size": (BatchSizeOpt, None),
         "no_cache": (NoCacheOpt, False),
+        "from_embeddings": (FromEmbeddingsOpt, None),
     },
     ScaleOptions,
 )
@@ -184,7 +187,8 @@ def labels_choice(ctx: typer.Context) -> LabelChoice:
 
 
 def scale_options(ctx: typer.Context) -> ScaleOptions:
-    """The scale options given (--engine, --ray-*, --server, --batch-size, --no-cache)."""
+    """The scale options given (--engine, --ray-*, --server, --batch-size, --no-cache,
+    --from-embeddings)."""
     return SCALE.read(ctx)
 
 

@@ -19,9 +19,9 @@ from clipcls.settings import (
 )
 
 PathsArg = Annotated[
-    list[str],
+    list[str] | None,
     typer.Argument(
-        help="Image files or folders; - reads paths from stdin.",
+        help="Image files or folders; - reads paths from stdin (none with --from-embeddings).",
         metavar="PATH...",
         show_default=False,
     ),
@@ -311,6 +311,16 @@ RayActorsOpt = Annotated[
         rich_help_panel=SCALE_PANEL,
         help="Model actors.",
         show_default="one per GPU, else one per two CPUs",
+    ),
+]
+FromEmbeddingsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--from-embeddings",
+        exists=True,
+        dir_okay=False,
+        rich_help_panel=SCALE_PANEL,
+        help="Score the embeddings a `label --save-embeddings` run saved; no image is read.",
     ),
 ]
 SaveEmbeddingsOpt = Annotated[

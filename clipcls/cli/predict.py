@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from clipcls.cli.backend_options import open_chosen_backend
+from clipcls.cli.backend_options import chosen_inputs, open_chosen_backend
 from clipcls.cli.clock import timing
 from clipcls.cli.console import (
     check_output_path,
@@ -22,7 +22,6 @@ from clipcls.cli.console import (
     warn,
 )
 from clipcls.cli.formats import PredictFormatOpt
-from clipcls.cli.inputs import read_inputs
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import LABELS, RUN, SCALE, labels_choice, run_options, scale_options
 from clipcls.cli.options import OverwriteOpt, PathsArg
@@ -40,16 +39,17 @@ EXAMPLES = """
   find . -name '*.jpg' | clipcls predict - --labels cat,dog --format jsonl | jq .
   clipcls predict scans/ --labels "tumor,normal tissue" --templates histology -o out.csv
   clipcls predict photo.jpg --labels cat,dog --server http://127.0.0.1:8765
+  clipcls predict --from-embeddings run.jsonl --labels cat,dog,bird
 """
 
 
 @model_options()
 @RUN.options()
-@SCALE.options(only=("server", "batch_size", "no_cache"))
+@SCALE.options(only=("server", "batch_size", "no_cache", "from_embeddings"))
 @LABELS.options()
 def predict(
     ctx: typer.Context,
-    paths: PathsArg,
+    paths: PathsArg = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels shown per image.")] = 5,
     fmt: PredictFormatOpt = None,
     output: Annotated[
@@ -62,8 +62,8 @@ def predict(
     quiet = run.quiet
     with reported_errors(run.debug):
         choice = labels_choice(ctx)
-        inputs = read_inputs(paths)
-        total = count_images(inputs, run.include_hidden)
+        inputs, saved = chosen_inputs(ctx, scale, quiet, paths)
+        total = count_images(inputs, run.include_hidden, walk=saved is None)
         check_output_path(output, overwrite)
         fmt = format_for(output, fmt)
         if fmt is Format.PARQUET and output is None and sys.stdout.isatty():
@@ -71,8 +71,10 @@ def predict(
                 "-f parquet is binary, not for a terminal: give -o FILE.parquet, or send "
                 "stdout to a file or a pipe"
             )
-        backend = open_chosen_backend(ctx, scale, quiet)
-        found = predictions(backend, inputs, choice.labels, choice.templates, run.include_hidden)
+        backend = saved or open_chosen_backend(ctx, scale, quiet)
+        found = predictions(
+            backend, inputs, choice.labels, choice.templates, run.include_hidden, saved is None
+        )
         show_progress = not quiet and stderr.is_terminal
         started = time.monotonic()
         with open_output(output) as stream:

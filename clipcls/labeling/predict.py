@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
+from pathlib import Path
 from typing import TextIO
 
 from clipcls.backends.base import Expected, Predictor
@@ -18,9 +19,16 @@ from clipcls.output.writers import make_writer
 from clipcls.prompts import TemplateSet
 
 
-def count_images(inputs: Sequence[str], include_hidden: bool = False) -> int:
+def input_files(
+    inputs: Sequence[str], include_hidden: bool = False, walk: bool = True
+) -> Iterator[Path | str]:
+    """The inputs' files: walked, or (walk=False: saved embeddings list them) as listed."""
+    return iter_image_paths(inputs, include_hidden) if walk else iter(inputs)
+
+
+def count_images(inputs: Sequence[str], include_hidden: bool = False, walk: bool = True) -> int:
     """How many files the inputs hold; UsageError if none."""
-    total = sum(1 for _ in iter_image_paths(inputs, include_hidden))
+    total = sum(1 for _ in input_files(inputs, include_hidden, walk))
     if total == 0:
         raise UsageError(f"no images found in {', '.join(inputs)}")
     return total
@@ -32,13 +40,14 @@ def predictions(
     labels: Sequence[Label],
     templates: TemplateSet,
     include_hidden: bool = False,
+    walk: bool = True,
 ) -> Iterator[Prediction]:
     """Start the backend for these files (from the cache alone where it holds them all) and ask
     for their predictions: the prompts are embedded now, the files read as predictions are
-    taken."""
-    walk = partial(iter_image_paths, inputs, include_hidden)
-    backend.start(Expected(tuple(labels), (templates,), paths=walk))
-    return backend.predict(walk(), labels, templates)
+    taken. walk=False takes inputs as the files themselves (saved embeddings list them)."""
+    files = partial(input_files, inputs, include_hidden, walk)
+    backend.start(Expected(tuple(labels), (templates,), paths=files))
+    return backend.predict(files(), labels, templates)
 
 
 def _untracked(predictions: Iterator[Prediction]) -> Iterator[Prediction]:

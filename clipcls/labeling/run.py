@@ -27,6 +27,7 @@ from clipcls.output.files import FILE_FORMATS, RESUMABLE, Format, format_for
 from clipcls.output.rows import Row, clean_text
 from clipcls.output.writers import make_writer
 from clipcls.prompts import TemplateSet
+from clipcls.remote import is_url
 
 RESUME_HINT = "run the same command with --resume once the problem is fixed"
 
@@ -97,9 +98,13 @@ def label_tree(
     include_hidden: bool = False,
     events: LabelEvents | None = None,
     guard: Guard | None = None,
+    walk: bool = True,
 ) -> LabelResult:
     """Label every image under inputs into output (one row per file; kind from its name if not
     given), resuming it or replacing it as asked, and sort files as options say.
+
+    walk=False takes inputs as the files themselves, in order, not walked: they need not exist
+    unless they are sorted (a backend of saved embeddings answers for them).
 
     Raises UsageError before anything is written for what cannot run, ClipclsError for what
     failed on the way (the output then holds every complete row: run again with resume).
@@ -120,7 +125,8 @@ def label_tree(
         if options.sort_into is not None and not options.dry_run:
             held.callback(os.close, claim_sort_folder(options.sort_into))
         recovered = out.recovered or Recovered()
-        pending = partial(_pending, inputs, options, recovered, include_hidden)
+        files = partial(_files, inputs, walk, include_hidden, options.sort_into)
+        pending = partial(_pending, files, options, recovered)
         total = _count(pending, events)
         if total == 0 and out.recovered is None:
             raise UsageError(f"no images found in {', '.join(inputs)}")
@@ -134,7 +140,7 @@ def label_tree(
         check_loaded_model(out, setup, loaded)
         row_model = out.recorded.model if out.recorded is not None else loaded
         job = LabelJob(backend, labels, templates, options, row_model, out.recovered)
-        rows = job.rows(iter_image_paths(inputs, include_hidden, exclude=options.sort_into))
+        rows = job.rows(files())
         if recovered.dropped_bytes:
             events.notice(
                 f"dropped a partial last line ({recovered.dropped_bytes} bytes) "
@@ -156,16 +162,27 @@ def _count(pending: Callable[..., Iterator[Path]], events: LabelEvents) -> int:
     return sum(1 for _ in pending(skipped))
 
 
-def _pending(
+def _files(
     inputs: Sequence[str],
+    walk: bool,
+    hidden: bool,
+    exclude: Path | None,
+    on_skip: Callable[[Path], None] | None = None,
+) -> Iterator[Path]:
+    """The inputs' files: walked (less sorted folders), or as listed (URLs kept as text)."""
+    if walk:
+        return iter_image_paths(inputs, hidden, exclude=exclude, on_skip=on_skip)
+    return (item if is_url(item) else Path(item) for item in inputs)  # type: ignore[misc]
+
+
+def _pending(
+    files: Callable[..., Iterator[Path]],
     options: LabelOptions,
     recovered: Recovered,
-    hidden: bool,
     on_skip: Callable[[Path], None] | None = None,
 ) -> Iterator[Path]:
     """The files this run will label: the walk, less sorted folders and rows already written."""
-    walk = iter_image_paths(inputs, hidden, exclude=options.sort_into, on_skip=on_skip)
-    return (path for path in walk if not is_done(recovered, path, options))
+    return (path for path in files(on_skip) if not is_done(recovered, path, options))
 
 
 @dataclass

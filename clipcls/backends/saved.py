@@ -1,0 +1,162 @@
+"""The saved-embeddings backend: image embeddings from a label output written with
+--save-embeddings (no image is read), the text side from the local model through the cache
+(a run whose prompts are all cached loads no model at all)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from clipcls.backends.base import BackendConfig, Expected
+from clipcls.backends.local import LocalBackend
+from clipcls.classify import Prediction, Scorer, default_batch_size
+from clipcls.errors import UsageError
+from clipcls.labels import Label
+from clipcls.output.saved import SavedEmbeddings, SavedImage, read_saved
+from clipcls.pathtext import clean_text, path_key
+from clipcls.pipeline import EmbeddedBatch, ModelInfo, PreparedImage, embed_batch
+from clipcls.prompts import TemplateSet
+from clipcls.settings import ModelSettings, model_id
+
+
+def _short(identity: str) -> str:
+    """A weights identity for a message: its digest to 16 hex digits."""
+    head, sep, digest = identity.rpartition("sha256:")
+    return f"{head}{sep}{digest[:16]}" if sep else identity
+
+
+def check_same_model(saved: SavedEmbeddings, settings: ModelSettings, key: str | None) -> bool:
+    """Refuse embeddings another model made: by the weights' identity where the file's setup
+    record and --model both tell it, else by name where --model names its weights. False where
+    neither could tell (a default tag): then the loaded model's name decides."""
+    from clipcls.engine.sources import named_model_id
+
+    where = clean_text(str(saved.source))
+    if saved.model_key is not None and key is not None:
+        if saved.model_key != key:
+            raise UsageError(
+                f"{where} holds embeddings of {saved.model or 'another model'} "
+                f"({_short(saved.model_key)}), not of --model {settings.model} ({_short(key)})"
+            )
+        return True
+    named = named_model_id(settings)
+    if named is not None:
+        refuse_other(saved, model_id(*named), settings.model)
+    return named is not None
+
+
+def refuse_other(saved: SavedEmbeddings, current: str, asked: str) -> None:
+    """Refuse the file if its rows record another model than current (--model asked)."""
+    if saved.model and saved.model != current:
+        named = asked if asked == current else f"{asked} ({current})"
+        raise UsageError(
+            f"{clean_text(str(saved.source))} holds embeddings of {saved.model}, not of "
+            f"--model {named}"
+        )
+
+
+class SavedEmbeddingsBackend:
+    """Predictions from the embeddings a label run saved (config.embeddings), scored with the
+    labels' text side of the local model; opening it reads the file and checks its model."""
+
+    name = "embeddings"
+
+    def __init__(self, config: BackendConfig) -> None:
+        if config.embeddings is None:
+            raise UsageError("the embeddings backend needs a file (--from-embeddings)")
+        self.config = config
+        self.text = LocalBackend(config)  # the text tower, or the cache standing in for it
+        self.saved = read_saved(Path(config.embeddings))
+        self.checked = check_same_model(self.saved, config.settings, self.text.weights)
+        self.images = self.saved.by_key()
+        self.started = False
+
+    @property
+    def paths(self) -> list[str]:
+        """The files the saved run labeled, in its order."""
+        return [image.path for image in self.saved.images]
+
+    @property
+    def weights(self) -> str | None:
+        return self.text.weights
+
+    @property
+    def known_model(self) -> str | None:
+        return None  # known on start, as for the local model
+
+    @property
+    def model_id(self) -> str:
+        return self.text.model_id
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.text.info
+
+    def start(self, expected: Expected | None = None) -> None:
+        """Start the text side: from the cache alone when it holds every expected prompt (no
+        image is asked of it: the file has them), else by loading the model."""
+        if self.started:
+            return
+        if expected is not None:
+            expected = Expected(expected.labels, expected.template_sets, paths=tuple)
+        self.text.start(expected)
+        self.started = True
+        if not self.checked:
+            refuse_other(self.saved, self.text.model_id, self.config.settings.model)
+
+    def _find(self, path: Path | str) -> SavedImage:
+        """The file's row, or an error saying the saved file has none for it."""
+        found = self.images.get(path_key(str(path)))
+        if found is not None:
+            return SavedImage(str(path), found.embedding, found.error)
+        where = clean_text(str(self.saved.source))
+        return SavedImage(str(path), error=f"{clean_text(str(path))} has no embedding in {where}")
+
+    def _batches(self, paths: Iterable[Path | str]) -> Iterator[EmbeddedBatch]:
+        """The paths in the batches a local run scores them in (the same matrix products give
+        the same bits): batch_size paths each, errors in place, through the pipeline's step
+        (every vector is known: nothing is computed)."""
+        encoder = self.text.encoder
+        size = self.config.batch_size or default_batch_size(encoder.plan.device)
+        iterator = iter(paths)
+        while chunk := [self._find(p) for p in itertools.islice(iterator, size)]:
+            known = [PreparedImage(i.path, error=i.error, embedding=i.embedding) for i in chunk]
+            yield embed_batch(encoder, known)
+
+    def predict(
+        self,
+        paths: Iterable[Path | str],
+        labels: Sequence[Label],
+        templates: TemplateSet,
+        embeddings: bool = False,
+    ) -> Iterator[Prediction]:
+        # The prompts are embedded now, as a local run embeds them (a status while the model
+        # computes them).
+        self.start(Expected(tuple(labels), (templates,)))
+        if self.text.loaded and not self.config.quiet:
+            n_prompts = sum(len(label.texts) for label in labels) * len(templates.templates)
+            with self.config.hooks.status(f"embedding {n_prompts} prompts"):
+                scorer = self.text.scorer(labels, templates)
+        else:
+            scorer = self.text.scorer(labels, templates)
+
+        def predictions() -> Iterator[Prediction]:
+            for batch in self._batches(paths):
+                yield from scorer.predict_embedded(batch)
+
+        return predictions()
+
+    def embed_images(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
+        for path in paths:
+            image = self._find(path)
+            yield Prediction(image.path, error=image.error, embedding=image.embedding)
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.text.embed_texts(texts)
+
+    def scorer(self, labels: Sequence[Label], templates: TemplateSet) -> Scorer:
+        self.start(Expected(tuple(labels), (templates,)))
+        return self.text.scorer(labels, templates)

@@ -1,0 +1,149 @@
+"""Read back a label output written with --save-embeddings (JSONL or Parquet): each file's
+image embedding or error, the model its rows record, and what its setup record says."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from clipcls.errors import UsageError
+from clipcls.output.files import SUFFIXES, Format
+from clipcls.pathtext import clean_text, path_key, text_to_path
+from clipcls.remote import is_url
+
+SETUP_SUFFIX = ".clipcls.json"  # labeling.manifest's setup record, beside the output
+MAX_SETUP_BYTES = 64 << 20
+
+
+@dataclass(frozen=True)
+class SavedImage:
+    """One row of the file: its path (from here), and its embedding or why it has none."""
+
+    path: str
+    embedding: np.ndarray | None = field(default=None, compare=False, repr=False)  # (dim,)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SavedEmbeddings:
+    """What a --save-embeddings output holds, its rows in file order, each path once."""
+
+    source: Path
+    images: tuple[SavedImage, ...]
+    model: str  # as the rows record it
+    model_key: str | None  # the weights' identity from the setup record (None: not known)
+
+    def by_key(self) -> dict[str, SavedImage]:
+        """The rows by the file each names (pathtext.path_key)."""
+        return {path_key(image.path): image for image in self.images}
+
+
+def no_embeddings(source: Path) -> UsageError:
+    """The refusal of a file that holds no embeddings."""
+    return UsageError(
+        f"{clean_text(str(source))} holds no image embeddings: write them with "
+        "`clipcls label ... --save-embeddings -o FILE.jsonl` (or FILE.parquet)"
+    )
+
+
+def _setup(source: Path) -> dict[str, Any]:
+    """The setup record beside the file, {} if there is none or it cannot be read."""
+    record = source.with_name(source.name + SETUP_SUFFIX)
+    try:
+        if not record.is_file() or record.stat().st_size > MAX_SETUP_BYTES:
+            return {}
+        data = json.loads(record.read_bytes())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _comparable(key: Any) -> str | None:
+    """A weights identity to compare, None if absent or as older versions wrote file
+    identities (size and a hash of both ends): not comparable with a digest."""
+    if not isinstance(key, str) or not key:
+        return None
+    is_file = key.startswith("local-dir:") or "+file:" in key
+    return None if is_file and "sha256:" not in key else key
+
+
+def _jsonl_rows(source: Path) -> Iterator[dict[str, Any]]:
+    with source.open("rb") as stream:
+        for number, line in enumerate(stream, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                raise UsageError(
+                    f"{clean_text(str(source))} line {number} is not JSON: not a clipcls output"
+                ) from None
+            if not isinstance(record, dict) or "embedding" not in record:
+                raise no_embeddings(source)
+            yield record
+
+
+def _parquet_rows(source: Path) -> Iterator[dict[str, Any]]:
+    from clipcls.output.writers import require_parquet
+
+    _, pq = require_parquet()
+    try:
+        names = pq.read_schema(source).names
+        if "embedding" not in names or "path" not in names:
+            raise no_embeddings(source)
+        wanted = [name for name in ("path", "model", "error", "embedding") if name in names]
+        table = pq.read_table(source, columns=wanted)
+    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+        raise UsageError(f"cannot read {clean_text(str(source))}: {error}") from None
+    yield from table.to_pylist()
+
+
+def _vector(value: Any, source: Path) -> np.ndarray | None:
+    """A row's embedding as float32 (saved as float32, so it reads back bit for bit)."""
+    if value is None:
+        return None
+    vector = np.asarray(value, dtype=np.float32)
+    if vector.ndim != 1 or not len(vector) or not np.isfinite(vector).all():
+        raise UsageError(f"{clean_text(str(source))} holds an embedding that is not a vector")
+    return vector
+
+
+def read_saved(source: Path) -> SavedEmbeddings:
+    """The embeddings a label run saved in source (JSONL or Parquet, by its name); relative
+    paths are taken from the folder that run started in. UsageError for a file without them."""
+    kind = SUFFIXES.get(source.suffix.lower())
+    if kind not in (Format.JSONL, Format.PARQUET):
+        raise no_embeddings(source)
+    setup = _setup(source)
+    cwd = text_to_path(setup["cwd"]) if isinstance(setup.get("cwd"), str) else None
+    rows = _jsonl_rows(source) if kind is Format.JSONL else _parquet_rows(source)
+    images: dict[str, SavedImage] = {}
+    model = ""
+    for row in rows:
+        text = row.get("path")
+        if not isinstance(text, str):
+            raise UsageError(f"{clean_text(str(source))} has a row with no path")
+        path = text_to_path(text)
+        if cwd and not is_url(path) and not os.path.isabs(path) and cwd != os.getcwd():
+            path = os.path.join(cwd, path)  # as resuming takes them
+        error, vector = row.get("error"), _vector(row.get("embedding"), source)
+        if not error and vector is None:
+            error = f"no embedding saved for {clean_text(path)}"
+        model = model or str(row.get("model") or "")
+        saved = SavedImage(path, None if error else vector, str(error) if error else None)
+        images.setdefault(path_key(path), saved)
+    if not images:
+        raise UsageError(f"{clean_text(str(source))} holds no rows")
+    recorded = setup.get("model")
+    return SavedEmbeddings(
+        source,
+        tuple(images.values()),
+        model or (recorded if isinstance(recorded, str) else ""),
+        _comparable(setup.get("model_key")),
+    )
