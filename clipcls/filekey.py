@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,19 @@ class FileKey:
             return None
         absolute = os.path.abspath(path)
         return cls(absolute, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+
+    @classmethod
+    def of_open(cls, path: str, fd: int) -> FileKey:
+        """The key of the file open as fd, named path: its identity from the file itself, not
+        from a second look-up of the name (which may lead elsewhere by now)."""
+        stat = os.fstat(fd)
+        return cls(path, stat.st_size, stat.st_mtime_ns, stat.st_ino, stat.st_ctime_ns)
+
+    @classmethod
+    def of_content(cls, data: bytes) -> FileKey:
+        """A key by the bytes themselves (an upload): the same bytes are one entry whoever
+        sends them and whatever they are called. Never an absolute path nor a URL."""
+        return cls(f"sha256:{hashlib.sha256(data).hexdigest()}", len(data), 0)
 
     @property
     def version(self) -> tuple[int, int, int, int]:

@@ -242,12 +242,16 @@ def check_image(path: str | Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS
         raise ImageError(f"cannot read {path}: {error}") from None
 
 
-def size_error(path: str | Path, max_megapixels: float, data: bytes | None = None) -> str | None:
+def size_error(
+    path: str | Path, max_megapixels: float, data: bytes | BinaryIO | None = None
+) -> str | None:
     """load_image's error for an image declared larger than max_megapixels (or a file that is
-    not regular), read from the header alone; None otherwise, also where the header cannot be
-    read (decoding says why). For files sent to a server: the same error row as here."""
+    not regular), read from the header alone (of data: its bytes, or an open stream, closed
+    after); None otherwise, also where the header cannot be read (decoding says why). For
+    files sent to a server, and images a server answers from its cache: the same error row."""
+    source = io.BytesIO(data) if isinstance(data, bytes) else data
     try:
-        with io.BytesIO(data) if data is not None else open_regular(path) as stream:
+        with source if source is not None else open_regular(path) as stream:
             budgeted = _HeaderBudget(stream, HEADER_BUDGET)
             with warnings.catch_warnings(), Image.open(io.BufferedReader(budgeted)) as opened:
                 warnings.simplefilter("ignore")

@@ -1,25 +1,37 @@
-"""The server backend: a warm `clipcls serve` server embeds and scores, this side sends the
-files (or their paths, where it shares the server's file system); nothing here loads a model."""
+"""The server backend: a warm `clipcls serve` server embeds what this side's embedding cache
+lacks, keyed as the server's model keys it; this side scores (the same Scorer as a local run, on
+the same embeddings), sending files only where it must; nothing here loads a model."""
 
 from __future__ import annotations
 
+import itertools
+from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from clipcls.backends.base import BackendConfig, Expected, Hooks
-from clipcls.classify import Prediction, Scorer, encode_prompts, label_weights
+from clipcls.cache import EmbeddingCache
+from clipcls.classify import Prediction, Scorer, default_batch_size, encode_prompts, label_weights
 from clipcls.errors import UsageError
 from clipcls.labels import Label
-from clipcls.pipeline import ModelInfo
+from clipcls.pipeline import Chunk, EmbeddedBatch, ModelInfo, PreparedImage, embed_batch, look_up
 from clipcls.prompts import TemplateSet, single_templates
-from clipcls.server.client import RemoteClassifier, RemoteEncoder, ServerClient
+from clipcls.remote import is_url
+from clipcls.server.client import (
+    IN_FLIGHT,
+    RemoteClassifier,
+    RemoteEncoder,
+    ServerClient,
+    unreadable,
+)
 from clipcls.settings import model_id
 
-# What an embedding-only request asks when the run named no labels: the server scores every
-# image it embeds, so it needs one label; the scores are dropped.
+# What an embedding request names: the server scores every image it embeds, so it needs one
+# label; the scores are dropped (this side scores the embeddings with the run's labels).
 PROBE = (Label.plain("image"),)
 
 
@@ -62,7 +74,15 @@ class ServerBackend:
             config.server, config.asked_model, config.server_options, config.hooks, config.quiet
         )
         self.encoder = RemoteEncoder(self.client)
-        self.expected: Expected | None = None
+        self._cache: EmbeddingCache | None = None
+
+    @property
+    def cache(self) -> EmbeddingCache | None:
+        """This side's embedding cache, opened on first use (None: --no-cache)."""
+        source = self.config.cache
+        if self._cache is None and source is not None:
+            self._cache = source() if callable(source) else source
+        return self._cache
 
     @property
     def weights(self) -> str | None:
@@ -81,12 +101,7 @@ class ServerBackend:
         return model_id(*self.client.model)
 
     def start(self, expected: Expected | None = None) -> None:
-        """Nothing to load: the server is warm. Embedding-only requests name expected's labels."""
-        self.expected = expected
-
-    def _remote(self, labels: Sequence[Label], templates: TemplateSet) -> RemoteClassifier:
-        limit = self.config.settings.max_megapixels  # checked here: the server's may be higher
-        return RemoteClassifier(self.client, labels, templates, limit)
+        """Nothing to load: the server is warm."""
 
     def predict(
         self,
@@ -95,25 +110,111 @@ class ServerBackend:
         templates: TemplateSet,
         embeddings: bool = False,
     ) -> Iterator[Prediction]:
-        remote = self._remote(labels, templates)
-        remote.embeddings = embeddings
-        return remote.classify_paths(paths)
+        scorer = self.scorer(labels, templates)  # now, as a local run embeds its prompts first
+        return self._scored(scorer, paths)
+
+    def _scored(self, scorer: Scorer, paths: Iterable[Path | str]) -> Iterator[Prediction]:
+        for batch in self._embedded(paths, scorer.label_weights.shape[1]):
+            yield from scorer.predict_embedded(batch)
 
     def embed_images(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
-        expected = self.expected
-        if expected is not None and expected.template_sets:
-            remote = self._remote(expected.labels, expected.template_sets[0])
-        else:
-            remote = self._remote(PROBE, single_templates(["{}"]))
-        remote.embeddings = True
-        for prediction in remote.classify_paths(paths):
-            yield Prediction(
-                prediction.path, error=prediction.error, embedding=prediction.embedding
-            )
+        for batch in self._embedded(paths):
+            vectors = iter(batch.embeddings)
+            for path, error in zip(batch.paths, batch.errors, strict=True):
+                if error is not None:
+                    yield Prediction(path, error=error)
+                else:
+                    yield Prediction(path, embedding=next(vectors))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return encode_prompts(self.encoder, texts)
+        cache = self.cache if self.encoder.plan.text_cache_key is not None else None
+        return encode_prompts(self.encoder, texts, cache)  # the server embeds only the misses
 
     def scorer(self, labels: Sequence[Label], templates: TemplateSet) -> Scorer:
         weights = label_weights(self.embed_texts, labels, templates)
         return Scorer(labels, weights, self.encoder.logit_scale, self.encoder.logit_bias)
+
+    def _embedded(
+        self, paths: Iterable[Path | str], dim: int | None = None
+    ) -> Iterator[EmbeddedBatch]:
+        """The paths' image embeddings in batches, in input order (errors in place): those in
+        this side's cache as they are, the others from the server (then cached here).
+        IN_FLIGHT batches' requests are out at once, as a run without a cache sends them."""
+        remote = RemoteClassifier(
+            self.client, PROBE, single_templates(["{}"]), self.config.settings.max_megapixels
+        )
+        remote.embeddings = True
+        pending: deque[tuple[Chunk, Future[list[Prediction]]]] = deque()
+        with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="clipcls-miss") as pool:
+            for chunk in self._chunks(paths, remote, dim):
+                pending.append((chunk, pool.submit(_asked, remote, chunk.misses)))
+                if len(pending) >= IN_FLIGHT:
+                    yield self._joined(*pending.popleft(), dim)
+            while pending:
+                yield self._joined(*pending.popleft(), dim)
+
+    def _chunks(
+        self, paths: Iterable[Path | str], remote: RemoteClassifier, dim: int | None
+    ) -> Iterator[Chunk]:
+        """The paths in batches (a local run's), with what this side's cache holds for them;
+        a URL that this side's --max-megapixels keeps from the server is not answered here
+        either (its error row says why)."""
+        plan, settings = self.encoder.plan, self.config.settings
+        model = plan.image_cache_key
+        cache = self.cache if model is not None else None
+        size = self.config.batch_size or default_batch_size(plan.device)
+        iterator = iter(paths)
+        while batch := [str(path) for path in itertools.islice(iterator, size)]:
+            chunk = look_up(batch, cache, model, settings.max_megapixels, dim)
+            chunk.hits = {
+                path: vector
+                for path, vector in chunk.hits.items()
+                if not (is_url(path) and remote.url_limit(path))
+            }
+            yield chunk
+
+    def _joined(
+        self, chunk: Chunk, asked: Future[list[Prediction]], dim: int | None
+    ) -> EmbeddedBatch:
+        """The chunk in input order: cached embeddings, the server's for the misses (cached
+        here from now on), and errors."""
+        answers = iter(asked.result())
+        items: list[PreparedImage] = []
+        fresh = []
+        for path, key in zip(chunk.paths, chunk.keys, strict=True):
+            if key is not None and key.path in chunk.hits:
+                items.append(PreparedImage(path, embedding=chunk.hits[key.path]))
+                continue
+            answer = next(answers)
+            if answer.error is not None:
+                items.append(PreparedImage(path, error=answer.error))
+                continue
+            vector = self._checked(answer.embedding, dim or _width(items))
+            items.append(PreparedImage(path, embedding=vector))
+            if key is not None:
+                fresh.append((key, vector))
+        model = self.encoder.plan.image_cache_key
+        if fresh and model is not None and self.cache is not None:
+            self.cache.put_images(model, fresh)
+        return embed_batch(self.encoder, items)  # nothing left to compute: only stacked
+
+    def _checked(self, vector: np.ndarray | None, dim: int | None) -> np.ndarray:
+        """A server's image embedding: one finite unit vector (of dim floats, where known)."""
+        if (
+            vector is None
+            or not np.isfinite(vector).all()
+            or (dim is not None and len(vector) != dim)
+            or abs(float(np.dot(vector, vector)) - 1.0) > 1e-3
+        ):
+            raise unreadable(self.client.url)
+        return vector
+
+
+def _asked(remote: RemoteClassifier, paths: list[str]) -> list[Prediction]:
+    """The server's answers for paths (none asked for none)."""
+    return list(remote.classify_paths(paths)) if paths else []
+
+
+def _width(items: Sequence[PreparedImage]) -> int | None:
+    """The length of the first embedding among items, if any."""
+    return next((len(item.embedding) for item in items if item.embedding is not None), None)

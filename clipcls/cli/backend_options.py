@@ -26,13 +26,13 @@ def backend_config(
     ctx: typer.Context, scale: ScaleOptions, quiet: bool, model: str | None = None
 ) -> BackendConfig:
     """What opening the chosen backend takes, from the command's options; model overrides
-    --model (evaluate's one of several). The cache opens when a local backend first needs it."""
+    --model (evaluate's one of several). The cache opens when a backend first needs it."""
     settings = model_settings(ctx, model)
     asked = model if model is not None else ctx.params.get("model")
     if model is None and not explicit(ctx, "model"):
         asked = None  # the default model asks nothing of a server
-    uncached = scale.server is not None or scale.no_cache  # a server run caches nothing here
-    cache = None if uncached else lambda: open_cache(settings, no_cache=False)
+    # A server run caches here too, under the server's model's keys: re-runs send no image.
+    cache = None if scale.no_cache else lambda: open_cache(settings, no_cache=False)
     return BackendConfig(
         settings=settings,
         cache=cache,

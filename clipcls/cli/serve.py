@@ -72,6 +72,13 @@ def serve(
     ] = 4096,
     max_body_mb: Annotated[float, typer.Option(min=0.001, help="Request body size, MB.")] = 64.0,
     timeout: Annotated[float, typer.Option(min=0.1, help="Seconds a request may take.")] = 60.0,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Keep no embedding cache: every image and prompt is embedded each time.",
+        ),
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Keep a model loaded and answer predict requests over HTTP, batching concurrent ones."""
@@ -97,7 +104,7 @@ def serve(
         )
         roots = tuple(str(d) for d in allow_dir or ())
         url_hosts = tuple(h.strip() for h in (allow_url_hosts or "").split(",") if h.strip())
-        options = ServeOptions(host, port, api_key, roots, limits, url_hosts)
+        options = ServeOptions(host, port, api_key, roots, limits, url_hosts, no_cache)
         check_options(options)
         sock = listen(options)  # held from now on: a second server on this port stops here
         url = f"http://{host}:{port}"

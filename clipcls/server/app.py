@@ -42,6 +42,7 @@ class ServeOptions:
     allow_dirs: tuple[str, ...] = ()
     limits: Limits = Limits()
     url_hosts: tuple[str, ...] = ()  # fetched even at private addresses (--allow-url-hosts)
+    no_cache: bool = False  # keep no embedding cache (--no-cache)
 
 
 def check_options(options: ServeOptions) -> None:
@@ -135,6 +136,7 @@ def serve(
     import litserve as ls
 
     from clipcls.server.connections import HeadDeadline
+    from clipcls.server.loading import answer_while_loading
     from clipcls.server.protocol import machine_id
     from clipcls.server.worker import ClipclsAPI, Reach, die_with_parent
     from clipcls.webfetch import server_policy
@@ -149,7 +151,7 @@ def serve(
     uploads.mkdir(mode=0o700)
     roots = resolve_roots([*options.allow_dirs, str(uploads)])  # once, at start
     allow = [root.path for root in roots[:-1]]
-    reach = Reach(roots, server_policy(options.url_hosts, options.limits.seconds))
+    reach = Reach(roots, server_policy(options.url_hosts, options.limits.seconds), str(uploads))
     facts = {
         "clipcls": __version__,
         "machine": machine_id(),
@@ -165,7 +167,8 @@ def serve(
         "facts": facts,
         "uploads": str(uploads),
     }
-    api = ClipclsAPI(settings, options.limits, [root.path for root in roots], info_file, reach)
+    folders = [root.path for root in roots]
+    api = ClipclsAPI(settings, options.limits, folders, info_file, reach, not options.no_cache)
     server = ls.LitServer(
         api,
         accelerator=settings.device.value,  # auto, cpu, cuda or mps, as LitServe names them
@@ -187,6 +190,7 @@ def serve(
     os.register_at_fork(after_in_child=lambda: die_with_parent(MAIN[0]))
     for stop in (signal.SIGTERM, signal.SIGINT):  # LitServe stops its workers, then returns
         signal.signal(stop, _stop)
+    answer_while_loading(sock, info_file.exists, options.api_key)  # LitServe answers once up
     HeadDeadline.seconds = min(HeadDeadline.seconds, options.limits.seconds)
     server.uvicorn_graceful_timeout = STOP_WAIT  # LitServe's 30 s held SIGTERM that long
     try:

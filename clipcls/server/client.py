@@ -148,7 +148,12 @@ class RemoteEncoder:
         self.logit_scale = float(facts["logit_scale"])
         bias = facts.get("logit_bias")
         self.logit_bias = None if bias is None else float(bias)
-        self.plan = EmbedPlan(device=str(facts.get("device", "cpu")))
+        keys = [facts.get(name) for name in ("image_cache_key", "text_cache_key")]
+        image_key, text_key = (key if isinstance(key, str) else None for key in keys)
+        # the server's model's cache keys (None from an older server): a client caches what
+        # it gets under them, as a local run of that model would
+        device = str(facts.get("device", "cpu"))
+        self.plan = EmbedPlan(image_cache_key=image_key, text_cache_key=text_key, device=device)
         model, pretrained = client.model
         self.info = ModelInfo(model, pretrained, self.plan.device, str(facts.get("precision")))
 
@@ -269,7 +274,7 @@ class RemoteClassifier:
         name = path_to_text(path)
         here = is_s3(path) or (is_url(path) and on_private_network(path))
         if is_url(path) and not here:
-            return self._url_limit(path) or {"url": path, "name": name}
+            return self.url_limit(path) or {"url": path, "name": name}
         absolute = os.path.abspath(path)
         if self.shared and not here and allowed(absolute, self.client.facts["allow_dirs"]):
             return size_error(path, self.max_megapixels) or {"path": absolute, "name": name}
@@ -287,7 +292,7 @@ class RemoteClassifier:
             return f"too large to send to the server ({len(data):,}+ bytes): {path}"
         return size_error(path, self.max_megapixels, data) or {"data": data, "name": name}
 
-    def _url_limit(self, url: str) -> str | None:
+    def url_limit(self, url: str) -> str | None:
         """Why a URL cannot be sent: only the server sees its size, so a lower --max-megapixels
         than the server's cannot be kept."""
         theirs = self.client.facts.get("max_megapixels", DEFAULT_MAX_MEGAPIXELS)

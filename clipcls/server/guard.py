@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clipcls.server.loading import LOADING
 from clipcls.server.protocol import API_KEY_HEADER, ERROR_STATUS, Limits, RequestError
 from clipcls.server.uploads import Budget, Held, checked_request, read_body
 
@@ -42,6 +43,9 @@ class Guard:
             return
         if scope["path"] == "/v1/info":
             await self._info(send)
+            return
+        if scope["path"] == "/healthz" and not self._ready():
+            await _reply(send, 503, LOADING)  # not LitServe's early word: ready means the model
             return
         if scope["path"] != "/v1/predict" or scope["method"] != "POST":
             await self.app(scope, receive, send)
@@ -112,9 +116,13 @@ class Guard:
 
         model = read_info(self.info_file)
         if model is None:
-            await _reply(send, 503, {"error": "the model is still loading"})
+            await _reply(send, 503, LOADING)
             return
         await _reply(send, 200, {**self.facts, **model})
+
+    def _ready(self) -> bool:
+        """Whether the model worker has loaded its model (it writes its facts then)."""
+        return self.info_file.exists()
 
 
 class Answer:

@@ -1,6 +1,7 @@
 """The model side of `clipcls serve`: LitServe batches concurrent requests, this worker decodes
-their images in threads, embeds them in one pass and scores each request with its own labels
-(text classifiers kept per label set), answering with predict's JSONL objects."""
+their images in threads (or finds their embeddings in its cache), embeds them in one pass and
+scores each request with its own labels (text classifiers kept per label set), answering with
+predict's JSONL objects."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
@@ -17,11 +19,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import litserve as ls
+import numpy as np
 
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier, default_batch_size, encode_prompts
 from clipcls.errors import ImageError
-from clipcls.images import load_image
+from clipcls.filekey import FileKey
+from clipcls.images import load_image, size_error
 from clipcls.pipeline import EmbeddedBatch, PreparedImage, embed_batch
 from clipcls.remote import fetch
 from clipcls.server.deadline import DeadlineEncoder, OutOfTime
@@ -54,12 +58,14 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         allow_dirs: list[str],
         info_file: Path,
         reach: Reach | None = None,
+        cached: bool = True,
     ) -> None:
         super().__init__(
             max_batch_size=REQUESTS_PER_BATCH, batch_timeout=BATCH_WAIT, api_path="/v1/predict"
         )
         self.settings, self.limits, self.allow_dirs = settings, limits, allow_dirs
         self.info_file = info_file
+        self.cached = cached  # keep an embedding cache (serve --no-cache: none)
         self.reach = reach or Reach(resolve_roots(allow_dirs), server_policy((), limits.seconds))
         self.parent = os.getpid()  # built in the main process; setup runs in the worker
 
@@ -70,7 +76,9 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         self.roots = OpenRoots(self.reach.roots)  # held open: a root swapped later means nothing
         self.encoder = ClipModel(self.settings)
         self.texts = DeadlineEncoder(self.encoder)  # stops a request's prompts at --timeout
-        self.cache = EmbeddingCache(self.settings.resolved_cache_dir())
+        cache = EmbeddingCache(self.settings.resolved_cache_dir()) if self.cached else None
+        self.cache: EmbeddingCache | None = cache
+        self.lookups = threading.Lock()  # the decode threads share the cache's one connection
         self.classifiers: OrderedDict[Any, Classifier] = OrderedDict()
         self.batch_size = default_batch_size(self.encoder.plan.device)
         self.pool = ThreadPoolExecutor(max(1, self.encoder.plan.decode_workers))
@@ -86,6 +94,9 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
             "max_megapixels": self.settings.max_megapixels,
             "logit_scale": self.encoder.logit_scale,
             "logit_bias": self.encoder.logit_bias,
+            # what a client keys its own cache by: the embeddings a local run of the model makes
+            "image_cache_key": self.encoder.plan.image_cache_key,
+            "text_cache_key": self.encoder.plan.text_cache_key,
         }
         partial = self.info_file.with_suffix(".partial")
         partial.write_text(json.dumps(facts))
@@ -110,7 +121,7 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         goes wrong with one request is its own error answer, the others are answered."""
         refs = [ref for r in requests if isinstance(r, ServeRequest) for ref in r.images]
         prepared = list(self.pool.map(self._prepare_one, refs))
-        embedded = embed_batch(self.encoder, prepared, pass_size=self.batch_size)
+        embedded = embed_batch(self.encoder, prepared, self.cache, pass_size=self.batch_size)
         answers: list[Any] = []
         start = 0
         self.texts.deadline = time.monotonic() + self.limits.seconds  # the guard's 504 by then
@@ -145,23 +156,45 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
     def _prepare(self, ref: ImageRef) -> PreparedImage:
         plan = self.encoder.plan
         try:
+            source, key = self._source(ref)
+            found = self._cached(key)
+            if found is not None:  # still within --max-megapixels, from the header alone
+                error = size_error(ref.name, plan.max_megapixels, source)
+                return PreparedImage(ref.name, error=error, embedding=None if error else found)
             where = ref.path or ref.url or ref.name
-            image = load_image(where, plan.draft_size, plan.max_megapixels, self._source(ref))
-            return PreparedImage(ref.name, self.encoder.prepare(image))
+            image = load_image(where, plan.draft_size, plan.max_megapixels, source)
+            return PreparedImage(ref.name, self.encoder.prepare(image), key=key)
         except ImageError as error:  # named as the client named it, not by an upload's path
             message = str(error)
             return PreparedImage(ref.name, error=message.replace(ref.path or ref.name, ref.name))
         except (OSError, ValueError, RuntimeError) as error:
             return PreparedImage(ref.name, error=f"cannot preprocess {ref.name}: {error}")
 
-    def _source(self, ref: ImageRef) -> bytes | BinaryIO | None:
+    def _source(self, ref: ImageRef) -> tuple[bytes | BinaryIO | None, FileKey | None]:
         """A path opened beneath its --allow-dir root, or a URL fetched within the server's
-        URL policy: the bytes the image is decoded from, never read again by name."""
+        URL policy: the bytes the image is decoded from, never read again by name; and the
+        key its embedding is cached under: a file's from the file opened, bytes' (uploads,
+        URLs) from their content, so that the same bytes sent twice are embedded once."""
+        keyed = self.cache is not None
+        data = ref.data
         if ref.path is not None:
-            return self.roots.open(ref.path)
-        if ref.url is not None:
-            return fetch(ref.url, self.encoder.plan.max_megapixels, self.reach.url_policy)
-        return ref.data
+            stream = self.roots.open(ref.path)
+            if os.path.dirname(ref.path) != self.reach.uploads:
+                return stream, FileKey.of_open(ref.path, stream.fileno()) if keyed else None
+            with stream:  # an upload: its request's body, within the size limit
+                data = stream.read()
+        elif ref.url is not None:
+            policy = self.reach.url_policy
+            data = fetch(ref.url, self.encoder.plan.max_megapixels, policy).read()
+        return data, FileKey.of_content(data) if keyed and data is not None else None
+
+    def _cached(self, key: FileKey | None) -> np.ndarray | None:
+        """The embedding the cache holds for key under the model's image key, if any."""
+        model = self.encoder.plan.image_cache_key
+        if key is None or self.cache is None or model is None:
+            return None
+        with self.lookups:
+            return self.cache.get_images(model, [key]).get(key.path)
 
     def _answer(self, request: ServeRequest, embedded: EmbeddedBatch) -> dict[str, Any]:
         predictions = self._classifier(request).predict_embedded(embedded)
@@ -187,6 +220,7 @@ class Reach:
 
     roots: tuple[Root, ...]
     url_policy: UrlPolicy
+    uploads: str | None = None  # the folder the guard writes uploads to (keyed by content)
 
 
 def failed(status: int, message: str) -> dict[str, Any]:
