@@ -33,7 +33,7 @@ KEY_ENV = "CLIPCLS_API_KEY"
 Entry = dict[str, Any] | str  # what a request carries for a file, or why it stays here
 IN_FLIGHT = 2  # requests out at once per client
 PER_REQUEST = 32  # images per request: large enough to batch, small enough to stream rows back
-LOAD_WAIT = 120.0  # seconds to wait for a server that is still loading its model
+LOAD_WAIT = 600.0  # seconds to wait for a loading server (a first run downloads its weights)
 TIMEOUT = 600.0  # seconds for one answer (the server bounds its own time per request)
 
 
