@@ -105,3 +105,9 @@ def _remember(memo: Path | None, real: str, version: Version, digest: str) -> No
             "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
             (os.fsencode(real), *version, digest),
         )
+
+
+def short_identity(identity: str) -> str:
+    """A weights identity shortened for a message: its digest to 16 hex digits."""
+    head, sep, digest = identity.rpartition("sha256:")
+    return f"{head}{sep}{digest[:16]}" if sep else identity

@@ -146,6 +146,13 @@ def open_backend(name: str, config: BackendConfig) -> Backend:
     return backend
 
 
+def opened_cache(
+    source: EmbeddingCache | Callable[[], EmbeddingCache | None] | None,
+) -> EmbeddingCache | None:
+    """The cache a config names: itself, or what its opening function returns."""
+    return source() if callable(source) else source
+
+
 def backend_name(server: str | None, engine: str, embeddings: Path | None = None) -> str:
     """The backend a command's options choose: saved embeddings or a server if one is given
     (not both: UsageError, as with --engine ray), else --engine."""

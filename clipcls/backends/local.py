@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcls.backends.base import BackendConfig, Expected, Hooks
+from clipcls.backends.base import BackendConfig, Expected, Hooks, opened_cache
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import (
     Classifier,
@@ -69,9 +69,8 @@ class LocalBackend:
     @property
     def cache(self) -> EmbeddingCache | None:
         """The embedding cache, opened on first use (a run with nothing to do opens none)."""
-        source = self.config.cache
-        if self._cache is None and source is not None:
-            self._cache = source() if callable(source) else source
+        if self._cache is None:
+            self._cache = opened_cache(self.config.cache)
         return self._cache
 
     @property

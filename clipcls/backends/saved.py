@@ -13,6 +13,7 @@ import numpy as np
 from clipcls.backends.base import BackendConfig, Expected
 from clipcls.backends.local import LocalBackend
 from clipcls.classify import Prediction, Scorer, default_batch_size
+from clipcls.digests import short_identity
 from clipcls.errors import UsageError
 from clipcls.labels import Label
 from clipcls.output.saved import SavedEmbeddings, SavedImage, read_saved
@@ -20,12 +21,6 @@ from clipcls.pathtext import clean_text, path_key
 from clipcls.pipeline import EmbeddedBatch, ModelInfo, PreparedImage, embed_batch
 from clipcls.prompts import TemplateSet
 from clipcls.settings import ModelSettings, model_id
-
-
-def _short(identity: str) -> str:
-    """A weights identity for a message: its digest to 16 hex digits."""
-    head, sep, digest = identity.rpartition("sha256:")
-    return f"{head}{sep}{digest[:16]}" if sep else identity
 
 
 def check_same_model(saved: SavedEmbeddings, settings: ModelSettings, key: str | None) -> bool:
@@ -39,7 +34,8 @@ def check_same_model(saved: SavedEmbeddings, settings: ModelSettings, key: str |
         if saved.model_key != key:
             raise UsageError(
                 f"{where} holds embeddings of {saved.model or 'another model'} "
-                f"({_short(saved.model_key)}), not of --model {settings.model} ({_short(key)})"
+                f"({short_identity(saved.model_key)}), not of --model {settings.model} "
+                f"({short_identity(key)})"
             )
         return True
     named = named_model_id(settings)

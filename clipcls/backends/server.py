@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from clipcls.backends.base import BackendConfig, Expected, Hooks
+from clipcls.backends.base import BackendConfig, Expected, Hooks, opened_cache
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Prediction, Scorer, default_batch_size, encode_prompts, label_weights
 from clipcls.errors import UsageError
@@ -79,9 +79,8 @@ class ServerBackend:
     @property
     def cache(self) -> EmbeddingCache | None:
         """This side's embedding cache, opened on first use (None: --no-cache)."""
-        source = self.config.cache
-        if self._cache is None and source is not None:
-            self._cache = source() if callable(source) else source
+        if self._cache is None:
+            self._cache = opened_cache(self.config.cache)
         return self._cache
 
     @property

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from clipcls.digests import short_identity
 from clipcls.errors import UsageError
 from clipcls.labels import Label
 from clipcls.version import __version__
@@ -66,12 +67,6 @@ def _show(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def _short(identity: str) -> str:
-    """A weights identity shortened for a message: its digest to 16 hex digits."""
-    head, sep, digest = identity.rpartition("sha256:")
-    return f"{head}{sep}{digest[:16]}" if sep else identity
-
-
 def differences(recorded: RunSetup, current: RunSetup) -> list[str]:
     """What differs between the recorded setup and this run's, one phrase each."""
     found = []
@@ -82,7 +77,8 @@ def differences(recorded: RunSetup, current: RunSetup) -> list[str]:
         if field == "model_key" and old != new:
             found.append(
                 f"the model's weights are not those of {recorded.model or 'that run'} "
-                f"({_short(old)}) that wrote it: {current.model or 'this run'} has {_short(new)}"
+                f"({short_identity(old)}) that wrote it: {current.model or 'this run'} has "
+                f"{short_identity(new)}"
             )
         elif old != new and not (field == "columns" and found):
             found.append(f"{name} was {_show(old)!r}, now {_show(new)!r}")
