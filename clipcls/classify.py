@@ -47,7 +47,7 @@ def no_progress(total: int) -> Iterator[Advance]:
 def prompt_chunks(texts: Sequence[str], size: int) -> list[list[str]]:
     """The texts in chunks of size, as one chunk when they fit in one. Sorted by length first:
     each chunk then holds prompts of about one token length, so the tower's batches (cut to
-    their longest prompt) carry as little padding as one call over all of them."""
+    their longest prompt) carry about as little padding as one call over all of them."""
     if len(texts) <= size:
         return [list(texts)]
     ordered = sorted(texts, key=len)
