@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,19 +29,54 @@ def default_batch_size(device: str) -> int:
     return DEFAULT_BATCH_SIZE if device == "cpu" else GPU_BATCH_SIZE
 
 
+# Prompts per text-tower call when many are missing: each chunk is cached as soon as it is done
+# (a run stopped halfway keeps them) and moves the progress; the engine batches within it.
+TEXT_CHUNK = 512
+
+Advance = Callable[[int], None]  # told how many more items are done
+# Given how many items a slow step will do, a context around the step that yields an Advance.
+ShowProgress = Callable[[int], AbstractContextManager[Advance]]
+
+
+@contextlib.contextmanager
+def no_progress(total: int) -> Iterator[Advance]:
+    """Progress shown nowhere."""
+    yield lambda done: None
+
+
+def prompt_chunks(texts: Sequence[str], size: int) -> list[list[str]]:
+    """The texts in chunks of size, as one chunk when they fit in one. Sorted by length first:
+    each chunk then holds prompts of about one token length, so the tower's batches (cut to
+    their longest prompt) carry about as little padding as one call over all of them."""
+    if len(texts) <= size:
+        return [list(texts)]
+    ordered = sorted(texts, key=len)
+    return [ordered[start : start + size] for start in range(0, len(ordered), size)]
+
+
 def encode_prompts(
-    encoder: Encoder, prompts: Sequence[str], cache: EmbeddingCache | None = None
+    encoder: Encoder,
+    prompts: Sequence[str],
+    cache: EmbeddingCache | None = None,
+    progress: ShowProgress = no_progress,
 ) -> np.ndarray:
-    """Embed each distinct prompt once (and not at all if cached): (n_prompts, dim)."""
+    """Embed each distinct prompt once (and not at all if cached): (n_prompts, dim).
+
+    The missing ones are embedded in chunks (prompt_chunks), each put in the cache when it is
+    done; progress is given their count, and advanced chunk by chunk.
+    """
     unique = list(dict.fromkeys(prompts))
     model = encoder.plan.text_cache_key if cache is not None else None
     known = cache.get_texts(model, unique) if cache is not None and model is not None else {}
     missing = [text for text in unique if text not in known]
     if missing:
-        fresh = encoder.encode_texts(missing)
-        known.update(zip(missing, fresh, strict=True))
-        if cache is not None and model is not None:
-            cache.put_texts(model, zip(missing, fresh, strict=True))
+        with progress(len(missing)) as advance:
+            for chunk in prompt_chunks(missing, TEXT_CHUNK):
+                fresh = encoder.encode_texts(chunk)  # (len(chunk), dim)
+                known.update(zip(chunk, fresh, strict=True))
+                if cache is not None and model is not None:
+                    cache.put_texts(model, zip(chunk, fresh, strict=True))
+                advance(len(chunk))
     return np.stack([known[text] for text in prompts])
 
 
@@ -48,9 +85,12 @@ def build_text_classifier(
     labels: Sequence[Label],
     templates: TemplateSet,
     cache: EmbeddingCache | None = None,
+    progress: ShowProgress = no_progress,
 ) -> np.ndarray:
     """Embed every (text, template) prompt, average per label, re-normalize: (n_labels, dim)."""
-    return label_weights(lambda flat: encode_prompts(encoder, flat, cache), labels, templates)
+    return label_weights(
+        lambda flat: encode_prompts(encoder, flat, cache, progress), labels, templates
+    )
 
 
 def label_prompts(labels: Sequence[Label], templates: TemplateSet) -> list[str]:
@@ -157,6 +197,7 @@ class Classifier:
         templates: TemplateSet | Sequence[str] | str = DEFAULT_TEMPLATES,
         batch_size: int | None = None,
         cache: EmbeddingCache | None = None,
+        progress: ShowProgress = no_progress,
     ) -> None:
         self.encoder = encoder
         self.labels = _as_labels(labels)
@@ -164,7 +205,7 @@ class Classifier:
         device = encoder.plan.device
         self.batch_size = batch_size or default_batch_size(device)
         self.cache = cache
-        weights = build_text_classifier(encoder, self.labels, self.templates, cache)
+        weights = build_text_classifier(encoder, self.labels, self.templates, cache, progress)
         self.scorer = Scorer(self.labels, weights, encoder.logit_scale, encoder.logit_bias)
 
     @property

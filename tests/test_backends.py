@@ -1,8 +1,10 @@
 """The backend seam: one registry, and the local backend answering as the Classifier does,
 from the cache alone when it holds everything a run expects."""
 
+import contextlib
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +90,26 @@ def test_a_fully_cached_run_needs_no_model(tiny_model: str, tmp_path: Path) -> N
     fresh = LocalBackend(_config(tiny_model, tmp_path))
     fresh.start(Expected(other, (templates,), lambda: paths))
     assert fresh.loaded  # one prompt the cache lacks: the model loads
+
+
+def test_prompts_the_cache_lacks_are_counted_through_the_hooks(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    told: list[tuple[str, int]] = []
+
+    @contextlib.contextmanager
+    def progress(what: str, total: int) -> Iterator[Callable[[int], None]]:
+        told.append((what, total))
+        yield lambda done: told.append(("done", done))
+
+    config = BackendConfig(
+        ModelSettings(model=tiny_model),
+        cache=EmbeddingCache(tmp_path / "cache"),
+        hooks=Hooks(progress=progress),
+    )
+    backend = LocalBackend(config)
+    backend.embed_texts(["a cat", "a rocket", "a cat"])
+    assert told == [("embedding prompts", 2), ("done", 2)]
+    backend.scorer(LABELS, load_templates("photo"))  # their prompts: none cached yet
+    backend.embed_texts(["a rocket"])  # cached: nothing to count
+    assert len(told) == 4 and told[2][1] == told[3][1] > 0

@@ -1,12 +1,16 @@
 """Scoring with a fake encoder whose embeddings are known, so the arithmetic can be checked."""
 
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import DIM, FakeEncoder, unit
+from conftest import DIM, CountingEncoder, FakeEncoder, unit
 from PIL import Image
 
+from clipcls import classify
+from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier, build_text_classifier, softmax
 from clipcls.labels import Label
 from clipcls.prompts import TemplateSet
@@ -105,3 +109,47 @@ def test_duplicate_labels_are_refused_by_the_api() -> None:
 
     with pytest.raises(UsageError, match="duplicate"):
         Classifier(FakeEncoder(), ["a", "A"], TWO_TEMPLATES)
+
+
+class FailingEncoder(CountingEncoder):
+    """Embeds texts until its calls run out, then fails like a kill in the middle of a run."""
+
+    def __init__(self, calls: int) -> None:
+        super().__init__()
+        self.calls = calls
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        if len(self.text_calls) == self.calls:
+            raise KeyboardInterrupt
+        return super().encode_texts(texts)
+
+
+def test_many_prompts_are_embedded_in_chunks_each_cached_as_it_is_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    labels = [Label.plain(f"thing {'x' * (i % 5)} {i}") for i in range(10)]  # 20 prompts
+    whole = build_text_classifier(FakeEncoder(), labels, TWO_TEMPLATES)
+    monkeypatch.setattr(classify, "TEXT_CHUNK", 6)
+    told: list[int] = []
+
+    @contextlib.contextmanager
+    def progress(total: int) -> Iterator[Callable[[int], None]]:
+        told.append(total)
+        yield told.append
+
+    cache = EmbeddingCache(tmp_path)
+    stopped = FailingEncoder(calls=2)
+    with pytest.raises(KeyboardInterrupt):
+        build_text_classifier(stopped, labels, TWO_TEMPLATES, cache, progress)
+    assert [len(call) for call in stopped.text_calls] == [6, 6]
+    done = [text for call in stopped.text_calls for text in call]
+    assert sorted(
+        cache.get_texts("fake-texts", classify.label_prompts(labels, TWO_TEMPLATES))
+    ) == sorted(done)
+    assert told == [20, 6, 6]
+    encoder = CountingEncoder()
+    told.clear()
+    chunked = build_text_classifier(encoder, labels, TWO_TEMPLATES, cache, progress)
+    np.testing.assert_array_equal(chunked, whole)
+    assert [len(call) for call in encoder.text_calls] == [6, 2]  # the 12 cached are not again
+    assert told == [8, 6, 2]

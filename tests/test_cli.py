@@ -454,3 +454,25 @@ def test_progress_bar_shows_rate_when_stderr_is_a_terminal(monkeypatch) -> None:
     screen.truncate(0)
     assert list(options.tracked(range(3), 3, False, "classifying")) == [0, 1, 2]
     assert screen.getvalue() == ""
+
+
+def test_a_long_counted_step_shows_a_bar_a_short_one_the_spinner(monkeypatch) -> None:
+    from rich.console import Console
+
+    from clipcls.cli import console as options
+
+    screen = io.StringIO()
+    monkeypatch.setattr(options, "stderr", Console(file=screen, force_terminal=True, width=100))
+    with options.stderr.status("scoring"), options.counted("embedding prompts", 5000) as advance:
+        for _ in range(5):  # nested in a status, as evaluate embeds prompts
+            time.sleep(0.2)
+            advance(1000)
+    rates = [float(rate) for rate in re.findall(r"([\d.]+)/s", screen.getvalue())]
+    assert "embedding prompts" in screen.getvalue() and "/5000" in screen.getvalue()
+    assert rates and all(2000 <= rate <= 5100 for rate in rates), rates
+    screen.seek(0)
+    screen.truncate()
+    with options.counted("embedding prompts", 240) as advance:
+        time.sleep(0.2)
+        advance(240)
+    assert "embedding prompts (240)" in screen.getvalue() and "/240" not in screen.getvalue()

@@ -10,7 +10,8 @@ from conftest import SAMPLE_IMAGES, CountingEncoder, colour_images, fp32
 from PIL import Image
 from typer.testing import CliRunner
 
-from clipcls.classify import Classifier
+from clipcls import classify
+from clipcls.classify import Classifier, encode_prompts
 from clipcls.engine import fastpaths as towers
 from clipcls.engine import model as model_module
 from clipcls.engine.fastpaths import length_batches, normalized_batch
@@ -73,6 +74,16 @@ def test_text_batches_come_back_in_input_order(
     together = model.encode_texts(prompts)
     alone = np.concatenate([model.encode_texts([p]) for p in prompts])
     np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_prompts_embedded_in_chunks_equal_one_call(
+    tiny_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prompts = [f"a photo of {'a very ' * (i % 7)}thing number {i}." for i in range(40)]
+    model = fp32(tiny_model)
+    one_call = model.encode_texts(prompts)
+    monkeypatch.setattr(classify, "TEXT_CHUNK", 8)  # 5 chunks, each its own tower batches
+    np.testing.assert_allclose(encode_prompts(model, prompts), one_call, atol=1e-5)
 
 
 def make_jpeg(path: Path, size: tuple[int, int]) -> Path:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from clipcls.cache import EmbeddingCache
-from clipcls.classify import Prediction, Scorer
+from clipcls.classify import Advance, Prediction, Scorer
 from clipcls.errors import UsageError
 from clipcls.labels import Label
 from clipcls.pipeline import ModelInfo
@@ -31,14 +31,21 @@ def _no_status(text: str) -> AbstractContextManager[Any]:
     return contextlib.nullcontext()
 
 
+def _no_progress(text: str, total: int) -> AbstractContextManager[Advance]:
+    return contextlib.nullcontext(lambda done: None)
+
+
 @dataclass(frozen=True)
 class Hooks:
     """How a backend speaks while it works: the caller's notice and warning lines (the library
-    never prints) and a status context shown around slow steps (loading, embedding prompts)."""
+    never prints), a status context shown around slow steps (loading the model), and a counted
+    one, progress(what, total), whose context yields the function told how many more are done
+    (embedding the prompts a run lacks: 80,000 take minutes on a CPU)."""
 
     notice: Callable[[str], None] = _silent
     warn: Callable[[str], None] = _silent
     status: Callable[[str], AbstractContextManager[Any]] = _no_status
+    progress: Callable[[str, int], AbstractContextManager[Advance]] = _no_progress
 
 
 @dataclass(frozen=True)

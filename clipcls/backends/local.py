@@ -15,9 +15,11 @@ from clipcls.classify import (
     Classifier,
     Prediction,
     Scorer,
+    ShowProgress,
     default_batch_size,
     encode_prompts,
     label_weights,
+    no_progress,
 )
 from clipcls.labels import Label
 from clipcls.pipeline import Encoder, ModelInfo, embed_paths
@@ -130,13 +132,16 @@ class LocalBackend:
 
     def classifier(self, labels: Sequence[Label], templates: TemplateSet) -> Classifier:
         """A Classifier for the labels (each distinct prompt embedded once, cached ones not)."""
-        encoder = self.encoder
-        n_prompts = sum(len(label.texts) for label in labels) * len(templates.templates)
-        status = self.config.hooks.status if self.loaded and not self.config.quiet else None
-        if status is None:
-            return Classifier(encoder, labels, templates, self.config.batch_size, self.cache)
-        with status(f"embedding {n_prompts} prompts"):
-            return Classifier(encoder, labels, templates, self.config.batch_size, self.cache)
+        return Classifier(
+            self.encoder, labels, templates, self.config.batch_size, self.cache, self._progress()
+        )
+
+    def _progress(self) -> ShowProgress:
+        """The hooks' progress around embedding the prompts the cache lacks (none: not shown)."""
+        if self.config.quiet:
+            return no_progress
+        progress = self.config.hooks.progress
+        return lambda total: progress("embedding prompts", total)
 
     def predict(
         self,
@@ -157,7 +162,7 @@ class LocalBackend:
                     yield Prediction(path, embedding=next(vectors))
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return encode_prompts(self.encoder, texts, self.cache)
+        return encode_prompts(self.encoder, texts, self.cache, self._progress())
 
     def scorer(self, labels: Sequence[Label], templates: TemplateSet) -> Scorer:
         encoder = self.encoder

@@ -6,7 +6,7 @@ import contextlib
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TextIO, TypeVar
 
@@ -101,11 +101,11 @@ def open_output(output: Path | None, append: bool = False) -> Iterator[TextIO]:
 
 
 class RateColumn(ProgressColumn):
-    """Images per second, as SteadyRate measures it; blank until it knows."""
+    """Images (or the task's unit) per second, as SteadyRate measures it; blank until known."""
 
     def render(self, task: Task) -> Text:
-        rate = task.fields.get("rate")
-        return Text("" if rate is None else f"{rate:.1f} img/s", style="cyan")
+        rate, unit = task.fields.get("rate"), task.fields.get("unit", " img")
+        return Text("" if rate is None else f"{rate:.1f}{unit}/s", style="cyan")
 
 
 class EtaColumn(ProgressColumn):
@@ -164,6 +164,29 @@ def progress_bar(disable: bool = False) -> Progress:
         transient=True,
         disable=disable,
     )
+
+
+BAR_FROM = 2000  # a counted step of more items shows a bar; a shorter one, the spinner
+
+
+@contextlib.contextmanager
+def counted(what: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A slow counted step on stderr (Hooks.progress): the spinner, or for a large count a
+    bar with count, rate and ETA; yields the function told how many more are done."""
+    if total <= BAR_FROM:
+        with stderr.status(f"{what} ({total:,})"):
+            yield lambda done: None
+        return
+    steady, count = SteadyRate(origin=time.monotonic()), 0
+    with progress_bar() as progress:
+        task = progress.add_task(what, total=total, rate=None, unit="")
+
+        def advance(done: int) -> None:
+            nonlocal count
+            count += done
+            progress.update(task, advance=done, rate=steady.update(count, time.monotonic()))
+
+        yield advance
 
 
 def tracked(items: Iterable[T], total: int, show: bool, description: str) -> Iterator[T]:

@@ -3,15 +3,18 @@ with every template set; the same loop whether the model runs here, on Ray or on
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from clipcls.backends.base import Backend, Expected, Hooks
+
+# Re-exported: the CLI shows the images' progress through them.
+from clipcls.classify import Advance as Advance
+from clipcls.classify import ShowProgress as ShowProgress
+from clipcls.classify import no_progress
 from clipcls.evaluation.dataset import (
     Dataset,
     EmbeddedDataset,
@@ -22,16 +25,6 @@ from clipcls.evaluation.dataset import (
 from clipcls.evaluation.scoring import Evaluation, evaluate_embedded
 from clipcls.labels import Label
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates
-
-Advance = Callable[[int], None]  # told how many more images are done
-# Given the number of images to embed, a context around the embedding that yields an Advance.
-ShowProgress = Callable[[int], AbstractContextManager[Advance]]
-
-
-@contextlib.contextmanager
-def no_progress(total: int) -> Iterator[Advance]:
-    """Progress shown nowhere."""
-    yield lambda done: None
 
 
 @dataclass(frozen=True)
