@@ -11,10 +11,14 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from clipcls.classify import TEXT_CHUNK
 from clipcls.errors import ClipclsError
 from clipcls.pipeline import EmbedPlan, Encoder, ModelInfo
 
-SLICE = 256  # prompts embedded between two looks at the clock
+# Prompts embedded between two looks at the clock: the chunk a local run embeds at once, so that
+# the chunks a --server client sends are embedded in the very batches a local run would use
+# (the same floats, not just float-noise close).
+SLICE = TEXT_CHUNK
 
 
 class OutOfTime(ClipclsError):
