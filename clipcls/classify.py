@@ -152,8 +152,11 @@ class Scorer:
         self.label_weights = weights  # (n_labels, dim)
         self.logit_scale, self.logit_bias = logit_scale, logit_bias
 
-    def score(self, image_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return (probabilities, similarities), each (n_images, n_labels)."""
+    def score(
+        self, image_embeddings: np.ndarray, paths: Sequence[str] = ()
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return (probabilities, similarities), each (n_images, n_labels); paths (the images',
+        where known) matter to a scorer with a support set, whose own examples are inputs."""
         # (n_images, dim) @ (dim, n_labels) -> (n_images, n_labels)
         similarities = image_embeddings @ self.label_weights.T
         logits = self.logit_scale * similarities
@@ -174,7 +177,8 @@ class Scorer:
         failed = [Prediction(p, error=e) for p, e in zip(batch.paths, batch.errors, strict=True)]
         if not len(batch.embeddings):
             return failed
-        probabilities, similarities = self.score(batch.embeddings)
+        paths = [p for p, e in zip(batch.paths, batch.errors, strict=True) if e is None]
+        probabilities, similarities = self.score(batch.embeddings, paths)
         readable = iter(range(len(probabilities)))
         predictions = []
         for path, failure in zip(batch.paths, failed, strict=True):
@@ -227,8 +231,11 @@ class Classifier:
 
         return cls(ClipModel(settings or ModelSettings()), labels, templates, batch_size, cache)
 
-    def score(self, image_embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Return (probabilities, similarities), each (n_images, n_labels)."""
+    def score(
+        self, image_embeddings: np.ndarray, paths: Sequence[str] = ()
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Return (probabilities, similarities), each (n_images, n_labels); paths (the images',
+        where known) matter to a scorer with a support set, whose own examples are inputs."""
         return self.scorer.score(image_embeddings)
 
     def classify_images(self, images: Sequence[Image.Image]) -> list[Prediction]:

@@ -1,0 +1,145 @@
+"""Calibrated confidence: a temperature fitted to labeled images (minimum log-loss), per-label
+thresholds that reach a target precision, the expected calibration error, and the JSON file
+that carries them to predict and label runs."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from clipcls.classify import softmax
+from clipcls.errors import UsageError
+from clipcls.pathtext import clean_text
+
+FORMAT = "clipcls-calibration/1"
+BINS = 15  # reliability bins, as in Guo et al. 2017
+
+
+def log_loss(logits: np.ndarray, targets: np.ndarray, temperature: float) -> float:
+    """Mean negative log-likelihood of the targets under softmax(logits / temperature)."""
+    scaled = logits.astype(np.float64) / temperature
+    shifted = scaled - scaled.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(shifted).sum(axis=1))
+    return float((log_norm - shifted[np.arange(len(targets)), targets]).mean())
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """The temperature in [0.01, 100] minimizing the log-loss: golden-section search on its log
+    (the loss is smooth and, in log T, unimodal for softmax logits)."""
+    low, high = math.log(0.01), math.log(100.0)
+    ratio = (math.sqrt(5) - 1) / 2
+    for _ in range(80):
+        a, b = high - ratio * (high - low), low + ratio * (high - low)
+        if log_loss(logits, targets, math.exp(a)) <= log_loss(logits, targets, math.exp(b)):
+            high = b
+        else:
+            low = a
+    return round(math.exp((low + high) / 2), 6)
+
+
+def class_thresholds(
+    probabilities: np.ndarray, targets: np.ndarray, labels: Sequence[str], precision: float
+) -> dict[str, float | None]:
+    """Per label: the lowest top-1 probability at which the images predicted as that label are
+    right at least `precision` of the time (None where no threshold reaches it)."""
+    predicted = probabilities.argmax(axis=1)
+    confidence = probabilities.max(axis=1)
+    found: dict[str, float | None] = {}
+    for index, name in enumerate(labels):
+        mine = predicted == index
+        order = np.argsort(-confidence[mine], kind="stable")
+        scores, right = confidence[mine][order], (targets[mine] == index)[order]
+        # precision of the k most confident: right[:k].mean(); the largest k that reaches the
+        # target sets the threshold at that image's probability
+        reached = np.nonzero(np.cumsum(right) / np.arange(1, len(right) + 1) >= precision)[0]
+        found[name] = round(float(scores[reached[-1]]), 6) if len(reached) else None
+    return found
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """Confidence against accuracy in equal-width bins, and the expected calibration error."""
+
+    ece: float
+    bins: tuple[tuple[float, float, float, int], ...]  # (low, confidence, accuracy, count)
+
+
+def reliability(probabilities: np.ndarray, targets: np.ndarray, bins: int = BINS) -> Reliability:
+    """ECE: the count-weighted mean |accuracy - confidence| over the bins of top-1 confidence."""
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == targets
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    rows, ece = [], 0.0
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (confidence > low) & (confidence <= high)
+        if low == 0.0:
+            inside |= confidence == 0.0
+        if inside.any():
+            mean_conf, accuracy = float(confidence[inside].mean()), float(correct[inside].mean())
+            ece += inside.mean() * abs(accuracy - mean_conf)
+            rows.append((float(low), mean_conf, accuracy, int(inside.sum())))
+    return Reliability(round(float(ece), 6), tuple(rows))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What `evaluate --calibrate` fitted, and for which setup."""
+
+    model: str  # the model identity (weights digest for files)
+    labels: tuple[str, ...]
+    templates: str  # the template set's name and digest
+    temperature: float
+    thresholds: Mapping[str, float | None] = field(default_factory=dict)
+    target_precision: float | None = None
+    support: str | None = None  # the support set's identity, where it was fitted with one
+    ece_before: float | None = None
+    ece_after: float | None = None
+
+    def check(self, model: str, labels: Sequence[str], templates: str, support: str | None) -> None:
+        """UsageError naming the first difference from the run's setup."""
+        for what, mine, theirs in (
+            ("model", self.model, model),
+            ("labels", list(self.labels), list(labels)),
+            ("templates", self.templates, templates),
+            ("support set", self.support, support),
+        ):
+            if mine != theirs:
+                raise UsageError(
+                    f"calibration file was fitted for {what} {clean_text(str(mine))}, "
+                    f"this run has {clean_text(str(theirs))}: fit one with evaluate --calibrate"
+                )
+
+    def apply(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities from logits."""
+        return softmax(logits / self.temperature)
+
+    def write(self, path: Path) -> None:
+        """Write the file (JSON), replacing it whole."""
+        record = {"format": FORMAT, **asdict(self), "labels": list(self.labels)}
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+        temporary.replace(path)
+
+
+def read_calibration(path: Path) -> Calibration:
+    """Read a calibration file; anything else is a UsageError saying what is wrong."""
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"cannot read calibration file {path}: {error}") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        raise UsageError(f"{path} is not a clipcls calibration file (no format {FORMAT!r})")
+    try:
+        record.pop("format")
+        calibration = Calibration(**{**record, "labels": tuple(record["labels"])})
+        temperature = float(calibration.temperature)
+    except (KeyError, TypeError, ValueError) as error:
+        raise UsageError(f"{path} is a damaged calibration file: {error}") from None
+    if not math.isfinite(temperature) or temperature <= 0:
+        raise UsageError(f"{path}: temperature must be a positive number, not {temperature}")
+    return calibration

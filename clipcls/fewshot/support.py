@@ -1,0 +1,145 @@
+"""A support set: a few example images per label in DIR/<label>/, checked against the labels,
+embedded like any input, and identified (for --resume and calibration files)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import unicodedata
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clipcls.errors import UsageError
+from clipcls.filekey import FileKey
+from clipcls.images import iter_image_paths
+from clipcls.labels import Label
+from clipcls.pathtext import clean_text, path_key
+from clipcls.prediction import Prediction
+
+
+@dataclass(frozen=True)
+class SupportFiles:
+    """The example images found for a run's labels, and what was missing."""
+
+    folder: Path
+    paths: tuple[Path, ...]
+    targets: tuple[int, ...]  # index of each path's label in the run's labels
+    labels: tuple[str, ...]  # the run's label names, in order
+    empty: tuple[str, ...] = ()  # labels whose folder holds no image
+    absent: tuple[str, ...] = ()  # labels with no folder
+
+    def identity(self) -> str:
+        """`support:<digest>` over each example's label and file version (path, size, mtime,
+        inode): another file, an edited one, or another label folder is another support set."""
+        entries = []
+        for path, target in zip(self.paths, self.targets, strict=True):
+            key = FileKey.of(path)
+            version = (key.path, key.size, key.mtime, key.inode) if key else (str(path),)
+            entries.append([self.labels[target], *version])
+        digest = hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
+        return f"support:{digest[:16]}"
+
+    def notes(self) -> list[str]:
+        """One line for each label left with zero-shot scores only."""
+        lines = []
+        if self.absent:
+            names = ", ".join(clean_text(name) for name in self.absent)
+            lines.append(f"no support folder for {names}: zero-shot scores only")
+        for name in self.empty:
+            lines.append(
+                f"the support folder of {clean_text(name)} holds no images: zero-shot scores only"
+            )
+        return lines
+
+
+def _key(name: str) -> str:
+    return unicodedata.normalize("NFC", name).casefold()
+
+
+def _label_folders(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        raise UsageError(f"support folder does not exist or is not a folder: {folder}")
+    found = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise UsageError(f"{folder} has no label folders: expected {folder}/<label>/<image>")
+    return found
+
+
+def find_support(
+    folder: Path, labels: Sequence[Label], include_hidden: bool = False
+) -> SupportFiles:
+    """The example images under folder/<label>/ (walked like an input folder); a folder that
+    names no label is a UsageError naming it, as is a support set with no image at all."""
+    index = {_key(label.name): i for i, label in enumerate(labels)}
+    folders = _label_folders(folder)
+    strays = [f.name for f in folders if _key(f.name) not in index]
+    if strays:
+        names = ", ".join(clean_text(name) for name in strays)
+        known = ", ".join(clean_text(label.name) for label in labels)
+        raise UsageError(f"support folders that match no label: {names} (labels: {known})")
+    paths: list[Path] = []
+    targets: list[int] = []
+    empty = []
+    for sub in folders:
+        found = list(iter_image_paths([str(sub)], include_hidden))
+        if not found:
+            empty.append(labels[index[_key(sub.name)]].name)
+        paths += found
+        targets += [index[_key(sub.name)]] * len(found)
+    if not paths:
+        raise UsageError(f"support folder {folder} holds no images")
+    named = {_key(f.name) for f in folders}
+    absent = tuple(label.name for label in labels if _key(label.name) not in named)
+    run_labels = tuple(label.name for label in labels)
+    return SupportFiles(folder, tuple(paths), tuple(targets), run_labels, tuple(empty), absent)
+
+
+@dataclass(frozen=True)
+class SupportSet:
+    """Embedded examples: what the cache model needs, and which inputs are examples."""
+
+    keys: np.ndarray  # (n_examples, dim), unit rows
+    targets: np.ndarray  # (n_examples,) label index
+    paths: tuple[str, ...]
+    labels: tuple[str, ...]
+    identity: str
+
+    where: Mapping[str, int]  # path_key of each example -> its row
+
+    def index_of(self, path: str) -> int | None:
+        """The example that is the file at path, if it is one."""
+        return self.where.get(path_key(str(path)))
+
+    def counts(self) -> dict[str, int]:
+        """Examples per label name (labels without any left out)."""
+        tally = np.bincount(self.targets, minlength=len(self.labels))
+        return {name: int(n) for name, n in zip(self.labels, tally, strict=True) if n}
+
+
+def embed_support(
+    files: SupportFiles,
+    embed_images: Callable[[Iterable[Path | str]], Iterator[Prediction]],
+    warn: Callable[[str], None] = lambda line: None,
+) -> SupportSet:
+    """Embed the examples (the cache answers for those seen before); an unreadable one is a
+    warning and is left out; none readable is a UsageError."""
+    label_of = {str(path): target for path, target in zip(files.paths, files.targets, strict=True)}
+    keys, targets, paths = [], [], []
+    for found in embed_images(files.paths):
+        if found.embedding is None:
+            warn(f"support image skipped: {clean_text(found.path)}: {found.error or 'unreadable'}")
+            continue
+        keys.append(np.asarray(found.embedding, dtype=np.float32))
+        targets.append(label_of[str(found.path)])
+        paths.append(str(found.path))
+    if not keys:
+        raise UsageError(f"no support image in {files.folder} could be read")
+    matrix = np.stack(keys)
+    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
+    where = {path_key(path): row for row, path in enumerate(paths)}
+    identity = files.identity()
+    labels = np.asarray(targets, dtype=np.int64)
+    return SupportSet(matrix, labels, tuple(paths), files.labels, identity, where)
