@@ -4,6 +4,7 @@ that carries them to predict and label runs."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -15,6 +16,7 @@ import numpy as np
 from clipcls.classify import softmax
 from clipcls.errors import UsageError
 from clipcls.pathtext import clean_text
+from clipcls.prompts import TemplateSet
 
 FORMAT = "clipcls-calibration/1"
 BINS = 15  # reliability bins, as in Guo et al. 2017
@@ -84,6 +86,18 @@ def reliability(probabilities: np.ndarray, targets: np.ndarray, bins: int = BINS
             ece += inside.mean() * abs(accuracy - mean_conf)
             rows.append((float(low), mean_conf, accuracy, int(inside.sum())))
     return Reliability(round(float(ece), 6), tuple(rows))
+
+
+def templates_identity(templates: TemplateSet) -> str:
+    """`NAME:digest` of a template set: an edited file of the same name is another set."""
+    digest = hashlib.sha256("\n".join(templates.templates).encode()).hexdigest()[:16]
+    return f"{templates.name}:{digest}"
+
+
+def model_identity(model_id: str, weights: str | None) -> str:
+    """What a calibration is fitted for: the weights' identity (a file's digest), else the
+    model's name."""
+    return weights or model_id
 
 
 @dataclass(frozen=True)
