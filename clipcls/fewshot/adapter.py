@@ -55,7 +55,7 @@ def one_hot(targets: np.ndarray, n_labels: int) -> np.ndarray:
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    shifted = logits - logits.max(axis=1, keepdims=True)
     result: np.ndarray = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     return result
 
@@ -75,19 +75,29 @@ def fit_adapter(
     if len(targets) < 2 or counts[counts > 0].min() < 2:
         return TipAdapter(keys, targets, n_labels)
     labels = one_hot(targets, n_labels)
-    rows = np.arange(len(targets))
-    cosines = keys @ keys.T
-    best: tuple[float, float, float, float] | None = None  # (-right, loss, alpha, beta)
+    zero_shot = zero_shot.astype(np.float32)  # float32 throughout: 1,600 examples in ~0.1 s
+    cosines = keys.astype(np.float32) @ keys.T.astype(np.float32)
+    votes = {}
+    right: dict[tuple[float, float], int] = {}
     for beta in BETAS:
-        affinity = np.exp(-beta * (1.0 - cosines))
+        affinity = np.exp(np.float32(-beta) * (np.float32(1.0) - cosines))
         np.fill_diagonal(affinity, 0.0)  # each example left out of its own vote
-        votes = affinity @ labels  # (n_examples, n_labels)
+        votes[beta] = affinity @ labels  # (n_examples, n_labels)
         for alpha in ALPHAS:
-            logits = zero_shot + alpha * votes
-            right = float((logits.argmax(axis=1) == targets).sum())
-            loss = float(-_log_softmax(logits)[rows, targets].mean())
-            candidate = (-right, round(loss, 9), alpha, beta)
-            if best is None or candidate < best:
-                best = candidate
-    assert best is not None
-    return TipAdapter(keys, targets, n_labels, best[2], best[3], "leave-one-out")
+            logits = zero_shot + np.float32(alpha) * votes[beta]
+            right[alpha, beta] = int((logits.argmax(axis=1) == targets).sum())
+    most = max(right.values())
+    rows = np.arange(len(targets))
+    # Only the pairs tied for the most right answers need their log-loss.
+    best = min(
+        (
+            round(
+                float(-_log_softmax(zero_shot + np.float32(a) * votes[b])[rows, targets].mean()), 6
+            ),
+            a,
+            b,
+        )
+        for (a, b), count in right.items()
+        if count == most
+    )
+    return TipAdapter(keys, targets, n_labels, best[1], best[2], "leave-one-out")
