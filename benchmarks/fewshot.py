@@ -1,0 +1,140 @@
+"""What a support set adds to a label run: 16 examples x 100 labels, side by side, whole process.
+
+Run: python benchmarks/fewshot.py [--classes 100] [--shots 16] [--images 240] [--rounds 3]
+
+ViT-B-32 with random weights. The support set (classes x shots generated 96x96 JPEGs, one folder
+per label) and the labels' prompts are embedded into a cache once beforehand, as a user's second
+run with the same support finds them. Each measured run is one whole `clipcls label` process over
+--images new JPEGs (VGA and 2 MP, from the sample photos), on a fresh copy of that cache, so the
+inputs are embedded every time; runs with and without `--support` alternate, --rounds each.
+Prints the medians, the ratio, and the support step alone (examples looked up and the cache
+model fitted) measured in-process. Goal (issue 24): with support < 1.05x without.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from speed import make_images, make_model  # noqa: E402
+
+GOAL = 1.05
+
+
+def make_support(folder: Path, classes: int, shots: int) -> list[str]:
+    """classes folders of shots small noisy JPEGs, each class its own colour and stripe width."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    labels = [f"class {i:03d}" for i in range(classes)]
+    for index, label in enumerate(labels):
+        (folder / label).mkdir(parents=True)
+        colour = rng.integers(0, 256, size=3)
+        for shot in range(shots):
+            picture = np.tile(colour, (96, 96, 1)).astype(np.int16)
+            picture[:, :: 2 + index % 7] = 255 - colour
+            picture += rng.integers(-20, 21, size=picture.shape, dtype=np.int16)
+            image = Image.fromarray(np.clip(picture, 0, 255).astype(np.uint8))
+            image.save(folder / label / f"{shot:02d}.jpg", quality=90)
+    return labels
+
+
+def label_run(args: list[str], env: dict[str, str]) -> float:
+    """Seconds of one whole `clipcls label` process (exit status checked)."""
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "clipcls", "label", *args], env=env,
+                          capture_output=True, text=True)  # fmt: skip
+    seconds = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"clipcls label failed: {done.stderr.strip().splitlines()[-1:]}")
+    return seconds
+
+
+def inputs(scratch: Path, count: int, round_: int, kind: str) -> Path:
+    """count new input files (copies, so the cache has never seen them) in their own folder."""
+    folder = scratch / f"in-{kind}-{round_}"
+    folder.mkdir()
+    pictures = [p for p in make_images(max(144, count)) if p.parent.name != "12MP"]
+    for i in range(count):
+        shutil.copy(pictures[i % len(pictures)], folder / f"{i:05d}.jpg")
+    return folder
+
+
+def support_step(model: Path, support: Path, labels: list[str], cache: Path) -> float:
+    """Seconds to look the examples up and fit the cache model, in this process (model loaded)."""
+    os.environ["CLIPCLS_CACHE_DIR"] = str(cache)
+    from clipcls.backends.base import BackendConfig, open_backend
+    from clipcls.cache import EmbeddingCache
+    from clipcls.fewshot.scoring import adapted_scorer
+    from clipcls.fewshot.support import embed_support, find_support
+    from clipcls.labels import Label
+    from clipcls.prompts import load_templates
+    from clipcls.settings import ModelSettings
+
+    settings = ModelSettings(model=f"local-dir:{model}")
+    cached = EmbeddingCache(settings.resolved_cache_dir())
+    backend = open_backend("local", BackendConfig(settings, cached))
+    chosen = tuple(Label.plain(name) for name in labels)
+    base = backend.scorer(chosen, load_templates("openai"))
+    started = time.perf_counter()
+    found = embed_support(find_support(support, chosen), backend.embed_images)
+    adapted_scorer(base, found)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--classes", type=int, default=100)
+    parser.add_argument("--shots", type=int, default=16)
+    parser.add_argument("--images", type=int, default=240)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    model = make_model()
+    with tempfile.TemporaryDirectory() as name:
+        scratch = Path(name)
+        labels = make_support(scratch / "support", args.classes, args.shots)
+        labels_file = scratch / "labels.txt"
+        labels_file.write_text("\n".join(labels) + "\n")
+        common = ["--labels-file", str(labels_file), "--model", f"local-dir:{model}", "-q"]
+        warm = {**os.environ, "CLIPCLS_CACHE_DIR": str(scratch / "cache")}
+        first = inputs(scratch, 4, 0, "warm")
+        label_run([str(first), *common, "--support", str(scratch / "support"),
+                   "-o", str(scratch / "warm.csv")], warm)  # fmt: skip
+        times: dict[str, list[float]] = {"without": [], "with --support": []}
+        for round_ in range(args.rounds):
+            for kind, extra in (("without", []), ("with --support", ["--support"])):
+                cache = scratch / f"cache-{round_}-{len(extra)}"
+                shutil.copytree(scratch / "cache", cache)
+                env = {**os.environ, "CLIPCLS_CACHE_DIR": str(cache)}
+                folder = inputs(scratch, args.images, round_, str(len(extra)))
+                more = [*extra, str(scratch / "support")] if extra else []
+                out = str(scratch / f"out-{round_}-{len(extra)}.csv")
+                times[kind].append(label_run([str(folder), *common, *more, "-o", out], env))
+        step = support_step(model, scratch / "support", labels, scratch / "cache")
+    report(args, times, step)
+
+
+def report(args: argparse.Namespace, times: dict[str, list[float]], step: float) -> None:
+    print(f"# ViT-B-32 random weights, {args.classes} labels x {args.shots} examples, "
+          f"{args.images} new images per run, {os.cpu_count()} cores; whole-process seconds")  # fmt: skip
+    print("| run | median s | runs |\n| --- | ---: | --- |")
+    for kind, found in times.items():
+        print(f"| label {kind} | {statistics.median(found):.2f} | "
+              f"{', '.join(f'{t:.2f}' for t in found)} |")  # fmt: skip
+    ratio = statistics.median(times["with --support"]) / statistics.median(times["without"])
+    verdict = "goal met" if ratio < GOAL else f"goal < {GOAL:.2f}x"
+    print(f"\nwith / without: {ratio:.3f}x ({verdict}); the support step alone "
+          f"(examples from the cache, alpha and beta fitted): {step:.2f} s")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
