@@ -124,8 +124,8 @@ def main() -> None:
 
 
 def report(args: argparse.Namespace, times: dict[str, list[float]], step: float) -> None:
-    print(f"# ViT-B-32 random weights, {args.classes} labels x {args.shots} examples, "
-          f"{args.images} new images per run, {os.cpu_count()} cores; whole-process seconds")  # fmt: skip
+    head = f"# ViT-B-32 random weights, {args.classes} labels x {args.shots} examples, "
+    print(f"{head}{args.images} new images per run, {os.cpu_count()} cores; whole-process s")
     print("| run | median s | runs |\n| --- | ---: | --- |")
     for kind, found in times.items():
         print(f"| label {kind} | {statistics.median(found):.2f} | "
