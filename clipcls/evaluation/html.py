@@ -115,7 +115,7 @@ def reliability_diagram(evaluation: Evaluation) -> str:
         [acc for _, _, acc, _ in found.bins],
         "o",
         color="black",
-        label="mean confidence",
+        label="each bin at its mean confidence",
     )
     axes.set_xlim(0, 1)
     axes.set_ylim(0, 1)

@@ -13,6 +13,7 @@ from rich.text import Text
 from clipcls.evaluation.exports import headline, percent
 from clipcls.evaluation.fewshot import FewShotResult, spread
 from clipcls.evaluation.scoring import Evaluation
+from clipcls.pathtext import path_to_text
 
 FULL_MATRIX_MAX = 12  # wider matrices do not fit a terminal; list the top confusions instead
 TOP_CONFUSIONS = 15
@@ -177,7 +178,8 @@ def few_shot_view(result: FewShotResult) -> RenderableType:
             f"{plan.folds} folds (seed {plan.seed}), mean ± std (min–max) over folds"
         )
     else:
-        title = f"support set {plan.support.folder}: {result.examples} images, every image scored"
+        folder = path_to_text(str(plan.support.folder))
+        title = f"support set {folder}: {result.examples} images, every image scored"
     table = Table(header_style="bold")
     table.add_column("setup")
     names = list(next(iter(result.setups.values())))
