@@ -89,9 +89,12 @@ def test_terminal_shows_both_setups_and_the_calibration_error(
 def test_folds_are_reproducible_and_differ_by_seed(tiny_model: str, shapes: Path) -> None:
     def folds(seed: str) -> list[float]:
         result = evaluate(tiny_model, str(shapes), "--shots", "1", "--seed", seed, "-f", "json")
-        return json.loads(result.stdout)["few_shot"]["setups"]["support"]["top1"]["per_fold"]
+        # zero-shot's ECE on the images left to score: which ones were drawn shows in it
+        return json.loads(result.stdout)["few_shot"]["setups"]["zero-shot"]["ece"]["per_fold"]
 
     assert folds("1") == folds("1")
+    assert folds("1") != folds("2")
+    assert len(set(folds("1"))) > 1  # each fold draws its own support set
 
 
 def test_small_classes_keep_one_image_to_score() -> None:

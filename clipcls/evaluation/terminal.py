@@ -192,10 +192,11 @@ def few_shot_view(result: FewShotResult) -> RenderableType:
     return Group(Text(title, "bold"), table, *lines)
 
 
-def calibration_line(evaluation: Evaluation) -> Text:
-    """The reported setup's calibration error in one line (and what --calibrate changed)."""
+def calibration_line(evaluation: Evaluation, named: bool = False) -> Text:
+    """The setup's calibration error in one line (and what --calibrate changed)."""
     found, fitted = evaluation.reliability, evaluation.calibrated
-    line = f"calibration: ECE {percent(found.ece)} over {len(evaluation.data.paths)} images"
+    which = f" of {evaluation.name}" if named else ""
+    line = f"calibration{which}: ECE {percent(found.ece)} over {len(evaluation.data.paths)} images"
     if fitted is not None:
         line += f" -> {percent(fitted.ece_after)} at temperature {fitted.temperature:g}"
     return Text(line)
@@ -210,9 +211,11 @@ def print_results(console: Console, evaluations: Sequence[Evaluation]) -> None:
         console.print(comparison(evaluations, console.width))
     several = len(evaluations) > 1
     for evaluation in evaluations:
-        console.print("")
-        if several:
-            console.print(Text(evaluation.name, "bold"))
         if evaluation.few_shot is not None:
+            console.print("")
+            if several:
+                console.print(Text(evaluation.name, "bold"))
             console.print(few_shot_view(evaluation.few_shot))
-        console.print(calibration_line(evaluation))
+    console.print("")
+    for evaluation in evaluations:
+        console.print(calibration_line(evaluation, several))
