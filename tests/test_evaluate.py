@@ -35,6 +35,7 @@ REPORT_KEYS = {
     "pretrained",
     "templates",
     "classnames",
+    "calibration",
 }
 
 
@@ -299,7 +300,7 @@ def test_html_report_is_self_contained(tiny_model: str, dataset: Path, tmp_path:
     )
     assert result.exit_code == 0, result.output
     page = (tmp_path / "rep.html").read_text()
-    assert page.count('src="data:image/png;base64,') == 2  # heat map and per-class bars
+    assert page.count('src="data:image/png;base64,') == 3  # heat map, per-class bars, reliability
     assert "data:image/jpeg;base64," in page  # misclassified thumbnails
     assert "http://" not in page and "https://" not in page
     assert "broken.jpg" in page  # the unreadable file is listed

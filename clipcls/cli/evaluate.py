@@ -21,8 +21,10 @@ from clipcls.cli.console import (
     warn,
 )
 from clipcls.cli.evaluate_options import (
+    CalibrateOpt,
     ClassnamesOpt,
     DatasetArg,
+    FoldsOpt,
     MaxPerClassOpt,
     ModelsOpt,
     OneTemplateOpt,
@@ -30,9 +32,14 @@ from clipcls.cli.evaluate_options import (
     ReportOutputOpt,
     ReportPageOpt,
     SeedOpt,
+    ShotsOpt,
+    SupportOpt,
+    TargetPrecisionOpt,
     TemplateSetsOpt,
     TopKOpt,
+    calibration_target,
     check_outputs,
+    few_shot_plan,
     template_sets,
     top_ks,
 )
@@ -42,7 +49,9 @@ from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, ScaleOptions, run_options, scale_options
 from clipcls.cli.options import OverwriteOpt
 from clipcls.errors import ClipclsError, UsageError
+from clipcls.evaluation.calibrate import calibrated, reached
 from clipcls.evaluation.dataset import class_labels, load_dataset
+from clipcls.evaluation.fewshot import FewShotPlan
 from clipcls.evaluation.outputs import save_files, write_results
 from clipcls.evaluation.run import Advance, EvaluationRun, ShowProgress, run_evaluation
 from clipcls.evaluation.scoring import Evaluation
@@ -57,6 +66,8 @@ EXAMPLES = """
   clipcls evaluate dataset/ --templates openai --templates simple --templates photo
   clipcls evaluate dataset/ -m ViT-B-32 -m ViT-B-16:openai --max-per-class 50 --report out/
   clipcls evaluate dataset/ --from-embeddings run.parquet   (no image is read)
+  clipcls evaluate dataset/ --shots 4 --folds 5               (zero-shot vs 4 examples per class)
+  clipcls evaluate dataset/ --support examples/ --calibrate calibration.json
 """
 
 
@@ -85,6 +96,12 @@ def _progress(quiet: bool) -> ShowProgress:
     return embedding
 
 
+def _notes(evaluations: list[Evaluation]) -> tuple[str, ...]:
+    """The few-shot notes, once: the same classes are too small for every model."""
+    found = evaluations[0].few_shot
+    return found.notes if found is not None else ()
+
+
 def _save(
     evaluations: list[Evaluation],
     dataset_dir: Path,
@@ -105,6 +122,28 @@ def _save(
         raise ClipclsError(f"could not write {', '.join(unwritten)} (see above)")
 
 
+def _calibrate(
+    evaluations: list[Evaluation],
+    path: Path,
+    precision: float,
+    plan: FewShotPlan | None,
+    quiet: bool,
+) -> list[Evaluation]:
+    """Fit the calibration on the one setup's images, write it whole, and say what it did."""
+    files = plan.support if plan is not None else None
+    evaluation = calibrated(evaluations[0], precision, files.identity() if files else None)
+    fitted = evaluation.calibrated
+    assert fitted is not None
+    fitted.write(path)
+    if not quiet:
+        notice(
+            f"wrote the calibration to {clean_text(str(path))}: temperature "
+            f"{fitted.temperature:g}, ECE {fitted.ece_before:.1%} -> {fitted.ece_after:.1%}, "
+            f"{reached(fitted)} of {len(fitted.labels)} labels reach {precision:g} precision"
+        )
+    return [evaluation]
+
+
 @model_options(skip=("model",))
 @RUN.options()
 @SCALE.options()
@@ -121,10 +160,16 @@ def evaluate(
     predictions: PredictionsOpt = None,
     max_per_class: MaxPerClassOpt = None,
     seed: SeedOpt = 0,
+    shots: ShotsOpt = None,
+    folds: FoldsOpt = None,
+    support: SupportOpt = None,
+    calibrate: CalibrateOpt = None,
+    target_precision: TargetPrecisionOpt = None,
     report_file: ReportPageOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Measure zero-shot accuracy on a folder whose subfolders are the classes."""
+    """Measure zero-shot accuracy on a folder whose subfolders are the classes (against a
+    support set with --shots or --support), and its calibration."""
     flags, scale = run_options(ctx), scale_options(ctx)
     with reported_errors(flags.debug):
         if chosen_name(scale) == "embeddings" and len(models or []) > 1:
@@ -133,14 +178,25 @@ def evaluate(
             check_ray()
         dataset = load_dataset(dataset_dir, max_per_class, seed, flags.include_hidden)
         labels = class_labels(dataset.classes, classnames)
-        run = EvaluationRun(dataset, labels, template_sets(templates, template), top_ks(top_k))
-        kind, page = check_outputs(output, fmt, predictions, report_file, overwrite)
+        sets = template_sets(templates, template)
+        plan = few_shot_plan(labels, shots, folds, seed, support, flags.include_hidden)
+        n_setups = len(sets) * max(len(models or []), 1)
+        precision = calibration_target(calibrate, target_precision, shots, n_setups, overwrite)
+        run = EvaluationRun(dataset, labels, sets, top_ks(top_k), plan)
+        kind, page = check_outputs(output, fmt, predictions, report_file, overwrite, calibrate)
         if scale.server is not None and (scale.engine is BackendName.RAY or len(models or []) > 1):
             raise UsageError("--server evaluates the server's one model (no --engine ray)")
         backends = _backends(ctx, scale, flags.quiet, models)
         evaluations = run_evaluation(backends, run, hooks(), _progress(flags.quiet))
         for _, _, error in evaluations[0].data.failures:  # the same files fail for every model
             warn(clean_text(error))
+        for line in (
+            *(plan.support.notes() if plan and plan.support else ()),
+            *_notes(evaluations),
+        ):
+            warn(line)
+        if calibrate is not None:
+            evaluations = _calibrate(evaluations, calibrate, precision, plan, flags.quiet)
         with open_output(output) as stream:
             write_results(stream, evaluations, kind)
         # Each file on its own: one that fails never costs the others the embedding work.

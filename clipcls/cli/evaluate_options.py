@@ -11,6 +11,10 @@ import typer
 from clipcls.cli.console import check_output_path
 from clipcls.cli.formats import ReportFormat, as_format
 from clipcls.errors import UsageError
+from clipcls.evaluation.calibrate import DEFAULT_PRECISION
+from clipcls.evaluation.fewshot import FewShotPlan
+from clipcls.fewshot.support import find_support
+from clipcls.labels import Label
 from clipcls.output.files import Format, check_page, format_for, page_path
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.settings import DEFAULT_MODEL
@@ -63,7 +67,35 @@ PredictionsOpt = Annotated[
 MaxPerClassOpt = Annotated[
     int | None, typer.Option("--max-per-class", min=1, help="Random N images per class.")
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for --max-per-class.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed for --max-per-class and --shots.")]
+ShotsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--shots",
+        min=1,
+        help="Draw K images per class as a support set, score the rest: zero-shot vs support.",
+    ),
+]
+FoldsOpt = Annotated[
+    int | None,
+    typer.Option("--folds", min=1, help="Draws of --shots to average over.", show_default="5"),
+]
+SupportOpt = Annotated[
+    Path | None,
+    typer.Option("--support", help="Example images in DIR/<class>/: zero-shot vs support."),
+]
+CalibrateOpt = Annotated[
+    Path | None,
+    typer.Option("--calibrate", help="Fit a temperature and per-label thresholds into FILE.json."),
+]
+TargetPrecisionOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--target-precision",
+        help="Precision each label's --calibrate threshold reaches.",
+        show_default="0.95",
+    ),
+]
 ReportPageOpt = Annotated[
     str | None,
     typer.Option(
@@ -94,6 +126,7 @@ def check_outputs(
     predictions: Path | None,
     report_file: str | None,
     overwrite: bool,
+    calibrate: Path | None = None,
 ) -> tuple[Format, Path | None]:
     """The report's format and the HTML page's path, once every output is known writable
     (and matplotlib importable for a page): all of it before any model loads."""
@@ -101,12 +134,58 @@ def check_outputs(
     kind = format_for(output, as_format(fmt), (Format.TABLE, Format.JSON))
     check_output_path(predictions, overwrite, "--predictions")
     page = page_path(report_file) if report_file is not None else None
-    named = [path.resolve() for path in (output, predictions, page) if path is not None]
+    files = (output, predictions, page, calibrate)
+    named = [path.resolve() for path in files if path is not None]
     if len(set(named)) < len(named):  # the last written would silently replace the other
-        raise UsageError("--output, --predictions and --report must name different files")
+        raise UsageError(
+            "--output, --predictions, --report and --calibrate must name different files"
+        )
     if page is not None:
         check_page(page, overwrite)
         from clipcls.evaluation.html import require_matplotlib
 
         require_matplotlib()
     return kind, page
+
+
+def few_shot_plan(
+    labels: tuple[Label, ...],
+    shots: int | None,
+    folds: int | None,
+    seed: int,
+    support: Path | None,
+    include_hidden: bool = False,
+) -> FewShotPlan | None:
+    """What to compare zero-shot with, its support folder checked against the classes: all
+    before any model loads."""
+    if shots is not None and support is not None:
+        raise UsageError("--shots draws a support set from the dataset: give it or --support")
+    if folds is not None and shots is None:
+        raise UsageError("--folds repeats --shots: give --shots K")
+    if shots is not None:
+        return FewShotPlan(shots, folds or 5, seed)
+    if support is not None:
+        return FewShotPlan(support=find_support(support, labels, include_hidden))
+    return None
+
+
+def calibration_target(
+    calibrate: Path | None,
+    precision: float | None,
+    shots: int | None,
+    n_setups: int,
+    overwrite: bool,
+) -> float:
+    """The target precision of --calibrate's thresholds, once --calibrate can be written."""
+    if precision is not None and not 0 < precision <= 1:
+        raise UsageError(f"--target-precision must be in (0, 1], not {precision}")
+    if calibrate is None:
+        if precision is not None:
+            raise UsageError("--target-precision sets --calibrate's thresholds: give --calibrate")
+        return DEFAULT_PRECISION
+    if shots is not None:
+        raise UsageError("use --support DIR with --calibrate (--shots draws many support sets)")
+    if n_setups > 1:
+        raise UsageError("--calibrate fits one model and one template set: give one of each")
+    check_output_path(calibrate, overwrite, "--calibrate")
+    return DEFAULT_PRECISION if precision is None else precision

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from clipcls.evaluation.fewshot import few_shot_json
 from clipcls.evaluation.metrics import Metrics
 from clipcls.evaluation.scoring import Evaluation
 from clipcls.output.csv_text import SafeCsv
@@ -68,7 +69,29 @@ def report(evaluation: Evaluation) -> dict[str, Any]:
             "templates": list(evaluation.templates.templates),
         },
         "classnames": {label.name: list(label.texts) for label in evaluation.labels},
+        "calibration": calibration_json(evaluation),
+        **({"few_shot": few_shot_json(evaluation.few_shot)} if evaluation.few_shot else {}),
     }
+
+
+def calibration_json(evaluation: Evaluation) -> dict[str, Any]:
+    """The reported setup's calibration error and reliability bins; with --calibrate, what was
+    fitted (the temperature, the error after it, each label's threshold)."""
+    found = evaluation.reliability
+    bins = [
+        {"low": round(low, 6), "confidence": round(conf, 6), "accuracy": round(acc, 6), "count": n}
+        for low, conf, acc, n in found.bins
+    ]
+    document: dict[str, Any] = {"ece": found.ece, "bins": bins}
+    fitted = evaluation.calibrated
+    if fitted is not None:
+        document |= {
+            "temperature": fitted.temperature,
+            "ece_after": fitted.ece_after,
+            "target_precision": fitted.target_precision,
+            "thresholds": dict(fitted.thresholds),
+        }
+    return document
 
 
 def prediction_rows(evaluation: Evaluation) -> list[list[str]]:

@@ -1,4 +1,5 @@
-"""A self-contained HTML evaluation report: heat map, per-class bars, misclassified gallery."""
+"""A self-contained HTML evaluation report: heat map, per-class bars, reliability diagram,
+misclassified gallery."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ import numpy as np
 
 from clipcls.errors import ImageError, UsageError
 from clipcls.evaluation.exports import headline, percent
+from clipcls.evaluation.html_fewshot import calibration_section, few_shot_table
 from clipcls.evaluation.scoring import Evaluation
+from clipcls.fewshot.calibration import BINS
 from clipcls.images import load_image
 from clipcls.output.rows import clean_text
 from clipcls.pathtext import path_to_text
@@ -88,6 +91,38 @@ def class_bars(evaluation: Evaluation) -> str:
     axes.set_xlim(0, 1)
     axes.set_xlabel("score (class support in brackets)")
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # off the bars
+    try:
+        return _png(figure)
+    finally:
+        plt.close(figure)
+
+
+def reliability_diagram(evaluation: Evaluation) -> str:
+    """Accuracy per confidence bin as bars against the diagonal of perfect calibration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    found = evaluation.reliability
+    figure, axes = plt.subplots(figsize=(5, 5))
+    width = 1.0 / BINS
+    lows = [low for low, _, _, _ in found.bins]
+    axes.bar(lows, [acc for _, _, acc, _ in found.bins], width, align="edge", label="accuracy")
+    axes.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    axes.plot(
+        [conf for _, conf, _, _ in found.bins],
+        [acc for _, _, acc, _ in found.bins],
+        "o",
+        color="black",
+        label="each bin at its mean confidence",
+    )
+    axes.set_xlim(0, 1)
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("top-1 confidence")
+    axes.set_ylabel("accuracy")
+    axes.set_title(f"ECE {percent(found.ece)}")
+    axes.legend(loc="upper left", frameon=False)
     try:
         return _png(figure)
     finally:
@@ -232,11 +267,13 @@ def _page(evaluations: Sequence[Evaluation], dataset: Path) -> str:
 <p>{len(best.data.paths)} images scored, {len(best.data.failures)} unreadable,
 {len(best.labels)} classes, {len(evaluations)} setup{"s" if several else ""}.</p>
 {_comparison(evaluations, best)}
+{few_shot_table(best.few_shot) if best.few_shot is not None else ""}
 <h2>{detail}</h2>
 <h3>Per class</h3>
 <div class="plots">{_per_class(best)}
 <img class="plot" alt="per-class recall and precision" src="{class_bars(best)}"></div>
 <h3>Confusion matrix</h3><img class="plot" alt="confusion matrix" src="{heat_map(best)}">
+{calibration_section(best, reliability_diagram(best))}
 <h3>Most confident mistakes</h3>{gallery(best)}
 <h3>Unreadable files</h3>{_failures(best)}
 {_run_facts(evaluations, dataset)}

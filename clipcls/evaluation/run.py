@@ -4,7 +4,7 @@ with every template set; the same loop whether the model runs here, on Ray or on
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,10 @@ from clipcls.evaluation.dataset import (
     class_labels,
     load_dataset,
 )
-from clipcls.evaluation.scoring import Evaluation, evaluate_embedded
+from clipcls.evaluation.fewshot import FewShotPlan, evaluate_setup
+from clipcls.evaluation.scoring import Evaluation
+from clipcls.fewshot.calibration import model_identity
+from clipcls.fewshot.support import embed_support
 from clipcls.labels import Label
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates
 
@@ -30,12 +33,14 @@ from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates
 @dataclass(frozen=True)
 class EvaluationRun:
     """What every model of an evaluation is scored on: the dataset, one label per class, the
-    template sets to compare, and the top-k accuracies to report besides top-1."""
+    template sets to compare, the top-k accuracies to report besides top-1, and what to compare
+    zero-shot with (support examples), if anything."""
 
     dataset: Dataset
     labels: tuple[Label, ...]
     template_sets: tuple[TemplateSet, ...]
     ks: tuple[int, ...] = (5,)
+    few_shot: FewShotPlan | None = None
 
     @classmethod
     def from_folder(
@@ -56,8 +61,10 @@ class EvaluationRun:
 
     def expected(self) -> Expected:
         """What the run will ask of each backend (a local one may answer from its cache)."""
-        dataset = self.dataset
-        return Expected(self.labels, self.template_sets, lambda: dataset.paths, unreadable_ok=True)
+        dataset, plan = self.dataset, self.few_shot
+        examples = plan.support.paths if plan is not None and plan.support is not None else ()
+        paths = lambda: (*dataset.paths, *examples)  # noqa: E731
+        return Expected(self.labels, self.template_sets, paths, unreadable_ok=True)
 
 
 def embed_dataset(
@@ -80,17 +87,24 @@ def evaluate_backend(
     """One model's evaluations, one per template set: its backend started (a local one from
     the cache alone, without loading the model, where the cache holds everything the run
     needs), the images embedded once, then scored with each template set."""
-    status = (hooks or Hooks()).status
+    voice = hooks or Hooks()
     backend.start(run.expected())
     with progress(len(run.dataset.paths)) as advance:
         data = embed_dataset(backend, run.dataset, advance)
+    plan = run.few_shot
+    support = None
+    if plan is not None and plan.support is not None:
+        with voice.status("embedding the support images"):
+            support = embed_support(plan.support, backend.embed_images, voice.warn)
     info = backend.info
     model = (info.model, info.pretrained)
+    identity = model_identity(backend.model_id, backend.weights)
     evaluations = []
     for templates in run.template_sets:
-        with status(f"scoring with templates {templates.name}"):
+        with voice.status(f"scoring with templates {templates.name}"):
             scorer = backend.scorer(run.labels, templates)
-            evaluations.append(evaluate_embedded(scorer, templates, data, model, run.ks))
+            found = evaluate_setup(scorer, templates, data, model, run.ks, plan, support)
+            evaluations.append(replace(found, identity=identity))
     return evaluations
 
 

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clipcls.classify import Scorer
+from clipcls.classify import Scorer, softmax
 from clipcls.evaluation.dataset import EmbeddedDataset
 from clipcls.evaluation.metrics import Metrics, compute_metrics
+from clipcls.fewshot.calibration import Calibration, Reliability, reliability
+from clipcls.fewshot.scoring import AdaptedScorer
 from clipcls.labels import Label, check_labels
 from clipcls.prompts import TemplateSet
 from clipcls.settings import model_id
+
+if TYPE_CHECKING:
+    from clipcls.evaluation.fewshot import FewShotResult
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,15 @@ class Evaluation:
     metrics: Metrics
     probabilities: np.ndarray  # (n_readable, n_classes)
     data: EmbeddedDataset
+    logits: np.ndarray | None = None  # (n_readable, n_classes), before the softmax
+    identity: str | None = None  # the model a calibration is fitted for (weights digest)
+    few_shot: FewShotResult | None = None  # zero-shot against a support set, where asked
+    calibrated: Calibration | None = None  # what --calibrate fitted on these images
+
+    @property
+    def reliability(self) -> Reliability:
+        """Top-1 confidence against accuracy, and the expected calibration error."""
+        return reliability(self.probabilities, self.data.targets)
 
     @property
     def model_id(self) -> str:
@@ -47,14 +62,17 @@ def evaluate_embedded(
     """Score ready embeddings with one template set's scorer and compute the metrics.
 
     Args:
-        scorer: the labels' text side with these templates (a backend's `scorer`).
+        scorer: the labels' text side with these templates (a backend's `scorer`), or one with
+            a support set (each image left out of its own neighbours, by path).
         model: (model, pretrained) as the report names them.
     """
     labels = check_labels(scorer.labels)  # class folders that differ only in case are refused
     n_classes = len(labels)
     if len(data.embeddings):
-        probabilities, _ = scorer.score(data.embeddings)
+        adapted = scorer if isinstance(scorer, AdaptedScorer) else AdaptedScorer(scorer)
+        logits, _ = adapted.logits(data.embeddings, data.paths)
     else:
-        probabilities = np.zeros((0, n_classes))
+        logits = np.zeros((0, n_classes))
+    probabilities = softmax(logits) if len(logits) else logits
     metrics = compute_metrics(data.targets, probabilities, n_classes, ks)
-    return Evaluation(model[0], model[1], templates, labels, metrics, probabilities, data)
+    return Evaluation(model[0], model[1], templates, labels, metrics, probabilities, data, logits)

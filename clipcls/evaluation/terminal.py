@@ -11,7 +11,9 @@ from rich.table import Table
 from rich.text import Text
 
 from clipcls.evaluation.exports import headline, percent
+from clipcls.evaluation.fewshot import FewShotResult, spread
 from clipcls.evaluation.scoring import Evaluation
+from clipcls.pathtext import path_to_text
 
 FULL_MATRIX_MAX = 12  # wider matrices do not fit a terminal; list the top confusions instead
 TOP_CONFUSIONS = 15
@@ -155,9 +157,65 @@ def _comparison_table(
     return table
 
 
+FEW_SHOT_HEADERS = {"top1": "top-1", "balanced_accuracy": "balanced acc.", "ece": "ECE"}
+
+
+def _spread_text(values: Sequence[float | None]) -> str:
+    """One fold's value as it is; several as mean ± std (min–max)."""
+    found = spread(values)
+    if len(values) == 1 or found["mean"] is None:
+        return percent(values[0] if len(values) == 1 else None)
+    low, high = percent(found["min"]), percent(found["max"])  # type: ignore[arg-type]
+    return f"{percent(found['mean'])} ± {percent(found['std'])} ({low}–{high})"  # type: ignore[arg-type]
+
+
+def few_shot_view(result: FewShotResult) -> RenderableType:
+    """Zero-shot and with support side by side, and what the cache model chose."""
+    plan = result.plan
+    if plan.support is None:
+        title = (
+            f"few-shot: {plan.shots} support images per class drawn, the rest scored; "
+            f"{plan.folds} folds (seed {plan.seed}), mean ± std (min–max) over folds"
+        )
+    else:
+        folder = path_to_text(str(plan.support.folder))
+        title = f"support set {folder}: {result.examples} images, every image scored"
+    table = Table(header_style="bold")
+    table.add_column("setup")
+    names = list(next(iter(result.setups.values())))
+    for name in names:
+        table.add_column(FEW_SHOT_HEADERS.get(name, name.replace("top", "top-")), justify="right")
+    for setup, metrics in result.setups.items():
+        table.add_row(setup, *(_spread_text(metrics[name]) for name in names))
+    chosen = ", ".join(f"{a:g}/{b:g}" for a, b in zip(result.alphas, result.betas, strict=True))
+    lines = [Text(f"cache model alpha/beta (leave-one-out): {chosen}")] if chosen else []
+    return Group(Text(title, "bold"), table, *lines)
+
+
+def calibration_line(evaluation: Evaluation, named: bool = False) -> Text:
+    """The setup's calibration error in one line (and what --calibrate changed)."""
+    found, fitted = evaluation.reliability, evaluation.calibrated
+    which = f" of {evaluation.name}" if named else ""
+    line = f"calibration{which}: ECE {percent(found.ece)} over {len(evaluation.data.paths)} images"
+    if fitted is not None:
+        line += f" -> {percent(fitted.ece_after)} at temperature {fitted.temperature:g}"
+    return Text(line)
+
+
 def print_results(console: Console, evaluations: Sequence[Evaluation]) -> None:
-    """One setup in full, several side by side."""
+    """One setup in full, several side by side; then the comparison with a support set and
+    the calibration error of each."""
     if len(evaluations) == 1:
         console.print(single(evaluations[0]))
     else:
         console.print(comparison(evaluations, console.width))
+    several = len(evaluations) > 1
+    for evaluation in evaluations:
+        if evaluation.few_shot is not None:
+            console.print("")
+            if several:
+                console.print(Text(evaluation.name, "bold"))
+            console.print(few_shot_view(evaluation.few_shot))
+    console.print("")
+    for evaluation in evaluations:
+        console.print(calibration_line(evaluation, several))
