@@ -14,12 +14,13 @@ from clipcls.backends.local import LocalBackend
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Prediction, Scorer
 from clipcls.cli import app
+from clipcls.engine.hardware import pick_precision
 from clipcls.evaluation.exports import json_document
 from clipcls.evaluation.run import EvaluationRun, run_evaluation
 from clipcls.labels import Label
 from clipcls.pipeline import ModelInfo
 from clipcls.prompts import TemplateSet, load_templates, single_templates
-from clipcls.settings import ModelSettings
+from clipcls.settings import ModelSettings, Precision
 
 runner = CliRunner()
 
@@ -41,7 +42,8 @@ def test_a_local_evaluation_from_python_matches_the_cli_report(
 
     assert json_document(evaluations) + "\n" == cli.stdout
     assert [e.templates.name for e in evaluations] == ["simple", "custom"]
-    assert notes == [f"model {tiny_model} on cpu, fp32"]
+    # auto precision: bf16 where the CPU has fast bf16 (AMX), else fp32
+    assert notes == [f"model {tiny_model} on cpu, {pick_precision(Precision.AUTO, 'cpu')}"]
     assert [path for path, _, _ in evaluations[0].data.failures] == [str(data / "cat/broken.png")]
 
 
