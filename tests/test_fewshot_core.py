@@ -170,3 +170,19 @@ def test_calibration_file_round_trip_and_setup_check(tmp_path: Path) -> None:
     (tmp_path / "bin.json").write_bytes(b"\xff\xfe")
     with pytest.raises(UsageError, match="cannot read calibration file"):
         read_calibration(tmp_path / "bin.json")
+
+
+def test_rescore_ranks_embedded_predictions_and_keeps_errors_in_place() -> None:
+    from clipcls.prediction import Prediction
+
+    weights = unit(np.eye(3, 32)[:3] + 0.01)
+    scorer = adapted_scorer(Scorer([Label.plain(n) for n in "abc"], weights, 10.0), None)
+    found = [
+        Prediction("x.png", embedding=weights[1]),
+        Prediction("bad.png", error="cannot read bad.png"),
+        Prediction("y.png", embedding=weights[2]),
+    ]
+    ranked = scorer.rescore(found)
+    assert [p.path for p in ranked] == ["x.png", "bad.png", "y.png"]
+    assert ranked[0].top.label == "b" and ranked[2].top.label == "c"
+    assert ranked[1].error == "cannot read bad.png" and ranked[0].embedding is not None

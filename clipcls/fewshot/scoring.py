@@ -15,7 +15,6 @@ from clipcls.classify import Scorer, softmax
 from clipcls.fewshot.adapter import TipAdapter, fit_adapter
 from clipcls.fewshot.support import SupportSet
 from clipcls.labels import Label
-from clipcls.pipeline import EmbeddedBatch
 from clipcls.prediction import Prediction
 from clipcls.prompts import TemplateSet
 
@@ -60,6 +59,27 @@ class AdaptedScorer(Scorer):
         logits, similarities = self.logits(image_embeddings, paths)
         return softmax(logits), similarities
 
+    def rescore(self, found: Sequence[Prediction]) -> list[Prediction]:
+        """Predictions ranked by this scorer from embedded ones (a backend's embed_images), in
+        order, each keeping its embedding; errors stay as they are."""
+        readable = [p for p in found if _embedded(p)]
+        if not readable:
+            return [p if p.error else replace(p, error="not embedded") for p in found]
+        matrix = np.stack([np.asarray(p.embedding, dtype=np.float32) for p in readable])
+        probabilities, similarities = self.score(matrix, [str(p.path) for p in readable])
+        ranked = iter(range(len(readable)))
+        result = []
+        for prediction in found:
+            if not _embedded(prediction):
+                result.append(
+                    prediction if prediction.error else replace(prediction, error="not embedded")
+                )
+                continue
+            row = next(ranked)
+            scored = self._rank(str(prediction.path), probabilities[row], similarities[row])
+            result.append(replace(scored, embedding=prediction.embedding))
+        return result
+
 
 def adapted_scorer(
     base: Scorer, support: SupportSet | None, temperature: float = 1.0
@@ -72,6 +92,10 @@ def adapted_scorer(
         zero_shot = zero_shot + base.logit_bias
     adapter = fit_adapter(support.keys, support.targets, zero_shot, len(base.labels))
     return AdaptedScorer(base, support, adapter, temperature)
+
+
+def _embedded(found: Prediction) -> bool:
+    return found.error is None and found.embedding is not None
 
 
 class AdaptedPredictor:
@@ -117,16 +141,5 @@ class AdaptedPredictor:
         scorer = self.scorer(labels, templates)
         found = self.backend.embed_images(paths)
         while chunk := list(itertools.islice(found, BATCH)):
-            for prediction in scorer.predict_embedded(as_batch(chunk)):
+            for prediction in scorer.rescore(chunk):
                 yield prediction if embeddings else replace(prediction, embedding=None)
-
-
-def as_batch(found: Sequence[Prediction]) -> EmbeddedBatch:
-    """Embedded predictions (or errors) as one EmbeddedBatch, in order."""
-    vectors = [p.embedding for p in found if p.error is None and p.embedding is not None]
-    errors = tuple(
-        (p.error or "not embedded") if p.error is not None or p.embedding is None else None
-        for p in found
-    )
-    matrix = np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
-    return EmbeddedBatch(tuple(str(p.path) for p in found), errors, matrix)
