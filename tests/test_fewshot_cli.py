@@ -180,7 +180,14 @@ def test_a_calibration_for_another_setup_is_refused(
     assert other_labels.exit_code == 2 and "fitted for labels" in other_labels.stderr
     calibration_for(tiny_model, None).write(cal)
     no_support = label(
-        tiny_model, str(unseen), "-o", str(out), "--calibration", str(cal), "--support", str(support)
+        tiny_model,
+        str(unseen),
+        "-o",
+        str(out),
+        "--calibration",
+        str(cal),
+        "--support",
+        str(support),
     )
     assert no_support.exit_code == 2 and "fitted for support set None" in no_support.stderr
     assert not out.exists()
