@@ -236,3 +236,36 @@ def test_a_label_with_rich_markup_prints_as_text(tiny_model: str, tmp_path: Path
     result = runner.invoke(app, [*args, "--labels", "red,[bold]odd", "--support", str(support)])
     assert result.exit_code == 0, result.output
     assert "the support folder of [bold]odd holds no images" in result.stderr
+
+
+def test_saved_embeddings_take_a_support_set_embedded_by_the_model(
+    tiny_model: str, shots: tuple[Path, Path], tmp_path: Path
+) -> None:
+    support, unseen = shots
+    saved, out = tmp_path / "saved.jsonl", tmp_path / "out.csv"
+    assert label(tiny_model, str(unseen), "-o", str(saved), "--save-embeddings").exit_code == 0
+    args = ["--from-embeddings", str(saved), "-o", str(out), "--support", str(support)]
+    result = label(tiny_model, *args)
+    assert result.exit_code == 0, result.output
+    assert accuracy(read_csv(out)) >= 0.9
+
+
+def test_the_python_api_takes_a_support_folder(
+    tiny_model: str, shots: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from clipcls.backends.base import BackendConfig, open_backend
+    from clipcls.labeling.options import LabelOptions
+    from clipcls.labeling.predict import predictions
+    from clipcls.labeling.run import label_tree
+
+    support, unseen = shots
+    backend = open_backend("local", BackendConfig(ModelSettings(model=tiny_model)))
+    labels, templates = parse_labels(LABELS), load_templates("photo")
+    out = tmp_path / "api.csv"
+    done = label_tree(
+        [str(unseen)], out, labels, templates, LabelOptions(), backend, support=support
+    )
+    assert done.summary.processed == 40 and accuracy(read_csv(out)) >= 0.9
+    found = list(predictions(backend, [str(unseen)], labels, templates, support=support))
+    right = [Path(p.path).name.split("_")[0] == p.top.label for p in found if p.top]
+    assert sum(right) >= 36
