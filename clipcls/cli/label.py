@@ -53,7 +53,7 @@ EXAMPLES = """
   clipcls label shots/ --labels-file labels.txt -o out.jsonl --threshold 0.5 --top-k 3
   clipcls label inbox/ --labels cat,dog -o sorted.csv --sort-into sorted/ --mode move
   clipcls label --from-embeddings run.parquet --labels cat,dog,bird -o new.csv
-  clipcls label shots/ --labels cat,dog -o out.csv --support examples/   # examples/cat/*.jpg ...
+  clipcls label shots/ --labels cat,dog -o out.csv --support examples/
   clipcls label shots/ --labels cat,dog -o out.csv --calibration cal.json --threshold auto
 """
 

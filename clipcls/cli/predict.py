@@ -41,7 +41,7 @@ EXAMPLES = """
   clipcls predict scans/ --labels "tumor,normal tissue" --templates histology -o out.csv
   clipcls predict photo.jpg --labels cat,dog --server http://127.0.0.1:8765
   clipcls predict --from-embeddings run.jsonl --labels cat,dog,bird
-  clipcls predict shots/ --labels cat,dog --support examples/   # examples/cat/*.jpg, examples/dog/
+  clipcls predict shots/ --labels cat,dog --support examples/
 """
 
 

@@ -23,7 +23,7 @@ EXAMPLES = """
   clipcls serve --allow-dir /srv/photos --model ViT-B-16:datacomp_xl_s13b_b90k
   CLIPCLS_API_KEY=secret clipcls serve --host 0.0.0.0 --port 9000
   curl -s localhost:8765/v1/predict -F labels=cat,dog -F images=@photo.jpg
-  clipcls serve --support examples/     # examples/cat/*.jpg, examples/dog/*.jpg, ...
+  clipcls serve --support examples/          # examples/cat/*.jpg, examples/dog/...
 """
 PENDING_BODIES = 4  # bodies of --max-body-mb the server holds at once, over all connections
 INSTALL = "clipcls serve needs LitServe: pip install 'clipcls[serve]'"

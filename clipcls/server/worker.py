@@ -53,6 +53,8 @@ BATCH_WAIT = 0.005  # seconds LitServe waits for more requests to join a batch
 class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
     """One model, loaded once in LitServe's worker process."""
 
+    support: ServedSupport | None = None  # serve --support's examples, once set up
+
     def __init__(
         self,
         settings: ModelSettings,
@@ -87,7 +89,6 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         self.batch_size = default_batch_size(self.encoder.plan.device)
         self.pool = ThreadPoolExecutor(max(1, self.encoder.plan.decode_workers))
         notes: list[str] = []  # said by the serve command once the server is ready
-        self.support: ServedSupport | None = None
         if self.support_folder is not None:
             self.support = served_support(self.support_folder, self._embed, notes.append)
         info = self.encoder.info
