@@ -269,3 +269,19 @@ def test_the_python_api_takes_a_support_folder(
     found = list(predictions(backend, [str(unseen)], labels, templates, support=support))
     right = [Path(p.path).name.split("_")[0] == p.top.label for p in found if p.top]
     assert sum(right) >= 36
+
+
+@pytest.mark.slow  # starts a Ray cluster
+def test_on_ray_the_support_set_gives_the_local_labels(
+    tiny_model: str, shots: tuple[Path, Path], tmp_path: Path, cluster: str
+) -> None:
+    support, unseen = shots
+    local, on_ray = tmp_path / "local.csv", tmp_path / "ray.csv"
+    assert (
+        label(tiny_model, str(unseen), "-o", str(local), "--support", str(support)).exit_code == 0
+    )
+    ray_args = ["--engine", "ray", "--ray-address", cluster, "--support", str(support)]
+    result = label(tiny_model, str(unseen), "-o", str(on_ray), *ray_args)
+    assert result.exit_code == 0, result.output
+    want = {row["path"]: row["label"] for row in read_csv(local)}
+    assert {row["path"]: row["label"] for row in read_csv(on_ray)} == want
