@@ -139,6 +139,15 @@ def embed_batch(
     )
 
 
+def known_batch(
+    paths: Sequence[str], errors: Sequence[str | None], readable: list[np.ndarray]
+) -> EmbeddedBatch:
+    """A batch whose readable images' embeddings are known already (scored elsewhere than
+    they were embedded): each path, its error or None, the embeddings of those without one."""
+    embeddings = np.stack(readable) if readable else np.zeros((0, 0), np.float32)
+    return EmbeddedBatch(tuple(paths), tuple(errors), embeddings)
+
+
 @dataclass
 class Chunk:
     """One batch of paths, with what the cache already had for them."""

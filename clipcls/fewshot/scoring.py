@@ -15,7 +15,7 @@ from clipcls.classify import Scorer, softmax
 from clipcls.fewshot.adapter import TipAdapter, fit_adapter
 from clipcls.fewshot.support import SupportSet
 from clipcls.labels import Label
-from clipcls.pipeline import EmbeddedBatch
+from clipcls.pipeline import EmbeddedBatch, known_batch
 from clipcls.prediction import Prediction
 from clipcls.prompts import TemplateSet
 
@@ -128,5 +128,4 @@ def as_batch(found: Sequence[Prediction]) -> EmbeddedBatch:
         (p.error or "not embedded") if p.error is not None or p.embedding is None else None
         for p in found
     )
-    matrix = np.stack(vectors) if vectors else np.zeros((0, 0), dtype=np.float32)
-    return EmbeddedBatch(tuple(str(p.path) for p in found), errors, matrix)
+    return known_batch([str(p.path) for p in found], errors, vectors)
