@@ -22,6 +22,8 @@ from clipcls.pipeline import EmbeddedBatch, ModelInfo, PreparedImage, embed_batc
 from clipcls.prompts import TemplateSet
 from clipcls.settings import ModelSettings, model_id
 
+EMBED_CHUNK = 256  # paths looked up at once; those also_embed named are embedded together
+
 
 def check_same_model(saved: SavedEmbeddings, settings: ModelSettings, key: str | None) -> bool:
     """Refuse embeddings another model made: by the weights' identity where the file's setup
@@ -68,7 +70,17 @@ class SavedEmbeddingsBackend:
         self.saved = read_saved(Path(config.embeddings))
         self.checked = check_same_model(self.saved, config.settings, self.text.weights)
         self.images = self.saved.by_key()
+        self.extra: dict[str, str] = {}  # path key -> path of images the model embeds here
         self.started = False
+
+    def also_embed(self, paths: Iterable[Path | str]) -> None:
+        """Images the saved file may lack that embed_images must answer (a support set's
+        examples): those it lacks are embedded by the local model, from the cache where it
+        holds them; call before start."""
+        for path in paths:
+            key = path_key(str(path))
+            if key not in self.images:
+                self.extra[key] = str(path)
 
     @property
     def paths(self) -> list[str]:
@@ -97,7 +109,8 @@ class SavedEmbeddingsBackend:
         if self.started:
             return
         if expected is not None:
-            expected = Expected(expected.labels, expected.template_sets, paths=tuple)
+            extra = tuple(self.extra.values())  # no input is asked of it: the file has them
+            expected = Expected(expected.labels, expected.template_sets, paths=lambda: extra)
         self.text.start(expected)
         self.started = True
         if not self.checked:
@@ -146,9 +159,16 @@ class SavedEmbeddingsBackend:
         return predictions()
 
     def embed_images(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
-        for path in paths:
-            image = self._find(path)
-            yield Prediction(image.path, error=image.error, embedding=image.embedding)
+        iterator = iter(paths)
+        while chunk := list(itertools.islice(iterator, EMBED_CHUNK)):
+            extra = [p for p in chunk if path_key(str(p)) in self.extra]
+            computed = {str(p.path): p for p in self.text.embed_images(extra)} if extra else {}
+            for path in chunk:
+                if str(path) in computed:
+                    yield computed[str(path)]
+                    continue
+                image = self._find(path)
+                yield Prediction(image.path, error=image.error, embedding=image.embedding)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self.text.embed_texts(texts)

@@ -9,6 +9,12 @@ import typer
 from clipcls.backends.ray_data import check_ray
 from clipcls.cli.backend_options import chosen_inputs, open_chosen_backend
 from clipcls.cli.console import fail_if_strict, notice, reported_errors, stderr, tracked, warn
+from clipcls.cli.fewshot_options import (
+    CalibrationOpt,
+    SupportOpt,
+    ThresholdOpt,
+    threshold_value,
+)
 from clipcls.cli.formats import LabelFormatOpt, as_format
 from clipcls.cli.interrupts import InterruptGuard, exit_code_of
 from clipcls.cli.label_report import report, say_interrupted
@@ -24,7 +30,6 @@ from clipcls.cli.options import (
     SaveEmbeddingsOpt,
     SortIntoOpt,
     SortModeOpt,
-    ThresholdOpt,
     UnknownLabelOpt,
 )
 from clipcls.errors import UsageError
@@ -48,6 +53,8 @@ EXAMPLES = """
   clipcls label shots/ --labels-file labels.txt -o out.jsonl --threshold 0.5 --top-k 3
   clipcls label inbox/ --labels cat,dog -o sorted.csv --sort-into sorted/ --mode move
   clipcls label --from-embeddings run.parquet --labels cat,dog,bird -o new.csv
+  clipcls label shots/ --labels cat,dog -o out.csv --support examples/
+  clipcls label shots/ --labels cat,dog -o out.csv --calibration cal.json --threshold auto
 """
 
 
@@ -85,6 +92,8 @@ def label(
     mode: SortModeOpt = SortMode.COPY,
     dry_run: DryRunOpt = False,
     save_embeddings: SaveEmbeddingsOpt = False,
+    support: SupportOpt = None,
+    calibration: CalibrationOpt = None,
 ) -> None:
     """Label every image under the paths into a CSV, JSONL or Parquet file, one row per file."""
     run, scale = run_options(ctx), scale_options(ctx)
@@ -97,8 +106,9 @@ def label(
         check_file_format(kind, resume, save_embeddings)
         if (dry_run or mode is not SortMode.COPY) and sort_into is None:
             raise UsageError("--mode and --dry-run need --sort-into DIR")
-        unknown = check_unknown_label(unknown_label, threshold, choice.labels)
-        options = LabelOptions(top_k, threshold, unknown, sort_into, mode, dry_run, save_embeddings)
+        cut = threshold_value(threshold)
+        unknown = check_unknown_label(unknown_label, cut, choice.labels)
+        options = LabelOptions(top_k, cut, unknown, sort_into, mode, dry_run, save_embeddings)
         check_sorting(kind, options, inputs)
         if scale.server is not None and scale.engine is BackendName.RAY:
             raise UsageError("--server and --engine ray: give one or the other")
@@ -117,6 +127,8 @@ def label(
             events=_events(output, not run.quiet and stderr.is_terminal),
             guard=InterruptGuard(),
             walk=saved is None,
+            support=support,
+            calibration=calibration,
         )
         if result.started and not run.quiet:
             report(result.summary, output, options)

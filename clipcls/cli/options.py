@@ -242,16 +242,6 @@ RecordTopKOpt = Annotated[
     int, typer.Option("--top-k", "-k", min=1, help="Also record the next labels.")
 ]
 
-ThresholdOpt = Annotated[
-    float | None,
-    typer.Option(
-        "--threshold",
-        min=0.0,
-        max=1.0,
-        help="Top probability below P gets the unknown label.",
-    ),
-]
-
 UnknownLabelOpt = Annotated[
     str | None,
     typer.Option(

@@ -21,6 +21,7 @@ from clipcls.cli.console import (
     tracked,
     warn,
 )
+from clipcls.cli.fewshot_options import CalibrationOpt, SupportOpt
 from clipcls.cli.formats import PredictFormatOpt
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import LABELS, RUN, SCALE, labels_choice, run_options, scale_options
@@ -40,6 +41,7 @@ EXAMPLES = """
   clipcls predict scans/ --labels "tumor,normal tissue" --templates histology -o out.csv
   clipcls predict photo.jpg --labels cat,dog --server http://127.0.0.1:8765
   clipcls predict --from-embeddings run.jsonl --labels cat,dog,bird
+  clipcls predict shots/ --labels cat,dog --support examples/
 """
 
 
@@ -56,6 +58,8 @@ def predict(
         Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
     ] = None,
     overwrite: OverwriteOpt = False,
+    support: SupportOpt = None,
+    calibration: CalibrationOpt = None,
 ) -> None:
     """Classify images against your labels and show the top-k labels of each."""
     run, scale = run_options(ctx), scale_options(ctx)
@@ -73,7 +77,16 @@ def predict(
             )
         backend = saved or open_chosen_backend(ctx, scale, quiet)
         found = predictions(
-            backend, inputs, choice.labels, choice.templates, run.include_hidden, saved is None
+            backend,
+            inputs,
+            choice.labels,
+            choice.templates,
+            run.include_hidden,
+            saved is None,
+            support,
+            calibration,
+            notice=(lambda line: None) if quiet else notice,
+            warn=warn,
         )
         show_progress = not quiet and stderr.is_terminal
         started = time.monotonic()

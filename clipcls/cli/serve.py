@@ -23,6 +23,7 @@ EXAMPLES = """
   clipcls serve --allow-dir /srv/photos --model ViT-B-16:datacomp_xl_s13b_b90k
   CLIPCLS_API_KEY=secret clipcls serve --host 0.0.0.0 --port 9000
   curl -s localhost:8765/v1/predict -F labels=cat,dog -F images=@photo.jpg
+  clipcls serve --support examples/          # examples/cat/*.jpg, examples/dog/...
 """
 PENDING_BODIES = 4  # bodies of --max-body-mb the server holds at once, over all connections
 INSTALL = "clipcls serve needs LitServe: pip install 'clipcls[serve]'"
@@ -79,6 +80,18 @@ def serve(
             help="Keep no embedding cache: every image and prompt is embedded each time.",
         ),
     ] = False,
+    support: Annotated[
+        Path | None,
+        typer.Option(
+            "--support",
+            metavar="DIR",
+            file_okay=False,
+            help="Example images in DIR/<label>/, embedded once at start: each request is also "
+            "scored by the examples whose folder name is one of its labels (the others are "
+            "not used). Clients that score on their side (clipcls --server) give their own "
+            "--support.",
+        ),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Keep a model loaded and answer predict requests over HTTP, batching concurrent ones."""
@@ -104,7 +117,7 @@ def serve(
         )
         roots = tuple(str(d) for d in allow_dir or ())
         url_hosts = tuple(h.strip() for h in (allow_url_hosts or "").split(",") if h.strip())
-        options = ServeOptions(host, port, api_key, roots, limits, url_hosts, no_cache)
+        options = ServeOptions(host, port, api_key, roots, limits, url_hosts, no_cache, support)
         check_options(options)
         sock = listen(options)  # held from now on: a second server on this port stops here
         url = f"http://{host}:{port}"
@@ -116,5 +129,11 @@ def serve(
             weights = f" ({facts['pretrained']})" if facts.get("pretrained") else ""
             model = f"{facts['model']}{weights} on {facts['device']}, {facts['precision']}"
             notice(f"ready: {model}, answering on {url}")
+            said = facts.get("support") or {}
+            for line in said.get("notes", []):
+                warn(line)
+            if said:
+                examples = said.get("examples", {})
+                notice(f"support set: {sum(examples.values())} examples of {len(examples)} labels")
 
         run_server(settings, options, ready, sock)

@@ -182,7 +182,7 @@ class LabelJob:
             row = to_row(
                 prediction,
                 self.columns.top_k,
-                options.threshold,
+                options.row_threshold(),
                 options.unknown_label,
                 self.model_id,
             )

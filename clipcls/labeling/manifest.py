@@ -1,5 +1,6 @@
 """A label run's setup, kept beside its output (`OUT.clipcls.json`), so that `--resume` can
-refuse, before any model loads, to mix rows made with other labels, templates or model."""
+refuse, before any model loads, to mix rows made with other labels, templates, model, support
+set or calibration."""
 
 from __future__ import annotations
 
@@ -30,13 +31,15 @@ class RunSetup:
     labels: tuple[tuple[str, tuple[str, ...]], ...]
     templates: tuple[str, ...]
     top_k: int
-    threshold: float | None
+    threshold: float | str | tuple[Any, ...] | None  # P, "auto", or (label, P) pairs
     unknown_label: str | None  # only with a threshold
     sort_into: str | None  # resolved, as pathtext writes paths
     mode: str | None
     model_key: str | None  # identity.ModelIdentity.key
     model: str = ""  # as the rows record it, set once the model is loaded
     cwd: str = ""  # relative paths in the rows are relative to this folder (as pathtext)
+    support: str | None = None  # the support set's identity (--support)
+    calibration: str | None = None  # the calibration's temperature and file digest
 
     @staticmethod
     def label_texts(labels: tuple[Label, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -54,6 +57,8 @@ NAMES = {
     "unknown_label": "--unknown-label",
     "sort_into": "--sort-into",
     "mode": "--mode",
+    "support": "--support",
+    "calibration": "--calibration",
     "model_key": "model weights",
     "columns": "columns",  # follow from the settings above; named only if nothing else differs
 }

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import os
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clipcls.errors import UsageError
 from clipcls.labeling.manifest import RunSetup
 from clipcls.labeling.sorting import SortMode, first_on_another_device
 from clipcls.labels import Label
 from clipcls.output.files import RESUMABLE, Format
-from clipcls.output.rows import DEFAULT_UNKNOWN, Columns, clean_text
+from clipcls.output.rows import DEFAULT_UNKNOWN, Columns, Threshold, clean_text
 from clipcls.pathtext import path_to_text
 from clipcls.prompts import TemplateSet
 
@@ -23,12 +25,20 @@ class LabelOptions:
     """How predictions become rows, and whether files are sorted into label folders."""
 
     top_k: int = 1
-    threshold: float | None = None
+    # P for every label; "auto": each label's own from the run's calibration file (resolved
+    # into a mapping of label name -> P, or None where that label is always unknown)
+    threshold: Threshold | str | None = None
     unknown_label: str = DEFAULT_UNKNOWN
     sort_into: Path | None = None
     mode: SortMode = SortMode.COPY
     dry_run: bool = False
     save_embeddings: bool = False
+
+    def row_threshold(self) -> Threshold | None:
+        """The threshold rows are cut at; "auto" must have been resolved by then."""
+        if isinstance(self.threshold, str):
+            raise UsageError("--threshold auto needs --calibration FILE.json: it holds them")
+        return self.threshold
 
     def columns(self, n_labels: int) -> Columns:
         """The output's columns for these options."""
@@ -45,7 +55,7 @@ class LabelOptions:
 
 
 def check_unknown_label(
-    unknown_label: str | None, threshold: float | None, labels: tuple[Label, ...]
+    unknown_label: str | None, threshold: object, labels: tuple[Label, ...]
 ) -> str:
     """The unknown label, refused where it would be ignored or merge into a real label."""
     if unknown_label is None:
@@ -93,6 +103,13 @@ def check_sorting(kind: Format, options: LabelOptions, inputs: list[str]) -> Non
         )
 
 
+def _recorded(threshold: Threshold | str | None) -> float | str | tuple[Any, ...] | None:
+    """A threshold as the setup record holds it: P, "auto", or (label, P) pairs."""
+    if isinstance(threshold, Mapping):
+        return tuple(sorted(threshold.items()))
+    return threshold
+
+
 def run_setup(
     kind: Format,
     options: LabelOptions,
@@ -109,7 +126,7 @@ def run_setup(
         labels=RunSetup.label_texts(labels),
         templates=templates.templates,
         top_k=options.top_k,
-        threshold=options.threshold,
+        threshold=_recorded(options.threshold),
         unknown_label=options.unknown_label if options.threshold is not None else None,
         sort_into=None if sort_into is None else path_to_text(os.path.realpath(sort_into)),
         mode=None if sort_into is None else options.mode.value,

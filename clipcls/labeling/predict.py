@@ -11,6 +11,7 @@ from typing import TextIO
 from clipcls.backends.base import Expected, Predictor
 from clipcls.classify import Prediction
 from clipcls.errors import ClipclsError, UsageError
+from clipcls.fewshot.runs import fewshot_predictor, prepare_fewshot
 from clipcls.images import iter_image_paths
 from clipcls.labels import Label
 from clipcls.output.files import Format
@@ -34,6 +35,10 @@ def count_images(inputs: Sequence[str], include_hidden: bool = False, walk: bool
     return total
 
 
+def _silent(text: str) -> None:
+    return None
+
+
 def predictions(
     backend: Predictor,
     inputs: Sequence[str],
@@ -41,10 +46,19 @@ def predictions(
     templates: TemplateSet,
     include_hidden: bool = False,
     walk: bool = True,
+    support: Path | None = None,
+    calibration: Path | None = None,
+    notice: Callable[[str], None] = _silent,
+    warn: Callable[[str], None] = _silent,
 ) -> Iterator[Prediction]:
     """Start the backend for these files (from the cache alone where it holds them all) and ask
     for their predictions: the prompts are embedded now, the files read as predictions are
-    taken. walk=False takes inputs as the files themselves (saved embeddings list them)."""
+    taken. walk=False takes inputs as the files themselves (saved embeddings list them).
+
+    support (SUPPORT/<label>/<image>) and calibration (its temperature) change the scores as in
+    label_tree; notice and warn hear what they say (labels without examples, and the like)."""
+    fewshot = prepare_fewshot(labels, templates, support, calibration, False, include_hidden, warn)
+    backend = fewshot_predictor(backend, fewshot, notice, warn)
     files = partial(input_files, inputs, include_hidden, walk)
     backend.start(Expected(tuple(labels), (templates,), paths=files))
     return backend.predict(files(), labels, templates)
@@ -52,10 +66,6 @@ def predictions(
 
 def _untracked(predictions: Iterator[Prediction]) -> Iterator[Prediction]:
     return predictions
-
-
-def _silent(text: str) -> None:
-    return None
 
 
 def write_predictions(

@@ -15,6 +15,7 @@ from typing import Any, Protocol, TextIO
 
 from clipcls.backends.base import Expected, Predictor
 from clipcls.errors import ClipclsError, UsageError
+from clipcls.fewshot.runs import AUTO, fewshot_predictor, prepare_fewshot
 from clipcls.images import MARKER, iter_image_paths
 from clipcls.labeling.job import LabelJob, Summary, is_done
 from clipcls.labeling.label_file import LabelOutput, begin, check_loaded_model, open_label_output
@@ -99,12 +100,19 @@ def label_tree(
     events: LabelEvents | None = None,
     guard: Guard | None = None,
     walk: bool = True,
+    support: Path | None = None,
+    calibration: Path | None = None,
 ) -> LabelResult:
     """Label every image under inputs into output (one row per file; kind from its name if not
     given), resuming it or replacing it as asked, and sort files as options say.
 
     walk=False takes inputs as the files themselves, in order, not walked: they need not exist
     unless they are sorted (a backend of saved embeddings answers for them).
+
+    support: a folder of example images, SUPPORT/<label>/<image>, scored with the labels
+    (fewshot.support); calibration: a file `evaluate --calibrate` wrote for this model, labels,
+    templates and support set, whose temperature is applied and whose per-label thresholds
+    options.threshold "auto" takes. Both are recorded in the setup that --resume compares.
 
     Raises UsageError before anything is written for what cannot run, ClipclsError for what
     failed on the way (the output then holds every complete row: run again with resume).
@@ -113,10 +121,19 @@ def label_tree(
     kind = format_for(output, None, FILE_FORMATS) if kind is None else kind
     check_file_format(kind, resume, options.save_embeddings)  # the CLI checked; Python may not
     check_sorting(kind, options, list(inputs))
+    auto = options.threshold == AUTO
+    fewshot = prepare_fewshot(
+        labels, templates, support, calibration, auto, include_hidden, events.warn
+    )
     setup = replace(
         run_setup(kind, options, labels, templates, backend.weights),
         model=backend.known_model or "",  # a server's, named if its weights refuse a resume
+        support=fewshot.support_identity if fewshot is not None else None,
+        calibration=fewshot.calibration_identity if fewshot is not None else None,
     )
+    if fewshot is not None:
+        backend = fewshot_predictor(backend, fewshot, events.notice, events.warn)
+        options = replace(options, threshold=fewshot.thresholds()) if auto else options
     keep = options.mode is SortMode.MOVE or options.dry_run
     columns = options.columns(len(labels))
     with contextlib.ExitStack() as held:

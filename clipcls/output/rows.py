@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,9 @@ from clipcls.prediction import LabelScore, Prediction
 
 DEFAULT_UNKNOWN = "unknown"
 
+
+# A threshold for every label, or one per label name (None: that label is always unknown).
+Threshold = float | Mapping[str, float | None]
 
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -46,15 +50,20 @@ class Row:
 def to_row(
     prediction: Prediction,
     top_k: int,
-    threshold: float | None = None,
+    threshold: Threshold | None = None,
     unknown_label: str = DEFAULT_UNKNOWN,
     model: str = "",
 ) -> Row:
-    """Keep the top-k scores; below the threshold the label becomes the unknown label."""
+    """Keep the top-k scores; below the threshold (one for all labels, or the top label's own)
+    the label becomes the unknown label."""
     if prediction.error is not None or prediction.top is None:
         return Row(prediction.path, error=prediction.error or "no scores", model=model)
     top = prediction.top
-    below = threshold is not None and top.probability < threshold
+    limit = threshold.get(top.label) if isinstance(threshold, Mapping) else threshold
+    if isinstance(threshold, Mapping) and limit is None:
+        below = True  # the label never reached the calibration's target precision
+    else:
+        below = limit is not None and top.probability < limit
     label = unknown_label if below else top.label
     scores = prediction.top_k(top_k)
     return Row(prediction.path, label, scores, model=model, embedding=prediction.embedding)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from clipcls.errors import ClipclsError, UsageError
+from clipcls.fewshot.served import folder_labels
 from clipcls.server.guard import Guard
 from clipcls.server.protocol import Limits, check_api_key
 from clipcls.server.roots import resolve_roots
@@ -43,6 +44,7 @@ class ServeOptions:
     limits: Limits = Limits()
     url_hosts: tuple[str, ...] = ()  # fetched even at private addresses (--allow-url-hosts)
     no_cache: bool = False  # keep no embedding cache (--no-cache)
+    support: Path | None = None  # example images in DIR/<label>/ (--support)
 
 
 def check_options(options: ServeOptions) -> None:
@@ -58,6 +60,8 @@ def check_options(options: ServeOptions) -> None:
     if not 1024 <= options.port <= 65535:
         raise UsageError(f"--port must be from 1024 to 65535, not {options.port}")
     resolve_roots(options.allow_dirs)
+    if options.support is not None:
+        folder_labels(options.support)  # a folder with no label folders: refused before loading
     for host in options.url_hosts:
         if not host or any(c in host for c in " @?#\\") or host.count(":") == 1:
             raise UsageError(f"--allow-url-hosts takes host names or addresses, not {host!r}")
@@ -168,7 +172,9 @@ def serve(
         "uploads": str(uploads),
     }
     folders = [root.path for root in roots]
-    api = ClipclsAPI(settings, options.limits, folders, info_file, reach, not options.no_cache)
+    api = ClipclsAPI(
+        settings, options.limits, folders, info_file, reach, not options.no_cache, options.support
+    )
     server = ls.LitServer(
         api,
         accelerator=settings.device.value,  # auto, cpu, cuda or mps, as LitServe names them

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,11 +23,12 @@ import litserve as ls
 import numpy as np
 
 from clipcls.cache import EmbeddingCache
-from clipcls.classify import Classifier, default_batch_size, encode_prompts
+from clipcls.classify import Classifier, Prediction, Scorer, default_batch_size, encode_prompts
 from clipcls.errors import ImageError
+from clipcls.fewshot.served import ServedSupport, served_support
 from clipcls.filekey import FileKey
 from clipcls.images import load_image, size_error
-from clipcls.pipeline import EmbeddedBatch, PreparedImage, embed_batch
+from clipcls.pipeline import EmbeddedBatch, PreparedImage, embed_batch, embed_paths
 from clipcls.remote import fetch
 from clipcls.server.deadline import DeadlineEncoder, OutOfTime
 from clipcls.server.protocol import (
@@ -51,6 +53,8 @@ BATCH_WAIT = 0.005  # seconds LitServe waits for more requests to join a batch
 class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
     """One model, loaded once in LitServe's worker process."""
 
+    support: ServedSupport | None = None  # serve --support's examples, once set up
+
     def __init__(
         self,
         settings: ModelSettings,
@@ -59,6 +63,7 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         info_file: Path,
         reach: Reach | None = None,
         cached: bool = True,
+        support: Path | None = None,
     ) -> None:
         super().__init__(
             max_batch_size=REQUESTS_PER_BATCH, batch_timeout=BATCH_WAIT, api_path="/v1/predict"
@@ -68,6 +73,7 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         self.cached = cached  # keep an embedding cache (serve --no-cache: none)
         self.reach = reach or Reach(resolve_roots(allow_dirs), server_policy((), limits.seconds))
         self.parent = os.getpid()  # built in the main process; setup runs in the worker
+        self.support_folder = support  # serve --support: embedded once the model is up
 
     def setup(self, device: str) -> None:
         from clipcls.engine.model import ClipModel
@@ -79,9 +85,12 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         cache = EmbeddingCache(self.settings.resolved_cache_dir()) if self.cached else None
         self.cache: EmbeddingCache | None = cache
         self.lookups = threading.Lock()  # the decode threads share the cache's one connection
-        self.classifiers: OrderedDict[Any, Classifier] = OrderedDict()
+        self.classifiers: OrderedDict[Any, Scorer] = OrderedDict()
         self.batch_size = default_batch_size(self.encoder.plan.device)
         self.pool = ThreadPoolExecutor(max(1, self.encoder.plan.decode_workers))
+        notes: list[str] = []  # said by the serve command once the server is ready
+        if self.support_folder is not None:
+            self.support = served_support(self.support_folder, self._embed, notes.append)
         info = self.encoder.info
         facts = {
             "clipcls": __version__,
@@ -97,6 +106,7 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
             # what a client keys its own cache by: the embeddings a local run of the model makes
             "image_cache_key": self.encoder.plan.image_cache_key,
             "text_cache_key": self.encoder.plan.text_cache_key,
+            "support": {**self.support.facts(), "notes": notes} if self.support else None,
         }
         partial = self.info_file.with_suffix(".partial")
         partial.write_text(json.dumps(facts))
@@ -196,16 +206,28 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         with self.lookups:
             return self.cache.get_images(model, [key]).get(key.path)
 
+    def _embed(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
+        """The support examples' embeddings (from the cache where it holds them), or errors."""
+        for batch in embed_paths(self.encoder, paths, self.batch_size, self.cache):
+            vectors = iter(batch.embeddings)
+            for path, error in zip(batch.paths, batch.errors, strict=True):
+                embedding = None if error is not None else next(vectors)
+                yield Prediction(path, error=error, embedding=embedding)
+
     def _answer(self, request: ServeRequest, embedded: EmbeddedBatch) -> dict[str, Any]:
-        predictions = self._classifier(request).predict_embedded(embedded)
+        predictions = self._scorer(request).predict_embedded(embedded)
         top_k, embedding = request.top_k, request.embedding
         return {"predictions": [p.to_record(top_k, embedding) for p in predictions]}
 
-    def _classifier(self, request: ServeRequest) -> Classifier:
+    def _scorer(self, request: ServeRequest) -> Scorer:
+        """The request's labels' scorer, with the examples of those labels (serve --support)."""
         key = (request.labels, request.templates.templates)
         found = self.classifiers.get(key)
         if found is None:
-            found = Classifier(self.texts, request.labels, request.templates, None, self.cache)
+            classifier = Classifier(self.texts, request.labels, request.templates, None, self.cache)
+            found = classifier.scorer
+            if self.support is not None:
+                found = self.support.scorer(found)
             self.classifiers[key] = found
             if len(self.classifiers) > CLASSIFIERS_KEPT:
                 self.classifiers.popitem(last=False)

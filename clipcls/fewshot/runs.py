@@ -1,0 +1,190 @@
+"""A predict or label run with a support set and a calibration: both read and checked before
+anything is written, and a Predictor over the run's backend that embeds the examples with it
+once it starts, then scores every image with them and the calibration's temperature."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import cast
+
+from clipcls.backends.base import Backend, Expected, Predictor
+from clipcls.errors import UsageError
+from clipcls.fewshot.calibration import (
+    Calibration,
+    model_identity,
+    read_calibration,
+    templates_identity,
+)
+from clipcls.fewshot.scoring import AdaptedPredictor
+from clipcls.fewshot.support import SupportFiles, embed_support, find_support
+from clipcls.labels import Label
+from clipcls.pathtext import path_key
+from clipcls.prediction import Prediction
+from clipcls.prompts import TemplateSet
+
+AUTO = "auto"  # --threshold auto: each label's threshold from the calibration file
+
+Thresholds = Mapping[str, float | None]
+
+
+def _silent(text: str) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class FewShot:
+    """A run's support set (its files, not yet embedded) and calibration, for its labels and
+    templates."""
+
+    labels: tuple[Label, ...]
+    templates: TemplateSet
+    support: SupportFiles | None = None
+    calibration: Calibration | None = None
+    calibration_digest: str | None = None  # of the file's bytes
+
+    @property
+    def temperature(self) -> float:
+        return float(self.calibration.temperature) if self.calibration is not None else 1.0
+
+    @property
+    def support_identity(self) -> str | None:
+        return self.support.identity() if self.support is not None else None
+
+    @property
+    def calibration_identity(self) -> str | None:
+        """What a resumed run must match: the temperature and the file's digest."""
+        if self.calibration is None:
+            return None
+        return f"temperature {self.temperature:g}, sha256:{self.calibration_digest}"
+
+    def check(self, model: str | None) -> None:
+        """UsageError where the calibration was fitted for another setup; model None: not
+        known yet (checked again once the backend has started)."""
+        if self.calibration is not None:
+            self.calibration.check(
+                self.calibration.model if model is None else model,
+                [label.name for label in self.labels],
+                templates_identity(self.templates),
+                self.support_identity,
+            )
+
+    def thresholds(self) -> Thresholds:
+        """Each label's threshold from the calibration (None: that label never reached the
+        target precision, so its images are always unknown)."""
+        if self.calibration is None:
+            raise UsageError("--threshold auto needs --calibration FILE.json: it holds them")
+        return {label.name: self.calibration.thresholds.get(label.name) for label in self.labels}
+
+
+def prepare_fewshot(
+    labels: Sequence[Label],
+    templates: TemplateSet,
+    support: Path | None = None,
+    calibration: Path | None = None,
+    auto_threshold: bool = False,
+    include_hidden: bool = False,
+    warn: Callable[[str], None] = _silent,
+) -> FewShot | None:
+    """Read the support folder and the calibration file and check them against the labels and
+    templates (UsageError naming what is wrong); None where neither is asked for. warn hears
+    each label the support set leaves zero-shot."""
+    if auto_threshold and calibration is None:
+        raise UsageError("--threshold auto needs --calibration FILE.json: it holds the thresholds")
+    if support is None and calibration is None:
+        return None
+    files = find_support(support, labels, include_hidden) if support is not None else None
+    for line in files.notes() if files is not None else ():
+        warn(line)
+    fitted, digest = None, None
+    if calibration is not None:
+        fitted = read_calibration(calibration)
+        digest = hashlib.sha256(calibration.read_bytes()).hexdigest()[:16]
+    found = FewShot(tuple(labels), templates, files, fitted, digest)
+    found.check(None)
+    return found
+
+
+def known_identity(backend: Backend) -> str | None:
+    """The model identity a calibration names, where the backend knows it before starting."""
+    if backend.weights is not None:
+        return model_identity("", backend.weights)
+    return backend.known_model
+
+
+class FewShotPredictor(AdaptedPredictor):
+    """The run's backend with its support set and temperature: starting it embeds the
+    examples (from the cache where it holds them) and checks the calibration's model."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        fewshot: FewShot,
+        notice: Callable[[str], None] = _silent,
+        warn: Callable[[str], None] = _silent,
+    ) -> None:
+        super().__init__(backend, None, fewshot.temperature)
+        self.fewshot, self.notice, self.warn = fewshot, notice, warn
+        self.started = False
+        fewshot.check(known_identity(backend))
+        also_embed = getattr(backend, "also_embed", None)  # saved embeddings lack the examples
+        if fewshot.support is not None and also_embed is not None:
+            also_embed(fewshot.support.paths)
+
+    def start(self, expected: object = None) -> None:
+        if self.started:
+            return
+        files = self.fewshot.support
+        if isinstance(expected, Expected) and files is not None and expected.paths is not None:
+            listed = expected.paths
+            self._say_overlap(listed(), files)
+            # the examples are embedded too: a cache holding them and the inputs loads no model
+            expected = replace(expected, paths=lambda: itertools.chain(listed(), files.paths))
+        self.backend.start(expected)  # type: ignore[arg-type]
+        self.fewshot.check(model_identity(self.backend.model_id, self.backend.weights))
+        if files is not None:
+            self.support = embed_support(files, self.backend.embed_images, self.warn)
+        self.started = True
+
+    def _say_overlap(self, inputs: Iterable[Path | str], files: SupportFiles) -> None:
+        examples = {path_key(str(path)) for path in files.paths}
+        both = sum(1 for path in inputs if path_key(str(path)) in examples)
+        if both:
+            are = (
+                "input image is a support example"
+                if both == 1
+                else "input images are support examples"
+            )
+            self.notice(f"{both} {are}: each left out of its own neighbours")
+
+    def predict(
+        self,
+        paths: Iterable[Path | str],
+        labels: Sequence[Label],
+        templates: TemplateSet,
+        embeddings: bool = False,
+    ) -> Iterator[Prediction]:
+        self.start()
+        self.scorer(labels, templates)  # now, as a local run embeds its prompts first
+        return super().predict(paths, labels, templates, embeddings)
+
+
+def fewshot_predictor(
+    backend: Predictor,
+    fewshot: FewShot | None,
+    notice: Callable[[str], None] = _silent,
+    warn: Callable[[str], None] = _silent,
+) -> Predictor:
+    """The backend itself where the run has no support set or calibration, else wrapped; a
+    Predictor that cannot embed images and score them is a UsageError."""
+    if fewshot is None:
+        return backend
+    if not all(hasattr(backend, name) for name in ("embed_images", "scorer")):
+        raise UsageError(
+            "a support set or calibration needs a backend that embeds images and scores them "
+            "(embed_images and scorer)"
+        )
+    return FewShotPredictor(cast("Backend", backend), fewshot, notice, warn)
