@@ -118,7 +118,7 @@ class Calibration:
         """UsageError naming the first difference from the run's setup."""
         for what, mine, theirs in (
             ("model", self.model, model),
-            ("labels", list(self.labels), list(labels)),
+            ("labels", sorted(self.labels), sorted(labels)),  # in any order: scores are per name
             ("templates", self.templates, templates),
             ("support set", self.support, support),
         ):
