@@ -117,3 +117,18 @@ def test_modules_say_their_job_and_stay_small(path: Path) -> None:
     if path.name != "__main__.py":
         assert ast.get_docstring(tree), "no docstring saying the module's job"
     assert len(path.read_text(encoding="utf-8").splitlines()) <= 340
+
+
+def test_every_package_ships_in_the_wheel() -> None:
+    """pyproject.toml lists the packages by hand: one left out installs without it (an editable
+    install still finds it, so only a clean `pip install .` would fail)."""
+    import tomllib
+
+    config = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = set(config["tool"]["setuptools"]["packages"])
+    found = {
+        "clipcls" + "".join(f".{part}" for part in init.parent.relative_to(PACKAGE).parts)
+        for init in PACKAGE.rglob("__init__.py")
+    }
+    assert found - listed == set()
+    assert set(config["tool"]["setuptools"]["package-dir"]) >= found
