@@ -84,7 +84,7 @@ def _csv_records(output: Path) -> Records:
     return Records(Format.CSV, tuple(header), tuple(records), dropped)
 
 
-def _jsonl_records(output: Path) -> Records:
+def _jsonl_records(output: Path, embeddings: bool) -> Records:
     with output.open("rb") as stream:
         size = os.fstat(stream.fileno()).st_size
         if not size:
@@ -93,17 +93,19 @@ def _jsonl_records(output: Path) -> Records:
         # embedding, which is skipped without being copied.
         with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
             complete = data.rfind(b"\n") + 1  # a kill can leave a torn last line
-            records = list(_json_lines(output, data, complete))
+            records = list(_json_lines(output, data, complete, embeddings))
     return Records(Format.JSONL, (), tuple(records), size - complete)
 
 
-def _json_lines(output: Path, data: mmap.mmap, end: int) -> Iterator[dict[str, Any]]:
+def _json_lines(
+    output: Path, data: mmap.mmap, end: int, embeddings: bool
+) -> Iterator[dict[str, Any]]:
     start, number = 0, 0
     while start < end:
         stop, number = data.find(b"\n", start, end), number + 1
         # The embedding comes last in a record: the record without it is what review needs.
         # Its key cannot occur inside a JSON string, whose quotes are escaped.
-        cut = data.rfind(EMBEDDING_KEY, start, stop)
+        cut = -1 if embeddings else data.rfind(EMBEDDING_KEY, start, stop)
         line = data[start:cut] + b"}" if cut > start else data[start:stop]
         start = stop + 1
         if not line.strip():
@@ -144,8 +146,9 @@ def _parquet_records(output: Path) -> Records:
     return Records(Format.PARQUET, tuple(header), tuple(records))
 
 
-def read_records(output: Path) -> Records:
-    """The output's rows as stored; UsageError for a missing file or one clipcls did not write."""
+def read_records(output: Path, embeddings: bool = False) -> Records:
+    """The output's rows as stored (JSONL ones with their embeddings only if asked: reading them
+    is most of the time); UsageError for a missing file or one clipcls did not write."""
     kind = SUFFIXES.get(output.suffix.lower())
     if kind not in READABLE:
         raise UsageError(
@@ -157,7 +160,7 @@ def read_records(output: Path) -> Records:
         if kind is Format.CSV:
             return _csv_records(output)
         if kind is Format.JSONL:
-            return _jsonl_records(output)
+            return _jsonl_records(output, embeddings)
         return _parquet_records(output)
     except OSError as error:
         raise UsageError(
