@@ -111,6 +111,20 @@ def test_parquet_reads_like_csv(tiny_model: str, photos: Path, tmp_path: Path) -
     assert [(r.path, r.label) for r in parquet.rows] == [(r.path, r.label) for r in text.rows]
 
 
+@pytest.mark.parametrize("name", ["p.csv", "p.jsonl"])
+def test_predict_outputs_read_back(
+    tiny_model: str, photos: Path, tmp_path: Path, name: str
+) -> None:
+    out = tmp_path / name
+    args = ["predict", str(photos), "--model", tiny_model, "--templates", "photo"]
+    result = runner.invoke(app, [*args, "--labels", ",".join(LABELS), "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    table = load_review(out)
+    assert set(table.labels) == set(LABELS) and len(table.rows) == 4
+    assert all(row.label == row.scores[0][0] for row in table.rows)
+    assert table.margin_source == "top-2" and table.sort_into is None
+
+
 def test_without_a_setup_record_labels_come_from_the_rows_and_error_rows_stay(
     tmp_path: Path,
 ) -> None:

@@ -43,10 +43,10 @@ def review_path(output: Path) -> Path:
 
 
 def output_digest(table: ReviewTable) -> str:
-    """The output's identity for its review file: its labels and first row, which a resumed
-    run's appended rows leave alone and a new run over the same file changes."""
+    """The output's identity for its review file: its first row (its scores name the columns
+    too), which a resumed run's appended rows leave alone and a new run over the file changes."""
     first = table.rows[0]
-    content = [list(table.labels), first.path, first.label, list(first.scores), first.error]
+    content = [first.path, first.label, list(first.scores), first.error, first.destination]
     return hashlib.sha256(json.dumps(content).encode()).hexdigest()
 
 

@@ -133,7 +133,7 @@ def _parquet_records(output: Path) -> Records:
             raise foreign(output, "not the columns clipcls writes")
         table = pq.read_table(output, columns=[name for name in header if name != "embedding"])
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-        raise foreign(output, clean_text(str(error)).splitlines()[0]) from None
+        raise foreign(output, (clean_text(str(error)).splitlines() or ["unreadable"])[0]) from None
     records = []
     for values in table.to_pylist():
         cells = {}
