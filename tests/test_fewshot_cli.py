@@ -208,7 +208,8 @@ def test_threshold_auto_sends_unsure_rows_to_the_unknown_label(
     support, unseen = shots
     out, cal = tmp_path / "out.csv", tmp_path / "cal.json"
     # red and green: any confidence will do; blue: never sure enough; the others unreachable
-    thresholds = {"red": 0.0, "green": 0.0, "blue": None, "stripes": 1.01, "checks": 1.01}
+    # (a threshold is a probability: null, not 1.01, is the file's "never")
+    thresholds = {"red": 0.0, "green": 0.0, "blue": None, "stripes": None, "checks": None}
     calibration_for(tiny_model, support, temperature=0.5, thresholds=thresholds).write(cal)
     args = ["-o", str(out), "--support", str(support), "--calibration", str(cal)]
     result = label(tiny_model, str(unseen), *args, "--threshold", "auto", "--unknown-label", "?")

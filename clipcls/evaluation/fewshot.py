@@ -3,6 +3,7 @@ folds (`--shots`), or a given support folder (`--support`), each setup's accurac
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -71,6 +72,16 @@ def spread(values: Sequence[float | None]) -> dict[str, float | list[float | Non
         "max": round(float(known.max()), 6),
         "per_fold": [None if v is None else round(v, 6) for v in values],
     }
+
+
+def chosen_text(result: FewShotResult, listed: int = 10) -> str:
+    """What leave-one-out chose, per fold; over `listed` folds each pair once with its count
+    (1,000 folds would print a screenful of them)."""
+    pairs = [f"{a:g}/{b:g}" for a, b in zip(result.alphas, result.betas, strict=True)]
+    if len(pairs) <= listed:
+        return ", ".join(pairs)
+    counted = Counter(pairs).most_common()
+    return ", ".join(f"{pair} in {n} fold{'s' if n > 1 else ''}" for pair, n in counted)
 
 
 def draw_support(

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from clipcls.evaluation.exports import percent
-from clipcls.evaluation.fewshot import FewShotResult, spread
+from clipcls.evaluation.fewshot import FewShotResult, chosen_text, spread
 from clipcls.evaluation.scoring import Evaluation
 from clipcls.pathtext import path_to_text
 
@@ -46,7 +46,7 @@ def few_shot_table(result: FewShotResult) -> str:
         + "</tr>"
         for setup, metrics in result.setups.items()
     )
-    chosen = ", ".join(f"{a:g}/{b:g}" for a, b in zip(result.alphas, result.betas, strict=True))
+    chosen = chosen_text(result)
     tail = f"<p>Cache model alpha/beta (leave-one-out): {chosen}</p>" if chosen else ""
     return (
         f'<h2>Few-shot</h2><p>{about}</p><table class="numbers few-shot">'

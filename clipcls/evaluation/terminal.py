@@ -11,7 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from clipcls.evaluation.exports import headline, percent
-from clipcls.evaluation.fewshot import FewShotResult, spread
+from clipcls.evaluation.fewshot import FewShotResult, chosen_text, spread
 from clipcls.evaluation.scoring import Evaluation
 from clipcls.pathtext import path_to_text
 
@@ -187,7 +187,7 @@ def few_shot_view(result: FewShotResult) -> RenderableType:
         table.add_column(FEW_SHOT_HEADERS.get(name, name.replace("top", "top-")), justify="right")
     for setup, metrics in result.setups.items():
         table.add_row(setup, *(_spread_text(metrics[name]) for name in names))
-    chosen = ", ".join(f"{a:g}/{b:g}" for a, b in zip(result.alphas, result.betas, strict=True))
+    chosen = chosen_text(result)
     lines = [Text(f"cache model alpha/beta (leave-one-out): {chosen}")] if chosen else []
     return Group(Text(title, "bold"), table, *lines)
 

@@ -8,7 +8,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -142,6 +142,8 @@ class Calibration:
 
 def read_calibration(path: Path) -> Calibration:
     """Read a calibration file; anything else is a UsageError saying what is wrong."""
+    if path.exists() and not path.is_file():  # a FIFO or a device would block or never end
+        raise UsageError(f"calibration file {path} is not a regular file")
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -150,10 +152,31 @@ def read_calibration(path: Path) -> Calibration:
         raise UsageError(f"{path} is not a clipcls calibration file (no format {FORMAT!r})")
     try:
         record.pop("format")
-        calibration = Calibration(**{**record, "labels": tuple(record["labels"])})
-        temperature = float(calibration.temperature)
+        calibration = Calibration(**{**record, "labels": _names(record["labels"])})
+        calibration = replace(calibration, temperature=float(calibration.temperature))
+        _check_thresholds(calibration)
     except (KeyError, TypeError, ValueError) as error:
         raise UsageError(f"{path} is a damaged calibration file: {error}") from None
+    temperature = calibration.temperature
     if not math.isfinite(temperature) or temperature <= 0:
         raise UsageError(f"{path}: temperature must be a positive number, not {temperature}")
     return calibration
+
+
+def _names(labels: object) -> tuple[str, ...]:
+    if not isinstance(labels, list) or not all(isinstance(name, str) for name in labels):
+        raise ValueError("labels must be a list of label names")
+    return tuple(labels)
+
+
+def _check_thresholds(calibration: Calibration) -> None:
+    """ValueError unless each threshold names a label and is null or a probability: a NaN
+    would let every answer through, a string fail mid-run."""
+    if not isinstance(calibration.thresholds, dict):
+        raise ValueError("thresholds must be an object of label: probability or null")
+    for name, value in calibration.thresholds.items():
+        if name not in calibration.labels:
+            raise ValueError(f"threshold for {clean_text(str(name))}, which is not a label")
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if value is not None and not (number and 0.0 <= value <= 1.0):
+            raise ValueError(f"threshold of {clean_text(name)} is {value!r}, not 0-1 or null")

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
 from clipcls.errors import UsageError
-from clipcls.filekey import FileKey
 from clipcls.images import iter_image_paths
 from clipcls.labels import Label
 from clipcls.pathtext import clean_text, path_key
@@ -32,15 +34,28 @@ class SupportFiles:
     absent: tuple[str, ...] = ()  # labels with no folder
 
     def identity(self) -> str:
-        """`support:<digest>` over each example's label and file version (path, size, mtime,
-        inode): another file, an edited one, or another label folder is another support set."""
-        entries = []
-        for path, target in zip(self.paths, self.targets, strict=True):
-            key = FileKey.of(path)
-            version = (key.path, key.size, key.mtime, key.inode) if key else (str(path),)
-            entries.append([self.labels[target], *version])
-        digest = hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()
+        """`support:<digest>` over each example's label and content: another image, an edited
+        one, or another label's folder is another support set; the same images copied to
+        another folder or machine (new paths, inodes and times) are the same one."""
+        return self._identity
+
+    @cached_property
+    def _identity(self) -> str:
+        entries = sorted(
+            [self.labels[target], _content_digest(path)]
+            for path, target in zip(self.paths, self.targets, strict=True)
+        )
+        digest = hashlib.sha256(json.dumps(entries).encode()).hexdigest()
         return f"support:{digest[:16]}"
+
+    def first_among(self, inputs: Iterable[str]) -> Path | None:
+        """The first example that is one of the inputs or lies under an input folder."""
+        roots = [os.path.realpath(given) for given in inputs]
+        for path in self.paths:
+            real = os.path.realpath(path)
+            if any(real == root or real.startswith(root.rstrip(os.sep) + os.sep) for root in roots):
+                return path
+        return None
 
     def notes(self) -> list[str]:
         """One line for each label left with zero-shot scores only."""
@@ -53,6 +68,22 @@ class SupportFiles:
                 f"the support folder of {clean_text(name)} holds no images: zero-shot scores only"
             )
         return lines
+
+
+def _content_digest(path: Path) -> str:
+    """sha256 of a file's bytes; one that cannot be read, or is no regular file (a FIFO would
+    block, /dev/zero never end), is named by its path: it is warned about and left out once
+    embedded."""
+    digest = hashlib.sha256()
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return f"unreadable:{path}"
+        with path.open("rb") as stream:
+            while block := stream.read(1 << 20):
+                digest.update(block)
+    except OSError:
+        return f"unreadable:{path}"
+    return digest.hexdigest()
 
 
 def _key(name: str) -> str:

@@ -15,7 +15,7 @@ from typing import Any, Protocol, TextIO
 
 from clipcls.backends.base import Expected, Predictor
 from clipcls.errors import ClipclsError, UsageError
-from clipcls.fewshot.runs import AUTO, fewshot_predictor, prepare_fewshot
+from clipcls.fewshot.runs import AUTO, FewShot, fewshot_predictor, prepare_fewshot
 from clipcls.images import MARKER, iter_image_paths
 from clipcls.labeling.job import LabelJob, Summary, is_done
 from clipcls.labeling.label_file import LabelOutput, begin, check_loaded_model, open_label_output
@@ -132,6 +132,7 @@ def label_tree(
         calibration=fewshot.calibration_identity if fewshot is not None else None,
     )
     if fewshot is not None:
+        _keep_examples(fewshot, options, inputs)
         backend = fewshot_predictor(backend, fewshot, events.notice, events.warn)
         options = replace(options, threshold=fewshot.thresholds()) if auto else options
     keep = options.mode is SortMode.MOVE or options.dry_run
@@ -166,6 +167,17 @@ def label_tree(
         writing = _Writing(job, out, replace(setup, model=row_model), kind, events)
         writing.run(rows, total, guard or NoGuard())
     return LabelResult(job.summary)
+
+
+def _keep_examples(fewshot: FewShot, options: LabelOptions, inputs: Sequence[str]) -> None:
+    """Refuse to move support examples out of their folder: the next run would have none."""
+    moving = options.mode is SortMode.MOVE and options.sort_into and not options.dry_run
+    found = fewshot.support.first_among(inputs) if moving and fewshot.support else None
+    if found is not None:
+        raise UsageError(
+            f"--mode move would move the support example {clean_text(str(found))} out of "
+            "its folder: keep the support folder outside the inputs, or use --mode copy"
+        )
 
 
 def _count(pending: Callable[..., Iterator[Path]], events: LabelEvents) -> int:
