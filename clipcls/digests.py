@@ -15,7 +15,9 @@ import hashlib
 import os
 import re
 import sqlite3
+import stat
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 FILE_NAME = "digests.sqlite3"
@@ -36,10 +38,15 @@ def _version(stat: os.stat_result) -> Version:
 
 
 def _hash(path: str) -> tuple[str, Version, Version]:
-    """The file's digest, with its version before and after reading it."""
+    """The file's digest, with its version before and after reading it. Opened non-blocking
+    and refused unless regular: a FIFO swapped in after a check would block, /dev/zero never end."""
     digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        before = _version(os.fstat(stream.fileno()))
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as stream:
+        status = os.fstat(stream.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise OSError(f"not a regular file: {path}")
+        before = _version(status)
         while block := stream.read(CHUNK):
             digest.update(block)
         after = _version(os.fstat(stream.fileno()))
@@ -67,6 +74,55 @@ def file_digest(path: str | Path, memo: Path | None = None) -> str:
     return digest
 
 
+def file_digests(paths: Iterable[str | Path], memo: Path | None = None) -> dict[str, str]:
+    """file_digest of many files, keyed by the path as given, the memo opened once (a
+    connection per file would cost more than hashing small ones); unreadable files and
+    anything but regular files are left out."""
+    found: dict[str, str] = {}
+    fresh: list[tuple[str, Version, str]] = []
+    db = None
+    if memo is not None and (memo / FILE_NAME).exists():
+        with contextlib.suppress(sqlite3.Error, OSError):
+            db = _connect(memo)
+    try:
+        for path in paths:
+            with contextlib.suppress(OSError):
+                real = os.path.realpath(path)
+                version = _version(os.stat(real))
+                known = _seen.get((real, version)) or _look_up(db, real, version)
+                if known is None:
+                    known, before, after = _hash(real)
+                    if before == after and _settled(before):
+                        _seen[(real, before)] = known
+                        fresh.append((real, before, known))
+                found[str(path)] = known
+    finally:
+        if db is not None:
+            db.close()
+    if fresh and memo is not None:
+        with contextlib.suppress(sqlite3.Error, OSError), contextlib.closing(_connect(memo)) as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO digests VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(os.fsencode(real), *version, digest) for real, version, digest in fresh],
+            )
+    return found
+
+
+def _look_up(db: sqlite3.Connection | None, real: str, version: Version) -> str | None:
+    if db is None:
+        return None
+    try:
+        row = db.execute(
+            "SELECT digest FROM digests WHERE path = ? AND dev = ? AND inode = ? "
+            "AND size = ? AND mtime = ? AND ctime = ?",
+            (os.fsencode(real), *version),
+        ).fetchone()
+    except sqlite3.Error:
+        return None
+    found = row[0] if row is not None else None
+    return found if isinstance(found, str) and DIGEST.fullmatch(found) else None
+
+
 def _connect(memo: Path) -> sqlite3.Connection:
     memo.mkdir(parents=True, exist_ok=True)
     db = sqlite3.connect(memo / FILE_NAME, timeout=BUSY_TIMEOUT, isolation_level=None)
@@ -86,15 +142,9 @@ def _recall(memo: Path | None, real: str, version: Version) -> str | None:
         return None
     try:
         with contextlib.closing(_connect(memo)) as db:
-            row = db.execute(
-                "SELECT digest FROM digests WHERE path = ? AND dev = ? AND inode = ? "
-                "AND size = ? AND mtime = ? AND ctime = ?",
-                (os.fsencode(real), *version),
-            ).fetchone()
+            return _look_up(db, real, version)
     except (sqlite3.Error, OSError):
         return None
-    found = row[0] if row is not None else None
-    return found if isinstance(found, str) and DIGEST.fullmatch(found) else None
 
 
 def _remember(memo: Path | None, real: str, version: Version, digest: str) -> None:

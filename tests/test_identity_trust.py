@@ -225,3 +225,28 @@ def test_an_output_recorded_with_the_old_fingerprint_still_resumes(
     (photos / "last.png").write_bytes((photos / "coffee.png").read_bytes())
     refused = runner.invoke(app, [*label, "--model", f"local-dir:{other}", "--resume"])
     assert refused.exit_code == 2 and "it was labeled with" in refused.stderr
+
+
+def test_many_digests_share_one_memo_and_skip_what_is_not_a_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipcls import digests
+
+    monkeypatch.setattr(digests, "RACY_SECONDS", -1.0)  # files made now count as settled
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i}.bin")
+        files[-1].write_bytes(bytes([i]) * 1000)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    memo = tmp_path / "memo"
+    found = digests.file_digests([*files, fifo, tmp_path / "zero", tmp_path / "gone"], memo)
+    assert list(found) == [str(p) for p in files]  # the FIFO, /dev/zero and a missing file: out
+    assert found[str(files[0])] == digests.file_digest(files[0])
+    monkeypatch.setattr(digests, "_seen", {})
+    hashed: list[str] = []
+    real_hash = digests._hash
+    monkeypatch.setattr(digests, "_hash", lambda path: hashed.append(path) or real_hash(path))
+    assert digests.file_digests(files, memo) == found
+    assert hashed == []  # all three from the memo

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,11 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
+from clipcls.digests import file_digests
 from clipcls.errors import UsageError
 from clipcls.images import iter_image_paths
 from clipcls.labels import Label
 from clipcls.pathtext import clean_text, path_key
 from clipcls.prediction import Prediction
+from clipcls.settings import ModelSettings
 
 
 @dataclass(frozen=True)
@@ -41,8 +42,11 @@ class SupportFiles:
 
     @cached_property
     def _identity(self) -> str:
+        # Digests remembered by file version in the cache folder: a run re-hashes only the
+        # examples that changed (1,600 camera photos would be ~6 GB to read every run).
+        known = file_digests(self.paths, ModelSettings().resolved_cache_dir())
         entries = sorted(
-            [self.labels[target], _content_digest(path)]
+            [self.labels[target], known.get(str(path), f"unreadable:{path}")]
             for path, target in zip(self.paths, self.targets, strict=True)
         )
         digest = hashlib.sha256(json.dumps(entries).encode()).hexdigest()
@@ -68,22 +72,6 @@ class SupportFiles:
                 f"the support folder of {clean_text(name)} holds no images: zero-shot scores only"
             )
         return lines
-
-
-def _content_digest(path: Path) -> str:
-    """sha256 of a file's bytes; one that cannot be read, or is no regular file (a FIFO would
-    block, /dev/zero never end), is named by its path: it is warned about and left out once
-    embedded."""
-    digest = hashlib.sha256()
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return f"unreadable:{path}"
-        with path.open("rb") as stream:
-            while block := stream.read(1 << 20):
-                digest.update(block)
-    except OSError:
-        return f"unreadable:{path}"
-    return digest.hexdigest()
 
 
 def _key(name: str) -> str:
