@@ -32,7 +32,18 @@ MAY_IMPORT = {
     "fewshot": {"core", "output", "backends"},  # support sets and calibration: over any backend
     "labeling": {"core", "output", "backends", "fewshot"},
     "evaluation": {"core", "output", "backends", "fewshot"},
-    "cli": {"core", "engine", "output", "backends", "server", "labeling", "evaluation", "fewshot"},
+    "review": {"core", "output", "labeling"},  # opening a review never loads a model
+    "cli": {
+        "core",
+        "engine",
+        "output",
+        "backends",
+        "server",
+        "labeling",
+        "evaluation",
+        "fewshot",
+        "review",
+    },
 }
 # Modules a package must not import even where the table lets it into their package.
 NEVER = {
