@@ -4,7 +4,7 @@
 
 const TOKEN = document.querySelector('meta[name="review-token"]').content;
 const PAGE = 120;
-const view = { state: null, tiles: [], selected: -1, total: 0, loading: false, done: false };
+const view = { state: null, tiles: [], selected: -1, total: 0, loading: false, done: false, generation: 0 };
 
 function $(id) { return document.getElementById(id); }
 
@@ -116,8 +116,12 @@ function filters() {
 async function loadMore() {
   if (view.loading || view.done) return;
   view.loading = true;
+  const generation = view.generation;
+  let stale = false;
   try {
     const data = await call("/api/rows", { ...filters(), offset: view.tiles.length, limit: PAGE });
+    stale = generation !== view.generation;  // the filters changed while it was on its way
+    if (stale) return;
     view.total = data.total;
     for (const row of data.rows) {
       const node = tile(row);
@@ -132,10 +136,12 @@ async function loadMore() {
     note("could not load rows: " + error.message);
   } finally {
     view.loading = false;
+    if (stale) loadMore();
   }
 }
 
 function reload() {
+  view.generation += 1;
   view.tiles = [];
   view.selected = -1;
   view.done = false;
