@@ -1,1 +1,3 @@
-"""Review a label run in the browser: the least sure answers first, fixed by keystroke, exported."""
+"""Review a label or predict output: its rows by doubt (table), every decision kept in a log
+beside it (log), and the corrections fed back as a file, a support set or re-sorted files
+(export). Nothing here loads a model."""

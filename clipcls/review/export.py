@@ -1,0 +1,240 @@
+"""Feed a review back: the output with its corrected labels and a `reviewed` column, a support
+folder of the reviewed images per label (for `--support`), and sorted files moved to their
+corrected label folder (resort.py)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import unicodedata
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TextIO
+
+from clipcls.errors import RecordError, UsageError
+from clipcls.labeling.manifest import sidecar
+from clipcls.labeling.sorting import safe_folder_name, unique_destination
+from clipcls.output.csv_text import SafeCsv, is_number_column
+from clipcls.output.files import SUFFIXES, Format, check_writable
+from clipcls.output.rows import Columns, Row
+from clipcls.pathtext import clean_text, path_key, text_to_path
+from clipcls.prediction import Prediction
+from clipcls.remote import is_url
+from clipcls.review.log import Decision, review_path
+from clipcls.review.records import DESTINATIONS, Records, foreign, read_records
+from clipcls.review.resort import apply_sorting, plan_sorting
+from clipcls.review.table import ReviewTable
+
+__all__ = ["apply_sorting", "export_corrected", "export_support", "plan_sorting"]
+
+
+def _export_format(table: ReviewTable, target: Path) -> Format:
+    """The target's format by its name; UsageError for another format or a file the review
+    must not replace (the output, its review file, its setup record)."""
+    kind = SUFFIXES.get(target.suffix.lower())
+    if kind not in (Format.CSV, Format.JSONL):
+        raise UsageError(f"--export writes .csv or .jsonl, not {clean_text(str(target))}")
+    for kept in (table.output, review_path(table.output), sidecar(table.output)):
+        same = path_key(str(target)) == path_key(str(kept))
+        with contextlib.suppress(OSError):
+            same = same or os.path.samefile(target, kept)
+        if same:
+            raise UsageError(
+                f"--export {clean_text(str(target))} would replace {clean_text(str(kept))}: "
+                "name another file"
+            )
+    check_writable(target, "--export")
+    return kind
+
+
+def _decision(decisions: Mapping[int, Decision], index: int, path: str) -> Decision | None:
+    """The live decision for a row, if it was made for the file the row names now."""
+    decision = decisions.get(index)
+    return decision if decision is not None and decision.path == path else None
+
+
+def _jsonl_row(record: dict[str, Any]) -> Row:
+    """A JSONL record as the writers' Row, to write it as CSV the way a label run would."""
+    prediction = Prediction.from_record(record)
+    top = prediction.top.label if prediction.top else ""
+    destination = next((record[name] for name in DESTINATIONS if record.get(name)), "")
+    return Row(
+        prediction.path,
+        str(record.get("label") or top) if prediction.error is None else "",
+        prediction.scores,
+        prediction.error,
+        str(record.get("model") or ""),
+        text_to_path(str(destination)),
+    )
+
+
+def _csv_cells(found: Records) -> tuple[list[str], list[dict[str, str]]]:
+    """The output's CSV columns (no embedding: CSV never holds one) and each row's cells."""
+    if found.kind is not Format.JSONL:
+        return [name for name in found.header if name != "embedding"], list(found.records)
+    rows = [_jsonl_row(record) for record in found.records]
+    key = next((k for k in DESTINATIONS if any(k in r for r in found.records)), "")
+    columns = Columns(
+        top_k=max((len(row.scores) for row in rows), default=1),
+        best_label=any(row.best and row.label != row.best.label for row in rows),
+        model=any("model" in record for record in found.records),
+        destination=key,
+    )
+    header = columns.header()
+    return header, [dict(zip(header, columns.csv_values(row), strict=True)) for row in rows]
+
+
+def _write_csv(found: Records, decisions: Mapping[int, Decision], stream: TextIO) -> None:
+    header, cells = _csv_cells(found)
+    names = [*header[:-1], "reviewed", header[-1]]  # error stays the last column
+    writer = SafeCsv(stream, names)
+    writer.header(names)
+    for index, row in enumerate(cells):
+        decision = _decision(decisions, index, found_path(found, index))
+        values = row | {"reviewed": "true" if decision else "false"}
+        if decision is not None:
+            values["label"] = decision.label
+        writer.row([values[name] for name in names])
+
+
+def found_path(found: Records, index: int) -> str:
+    """The path text of a stored row, as ReviewRow.path holds it."""
+    return str(found.records[index]["path"])
+
+
+def _json_record(found: Records, index: int, decision: Decision | None) -> dict[str, Any]:
+    """A JSONL row: a JSONL output's own record, or a CSV/Parquet row's columns as JSON (numbers
+    as numbers, empty cells as null); the label corrected, `reviewed` before the error."""
+    stored = found.records[index]
+    if found.kind is Format.JSONL:
+        rest = {k: v for k, v in stored.items() if k not in ("path", "label", "embedding")}
+        record: dict[str, Any] = {"path": stored["path"]}
+        if decision is not None or "label" in stored:
+            record["label"] = decision.label if decision is not None else stored["label"]
+        record |= rest | {"reviewed": decision is not None}
+        return record | ({"embedding": stored["embedding"]} if "embedding" in stored else {})
+    record = {}
+    for name, cell in stored.items():
+        if name == "error":
+            record["reviewed"] = decision is not None
+        if is_number_column(name):
+            record[name] = float(cell) if cell else None
+        else:
+            record[name] = cell if cell or name in ("path", "model") else None
+    if decision is not None:
+        record["label"] = decision.label
+    return record
+
+
+def _write_jsonl(found: Records, decisions: Mapping[int, Decision], stream: TextIO) -> None:
+    import json
+
+    for index in range(len(found.records)):
+        decision = _decision(decisions, index, found_path(found, index))
+        record = _json_record(found, index, decision)
+        stream.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def write_atomically(target: Path, write: Callable[[TextIO], None]) -> None:
+    """Write a file under a temporary name and rename it into place: never half-written."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        # backslashreplace: a lone surrogate a foreign JSON escape made is written as that escape
+        with temporary.open("w", encoding="utf-8", errors="backslashreplace", newline="") as out:
+            write(out)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, target)
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        if isinstance(error, OSError):
+            message = error.strerror or str(error)
+            raise UsageError(f"cannot write {clean_text(str(target))}: {message}") from None
+        raise
+
+
+def export_corrected(table: ReviewTable, decisions: Mapping[int, Decision], target: Path) -> int:
+    """Write the output's rows to target (.csv or .jsonl) with each reviewed row's label replaced
+    by its decision and a `reviewed` column; return the number of rows written."""
+    kind = _export_format(table, target)
+    found = read_records(table.output, embeddings=kind is Format.JSONL)
+    write = _write_csv if kind is Format.CSV else _write_jsonl
+    try:
+        write_atomically(target, lambda stream: write(found, decisions, stream))
+    except (RecordError, KeyError, TypeError, ValueError):
+        raise foreign(table.output, "a row without label and scores") from None
+    return len(found.records)
+
+
+def _matches(label: str) -> bool:
+    """Whether find_support will take the label's folder name for the label itself."""
+
+    def key(name: str) -> str:
+        return unicodedata.normalize("NFC", name).casefold()
+
+    return key(safe_folder_name(label)) == key(label)
+
+
+def _link_name(source: str) -> str:
+    name = os.path.basename(source)
+    return f"_{name}" if name.startswith(".") else name  # a support walk skips hidden names
+
+
+def _same_link(target: str) -> Callable[[Path], bool]:
+    def same(candidate: Path) -> bool:
+        return candidate.is_symlink() and os.readlink(candidate) == target
+
+    return same
+
+
+def export_support(
+    table: ReviewTable,
+    decisions: Mapping[int, Decision],
+    folder: Path,
+    problems: list[str] | None = None,
+) -> int:
+    """Link every reviewed image (accepted or set to a label; not unknown) into
+    folder/<label>/, usable as `--support folder` for the run's labels; a link already there is
+    kept, no file is replaced. Return the links in place; problems hears what was skipped."""
+    notes = problems if problems is not None else []
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"--export-support {clean_text(str(folder))} is not a folder")
+    linked, gone, unnamed = 0, 0, set()
+    for index, decision in sorted(decisions.items()):
+        row = table.rows[index] if 0 <= index < len(table.rows) else None
+        if row is None or row.path != decision.path or row.error is not None:
+            continue
+        if decision.action == "unknown" or decision.label == table.unknown_label:
+            continue
+        if not _matches(decision.label):
+            unnamed.add(decision.label)
+            continue
+        source = _existing_file(table, index)
+        if source is None:
+            gone += 1
+            continue
+        label_folder = folder / safe_folder_name(decision.label)
+        label_folder.mkdir(parents=True, exist_ok=True)
+        link = unique_destination(label_folder, _link_name(source), None, _same_link(source))
+        try:
+            if not os.path.lexists(link):
+                os.symlink(source, link)
+        except OSError as error:
+            notes.append(f"cannot link {clean_text(str(link))}: {error.strerror or error}")
+            continue
+        linked += 1
+    if gone:
+        notes.append(f"{gone} reviewed file(s) are gone: left out of the support set")
+    for label in sorted(unnamed):
+        notes.append(f"label {clean_text(label)!r} cannot name a support folder: left out")
+    return linked
+
+
+def _existing_file(table: ReviewTable, index: int) -> str | None:
+    """The absolute path the row's image is at now: where the output names it, or where a
+    sorted run moved it; None if it is gone (or a URL: nothing here to link)."""
+    for where in (table.file_path(index), table.destination_path(index)):
+        if where and not is_url(where) and os.path.isfile(where):
+            return os.path.abspath(where)
+    return None
