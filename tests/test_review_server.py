@@ -252,3 +252,23 @@ def test_the_command_prints_its_address_and_stops_on_ctrl_c(output: Path) -> Non
         assert b"stopped" in process.stderr.read()  # type: ignore[union-attr]
     finally:
         process.kill()
+
+
+def test_exports_run_without_a_server_and_a_second_reviewer_is_refused(
+    tmp_path: Path, tiny_model: str
+) -> None:
+    output = label_output(tmp_path / "run", tiny_model)  # its own: --apply moves files
+    with running(output, tmp_path / "thumbs") as served:
+        index = served.index_of("coffee.png")
+        served.json("POST", "/api/decide", {"index": index, "action": "set", "label": "rocket"})
+        second = CliRunner().invoke(app, ["review", str(output), "--export", str(tmp_path / "c")])
+        assert second.exit_code == 2
+        assert str(os.getpid()) in second.output  # the holder
+    support = tmp_path / "support"
+    done = CliRunner().invoke(app, ["review", str(output), "--export-support", str(support)])
+    assert done.exit_code == 0, done.output
+    assert [p.name for p in (support / "rocket").iterdir()] == ["coffee.png"]
+    done = CliRunner().invoke(app, ["review", str(output), "--apply"])
+    assert done.exit_code == 0, done.output
+    moved = list((output.parent / "sorted").rglob("coffee.png"))
+    assert moved == [output.parent / "sorted" / "rocket" / "coffee.png"]

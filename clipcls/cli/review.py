@@ -95,6 +95,8 @@ def review(
     with reported_errors(debug):
         check_host(host, key)
         table = load_review(output, unknown_label)
+        for note in table.notes:
+            warn(note)
         if export is not None or export_support is not None or apply:
             _export(table, export, export_support, apply)
             return
@@ -115,7 +117,10 @@ def _export(table: ReviewTable, target: Path | None, support: Path | None, apply
             count = export_corrected(table, decisions, target)
             notice(f"wrote {plural(count, 'row')} to {target}")
         if support is not None:
-            count = export_support(table, decisions, support)
+            problems: list[str] = []
+            count = export_support(table, decisions, support, problems)
+            for problem in problems:
+                warn(problem)
             notice(f"linked {plural(count, 'reviewed image')} into {support}")
         if apply:
             for problem in apply_sorting(table, decisions):
