@@ -82,8 +82,12 @@ def open_once(output: Path, cache: Path) -> tuple[float, float, float]:
         thumbs = [f"{base}/thumb/{row['index']}?token={token}" for row in rows["rows"]]
         return (seconds, *_thumb_times(thumbs))
     finally:
-        process.send_signal(2)
-        process.wait(timeout=10)
+        process.send_signal(2)  # Ctrl-C: it must stop by itself
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            print("clipcls review did not stop on Ctrl-C within 30 s: killed", flush=True)
 
 
 def _thumb_times(urls: list[str]) -> tuple[float, float]:
