@@ -13,6 +13,7 @@ from clipcls.cli import doctor as doctor_command
 from clipcls.cli import evaluate as evaluate_command
 from clipcls.cli import label as label_command
 from clipcls.cli import predict as predict_command
+from clipcls.cli import review as review_command
 from clipcls.cli import serve as serve_command
 from clipcls.cli import templates as templates_command
 from clipcls.cli.cache import EXAMPLES as CACHE_EXAMPLES
@@ -81,6 +82,7 @@ app.command(epilog=label_command.EXAMPLES)(label_command.label)
 app.command(epilog=evaluate_command.EXAMPLES)(evaluate_command.evaluate)
 app.command(epilog=templates_command.EXAMPLES)(templates_command.templates)
 app.command(epilog=serve_command.EXAMPLES)(serve_command.serve)
+app.command(epilog=review_command.EXAMPLES)(review_command.review)
 app.command(epilog=doctor_command.EXAMPLES)(doctor_command.doctor)
 app.add_typer(models_app, name="models")
 app.add_typer(

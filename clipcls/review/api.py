@@ -1,0 +1,152 @@
+"""What the review page asks for, as plain values: the run's facts, a page of rows in margin
+order with their live decisions, decisions and undo; the HTTP server only routes to it."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+from clipcls.errors import UsageError
+from clipcls.review.log import Decision, ReviewLog
+from clipcls.review.table import ReviewRow, ReviewTable
+from clipcls.review.thumbs import Thumb, Thumbs
+
+PAGE_ROWS = 120
+MAX_ROWS = 500  # rows one request may ask for
+ACTIONS = ("set", "unknown", "accept")
+
+
+class ReviewApi:
+    """One review: the table, its decision log and thumbnails, safe to call from threads."""
+
+    def __init__(self, table: ReviewTable, log: ReviewLog, thumbs: Thumbs) -> None:
+        self.table, self.log, self.thumbs = table, log, thumbs
+        self.order = table.by_margin()
+        self.lock = threading.Lock()  # the log appends one decision at a time
+
+    def state(self) -> dict[str, Any]:
+        """The run's facts the page shows once: labels (keys 1-9), the unknown label, counts."""
+        table = self.table
+        return {
+            "output": os.path.basename(str(table.output)),
+            "labels": list(table.labels),
+            "unknown_label": table.unknown_label,
+            "margin_source": table.margin_source,
+            "sort_into": None if table.sort_into is None else str(table.sort_into),
+            "mode": table.mode,
+            "total": len(table.rows),
+            "progress": self.progress(),
+        }
+
+    def progress(self) -> dict[str, int]:
+        with self.lock:
+            reviewed, changed, left = self.log.progress()
+        return {"reviewed": reviewed, "changed": changed, "left": left}
+
+    def rows(self, query: Mapping[str, str]) -> dict[str, Any]:
+        """A page of rows, lowest margin first, of those matching the filters: `label` (the
+        output's label) and `min`/`max` (top-1 probability; rows without one are left out)."""
+        offset = _number(query, "offset", 0, int)
+        limit = min(_number(query, "limit", PAGE_ROWS, int), MAX_ROWS)
+        if offset < 0 or limit < 0:
+            raise UsageError("offset and limit must not be negative")
+        label = query.get("label") or None
+        low = _number(query, "min", None, float)
+        high = _number(query, "max", None, float)
+        rows = self.table.rows
+        chosen = [i for i in self.order if _matches(rows[i], label, low, high)]
+        with self.lock:
+            live = self.log.current()
+        shown = chosen[offset : offset + limit]
+        page = [row_record(rows[i], live.get(i), self.missing(i)) for i in shown]
+        return {"total": len(chosen), "offset": offset, "rows": page, "progress": self.progress()}
+
+    def decide(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Record one decision: `set` a label, `unknown`, or `accept` the row's live label."""
+        row = self.row(body.get("index"))
+        action, label = body.get("action"), body.get("label") or ""
+        if action not in ACTIONS or not isinstance(label, str):
+            raise UsageError(f"action must be one of {', '.join(ACTIONS)}, label a string")
+        with self.lock:
+            decision = self.log.decide(row.index, label, action)
+        return {"decision": asdict(decision), "progress": self.progress()}
+
+    def undo(self) -> dict[str, Any]:
+        """Undo the latest decision: which row it was, and that row's live decision now."""
+        with self.lock:
+            undone = self.log.undo()
+            live = None if undone is None else self.log.current().get(undone.index)
+        return {
+            "undone": None if undone is None else undone.index,
+            "decision": None if live is None else asdict(live),
+            "progress": self.progress(),
+        }
+
+    def row(self, index: object) -> ReviewRow:
+        """The row at index (an int within the table), or UsageError."""
+        if isinstance(index, bool) or not isinstance(index, int):
+            raise UsageError("index must be a row number")
+        if not 0 <= index < len(self.table.rows):
+            raise UsageError(f"no row {index}")
+        return self.table.rows[index]
+
+    def thumb(self, index: int) -> Thumb:
+        return self.thumbs.get(self.source(index))
+
+    def image(self, index: int) -> tuple[bytes, str] | Thumb:
+        return self.thumbs.full(self.source(index))
+
+    def source(self, index: int) -> str:
+        """Where row index's image is now: a moved file at its destination, else where it
+        was labeled (a sorted copy or link stands in if the original is gone)."""
+        path = self.table.file_path(index)
+        destination = self.table.destination_path(index)
+        if destination is None or self.table.planned:
+            return path
+        if self.table.mode == "move" or not os.path.exists(path):
+            return destination
+        return path
+
+    def missing(self, index: int) -> bool:
+        """No file left where the row's image was or went."""
+        places = [self.table.file_path(index), self.table.destination_path(index)]
+        return not any(os.path.exists(place) for place in places if place is not None)
+
+
+def row_record(row: ReviewRow, decision: Decision | None, missing: bool) -> dict[str, Any]:
+    """A row as the page gets it: text fields only, which it renders with textContent."""
+    return {
+        "index": row.index,
+        "path": row.path,
+        "label": row.label,
+        "scores": [[label, probability] for label, probability in row.scores],
+        "margin": row.margin,
+        "destination": row.destination,
+        "error": row.error,
+        "missing": missing,
+        "decision": None if decision is None else asdict(decision),
+    }
+
+
+def _matches(row: ReviewRow, label: str | None, low: float | None, high: float | None) -> bool:
+    if label is not None and row.label != label:
+        return False
+    if low is None and high is None:
+        return True
+    if not row.scores:
+        return False
+    top = row.scores[0][1]
+    return (low is None or top >= low) and (high is None or top <= high)
+
+
+def _number(query: Mapping[str, str], name: str, default: Any, kind: type) -> Any:
+    text = query.get(name)
+    if text in (None, ""):
+        return default
+    try:
+        return kind(text)
+    except ValueError:
+        raise UsageError(f"{name} must be a number") from None

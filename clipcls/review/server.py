@@ -1,0 +1,225 @@
+"""The review page's HTTP server (stdlib, a thread per connection): the token on every request,
+the Host header checked against the bound address, files only by row index, bounded bodies."""
+
+from __future__ import annotations
+
+import hmac
+import ipaddress
+import json
+import re
+import secrets
+import socket
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from clipcls.errors import ClipclsError, UsageError
+from clipcls.review.api import ReviewApi
+from clipcls.review.thumbs import Thumb
+
+MIN_KEY = 16
+MAX_BODY = 64 << 10  # a decision is a few dozen bytes
+READ_TIMEOUT = 10.0  # seconds a connection may take to send its request, or sit idle
+SECURITY = {
+    "Content-Security-Policy": (
+        "default-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+        "form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the token is in the address
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+ASSETS = {"/page.js": "text/javascript", "/page.css": "text/css"}
+BY_INDEX = re.compile(r"/(thumb|image)/(0|[1-9][0-9]{0,8})")
+TOKEN_SLOT = "{{TOKEN}}"
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_host(host: str, key: str | None) -> None:
+    """Refuse listening off loopback without a key long enough to guess at no rate."""
+    if key is not None and len(key) < MIN_KEY:
+        raise UsageError(f"--key must be at least {MIN_KEY} characters")
+    if not is_loopback(host) and key is None:
+        raise UsageError(f"--host {host} is not loopback: give --key too (the page's token)")
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class ReviewServer(ThreadingHTTPServer):
+    """Serves one ReviewApi; requests must carry token and name this server in Host."""
+
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(
+        self, api: ReviewApi, host: str, port: int, token: str, timeout: float = READ_TIMEOUT
+    ) -> None:
+        self.address_family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+        super().__init__((host.strip("[]"), port), ReviewHandler)
+        self.api, self.token, self.read_timeout = api, token, timeout
+        self.port = self.server_address[1]
+        shown = f"[{host.strip('[]')}]" if ":" in host else host
+        names = {shown} | ({"localhost", "127.0.0.1"} if is_loopback(host) else set())
+        self.hosts = {f"{name}:{self.port}".lower() for name in names}
+        self.page = _asset("page.html").replace(TOKEN_SLOT, token).encode("utf-8")
+
+    @property
+    def url(self) -> str:
+        host = str(self.server_address[0])
+        shown = f"[{host}]" if ":" in host else host
+        return f"http://{shown}:{self.port}/?token={self.token}"
+
+
+class ReviewHandler(BaseHTTPRequestHandler):
+    """One connection's requests: checked, routed to the api, answered with JSON or bytes."""
+
+    server: ReviewServer
+    protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        # A request sent slowly, half sent or not at all ties up its own thread only this long.
+        self.connection.settimeout(self.server.read_timeout)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: stderr carries the command's own progress."""
+
+    def do_GET(self) -> None:
+        self.handle_request("GET")
+
+    def do_POST(self) -> None:
+        self.handle_request("POST")
+
+    def do_PUT(self) -> None:
+        self.handle_request("PUT")
+
+    def do_DELETE(self) -> None:
+        self.handle_request("DELETE")
+
+    def handle_request(self, method: str) -> None:
+        """Check, route, answer; any failure fails this request alone."""
+        try:
+            parts = urlsplit(self.path)
+            query = dict(parse_qsl(parts.query))
+            if not self.allowed(query):
+                self.send_json(HTTPStatus.FORBIDDEN, {"error": "forbidden"})
+            elif method == "POST":
+                self.post(parts.path)
+            elif method == "GET":
+                self.get(parts.path, query)
+            else:
+                self.send_json(HTTPStatus.METHOD_NOT_ALLOWED, {"error": "method not allowed"})
+        except ClipclsError as error:
+            self.send_json(HTTPStatus.BAD_REQUEST, {"error": str(error)})
+        except (ConnectionError, TimeoutError):
+            self.close_connection = True
+        except Exception as error:  # a bug answers 500 here, the server goes on
+            self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": type(error).__name__})
+
+    def allowed(self, query: dict[str, str]) -> bool:
+        """The Host header names this server (no DNS rebinding) and the token matches."""
+        host = (self.headers.get("Host") or "").lower()
+        given = query.get("token") or self.headers.get("X-Review-Token") or ""
+        token_ok = hmac.compare_digest(given.encode(), self.server.token.encode())
+        return host in self.server.hosts and token_ok
+
+    def get(self, path: str, query: dict[str, str]) -> None:
+        api = self.server.api
+        if path == "/":
+            self.send_bytes(self.server.page, "text/html; charset=utf-8")
+        elif path in ASSETS:
+            data = _asset(path.lstrip("/")).encode("utf-8")
+            self.send_bytes(data, f"{ASSETS[path]}; charset=utf-8")
+        elif path == "/api/state":
+            self.send_json(HTTPStatus.OK, api.state())
+        elif path == "/api/rows":
+            self.send_json(HTTPStatus.OK, api.rows(query))
+        elif (match := BY_INDEX.fullmatch(path)) and int(match[2]) < len(api.table.rows):
+            index = int(match[2])
+            if match[1] == "thumb":
+                self.send_picture(api.thumb(index), "private, max-age=300")
+            else:
+                self.send_picture(api.image(index), "no-store")
+        else:
+            self.send_json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+
+    def post(self, path: str) -> None:
+        api = self.server.api
+        if path not in ("/api/decide", "/api/undo"):
+            self.send_json(HTTPStatus.NOT_FOUND, {"error": "not found"})
+            return
+        body = self.read_body()
+        if body is None:
+            return
+        self.send_json(HTTPStatus.OK, api.decide(body) if path == "/api/decide" else api.undo())
+
+    def read_body(self) -> dict[str, Any] | None:
+        """The JSON object sent, at most MAX_BODY bytes (None once refused: answered already)."""
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self.close_connection = True
+            self.send_json(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
+            return None
+        if int(length) > MAX_BODY:
+            self.close_connection = True  # the rest is never read
+            self.send_json(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, {"error": "body too large"})
+            return None
+        try:
+            body = json.loads(self.rfile.read(int(length)) or b"{}")
+        except ValueError:
+            raise UsageError("the body is not JSON") from None
+        if not isinstance(body, dict):
+            raise UsageError("the body must be a JSON object")
+        return body
+
+    def send_picture(self, picture: tuple[bytes, str] | Thumb, cache: str) -> None:
+        if isinstance(picture, Thumb):
+            extra = {"X-Review-Problem": picture.problem} if picture.problem else {}
+            self.send_bytes(picture.data, "image/jpeg", cache, extra)
+        else:
+            self.send_bytes(picture[0], picture[1], cache)
+
+    def send_json(self, status: HTTPStatus, payload: Any) -> None:
+        text = json.dumps(payload, ensure_ascii=True)
+        # Markup characters escaped too: the answer holds no tag even read as HTML.
+        text = text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+        data = text.encode("ascii")
+        self.send_bytes(data, "application/json", status=status)
+
+    def send_bytes(
+        self,
+        data: bytes,
+        kind: str,
+        cache: str = "no-store",
+        extra: dict[str, str] | None = None,
+        status: HTTPStatus = HTTPStatus.OK,
+    ) -> None:
+        self.send_response(status)
+        for name, value in {**SECURITY, **(extra or {})}.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", cache)
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+
+def _asset(name: str) -> str:
+    return resources.files("clipcls.review").joinpath(name).read_text(encoding="utf-8")

@@ -1,0 +1,145 @@
+"""The review page in headless Chromium (Playwright): keys decide, the review file and the export
+carry the decisions, file names render as text."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from review_helpers import XSS, Running, label_output, running
+from typer.testing import CliRunner
+
+from clipcls.cli import app
+
+CHROMIUM = os.environ.get("CLIPCLS_CHROMIUM", "/usr/bin/chromium")
+sync_api = pytest.importorskip(
+    "playwright.sync_api", reason="browser tests need playwright: pip install 'clipcls[test]'"
+)
+pytestmark = pytest.mark.skipif(
+    shutil.which(CHROMIUM) is None,
+    reason=f"browser tests need Chromium at {CHROMIUM} (Debian: apt-get install chromium)",
+)
+
+
+def launch(playwright: Any) -> Any:
+    """Headless Chromium; without its sandbox as root, where Chromium refuses to start."""
+    args = ["--no-sandbox"] if os.geteuid() == 0 else []
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=args)
+
+
+@pytest.fixture
+def output(tmp_path: Path, tiny_model: str) -> Path:
+    return label_output(tmp_path / "run", tiny_model)
+
+
+@pytest.fixture
+def page(output: Path, tmp_path: Path) -> Iterator[tuple[Any, Running, list[str]]]:
+    """The review page open in Chromium, and the dialogs it tried to show."""
+    dialogs: list[str] = []
+    with running(output, tmp_path / "thumbs") as served, sync_api.sync_playwright() as play:
+        browser = launch(play)
+        try:
+            tab = browser.new_page(viewport={"width": 1200, "height": 900})
+            tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            tab.goto(served.server.url)
+            tab.wait_for_selector("body[data-ready='1']", timeout=15000)
+            yield tab, served, dialogs
+        finally:
+            browser.close()
+
+
+def tile_indices(tab: Any) -> list[int]:
+    return [int(i) for i in tab.eval_on_selector_all(".tile", "t => t.map(n => n.dataset.index)")]
+
+
+def expect_reviewed(tab: Any, count: int) -> None:
+    sync_api.expect(tab.locator("#progress-text")).to_contain_text(f"{count} reviewed")
+
+
+def test_keys_decide_and_the_export_carries_them(page: Any, output: Path) -> None:
+    tab, served, _ = page
+    labels = served.server.api.table.labels
+    order = tile_indices(tab)
+    assert order == served.server.api.order  # lowest margin first
+    sync_api.expect(tab.locator(".tile").first).to_have_class("tile selected")
+    tab.keyboard.press("ArrowRight")
+    tab.keyboard.press("2")  # the second label, then the selection moves on
+    expect_reviewed(tab, 1)
+    tab.keyboard.press("x")
+    expect_reviewed(tab, 2)
+    tab.keyboard.press("Enter")
+    expect_reviewed(tab, 3)
+    tab.keyboard.press("u")  # takes back the Enter
+    expect_reviewed(tab, 2)
+    selected = tab.locator(".tile.selected")
+    assert int(selected.get_attribute("data-index")) == order[3]
+    sync_api.expect(tab.locator(f".tile[data-index='{order[1]}'] .decision")).to_contain_text(
+        labels[1]
+    )
+    live = served.log.current()
+    assert {i: (d.label, d.action) for i, d in live.items()} == {
+        order[1]: (labels[1], "set"),
+        order[2]: (served.server.api.table.unknown_label, "unknown"),
+    }
+    records = [json.loads(line) for line in output.with_name("out.csv.review.jsonl").open()]
+    assert [r.get("action", "undo") for r in records if "index" in r or "undo" in r] == [
+        "set",
+        "unknown",
+        "accept",
+        "undo",
+    ]
+    tab.locator(".tile").first.locator(".chip").nth(1).click()  # the mouse: a label chip
+    expect_reviewed(tab, 3)
+    served.log.close()  # what the server's Ctrl-C does: the export may open the log now
+    corrected = output.with_name("corrected.csv")
+    done = CliRunner().invoke(app, ["review", str(output), "--export", str(corrected)])
+    assert done.exit_code == 0, done.output
+    rows = list(csv.DictReader(corrected.open()))
+    assert "reviewed" in rows[0]
+    assert rows[order[1]]["label"] == labels[1]
+    assert rows[order[2]]["label"] == served.server.api.table.unknown_label
+    assert sum(row["reviewed"] not in ("", "false", "False", "0") for row in rows) == 3
+
+
+def test_names_render_as_text_and_big_images_open(page: Any) -> None:
+    tab, served, dialogs = page
+    name = tab.locator(".tile .name", has_text="onerror")
+    sync_api.expect(name).to_have_count(1)
+    assert name.inner_text().endswith(XSS)
+    assert tab.locator("img[src='x']").count() == 0
+    tab.wait_for_timeout(300)  # time for an injected onerror to fire, were there one
+    assert dialogs == []
+    gone = tab.locator(".tile", has_text="gone.jpg")
+    sync_api.expect(gone.locator(".problem")).to_have_text("missing")
+    tab.keyboard.press("f")
+    viewer = tab.locator("#viewer")
+    sync_api.expect(viewer).to_be_visible()
+    tab.wait_for_function("document.getElementById('viewer-image').naturalWidth > 0")
+    tab.keyboard.press("Escape")
+    sync_api.expect(viewer).to_be_hidden()
+    tab.locator(".tile img").first.click()  # a click on the picture opens it too
+    sync_api.expect(viewer).to_be_visible()
+
+
+def test_filters_and_a_narrow_window(page: Any) -> None:
+    tab, served, _ = page
+    label = served.server.api.table.rows[tile_indices(tab)[0]].label
+    tab.select_option("#filter-label", label)
+    tab.wait_for_function(
+        "l => [...document.querySelectorAll('.tile')].length > 0 && "
+        "[...document.querySelectorAll('.tile .decision')].every(d => d.textContent.includes(l))",
+        arg=label,
+    )
+    tab.fill("#filter-min", "0.99")
+    tab.dispatch_event("#filter-min", "change")
+    sync_api.expect(tab.locator(".tile")).to_have_count(0)
+    sync_api.expect(tab.locator("#count")).to_have_text("0 rows")
+    tab.set_viewport_size({"width": 420, "height": 800})
+    width = tab.evaluate("document.documentElement.scrollWidth")
+    assert width <= 420  # nothing sticks out sideways
