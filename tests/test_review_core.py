@@ -246,6 +246,22 @@ def test_a_second_reviewer_is_refused_with_the_holders_pid(table: ReviewTable) -
     ReviewLog.open(table).close()  # free again once closed
 
 
+def test_exports_read_the_decisions_while_the_page_holds_the_review(table: ReviewTable) -> None:
+    """An export reads without the lock and changes nothing: a torn line stays for the page."""
+    with ReviewLog.read(table) as empty:  # no review file yet: no decisions, none made
+        assert empty.current() == {} and not review_path(table.output).exists()
+    with ReviewLog.open(table) as page:
+        page.decide(0, "dog", "set")
+        with review_path(table.output).open("ab") as stream:
+            stream.write(b'{"seq": 2, "ind')
+        before = review_path(table.output).read_bytes()
+        with ReviewLog.read(table) as export:
+            assert {i: d.label for i, d in export.current().items()} == {0: "dog"}
+            with pytest.raises(UsageError, match="opened to read"):
+                export.decide(1, "dog", "set")
+        assert review_path(table.output).read_bytes() == before
+
+
 def test_a_torn_decision_is_cut_off_with_a_note(table: ReviewTable) -> None:
     with ReviewLog.open(table) as log:
         log.decide(0, "dog", "set")

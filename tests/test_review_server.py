@@ -254,16 +254,21 @@ def test_the_command_prints_its_address_and_stops_on_ctrl_c(output: Path) -> Non
         process.kill()
 
 
-def test_exports_run_without_a_server_and_a_second_reviewer_is_refused(
+def test_exports_run_beside_the_page_and_a_second_reviewer_is_refused(
     tmp_path: Path, tiny_model: str
 ) -> None:
     output = label_output(tmp_path / "run", tiny_model)  # its own: --apply moves files
     with running(output, tmp_path / "thumbs") as served:
         index = served.index_of("coffee.png")
         served.json("POST", "/api/decide", {"index": index, "action": "set", "label": "rocket"})
-        second = CliRunner().invoke(app, ["review", str(output), "--export", str(tmp_path / "c")])
+        second = CliRunner().invoke(app, ["review", str(output), "--port", "0"])
         assert second.exit_code == 2
         assert str(os.getpid()) in second.output  # the holder
+        # an export reads the decisions so far, the page open meanwhile
+        corrected = tmp_path / "c.csv"
+        done = CliRunner().invoke(app, ["review", str(output), "--export", str(corrected)])
+        assert done.exit_code == 0, done.output
+        assert "coffee.png,rocket," in corrected.read_text()
     support = tmp_path / "support"
     done = CliRunner().invoke(app, ["review", str(output), "--export-support", str(support)])
     assert done.exit_code == 0, done.output

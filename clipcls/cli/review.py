@@ -110,7 +110,7 @@ def _export(table: ReviewTable, target: Path | None, support: Path | None, apply
 
     if apply and table.sort_into is None:
         raise UsageError("--apply needs an output of a --sort-into run")
-    log = ReviewLog.open(table)
+    log = ReviewLog.read(table)  # not locked: a page may stay open on the same review
     try:
         decisions = log.current()
         if target is not None:

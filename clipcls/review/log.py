@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ class ReviewLog:
         self._current: dict[int, Decision] = {}
         self._seq = 0
         self._guard = threading.Lock()  # the page's server answers from several threads
+        self.read_only = False
 
     @classmethod
     def open(cls, table: ReviewTable) -> ReviewLog:
@@ -80,6 +82,29 @@ class ReviewLog:
         try:
             lock_exclusively(fd, clean_text(str(path)), "its review")
             log = cls(table, path, fd)
+            log._replay()
+        except BaseException:
+            os.close(fd)
+            raise
+        return log
+
+    @classmethod
+    def read(cls, table: ReviewTable) -> ReviewLog:
+        """The decisions so far, read without the lock and changing nothing (the file is
+        append-only, so a page open on it meanwhile is fine): what exports need. No file yet:
+        no decisions."""
+        path = review_path(table.output)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            fd = os.open(os.devnull, os.O_RDONLY)
+        except OSError as error:
+            raise UsageError(f"cannot open {clean_text(str(path))}: {error.strerror}") from None
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode) and path.exists():
+                raise UsageError(f"{clean_text(str(path))} is not a regular file")
+            log = cls(table, path, fd)
+            log.read_only = True
             log._replay()
         except BaseException:
             os.close(fd)
@@ -109,13 +134,15 @@ class ReviewLog:
         if not complete:  # new, or a header cut short by a kill: (re)write it
             if not _line(header).startswith(data):
                 raise self._foreign("no header line")
+            if self.read_only:
+                return
             os.ftruncate(self.fd, 0)
             self._append(header)
             _sync_folder(self.path)
             return
         lines = complete.split(b"\n")[:-1]
         self._check_header(lines[0], header)
-        if len(complete) < len(data):
+        if len(complete) < len(data) and not self.read_only:
             os.ftruncate(self.fd, len(complete))  # a kill mid-write: the decision in flight
             self.notes.append(f"{clean_text(self.path.name)}: a cut-off last line was removed")
         dropped = 0
@@ -189,6 +216,8 @@ class ReviewLog:
 
     def _append(self, record: dict[str, Any]) -> None:
         """Write one line at the end and wait until it is on disk."""
+        if self.read_only:
+            raise UsageError("this review was opened to read: it takes no decisions")
         data = _line(record)
         while data:
             data = data[os.write(self.fd, data) :]
