@@ -490,6 +490,12 @@ def test_apply_moves_a_file_to_its_corrected_folder_without_overwriting(
     moved = moves[0].target
     assert not placed.exists() and moved.parent == squatter.parent and moved != squatter
     assert squatter.read_bytes() == b"someone else's file" and moved.is_file()
+    from clipcls.review.api import ReviewApi
+    from clipcls.review.thumbs import Thumbs
+
+    with ReviewLog.open(table) as log:  # the page finds the file where the apply put it
+        page = ReviewApi(table, log, Thumbs(table.output.parent / "thumbs"))
+        assert page.source(index) == str(moved) and not page.missing(index)
     assert apply_sorting(table, decisions) == [] and plan_sorting(table, decisions) == ([], [])
     with ReviewLog.open(table) as log:  # a change of mind moves it back
         log.undo()

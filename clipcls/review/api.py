@@ -11,6 +11,7 @@ from typing import Any
 
 from clipcls.errors import UsageError
 from clipcls.review.log import Decision, ReviewLog
+from clipcls.review.resort import applied_places, ledger_path
 from clipcls.review.table import ReviewRow, ReviewTable
 from clipcls.review.thumbs import Thumb, Thumbs
 
@@ -26,6 +27,9 @@ class ReviewApi:
         self.table, self.log, self.thumbs = table, log, thumbs
         self.order = table.by_margin()
         self.lock = threading.Lock()  # the log appends one decision at a time
+        self._ledger_lock = threading.Lock()
+        self._applied: dict[int, str] = {}
+        self._ledger_version: tuple[int, int] | None = None
 
     def state(self) -> dict[str, Any]:
         """The run's facts the page shows once: labels (keys 1-9), the unknown label, counts."""
@@ -99,11 +103,27 @@ class ReviewApi:
     def image(self, index: int) -> tuple[bytes, str] | Thumb:
         return self.thumbs.full(self.source(index))
 
+    def _placed(self, index: int) -> str | None:
+        """Where the row's sorted file is now: where an --apply moved it (its ledger, read
+        again whenever the file changes: an apply may run while the page is open), else
+        where the run put it."""
+        try:
+            status = os.stat(ledger_path(self.table.output))
+            version: tuple[int, int] | None = (status.st_mtime_ns, status.st_size)
+        except OSError:
+            version = None
+        with self._ledger_lock:
+            if version != self._ledger_version:
+                self._applied = applied_places(self.table) if version is not None else {}
+                self._ledger_version = version
+            moved = self._applied.get(index)
+        return moved or self.table.destination_path(index)
+
     def source(self, index: int) -> str:
         """Where row index's image is now: a moved file at its destination, else where it
         was labeled (a sorted copy or link stands in if the original is gone)."""
         path = self.table.file_path(index)
-        destination = self.table.destination_path(index)
+        destination = self._placed(index)
         if destination is None or self.table.planned:
             return path
         if self.table.mode == "move" or not os.path.exists(path):
@@ -112,7 +132,7 @@ class ReviewApi:
 
     def missing(self, index: int) -> bool:
         """No file left where the row's image was or went."""
-        places = [self.table.file_path(index), self.table.destination_path(index)]
+        places = [self.table.file_path(index), self._placed(index)]
         return not any(os.path.exists(place) for place in places if place is not None)
 
 

@@ -45,7 +45,7 @@ def ledger_path(output: Path) -> Path:
     return output.with_name(output.name + LEDGER_SUFFIX)
 
 
-def _ledger(table: ReviewTable) -> dict[int, str]:
+def applied_places(table: ReviewTable) -> dict[int, str]:
     """Where earlier applies put each row's file (the latest), for rows still naming that file;
     a line cut short by a kill is ignored (its move is found again as unfinished)."""
     try:
@@ -80,7 +80,7 @@ def plan_sorting(
 ) -> tuple[list[Move], list[str]]:
     """The moves --apply would make (nothing is touched), and one line per file left alone."""
     root = _sort_root(table)
-    moved = _ledger(table)
+    moved = applied_places(table)
     taken: set[Path] = set()
     moves, problems = [], []
     for index in sorted(set(decisions) | set(moved)):
