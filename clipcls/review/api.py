@@ -143,7 +143,7 @@ def row_record(row: ReviewRow, decision: Decision | None, missing: bool) -> dict
         "path": row.path,
         "label": row.label,
         "scores": [[label, probability] for label, probability in row.scores],
-        "margin": row.margin,
+        "margin": None if row.margin is None else round(row.margin, 6),
         "destination": row.destination,
         "error": row.error,
         "missing": missing,
