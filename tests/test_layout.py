@@ -28,10 +28,11 @@ MAY_IMPORT = {
     "engine": {"core"},
     "output": {"core"},
     "backends": {"core", "engine", "output", "server"},  # server: its client, for ServerBackend
-    "server": {"core", "engine", "output", "backends", "fewshot"},
-    "fewshot": {"core", "output", "backends"},  # support sets and calibration: over any backend
-    "labeling": {"core", "output", "backends", "fewshot"},
-    "evaluation": {"core", "output", "backends", "fewshot"},
+    "server": {"core", "engine", "output", "backends", "fewshot", "multilabel"},
+    "fewshot": {"core", "output", "backends", "multilabel"},  # support sets and calibration
+    "multilabel": {"core", "output"},  # independent per-label scores and their metrics
+    "labeling": {"core", "output", "backends", "fewshot", "multilabel"},
+    "evaluation": {"core", "output", "backends", "fewshot", "multilabel"},
     "review": {"core", "output", "labeling"},  # opening a review never loads a model
     "cli": {
         "core",
@@ -43,6 +44,7 @@ MAY_IMPORT = {
         "evaluation",
         "fewshot",
         "review",
+        "multilabel",
     },
 }
 # Modules a package must not import even where the table lets it into their package.

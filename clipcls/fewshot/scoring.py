@@ -15,6 +15,7 @@ from clipcls.classify import Scorer, softmax
 from clipcls.fewshot.adapter import TipAdapter, fit_adapter
 from clipcls.fewshot.support import SupportSet
 from clipcls.labels import Label
+from clipcls.multilabel.head import MultiLabel, MultiLabelHead
 from clipcls.prediction import Prediction
 from clipcls.prompts import TemplateSet
 
@@ -35,9 +36,11 @@ class AdaptedScorer(Scorer):
         support: SupportSet | None = None,
         adapter: TipAdapter | None = None,
         temperature: float = 1.0,
+        head: MultiLabelHead | None = None,
     ) -> None:
         super().__init__(base.labels, base.label_weights, base.logit_scale, base.logit_bias)
         self.support, self.adapter, self.temperature = support, adapter, temperature
+        self.head = head  # multi-label: each label's probability on its own
 
     def logits(
         self, image_embeddings: np.ndarray, paths: Sequence[str] = ()
@@ -57,6 +60,8 @@ class AdaptedScorer(Scorer):
         self, image_embeddings: np.ndarray, paths: Sequence[str] = ()
     ) -> tuple[np.ndarray, np.ndarray]:
         logits, similarities = self.logits(image_embeddings, paths)
+        if self.head is not None:
+            return self.head.probabilities(logits, similarities, image_embeddings), similarities
         return softmax(logits), similarities
 
     def rescore(self, found: Sequence[Prediction]) -> list[Prediction]:
@@ -82,16 +87,19 @@ class AdaptedScorer(Scorer):
 
 
 def adapted_scorer(
-    base: Scorer, support: SupportSet | None, temperature: float = 1.0
+    base: Scorer,
+    support: SupportSet | None,
+    temperature: float = 1.0,
+    head: MultiLabelHead | None = None,
 ) -> AdaptedScorer:
     """base with the support set's cache model, alpha and beta fitted on the examples."""
     if support is None:
-        return AdaptedScorer(base, temperature=temperature)
+        return AdaptedScorer(base, temperature=temperature, head=head)
     zero_shot = base.logit_scale * (support.keys @ base.label_weights.T)
     if base.logit_bias is not None:
         zero_shot = zero_shot + base.logit_bias
     adapter = fit_adapter(support.keys, support.targets, zero_shot, len(base.labels))
-    return AdaptedScorer(base, support, adapter, temperature)
+    return AdaptedScorer(base, support, adapter, temperature, head)
 
 
 def _embedded(found: Prediction) -> bool:
@@ -103,9 +111,14 @@ class AdaptedPredictor:
     can), this scores them with the support set and the temperature."""
 
     def __init__(
-        self, backend: Backend, support: SupportSet | None, temperature: float = 1.0
+        self,
+        backend: Backend,
+        support: SupportSet | None,
+        temperature: float = 1.0,
+        multi_label: MultiLabel | None = None,
     ) -> None:
         self.backend, self.support, self.temperature = backend, support, temperature
+        self.multi_label = multi_label
         self._scorers: dict[tuple[tuple[Label, ...], TemplateSet], AdaptedScorer] = {}
 
     @property
@@ -128,7 +141,10 @@ class AdaptedPredictor:
         key = (tuple(labels), templates)
         if key not in self._scorers:
             base = self.backend.scorer(labels, templates)
-            self._scorers[key] = adapted_scorer(base, self.support, self.temperature)
+            head = None
+            if self.multi_label is not None:
+                head = self.multi_label.head(base, self.backend.embed_texts, templates)
+            self._scorers[key] = adapted_scorer(base, self.support, self.temperature, head)
         return self._scorers[key]
 
     def predict(
