@@ -139,7 +139,7 @@ def export(
 
 def _export_random(model: str, folder: Path, pretrained: str | None, tiny: bool, seed: int) -> None:
     """Write random weights of an architecture: nothing is downloaded."""
-    from clipcls.engine.random_model import write_random_model
+    from clipcls.engine.random_model import tiny_note, write_random_model
     from clipcls.engine.sources import RANDOM_NOTICE
 
     if pretrained is not None or ":" in model:
@@ -148,6 +148,9 @@ def _export_random(model: str, folder: Path, pretrained: str | None, tiny: bool,
     with stderr.status(f"writing {folder}"):
         write_random_model(folder, model, seed=seed, tiny=tiny)
     warn(RANDOM_NOTICE.format(name=f"local-dir:{folder}"))
+    note = tiny_note(model) if tiny else None
+    if note:
+        notice(note)
     notice(f"wrote {folder} ({size}{model}, seed {seed}): use it with --model local-dir:{folder}")
 
 
