@@ -46,6 +46,7 @@ def _as_dict(entry: CatalogEntry) -> dict[str, object]:
         "pretrained": entry.pretrained,
         "default": entry.is_default,
         "cached": entry.cached,
+        "sigmoid": entry.sigmoid,
     }
 
 
@@ -60,7 +61,8 @@ def models(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """List open_clip architectures and pretrained tags: the default, and what is cached."""
+    """List open_clip architectures and pretrained tags: the default, what is cached, and the
+    sigmoid (SigLIP-family) models, whose labels each get an independent probability."""
     if ctx.invoked_subcommand is not None:
         return
     from clipcls.engine.catalog import catalog, matches
@@ -91,7 +93,9 @@ def models(
         table.add_column("cached")
         for entry in entries:
             style = "bold green" if entry.is_default else ""
-            tag = entry.pretrained + (" (default)" if entry.is_default else "")
+            # A mark in the tag column, which has room: SigLIP tags are short (webli).
+            marks = [("default", entry.is_default), ("sigmoid", entry.sigmoid)]
+            tag = " ".join([entry.pretrained, *(f"({mark})" for mark, on in marks if on)])
             table.add_row(
                 Text(entry.model, style=style),
                 Text(tag, style=style),

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from clipcls.engine.catalog import is_sigmoid
 from clipcls.engine.sources import CONFIG_FILE, RANDOM_MARKER
 from clipcls.errors import UsageError
 
@@ -53,11 +54,6 @@ def architecture_config(arch: str) -> dict[str, Any]:
     if not config:
         raise UsageError(f"--random needs an open_clip architecture; {arch!r} is none of them")
     return copy.deepcopy(dict(config))
-
-
-def is_sigmoid(config: dict[str, Any]) -> bool:
-    """Whether a model config is trained with a sigmoid loss (SigLIP, SigLIP2): it has a bias."""
-    return "init_logit_bias" in config
 
 
 def _is_tiny_siglip(config: dict[str, Any]) -> bool:
