@@ -35,11 +35,11 @@ SAMPLE_IMAGES = REPO / "sample_images"
 TINY_MODEL_CFG: dict[str, Any] = tiny_config(architecture_config("ViT-B-32"))
 
 
-def write_tiny_model(folder: Path, seed: int = 0, **overrides: Any) -> Path:
+def write_tiny_model(folder: Path, seed: int = 0, arch: str = "ViT-B-32", **overrides: Any) -> Path:
     """Write a tiny random-weight CLIP as a local-dir: folder (the library's --random --tiny),
     without the random-weights mark: the tests' models stand for a user's own checkpoint, whose
     stderr carries no notice (tests/test_random_model.py covers the mark and its notice)."""
-    write_random_model(folder, "ViT-B-32", seed=seed, tiny=True, **overrides)
+    write_random_model(folder, arch, seed=seed, tiny=True, **overrides)
     config_file = folder / CONFIG_FILE
     config = json.loads(config_file.read_text())
     del config[RANDOM_MARKER]
@@ -67,6 +67,14 @@ def tiny_biased_model(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A tiny CLIP with a SigLIP-style logit bias and QuickGELU."""
     folder = tmp_path_factory.mktemp("tiny_bias")
     return f"local-dir:{write_tiny_model(folder, seed=1, init_logit_bias=-2.5, quick_gelu=True)}"
+
+
+@pytest.fixture(scope="session")
+def tiny_siglip(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A tiny SigLIP2 (sigmoid loss, logit bias -10, timm vision tower, CLIP's tokenizer: see
+    random_model.SIGLIP_TINY_NOTE), as a `local-dir:` model name."""
+    folder = tmp_path_factory.mktemp("tiny_siglip")
+    return f"local-dir:{write_tiny_model(folder, seed=2, arch='ViT-B-16-SigLIP2')}"
 
 
 @pytest.fixture

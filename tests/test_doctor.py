@@ -93,10 +93,17 @@ def test_models_json_lists_rows_with_stable_keys() -> None:
     result = CliRunner().invoke(app, ["models", "--json", "--filter", DEFAULT_MODEL])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
-    assert rows and all(set(row) == {"model", "pretrained", "default", "cached"} for row in rows)
+    keys = {"model", "pretrained", "default", "cached", "sigmoid"}
+    assert rows and all(set(row) == keys for row in rows)
     defaults = [row for row in rows if row["default"]]
     assert defaults == [
-        {"model": DEFAULT_MODEL, "pretrained": DEFAULT_PRETRAINED, "default": True, "cached": False}
+        {
+            "model": DEFAULT_MODEL,
+            "pretrained": DEFAULT_PRETRAINED,
+            "default": True,
+            "cached": False,
+            "sigmoid": False,
+        }
     ]
     empty = CliRunner().invoke(app, ["models", "--json", "--cached"])
     assert empty.exit_code == 0 and json.loads(empty.stdout) == []

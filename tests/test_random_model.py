@@ -67,7 +67,8 @@ def test_bad_random_exports_are_usage_errors(tmp_path: Path) -> None:
         (("ViT-B-32", "--random", "--pretrained", "openai"), "no weights"),
         (("ViT-B-32", "--tiny"), "--tiny only goes with --random"),
         (("ViT-Nope-1", "--random", "--tiny"), "architecture"),
-        (("ViT-B-16-SigLIP", "--random", "--tiny"), "drop --tiny"),
+        (("convnext_base", "--random", "--tiny"), "drop --tiny"),
+        (("nllb-clip-base-siglip", "--random", "--tiny"), "drop --tiny"),
     ]
     for args, words in cases:
         folder = tmp_path / "out"

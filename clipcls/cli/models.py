@@ -46,6 +46,7 @@ def _as_dict(entry: CatalogEntry) -> dict[str, object]:
         "pretrained": entry.pretrained,
         "default": entry.is_default,
         "cached": entry.cached,
+        "sigmoid": entry.sigmoid,
     }
 
 
@@ -60,7 +61,8 @@ def models(
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
 ) -> None:
-    """List open_clip architectures and pretrained tags: the default, and what is cached."""
+    """List open_clip architectures and pretrained tags: the default, what is cached, and the
+    sigmoid (SigLIP-family) models, whose labels each get an independent probability."""
     if ctx.invoked_subcommand is not None:
         return
     from clipcls.engine.catalog import catalog, matches
@@ -91,7 +93,9 @@ def models(
         table.add_column("cached")
         for entry in entries:
             style = "bold green" if entry.is_default else ""
-            tag = entry.pretrained + (" (default)" if entry.is_default else "")
+            # A mark in the tag column, which has room: SigLIP tags are short (webli).
+            marks = [("default", entry.is_default), ("sigmoid", entry.sigmoid)]
+            tag = " ".join([entry.pretrained, *(f"({mark})" for mark, on in marks if on)])
             table.add_row(
                 Text(entry.model, style=style),
                 Text(tag, style=style),
@@ -139,7 +143,7 @@ def export(
 
 def _export_random(model: str, folder: Path, pretrained: str | None, tiny: bool, seed: int) -> None:
     """Write random weights of an architecture: nothing is downloaded."""
-    from clipcls.engine.random_model import write_random_model
+    from clipcls.engine.random_model import tiny_note, write_random_model
     from clipcls.engine.sources import RANDOM_NOTICE
 
     if pretrained is not None or ":" in model:
@@ -148,6 +152,9 @@ def _export_random(model: str, folder: Path, pretrained: str | None, tiny: bool,
     with stderr.status(f"writing {folder}"):
         write_random_model(folder, model, seed=seed, tiny=tiny)
     warn(RANDOM_NOTICE.format(name=f"local-dir:{folder}"))
+    note = tiny_note(model) if tiny else None
+    if note:
+        notice(note)
     notice(f"wrote {folder} ({size}{model}, seed {seed}): use it with --model local-dir:{folder}")
 
 

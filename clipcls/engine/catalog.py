@@ -20,6 +20,13 @@ class CatalogEntry:
     pretrained: str
     is_default: bool
     cached: bool
+    sigmoid: bool  # trained with a sigmoid loss (SigLIP, SigLIP2): independent label scores
+
+
+def is_sigmoid(model_cfg: dict[str, Any]) -> bool:
+    """Whether a model config is trained with a sigmoid loss: SigLIP-family configs carry
+    init_logit_bias, and their probabilities are sigmoid(scale * cos + bias)."""
+    return "init_logit_bias" in model_cfg
 
 
 def _is_cached(cfg: dict[str, Any], cache_dir: Path) -> bool:
@@ -55,5 +62,6 @@ def catalog(settings: ModelSettings, text_filter: str = "") -> list[CatalogEntry
         cfg = open_clip.get_pretrained_cfg(arch, tag)
         is_default = arch == settings.model and tag == (settings.pretrained or DEFAULT_PRETRAINED)
         cached = _is_cached(cfg, cache_dir)
-        entries.append(CatalogEntry(arch, tag, is_default, cached))
+        sigmoid = is_sigmoid(open_clip.get_model_config(arch) or {})
+        entries.append(CatalogEntry(arch, tag, is_default, cached, sigmoid))
     return entries

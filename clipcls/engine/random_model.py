@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from clipcls.engine.catalog import is_sigmoid
 from clipcls.engine.sources import CONFIG_FILE, RANDOM_MARKER
 from clipcls.errors import UsageError
 
@@ -19,12 +20,29 @@ from clipcls.errors import UsageError
 TINY_VISION = {"image_size": 32, "layers": 2, "width": 64, "head_width": 32, "patch_size": 8}
 TINY_TEXT = {"width": 64, "heads": 2, "layers": 2}
 TINY_EMBED_DIM = 32
+# SigLIP's vision tower comes from timm by name, so a tiny one is a tiny timm model: timm's own
+# test ViT (6 layers, 64 wide, patch 16) accepts any image size, and is made with no download.
+TINY_TIMM_VISION = {"image_size": 32, "timm_model_name": "test_vit"}
+TINY_TIMM_WIDTH = 64  # test_vit's width: with timm_proj "none" the embedding is the trunk's
+CLIP_VOCAB = 49408  # open_clip's default tokenizer, bundled with it
+SIGLIP_TINY_NOTE = (
+    "tiny SigLIP: timm's test_vit vision tower (map pooling kept) and open_clip's CLIP "
+    "tokenizer instead of the model's sentencepiece one (a download); text tower and "
+    "logit bias as the architecture has them"
+)
 # open_clip's defaults for its own towers (what a model without a pretrained tag gets).
 PREPROCESS = {
     "mean": [0.48145466, 0.4578275, 0.40821073],
     "std": [0.26862954, 0.26130258, 0.27577711],
     "interpolation": "bicubic",
     "resize_mode": "shortest",
+}
+# What open_clip's SigLIP tags preprocess with (pretrained._slpcfg): mean/std 0.5, squashed.
+SIGLIP_PREPROCESS = {
+    "mean": [0.5, 0.5, 0.5],
+    "std": [0.5, 0.5, 0.5],
+    "interpolation": "bicubic",
+    "resize_mode": "squash",
 }
 
 
@@ -38,14 +56,42 @@ def architecture_config(arch: str) -> dict[str, Any]:
     return copy.deepcopy(dict(config))
 
 
+def _is_tiny_siglip(config: dict[str, Any]) -> bool:
+    """A sigmoid model with a timm vision tower and open_clip's text tower: --tiny can shrink it."""
+    vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
+    plain = "hf_model_name" not in text and "multimodal_cfg" not in config
+    return is_sigmoid(config) and "timm_model_name" in vision and plain
+
+
+def tiny_siglip_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A SigLIP-family config shrunk to test size and made loadable offline (SIGLIP_TINY_NOTE).
+
+    Kept: timm's map pooling, the text tower without causal mask, pooled at the last token with
+    a projection bias, init_logit_bias. Replaced: the trunk, and the HF tokenizer by CLIP's.
+    """
+    tiny = copy.deepcopy(config)
+    text = {k: v for k, v in config["text_cfg"].items() if k != "hf_tokenizer_name"}
+    tiny["embed_dim"] = TINY_TIMM_WIDTH
+    tiny["vision_cfg"] = {**config["vision_cfg"], **TINY_TIMM_VISION}
+    tiny["text_cfg"] = {**text, **TINY_TEXT, "vocab_size": CLIP_VOCAB}
+    return tiny
+
+
+def tiny_note(arch: str) -> str | None:
+    """What --tiny changes in `arch` beyond its size (SIGLIP_TINY_NOTE), or None."""
+    return SIGLIP_TINY_NOTE if _is_tiny_siglip(architecture_config(arch)) else None
+
+
 def tiny_config(config: dict[str, Any]) -> dict[str, Any]:
-    """The same family shrunk to a test-sized model: open_clip's own towers only."""
+    """The same family shrunk to a test-sized model: open_clip's own towers, or SigLIP's."""
+    if _is_tiny_siglip(config):
+        return tiny_siglip_config(config)
     vision, text = config.get("vision_cfg", {}), config.get("text_cfg", {})
     foreign = [k for k in ("timm_model_name", "hf_model_name") if k in vision or k in text]
     if foreign or "multimodal_cfg" in config:
         raise UsageError(
-            "--tiny shrinks architectures built from open_clip's own towers (ViT-*, RN*); "
-            "this one uses timm, transformers or a text decoder: drop --tiny"
+            "--tiny shrinks architectures built from open_clip's own towers (ViT-*, RN*) "
+            "and SigLIP's; this one uses timm, transformers or a text decoder: drop --tiny"
         )
     tiny = copy.deepcopy(config)
     tiny["embed_dim"] = TINY_EMBED_DIM
@@ -84,8 +130,11 @@ def write_random_model(
     torch.manual_seed(seed)
     model = _build(model_cfg)
     size = model_cfg["vision_cfg"].get("image_size", 224)
-    marker = {"architecture": arch, "seed": seed, "tiny": tiny}
-    full = {"model_cfg": model_cfg, "preprocess_cfg": {"size": size, **PREPROCESS}}
+    marker: dict[str, Any] = {"architecture": arch, "seed": seed, "tiny": tiny}
+    if tiny and _is_tiny_siglip(config):
+        marker["note"] = SIGLIP_TINY_NOTE
+    preprocess = SIGLIP_PREPROCESS if is_sigmoid(config) else PREPROCESS
+    full = {"model_cfg": model_cfg, "preprocess_cfg": {"size": size, **preprocess}}
     folder.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     # Write under temporary names and rename last: a half-written folder never looks complete.
