@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from clipcls.backends.base import BackendConfig, open_backend
 from clipcls.cli import app
@@ -36,7 +36,7 @@ LABELS = "cat,dog,car"
 NAMES = ("cat", "dog", "car")
 
 
-def run(command: str, model: str, *args: str, labels: str = LABELS):
+def run(command: str, model: str, *args: str, labels: str = LABELS) -> Result:
     return runner.invoke(
         app, [command, *args, "--model", model, "--templates", "photo", "--labels", labels]
     )
