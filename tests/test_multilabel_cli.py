@@ -313,3 +313,52 @@ def test_the_python_api_takes_multi_label(tiny_model: str, photos: Path, tmp_pat
     with pytest.raises(UsageError, match="several folders"):
         label_tree([str(photos)], tmp_path / "m.csv", labels, templates, moving, backend)
     assert not (tmp_path / "m.csv").exists()
+
+
+@pytest.mark.slow  # starts a clipcls server
+def test_a_server_client_scores_multi_label_on_its_side(
+    tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
+    """The server answers embeddings; the client's head gives the same probabilities."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("litserve")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    url = f"http://127.0.0.1:{port}"
+    command = [sys.executable, "-m", "clipcls", "serve", "--model", tiny_model]
+    server = subprocess.Popen([*command, "--port", str(port)], stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline
+            try:
+                urllib.request.urlopen(f"{url}/v1/info", timeout=5).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        local, remote = tmp_path / "local.csv", tmp_path / "remote.csv"
+        args = ["--multi-label", "--threshold", "0.3"]
+        assert run("label", tiny_model, str(photos), "-o", str(local), *args).exit_code == 0
+        result = runner.invoke(
+            app,
+            ["label", str(photos), "-o", str(remote), *args, "--server", url]
+            + ["--templates", "photo", "--labels", LABELS],
+        )
+        assert result.exit_code == 0, result.output
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+    mine = {row["path"]: row for row in read_csv(local)}
+    for row in read_csv(remote):
+        assert row["labels"] == mine[row["path"]]["labels"]
+        for name in NAMES:
+            assert float(row[f"prob:{name}"]) == pytest.approx(
+                float(mine[row["path"]][f"prob:{name}"]), abs=2e-3
+            )
