@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from clipcls.cli.backend_options import explicit
+from clipcls.errors import UsageError
 from clipcls.fewshot.runs import AUTO
 
 FEWSHOT_PANEL = "Few-shot and calibration"
@@ -66,6 +68,27 @@ ThresholdOpt = Annotated[
         metavar="P|auto",
         callback=_checked,
         help="Top probability below P gets the unknown label; auto: below its label's "
-        "threshold in --calibration's file.",
+        "threshold in --calibration's file. With --multi-label: every label at or above P "
+        "applies (default 0.5), auto: each label's own from --calibration.",
     ),
 ]
+
+MultiLabelOpt = Annotated[
+    bool,
+    typer.Option(
+        "--multi-label",
+        rich_help_panel=FEWSHOT_PANEL,
+        help="Every label that applies, each with its own probability (SigLIP models: their "
+        "sigmoid; others: label against a background prompt, or --calibration's per-label "
+        "logistic): CSV columns labels (joined by ;) and prob:LABEL; no --top-k.",
+    ),
+]
+
+
+def refuse_top_k(ctx: typer.Context, multi_label: bool) -> None:
+    """--top-k ranks one softmax; with --multi-label every label has its column already."""
+    if multi_label and explicit(ctx, "top_k"):
+        raise UsageError(
+            "--top-k has no meaning with --multi-label: every label gets its own "
+            "probability (prob:LABEL); use --threshold to choose which apply"
+        )

@@ -11,8 +11,10 @@ from clipcls.cli.backend_options import chosen_inputs, open_chosen_backend
 from clipcls.cli.console import fail_if_strict, notice, reported_errors, stderr, tracked, warn
 from clipcls.cli.fewshot_options import (
     CalibrationOpt,
+    MultiLabelOpt,
     SupportOpt,
     ThresholdOpt,
+    refuse_top_k,
     threshold_value,
 )
 from clipcls.cli.formats import LabelFormatOpt, as_format
@@ -39,6 +41,7 @@ from clipcls.labeling.options import (
     check_file_format,
     check_sorting,
     check_unknown_label,
+    multi_label_options,
 )
 from clipcls.labeling.run import LabelEvents, label_tree
 from clipcls.labeling.sorting import SortMode
@@ -55,6 +58,7 @@ EXAMPLES = """
   clipcls label --from-embeddings run.parquet --labels cat,dog,bird -o new.csv
   clipcls label shots/ --labels cat,dog -o out.csv --support examples/
   clipcls label shots/ --labels cat,dog -o out.csv --calibration cal.json --threshold auto
+  clipcls label beach/ --labels dog,boat -o out.csv --multi-label --sort-into by-label/
 """
 
 
@@ -94,6 +98,7 @@ def label(
     save_embeddings: SaveEmbeddingsOpt = False,
     support: SupportOpt = None,
     calibration: CalibrationOpt = None,
+    multi_label: MultiLabelOpt = False,
 ) -> None:
     """Label every image under the paths into a CSV, JSONL or Parquet file, one row per file."""
     run, scale = run_options(ctx), scale_options(ctx)
@@ -106,9 +111,13 @@ def label(
         check_file_format(kind, resume, save_embeddings)
         if (dry_run or mode is not SortMode.COPY) and sort_into is None:
             raise UsageError("--mode and --dry-run need --sort-into DIR")
+        refuse_top_k(ctx, multi_label)
         cut = threshold_value(threshold)
-        unknown = check_unknown_label(unknown_label, cut, choice.labels)
-        options = LabelOptions(top_k, cut, unknown, sort_into, mode, dry_run, save_embeddings)
+        unknown = check_unknown_label(unknown_label, cut, choice.labels, multi_label)
+        options = LabelOptions(
+            top_k, cut, unknown, sort_into, mode, dry_run, save_embeddings, multi_label
+        )
+        options = multi_label_options(options, choice.labels)
         check_sorting(kind, options, inputs)
         if scale.server is not None and scale.engine is BackendName.RAY:
             raise UsageError("--server and --engine ray: give one or the other")

@@ -59,6 +59,8 @@ def report(summary: Summary, output: Path, options: LabelOptions) -> None:
     table.add_column("images", justify="right")
     for label, count in summary.per_label.most_common():
         table.add_row(label, str(count))
+    if summary.unlabeled:
+        table.add_row(Text("no label", style="dim"), str(summary.unlabeled))
     if summary.failures:
         table.add_row(Text("unreadable", style="red"), str(summary.failures))
     stderr.print(table)

@@ -21,16 +21,27 @@ from clipcls.cli.console import (
     tracked,
     warn,
 )
-from clipcls.cli.fewshot_options import CalibrationOpt, SupportOpt
+from clipcls.cli.fewshot_options import (
+    CalibrationOpt,
+    MultiLabelOpt,
+    SupportOpt,
+    ThresholdOpt,
+    refuse_top_k,
+    threshold_value,
+)
 from clipcls.cli.formats import PredictFormatOpt
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import LABELS, RUN, SCALE, labels_choice, run_options, scale_options
 from clipcls.cli.options import OverwriteOpt, PathsArg
 from clipcls.errors import UsageError
+from clipcls.fewshot.runs import AUTO, calibrated_thresholds
+from clipcls.labeling.options import check_multi_label
 from clipcls.labeling.predict import count_images, predictions, write_predictions
+from clipcls.labels import Label
 from clipcls.output.files import Format, format_for
-from clipcls.output.rows import Columns
+from clipcls.output.rows import MULTI_THRESHOLD, Columns, Threshold
 from clipcls.output.writers import plural
+from clipcls.prompts import TemplateSet
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -42,7 +53,37 @@ EXAMPLES = """
   clipcls predict photo.jpg --labels cat,dog --server http://127.0.0.1:8765
   clipcls predict --from-embeddings run.jsonl --labels cat,dog,bird
   clipcls predict shots/ --labels cat,dog --support examples/
+  clipcls predict beach/ --labels dog,boat,person --multi-label --threshold 0.3 -o out.csv
 """
+
+
+def _multi_label_cut(
+    threshold: str | None, multi_label: bool, calibration: Path | None
+) -> float | str:
+    """--threshold as a multi-label run takes it: P (0.5 if not given) or auto; predict takes
+    no threshold otherwise."""
+    cut = threshold_value(threshold)
+    if not multi_label:
+        if cut is not None:
+            raise UsageError("predict takes --threshold with --multi-label only")
+        return MULTI_THRESHOLD
+    if cut == AUTO and calibration is None:
+        raise UsageError("--threshold auto needs --calibration FILE.json: it holds the thresholds")
+    return MULTI_THRESHOLD if cut is None else cut
+
+
+def _columns(top_k: int, labels: tuple[Label, ...], multi_label: bool) -> Columns:
+    if multi_label:
+        return Columns(1, multi_label=tuple(label.name for label in labels))
+    return Columns(min(top_k, len(labels)))
+
+
+def _resolved(
+    cut: float | str, labels: tuple[Label, ...], templates: TemplateSet, calibration: Path | None
+) -> Threshold:
+    if cut == AUTO and calibration is not None:
+        return calibrated_thresholds(labels, templates, calibration, multi_label=True)
+    return float(cut)
 
 
 @model_options()
@@ -60,12 +101,18 @@ def predict(
     overwrite: OverwriteOpt = False,
     support: SupportOpt = None,
     calibration: CalibrationOpt = None,
+    multi_label: MultiLabelOpt = False,
+    threshold: ThresholdOpt = None,
 ) -> None:
     """Classify images against your labels and show the top-k labels of each."""
     run, scale = run_options(ctx), scale_options(ctx)
     quiet = run.quiet
     with reported_errors(run.debug):
         choice = labels_choice(ctx)
+        refuse_top_k(ctx, multi_label)
+        cut = _multi_label_cut(threshold, multi_label, calibration)
+        if multi_label:
+            check_multi_label(choice.labels)
         inputs, saved = chosen_inputs(ctx, scale, quiet, paths)
         total = count_images(inputs, run.include_hidden, walk=saved is None)
         check_output_path(output, overwrite)
@@ -87,7 +134,9 @@ def predict(
             calibration,
             notice=(lambda line: None) if quiet else notice,
             warn=warn,
+            multi_label=multi_label,
         )
+        limit = _resolved(cut, choice.labels, choice.templates, calibration)
         show_progress = not quiet and stderr.is_terminal
         started = time.monotonic()
         with open_output(output) as stream:
@@ -95,10 +144,11 @@ def predict(
                 found,
                 fmt,
                 stream,
-                Columns(min(top_k, len(choice.labels))),
+                _columns(top_k, choice.labels, multi_label),
                 str(output or "stdout"),
                 lambda rows: tracked(rows, total, show_progress, "classifying"),
                 warn,
+                limit,
             )
         if not quiet and stderr.is_terminal:
             elapsed = time.monotonic() - started

@@ -10,6 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -113,6 +114,10 @@ class Calibration:
     support: str | None = None  # the support set's identity, where it was fitted with one
     ece_before: float | None = None
     ece_after: float | None = None
+    # `evaluate --multi-label --calibrate`: a logistic per label on the cosine and each label's
+    # threshold, {"slopes": [...], "intercepts": [...], "thresholds": {label: P or null}},
+    # the lists in the order of `labels`
+    multi_label: Mapping[str, Any] | None = None
 
     def check(self, model: str, labels: Sequence[str], templates: str, support: str | None) -> None:
         """UsageError naming the first difference from the run's setup."""
@@ -155,6 +160,7 @@ def read_calibration(path: Path) -> Calibration:
         calibration = Calibration(**{**record, "labels": _names(record["labels"])})
         calibration = replace(calibration, temperature=float(calibration.temperature))
         _check_thresholds(calibration)
+        _check_multi_label(calibration)
     except (KeyError, TypeError, ValueError) as error:
         raise UsageError(f"{path} is a damaged calibration file: {error}") from None
     temperature = calibration.temperature
@@ -180,3 +186,25 @@ def _check_thresholds(calibration: Calibration) -> None:
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if value is not None and not (number and 0.0 <= value <= 1.0):
             raise ValueError(f"threshold of {clean_text(name)} is {value!r}, not 0-1 or null")
+
+
+def _check_multi_label(calibration: Calibration) -> None:
+    """ValueError unless multi_label holds a finite slope and intercept per label and each
+    threshold names a label and is null or a probability."""
+    found = calibration.multi_label
+    if found is None:
+        return
+    if not isinstance(found, dict):
+        raise ValueError("multi_label must be an object of slopes, intercepts and thresholds")
+    for key in ("slopes", "intercepts"):
+        values = found.get(key)
+        if not isinstance(values, list) or len(values) != len(calibration.labels):
+            raise ValueError(f"multi_label {key} must be one finite number per label")
+        if not all(_finite(value) for value in values):
+            raise ValueError(f"multi_label {key} must be one finite number per label")
+    _check_thresholds(replace(calibration, thresholds=found.get("thresholds", {})))
+
+
+def _finite(value: object) -> bool:
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    return number and math.isfinite(value)  # type: ignore[arg-type]

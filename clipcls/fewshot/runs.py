@@ -22,6 +22,7 @@ from clipcls.fewshot.calibration import (
 from clipcls.fewshot.scoring import AdaptedPredictor
 from clipcls.fewshot.support import SupportFiles, embed_support, find_support
 from clipcls.labels import Label
+from clipcls.multilabel.head import BACKGROUND_TEXT, MultiLabel
 from clipcls.pathtext import path_key
 from clipcls.prediction import Prediction
 from clipcls.prompts import TemplateSet
@@ -45,10 +46,25 @@ class FewShot:
     support: SupportFiles | None = None
     calibration: Calibration | None = None
     calibration_digest: str | None = None  # of the file's bytes
+    multi_label: bool = False  # each label's own probability (multilabel.head), no softmax
 
     @property
     def temperature(self) -> float:
-        return float(self.calibration.temperature) if self.calibration is not None else 1.0
+        """The calibration's temperature; 1 in multi-label runs (it calibrates a softmax)."""
+        if self.calibration is None or self.multi_label:
+            return 1.0
+        return float(self.calibration.temperature)
+
+    def logistic(self) -> tuple[list[float], list[float]] | None:
+        """The calibration's per-label logistic (slopes, intercepts) in the run's label order;
+        None where it has none (the model then decides the head)."""
+        fitted = self.calibration.multi_label if self.calibration is not None else None
+        if fitted is None or self.calibration is None:
+            return None
+        where = {name: i for i, name in enumerate(self.calibration.labels)}
+        order = [where[label.name] for label in self.labels]
+        slopes, intercepts = fitted["slopes"], fitted["intercepts"]
+        return [float(slopes[i]) for i in order], [float(intercepts[i]) for i in order]
 
     @property
     def support_identity(self) -> str | None:
@@ -77,7 +93,15 @@ class FewShot:
         target precision, so its images are always unknown)."""
         if self.calibration is None:
             raise UsageError("--threshold auto needs --calibration FILE.json: it holds them")
-        return {label.name: self.calibration.thresholds.get(label.name) for label in self.labels}
+        found = self.calibration.thresholds
+        if self.multi_label:
+            if self.calibration.multi_label is None:
+                raise UsageError(
+                    "--threshold auto with --multi-label needs a calibration file with "
+                    "multi-label thresholds (evaluate --multi-label --calibrate writes them)"
+                )
+            found = self.calibration.multi_label.get("thresholds", {})
+        return {label.name: found.get(label.name) for label in self.labels}
 
 
 def prepare_fewshot(
@@ -88,13 +112,14 @@ def prepare_fewshot(
     auto_threshold: bool = False,
     include_hidden: bool = False,
     warn: Callable[[str], None] = _silent,
+    multi_label: bool = False,
 ) -> FewShot | None:
     """Read the support folder and the calibration file and check them against the labels and
-    templates (UsageError naming what is wrong); None where neither is asked for. warn hears
-    each label the support set leaves zero-shot."""
+    templates (UsageError naming what is wrong); None where neither is asked for and the run is
+    not multi-label. warn hears each label the support set leaves zero-shot."""
     if auto_threshold and calibration is None:
         raise UsageError("--threshold auto needs --calibration FILE.json: it holds the thresholds")
-    if support is None and calibration is None:
+    if support is None and calibration is None and not multi_label:
         return None
     files = find_support(support, labels, include_hidden) if support is not None else None
     for line in files.notes() if files is not None else ():
@@ -103,9 +128,18 @@ def prepare_fewshot(
     if calibration is not None:
         fitted = read_calibration(calibration)
         digest = hashlib.sha256(calibration.read_bytes()).hexdigest()[:16]
-    found = FewShot(tuple(labels), templates, files, fitted, digest)
+    found = FewShot(tuple(labels), templates, files, fitted, digest, multi_label)
     found.check(None)
     return found
+
+
+def calibrated_thresholds(
+    labels: Sequence[Label], templates: TemplateSet, calibration: Path, multi_label: bool
+) -> Thresholds:
+    """--threshold auto: each label's threshold in the calibration file (multi-label: those
+    fitted for independent probabilities), by label name."""
+    fitted = read_calibration(calibration)
+    return FewShot(tuple(labels), templates, None, fitted, None, multi_label).thresholds()
 
 
 def known_identity(backend: Backend) -> str | None:
@@ -126,7 +160,8 @@ class FewShotPredictor(AdaptedPredictor):
         notice: Callable[[str], None] = _silent,
         warn: Callable[[str], None] = _silent,
     ) -> None:
-        super().__init__(backend, None, fewshot.temperature)
+        multi = MultiLabel(fewshot.logistic()) if fewshot.multi_label else None
+        super().__init__(backend, None, fewshot.temperature, multi)
         self.fewshot, self.notice, self.warn = fewshot, notice, warn
         self.started = False
         fewshot.check(known_identity(backend))
@@ -143,6 +178,10 @@ class FewShotPredictor(AdaptedPredictor):
             self._say_overlap(listed(), files)
             # the examples are embedded too: a cache holding them and the inputs loads no model
             expected = replace(expected, paths=lambda: itertools.chain(listed(), files.paths))
+        if isinstance(expected, Expected) and self.multi_label is not None:
+            # the background prompt is embedded too: a cache lacking it needs the model
+            extra = Label.plain(BACKGROUND_TEXT)
+            expected = replace(expected, labels=(*expected.labels, extra))
         self.backend.start(expected)  # type: ignore[arg-type]
         self.fewshot.check(model_identity(self.backend.model_id, self.backend.weights))
         if files is not None:
@@ -178,13 +217,14 @@ def fewshot_predictor(
     notice: Callable[[str], None] = _silent,
     warn: Callable[[str], None] = _silent,
 ) -> Predictor:
-    """The backend itself where the run has no support set or calibration, else wrapped; a
-    Predictor that cannot embed images and score them is a UsageError."""
+    """The backend itself where the run has no support set or calibration and is not
+    multi-label, else wrapped; a Predictor that cannot embed images and score them is a
+    UsageError."""
     if fewshot is None:
         return backend
     if not all(hasattr(backend, name) for name in ("embed_images", "scorer")):
         raise UsageError(
-            "a support set or calibration needs a backend that embeds images and scores them "
-            "(embed_images and scorer)"
+            "a support set, a calibration or --multi-label needs a backend that embeds images "
+            "and scores them (embed_images and scorer)"
         )
     return FewShotPredictor(cast("Backend", backend), fewshot, notice, warn)

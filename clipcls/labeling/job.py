@@ -27,7 +27,14 @@ from clipcls.labeling.sorting import (
     unique_destination,
 )
 from clipcls.labels import Label
-from clipcls.output.rows import Row, clean_text, to_row
+from clipcls.output.rows import (
+    MULTI_THRESHOLD,
+    SEPARATOR,
+    Row,
+    clean_text,
+    to_multi_row,
+    to_row,
+)
 from clipcls.pathtext import path_key
 from clipcls.prompts import TemplateSet
 from clipcls.remote import is_url
@@ -41,31 +48,58 @@ class Sorter:
     """Choose each file's place under DIR/<label>/ and put it there after its row is saved."""
 
     def __init__(
-        self, root: Path, mode: SortMode, dry_run: bool, planned: Iterable[str] = ()
+        self,
+        root: Path,
+        mode: SortMode,
+        dry_run: bool,
+        planned: Iterable[str] = (),
+        multi_label: bool = False,
     ) -> None:
         self.root, self.mode, self.dry_run = root, mode, dry_run
+        # multi-label: a file goes into each of its labels' folders, its places joined by ;
+        self.multi_label = multi_label
         # A dry run creates nothing on disk, so it must remember the names it has handed out,
         # a resumed one those of the rows before too.
-        self.planned: set[Path] | None = {Path(p) for p in planned} if dry_run else None
+        self.planned: set[Path] | None = None
+        if dry_run:
+            self.planned = {Path(one) for p in planned for one in self._places(p)}
+
+    def _places(self, destination: str) -> list[str]:
+        if not destination:
+            return []
+        return destination.split(SEPARATOR) if self.multi_label else [destination]
 
     def destination(self, row: Row) -> str:
-        """A collision-free path for the row's file in its label folder ("" for errors)."""
+        """A collision-free path for the row's file in its label folder ("" for errors;
+        multi-label: one in each of its labels' folders, joined by ;, "" for none)."""
         if row.error is not None or is_url(row.path):
             return ""  # URLs are labeled, not sorted: there is no file here to place
-        folder = self.root / safe_folder_name(row.label)
-        source = Path(row.path)
+        if not self.multi_label:
+            return self._destination(row.label, Path(row.path), Path(row.path).name)
+        # a ; in the file's name would split its places apart: the sorted names have none
+        name = Path(row.path).name.replace(SEPARATOR, "_")
+        found = (self._destination(label, Path(row.path), name) for label in row.labels)
+        return SEPARATOR.join(found)
+
+    def _destination(self, label: str, source: Path, name: str) -> str:
+        folder = self.root / safe_folder_name(label)
         # A name that already holds this very file (an earlier run's copy) is used again;
         # a move has no such twin, since its source would be gone.
         reusable = None if self.mode is SortMode.MOVE else partial(same_file, source)
-        target = unique_destination(folder, source.name, self.planned, reusable)
+        target = unique_destination(folder, name, self.planned, reusable)
         if self.planned is not None:
             self.planned.add(absolute(target))
         return str(target)
 
     def apply(self, path: str, destination: str) -> None:
-        """Copy, link or move the file (nothing in a dry run, or if already done)."""
-        if self.dry_run or not destination:
+        """Copy, link or move the file to each of its places (nothing in a dry run, or where
+        already done)."""
+        if self.dry_run:
             return
+        for one in self._places(destination):
+            self._apply(path, one)
+
+    def _apply(self, path: str, destination: str) -> None:
         source, target = Path(path), Path(destination)
         try:
             if os.path.lexists(target):
@@ -84,7 +118,9 @@ class Sorter:
 class Summary:
     """What a run did, for the end-of-run report."""
 
-    per_label: Counter[str] = field(default_factory=Counter)
+    per_label: Counter[str] = field(default_factory=Counter)  # multi-label: each of a row's
+    images: int = 0  # labeled (not failed)
+    unlabeled: int = 0  # multi-label: rows no label reached
     failures: int = 0
     skipped: int = 0  # already in the resumed file
     started: float = field(default_factory=time.monotonic)
@@ -93,7 +129,7 @@ class Summary:
 
     @property
     def processed(self) -> int:
-        return sum(self.per_label.values()) + self.failures
+        return self.images + self.failures
 
     def rate(self) -> float:
         """Images per second in this run."""
@@ -138,13 +174,14 @@ class LabelJob:
         self.backend, self.labels, self.templates = backend, tuple(labels), templates
         self.options, self.model_id = options, model_id
         self.recovered = recovered or Recovered()
-        self.columns = options.columns(len(self.labels))
+        self.columns = options.columns(self.labels)
         self.sorter = (
             Sorter(
                 options.sort_into,
                 options.mode,
                 options.dry_run,
                 self.recovered.destinations.values(),
+                options.multi_label,
             )
             if options.sort_into is not None
             else None
@@ -179,13 +216,22 @@ class LabelJob:
     def _rows(self, predictions: Iterable[Prediction]) -> Iterator[Row]:
         options = self.options
         for prediction in predictions:
-            row = to_row(
-                prediction,
-                self.columns.top_k,
-                options.row_threshold(),
-                options.unknown_label,
-                self.model_id,
-            )
+            if options.multi_label:
+                cut = options.row_threshold()
+                row = to_multi_row(
+                    prediction,
+                    MULTI_THRESHOLD if cut is None else cut,
+                    options.unknown_label,
+                    self.model_id,
+                )
+            else:
+                row = to_row(
+                    prediction,
+                    self.columns.top_k,
+                    options.row_threshold(),
+                    options.unknown_label,
+                    self.model_id,
+                )
             if self.sorter is not None:
                 row = replace(row, destination=self.sorter.destination(row))
             self._count(row)
@@ -196,11 +242,14 @@ class LabelJob:
         if row.error is not None:
             self.summary.failures += 1
             return
-        self.summary.per_label[row.label] += 1
-        if self.sorter is not None and row.destination:
-            self.summary.placed[row.label] += 1
-        elif self.sorter is not None:
+        self.summary.images += 1
+        labels = row.labels if self.options.multi_label else (row.label,)
+        self.summary.per_label.update(labels)
+        self.summary.unlabeled += not labels
+        if self.sorter is not None and is_url(row.path):
             self.summary.unsorted_urls += 1
+        elif self.sorter is not None and row.destination:
+            self.summary.placed.update(labels)
 
     def finish_pending(self, section: Section = contextlib.nullcontext) -> list[str]:
         """Finish placing the files of the last rows an interrupted run wrote; the problems

@@ -40,6 +40,7 @@ class RunSetup:
     cwd: str = ""  # relative paths in the rows are relative to this folder (as pathtext)
     support: str | None = None  # the support set's identity (--support)
     calibration: str | None = None  # the calibration's temperature and file digest
+    multi_label: bool = False  # every label at or above its threshold (--multi-label)
 
     @staticmethod
     def label_texts(labels: tuple[Label, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -52,6 +53,7 @@ NAMES = {
     "format": "format",
     "labels": "labels",
     "templates": "templates",
+    "multi_label": "--multi-label",
     "top_k": "--top-k",
     "threshold": "--threshold",
     "unknown_label": "--unknown-label",

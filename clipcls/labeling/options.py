@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,14 @@ from clipcls.labeling.manifest import RunSetup
 from clipcls.labeling.sorting import SortMode, first_on_another_device
 from clipcls.labels import Label
 from clipcls.output.files import RESUMABLE, Format
-from clipcls.output.rows import DEFAULT_UNKNOWN, Columns, Threshold, clean_text
+from clipcls.output.rows import (
+    DEFAULT_UNKNOWN,
+    MULTI_THRESHOLD,
+    SEPARATOR,
+    Columns,
+    Threshold,
+    clean_text,
+)
 from clipcls.pathtext import path_to_text
 from clipcls.prompts import TemplateSet
 
@@ -33,6 +40,9 @@ class LabelOptions:
     mode: SortMode = SortMode.COPY
     dry_run: bool = False
     save_embeddings: bool = False
+    # every label at or above the threshold (MULTI_THRESHOLD unless given), each with its own
+    # probability; a row no label reaches gets unknown_label, or none where it is ""
+    multi_label: bool = False
 
     def row_threshold(self) -> Threshold | None:
         """The threshold rows are cut at; "auto" must have been resolved by then."""
@@ -40,13 +50,16 @@ class LabelOptions:
             raise UsageError("--threshold auto needs --calibration FILE.json: it holds them")
         return self.threshold
 
-    def columns(self, n_labels: int) -> Columns:
-        """The output's columns for these options."""
+    def columns(self, labels: Sequence[Label]) -> Columns:
+        """The output's columns for these options and labels."""
         destination = ""
         if self.sort_into is not None:
             destination = "planned_destination" if self.dry_run else "destination"
+        if self.multi_label:
+            names = tuple(label.name for label in labels)
+            return Columns(1, False, True, destination, self.save_embeddings, names)
         return Columns(
-            top_k=min(self.top_k, n_labels),
+            top_k=min(self.top_k, len(labels)),
             best_label=self.threshold is not None,
             model=True,
             destination=destination,
@@ -54,14 +67,53 @@ class LabelOptions:
         )
 
 
+def multi_label_options(options: LabelOptions, labels: Sequence[Label]) -> LabelOptions:
+    """Refuse what --multi-label cannot do (UsageError, before anything is written), and give
+    the default threshold where none is set; options as they are in a single-label run."""
+    if not options.multi_label:
+        return options
+    check_multi_label(labels, options.mode if options.sort_into is not None else None)
+    where = options.sort_into
+    if where is not None and SEPARATOR in str(where):
+        raise UsageError(
+            f"--sort-into {clean_text(str(where))} holds {SEPARATOR!r}, which separates a "
+            "multi-label row's destinations: name another folder"
+        )
+    if options.threshold is None:
+        return replace(options, threshold=MULTI_THRESHOLD)
+    return options
+
+
+def check_multi_label(labels: Sequence[Label], mode: SortMode | None = None) -> None:
+    """UsageError for a label holding the separator of a row's labels, or a move (one file
+    cannot be in several folders)."""
+    for label in labels:
+        if SEPARATOR in label.name:
+            raise UsageError(
+                f"label {clean_text(label.name)!r} holds {SEPARATOR!r}, which separates a "
+                "multi-label row's labels: rename it"
+            )
+    if mode is SortMode.MOVE:
+        raise UsageError(
+            "--multi-label with --mode move: one file cannot move into several folders: "
+            "use copy, symlink or hardlink"
+        )
+
+
 def check_unknown_label(
-    unknown_label: str | None, threshold: object, labels: tuple[Label, ...]
+    unknown_label: str | None,
+    threshold: object,
+    labels: tuple[Label, ...],
+    multi_label: bool = False,
 ) -> str:
-    """The unknown label, refused where it would be ignored or merge into a real label."""
+    """The unknown label, refused where it would be ignored or merge into a real label
+    (multi-label: "" unless given, so that a row no label reaches has none)."""
     if unknown_label is None:
-        return DEFAULT_UNKNOWN
-    if threshold is None:
+        return "" if multi_label else DEFAULT_UNKNOWN
+    if threshold is None and not multi_label:  # multi-label runs always have one
         raise UsageError("--unknown-label needs --threshold P: no image gets it otherwise")
+    if multi_label and SEPARATOR in unknown_label:
+        raise UsageError(f"--unknown-label {unknown_label!r} holds {SEPARATOR!r}: rename it")
     same = unicodedata.normalize("NFC", unknown_label).casefold()
     if any(label.name.casefold() == same for label in labels):
         raise UsageError(
@@ -122,7 +174,7 @@ def run_setup(
     sort_into = options.sort_into
     return RunSetup(
         format=kind.value,
-        columns=tuple(options.columns(len(labels)).header()),
+        columns=tuple(options.columns(labels).header()),
         labels=RunSetup.label_texts(labels),
         templates=templates.templates,
         top_k=options.top_k,
@@ -132,4 +184,5 @@ def run_setup(
         mode=None if sort_into is None else options.mode.value,
         model_key=model_key,
         cwd=path_to_text(os.getcwd()),
+        multi_label=options.multi_label,
     )

@@ -13,9 +13,10 @@ from clipcls.classify import Prediction
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.fewshot.runs import fewshot_predictor, prepare_fewshot
 from clipcls.images import iter_image_paths
+from clipcls.labeling.options import check_multi_label
 from clipcls.labels import Label
 from clipcls.output.files import Format
-from clipcls.output.rows import Columns, to_row
+from clipcls.output.rows import MULTI_THRESHOLD, Columns, Threshold, to_multi_row, to_row
 from clipcls.output.writers import make_writer
 from clipcls.prompts import TemplateSet
 
@@ -50,14 +51,23 @@ def predictions(
     calibration: Path | None = None,
     notice: Callable[[str], None] = _silent,
     warn: Callable[[str], None] = _silent,
+    multi_label: bool = False,
 ) -> Iterator[Prediction]:
     """Start the backend for these files (from the cache alone where it holds them all) and ask
     for their predictions: the prompts are embedded now, the files read as predictions are
     taken. walk=False takes inputs as the files themselves (saved embeddings list them).
 
     support (SUPPORT/<label>/<image>) and calibration (its temperature) change the scores as in
-    label_tree; notice and warn hear what they say (labels without examples, and the like)."""
-    fewshot = prepare_fewshot(labels, templates, support, calibration, False, include_hidden, warn)
+    label_tree; notice and warn hear what they say (labels without examples, and the like).
+
+    multi_label: each prediction's probabilities are independent, one per label (a SigLIP
+    model's sigmoid, else label against a background prompt, or the calibration's logistic),
+    still ranked; to_multi_row (or write_predictions) turns them into a row's labels."""
+    if multi_label:
+        check_multi_label(labels)
+    fewshot = prepare_fewshot(
+        labels, templates, support, calibration, False, include_hidden, warn, multi_label
+    )
     backend = fewshot_predictor(backend, fewshot, notice, warn)
     files = partial(input_files, inputs, include_hidden, walk)
     backend.start(Expected(tuple(labels), (templates,), paths=files))
@@ -76,9 +86,11 @@ def write_predictions(
     where: str,
     track: Callable[[Iterator[Prediction]], Iterable[Prediction]] = _untracked,
     warn: Callable[[str], None] = _silent,
+    threshold: Threshold = MULTI_THRESHOLD,
 ) -> int:
     """Write each prediction's row to stream as it comes (track wraps them, as a progress bar
-    does; warn hears of each unreadable file); the number of unreadable files.
+    does; warn hears of each unreadable file); the number of unreadable files. Multi-label
+    columns: each row has every label at or above threshold (one P, or one per label).
 
     A write error becomes one ClipclsError naming where; a closed pipe (`| head`) goes on up.
     """
@@ -86,7 +98,10 @@ def write_predictions(
     try:
         writer = make_writer(kind, stream, columns)
         for prediction in track(found):
-            writer.write(to_row(prediction, columns.top_k))
+            if columns.multi_label:
+                writer.write(to_multi_row(prediction, threshold))
+            else:
+                writer.write(to_row(prediction, columns.top_k))
             if prediction.error is not None:
                 failures += 1
                 warn(prediction.error)

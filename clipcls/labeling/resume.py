@@ -14,7 +14,7 @@ from pathlib import Path
 from clipcls.errors import UsageError
 from clipcls.output.csv_text import from_cell
 from clipcls.output.files import Format
-from clipcls.output.rows import Columns
+from clipcls.output.rows import SEPARATOR, Columns
 from clipcls.pathtext import path_key, text_to_path
 from clipcls.remote import is_url
 
@@ -29,7 +29,7 @@ class RecordedRow:
     """What resuming needs from a row already in the file: real paths, usable from here."""
 
     path: str
-    destination: str
+    destination: str  # multi-label: its places joined by ;
 
 
 @dataclass
@@ -143,7 +143,8 @@ def recover(
         state.done.add(key)
         destination = record.get(columns.destination, "") if columns.destination else ""
         if destination:
-            where = os.path.join(cwd, text_to_path(destination))
+            places = destination.split(SEPARATOR) if columns.multi_label else [destination]
+            where = SEPARATOR.join(os.path.join(cwd, text_to_path(one)) for one in places)
             state.placements.append(RecordedRow(real, where))
             if keep_destinations:
                 state.destinations[key] = where

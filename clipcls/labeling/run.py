@@ -20,7 +20,13 @@ from clipcls.images import MARKER, iter_image_paths
 from clipcls.labeling.job import LabelJob, Summary, is_done
 from clipcls.labeling.label_file import LabelOutput, begin, check_loaded_model, open_label_output
 from clipcls.labeling.manifest import RunSetup
-from clipcls.labeling.options import LabelOptions, check_file_format, check_sorting, run_setup
+from clipcls.labeling.options import (
+    LabelOptions,
+    check_file_format,
+    check_sorting,
+    multi_label_options,
+    run_setup,
+)
 from clipcls.labeling.resume import Recovered
 from clipcls.labeling.sorting import SortMode, claim_sort_folder
 from clipcls.labels import Label
@@ -114,16 +120,29 @@ def label_tree(
     templates and support set, whose temperature is applied and whose per-label thresholds
     options.threshold "auto" takes. Both are recorded in the setup that --resume compares.
 
+    options.multi_label: each label its own probability (SigLIP models' sigmoid, else label
+    against a background prompt, or the calibration's per-label logistic), every label at or
+    above the threshold (0.5 unless given) in the row; sorted files are copied or linked into
+    each of their labels' folders (a move is refused).
+
     Raises UsageError before anything is written for what cannot run, ClipclsError for what
     failed on the way (the output then holds every complete row: run again with resume).
     """
     labels, events = tuple(labels), events or LabelEvents()
+    options = multi_label_options(options, labels)
     kind = format_for(output, None, FILE_FORMATS) if kind is None else kind
     check_file_format(kind, resume, options.save_embeddings)  # the CLI checked; Python may not
     check_sorting(kind, options, list(inputs))
     auto = options.threshold == AUTO
     fewshot = prepare_fewshot(
-        labels, templates, support, calibration, auto, include_hidden, events.warn
+        labels,
+        templates,
+        support,
+        calibration,
+        auto,
+        include_hidden,
+        events.warn,
+        options.multi_label,
     )
     setup = replace(
         run_setup(kind, options, labels, templates, backend.weights),
@@ -136,7 +155,7 @@ def label_tree(
         backend = fewshot_predictor(backend, fewshot, events.notice, events.warn)
         options = replace(options, threshold=fewshot.thresholds()) if auto else options
     keep = options.mode is SortMode.MOVE or options.dry_run
-    columns = options.columns(len(labels))
+    columns = options.columns(labels)
     with contextlib.ExitStack() as held:
         out = open_label_output(output, kind, columns, setup, resume, overwrite, keep)
         held.callback(out.close)

@@ -15,7 +15,7 @@ ESCAPED_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
 
 def is_number_column(name: str) -> bool:
     """Whether a column holds numbers clipcls formatted (a negative one stays a number)."""
-    return name.startswith(("probability", "similarity"))
+    return name.startswith(("probability", "similarity", "prob:"))
 
 
 def to_cell(text: str) -> str:

@@ -15,6 +15,9 @@ from clipcls.pathtext import path_to_text
 from clipcls.prediction import LabelScore, Prediction
 
 DEFAULT_UNKNOWN = "unknown"
+MULTI_THRESHOLD = 0.5  # --multi-label's --threshold unless one is given
+SEPARATOR = ";"  # between a multi-label row's labels, and its destinations
+PROB = "prob:"  # a multi-label output's column of one label's probability: prob:LABEL
 
 
 # A threshold for every label, or one per label name (None: that label is always unknown).
@@ -38,7 +41,8 @@ class Row:
     scores: tuple[LabelScore, ...] = ()  # top-k, ranked by probability
     error: str | None = None
     model: str = ""
-    destination: str = ""  # where --sort-into put the file
+    destination: str = ""  # where --sort-into put the file (multi-label: places joined by ;)
+    labels: tuple[str, ...] = ()  # multi-label: every label at or above its threshold
     embedding: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @property
@@ -69,6 +73,34 @@ def to_row(
     return Row(prediction.path, label, scores, model=model, embedding=prediction.embedding)
 
 
+def reaches(score: LabelScore, threshold: Threshold) -> bool:
+    """Whether a label's probability is at or above its threshold (a per-label None: never)."""
+    limit = threshold.get(score.label) if isinstance(threshold, Mapping) else threshold
+    return limit is not None and score.probability >= limit
+
+
+def to_multi_row(
+    prediction: Prediction,
+    threshold: Threshold = MULTI_THRESHOLD,
+    unknown_label: str = "",
+    model: str = "",
+) -> Row:
+    """A multi-label row: every label at or above its threshold, most probable first (none:
+    the unknown label, or no label where that is ""), and every label's probability."""
+    if prediction.error is not None or prediction.top is None:
+        return Row(prediction.path, error=prediction.error or "no scores", model=model)
+    chosen = tuple(score.label for score in prediction.scores if reaches(score, threshold))
+    chosen = chosen or ((unknown_label,) if unknown_label else ())
+    return Row(
+        prediction.path,
+        SEPARATOR.join(chosen),
+        prediction.scores,
+        model=model,
+        labels=chosen,
+        embedding=prediction.embedding,
+    )
+
+
 @dataclass(frozen=True)
 class Columns:
     """Which columns an output has; the CSV header and JSON keys follow from it."""
@@ -78,12 +110,21 @@ class Columns:
     model: bool = False  # label's rows: also a top-level `label` in every JSON object
     destination: str = ""  # "destination", or "planned_destination" for a dry run; "" for none
     embedding: bool = False  # the image embedding too (--save-embeddings; JSONL and Parquet)
+    # multi-label: the run's label names, in order; `labels` and one prob:LABEL column each
+    # take the place of the ranked columns
+    multi_label: tuple[str, ...] = ()
 
     def header(self) -> list[str]:
-        """CSV columns: path,label,probability,similarity first and error last."""
-        names = ["path", "label", "probability", "similarity"]
-        names += ["best_label"] if self.best_label else []
-        names += [f"{n}_{k}" for k in range(2, self.top_k + 1) for n in ("label", "probability")]
+        """CSV columns: path,label,probability,similarity first (multi-label: path,labels,
+        prob:LABEL...) and error last."""
+        if self.multi_label:
+            names = ["path", "labels", *(PROB + name for name in self.multi_label)]
+        else:
+            names = ["path", "label", "probability", "similarity"]
+            names += ["best_label"] if self.best_label else []
+            names += [
+                f"{n}_{k}" for k in range(2, self.top_k + 1) for n in ("label", "probability")
+            ]
         names += ["model"] if self.model else []
         names += [self.destination] if self.destination else []
         names += ["embedding"] if self.embedding else []
@@ -97,6 +138,9 @@ class Columns:
             values[self.destination] = path_to_text(row.destination)
         if row.error is not None:
             values["error"] = clean_text(row.error)
+        elif self.multi_label:
+            values["labels"] = SEPARATOR.join(row.labels)
+            values.update((PROB + s.label, f"{s.probability:.6f}") for s in row.scores)
         elif row.best is not None:
             values.update(label=row.label, best_label=row.best.label)
             values.update(probability=f"{row.best.probability:.6f}")
@@ -113,7 +157,12 @@ class Columns:
         prediction = Prediction(row.path, row.scores, row.error, row.embedding)
         wire = prediction.to_record(embedding=self.embedding)
         record: dict[str, Any] = {"path": wire.pop("path")}
-        if row.error is None and (self.best_label or self.model):
+        if self.multi_label and "predictions" in wire:
+            wire.pop("predictions")
+            record["labels"] = list(row.labels)
+            found = {score.label: score.probability for score in row.scores}
+            record["probabilities"] = {name: found[name] for name in self.multi_label}
+        elif row.error is None and (self.best_label or self.model):
             record["label"] = row.label
         record.update((key, wire.pop(key)) for key in ("error", "predictions") if key in wire)
         if self.model:

@@ -117,8 +117,8 @@ def _bar(probability: float, width: int = 10) -> Text:
 class TableWriter:
     """A Rich table, printed once all images are in: each image with its top-k labels."""
 
-    def __init__(self, console: Console) -> None:
-        self.console = console
+    def __init__(self, console: Console, multi_label: bool = False) -> None:
+        self.console, self.multi_label = console, multi_label
         self.rows: list[Row] = []
 
     def write(self, row: Row) -> None:
@@ -138,14 +138,21 @@ class TableWriter:
                 message = Text(printable(row.error), style="red")
                 table.add_row(path, message, "", *([""] if bars else []), end_section=True)
                 continue
-            for rank, score in enumerate(row.scores):
+            scores = row.scores
+            if self.multi_label:  # the labels that apply, each with its own probability
+                scores = tuple(score for score in row.scores if score.label in row.labels)
+                if not scores:
+                    none = Text(printable(row.label) or "(no label)", style="dim")
+                    table.add_row(path, none, "", *([""] if bars else []), end_section=True)
+                    continue
+            for rank, score in enumerate(scores):
                 cells: list[RenderableType] = [
                     path if rank == 0 else "",
                     Text(printable(score.label), style="bold" if rank == 0 else ""),
                     f"{score.probability:.1%}",
                 ]
                 cells += [_bar(score.probability)] if bars else []
-                table.add_row(*cells, end_section=rank == len(row.scores) - 1)
+                table.add_row(*cells, end_section=rank == len(scores) - 1)
         self.console.print(table)
 
 
@@ -200,7 +207,8 @@ def make_writer(fmt: Format, stream: TextIO, columns: Columns, header: bool = Tr
         stream.flush()
         return ParquetWriter(stream.buffer, columns)
     if fmt is Format.TABLE:
-        return TableWriter(plain_console(file=stream, soft_wrap=False))
+        console = plain_console(file=stream, soft_wrap=False)
+        return TableWriter(console, bool(columns.multi_label))
     if fmt is Format.CSV:
         return CsvWriter(stream, columns, header)
     if fmt is Format.JSON:

@@ -50,6 +50,16 @@ def columns_of(header: list[str]) -> Columns | None:
     return columns if columns.header() == header else None
 
 
+def refuse_multi_label(output: Path, names: Any) -> None:
+    """Review shows one label per image: a multi-label output (labels, prob:LABEL columns, or
+    JSONL's probabilities) is refused in one line rather than shown wrong."""
+    if "labels" in names or "probabilities" in names:
+        raise UsageError(
+            f"review cannot show {clean_text(str(output))}: it is a multi-label output (every "
+            "label that applies per image); review reads single-label outputs"
+        )
+
+
 def _csv_bytes(output: Path) -> tuple[bytes, int]:
     """The file's complete records, and how many bytes a torn last line held."""
     try:
@@ -72,6 +82,8 @@ def _csv_records(output: Path) -> Records:
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
         header = next(reader, None)
+        if header is not None:
+            refuse_multi_label(output, header)
         if header is None or columns_of(header) is None:
             raise foreign(output, "its first line is not a clipcls CSV header")
         records = []
@@ -116,6 +128,7 @@ def _json_lines(
             raise foreign(output, f"line {number} is not JSON") from None
         if not isinstance(record, dict) or not isinstance(record.get("path"), str):
             raise foreign(output, f"line {number} is not a record with a path")
+        refuse_multi_label(output, record)
         yield record
 
 
@@ -129,6 +142,7 @@ def _parquet_records(output: Path) -> Records:
     _, pq = require_parquet()
     try:
         header = pq.read_schema(output).names
+        refuse_multi_label(output, header)
         if columns_of(header) is None:
             raise foreign(output, "not the columns clipcls writes")
         table = pq.read_table(output, columns=[name for name in header if name != "embedding"])
