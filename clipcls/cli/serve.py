@@ -92,6 +92,14 @@ def serve(
             "--support.",
         ),
     ] = None,
+    multi_label: Annotated[
+        bool,
+        typer.Option(
+            "--multi-label",
+            help="Answer with each label's own probability (a SigLIP model's sigmoid; others: "
+            "each label against a background prompt) unless a request says multi_label=false.",
+        ),
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Keep a model loaded and answer predict requests over HTTP, batching concurrent ones."""
@@ -117,7 +125,9 @@ def serve(
         )
         roots = tuple(str(d) for d in allow_dir or ())
         url_hosts = tuple(h.strip() for h in (allow_url_hosts or "").split(",") if h.strip())
-        options = ServeOptions(host, port, api_key, roots, limits, url_hosts, no_cache, support)
+        options = ServeOptions(
+            host, port, api_key, roots, limits, url_hosts, no_cache, support, multi_label
+        )
         check_options(options)
         sock = listen(options)  # held from now on: a second server on this port stops here
         url = f"http://{host}:{port}"

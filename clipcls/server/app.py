@@ -45,6 +45,7 @@ class ServeOptions:
     url_hosts: tuple[str, ...] = ()  # fetched even at private addresses (--allow-url-hosts)
     no_cache: bool = False  # keep no embedding cache (--no-cache)
     support: Path | None = None  # example images in DIR/<label>/ (--support)
+    multi_label: bool = False  # each label's own probability for requests that do not say
 
 
 def check_options(options: ServeOptions) -> None:
@@ -173,7 +174,14 @@ def serve(
     }
     folders = [root.path for root in roots]
     api = ClipclsAPI(
-        settings, options.limits, folders, info_file, reach, not options.no_cache, options.support
+        settings,
+        options.limits,
+        folders,
+        info_file,
+        reach,
+        not options.no_cache,
+        options.support,
+        options.multi_label,
     )
     server = ls.LitServer(
         api,

@@ -8,7 +8,7 @@ import binascii
 import os
 import platform
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -23,20 +23,14 @@ from clipcls.prompts import (
     single_templates,
 )
 from clipcls.remote import HTTP
+from clipcls.server.checks import RequestError as RequestError  # re-exported: the vocabulary
+from clipcls.server.checks import check_prompts, check_strings
 from clipcls.server.roots import real_path, under
 from clipcls.webfetch import check_url
 
 API_KEY_HEADER = "X-API-Key"
 MAX_PROMPT_CHARS = 1000  # per label text or template; CLIP's 77 tokens are far fewer
 ERROR_STATUS = "status"  # in a worker's error answer: the HTTP status the guard sends it with
-
-
-class RequestError(ClipclsError):
-    """A request the server refuses: an HTTP status and one line saying why."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -85,6 +79,7 @@ class ServeRequest:
     templates: TemplateSet = field(default_factory=lambda: load_templates(DEFAULT_TEMPLATES))
     top_k: int = 5
     embedding: bool = False
+    multi_label: bool | None = None  # None: the server's default (serve --multi-label)
 
     def to_record(self) -> dict[str, Any]:
         """The checked request as JSON, as the guard hands it to the model worker."""
@@ -95,6 +90,7 @@ class ServeRequest:
             "templates": {**asdict(templates), "templates": list(templates.templates)},
             "top_k": self.top_k,
             "embedding": self.embedding,
+            "multi_label": self.multi_label,
         }
 
     @classmethod
@@ -107,6 +103,7 @@ class ServeRequest:
             TemplateSet(**{**templates, "templates": tuple(templates["templates"])}),
             int(record["top_k"]),
             bool(record["embedding"]),
+            record.get("multi_label"),
         )
 
 
@@ -137,7 +134,7 @@ def parse_request(
     check_strings(body)
     if "texts" in body:
         return _texts(body, limits)
-    unknown = set(body) - {"images", "labels", "templates", "top_k", "embedding"}
+    unknown = set(body) - {"images", "labels", "templates", "top_k", "embedding", "multi_label"}
     if unknown:
         raise RequestError(400, f"unknown fields: {', '.join(sorted(unknown))}")
     images = body.get("images")
@@ -151,9 +148,9 @@ def parse_request(
     top_k = body.get("top_k", 5)
     if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= limits.max_top_k:
         raise RequestError(400, f"'top_k' must be a whole number from 1 to {limits.max_top_k}")
-    embedding = body.get("embedding", False)
-    if not isinstance(embedding, bool):
-        raise RequestError(400, "'embedding' must be true or false")
+    embedding, multi_label = body.get("embedding", False), body.get("multi_label")
+    if not isinstance(embedding, bool) or not isinstance(multi_label, bool | None):
+        raise RequestError(400, "'embedding' and 'multi_label' must be true or false")
     labels = _labels(body.get("labels"), limits)
     templates = _templates(body.get("templates", DEFAULT_TEMPLATES), limits)
     texts = (*templates.templates, *(text for label in labels for text in label.texts))
@@ -168,44 +165,7 @@ def parse_request(
         raise RequestError(
             413, f"{prompts} prompts (label texts x templates); the limit is {limits.max_texts}"
         )
-    return ServeRequest(refs, labels, templates, top_k, embedding)
-
-
-def check_strings(body: Any) -> None:
-    """Refuse a lone surrogate or a NUL in any string or key of a decoded body: they cannot
-    reach a file name, SQLite or the tokenizer, and would fail the whole batch there. An
-    escaped byte of a non-UTF-8 file name (U+DC80-U+DCFF) may name a file; prompts are
-    checked strictly by check_prompts."""
-    for text in _strings(body):
-        _encodes(text, "surrogateescape")
-        if "\0" in text:
-            raise RequestError(400, f"a string holds a NUL character: {ascii(text)[:80]}")
-
-
-def check_prompts(texts: Iterable[str]) -> None:
-    """Refuse prompt texts the tokenizer cannot encode (any surrogate, escaped byte or not)."""
-    for text in texts:
-        _encodes(text, "strict")
-
-
-def _encodes(text: str, errors: str) -> None:
-    try:
-        text.encode("utf-8", errors)
-    except UnicodeEncodeError:
-        raise RequestError(400, f"a string holds a lone surrogate: {ascii(text)[:80]}") from None
-
-
-def _strings(body: Any) -> Iterator[str]:
-    stack = [body]  # not recursive: json.loads already bounded the nesting
-    while stack:
-        item = stack.pop()
-        if isinstance(item, str):
-            yield item
-        elif isinstance(item, dict):
-            stack.extend(item.keys())
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
+    return ServeRequest(refs, labels, templates, top_k, embedding, multi_label)
 
 
 def _texts(body: dict[str, Any], limits: Limits) -> TextsRequest:

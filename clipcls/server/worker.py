@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +25,13 @@ import numpy as np
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier, Prediction, Scorer, default_batch_size, encode_prompts
 from clipcls.errors import ImageError
+from clipcls.fewshot.scoring import AdaptedScorer, adapted_scorer
 from clipcls.fewshot.served import ServedSupport, served_support
 from clipcls.filekey import FileKey
 from clipcls.images import load_image, size_error
+from clipcls.multilabel.head import MultiLabel
 from clipcls.pipeline import EmbeddedBatch, PreparedImage, embed_batch, embed_paths
+from clipcls.prompts import TemplateSet
 from clipcls.remote import fetch
 from clipcls.server.deadline import DeadlineEncoder, OutOfTime
 from clipcls.server.protocol import (
@@ -64,6 +67,7 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         reach: Reach | None = None,
         cached: bool = True,
         support: Path | None = None,
+        multi_label: bool = False,
     ) -> None:
         super().__init__(
             max_batch_size=REQUESTS_PER_BATCH, batch_timeout=BATCH_WAIT, api_path="/v1/predict"
@@ -74,6 +78,7 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         self.reach = reach or Reach(resolve_roots(allow_dirs), server_policy((), limits.seconds))
         self.parent = os.getpid()  # built in the main process; setup runs in the worker
         self.support_folder = support  # serve --support: embedded once the model is up
+        self.multi_label = multi_label  # serve --multi-label: for requests that do not say
 
     def setup(self, device: str) -> None:
         from clipcls.engine.model import ClipModel
@@ -220,19 +225,35 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         return {"predictions": [p.to_record(top_k, embedding) for p in predictions]}
 
     def _scorer(self, request: ServeRequest) -> Scorer:
-        """The request's labels' scorer, with the examples of those labels (serve --support)."""
-        key = (request.labels, request.templates.templates)
+        """The request's labels' scorer, with the examples of those labels (serve --support),
+        each label's probability its own with multi_label (the request's, else the server's)."""
+        multi = self.multi_label if request.multi_label is None else request.multi_label
+        key = (request.labels, request.templates.templates, multi)
         found = self.classifiers.get(key)
         if found is None:
             classifier = Classifier(self.texts, request.labels, request.templates, None, self.cache)
             found = classifier.scorer
             if self.support is not None:
                 found = self.support.scorer(found)
+            if multi:
+                found = self._multi_label(found, request.templates)
             self.classifiers[key] = found
             if len(self.classifiers) > CLASSIFIERS_KEPT:
                 self.classifiers.popitem(last=False)
         self.classifiers.move_to_end(key)
         return found
+
+    def _multi_label(self, found: Scorer, templates: TemplateSet) -> Scorer:
+        """found with the multi-label head its model takes (SigLIP: its sigmoid)."""
+
+        def embed(prompts: Sequence[str]) -> np.ndarray:
+            return encode_prompts(self.texts, prompts, self.cache)
+
+        head = MultiLabel().head(found, embed, templates)
+        if isinstance(found, AdaptedScorer):
+            found.head = head
+            return found
+        return adapted_scorer(found, None, head=head)
 
 
 @dataclass(frozen=True)
