@@ -113,6 +113,9 @@ class Calibration:
     support: str | None = None  # the support set's identity, where it was fitted with one
     ece_before: float | None = None
     ece_after: float | None = None
+    # evaluate --multi-label: {"slopes": [...], "intercepts": [...], "thresholds": {label:
+    # t|null}}, slopes and intercepts in label order (a logistic per label on the cosine)
+    multi_label: Mapping[str, object] | None = None
 
     def check(self, model: str, labels: Sequence[str], templates: str, support: str | None) -> None:
         """UsageError naming the first difference from the run's setup."""
@@ -135,6 +138,8 @@ class Calibration:
     def write(self, path: Path) -> None:
         """Write the file (JSON), replacing it whole."""
         record = {"format": FORMAT, **asdict(self), "labels": list(self.labels)}
+        if self.multi_label is None:  # a softmax calibration reads as it did before
+            del record["multi_label"]
         temporary = path.with_name(f".{path.name}.tmp")
         temporary.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         temporary.replace(path)
@@ -155,6 +160,7 @@ def read_calibration(path: Path) -> Calibration:
         calibration = Calibration(**{**record, "labels": _names(record["labels"])})
         calibration = replace(calibration, temperature=float(calibration.temperature))
         _check_thresholds(calibration)
+        _check_multi_label(calibration)
     except (KeyError, TypeError, ValueError) as error:
         raise UsageError(f"{path} is a damaged calibration file: {error}") from None
     temperature = calibration.temperature
@@ -180,3 +186,22 @@ def _check_thresholds(calibration: Calibration) -> None:
         number = isinstance(value, int | float) and not isinstance(value, bool)
         if value is not None and not (number and 0.0 <= value <= 1.0):
             raise ValueError(f"threshold of {clean_text(name)} is {value!r}, not 0-1 or null")
+
+
+def _check_multi_label(calibration: Calibration) -> None:
+    """ValueError unless the multi-label part has a finite slope and intercept per label and
+    a threshold (null or 0-1) per label name."""
+    found = calibration.multi_label
+    if found is None:
+        return
+    if not isinstance(found, dict) or set(found) != {"slopes", "intercepts", "thresholds"}:
+        raise ValueError("multi_label must hold exactly slopes, intercepts and thresholds")
+    for key in ("slopes", "intercepts"):
+        values = found[key]
+        numbers = isinstance(values, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        )
+        if not numbers or len(values) != len(calibration.labels):
+            raise ValueError(f"multi_label {key} must be one finite number per label")
+    _check_thresholds(replace(calibration, thresholds=found["thresholds"]))
