@@ -79,7 +79,7 @@ def _check(ask: MultiLabelAsk) -> MultiLabelRun:
     if len(sets) > 1 or len(ask.models or []) > 1:
         raise UsageError("--multi-label evaluates one model and one template set: give one of each")
     threshold = DEFAULT_THRESHOLD if ask.threshold is None else ask.threshold
-    if not 0.0 <= threshold <= 1.0:  # typer's range lets a NaN through
+    if not 0.0 <= threshold <= 1.0:  # a NaN too: an ask built in Python skips typer
         raise UsageError(f"--threshold must be in 0-1, not {threshold}")
     precision = ask.target_precision
     if precision is not None and not 0 < precision <= 1:
