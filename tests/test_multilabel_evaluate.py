@@ -80,7 +80,9 @@ def test_average_precision_and_curves_equal_scikit_learns_with_ties() -> None:
         assert found.without_positives[0] == 0
         for j in range(n_labels):
             expected = quiet_sklearn(sk.precision_recall_curve, truth[:, j], scores[:, j])
-            for mine, theirs in zip(precision_recall_curve(truth[:, j], scores[:, j]), expected):
+            for mine, theirs in zip(
+                precision_recall_curve(truth[:, j], scores[:, j]), expected, strict=True
+            ):
                 assert np.array_equal(mine, theirs)
             ap = quiet_sklearn(sk.average_precision_score, truth[:, j], scores[:, j])
             assert found.per_label[j].ap == ap
@@ -105,11 +107,14 @@ def test_counts_at_the_threshold_equal_scikit_learns() -> None:
             for mine, theirs in zip(
                 (label.at_threshold.precision, label.at_threshold.recall, label.at_threshold.f1),
                 (per[0][j], per[1][j], per[2][j]),
+                strict=True,
             ):
                 assert (mine is None and np.isnan(theirs)) or mine == pytest.approx(theirs)
         for average, counts in (("micro", found.micro), ("macro", found.macro)):
             theirs = sk.precision_recall_fscore_support(truth, predicted, average=average, **kwargs)
-            for mine, value in zip((counts.precision, counts.recall, counts.f1), theirs[:3]):
+            for mine, value in zip(
+                (counts.precision, counts.recall, counts.f1), theirs[:3], strict=True
+            ):
                 assert (mine is None and np.isnan(value)) or mine == pytest.approx(value)
 
 
@@ -162,7 +167,9 @@ def test_evaluate_multi_label_reports_sklearns_map_and_writes_every_file(
     probabilities = np.array([[float(row[f"prob:{name}"]) for name in LABELS] for row in rows])
     assert found["map"] == round(sk.average_precision_score(truth, probabilities), 6)
     assert found["per_label"]["red"]["positives"] == int(truth[:, 0].sum())
-    predicted = [";".join(n for n, p in zip(LABELS, row) if p >= 0.4) for row in probabilities]
+    predicted = [
+        ";".join(n for n, p in zip(LABELS, row, strict=True) if p >= 0.4) for row in probabilities
+    ]
     assert [row["predicted"] for row in rows] == predicted
     text = (page / "index.html").read_text()
     assert 'class="numbers per-label"' in text and "<td>red</td>" in text
