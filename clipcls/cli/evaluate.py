@@ -20,6 +20,11 @@ from clipcls.cli.console import (
     stderr,
     warn,
 )
+from clipcls.cli.evaluate_multilabel import (
+    MultiLabelAsk,
+    evaluate_multi_label,
+    refuse_class_folder_options,
+)
 from clipcls.cli.evaluate_options import (
     CalibrateOpt,
     ClassnamesOpt,
@@ -27,6 +32,7 @@ from clipcls.cli.evaluate_options import (
     FoldsOpt,
     MaxPerClassOpt,
     ModelsOpt,
+    MultiLabelOpt,
     OneTemplateOpt,
     PredictionsOpt,
     ReportOutputOpt,
@@ -36,6 +42,7 @@ from clipcls.cli.evaluate_options import (
     SupportOpt,
     TargetPrecisionOpt,
     TemplateSetsOpt,
+    ThresholdOpt,
     TopKOpt,
     calibration_target,
     check_outputs,
@@ -47,7 +54,7 @@ from clipcls.cli.formats import ReportFormatOpt
 from clipcls.cli.inputs import hooks
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, ScaleOptions, run_options, scale_options
-from clipcls.cli.options import OverwriteOpt
+from clipcls.cli.options import LabelsFileOpt, LabelsOpt, OverwriteOpt
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.evaluation.calibrate import calibrated, reached
 from clipcls.evaluation.dataset import class_labels, load_dataset
@@ -68,6 +75,7 @@ EXAMPLES = """
   clipcls evaluate dataset/ --from-embeddings run.parquet   (no image is read)
   clipcls evaluate dataset/ --shots 4 --folds 5               (zero-shot vs 4 examples per class)
   clipcls evaluate dataset/ --support examples/ --calibrate calibration.json
+  clipcls evaluate --multi-label labels.csv --report out/   (labels.csv: path,labels "dog;boat")
 """
 
 
@@ -149,7 +157,11 @@ def _calibrate(
 @SCALE.options()
 def evaluate(
     ctx: typer.Context,
-    dataset_dir: DatasetArg,
+    dataset_dir: DatasetArg = None,
+    multi_label: MultiLabelOpt = None,
+    label_list: LabelsOpt = None,
+    labels_file: LabelsFileOpt = None,
+    threshold: ThresholdOpt = None,
     classnames: ClassnamesOpt = None,
     templates: TemplateSetsOpt = None,
     template: OneTemplateOpt = None,
@@ -169,13 +181,37 @@ def evaluate(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Measure zero-shot accuracy on a folder whose subfolders are the classes (against a
-    support set with --shots or --support), and its calibration."""
+    support set with --shots or --support), and its calibration; or, with --multi-label, the
+    mAP of every label that applies."""
     flags, scale = run_options(ctx), scale_options(ctx)
     with reported_errors(flags.debug):
-        if chosen_name(scale) == "embeddings" and len(models or []) > 1:
-            raise UsageError("--from-embeddings holds one model's embeddings: give one --model")
+        given = {
+            "DATASET": dataset_dir is not None,
+            "--classnames": classnames is not None,
+            "--max-per-class": max_per_class is not None,
+            "--shots": shots is not None,
+            "--folds": folds is not None,
+            "--support": support is not None,
+            "--top-k": bool(top_k),
+            "--labels": label_list is not None,
+            "--labels-file": labels_file is not None,
+            "--threshold": threshold is not None,
+        }
+        refuse_class_folder_options(given, multi_label is not None)
         if scale.engine is BackendName.RAY:
             check_ray()
+        if multi_label is not None:
+            ask = MultiLabelAsk(
+                multi_label, label_list, labels_file, templates, template, models, threshold, fmt,
+                output, predictions, report_file, calibrate, target_precision, overwrite,
+            )  # fmt: skip
+            backends = _backends(ctx, scale, flags.quiet, models)
+            evaluate_multi_label(ask, backends, _progress(flags.quiet), flags.quiet, flags.strict)
+            return
+        if dataset_dir is None:
+            raise UsageError("give DATASET (a folder of class folders) or --multi-label LABELS.csv")
+        if chosen_name(scale) == "embeddings" and len(models or []) > 1:
+            raise UsageError("--from-embeddings holds one model's embeddings: give one --model")
         dataset = load_dataset(dataset_dir, max_per_class, seed, flags.include_hidden)
         labels = class_labels(dataset.classes, classnames)
         sets = template_sets(templates, template)

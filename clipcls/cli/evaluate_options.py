@@ -20,8 +20,30 @@ from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, sing
 from clipcls.settings import DEFAULT_MODEL
 
 DatasetArg = Annotated[
-    Path,
-    typer.Argument(help="Folder with one subfolder of images per class.", show_default=False),
+    Path | None,
+    typer.Argument(
+        help="Folder with one subfolder of images per class (not with --multi-label).",
+        show_default=False,
+    ),
+]
+MultiLabelOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--multi-label",
+        metavar="LABELS.csv",
+        help="Evaluate every label that applies: a CSV of path,labels (`;`-joined) as the "
+        "dataset; reports mAP and per-label AP.",
+    ),
+]
+ThresholdOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--threshold",
+        min=0.0,
+        max=1.0,
+        help="--multi-label: a label applies at or above this probability.",
+        show_default="0.5",
+    ),
 ]
 ClassnamesOpt = Annotated[
     Path | None,

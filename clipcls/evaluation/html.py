@@ -35,7 +35,8 @@ def require_matplotlib() -> None:
         raise UsageError("--report needs matplotlib: pip install 'clipcls[report]'") from None
 
 
-def _png(figure: Any) -> str:
+def png_data(figure: Any) -> str:
+    """A figure as a PNG data: URI, for a page that needs no other file."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
@@ -66,7 +67,7 @@ def heat_map(evaluation: Evaluation) -> str:
                 axes.text(j, i, str(count), ha="center", va="center", fontsize=8, color=color)
     figure.colorbar(image, ax=axes, fraction=0.046, label="share of the true class")
     try:
-        return _png(figure)
+        return png_data(figure)
     finally:
         plt.close(figure)
 
@@ -92,7 +93,7 @@ def class_bars(evaluation: Evaluation) -> str:
     axes.set_xlabel("score (class support in brackets)")
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # off the bars
     try:
-        return _png(figure)
+        return png_data(figure)
     finally:
         plt.close(figure)
 
@@ -124,7 +125,7 @@ def reliability_diagram(evaluation: Evaluation) -> str:
     axes.set_title(f"ECE {percent(found.ece)}")
     axes.legend(loc="upper left", frameon=False)
     try:
-        return _png(figure)
+        return png_data(figure)
     finally:
         plt.close(figure)
 

@@ -46,7 +46,8 @@ class Saved:
     error: str | None = None
 
 
-def _attempt(path: Path, what: str, write: Callable[[], None]) -> Saved:
+def attempt(path: Path, what: str, write: Callable[[], None]) -> Saved:
+    """Run write; a Saved with the reason where it failed."""
     try:
         write()
     except Exception as error:  # a rendering library's surprise must not lose the results
@@ -65,6 +66,6 @@ def save_files(
     yield each one's outcome as soon as it is known."""
     if predictions is not None:
         write = partial(write_predictions, predictions, evaluations)
-        yield _attempt(predictions, "per-image predictions", write)
+        yield attempt(predictions, "per-image predictions", write)
     if page is not None:
-        yield _attempt(page, "the report", partial(write_page, page, evaluations, dataset, hooks))
+        yield attempt(page, "the report", partial(write_page, page, evaluations, dataset, hooks))

@@ -140,6 +140,8 @@ class Calibration:
     def write(self, path: Path) -> None:
         """Write the file (JSON), replacing it whole."""
         record = {"format": FORMAT, **asdict(self), "labels": list(self.labels)}
+        if self.multi_label is None:  # a softmax calibration reads as it did before
+            del record["multi_label"]
         temporary = path.with_name(f".{path.name}.tmp")
         temporary.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
         temporary.replace(path)
@@ -189,22 +191,19 @@ def _check_thresholds(calibration: Calibration) -> None:
 
 
 def _check_multi_label(calibration: Calibration) -> None:
-    """ValueError unless multi_label holds a finite slope and intercept per label and each
-    threshold names a label and is null or a probability."""
+    """ValueError unless the multi-label part has a finite slope and intercept per label and
+    a threshold (null or 0-1) per label name."""
     found = calibration.multi_label
     if found is None:
         return
-    if not isinstance(found, dict):
-        raise ValueError("multi_label must be an object of slopes, intercepts and thresholds")
+    if not isinstance(found, dict) or set(found) != {"slopes", "intercepts", "thresholds"}:
+        raise ValueError("multi_label must hold exactly slopes, intercepts and thresholds")
     for key in ("slopes", "intercepts"):
-        values = found.get(key)
-        if not isinstance(values, list) or len(values) != len(calibration.labels):
+        values = found[key]
+        numbers = isinstance(values, list) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        )
+        if not numbers or len(values) != len(calibration.labels):
             raise ValueError(f"multi_label {key} must be one finite number per label")
-        if not all(_finite(value) for value in values):
-            raise ValueError(f"multi_label {key} must be one finite number per label")
-    _check_thresholds(replace(calibration, thresholds=found.get("thresholds", {})))
-
-
-def _finite(value: object) -> bool:
-    number = isinstance(value, int | float) and not isinstance(value, bool)
-    return number and math.isfinite(value)  # type: ignore[arg-type]
+    _check_thresholds(replace(calibration, thresholds=found["thresholds"]))
