@@ -57,6 +57,7 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
     """One model, loaded once in LitServe's worker process."""
 
     support: ServedSupport | None = None  # serve --support's examples, once set up
+    multi_label = False  # serve --multi-label: for requests that do not say
 
     def __init__(
         self,
