@@ -22,6 +22,7 @@ from clipcls.search.query import Term, average, combine, parse_query, unit
 from clipcls.search.store import Stored, load_stored, save_stored, stored_folder, versions
 
 PLAIN = TemplateSet("plain", ("{}",), "the text alone")
+NO_QUERY = "no query: give a text, an --image, or both"
 QUERY = "query"  # the label name a query's terms travel under in an Expected
 
 
@@ -136,7 +137,7 @@ def query_vector(
     or an unreadable query image."""
     terms = parse_query(text) if text else ()
     if not terms and not images:
-        raise UsageError("no query: give a text, an --image, or both")
+        raise UsageError(NO_QUERY)
     backend.start(query_expected(text, images, templates))
     vectors = [_text_vector(backend, terms, templates or PLAIN)] if terms else []
     vectors.extend(_image_vectors(backend, images))
