@@ -119,3 +119,14 @@ def test_the_stored_matrix_is_reused_then_rebuilt_when_a_file_changes(
     np.testing.assert_array_equal(
         rebuilt.matrix[row["chelsea.png"]], rebuilt.matrix[row["rocket.jpg"]]
     )
+
+
+def test_clearing_the_cache_removes_the_stored_matrices(
+    tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
+    from clipcls.cache import clear_cache
+
+    collect(_backend(tiny_model, tmp_path / "cache"), [str(photos)])
+    assert any((tmp_path / "cache" / "search").iterdir())
+    assert clear_cache(tmp_path / "cache") > 0
+    assert not (tmp_path / "cache" / "search").exists()
