@@ -5,6 +5,7 @@ corrected label folder (resort.py)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -22,7 +23,7 @@ from clipcls.prediction import Prediction
 from clipcls.remote import is_url
 from clipcls.review.log import Decision, review_path
 from clipcls.review.records import DESTINATIONS, Records, foreign, read_records
-from clipcls.review.resort import apply_sorting, plan_sorting
+from clipcls.review.resort import applied_places, apply_sorting, plan_sorting
 from clipcls.review.table import ReviewTable
 
 __all__ = ["apply_sorting", "export_corrected", "export_support", "plan_sorting"]
@@ -44,7 +45,33 @@ def _export_format(table: ReviewTable, target: Path) -> Format:
                 "name another file"
             )
     check_writable(target, "--export")
+    if os.path.lexists(target) and not _earlier_export(target):
+        raise UsageError(
+            f"--export {clean_text(str(target))} exists and is not a review export: name "
+            "another file or remove it"
+        )
     return kind
+
+
+def _earlier_export(target: Path) -> bool:
+    """Whether target is empty or a file an --export wrote (its first line names `reviewed`):
+    exporting again replaces it, anything else is someone's data."""
+    if not target.is_file():
+        return False
+    try:
+        with target.open("rb") as stream:
+            first = stream.readline(1 << 20).decode("utf-8", "replace").strip()
+    except OSError:
+        return True  # the write itself will say why it cannot be replaced
+    if not first:
+        return True
+    if target.suffix.lower() == ".csv":
+        return "reviewed" in first.lstrip("\ufeff").split(",")
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "reviewed" in record
 
 
 def _decision(decisions: Mapping[int, Decision], index: int, path: str) -> Decision | None:
@@ -127,8 +154,6 @@ def _json_record(found: Records, index: int, decision: Decision | None) -> dict[
 
 
 def _write_jsonl(found: Records, decisions: Mapping[int, Decision], stream: TextIO) -> None:
-    import json
-
     for index in range(len(found.records)):
         decision = _decision(decisions, index, found_path(found, index))
         record = _json_record(found, index, decision)
@@ -201,6 +226,7 @@ def export_support(
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--export-support {clean_text(str(folder))} is not a folder")
     linked, gone, unnamed = 0, 0, set()
+    moved = applied_places(table)  # where --apply put sorted files since
     for index, decision in sorted(decisions.items()):
         row = table.rows[index] if 0 <= index < len(table.rows) else None
         if row is None or row.path != decision.path or row.error is not None:
@@ -210,7 +236,7 @@ def export_support(
         if not _matches(decision.label):
             unnamed.add(decision.label)
             continue
-        source = _existing_file(table, index)
+        source = _existing_file(table, index, moved.get(index))
         if source is None:
             gone += 1
             continue
@@ -231,10 +257,10 @@ def export_support(
     return linked
 
 
-def _existing_file(table: ReviewTable, index: int) -> str | None:
-    """The absolute path the row's image is at now: where the output names it, or where a
-    sorted run moved it; None if it is gone (or a URL: nothing here to link)."""
-    for where in (table.file_path(index), table.destination_path(index)):
+def _existing_file(table: ReviewTable, index: int, applied: str | None) -> str | None:
+    """The absolute path the row's image is at now: where the output names it, or where an
+    --apply or else the sorted run moved it; None if it is gone (or a URL: nothing to link)."""
+    for where in (table.file_path(index), applied, table.destination_path(index)):
         if where and not is_url(where) and os.path.isfile(where):
             return os.path.abspath(where)
     return None

@@ -1,0 +1,181 @@
+"""`clipcls review` under attack: Host headers of a page listening on every address, a flood of
+connections, hostile bodies, a review file that is a FIFO or holds absurd numbers, an --export
+onto someone's file, a support folder made after an --apply moved the files."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from clipcls.cli import app
+from clipcls.errors import UsageError
+from clipcls.output.rows import Columns, Row
+from clipcls.output.writers import CsvWriter
+from clipcls.prediction import LabelScore
+from clipcls.review.api import ReviewApi
+from clipcls.review.export import export_corrected, export_support
+from clipcls.review.log import ReviewLog, review_path
+from clipcls.review.resort import apply_sorting
+from clipcls.review.server import ReviewServer
+from clipcls.review.table import ReviewTable, load_review
+from clipcls.review.thumbs import Thumbs
+
+runner = CliRunner()
+TOKEN = "attack-token-0123456789"
+LABELS = "cat,coffee,rocket"
+
+
+@pytest.fixture
+def table(tmp_path: Path) -> ReviewTable:
+    """A predict-style output of three rows (no setup record, no model needed)."""
+    out = tmp_path / "out.csv"
+    with out.open("w", encoding="utf-8", newline="") as stream:
+        writer = CsvWriter(stream, Columns(top_k=2, model=True))
+        for i in range(3):
+            scores = (LabelScore("cat", 0.6, 0.2), LabelScore("dog", 0.4, 0.1))
+            writer.write(Row(f"{i}.png", "cat", scores, model="m"))
+    return load_review(out)
+
+
+@contextmanager
+def serving(table: ReviewTable, host: str, tmp_path: Path) -> Iterator[ReviewServer]:
+    with ReviewLog.open(table) as log:
+        server = ReviewServer(ReviewApi(table, log, Thumbs(tmp_path / "thumbs")), host, 0, TOKEN)
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+        thread.start()
+        try:
+            yield server
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()
+
+
+def status(port: int, host_header: str, method: str = "GET", body: bytes | None = None) -> int:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        path = "/api/state" if method == "GET" else "/api/decide"
+        headers = {"Host": host_header, "X-Review-Token": TOKEN}
+        connection.request(method, path, body=body, headers=headers)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_a_page_on_every_address_answers_the_addresses_it_is_reached_by(
+    table: ReviewTable, tmp_path: Path
+) -> None:
+    # `--host 0.0.0.0 --key K` (the help's example) refused every request but "0.0.0.0:PORT":
+    # a browser on another machine names the machine's address in Host.
+    with serving(table, "0.0.0.0", tmp_path) as server:
+        port = server.port
+        for fine in ("192.0.2.7", "127.0.0.1", "localhost", "[::1]", socket.gethostname()):
+            assert status(port, f"{fine}:{port}") == 200, fine
+        # A DNS name could be rebound to this machine; an address or the wrong port is refused.
+        for refused in (f"evil.example:{port}", f"192.0.2.7:{port + 1}", "192.0.2.7", ""):
+            assert status(port, refused) == 403, refused
+        assert status(port, f"evil@127.0.0.1:{port}") == 403
+
+
+def test_loopback_pages_still_refuse_other_names(table: ReviewTable, tmp_path: Path) -> None:
+    with serving(table, "127.0.0.1", tmp_path) as server:
+        port = server.port
+        assert status(port, f"LOCALHOST:{port}") == 200
+        for refused in ("192.0.2.7", "evil.example", socket.gethostname(), "[::1]"):
+            assert status(port, f"{refused}:{port}") == 403, refused
+
+
+def test_a_burst_of_connections_is_queued_not_dropped(table: ReviewTable, tmp_path: Path) -> None:
+    # With the default listen backlog (5) connections past the sixth waited for SYN retries
+    # (1 s, 3 s, ...) and under 300 at once some timed out; here nobody accepts meanwhile.
+    with ReviewLog.open(table) as log:
+        server = ReviewServer(
+            ReviewApi(table, log, Thumbs(tmp_path / "thumbs")), "127.0.0.1", 0, TOKEN
+        )
+        sockets = []
+        try:
+            for _ in range(40):
+                sockets.append(socket.create_connection(("127.0.0.1", server.port), timeout=0.5))
+        finally:
+            for sock in sockets:
+                sock.close()
+            server.server_close()
+        assert len(sockets) == 40
+
+
+def test_a_deeply_nested_body_is_a_bad_request(table: ReviewTable, tmp_path: Path) -> None:
+    with serving(table, "127.0.0.1", tmp_path) as server:
+        host = f"127.0.0.1:{server.port}"
+        assert status(server.port, host, "POST", b"[" * 60_000) == 400  # was 500 RecursionError
+        assert status(server.port, host) == 200
+
+
+def test_a_fifo_as_review_file_is_refused_in_one_line(table: ReviewTable) -> None:
+    os.mkfifo(review_path(table.output))
+    with pytest.raises(UsageError, match="not a regular file"):
+        ReviewLog.open(table)  # was OSError "Illegal seek": a traceback
+    result = runner.invoke(app, ["review", str(table.output), "--port", "0"])
+    assert result.exit_code == 2 and "not a regular file" in result.output
+
+
+@pytest.mark.parametrize("number", ["1e999", "-1e999", "NaN"])
+def test_a_review_line_with_an_absurd_number_is_refused_in_one_line(
+    table: ReviewTable, number: str
+) -> None:
+    with ReviewLog.open(table) as log:
+        log.decide(0, "dog", "set")
+    with review_path(table.output).open("a") as stream:
+        stream.write(f'{{"seq": {number}, "undo": 1}}\n')
+    with pytest.raises(UsageError, match="line 3 .* is not a review record"):
+        ReviewLog.read(table)  # was OverflowError (or ValueError for NaN): a traceback
+
+
+def test_export_never_replaces_a_file_it_did_not_write(table: ReviewTable, tmp_path: Path) -> None:
+    with ReviewLog.open(table) as log:
+        log.decide(0, "dog", "set")
+        decisions = log.current()
+    foreign = tmp_path / "budget.csv"
+    foreign.write_text("month,amount\njan,12\n")
+    with pytest.raises(UsageError, match="budget.csv .*not a review export"):
+        export_corrected(table, decisions, foreign)
+    assert foreign.read_text() == "month,amount\njan,12\n"
+    other_run = tmp_path / "run1.jsonl"  # another clipcls output is not an export either
+    other_run.write_text('{"path": "a.png", "label": "cat", "predictions": []}\n')
+    with pytest.raises(UsageError, match="not a review export"):
+        export_corrected(table, decisions, other_run)
+    # An earlier export (or an empty file) is replaced: exporting again is the workflow.
+    for target in (tmp_path / "corrected.csv", tmp_path / "corrected.jsonl"):
+        assert export_corrected(table, decisions, target) == 3
+        assert export_corrected(table, decisions, target) == 3
+    empty = tmp_path / "empty.csv"
+    empty.touch()
+    assert export_corrected(table, decisions, empty) == 3
+
+
+def test_export_support_finds_the_files_an_apply_moved(
+    tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
+    out, sort_dir = tmp_path / "out.csv", tmp_path / "sorted"
+    args = ["label", str(photos), "--labels", LABELS, "--model", tiny_model, "-o", str(out)]
+    result = runner.invoke(app, [*args, "--sort-into", str(sort_dir), "--mode", "move"])
+    assert result.exit_code == 0, result.output
+    table = load_review(out)
+    new = next(name for name in LABELS.split(",") if name != table.rows[0].label)
+    with ReviewLog.open(table) as log:
+        log.decide(0, new, "set")
+        log.decide(1, "", "accept")
+        decisions = log.current()
+    assert apply_sorting(table, decisions) == []
+    problems: list[str] = []
+    assert export_support(table, decisions, tmp_path / "support", problems) == 2
+    assert problems == []  # was "2 reviewed file(s) are gone": the ledger was not read
+    linked = [p for p in (tmp_path / "support").rglob("*") if p.is_symlink()]
+    assert sorted(p.exists() for p in linked) == [True, True]
