@@ -19,11 +19,12 @@ from clipcls.cli import app
 from clipcls.errors import UsageError
 from clipcls.output.rows import Columns, Row
 from clipcls.output.writers import CsvWriter
+from clipcls.pathtext import path_to_text
 from clipcls.prediction import LabelScore
 from clipcls.review.api import ReviewApi
 from clipcls.review.export import export_corrected, export_support
 from clipcls.review.log import ReviewLog, review_path
-from clipcls.review.resort import apply_sorting
+from clipcls.review.resort import apply_sorting, ledger_path
 from clipcls.review.server import ReviewServer
 from clipcls.review.table import ReviewTable, load_review
 from clipcls.review.thumbs import Thumbs
@@ -41,7 +42,7 @@ def table(tmp_path: Path) -> ReviewTable:
         writer = CsvWriter(stream, Columns(top_k=2, model=True))
         for i in range(3):
             scores = (LabelScore("cat", 0.6, 0.2), LabelScore("dog", 0.4, 0.1))
-            writer.write(Row(f"{i}.png", "cat", scores, model="m"))
+            writer.write(Row(str(tmp_path / f"{i}.png"), "cat", scores, model="m"))
     return load_review(out)
 
 
@@ -179,3 +180,47 @@ def test_export_support_finds_the_files_an_apply_moved(
     assert problems == []  # was "2 reviewed file(s) are gone": the ledger was not read
     linked = [p for p in (tmp_path / "support").rglob("*") if p.is_symlink()]
     assert sorted(p.exists() for p in linked) == [True, True]
+    with ReviewLog.open(table) as log:  # the page says where the apply put it, too
+        rows = ReviewApi(table, log, Thumbs(tmp_path / "thumbs")).rows({})["rows"]
+    shown = next(row["destination"] for row in rows if row["index"] == 0)
+    assert shown == path_to_text(str(sort_dir / new / os.path.basename(table.file_path(0))))
+
+
+def test_export_support_beside_a_file_named_like_a_label_folder(
+    table: ReviewTable, tmp_path: Path
+) -> None:
+    with ReviewLog.open(table) as log:
+        log.decide(0, "dog", "set")
+        log.decide(1, "cat", "set")
+        decisions = log.current()
+    for index in (0, 1):
+        Path(table.file_path(index)).write_bytes(b"x")
+    support = tmp_path / "support"
+    support.mkdir()
+    (support / "dog").write_text("not a folder")
+    problems: list[str] = []
+    assert export_support(table, decisions, support, problems) == 1  # was FileExistsError
+    assert len(problems) == 1 and "support/dog" in problems[0]
+    assert (support / "dog").read_text() == "not a folder" and (support / "cat" / "1.png").exists()
+
+
+def test_a_fifo_as_the_apply_ledger_is_refused_not_waited_on(
+    table: ReviewTable, tmp_path: Path
+) -> None:
+    os.mkfifo(ledger_path(table.output))
+    outcome: list[object] = []
+
+    def attempt() -> None:
+        try:
+            export_support(table, {}, tmp_path / "support")
+        except UsageError as error:
+            outcome.append(error)
+
+    thread = threading.Thread(target=attempt, daemon=True)
+    thread.start()
+    thread.join(5)
+    if thread.is_alive():  # was: blocked for ever opening the FIFO (the page's rows too)
+        with open(ledger_path(table.output), "wb"):
+            pass  # a writer lets the reader go
+        thread.join(5)
+    assert len(outcome) == 1 and "not a regular file" in str(outcome[0])

@@ -10,6 +10,7 @@ from dataclasses import asdict
 from typing import Any
 
 from clipcls.errors import UsageError
+from clipcls.pathtext import path_to_text
 from clipcls.review.log import Decision, ReviewLog
 from clipcls.review.resort import applied_places, ledger_path
 from clipcls.review.table import ReviewRow, ReviewTable
@@ -65,7 +66,7 @@ class ReviewApi:
         with self.lock:
             live = self.log.current()
         shown = chosen[offset : offset + limit]
-        page = [row_record(rows[i], live.get(i), self.missing(i)) for i in shown]
+        page = [row_record(rows[i], live.get(i), self.missing(i), self._moved(i)) for i in shown]
         return {"total": len(chosen), "offset": offset, "rows": page, "progress": self.progress()}
 
     def decide(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,9 +105,13 @@ class ReviewApi:
         return self.thumbs.full(self.source(index))
 
     def _placed(self, index: int) -> str | None:
-        """Where the row's sorted file is now: where an --apply moved it (its ledger, read
-        again whenever the file changes: an apply may run while the page is open), else
-        where the run put it."""
+        """Where the row's sorted file is now: where an --apply moved it, else where the run
+        put it."""
+        return self._moved(index) or self.table.destination_path(index)
+
+    def _moved(self, index: int) -> str | None:
+        """Where the latest --apply moved the row's sorted file (its ledger, read again
+        whenever the file changes: an apply may run while the page is open)."""
         try:
             status = os.stat(ledger_path(self.table.output))
             version: tuple[int, int] | None = (status.st_mtime_ns, status.st_size)
@@ -116,8 +121,7 @@ class ReviewApi:
             if version != self._ledger_version:
                 self._applied = applied_places(self.table) if version is not None else {}
                 self._ledger_version = version
-            moved = self._applied.get(index)
-        return moved or self.table.destination_path(index)
+            return self._applied.get(index)
 
     def source(self, index: int) -> str:
         """Where row index's image is now: a moved file at its destination, else where it
@@ -136,15 +140,18 @@ class ReviewApi:
         return not any(os.path.exists(place) for place in places if place is not None)
 
 
-def row_record(row: ReviewRow, decision: Decision | None, missing: bool) -> dict[str, Any]:
-    """A row as the page gets it: text fields only, which it renders with textContent."""
+def row_record(
+    row: ReviewRow, decision: Decision | None, missing: bool, moved: str | None = None
+) -> dict[str, Any]:
+    """A row as the page gets it: text fields only, which it renders with textContent; a
+    sorted file an --apply moved shows its new place."""
     return {
         "index": row.index,
         "path": row.path,
         "label": row.label,
         "scores": [[label, probability] for label, probability in row.scores],
         "margin": None if row.margin is None else round(row.margin, 6),
-        "destination": row.destination,
+        "destination": row.destination if moved is None else path_to_text(moved),
         "error": row.error,
         "missing": missing,
         "decision": None if decision is None else asdict(decision),

@@ -225,7 +225,7 @@ def export_support(
     notes = problems if problems is not None else []
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--export-support {clean_text(str(folder))} is not a folder")
-    linked, gone, unnamed = 0, 0, set()
+    linked, gone, unnamed, blocked = 0, 0, set(), set()
     moved = applied_places(table)  # where --apply put sorted files since
     for index, decision in sorted(decisions.items()):
         row = table.rows[index] if 0 <= index < len(table.rows) else None
@@ -241,7 +241,14 @@ def export_support(
             gone += 1
             continue
         label_folder = folder / safe_folder_name(decision.label)
-        label_folder.mkdir(parents=True, exist_ok=True)
+        if label_folder in blocked:
+            continue
+        try:
+            label_folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a file by that name, or a folder we may not write
+            blocked.add(label_folder)
+            notes.append(f"cannot make {clean_text(str(label_folder))}: {error.strerror or error}")
+            continue
         link = unique_destination(label_folder, _link_name(source), None, _same_link(source))
         try:
             if not os.path.lexists(link):
