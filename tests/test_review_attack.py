@@ -25,7 +25,7 @@ from clipcls.review.api import ReviewApi
 from clipcls.review.export import export_corrected, export_support
 from clipcls.review.log import ReviewLog, review_path
 from clipcls.review.resort import apply_sorting, ledger_path
-from clipcls.review.server import ReviewServer
+from clipcls.review.server import ReviewServer, check_host
 from clipcls.review.table import ReviewTable, load_review
 from clipcls.review.thumbs import Thumbs
 
@@ -224,3 +224,14 @@ def test_a_fifo_as_the_apply_ledger_is_refused_not_waited_on(
             pass  # a writer lets the reader go
         thread.join(5)
     assert len(outcome) == 1 and "not a regular file" in str(outcome[0])
+
+
+@pytest.mark.parametrize("key", ["Zm9v+YmFy/cXV4eg==", "ab&cd%41ef#gh0123", 'quote"d<tag>0123456'])
+def test_a_key_the_address_cannot_carry_as_is_is_refused(table: ReviewTable, key: str) -> None:
+    # It went into the printed address and the page's links unescaped: `+` read back as a
+    # space, `&` and `#` cut it, so the address the command printed answered 403.
+    with pytest.raises(UsageError, match="--key"):
+        check_host("127.0.0.1", key)
+    result = runner.invoke(app, ["review", str(table.output), "--port", "0", "--key", key])
+    assert result.exit_code == 2 and "--key" in result.output
+    check_host("0.0.0.0", "Az09-_.~" * 2)  # what `openssl rand -hex` and token_urlsafe make

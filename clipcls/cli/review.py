@@ -48,7 +48,7 @@ def review(
         str | None,
         typer.Option(
             envvar="CLIPCLS_REVIEW_KEY",
-            help="The page's token (at least 16 characters) instead of a random one.",
+            help="The page's token (16+ letters, digits, -_.~) instead of a random one.",
         ),
     ] = None,
     open_browser: Annotated[

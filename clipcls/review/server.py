@@ -36,6 +36,7 @@ ASSETS = {"/page.js": "text/javascript", "/page.css": "text/css"}
 BY_INDEX = re.compile(r"/(thumb|image)/(0|[1-9][0-9]{0,8})")
 HOST_HEADER = re.compile(r"[a-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9a-f:.]+\](:[0-9]{1,5})?")
 TOKEN_SLOT = "{{TOKEN}}"
+KEY_CHARACTERS = re.compile(r"[A-Za-z0-9_.~-]+")  # an address carries these unescaped
 
 
 def is_loopback(host: str) -> bool:
@@ -52,6 +53,9 @@ def check_host(host: str, key: str | None) -> None:
     """Refuse listening off loopback without a key long enough to guess at no rate."""
     if key is not None and len(key) < MIN_KEY:
         raise UsageError(f"--key must be at least {MIN_KEY} characters")
+    if key is not None and not KEY_CHARACTERS.fullmatch(key):
+        # It goes into the printed address and the page as it is: nothing there to escape.
+        raise UsageError("--key may hold letters, digits and - _ . ~ only (openssl rand -hex 16)")
     if not is_loopback(host) and key is None:
         raise UsageError(f"--host {host} is not loopback: give --key too (the page's token)")
 
