@@ -8,11 +8,13 @@ import http.client
 import os
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from conftest import SAMPLE_IMAGES
 from typer.testing import CliRunner
 
 from clipcls.cli import app
@@ -30,26 +32,31 @@ from clipcls.review.table import ReviewTable, load_review
 from clipcls.review.thumbs import Thumbs
 
 runner = CliRunner()
+CHROMIUM = os.environ.get("CLIPCLS_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "attack-token-0123456789"
 LABELS = "cat,coffee,rocket"
 
 
 @pytest.fixture
 def table(tmp_path: Path) -> ReviewTable:
-    """A predict-style output of three rows (no setup record, no model needed)."""
-    out = tmp_path / "out.csv"
+    return write_table(tmp_path / "out.csv", [str(tmp_path / f"{i}.png") for i in range(3)])
+
+
+def write_table(out: Path, paths: list[str]) -> ReviewTable:
+    """A predict-style output of these files, all equally sure (no setup record, no model)."""
     with out.open("w", encoding="utf-8", newline="") as stream:
         writer = CsvWriter(stream, Columns(top_k=2, model=True))
-        for i in range(3):
+        for path in paths:
             scores = (LabelScore("cat", 0.6, 0.2), LabelScore("dog", 0.4, 0.1))
-            writer.write(Row(str(tmp_path / f"{i}.png"), "cat", scores, model="m"))
+            writer.write(Row(path, "cat", scores, model="m"))
     return load_review(out)
 
 
 @contextmanager
-def serving(table: ReviewTable, host: str, tmp_path: Path) -> Iterator[ReviewServer]:
+def serving(table: ReviewTable, host: str, tmp_path: Path, port: int = 0) -> Iterator[ReviewServer]:
     with ReviewLog.open(table) as log:
-        server = ReviewServer(ReviewApi(table, log, Thumbs(tmp_path / "thumbs")), host, 0, TOKEN)
+        api = ReviewApi(table, log, Thumbs(tmp_path / "thumbs"))
+        server = ReviewServer(api, host, port, TOKEN, timeout=0.5)
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
         thread.start()
         try:
@@ -235,3 +242,33 @@ def test_a_key_the_address_cannot_carry_as_is_is_refused(table: ReviewTable, key
     result = runner.invoke(app, ["review", str(table.output), "--port", "0", "--key", key])
     assert result.exit_code == 2 and "--key" in result.output
     check_host("0.0.0.0", "Az09-_.~" * 2)  # what `openssl rand -hex` and token_urlsafe make
+
+
+def test_a_new_review_on_the_same_address_shows_its_own_thumbnails(tmp_path: Path) -> None:
+    # With a fixed --key, the next review on the same port had the same thumbnail addresses,
+    # and the browser showed the last review's pictures (kept 5 minutes) for its rows.
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"needs Chromium at {CHROMIUM}")
+    wide = write_table(tmp_path / "wide.csv", [str(SAMPLE_IMAGES / "chelsea.png")])
+    square = write_table(tmp_path / "square.csv", [str(SAMPLE_IMAGES / "astronaut.png")])
+    seen, port = [], 0
+    with sync_api.sync_playwright() as play:
+        args = ["--no-sandbox"] if os.geteuid() == 0 else []
+        browser = play.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            tab = browser.new_page()  # one browser cache for both reviews
+            for table in (wide, square):
+                with serving(table, "127.0.0.1", tmp_path, port) as server:
+                    port = server.port
+                    tab.goto(f"http://127.0.0.1:{port}/?token={TOKEN}")
+                    tab.wait_for_selector("body[data-ready='1']", timeout=15000)
+                    for _ in range(100):  # wait_for_function evals a string: the CSP says no
+                        if tab.eval_on_selector(".tile img", "img => img.complete"):
+                            break
+                        tab.wait_for_timeout(50)
+                    seen.append(tab.eval_on_selector(".tile img", "img => img.naturalHeight"))
+                time.sleep(1)  # the browser's idle connections to this server are dropped
+        finally:
+            browser.close()
+    assert seen[0] < 256 and seen[1] == 256

@@ -4,6 +4,7 @@ order with their live decisions, decisions and undo; the HTTP server only routes
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -27,6 +28,9 @@ class ReviewApi:
     def __init__(self, table: ReviewTable, log: ReviewLog, thumbs: Thumbs) -> None:
         self.table, self.log, self.thumbs = table, log, thumbs
         self.order = table.by_margin()
+        # In the thumbnails' addresses: the browser keeps them, and the next review on the same
+        # port and --key has the same row numbers for other pictures.
+        self.session = secrets.token_hex(6)
         self.lock = threading.Lock()  # the log appends one decision at a time
         self._ledger_lock = threading.Lock()
         self._applied: dict[int, str] = {}
@@ -43,6 +47,7 @@ class ReviewApi:
             "sort_into": None if table.sort_into is None else str(table.sort_into),
             "mode": table.mode,
             "total": len(table.rows),
+            "session": self.session,
             "progress": self.progress(),
         }
 
