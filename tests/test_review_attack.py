@@ -272,3 +272,22 @@ def test_a_new_review_on_the_same_address_shows_its_own_thumbnails(tmp_path: Pat
         finally:
             browser.close()
     assert seen[0] < 256 and seen[1] == 256
+
+
+def test_support_and_apply_in_one_command_leave_no_dangling_link(
+    tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
+    out, sort_dir = tmp_path / "out.csv", tmp_path / "sorted"
+    args = ["label", str(photos), "--labels", LABELS, "--model", tiny_model, "-o", str(out)]
+    result = runner.invoke(app, [*args, "--sort-into", str(sort_dir), "--mode", "move"])
+    assert result.exit_code == 0, result.output
+    table = load_review(out)
+    with ReviewLog.open(table) as log:
+        for row in table.rows:
+            log.decide(row.index, next(n for n in LABELS.split(",") if n != row.label), "set")
+    support = tmp_path / "support"
+    result = runner.invoke(app, ["review", str(out), "--export-support", str(support), "--apply"])
+    assert result.exit_code == 0, result.output
+    links = [p for p in support.rglob("*") if p.is_symlink()]
+    # The links were made first, to where the files were until the apply moved them.
+    assert len(links) == len(table.rows) and all(p.exists() for p in links)
