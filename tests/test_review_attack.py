@@ -291,3 +291,10 @@ def test_support_and_apply_in_one_command_leave_no_dangling_link(
     links = [p for p in support.rglob("*") if p.is_symlink()]
     # The links were made first, to where the files were until the apply moved them.
     assert len(links) == len(table.rows) and all(p.exists() for p in links)
+
+
+def test_export_never_replaces_the_apply_ledger(table: ReviewTable) -> None:
+    # Not there yet, it was a fine name: the export became the ledger a later --apply reads.
+    with pytest.raises(UsageError, match="would replace"):
+        export_corrected(table, {}, ledger_path(table.output))
+    assert not ledger_path(table.output).exists()

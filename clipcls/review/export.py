@@ -23,7 +23,7 @@ from clipcls.prediction import Prediction
 from clipcls.remote import is_url
 from clipcls.review.log import Decision, review_path
 from clipcls.review.records import DESTINATIONS, Records, foreign, read_records
-from clipcls.review.resort import applied_places, apply_sorting, plan_sorting
+from clipcls.review.resort import applied_places, apply_sorting, ledger_path, plan_sorting
 from clipcls.review.table import ReviewTable
 
 __all__ = ["apply_sorting", "export_corrected", "export_support", "plan_sorting"]
@@ -31,11 +31,12 @@ __all__ = ["apply_sorting", "export_corrected", "export_support", "plan_sorting"
 
 def _export_format(table: ReviewTable, target: Path) -> Format:
     """The target's format by its name; UsageError for another format or a file the review
-    must not replace (the output, its review file, its setup record)."""
+    must not replace (the output, its review file, setup record or apply ledger)."""
     kind = SUFFIXES.get(target.suffix.lower())
     if kind not in (Format.CSV, Format.JSONL):
         raise UsageError(f"--export writes .csv or .jsonl, not {clean_text(str(target))}")
-    for kept in (table.output, review_path(table.output), sidecar(table.output)):
+    output = table.output
+    for kept in (output, review_path(output), sidecar(output), ledger_path(output)):
         same = path_key(str(target)) == path_key(str(kept))
         with contextlib.suppress(OSError):
             same = same or os.path.samefile(target, kept)
