@@ -298,3 +298,23 @@ def test_export_never_replaces_the_apply_ledger(table: ReviewTable) -> None:
     with pytest.raises(UsageError, match="would replace"):
         export_corrected(table, {}, ledger_path(table.output))
     assert not ledger_path(table.output).exists()
+
+
+@pytest.mark.parametrize("refused", ["/api/nope?token=" + TOKEN, "/api/decide"])
+def test_the_body_of_a_refused_post_is_never_read_as_a_request(
+    table: ReviewTable, tmp_path: Path, refused: str
+) -> None:
+    with serving(table, "127.0.0.1", tmp_path) as server:
+        host = f"127.0.0.1:{server.port}"
+        decision = b'{"index": 0, "action": "set", "label": "dog"}'
+        inner = f"POST /api/decide?token={TOKEN} HTTP/1.1\r\nHost: {host}\r\n"
+        inner += f"Content-Length: {len(decision)}\r\n\r\n"
+        body = inner.encode() + decision
+        outer = f"POST {refused} HTTP/1.1\r\nHost: {host}\r\nContent-Length: {len(body)}\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+            sock.sendall(outer.encode() + body)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        assert answer.count(b"HTTP/1.1 ") == 1  # was two: the body ran as a second request
+        assert server.api.log.current() == {}

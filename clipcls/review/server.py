@@ -33,6 +33,7 @@ SECURITY = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 ASSETS = {"/page.js": "text/javascript", "/page.css": "text/css"}
+POSTS = ("/api/decide", "/api/undo")
 BY_INDEX = re.compile(r"/(thumb|image)/(0|[1-9][0-9]{0,8})")
 HOST_HEADER = re.compile(r"[a-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9a-f:.]+\](:[0-9]{1,5})?")
 TOKEN_SLOT = "{{TOKEN}}"
@@ -142,7 +143,10 @@ class ReviewHandler(BaseHTTPRequestHandler):
         try:
             parts = urlsplit(self.path)
             query = dict(parse_qsl(parts.query))
-            if not self.allowed(query):
+            allowed = self.allowed(query)
+            if not (allowed and method == "POST" and parts.path in POSTS) and self.has_body():
+                self.close_connection = True  # unread, it would be taken for the next request
+            if not allowed:
                 self.send_json(HTTPStatus.FORBIDDEN, {"error": "forbidden"})
             elif method == "POST":
                 self.post(parts.path)
@@ -156,6 +160,10 @@ class ReviewHandler(BaseHTTPRequestHandler):
             self.close_connection = True
         except Exception as error:  # a bug answers 500 here, the server goes on
             self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": type(error).__name__})
+
+    def has_body(self) -> bool:
+        length = self.headers.get("Content-Length", "0").strip()
+        return length != "0" or "Transfer-Encoding" in self.headers
 
     def allowed(self, query: dict[str, str]) -> bool:
         """The Host header names this server (no DNS rebinding) and the token matches."""
@@ -185,7 +193,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
 
     def post(self, path: str) -> None:
         api = self.server.api
-        if path not in ("/api/decide", "/api/undo"):
+        if path not in POSTS:
             self.send_json(HTTPStatus.NOT_FOUND, {"error": "not found"})
             return
         body = self.read_body()
