@@ -263,7 +263,7 @@ def test_a_new_review_on_the_same_address_shows_its_own_thumbnails(tmp_path: Pat
                     port = server.port
                     tab.goto(f"http://127.0.0.1:{port}/?token={TOKEN}")
                     tab.wait_for_selector("body[data-ready='1']", timeout=15000)
-                    for _ in range(100):  # wait_for_function evals a string: the CSP says no
+                    for _ in range(300):  # wait_for_function evals a string: the CSP says no
                         if tab.eval_on_selector(".tile img", "img => img.complete"):
                             break
                         tab.wait_for_timeout(50)
