@@ -20,7 +20,12 @@ from clipcls.fewshot.calibration import (
     templates_identity,
 )
 from clipcls.fewshot.scoring import AdaptedPredictor
-from clipcls.fewshot.support import SupportFiles, embed_support, find_support
+from clipcls.fewshot.support import (
+    SUPPORT_NOT_MULTI_LABEL,
+    SupportFiles,
+    embed_support,
+    find_support,
+)
 from clipcls.labels import Label
 from clipcls.multilabel.head import BACKGROUND_TEXT, MultiLabel
 from clipcls.pathtext import path_key
@@ -121,6 +126,8 @@ def prepare_fewshot(
         raise UsageError("--threshold auto needs --calibration FILE.json: it holds the thresholds")
     if support is None and calibration is None and not multi_label:
         return None
+    if support is not None and multi_label:
+        raise UsageError(SUPPORT_NOT_MULTI_LABEL)
     files = find_support(support, labels, include_hidden) if support is not None else None
     for line in files.notes() if files is not None else ():
         warn(line)
