@@ -166,3 +166,31 @@ def test_a_labels_csv_naming_a_fifo_says_so(tmp_path: Path) -> None:
     source.write_text("path,labels\nlink.png,cat\n")
     with pytest.raises(UsageError, match=r"t\.csv:2: .*link\.png is not a regular file"):
         read_truth(source)
+
+
+def test_a_multi_label_calibration_missing_a_labels_threshold_is_damaged(tmp_path: Path) -> None:
+    from clipcls.errors import UsageError
+    from clipcls.fewshot.calibration import Calibration, read_calibration
+
+    fitted = {"slopes": [1.0, 2.0], "intercepts": [0.0, 0.0], "thresholds": {"a": 0.5}}
+    path = tmp_path / "cal.json"
+    Calibration("m", ("a", "b"), "t", 1.0, multi_label=fitted).write(path)
+    with pytest.raises(UsageError, match="damaged.*b"):  # b would silently never apply
+        read_calibration(path)
+
+
+@pytest.mark.parametrize("auto", [True, False])
+def test_a_multi_label_calibration_in_a_single_label_run_is_refused(
+    tiny_model: str, photos: Path, tmp_path: Path, auto: bool
+) -> None:
+    # its softmax part is empty (temperature 1, no thresholds): auto made every image unknown
+    truth = tmp_path / "truth.csv"
+    truth.write_text("path,labels\nphotos/chelsea.png,cat\nphotos/rocket.jpg,sky;cat\n")
+    fitted, out = tmp_path / "cal.json", tmp_path / "out.csv"
+    args = ["evaluate", "--multi-label", str(truth), "--model", tiny_model, "--templates"]
+    assert runner.invoke(app, [*args, "photo", "--calibrate", str(fitted), "-q"]).exit_code == 0
+    args = ["label", str(photos), "--model", tiny_model, "--templates", "photo", "--labels"]
+    args += ["cat,sky", "--calibration", str(fitted), "-o", str(out)]
+    result = runner.invoke(app, [*args, *(["--threshold", "auto"] if auto else [])])
+    assert result.exit_code == 2, result.output
+    assert "--multi-label" in result.output and not out.exists()

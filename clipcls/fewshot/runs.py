@@ -28,7 +28,7 @@ from clipcls.fewshot.support import (
 )
 from clipcls.labels import Label
 from clipcls.multilabel.head import BACKGROUND_TEXT, MultiLabel
-from clipcls.pathtext import path_key
+from clipcls.pathtext import clean_text, path_key
 from clipcls.prediction import Prediction
 from clipcls.prompts import TemplateSet
 
@@ -134,6 +134,11 @@ def prepare_fewshot(
     fitted, digest = None, None
     if calibration is not None:
         fitted = read_calibration(calibration)
+        if fitted.multi_label is not None and not multi_label:  # no softmax part: a no-op
+            raise UsageError(
+                f"{clean_text(str(calibration))} was fitted by evaluate --multi-label "
+                "--calibrate: use it with --multi-label, or fit one with evaluate --calibrate"
+            )
         digest = hashlib.sha256(calibration.read_bytes()).hexdigest()[:16]
     found = FewShot(tuple(labels), templates, files, fitted, digest, multi_label)
     found.check(None)
