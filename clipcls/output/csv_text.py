@@ -32,14 +32,19 @@ class SafeCsv:
     """csv.writer with `\\n` line ends that also quotes any row holding a `\\r`: csv quotes only
     what is in its line terminator, and an unquoted `\\r` ends a row for every CSV reader."""
 
-    def __init__(self, stream: TextIO, header: Sequence[str]) -> None:
-        self.numbers = [is_number_column(name) for name in header]
+    def __init__(
+        self, stream: TextIO, header: Sequence[str], numbers: Sequence[bool] | None = None
+    ) -> None:
+        # numbers: which columns hold numbers clipcls wrote (by default, by their names)
+        self.numbers = list(numbers or [is_number_column(name) for name in header])
         self.minimal = csv.writer(stream, lineterminator="\n")  # not \r\n: awk and grep
         self.quoted = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
 
     def header(self, names: Sequence[str]) -> None:
-        """Write the column names as they are."""
-        self.minimal.writerow(names)
+        """Write the column names as they are (quoted where one holds a `\\r`: a multi-label
+        output's prob:LABEL names come from the labels)."""
+        writer = self.quoted if any("\r" in name for name in names) else self.minimal
+        writer.writerow(names)
 
     def row(self, values: Sequence[str]) -> None:
         """Write one row of text, escaping every cell that is not a number column's."""
