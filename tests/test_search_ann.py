@@ -1,5 +1,6 @@
 """The optional approximate index: its answers against exact search (recall@10), stored beside
-the cache and reused until the collection changes, and the exact fallback without usearch."""
+the cache and reused until the collection changes, used by search from its size on, and the
+exact fallback without usearch."""
 
 from __future__ import annotations
 
@@ -9,10 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from clipcls.backends.base import BackendConfig
+from clipcls.backends.local import LocalBackend
+from clipcls.cache import EmbeddingCache
 from clipcls.errors import UsageError
 from clipcls.search import ann
+from clipcls.search.api import search
 from clipcls.search.collect import Collection
 from clipcls.search.query import top_k
+from clipcls.settings import ModelSettings
 
 needs_usearch = pytest.mark.skipif(
     importlib.util.find_spec("usearch") is None,
@@ -118,3 +124,22 @@ def test_without_usearch_search_stays_exact_with_one_notice(
     matrix, _ = planted(20, 8, queries=0)
     with pytest.raises(UsageError, match=r"clipcls\[ann\]"):
         ann.ann_search(collection_of(matrix), matrix[0], 3, folder=tmp_path)
+
+
+@pytest.mark.parametrize("installed", [True, False], ids=["usearch", "without usearch"])
+def test_a_search_over_the_size_goes_through_the_index_beside_the_cache(
+    installed: bool, tiny_model: str, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if installed and importlib.util.find_spec("usearch") is None:
+        pytest.skip("usearch is not installed (pip install 'clipcls[ann]')")
+    cache = tmp_path / "cache"
+    backend = LocalBackend(BackendConfig(ModelSettings(model=tiny_model), EmbeddingCache(cache)))
+    exact = search(backend, [str(photos)], "a cat", k=3)
+    monkeypatch.setattr(ann, "ANN_ROWS", 2)
+    monkeypatch.setattr(ann, "usearch_installed", lambda: installed)
+    lines: list[str] = []
+    found = search(backend, [str(photos)], "a cat", k=3, notice=lines.append)
+    assert [hit.path for hit in found.hits] == [hit.path for hit in exact.hits]
+    assert [hit.score for hit in found.hits] == pytest.approx([hit.score for hit in exact.hits])
+    assert len(list((cache / ann.FOLDER).glob("*.usearch"))) == (1 if installed else 0)
+    assert len(lines) == (0 if installed else 1)
