@@ -65,8 +65,8 @@ def ann_search(
     folder: Path | None = None,
     progress: ShowProgress = no_progress,
 ) -> list[tuple[int, float]]:
-    """The about k rows most similar to query (dim,), best first, leaving out the rows in skip:
-    (row, score), as search.query.top_k answers, each score the exact cosine of that row.
+    """Nearly always the k rows most similar to query (dim,), best first, leaving out the rows
+    in skip: (row, score) as search.query.top_k answers, each score the row's exact cosine.
     The index is opened from folder (default: the cache's search/ann) or built there first
     (progress counts the rows). UsageError if usearch is not installed."""
     index = open_index(collection, folder, progress)
@@ -96,7 +96,9 @@ def open_index(
     if not usearch_installed():
         raise UsageError(f"an approximate index needs usearch: {INSTALL}")
     path = index_path(collection, folder or default_folder())
-    index = _stored(path, collection) or _built(path, collection, progress)
+    index = _stored(path, collection)
+    if index is None:  # not `or`: an Index has a length, and an empty one is falsy
+        index = _built(path, collection, progress)
     _opened = (weakref.ref(collection), index)
     return index
 
