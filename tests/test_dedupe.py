@@ -4,12 +4,20 @@ groups with one image kept by a stated rule, and the others moved out without lo
 from __future__ import annotations
 
 import os
+import random
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import Result
+from conftest import SAMPLE_IMAGES, jsonl
 from PIL import Image
+from typer.testing import CliRunner
 
+from clipcls.cli import app
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.labeling.sorting import SortMode
 from clipcls.search import dedupe_sort, pairs
@@ -213,3 +221,158 @@ def test_hard_links_across_file_systems_are_refused_first(
     monkeypatch.setattr(dedupe_sort, "first_on_another_device", lambda root, inputs: inputs[0])
     with pytest.raises(UsageError, match="different file systems"):
         dedupe_sort.check_sort_target(tmp_path / "out", SortMode.HARDLINK, [str(tmp_path)])
+
+
+# The command, with the tiny random-weight model. Its random weights put every photo in a
+# narrow cone (distinct sample photos reach cosine 0.98 with each other), while a resized, a
+# JPEG-60 and a 95% crop of a photo stay at >= 0.995 to it: so these tests use --threshold
+# 0.99, which holds for them; the default 0.95 is for trained CLIP weights.
+
+runner = CliRunner()
+THRESHOLD = "0.99"
+
+
+def dedupe_cli(model: str, *args: str) -> Result:
+    return runner.invoke(app, ["dedupe", *args, "--model", model, "--precision", "fp32"])
+
+
+def photo_copies(folder: Path) -> Path:
+    """chelsea, coffee and rocket, and three copies of chelsea: half size, JPEG quality 60,
+    and the middle 95% cropped."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("chelsea.png", "coffee.png", "rocket.jpg"):
+        (folder / name).write_bytes((SAMPLE_IMAGES / name).read_bytes())
+    cat = Image.open(SAMPLE_IMAGES / "chelsea.png").convert("RGB")
+    width, height = cat.size
+    copies = folder / "copies"
+    copies.mkdir()
+    cat.resize((width // 2, height // 2)).save(copies / "small.png")
+    cat.save(copies / "q60.jpg", quality=60)
+    left, top = round(width * 0.025), round(height * 0.025)
+    cat.crop((left, top, width - left, height - top)).save(copies / "crop.png")
+    return folder
+
+
+def test_resized_reencoded_and_cropped_copies_join_their_original(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    folder = photo_copies(tmp_path / "photos")
+    result = dedupe_cli(tiny_model, str(folder), "--threshold", THRESHOLD, "-f", "jsonl")
+    assert result.exit_code == 0, result.stderr
+    rows = jsonl(result.stdout)
+    assert {Path(r["path"]).name for r in rows} == {
+        "chelsea.png",
+        "small.png",
+        "q60.jpg",
+        "crop.png",
+    }
+    assert {r["group"] for r in rows} == {1}
+    kept = [r for r in rows if r["keep"]]
+    assert [Path(r["path"]).name for r in kept] == [
+        "chelsea.png"
+    ]  # the most pixels, the larger file
+    assert rows[0] == kept[0] and rows[0]["score"] == 1.0
+    assert all(0.99 <= r["score"] <= 1.0 for r in rows)
+    assert list(rows[0]) == ["group", "path", "score", "keep"]
+    assert "1 group of near duplicates, 3 not kept" in result.stderr
+
+
+def test_distinct_photos_stay_apart(tiny_model: str, photos: Path) -> None:
+    result = dedupe_cli(tiny_model, str(photos), "--threshold", THRESHOLD, "-f", "csv")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == "group,path,score,keep\n"
+
+
+def test_keep_first_and_sort_into_moves_only_the_others(tiny_model: str, tmp_path: Path) -> None:
+    folder = photo_copies(tmp_path / "photos")
+    out = tmp_path / "dupes"
+    out.mkdir()
+    (out / "crop.png").write_bytes(b"not to be replaced")
+    before = {p: p.read_bytes() for p in folder.rglob("*.*")}
+    args = [str(folder), "--threshold", THRESHOLD, "--keep", "first", "--sort-into", str(out)]
+    planned = dedupe_cli(tiny_model, *args, "--dry-run", "-f", "jsonl")
+    assert planned.exit_code == 0, planned.stderr
+    assert {p: p.read_bytes() for p in folder.rglob("*.*")} == before  # a dry run moves nothing
+    assert sorted(p.name for p in out.iterdir()) == ["crop.png"]
+    assert "would move 3 files into" in planned.stderr
+    moved = dedupe_cli(tiny_model, *args, "-f", "jsonl")
+    assert moved.exit_code == 0, moved.stderr
+    assert jsonl(moved.stdout) == jsonl(planned.stdout)  # the plan shown is the plan carried out
+    rows = jsonl(moved.stdout)
+    assert Path(rows[0]["path"]).name == "chelsea.png" and rows[0]["destination"] == ""
+    assert sorted(Path(r["destination"]).name for r in rows[1:]) == [
+        "crop_1.png",
+        "q60.jpg",
+        "small.png",
+    ]
+    assert (out / "crop.png").read_bytes() == b"not to be replaced"
+    assert sorted(p.name for p in (folder / "copies").iterdir()) == []
+    for row in rows[1:]:
+        assert Path(row["destination"]).read_bytes() == before[Path(row["path"])]
+    again = dedupe_cli(tiny_model, *args, "-f", "jsonl")  # the sort folder is not walked
+    assert again.exit_code == 0 and again.stdout == ""
+
+
+@pytest.mark.parametrize("bad", ["0", "1.5", "-0.2", "nan"])
+def test_a_threshold_outside_0_1_exits_2_in_one_line(
+    tiny_model: str, photos: Path, bad: str
+) -> None:
+    out = photos.parent / "dupes"
+    result = dedupe_cli(tiny_model, str(photos), "--threshold", bad, "--sort-into", str(out))
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "(0, 1]" in result.stderr
+    assert not out.exists() and len(list(photos.iterdir())) == 4
+
+
+def test_an_empty_folder_exits_2_in_one_line(tiny_model: str, tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "dupes"
+    result = dedupe_cli(tiny_model, str(tmp_path / "empty"), "--sort-into", str(out))
+    assert result.exit_code == 2
+    assert len(result.stderr.strip().splitlines()) == 1 and "no images" in result.stderr
+    assert not out.exists()
+
+
+def test_dry_run_needs_sort_into(tiny_model: str, photos: Path) -> None:
+    result = dedupe_cli(tiny_model, str(photos), "--dry-run")
+    assert result.exit_code == 2 and "--sort-into" in result.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_during_moves_then_a_rerun_finishes_without_loss(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    inbox, out = tmp_path / "inbox", tmp_path / "dupes"
+    inbox.mkdir()
+    small = Image.open(SAMPLE_IMAGES / "chelsea.png").convert("RGB").resize((48, 32))
+    small.save(inbox / "000.png")
+    for i in range(1, 400):  # one group of 400 files: 399 to move
+        (inbox / f"{i:03d}.png").write_bytes((inbox / "000.png").read_bytes())
+    args = ["dedupe", str(inbox), "--model", tiny_model, "--precision", "fp32"]
+    args += ["--threshold", THRESHOLD, "-q", "-f", "csv"]
+    assert subprocess.run(command(*args), capture_output=True, timeout=300).returncode == 0
+    chance = random.Random("dedupe-kill")
+    for _ in range(3):  # each time the kill lands while files are being moved
+        left = len(os.listdir(inbox))
+        process = subprocess.Popen(
+            command(*args, "--sort-into", str(out)),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and len(os.listdir(inbox)) == left:
+            time.sleep(0.0005)  # until the first file of this run has moved
+        time.sleep(chance.uniform(0, 0.01))
+        process.kill()
+        process.wait()
+    finished = subprocess.run(command(*args, "--sort-into", str(out)), capture_output=True)
+    assert finished.returncode == 0, finished.stderr
+    assert sorted(p.name for p in inbox.iterdir()) == ["000.png"]
+    assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == [
+        f"{i:03d}.png" for i in range(1, 400)
+    ]
+    assert len({p.read_bytes() for p in out.glob("*.png")}) == 1
+
+
+def command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "clipcls", *args]

@@ -10,12 +10,16 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from clipcls.backends.base import Backend
+from clipcls.classify import ShowProgress, no_progress
 from clipcls.errors import UsageError
 from clipcls.images import open_regular
+from clipcls.search.collect import collect
 from clipcls.search.pairs import near_components
 
 DEFAULT_THRESHOLD = 0.95  # CLIP ViT-B/32: resized and re-encoded copies ~0.98+, light crops ~0.95+
@@ -54,6 +58,34 @@ class Group:
     def others(self) -> tuple[Member, ...]:
         """The images the rule does not keep."""
         return self.members[1:]
+
+
+@dataclass(frozen=True)
+class Deduplication:
+    """A dedupe's answer: the groups, in walk order, and the files that could not be read."""
+
+    groups: tuple[Group, ...]
+    failures: tuple[tuple[str, str], ...]  # path, error
+    model: str  # the model id the embeddings are of
+
+
+def dedupe(
+    backend: Backend,
+    inputs: Sequence[str],
+    threshold: float = DEFAULT_THRESHOLD,
+    keep: KeepRule = KeepRule.LARGEST,
+    include_hidden: bool = False,
+    progress: ShowProgress = no_progress,
+    exclude: Path | None = None,
+) -> Deduplication:
+    """The groups of near-duplicate images of inputs (walked as `label` walks them; exclude:
+    a folder not to walk, such as the one duplicates are moved into). Images not yet embedded
+    are embedded (then cached); UsageError for a threshold outside (0, 1] (before anything is
+    embedded) or no image found."""
+    check_threshold(threshold)
+    collection = collect(backend, inputs, include_hidden, progress, exclude)
+    groups = duplicate_groups(collection.paths, collection.matrix, threshold, keep)
+    return Deduplication(groups, collection.failures, collection.model)
 
 
 def check_threshold(threshold: float) -> float:

@@ -24,7 +24,9 @@ import numpy as np
 EXACT_UP_TO = 20_000  # rows: below this the exact blockwise search is fast enough (seconds)
 BITS = 16  # per band: one uint16 bucket key
 MISS = 0.005  # at most this chance to miss a pair at the threshold (see the module docstring)
-MAX_BANDS = 256  # beyond this (a low threshold) LSH is no cheaper than the exact search
+# LSH projects each row on BITS * bands planes, the exact search on n / 2 rows on average:
+# with more than n / (BITS * COST_RATIO) bands (a low threshold) the exact search is cheaper.
+COST_RATIO = 4
 BLOCK = 4096  # rows per float32 block
 SIGMAS = 5.0  # the bit-agreement cut below a pair at the threshold's expected agreement
 SEED = 27  # the projection is seeded: the same matrix gives the same groups every run
@@ -73,8 +75,9 @@ class Components:
 
 def near_components(matrix: np.ndarray, threshold: float, exact: bool | None = None) -> np.ndarray:
     """Each row's component root (its smallest row) in the graph of pairs at cosine >=
-    threshold. exact: None chooses (exact below EXACT_UP_TO rows or where LSH would need more
-    than MAX_BANDS bands), True or False forces the search."""
+    threshold. exact: None chooses (exact below EXACT_UP_TO rows, or where LSH would need so
+    many bands that it costs more), True or False forces the search (False: LSH wherever it is
+    the cheaper)."""
     n = len(matrix)
     components = Components(n)
     if n < 2:
@@ -118,8 +121,8 @@ class _Plan:
 
 
 def _plan(matrix: np.ndarray, threshold: float) -> _Plan | None:
-    """The bands that find a pair at the threshold with chance 1 - MISS; None where that takes
-    more than MAX_BANDS (exact search instead). The mean and the short centred length come
+    """The bands that find a pair at the threshold with chance 1 - MISS; None where the exact
+    search would cost less (see COST_RATIO). The mean and the short centred length come
     from a sample of rows: centring need not be exact, and the percentile barely moves."""
     n = len(matrix)
     picked = np.random.default_rng(SEED).choice(n, min(n, SAMPLE), replace=False)
@@ -130,7 +133,7 @@ def _plan(matrix: np.ndarray, threshold: float) -> _Plan | None:
     if hit <= 0.0:
         return None
     bands = 1 if hit >= 1.0 else math.ceil(math.log(MISS) / math.log1p(-hit))
-    if bands > MAX_BANDS:
+    if bands * BITS * COST_RATIO > n:
         return None
     bands += -bands % 4  # whole uint64 words of signature
     return _Plan(mean, bands)
@@ -208,16 +211,27 @@ def _bucket_pairs(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, list[np.nda
 
 
 def _dense(matrix: np.ndarray, threshold: float, members: np.ndarray, comps: Components) -> None:
-    """Check a full bucket as one block, unless its rows are already one component."""
-    roots = comps.roots(members)
-    if (roots == roots[0]).all():
+    """Check a full bucket, unless its rows are one component already: each row against the
+    first (enough where the bucket holds copies of one image), then every row not joined so
+    joined against all of them (pairs of two joined rows need no check)."""
+    if _one_component(comps, members):
         return
     members = np.sort(members)
-    for start in range(0, len(members), BLOCK):
-        rows = np.asarray(matrix[members[start : start + BLOCK]], dtype=np.float32)
-        cosines = rows @ np.asarray(matrix[members], dtype=np.float32).T
-        i, j = np.nonzero(cosines >= threshold)
-        comps.union(members[i + start], members[j])
+    rows = np.asarray(matrix[members], dtype=np.float32)
+    # (members, dim) @ (dim,) -> (members,) cosines to the first
+    joined = rows @ rows[0] >= threshold
+    comps.union(members[joined], np.full(int(joined.sum()), members[0]))
+    strays = np.flatnonzero(~joined)
+    for start in range(0, len(strays), BLOCK):
+        block = strays[start : start + BLOCK]
+        # (strays, dim) @ (dim, members) -> (strays, members) cosines
+        i, j = np.nonzero(rows[block] @ rows.T >= threshold)
+        comps.union(members[block[i]], members[j])
+
+
+def _one_component(comps: Components, members: np.ndarray) -> bool:
+    roots = comps.roots(members)
+    return bool((roots == roots[0]).all())
 
 
 def _plausible(
