@@ -15,6 +15,7 @@ import contextlib
 import functools
 import math
 import os
+import shutil
 import sqlite3
 import time
 from collections import Counter
@@ -307,6 +308,10 @@ def clear_cache(folder: Path) -> int:
         with contextlib.suppress(FileNotFoundError):
             freed += path.lstat().st_size
             path.unlink()
+    stored = folder / "search"  # searches' stored matrices (clipcls.search.store): derived
+    if stored.is_dir():
+        freed += sum(f.lstat().st_size for f in stored.rglob("*") if f.is_file())
+        shutil.rmtree(stored, ignore_errors=True)
     return freed
 
 

@@ -164,16 +164,16 @@ def cached_encoder(
     encoder = recorded_model(cache, settings)
     if cache is None or encoder is None:
         return None
-    try:
+    try:  # a run without labels (a search's image side) asks for no prompt
         dims = {
             build_text_classifier(encoder, labels, templates, cache).shape[1]
-            for templates in template_sets
+            for templates in (template_sets if labels else ())
         }
     except ModelNeeded:
         return None
-    if cache.failure is not None or len(dims) != 1:
+    if cache.failure is not None or len(dims) > 1:
         return None
-    dim, plan, iterator = dims.pop(), encoder.plan, iter(paths)
+    dim, plan, iterator = (dims.pop() if dims else None), encoder.plan, iter(paths)
     while batch := [str(p) for p in itertools.islice(iterator, LOOKUP)]:
         chunk = look_up(batch, cache, plan.image_cache_key, plan.max_megapixels, dim)
         needed = chunk.misses and not (unreadable_ok and _unreadable(encoder, chunk.misses))

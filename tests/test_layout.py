@@ -34,6 +34,7 @@ MAY_IMPORT = {
     "labeling": {"core", "output", "backends", "fewshot", "multilabel"},
     "evaluation": {"core", "output", "backends", "fewshot", "multilabel"},
     "review": {"core", "output", "labeling"},  # opening a review never loads a model
+    "search": {"core", "output", "backends", "labeling"},  # numpy over embeddings: no model
     "cli": {
         "core",
         "engine",
@@ -45,6 +46,7 @@ MAY_IMPORT = {
         "fewshot",
         "review",
         "multilabel",
+        "search",
     },
 }
 # Modules a package must not import even where the table lets it into their package.

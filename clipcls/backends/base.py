@@ -80,6 +80,15 @@ class Expected:
     unreadable_ok: bool = False
 
 
+@dataclass(frozen=True)
+class ImageStore:
+    """Where derived files of a backend's image embeddings may be kept (a search's stored
+    matrix): its cache folder, and a key naming the model and input rules they are of."""
+
+    folder: Path
+    key: str
+
+
 class Predictor(Protocol):
     """A source of predictions for one model: what a label or predict run asks of a backend.
 
@@ -133,6 +142,12 @@ class Backend(Predictor, Protocol):
     def scorer(self, labels: Sequence[Label], templates: TemplateSet) -> Scorer:
         """The labels' text side, to score image embeddings with this model."""
 
+    @property
+    def image_store(self) -> ImageStore | None:
+        """Where files derived from its cached image embeddings may be kept, known before
+        `start` where it can be (a local model an earlier run recorded); None where they are
+        not cached here."""
+
 
 # name -> "module:Class"; the module is imported only when its backend is opened, so that a
 # run on a server never imports torch and a local run never imports Ray.
@@ -158,6 +173,15 @@ def opened_cache(
 ) -> EmbeddingCache | None:
     """The cache a config names: itself, or what its opening function returns."""
     return source() if callable(source) else source
+
+
+def image_store(
+    cache: EmbeddingCache | None, image_key: str | None, max_megapixels: float
+) -> ImageStore | None:
+    """The store beside a cache for images keyed image_key and checked at max_megapixels."""
+    if cache is None or image_key is None or cache.failure is not None:
+        return None
+    return ImageStore(cache.path.parent, f"{image_key}\n{max_megapixels}")
 
 
 def backend_name(server: str | None, engine: str, embeddings: Path | None = None) -> str:

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcls.backends.base import BackendConfig, Expected, Hooks, opened_cache
+from clipcls.backends.base import (
+    BackendConfig,
+    Expected,
+    Hooks,
+    ImageStore,
+    image_store,
+    opened_cache,
+)
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import (
     Classifier,
@@ -24,7 +31,7 @@ from clipcls.classify import (
 from clipcls.labels import Label
 from clipcls.pipeline import Encoder, ModelInfo, embed_paths
 from clipcls.prompts import TemplateSet
-from clipcls.recorded import cached_encoder, remember_model
+from clipcls.recorded import cached_encoder, recorded_model, remember_model
 from clipcls.settings import ModelSettings, model_id
 
 NOT_LOADED = "(every embedding cached: the model was not loaded)"
@@ -168,3 +175,14 @@ class LocalBackend:
         encoder = self.encoder
         weights = label_weights(self.embed_texts, labels, templates)
         return Scorer(labels, weights, encoder.logit_scale, encoder.logit_bias)
+
+    @property
+    def image_store(self) -> ImageStore | None:
+        if self._encoder is not None:
+            plan = self._encoder.plan
+        else:  # not started: the model an earlier run recorded, if any, keys the cache alike
+            recorded = recorded_model(self.cache, self.settings)
+            if recorded is None:
+                return None
+            plan = recorded.plan
+        return image_store(self.cache, plan.image_cache_key, self.settings.max_megapixels)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcls.backends.base import BackendConfig, Expected
+from clipcls.backends.base import BackendConfig, Expected, ImageStore
 from clipcls.backends.local import LocalBackend
 from clipcls.classify import Prediction, Scorer
 from clipcls.labels import Label
@@ -121,6 +121,10 @@ class RayBackend:
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self.text_tower.embed_texts(texts)
+
+    @property
+    def image_store(self) -> ImageStore | None:
+        return None  # the actors embed and cache apart: each search asks them
 
     def scorer(self, labels: Sequence[Label], templates: TemplateSet) -> Scorer:
         return self.text_tower.scorer(labels, templates)

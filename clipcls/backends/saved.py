@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcls.backends.base import BackendConfig, Expected
+from clipcls.backends.base import BackendConfig, Expected, ImageStore
 from clipcls.backends.local import LocalBackend
 from clipcls.classify import Prediction, Scorer, default_batch_size
 from clipcls.digests import short_identity
@@ -172,6 +172,10 @@ class SavedEmbeddingsBackend:
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return self.text.embed_texts(texts)
+
+    @property
+    def image_store(self) -> ImageStore | None:
+        return None  # the saved file holds the embeddings: nothing to store
 
     def scorer(self, labels: Sequence[Label], templates: TemplateSet) -> Scorer:
         self.start(Expected(tuple(labels), (templates,)))

@@ -13,7 +13,14 @@ from typing import Any
 
 import numpy as np
 
-from clipcls.backends.base import BackendConfig, Expected, Hooks, opened_cache
+from clipcls.backends.base import (
+    BackendConfig,
+    Expected,
+    Hooks,
+    ImageStore,
+    image_store,
+    opened_cache,
+)
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Prediction, Scorer, default_batch_size, encode_prompts, label_weights
 from clipcls.errors import UsageError
@@ -132,6 +139,11 @@ class ServerBackend:
     def scorer(self, labels: Sequence[Label], templates: TemplateSet) -> Scorer:
         weights = label_weights(self.embed_texts, labels, templates)
         return Scorer(labels, weights, self.encoder.logit_scale, self.encoder.logit_bias)
+
+    @property
+    def image_store(self) -> ImageStore | None:
+        key = self.encoder.plan.image_cache_key
+        return image_store(self.cache, key, self.config.settings.max_megapixels)
 
     def _embedded(
         self, paths: Iterable[Path | str], dim: int | None = None

@@ -15,6 +15,7 @@ from clipcls.cli import evaluate as evaluate_command
 from clipcls.cli import label as label_command
 from clipcls.cli import predict as predict_command
 from clipcls.cli import review as review_command
+from clipcls.cli import search as search_command
 from clipcls.cli import serve as serve_command
 from clipcls.cli import templates as templates_command
 from clipcls.cli.cache import EXAMPLES as CACHE_EXAMPLES
@@ -81,6 +82,8 @@ app = typer.Typer(
 app.command(epilog=predict_command.EXAMPLES)(predict_command.predict)
 app.command(epilog=label_command.EXAMPLES)(label_command.label)
 app.command(epilog=evaluate_command.EXAMPLES)(evaluate_command.evaluate)
+app.command(epilog=search_command.SEARCH_EXAMPLES)(search_command.search)
+app.command(epilog=search_command.SIMILAR_EXAMPLES)(search_command.similar)
 app.command(epilog=dedupe_command.EXAMPLES)(dedupe_command.dedupe)
 app.command(epilog=templates_command.EXAMPLES)(templates_command.templates)
 app.command(epilog=serve_command.EXAMPLES)(serve_command.serve)

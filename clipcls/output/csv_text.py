@@ -32,8 +32,11 @@ class SafeCsv:
     """csv.writer with `\\n` line ends that also quotes any row holding a `\\r`: csv quotes only
     what is in its line terminator, and an unquoted `\\r` ends a row for every CSV reader."""
 
-    def __init__(self, stream: TextIO, header: Sequence[str]) -> None:
-        self.numbers = [is_number_column(name) for name in header]
+    def __init__(
+        self, stream: TextIO, header: Sequence[str], numbers: Sequence[bool] | None = None
+    ) -> None:
+        # numbers: which columns hold numbers clipcls wrote (by default, by their names)
+        self.numbers = list(numbers or [is_number_column(name) for name in header])
         self.minimal = csv.writer(stream, lineterminator="\n")  # not \r\n: awk and grep
         self.quoted = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
 

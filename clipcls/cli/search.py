@@ -1,0 +1,234 @@
+"""`clipcls search` and `clipcls similar`: the images nearest a text or image query, or nearest
+one image, from their embeddings (cached ones are not computed again)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clipcls.backends.base import Backend
+from clipcls.classify import Advance, ShowProgress, no_progress
+from clipcls.cli.backend_options import chosen_inputs, open_chosen_backend
+from clipcls.cli.console import (
+    check_output_path,
+    counted,
+    fail_if_strict,
+    open_output,
+    reported_errors,
+    stderr,
+    warn,
+)
+from clipcls.cli.model_options import model_options
+from clipcls.cli.option_groups import RUN, SCALE, RunOptions, run_options, scale_options
+from clipcls.cli.options import OverwriteOpt
+from clipcls.errors import ImageError, UsageError
+from clipcls.images import check_image
+from clipcls.output.files import Format, format_for
+from clipcls.output.records import write_records
+from clipcls.pathtext import clean_text
+from clipcls.prompts import load_templates
+from clipcls.search.api import DEFAULT_K, Ranking
+from clipcls.search.api import search as search_images
+from clipcls.search.api import similar as similar_images
+
+SEARCH_EXAMPLES = """
+[bold]Examples[/bold]
+
+  clipcls search photos/ "a red car"
+  clipcls search photos/ "a red car + sunset - blurry" -k 50 -f jsonl
+  clipcls search photos/ "at the beach" --image like-this.jpg --templates photo
+  clipcls search photos/ --image like-this.jpg -o hits.csv
+  clipcls search photos/ "a dog" --server http://127.0.0.1:8765
+  clipcls search --from-embeddings run.jsonl "a dog"
+"""
+
+SIMILAR_EXAMPLES = """
+[bold]Examples[/bold]
+
+  clipcls similar photos/cat.jpg photos/ -k 10
+  clipcls similar query.png archive/ more/ -f csv -o similar.csv
+"""
+COLUMNS = ("rank", "path", "score")
+
+
+class SearchFormat(str, Enum):
+    """What search and similar write: a table for people, or rows for programs."""
+
+    TABLE = Format.TABLE.value
+    CSV = Format.CSV.value
+    JSON = Format.JSON.value
+    JSONL = Format.JSONL.value
+
+
+ALLOWED = tuple(Format(f.value) for f in SearchFormat)
+TopKOpt = Annotated[int, typer.Option("--top-k", "-k", min=1, help="Images shown.")]
+FormatOpt = Annotated[
+    SearchFormat | None,
+    typer.Option("--format", "-f", help="Output format.", show_default="from -o, else table"),
+]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
+]
+ImagesOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--image", "-i", help="A query image; repeat for several (all averaged)."),
+]
+TemplatesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--templates",
+        "-t",
+        help="Put each query term through this template set (name or FILE).",
+        show_default="the text alone",
+    ),
+]
+
+
+def _split_query(args: list[str], images: list[Path], saved: bool) -> tuple[str | None, list[str]]:
+    """(query text, inputs) from the arguments: the last is the query text, except with
+    --image where it names an existing file or folder (then every argument is an input);
+    with --from-embeddings there are no inputs."""
+    if saved:
+        if len(args) > 1:
+            raise UsageError(
+                "--from-embeddings searches the files the saved run labeled: give only the query"
+            )
+        return (args[0] if args else None), []
+    if images and args and os.path.lexists(args[-1]):
+        return None, args
+    if len(args) < 2:
+        raise UsageError('give the folders to search, then the query: search DIR... "QUERY"')
+    return args[-1], args[:-1]
+
+
+def _check_query_images(images: list[Path]) -> None:
+    """Refuse a query image that cannot be read, before anything loads or is embedded."""
+    for image in images:
+        try:
+            check_image(image)
+        except ImageError as error:
+            raise UsageError(f"cannot read query image {clean_text(str(image))}: {error}") from None
+
+
+def _progress(run: RunOptions) -> ShowProgress:
+    """A bar on stderr while the files are embedded (cached ones count at once)."""
+    if run.quiet or not stderr.is_terminal:
+        return no_progress
+
+    def show(total: int) -> AbstractContextManager[Advance]:
+        return counted("embedding images", total)
+
+    return show
+
+
+def _report(ranking: Ranking, run: RunOptions, output: Path | None, fmt: Format) -> None:
+    """Warn of unreadable files, write the hits, and exit 1 with --strict if any failed."""
+    for _, error in ranking.failures:
+        warn(error)  # it names the file, as predict's warnings do
+    rows = [(hit.rank, hit.path, hit.score) for hit in ranking.hits]
+    with open_output(output) as stream:
+        write_records(fmt, stream, COLUMNS, rows)
+    fail_if_strict(run.strict, len(ranking.failures))
+
+
+def _open(ctx: typer.Context, inputs: list[str], images: list[Path]) -> tuple[list[str], Backend]:
+    """The inputs (those a saved run lists, with --from-embeddings) and the chosen backend."""
+    scale, quiet = scale_options(ctx), run_options(ctx).quiet
+    inputs, saved = chosen_inputs(ctx, scale, quiet, inputs)
+    if saved is not None:
+        saved.also_embed(images)  # query images the saved file lacks: the model embeds them
+        return inputs, saved
+    return inputs, open_chosen_backend(ctx, scale, quiet)
+
+
+Run = Callable[[Backend, list[str]], Ranking]
+
+
+def _run(
+    ctx: typer.Context,
+    output: Path | None,
+    overwrite: bool,
+    fmt: SearchFormat | None,
+    inputs: list[str],
+    images: list[Path],
+    ask: Run,
+) -> None:
+    run = run_options(ctx)
+    check_output_path(output, overwrite)
+    chosen = format_for(output, None if fmt is None else Format(fmt.value), ALLOWED)
+    _check_query_images(images)
+    found, backend = _open(ctx, inputs, images)
+    _report(ask(backend, found), run, output, chosen)
+
+
+@model_options()
+@RUN.options()
+@SCALE.options(only=("server", "batch_size", "no_cache", "from_embeddings"))
+def search(
+    ctx: typer.Context,
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Folders or files to search, then the query text.",
+            metavar='PATH... "QUERY"',
+            show_default=False,
+        ),
+    ] = None,
+    image: ImagesOpt = None,
+    top_k: TopKOpt = DEFAULT_K,
+    templates: TemplatesOpt = None,
+    fmt: FormatOpt = None,
+    output: OutputOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Find the images nearest a text (`a red car + sunset - blurry`), query images, or both."""
+    run = run_options(ctx)
+    with reported_errors(run.debug):
+        images = list(image or [])
+        text, inputs = _split_query(
+            list(args or []), images, scale_options(ctx).from_embeddings is not None
+        )
+        chosen = load_templates(templates) if templates else None
+
+        def ask(backend: Backend, found: list[str]) -> Ranking:
+            return search_images(
+                backend, found, text, images, top_k, chosen, run.include_hidden, _progress(run)
+            )
+
+        _run(ctx, output, overwrite, fmt, inputs, images, ask)
+
+
+@model_options()
+@RUN.options()
+@SCALE.options(only=("server", "batch_size", "no_cache", "from_embeddings"))
+def similar(
+    ctx: typer.Context,
+    image: Annotated[
+        Path, typer.Argument(help="The image to find others like.", show_default=False)
+    ],
+    paths: Annotated[
+        list[str] | None,
+        typer.Argument(help="Folders or files to search.", metavar="PATH...", show_default=False),
+    ] = None,
+    top_k: TopKOpt = DEFAULT_K,
+    fmt: FormatOpt = None,
+    output: OutputOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Find the images nearest one image (itself left out; its copies come first)."""
+    run = run_options(ctx)
+    with reported_errors(run.debug):
+        saved = scale_options(ctx).from_embeddings is not None
+        if not paths and not saved:
+            raise UsageError("give the folders to search after the image: similar IMAGE DIR...")
+
+        def ask(backend: Backend, found: list[str]) -> Ranking:
+            return similar_images(backend, image, found, top_k, run.include_hidden, _progress(run))
+
+        _run(ctx, output, overwrite, fmt, list(paths or []), [image], ask)

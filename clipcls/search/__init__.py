@@ -1,0 +1,1 @@
+"""Search, similar and duplicates over the images' embeddings (numpy only: no model import)."""

@@ -1,0 +1,106 @@
+"""Search and similar as Python calls: the images of some inputs ranked by cosine to a query
+(text, images, or both) or to one image, best first, as small frozen dataclasses."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from clipcls.backends.base import Backend
+from clipcls.classify import ShowProgress, no_progress
+from clipcls.errors import UsageError
+from clipcls.pathtext import path_key
+from clipcls.prompts import TemplateSet
+from clipcls.search.collect import NO_QUERY, Collection, collect, query_expected, query_vector
+from clipcls.search.query import top_k, unit
+
+DEFAULT_K = 20
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One image found: its place (1 is best), path, and cosine to the query."""
+
+    rank: int
+    path: str
+    score: float
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A search's answer: the hits, best first, and the files that could not be read."""
+
+    hits: tuple[Hit, ...]
+    failures: tuple[tuple[str, str], ...]  # path, error
+    model: str  # the model id the embeddings are of
+
+
+def search(
+    backend: Backend,
+    inputs: Sequence[str],
+    text: str | None = None,
+    images: Sequence[Path] = (),
+    k: int = DEFAULT_K,
+    templates: TemplateSet | None = None,
+    include_hidden: bool = False,
+    progress: ShowProgress = no_progress,
+) -> Ranking:
+    """The k images of inputs (walked as `label` walks them) nearest the query, best first.
+
+    Args:
+        text: rclip-style: `a red car + sunset - blurry` (+ terms pull, - terms push), each
+            term through templates (None: the text alone).
+        images: query images; with text, all queries are averaged.
+        progress: shown while files are embedded (a fully cached run embeds none).
+
+    Images not yet embedded are embedded (then cached); UsageError for no query, an
+    unreadable query image, no image found, or k < 1.
+    """
+    _check_k(k)
+    expected = query_expected(text, images, templates)
+    if not expected.labels and not images:
+        raise UsageError(NO_QUERY)  # before any file is embedded
+    collection = collect(backend, inputs, include_hidden, progress, expected=expected)
+    vector = query_vector(backend, text, images, templates)
+    return _ranked(collection, vector, k)
+
+
+def similar(
+    backend: Backend,
+    image: Path,
+    inputs: Sequence[str],
+    k: int = DEFAULT_K,
+    include_hidden: bool = False,
+    progress: ShowProgress = no_progress,
+) -> Ranking:
+    """The k images of inputs nearest image, best first, image itself left out (its path
+    however spelled; a copy of it is another file, and is found first)."""
+    _check_k(k)
+    expected = query_expected(None, [image], None)
+    collection = collect(backend, inputs, include_hidden, progress, expected=expected)
+    itself = path_key(os.fspath(image))
+    rows = frozenset(i for i, p in enumerate(collection.paths) if path_key(p) == itself)
+    if rows:  # its row is its embedding: nothing to ask the backend
+        vector = unit(collection.matrix[min(rows)].astype(np.float32), "the image")
+    else:
+        vector = query_vector(backend, None, [image], None)
+    return _ranked(collection, vector, k, rows)
+
+
+def _check_k(k: int) -> None:
+    if k < 1:
+        raise UsageError(f"k must be 1 or more, not {k}")
+
+
+def _ranked(
+    collection: Collection, vector: np.ndarray, k: int, skip: frozenset[int] = frozenset()
+) -> Ranking:
+    found = top_k(collection.matrix, vector, k, skip)
+    hits = tuple(
+        Hit(rank, collection.paths[row], score) for rank, (row, score) in enumerate(found, 1)
+    )
+    return Ranking(hits, collection.failures, collection.model)
