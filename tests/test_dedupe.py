@@ -230,6 +230,7 @@ def test_hard_links_across_file_systems_are_refused_first(
 
 runner = CliRunner()
 THRESHOLD = "0.99"
+COPIES = 1500  # files in the kill test's one group: enough moves for a kill to land among
 
 
 def dedupe_cli(model: str, *args: str) -> Result:
@@ -345,14 +346,14 @@ def test_kill_9_during_moves_then_a_rerun_finishes_without_loss(
     inbox, out = tmp_path / "inbox", tmp_path / "dupes"
     inbox.mkdir()
     small = Image.open(SAMPLE_IMAGES / "chelsea.png").convert("RGB").resize((48, 32))
-    small.save(inbox / "000.png")
-    for i in range(1, 400):  # one group of 400 files: 399 to move
-        (inbox / f"{i:03d}.png").write_bytes((inbox / "000.png").read_bytes())
+    small.save(inbox / "0000.png")
+    for i in range(1, COPIES):  # one group: all but 0000.png to move
+        (inbox / f"{i:04d}.png").write_bytes((inbox / "0000.png").read_bytes())
     args = ["dedupe", str(inbox), "--model", tiny_model, "--precision", "fp32"]
     args += ["--threshold", THRESHOLD, "-q", "-f", "csv"]
     assert subprocess.run(command(*args), capture_output=True, timeout=300).returncode == 0
-    chance = random.Random("dedupe-kill")
-    for _ in range(3):  # each time the kill lands while files are being moved
+    chance, interrupted = random.Random("dedupe-kill"), 0
+    for _ in range(4):
         left = len(os.listdir(inbox))
         process = subprocess.Popen(
             command(*args, "--sort-into", str(out)),
@@ -360,17 +361,19 @@ def test_kill_9_during_moves_then_a_rerun_finishes_without_loss(
             stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and len(os.listdir(inbox)) == left:
+        while process.poll() is None and len(os.listdir(inbox)) == left:
+            assert time.monotonic() < deadline
             time.sleep(0.0005)  # until the first file of this run has moved
-        time.sleep(chance.uniform(0, 0.01))
+        time.sleep(chance.uniform(0, 0.004))
         process.kill()
         process.wait()
+        interrupted += len(os.listdir(inbox)) > 1
+    assert interrupted  # at least one kill landed while files were being moved
     finished = subprocess.run(command(*args, "--sort-into", str(out)), capture_output=True)
     assert finished.returncode == 0, finished.stderr
-    assert sorted(p.name for p in inbox.iterdir()) == ["000.png"]
-    assert sorted(p.name for p in out.iterdir() if p.suffix == ".png") == [
-        f"{i:03d}.png" for i in range(1, 400)
-    ]
+    assert sorted(p.name for p in inbox.iterdir()) == ["0000.png"]
+    moved = sorted(p.name for p in out.iterdir() if p.suffix == ".png")
+    assert moved == [f"{i:04d}.png" for i in range(1, COPIES)]  # none lost, none doubled
     assert len({p.read_bytes() for p in out.glob("*.png")}) == 1
 
 

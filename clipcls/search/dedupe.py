@@ -131,7 +131,7 @@ def _group(
     scores = np.minimum(scores, 1.0)  # float16 rows can give 1.0002 for twins
     ranked = sorted(range(len(rows)), key=lambda i: (rows[i] != kept, -scores[i], rows[i]))
     members = tuple(
-        Member(paths[rows[i]], 1.0 if rows[i] == kept else float(scores[i]), rows[i] == kept)
+        Member(paths[rows[i]], 1.0 if rows[i] == kept else float(scores[i]), bool(rows[i] == kept))
         for i in ranked
     )
     return Group(number, members)
