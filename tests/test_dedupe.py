@@ -314,6 +314,24 @@ def test_keep_first_and_sort_into_moves_only_the_others(tiny_model: str, tmp_pat
     assert again.exit_code == 0 and again.stdout == ""
 
 
+def test_odd_file_names_are_escaped_in_paths_and_destinations(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    folder = photo_copies(tmp_path / "photos")
+    odd = os.fsdecode(b"=cmd\xff.png")  # not UTF-8, and a formula to a spreadsheet
+    os.rename(folder / "copies" / "small.png", folder / "copies" / odd)
+    out = tmp_path / "dupes"
+    args = [str(folder), "--threshold", THRESHOLD, "--sort-into", str(out)]
+    listed = dedupe_cli(tiny_model, *args, "--dry-run", "-f", "jsonl")
+    assert listed.exit_code == 0, listed.stderr
+    (row,) = [r for r in jsonl(listed.stdout) if "cmd" in r["path"]]
+    assert row["path"].endswith("copies/=cmd\\xff.png")
+    assert row["destination"] == str(out / "=cmd\\xff.png")
+    rows = dedupe_cli(tiny_model, *args, "--dry-run", "-f", "csv")
+    assert rows.exit_code == 0, rows.stderr
+    assert f",{out}/=cmd\\xff.png\n" in rows.stdout  # the destination cell, escaped the same
+
+
 @pytest.mark.parametrize("bad", ["0", "1.5", "-0.2", "nan"])
 def test_a_threshold_outside_0_1_exits_2_in_one_line(
     tiny_model: str, photos: Path, bad: str
