@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import Result
-from conftest import SAMPLE_IMAGES, jsonl
+from conftest import SAMPLE_IMAGES, clipcls_process, jsonl
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -278,6 +278,15 @@ def test_resized_reencoded_and_cropped_copies_join_their_original(
     assert "1 group of near duplicates, 3 not kept" in result.stderr
 
 
+def test_a_dedupe_over_cached_images_loads_no_model(tiny_model: str, tmp_path: Path) -> None:
+    folder = photo_copies(tmp_path / "photos")
+    args = ["dedupe", str(folder), "--model", tiny_model, "--precision", "fp32"]
+    first, _, _ = clipcls_process(*args, "--threshold", THRESHOLD, "-f", "csv")
+    again, torch, _ = clipcls_process(*args, "--threshold", THRESHOLD, "-f", "csv")
+    assert again == first and len(first.splitlines()) == 5
+    assert not torch
+
+
 def test_distinct_photos_stay_apart(tiny_model: str, photos: Path) -> None:
     result = dedupe_cli(tiny_model, str(photos), "--threshold", THRESHOLD, "-f", "csv")
     assert result.exit_code == 0, result.stderr
@@ -352,9 +361,29 @@ def test_an_empty_folder_exits_2_in_one_line(tiny_model: str, tmp_path: Path) ->
     assert not out.exists()
 
 
-def test_dry_run_needs_sort_into(tiny_model: str, photos: Path) -> None:
-    result = dedupe_cli(tiny_model, str(photos), "--dry-run")
-    assert result.exit_code == 2 and "--sort-into" in result.stderr
+@pytest.mark.parametrize("option", ["--dry-run", "--mode=copy"])
+def test_dry_run_and_mode_need_sort_into(tiny_model: str, photos: Path, option: str) -> None:
+    result = dedupe_cli(tiny_model, str(photos), option)
+    assert result.exit_code == 2 and "need --sort-into" in result.stderr
+
+
+def test_sorting_into_a_folder_being_deduplicated_is_refused(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    folder = photo_copies(tmp_path / "photos")
+    before = sorted(folder.rglob("*"))
+    result = dedupe_cli(tiny_model, str(folder / "copies"), "--sort-into", str(folder / "copies"))
+    assert result.exit_code == 2 and "being deduplicated" in result.stderr
+    assert sorted(folder.rglob("*")) == before
+
+
+def test_an_image_already_in_the_sort_folder_stays_where_it_is(tmp_path: Path) -> None:
+    paths, matrix = twins(tmp_path)
+    groups = duplicate_groups(paths, matrix, 0.95, KeepRule.FIRST)
+    placements = plan_placements(groups, tmp_path, SortMode.MOVE)  # b and d are in it
+    assert placements == []
+    apply_placements(placements, tmp_path, SortMode.MOVE)
+    assert all(os.path.exists(path) for path in paths)
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 
 from clipcls.classify import Advance, ShowProgress, no_progress
-from clipcls.cli.backend_options import chosen_inputs, open_chosen_backend
+from clipcls.cli.backend_options import chosen_inputs, explicit, open_chosen_backend
 from clipcls.cli.console import (
     check_output_path,
     counted,
@@ -177,10 +177,10 @@ def dedupe(
         check_threshold(threshold)
         check_output_path(output, overwrite)
         chosen = format_for(output, None if fmt is None else Format(fmt.value), ALLOWED)
-        if dry_run and sort_into is None:
-            raise UsageError("--dry-run shows a --sort-into plan: give --sort-into DIR")
+        if (dry_run or explicit(ctx, "mode")) and sort_into is None:
+            raise UsageError("--mode and --dry-run need --sort-into DIR")
         inputs, saved = chosen_inputs(ctx, scale, run.quiet, paths)
-        if sort_into is not None and not dry_run:
+        if sort_into is not None:
             check_sort_target(sort_into, mode, inputs)
         backend = saved or open_chosen_backend(ctx, scale, run.quiet)
         found = find_duplicates(

@@ -40,7 +40,14 @@ class Placement:
 
 
 def check_sort_target(root: Path, mode: SortMode, inputs: Sequence[str]) -> None:
-    """Refuse, before anything is embedded, hard links across file systems."""
+    """Refuse, before anything is embedded, a sort folder that is one of the inputs (its own
+    files would be its duplicates' places) and hard links across file systems."""
+    real = os.path.realpath(root)
+    if any(not is_url(given) and os.path.realpath(given) == real for given in inputs):
+        raise UsageError(
+            f"--sort-into {clean_text(str(root))} is a folder being deduplicated: "
+            "give a folder of its own"
+        )
     other = first_on_another_device(root, inputs) if mode is SortMode.HARDLINK else None
     if other is not None:
         raise UsageError(
@@ -55,11 +62,14 @@ def plan_placements(groups: Iterable[Group], root: Path, mode: SortMode) -> list
     or link) are used again, others never."""
     taken: set[Path] = set()
     placements = []
+    real_root = os.path.realpath(root)
     for group in groups:
         for member in group.others:
             if is_url(member.path):
                 continue
             source = Path(member.path)
+            if os.path.realpath(source.parent) == real_root:
+                continue  # in the sort folder already (given as a file): its name is its place
             target = unique_destination(root, source.name, taken, _reusable(source, mode, taken))
             taken.add(absolute(target))
             placements.append(Placement(member.path, str(target)))
