@@ -16,6 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from conftest import SAMPLE_IMAGES, write_tiny_model  # noqa: E402
 from review_helpers import XSS, running  # noqa: E402
+from test_review_browser import wait_until  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from clipcls.cli import app  # noqa: E402
@@ -62,9 +63,10 @@ def main() -> None:
                     for key in ("2", "ArrowRight", "Enter"):
                         tab.keyboard.press(key)
                         tab.wait_for_timeout(150)
-                tab.wait_for_function(
-                    "[...document.querySelectorAll('.tile img')].slice(0, 8)"
-                    ".every(i => i.complete && i.naturalWidth > 0)"
+                wait_until(  # not wait_for_function: its polling evals, which the CSP forbids
+                    tab,
+                    "() => [...document.querySelectorAll('.tile img')].slice(0, 8)"
+                    ".every(i => i.complete && i.naturalWidth > 0)",
                 )
                 tab.screenshot(path=str(target / f"review-{name}.png"))
                 print(target / f"review-{name}.png")

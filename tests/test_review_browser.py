@@ -58,6 +58,16 @@ def tile_indices(tab: Any) -> list[int]:
     return [int(i) for i in tab.eval_on_selector_all(".tile", "t => t.map(n => n.dataset.index)")]
 
 
+def wait_until(tab: Any, expression: str, arg: Any = None, seconds: float = 15) -> None:
+    """Poll expression until true: wait_for_function polls with an eval the page's CSP
+    forbids, which fails whenever its first look comes too early (a loaded machine)."""
+    for _ in range(int(seconds / 0.05)):
+        if tab.evaluate(expression, arg):
+            return
+        tab.wait_for_timeout(50)
+    raise AssertionError(f"never true: {expression}")
+
+
 def expect_reviewed(tab: Any, count: int) -> None:
     sync_api.expect(tab.locator("#progress-text")).to_contain_text(f"{count} reviewed")
 
@@ -120,7 +130,7 @@ def test_names_render_as_text_and_big_images_open(page: Any) -> None:
     tab.keyboard.press("f")
     viewer = tab.locator("#viewer")
     sync_api.expect(viewer).to_be_visible()
-    tab.wait_for_function("document.getElementById('viewer-image').naturalWidth > 0")
+    wait_until(tab, "() => document.getElementById('viewer-image').naturalWidth > 0")
     tab.keyboard.press("Escape")
     sync_api.expect(viewer).to_be_hidden()
     tab.locator(".tile img").first.click()  # a click on the picture opens it too
@@ -131,7 +141,8 @@ def test_filters_and_a_narrow_window(page: Any) -> None:
     tab, served, _ = page
     label = served.server.api.table.rows[tile_indices(tab)[0]].label
     tab.select_option("#filter-label", label)
-    tab.wait_for_function(
+    wait_until(
+        tab,
         "l => [...document.querySelectorAll('.tile')].length > 0 && "
         "[...document.querySelectorAll('.tile .decision')].every(d => d.textContent.includes(l))",
         arg=label,

@@ -48,7 +48,7 @@ def review(
         str | None,
         typer.Option(
             envvar="CLIPCLS_REVIEW_KEY",
-            help="The page's token (at least 16 characters) instead of a random one.",
+            help="The page's token (16+ letters, digits, -_.~) instead of a random one.",
         ),
     ] = None,
     open_browser: Annotated[
@@ -116,16 +116,16 @@ def _export(table: ReviewTable, target: Path | None, support: Path | None, apply
         if target is not None:
             count = export_corrected(table, decisions, target)
             notice(f"wrote {plural(count, 'row')} to {target}")
+        if apply:  # before the support links: they point where the files end up
+            for problem in apply_sorting(table, decisions):
+                warn(problem)
+            notice(f"applied {plural(len(decisions), 'decision')} to {table.sort_into}")
         if support is not None:
             problems: list[str] = []
             count = export_support(table, decisions, support, problems)
             for problem in problems:
                 warn(problem)
             notice(f"linked {plural(count, 'reviewed image')} into {support}")
-        if apply:
-            for problem in apply_sorting(table, decisions):
-                warn(problem)
-            notice(f"applied {plural(len(decisions), 'decision')} to {table.sort_into}")
     finally:
         log.close()
 

@@ -61,7 +61,7 @@ def fit_multilabel(
             if precision is None
             else precision_threshold(truth[:, j], after[:, j], precision)
         )
-        thresholds[name] = None if found is None else round(found, 6)
+        thresholds[name] = found  # unrounded: a rounded one may pass the image that set it
     calibration = Calibration(
         model=evaluation.identity,
         labels=tuple(evaluation.names),
@@ -69,8 +69,9 @@ def fit_multilabel(
         temperature=1.0,  # softmax answers are left as they are
         target_precision=precision,
         multi_label={
-            "slopes": [round(float(v), 8) for v in slopes],
-            "intercepts": [round(float(v), 8) for v in intercepts],
+            # unrounded too: the thresholds are cut on the probabilities these exact ones give
+            "slopes": [float(v) for v in slopes],
+            "intercepts": [float(v) for v in intercepts],
             "thresholds": thresholds,
         },
     )

@@ -207,3 +207,6 @@ def _check_multi_label(calibration: Calibration) -> None:
         if not numbers or len(values) != len(calibration.labels):
             raise ValueError(f"multi_label {key} must be one finite number per label")
     _check_thresholds(replace(calibration, thresholds=found["thresholds"]))
+    missing = [name for name in calibration.labels if name not in found["thresholds"]]
+    if missing:  # a label without one would silently never apply
+        raise ValueError(f"multi_label thresholds has none for {clean_text(missing[0])}")

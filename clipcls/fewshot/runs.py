@@ -20,10 +20,15 @@ from clipcls.fewshot.calibration import (
     templates_identity,
 )
 from clipcls.fewshot.scoring import AdaptedPredictor
-from clipcls.fewshot.support import SupportFiles, embed_support, find_support
+from clipcls.fewshot.support import (
+    SUPPORT_NOT_MULTI_LABEL,
+    SupportFiles,
+    embed_support,
+    find_support,
+)
 from clipcls.labels import Label
 from clipcls.multilabel.head import BACKGROUND_TEXT, MultiLabel
-from clipcls.pathtext import path_key
+from clipcls.pathtext import clean_text, path_key
 from clipcls.prediction import Prediction
 from clipcls.prompts import TemplateSet
 
@@ -121,12 +126,19 @@ def prepare_fewshot(
         raise UsageError("--threshold auto needs --calibration FILE.json: it holds the thresholds")
     if support is None and calibration is None and not multi_label:
         return None
+    if support is not None and multi_label:
+        raise UsageError(SUPPORT_NOT_MULTI_LABEL)
     files = find_support(support, labels, include_hidden) if support is not None else None
     for line in files.notes() if files is not None else ():
         warn(line)
     fitted, digest = None, None
     if calibration is not None:
         fitted = read_calibration(calibration)
+        if fitted.multi_label is not None and not multi_label:  # no softmax part: a no-op
+            raise UsageError(
+                f"{clean_text(str(calibration))} was fitted by evaluate --multi-label "
+                "--calibrate: use it with --multi-label, or fit one with evaluate --calibrate"
+            )
         digest = hashlib.sha256(calibration.read_bytes()).hexdigest()[:16]
     found = FewShot(tuple(labels), templates, files, fitted, digest, multi_label)
     found.check(None)

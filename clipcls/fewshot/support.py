@@ -22,6 +22,13 @@ from clipcls.pathtext import clean_text, path_key
 from clipcls.prediction import Prediction
 from clipcls.settings import ModelSettings
 
+# A support set's cache model is fitted to rank the labels by a softmax: the independent
+# probabilities of a background prompt or a logistic never read it, a sigmoid's bias would shift
+SUPPORT_NOT_MULTI_LABEL = (
+    "--support with --multi-label: the support set's cache model ranks labels by a softmax, not "
+    "each label on its own; give one or the other"
+)
+
 
 @dataclass(frozen=True)
 class SupportFiles:

@@ -12,7 +12,7 @@ from typing import Any
 
 from clipcls.errors import UsageError
 from clipcls.labeling.manifest import RunSetup
-from clipcls.labeling.sorting import SortMode, first_on_another_device
+from clipcls.labeling.sorting import SortMode, first_on_another_device, safe_folder_name
 from clipcls.labels import Label
 from clipcls.output.files import RESUMABLE, Format
 from clipcls.output.rows import (
@@ -79,9 +79,25 @@ def multi_label_options(options: LabelOptions, labels: Sequence[Label]) -> Label
             f"--sort-into {clean_text(str(where))} holds {SEPARATOR!r}, which separates a "
             "multi-label row's destinations: name another folder"
         )
+    if where is not None:
+        check_shared_folders(labels)
     if options.threshold is None:
         return replace(options, threshold=MULTI_THRESHOLD)
     return options
+
+
+def check_shared_folders(labels: Sequence[Label]) -> None:
+    """UsageError for two labels whose folders under --sort-into are one (`a/b` and `a_b`; in
+    any case, for macOS and Windows): a file of both would be placed there once, listed twice."""
+    seen: dict[str, str] = {}
+    for label in labels:
+        folder = safe_folder_name(label.name)
+        first = seen.setdefault(folder.casefold(), label.name)
+        if first != label.name:
+            raise UsageError(
+                f"labels {clean_text(first)!r} and {clean_text(label.name)!r} would share the "
+                f"folder {clean_text(folder)!r} under --sort-into: rename one"
+            )
 
 
 def check_multi_label(labels: Sequence[Label], mode: SortMode | None = None) -> None:

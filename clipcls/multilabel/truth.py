@@ -90,6 +90,10 @@ def _check_files(source: Path, rows: Sequence[_Row]) -> None:
                 f"(first on line {seen[row.path]})"
             )
         seen[row.path] = row.line
+    for row in rows:  # a FIFO would block the run, /dev/zero never end
+        if row.path.exists() and not row.path.is_file():
+            where = clean_text(str(row.path))
+            raise UsageError(f"{source}:{row.line}: {where} is not a regular file")
     missing = [row for row in rows if not row.path.is_file()]
     if len(missing) == 1:
         first = missing[0]

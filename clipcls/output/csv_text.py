@@ -41,8 +41,10 @@ class SafeCsv:
         self.quoted = csv.writer(stream, lineterminator="\n", quoting=csv.QUOTE_ALL)
 
     def header(self, names: Sequence[str]) -> None:
-        """Write the column names as they are."""
-        self.minimal.writerow(names)
+        """Write the column names as they are (quoted where one holds a `\\r`: a multi-label
+        output's prob:LABEL names come from the labels)."""
+        writer = self.quoted if any("\r" in name for name in names) else self.minimal
+        writer.writerow(names)
 
     def row(self, values: Sequence[str]) -> None:
         """Write one row of text, escaping every cell that is not a number column's."""

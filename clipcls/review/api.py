@@ -4,12 +4,14 @@ order with their live decisions, decisions and undo; the HTTP server only routes
 from __future__ import annotations
 
 import os
+import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
 from clipcls.errors import UsageError
+from clipcls.pathtext import path_to_text
 from clipcls.review.log import Decision, ReviewLog
 from clipcls.review.resort import applied_places, ledger_path
 from clipcls.review.table import ReviewRow, ReviewTable
@@ -26,6 +28,9 @@ class ReviewApi:
     def __init__(self, table: ReviewTable, log: ReviewLog, thumbs: Thumbs) -> None:
         self.table, self.log, self.thumbs = table, log, thumbs
         self.order = table.by_margin()
+        # In the thumbnails' addresses: the browser keeps them, and the next review on the same
+        # port and --key has the same row numbers for other pictures.
+        self.session = secrets.token_hex(6)
         self.lock = threading.Lock()  # the log appends one decision at a time
         self._ledger_lock = threading.Lock()
         self._applied: dict[int, str] = {}
@@ -42,6 +47,7 @@ class ReviewApi:
             "sort_into": None if table.sort_into is None else str(table.sort_into),
             "mode": table.mode,
             "total": len(table.rows),
+            "session": self.session,
             "progress": self.progress(),
         }
 
@@ -65,7 +71,7 @@ class ReviewApi:
         with self.lock:
             live = self.log.current()
         shown = chosen[offset : offset + limit]
-        page = [row_record(rows[i], live.get(i), self.missing(i)) for i in shown]
+        page = [row_record(rows[i], live.get(i), self.missing(i), self._moved(i)) for i in shown]
         return {"total": len(chosen), "offset": offset, "rows": page, "progress": self.progress()}
 
     def decide(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -104,9 +110,13 @@ class ReviewApi:
         return self.thumbs.full(self.source(index))
 
     def _placed(self, index: int) -> str | None:
-        """Where the row's sorted file is now: where an --apply moved it (its ledger, read
-        again whenever the file changes: an apply may run while the page is open), else
-        where the run put it."""
+        """Where the row's sorted file is now: where an --apply moved it, else where the run
+        put it."""
+        return self._moved(index) or self.table.destination_path(index)
+
+    def _moved(self, index: int) -> str | None:
+        """Where the latest --apply moved the row's sorted file (its ledger, read again
+        whenever the file changes: an apply may run while the page is open)."""
         try:
             status = os.stat(ledger_path(self.table.output))
             version: tuple[int, int] | None = (status.st_mtime_ns, status.st_size)
@@ -116,8 +126,7 @@ class ReviewApi:
             if version != self._ledger_version:
                 self._applied = applied_places(self.table) if version is not None else {}
                 self._ledger_version = version
-            moved = self._applied.get(index)
-        return moved or self.table.destination_path(index)
+            return self._applied.get(index)
 
     def source(self, index: int) -> str:
         """Where row index's image is now: a moved file at its destination, else where it
@@ -136,15 +145,18 @@ class ReviewApi:
         return not any(os.path.exists(place) for place in places if place is not None)
 
 
-def row_record(row: ReviewRow, decision: Decision | None, missing: bool) -> dict[str, Any]:
-    """A row as the page gets it: text fields only, which it renders with textContent."""
+def row_record(
+    row: ReviewRow, decision: Decision | None, missing: bool, moved: str | None = None
+) -> dict[str, Any]:
+    """A row as the page gets it: text fields only, which it renders with textContent; a
+    sorted file an --apply moved shows its new place."""
     return {
         "index": row.index,
         "path": row.path,
         "label": row.label,
         "scores": [[label, probability] for label, probability in row.scores],
         "margin": None if row.margin is None else round(row.margin, 6),
-        "destination": row.destination,
+        "destination": row.destination if moved is None else path_to_text(moved),
         "error": row.error,
         "missing": missing,
         "decision": None if decision is None else asdict(decision),

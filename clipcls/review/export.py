@@ -5,6 +5,7 @@ corrected label folder (resort.py)."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import unicodedata
 from collections.abc import Callable, Mapping
@@ -22,7 +23,7 @@ from clipcls.prediction import Prediction
 from clipcls.remote import is_url
 from clipcls.review.log import Decision, review_path
 from clipcls.review.records import DESTINATIONS, Records, foreign, read_records
-from clipcls.review.resort import apply_sorting, plan_sorting
+from clipcls.review.resort import applied_places, apply_sorting, ledger_path, plan_sorting
 from clipcls.review.table import ReviewTable
 
 __all__ = ["apply_sorting", "export_corrected", "export_support", "plan_sorting"]
@@ -30,11 +31,12 @@ __all__ = ["apply_sorting", "export_corrected", "export_support", "plan_sorting"
 
 def _export_format(table: ReviewTable, target: Path) -> Format:
     """The target's format by its name; UsageError for another format or a file the review
-    must not replace (the output, its review file, its setup record)."""
+    must not replace (the output, its review file, setup record or apply ledger)."""
     kind = SUFFIXES.get(target.suffix.lower())
     if kind not in (Format.CSV, Format.JSONL):
         raise UsageError(f"--export writes .csv or .jsonl, not {clean_text(str(target))}")
-    for kept in (table.output, review_path(table.output), sidecar(table.output)):
+    output = table.output
+    for kept in (output, review_path(output), sidecar(output), ledger_path(output)):
         same = path_key(str(target)) == path_key(str(kept))
         with contextlib.suppress(OSError):
             same = same or os.path.samefile(target, kept)
@@ -44,7 +46,33 @@ def _export_format(table: ReviewTable, target: Path) -> Format:
                 "name another file"
             )
     check_writable(target, "--export")
+    if os.path.lexists(target) and not _earlier_export(target):
+        raise UsageError(
+            f"--export {clean_text(str(target))} exists and is not a review export: name "
+            "another file or remove it"
+        )
     return kind
+
+
+def _earlier_export(target: Path) -> bool:
+    """Whether target is empty or a file an --export wrote (its first line names `reviewed`):
+    exporting again replaces it, anything else is someone's data."""
+    if not target.is_file():
+        return False
+    try:
+        with target.open("rb") as stream:
+            first = stream.readline(1 << 20).decode("utf-8", "replace").strip()
+    except OSError:
+        return True  # the write itself will say why it cannot be replaced
+    if not first:
+        return True
+    if target.suffix.lower() == ".csv":
+        return "reviewed" in first.lstrip("\ufeff").split(",")
+    try:
+        record = json.loads(first)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and "reviewed" in record
 
 
 def _decision(decisions: Mapping[int, Decision], index: int, path: str) -> Decision | None:
@@ -127,8 +155,6 @@ def _json_record(found: Records, index: int, decision: Decision | None) -> dict[
 
 
 def _write_jsonl(found: Records, decisions: Mapping[int, Decision], stream: TextIO) -> None:
-    import json
-
     for index in range(len(found.records)):
         decision = _decision(decisions, index, found_path(found, index))
         record = _json_record(found, index, decision)
@@ -200,7 +226,8 @@ def export_support(
     notes = problems if problems is not None else []
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"--export-support {clean_text(str(folder))} is not a folder")
-    linked, gone, unnamed = 0, 0, set()
+    linked, gone, unnamed, blocked = 0, 0, set(), set()
+    moved = applied_places(table)  # where --apply put sorted files since
     for index, decision in sorted(decisions.items()):
         row = table.rows[index] if 0 <= index < len(table.rows) else None
         if row is None or row.path != decision.path or row.error is not None:
@@ -210,12 +237,19 @@ def export_support(
         if not _matches(decision.label):
             unnamed.add(decision.label)
             continue
-        source = _existing_file(table, index)
+        source = _existing_file(table, index, moved.get(index))
         if source is None:
             gone += 1
             continue
         label_folder = folder / safe_folder_name(decision.label)
-        label_folder.mkdir(parents=True, exist_ok=True)
+        if label_folder in blocked:
+            continue
+        try:
+            label_folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a file by that name, or a folder we may not write
+            blocked.add(label_folder)
+            notes.append(f"cannot make {clean_text(str(label_folder))}: {error.strerror or error}")
+            continue
         link = unique_destination(label_folder, _link_name(source), None, _same_link(source))
         try:
             if not os.path.lexists(link):
@@ -231,10 +265,10 @@ def export_support(
     return linked
 
 
-def _existing_file(table: ReviewTable, index: int) -> str | None:
-    """The absolute path the row's image is at now: where the output names it, or where a
-    sorted run moved it; None if it is gone (or a URL: nothing here to link)."""
-    for where in (table.file_path(index), table.destination_path(index)):
+def _existing_file(table: ReviewTable, index: int, applied: str | None) -> str | None:
+    """The absolute path the row's image is at now: where the output names it, or where an
+    --apply or else the sorted run moved it; None if it is gone (or a URL: nothing to link)."""
+    for where in (table.file_path(index), applied, table.destination_path(index)):
         if where and not is_url(where) and os.path.isfile(where):
             return os.path.abspath(where)
     return None

@@ -80,6 +80,8 @@ class ReviewLog:
         except OSError as error:
             raise UsageError(f"cannot open {clean_text(str(path))}: {error.strerror}") from None
         try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO opens for read and write at once
+                raise UsageError(f"{clean_text(str(path))} is not a regular file")
             lock_exclusively(fd, clean_text(str(path)), "its review")
             log = cls(table, path, fd)
             log._replay()
@@ -149,7 +151,7 @@ class ReviewLog:
         for number, line in enumerate(lines[1:], start=2):
             try:
                 dropped += not self._apply(json.loads(line))
-            except (ValueError, KeyError, TypeError):
+            except (ValueError, KeyError, TypeError, OverflowError):  # Overflow: 1e999
                 raise UsageError(
                     f"line {number} of {clean_text(str(self.path))} is not a review record: "
                     "fix or move the file"

@@ -73,7 +73,7 @@ function tile(row) {
     const img = make("img");
     img.loading = "lazy";
     img.alt = "";
-    img.src = address("/thumb/" + row.index);
+    img.src = address("/thumb/" + row.index, { v: view.state.session });
     img.addEventListener("click", () => { select(view.tiles.indexOf(node)); openViewer(); });
     picture.append(img);
   }

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
@@ -48,12 +49,18 @@ def ledger_path(output: Path) -> Path:
 def applied_places(table: ReviewTable) -> dict[int, str]:
     """Where earlier applies put each row's file (the latest), for rows still naming that file;
     a line cut short by a kill is ignored (its move is found again as unfinished)."""
+    path = ledger_path(table.output)
     try:
-        lines = ledger_path(table.output).read_bytes().split(b"\n")
+        # Non-blocking: a FIFO by that name is refused, not waited on for ever.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         return {}
     except OSError as error:
-        raise UsageError(f"cannot read {ledger_path(table.output)}: {error.strerror}") from None
+        raise UsageError(f"cannot read {clean_text(str(path))}: {error.strerror}") from None
+    with os.fdopen(fd, "rb") as stream:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UsageError(f"{clean_text(str(path))} is not a regular file")
+        lines = stream.read().split(b"\n")
     where: dict[int, str] = {}
     for line in lines:
         with contextlib.suppress(ValueError, KeyError, TypeError):

@@ -33,8 +33,11 @@ SECURITY = {
     "Cross-Origin-Resource-Policy": "same-origin",
 }
 ASSETS = {"/page.js": "text/javascript", "/page.css": "text/css"}
+POSTS = ("/api/decide", "/api/undo")
 BY_INDEX = re.compile(r"/(thumb|image)/(0|[1-9][0-9]{0,8})")
+HOST_HEADER = re.compile(r"[a-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9a-f:.]+\](:[0-9]{1,5})?")
 TOKEN_SLOT = "{{TOKEN}}"
+KEY_CHARACTERS = re.compile(r"[A-Za-z0-9_.~-]+")  # an address carries these unescaped
 
 
 def is_loopback(host: str) -> bool:
@@ -51,6 +54,9 @@ def check_host(host: str, key: str | None) -> None:
     """Refuse listening off loopback without a key long enough to guess at no rate."""
     if key is not None and len(key) < MIN_KEY:
         raise UsageError(f"--key must be at least {MIN_KEY} characters")
+    if key is not None and not KEY_CHARACTERS.fullmatch(key):
+        # It goes into the printed address and the page as it is: nothing there to escape.
+        raise UsageError("--key may hold letters, digits and - _ . ~ only (openssl rand -hex 16)")
     if not is_loopback(host) and key is None:
         raise UsageError(f"--host {host} is not loopback: give --key too (the page's token)")
 
@@ -64,6 +70,7 @@ class ReviewServer(ThreadingHTTPServer):
 
     daemon_threads = True
     block_on_close = False
+    request_queue_size = 128  # a burst (a page of thumbnails) waits, not for SYN retries
 
     def __init__(
         self, api: ReviewApi, host: str, port: int, token: str, timeout: float = READ_TIMEOUT
@@ -72,10 +79,31 @@ class ReviewServer(ThreadingHTTPServer):
         super().__init__((host.strip("[]"), port), ReviewHandler)
         self.api, self.token, self.read_timeout = api, token, timeout
         self.port = self.server_address[1]
-        shown = f"[{host.strip('[]')}]" if ":" in host else host
-        names = {shown} | ({"localhost", "127.0.0.1"} if is_loopback(host) else set())
-        self.hosts = {f"{name}:{self.port}".lower() for name in names}
+        bound = str(self.server_address[0])
+        names = {host.strip("[]").lower(), bound}
+        if is_loopback(host):
+            names |= {"localhost", "127.0.0.1"}
+        # On every address the page is reached by this machine's name or any of its addresses.
+        self.everywhere = ipaddress.ip_address(bound).is_unspecified
+        if self.everywhere:
+            names |= {socket.gethostname().lower(), "localhost"}
+        self.names = names
         self.page = _asset("page.html").replace(TOKEN_SLOT, token).encode("utf-8")
+
+    def serves(self, header: str) -> bool:
+        """Whether a Host header names this server: one of its names and its port; listening
+        everywhere, any IP address too (a DNS name can be rebound to this machine, not an IP)."""
+        header = header.lower()
+        if not HOST_HEADER.fullmatch(header):
+            return False
+        parts = urlsplit(f"//{header}")
+        try:
+            if (parts.port or 80) != self.port:  # no port: the browser left out :80
+                return False
+        except ValueError:  # a port past 65535
+            return False
+        name = parts.hostname or ""
+        return name in self.names or (self.everywhere and _is_address(name))
 
     @property
     def url(self) -> str:
@@ -115,7 +143,10 @@ class ReviewHandler(BaseHTTPRequestHandler):
         try:
             parts = urlsplit(self.path)
             query = dict(parse_qsl(parts.query))
-            if not self.allowed(query):
+            allowed = self.allowed(query)
+            if not (allowed and method == "POST" and parts.path in POSTS) and self.has_body():
+                self.close_connection = True  # unread, it would be taken for the next request
+            if not allowed:
                 self.send_json(HTTPStatus.FORBIDDEN, {"error": "forbidden"})
             elif method == "POST":
                 self.post(parts.path)
@@ -130,12 +161,15 @@ class ReviewHandler(BaseHTTPRequestHandler):
         except Exception as error:  # a bug answers 500 here, the server goes on
             self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": type(error).__name__})
 
+    def has_body(self) -> bool:
+        length = self.headers.get("Content-Length", "0").strip()
+        return length != "0" or "Transfer-Encoding" in self.headers
+
     def allowed(self, query: dict[str, str]) -> bool:
         """The Host header names this server (no DNS rebinding) and the token matches."""
-        host = (self.headers.get("Host") or "").lower()
         given = query.get("token") or self.headers.get("X-Review-Token") or ""
         token_ok = hmac.compare_digest(given.encode(), self.server.token.encode())
-        return host in self.server.hosts and token_ok
+        return self.server.serves(self.headers.get("Host") or "") and token_ok
 
     def get(self, path: str, query: dict[str, str]) -> None:
         api = self.server.api
@@ -159,7 +193,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
 
     def post(self, path: str) -> None:
         api = self.server.api
-        if path not in ("/api/decide", "/api/undo"):
+        if path not in POSTS:
             self.send_json(HTTPStatus.NOT_FOUND, {"error": "not found"})
             return
         body = self.read_body()
@@ -180,7 +214,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
             return None
         try:
             body = json.loads(self.rfile.read(int(length)) or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested thousands deep
             raise UsageError("the body is not JSON") from None
         if not isinstance(body, dict):
             raise UsageError("the body must be a JSON object")
@@ -219,6 +253,14 @@ class ReviewHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _asset(name: str) -> str:

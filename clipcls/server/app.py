@@ -19,6 +19,7 @@ from typing import Any
 
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.fewshot.served import folder_labels
+from clipcls.fewshot.support import SUPPORT_NOT_MULTI_LABEL
 from clipcls.server.guard import Guard
 from clipcls.server.protocol import Limits, check_api_key
 from clipcls.server.roots import resolve_roots
@@ -61,6 +62,8 @@ def check_options(options: ServeOptions) -> None:
     if not 1024 <= options.port <= 65535:
         raise UsageError(f"--port must be from 1024 to 65535, not {options.port}")
     resolve_roots(options.allow_dirs)
+    if options.support is not None and options.multi_label:
+        raise UsageError(SUPPORT_NOT_MULTI_LABEL)
     if options.support is not None:
         folder_labels(options.support)  # a folder with no label folders: refused before loading
     for host in options.url_hosts:

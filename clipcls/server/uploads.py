@@ -14,6 +14,7 @@ from typing import Any
 
 from clipcls.server.protocol import ImageRef, Limits, RequestError, ServeRequest, parse_request
 
+FORM_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 FORM_FIELDS = ("labels", "templates", "top_k", "embedding", "multi_label", "names")
 JSON_FIELDS = ("labels", "templates", "names")  # form fields that may hold a JSON list
 DRAIN = 64 * 1024**2  # bytes over the limit still read (and dropped) so the client gets the 413
@@ -161,8 +162,8 @@ async def _form(
 def _form_value(key: str, value: str, limits: Limits) -> Any:
     if key == "top_k":  # ASCII digits only: isdigit() takes "²" (int() raises) and "١"
         return int(value) if value.isascii() and value.isdigit() and len(value) < 10 else value
-    if key in ("embedding", "multi_label"):
-        return value.lower() in ("1", "true", "yes")
+    if key in ("embedding", "multi_label"):  # another word stays text: the request's 400
+        return FORM_BOOLEANS.get(value.strip().lower(), value)
     if key in JSON_FIELDS and value.startswith("["):
         return _loads(value.encode(), limits, f"'{key}' is not a JSON list")
     return value

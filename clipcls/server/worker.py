@@ -27,6 +27,7 @@ from clipcls.classify import Classifier, Prediction, Scorer, default_batch_size,
 from clipcls.errors import ImageError
 from clipcls.fewshot.scoring import AdaptedScorer, adapted_scorer
 from clipcls.fewshot.served import ServedSupport, served_support
+from clipcls.fewshot.support import SUPPORT_NOT_MULTI_LABEL
 from clipcls.filekey import FileKey
 from clipcls.images import load_image, size_error
 from clipcls.multilabel.head import MultiLabel
@@ -38,6 +39,7 @@ from clipcls.server.protocol import (
     ERROR_STATUS,
     ImageRef,
     Limits,
+    RequestError,
     ServeRequest,
     TextsRequest,
     request_from_record,
@@ -149,6 +151,8 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
                 answers.append(self._one(request, mine))
             except OutOfTime as error:
                 answers.append(failed(504, str(error)))
+            except RequestError as error:  # this request asks what the server cannot do
+                answers.append(failed(error.status, str(error)))
             except Exception as error:  # noqa: BLE001 -- one request's failure stays its own
                 answers.append(failed(500, f"cannot answer this request: {error}"))
         return answers
@@ -229,6 +233,8 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         """The request's labels' scorer, with the examples of those labels (serve --support),
         each label's probability its own with multi_label (the request's, else the server's)."""
         multi = self.multi_label if request.multi_label is None else request.multi_label
+        if multi and self.support is not None:
+            raise RequestError(400, SUPPORT_NOT_MULTI_LABEL.replace("--multi-label", "multi_label"))
         key = (request.labels, request.templates.templates, multi)
         found = self.classifiers.get(key)
         if found is None:
