@@ -9,8 +9,12 @@ centred rows), collides in one band with p**16, and is missed by every one of L 
 (1 - p**16)**L; L is chosen so that this is at most MISS (0.5%) for the pair at the threshold
 whose centred rows are among the shortest (the 1st percentile), and pairs above the threshold,
 or joined through a third image, are missed less often. Candidates whose signatures disagree in
-far more bits than such a pair would (a 5-sigma cut) are dropped before the exact check, which
-keeps each verified row read to the few pairs worth it.
+far more of their first 256 bits than such a pair would (a 5-sigma cut) are dropped before the
+exact check, which keeps the rows read to the few pairs worth it. Measured on 100,000 CLIP-like
+rows (mean cosine 0.5): 99.9% of 19,921 pairs planted at cosine 0.950-0.952 found, all of 5,000
+planted at 0.95-1.0 (tests/test_dedupe.py checks >= 99% on 30,000). Unrelated rows share a band
+with chance 2**-16, so the candidates grow as n**2: beyond a few hundred thousand rows the
+bucket pairs, not the projection, dominate.
 """
 
 from __future__ import annotations
