@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import Result
+from test_fewshot_cli import CLASSES, LABELS, calibration_for, label, write_class_images
 
 from clipcls.errors import UsageError
 from clipcls.evaluation.fewshot import FewShotPlan, FewShotResult, chosen_text
 from clipcls.fewshot.calibration import read_calibration
 from clipcls.fewshot.support import find_support
 from clipcls.labels import parse_labels
-from tests.test_fewshot_cli import CLASSES, LABELS, calibration_for, label, write_class_images
 
 
 @pytest.fixture

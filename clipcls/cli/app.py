@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from typer.core import TyperOption
 
+from clipcls.cli import dedupe as dedupe_command
 from clipcls.cli import doctor as doctor_command
 from clipcls.cli import evaluate as evaluate_command
 from clipcls.cli import label as label_command
@@ -83,6 +84,7 @@ app.command(epilog=label_command.EXAMPLES)(label_command.label)
 app.command(epilog=evaluate_command.EXAMPLES)(evaluate_command.evaluate)
 app.command(epilog=search_command.SEARCH_EXAMPLES)(search_command.search)
 app.command(epilog=search_command.SIMILAR_EXAMPLES)(search_command.similar)
+app.command(epilog=dedupe_command.EXAMPLES)(dedupe_command.dedupe)
 app.command(epilog=templates_command.EXAMPLES)(templates_command.templates)
 app.command(epilog=serve_command.EXAMPLES)(serve_command.serve)
 app.command(epilog=review_command.EXAMPLES)(review_command.review)

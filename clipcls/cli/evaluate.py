@@ -47,6 +47,7 @@ from clipcls.cli.evaluate_options import (
     calibration_target,
     check_outputs,
     few_shot_plan,
+    report_saved,
     template_sets,
     top_ks,
 )
@@ -55,7 +56,7 @@ from clipcls.cli.inputs import hooks
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, ScaleOptions, run_options, scale_options
 from clipcls.cli.options import LabelsFileOpt, LabelsOpt, OverwriteOpt
-from clipcls.errors import ClipclsError, UsageError
+from clipcls.errors import UsageError
 from clipcls.evaluation.calibrate import calibrated, reached
 from clipcls.evaluation.dataset import class_labels, load_dataset
 from clipcls.evaluation.fewshot import FewShotPlan
@@ -118,16 +119,7 @@ def _save(
     quiet: bool,
 ) -> None:
     """Write the per-image CSV and the page, each on its own; say which could not be written."""
-    unwritten = []
-    for saved in save_files(evaluations, dataset_dir, predictions, page, hooks()):
-        where = clean_text(str(saved.path))
-        if saved.error is not None:
-            warn(f"cannot write {where}: {clean_text(saved.error)}")
-            unwritten.append(str(saved.path))
-        elif not quiet:
-            notice(f"wrote {saved.what} to {where}")
-    if unwritten:
-        raise ClipclsError(f"could not write {', '.join(unwritten)} (see above)")
+    report_saved(save_files(evaluations, dataset_dir, predictions, page, hooks()), quiet)
 
 
 def _calibrate(

@@ -9,10 +9,10 @@ from pathlib import Path
 
 from clipcls.backends.base import Backend
 from clipcls.cli.console import check_output_path, fail_if_strict, notice, open_output, warn
-from clipcls.cli.evaluate_options import check_outputs, template_sets
+from clipcls.cli.evaluate_options import check_outputs, report_saved, template_sets
 from clipcls.cli.formats import ReportFormat
 from clipcls.cli.inputs import hooks
-from clipcls.errors import ClipclsError, UsageError
+from clipcls.errors import UsageError
 from clipcls.evaluation.multilabel import (
     DEFAULT_THRESHOLD,
     MultiLabelEvaluation,
@@ -136,16 +136,7 @@ def _save(
             outcomes.append(
                 attempt(page, "the report", lambda: write_multilabel_report(page, evaluation))
             )
-    unwritten = []
-    for saved in outcomes:
-        where = clean_text(str(saved.path))
-        if saved.error is not None:
-            warn(f"cannot write {where}: {clean_text(saved.error)}")
-            unwritten.append(str(saved.path))
-        elif not quiet:
-            notice(f"wrote {saved.what} to {where}")
-    if unwritten:
-        raise ClipclsError(f"could not write {', '.join(unwritten)} (see above)")
+    report_saved(outcomes, quiet)
 
 
 def evaluate_multi_label(

@@ -3,19 +3,22 @@ the template sets to compare, and the output files checked before any model load
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from clipcls.cli.console import check_output_path
+from clipcls.cli.console import check_output_path, notice, warn
 from clipcls.cli.formats import ReportFormat, as_format
-from clipcls.errors import UsageError
+from clipcls.errors import ClipclsError, UsageError
 from clipcls.evaluation.calibrate import DEFAULT_PRECISION
 from clipcls.evaluation.fewshot import FewShotPlan
+from clipcls.evaluation.outputs import Saved
 from clipcls.fewshot.support import find_support
 from clipcls.labels import Label
 from clipcls.output.files import Format, check_page, format_for, page_path
+from clipcls.output.rows import clean_text
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.settings import DEFAULT_MODEL
 
@@ -211,3 +214,18 @@ def calibration_target(
         raise UsageError("--calibrate fits one model and one template set: give one of each")
     check_output_path(calibrate, overwrite, "--calibrate")
     return DEFAULT_PRECISION if precision is None else precision
+
+
+def report_saved(outcomes: Iterable[Saved], quiet: bool) -> None:
+    """Say what each written file is (unless quiet) or why it could not be written; then fail
+    naming those that could not (each file was tried on its own)."""
+    unwritten = []
+    for saved in outcomes:
+        where = clean_text(str(saved.path))
+        if saved.error is not None:
+            warn(f"cannot write {where}: {clean_text(saved.error)}")
+            unwritten.append(str(saved.path))
+        elif not quiet:
+            notice(f"wrote {saved.what} to {where}")
+    if unwritten:
+        raise ClipclsError(f"could not write {', '.join(unwritten)} (see above)")

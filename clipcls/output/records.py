@@ -18,13 +18,13 @@ from clipcls.output.writers import FoldedPath, plain_console
 from clipcls.pathtext import path_to_text
 
 Cell = str | int | float | bool
-PATH = "path"  # the column holding file paths
+PATHS = ("path", "destination")  # the columns holding file paths (dedupe's: where it went)
 DECIMALS = 6  # a score's digits in files (cosines differ in the 4th place between neighbours)
 
 
 def _file_value(name: str, value: Cell) -> Cell:
     """A cell as files hold it: paths escaped, scores rounded."""
-    if name == PATH:
+    if name in PATHS:
         return path_to_text(str(value))
     if isinstance(value, float):
         return round(value, DECIMALS)
@@ -40,7 +40,7 @@ def _csv_text(value: Cell) -> str:
 
 
 def _table_cell(name: str, value: Cell) -> RenderableType:
-    if name == PATH:
+    if name in PATHS:
         return FoldedPath(printable(str(value)))
     if isinstance(value, bool):
         return "yes" if value else ""

@@ -1,0 +1,197 @@
+"""`clipcls dedupe`: groups of near-duplicate images, one kept per group by a stated rule, the
+others listed and, with --sort-into, moved (or linked, or copied) out under `label`'s rules."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clipcls.classify import Advance, ShowProgress, no_progress
+from clipcls.cli.backend_options import chosen_inputs, explicit, open_chosen_backend
+from clipcls.cli.console import (
+    check_output_path,
+    counted,
+    fail_if_strict,
+    notice,
+    open_output,
+    reported_errors,
+    stderr,
+    warn,
+)
+from clipcls.cli.model_options import model_options
+from clipcls.cli.option_groups import RUN, SCALE, RunOptions, run_options, scale_options
+from clipcls.cli.options import SORT_PANEL, OverwriteOpt, PathsArg
+from clipcls.errors import UsageError
+from clipcls.labeling.sorting import SortMode
+from clipcls.output.files import Format, format_for
+from clipcls.output.records import write_records
+from clipcls.output.writers import plural
+from clipcls.search.dedupe import (
+    DEFAULT_THRESHOLD,
+    Deduplication,
+    KeepRule,
+    check_threshold,
+)
+from clipcls.search.dedupe import (
+    dedupe as find_duplicates,
+)
+from clipcls.search.dedupe_sort import (
+    Placement,
+    apply_placements,
+    check_sort_target,
+    plan_placements,
+)
+
+EXAMPLES = """
+[bold]Examples[/bold]
+
+  clipcls dedupe ~/Pictures
+  clipcls dedupe shots/ --threshold 0.97 --keep oldest -f csv -o dupes.csv
+  clipcls dedupe inbox/ --sort-into dupes/ --dry-run
+  clipcls dedupe inbox/ archive/ --sort-into dupes/ --mode move
+"""
+COLUMNS = ("group", "path", "score", "keep")
+DONE = {
+    SortMode.MOVE: "moved",
+    SortMode.COPY: "copied",
+    SortMode.SYMLINK: "linked",
+    SortMode.HARDLINK: "hard-linked",
+}
+
+
+class DedupeFormat(str, Enum):
+    """What dedupe writes: a table for people, or rows for programs."""
+
+    TABLE = Format.TABLE.value
+    CSV = Format.CSV.value
+    JSON = Format.JSON.value
+    JSONL = Format.JSONL.value
+
+
+ALLOWED = tuple(Format(f.value) for f in DedupeFormat)
+ThresholdOpt = Annotated[
+    float,
+    typer.Option(
+        "--threshold",
+        help="Cosine in (0, 1] at or above which two images are near duplicates.",
+    ),
+]
+KeepOpt = Annotated[
+    KeepRule,
+    typer.Option(
+        "--keep",
+        help="Which image of a group stays: most pixels (then larger file, then path), "
+        "earliest modified, or first in walk order.",
+    ),
+]
+SortIntoOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--sort-into",
+        file_okay=False,
+        rich_help_panel=SORT_PANEL,
+        help="Put the images not kept in DIR/ (flat; a taken name gets _1, _2, ...).",
+    ),
+]
+ModeOpt = Annotated[
+    SortMode, typer.Option("--mode", rich_help_panel=SORT_PANEL, help="How files get there.")
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option("--dry-run", rich_help_panel=SORT_PANEL, help="Show the plan; touch no files."),
+]
+FormatOpt = Annotated[
+    DedupeFormat | None,
+    typer.Option("--format", "-f", help="Output format.", show_default="from -o, else table"),
+]
+OutputOpt = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
+]
+
+
+def _progress(run: RunOptions) -> ShowProgress:
+    """A bar on stderr while the files are embedded (cached ones count at once)."""
+    if run.quiet or not stderr.is_terminal:
+        return no_progress
+
+    def show(total: int) -> AbstractContextManager[Advance]:
+        return counted("embedding images", total)
+
+    return show
+
+
+def _write(
+    found: Deduplication,
+    placements: list[Placement],
+    fmt: Format,
+    output: Path | None,
+    sorting: bool,
+) -> None:
+    """The rows, one per image of each group; with --sort-into, where each goes."""
+    target = {placement.source: placement.target for placement in placements}
+    columns = (*COLUMNS, "destination") if sorting else COLUMNS
+    rows = [
+        (group.number, member.path, member.score, member.keep)
+        + ((target.get(member.path, ""),) if sorting else ())
+        for group in found.groups
+        for member in group.members
+    ]
+    with open_output(output) as stream:
+        write_records(fmt, stream, columns, rows)
+
+
+def _say(
+    found: Deduplication, moved: int, sort_into: Path | None, mode: SortMode, dry_run: bool
+) -> None:
+    """What was found and done, on stderr."""
+    others = sum(len(group.others) for group in found.groups)
+    said = f"{plural(len(found.groups), 'group')} of near duplicates, {others} not kept"
+    if sort_into is not None:
+        verb = f"would {mode.value}" if dry_run else DONE[mode]
+        said += f"; {verb} {plural(moved, 'file')} into {sort_into}"
+    notice(said)
+
+
+@model_options()
+@RUN.options()
+@SCALE.options(only=("server", "batch_size", "no_cache", "from_embeddings"))
+def dedupe(
+    ctx: typer.Context,
+    paths: PathsArg = None,
+    threshold: ThresholdOpt = DEFAULT_THRESHOLD,
+    keep: KeepOpt = KeepRule.LARGEST,
+    sort_into: SortIntoOpt = None,
+    mode: ModeOpt = SortMode.MOVE,
+    dry_run: DryRunOpt = False,
+    fmt: FormatOpt = None,
+    output: OutputOpt = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Find groups of near-duplicate images; keep one of each, list (or move out) the others."""
+    run, scale = run_options(ctx), scale_options(ctx)
+    with reported_errors(run.debug):
+        check_threshold(threshold)
+        check_output_path(output, overwrite)
+        chosen = format_for(output, None if fmt is None else Format(fmt.value), ALLOWED)
+        if (dry_run or explicit(ctx, "mode")) and sort_into is None:
+            raise UsageError("--mode and --dry-run need --sort-into DIR")
+        inputs, saved = chosen_inputs(ctx, scale, run.quiet, paths)
+        if sort_into is not None:
+            check_sort_target(sort_into, mode, inputs)
+        backend = saved or open_chosen_backend(ctx, scale, run.quiet)
+        found = find_duplicates(
+            backend, inputs, threshold, keep, run.include_hidden, _progress(run), sort_into
+        )
+        for _, error in found.failures:
+            warn(error)  # it names the file
+        placements = [] if sort_into is None else plan_placements(found.groups, sort_into, mode)
+        if sort_into is not None and not dry_run:
+            apply_placements(placements, sort_into, mode)
+        _write(found, placements, chosen, output, sort_into is not None)
+        if not run.quiet:
+            _say(found, len(placements), sort_into, mode, dry_run)
+        fail_if_strict(run.strict, len(found.failures))

@@ -1,0 +1,113 @@
+"""Move (or link, or copy) the images a dedupe does not keep into one folder, flat, each under
+its own name made unique (`name_1.jpg`, ...), with `label`'s rules: nothing is ever replaced, a
+move is a second name then the first removed, and a run killed half-way is finished by the next.
+
+Flat, not a folder per group: group numbers change once files have moved out (a finished group
+is no group any more), so a per-group folder would put a rerun's files elsewhere; a flat name
+is found again by the file it holds, which is what lets a rerun finish a killed move.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from clipcls.errors import ClipclsError, UsageError
+from clipcls.labeling.sorting import (
+    SortMode,
+    absolute,
+    claim_sort_folder,
+    first_on_another_device,
+    is_unfinished_move,
+    place,
+    same_file,
+    unique_destination,
+)
+from clipcls.pathtext import clean_text
+from clipcls.remote import is_url
+from clipcls.search.dedupe import Group
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one image that is not kept goes."""
+
+    source: str
+    target: str
+
+
+def check_sort_target(root: Path, mode: SortMode, inputs: Sequence[str]) -> None:
+    """Refuse, before anything is embedded, a sort folder that is one of the inputs (its own
+    files would be its duplicates' places) and hard links across file systems."""
+    real = os.path.realpath(root)
+    if any(not is_url(given) and os.path.realpath(given) == real for given in inputs):
+        raise UsageError(
+            f"--sort-into {clean_text(str(root))} is a folder being deduplicated: "
+            "give a folder of its own"
+        )
+    other = first_on_another_device(root, inputs) if mode is SortMode.HARDLINK else None
+    if other is not None:
+        raise UsageError(
+            f"--mode hardlink cannot link {clean_text(other)} into {clean_text(str(root))}: "
+            "they are on different file systems; use --mode copy or symlink"
+        )
+
+
+def plan_placements(groups: Iterable[Group], root: Path, mode: SortMode) -> list[Placement]:
+    """A destination in root for each image not kept (URLs have no file to place), in group
+    order; names already holding that very file (a killed run's move, an earlier run's copy
+    or link) are used again, others never."""
+    taken: set[Path] = set()
+    placements = []
+    real_root = os.path.realpath(root)
+    for group in groups:
+        for member in group.others:
+            if is_url(member.path):
+                continue
+            source = Path(member.path)
+            if os.path.realpath(source.parent) == real_root:
+                continue  # in the sort folder already (given as a file): its name is its place
+            target = unique_destination(root, source.name, taken, _reusable(source, mode, taken))
+            taken.add(absolute(target))
+            placements.append(Placement(member.path, str(target)))
+    return placements
+
+
+def _reusable(source: Path, mode: SortMode, taken: set[Path]) -> Callable[[Path], bool]:
+    """Whether an existing name already holds this source's placing: for a move, the same file
+    under both names (a kill between link and unlink); else this file's copy or link, unless
+    another image of this run was given the name (two byte-equal copies stay two)."""
+    if mode is SortMode.MOVE:
+        return partial(is_unfinished_move, source)
+    return lambda found: absolute(found) not in taken and same_file(source, found)
+
+
+def apply_placements(placements: Sequence[Placement], root: Path, mode: SortMode) -> None:
+    """Carry out the plan under the sort folder's lock (no `label` run sorts into it
+    meanwhile); a destination that exists already holds its file (see plan_placements)."""
+    if not placements:
+        return
+    fd = claim_sort_folder(root)  # also marks it: later walks of a parent skip it
+    try:
+        for placement in placements:
+            _apply(placement, mode)
+    finally:
+        os.close(fd)
+
+
+def _apply(placement: Placement, mode: SortMode) -> None:
+    source, target = Path(placement.source), Path(placement.target)
+    try:
+        if os.path.lexists(target):
+            if mode is SortMode.MOVE and is_unfinished_move(source, target):
+                os.unlink(source)  # the kill came between the second name and the unlink
+            return
+        place(source, target, mode)
+    except OSError as error:
+        raise ClipclsError(
+            f"cannot {mode.value} {clean_text(placement.source)} to "
+            f"{clean_text(placement.target)}: {error.strerror or error}"
+        ) from None
