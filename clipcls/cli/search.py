@@ -19,6 +19,7 @@ from clipcls.cli.console import (
     check_output_path,
     counted,
     fail_if_strict,
+    notice,
     open_output,
     reported_errors,
     stderr,
@@ -198,8 +199,9 @@ def search(
 
         def ask(backend: Backend, found: list[str]) -> Ranking:
             return search_images(
-                backend, found, text, images, top_k, chosen, run.include_hidden, _progress(run)
-            )
+                backend, found, text, images, top_k, chosen, run.include_hidden, _progress(run),
+                None if run.quiet else notice,
+            )  # fmt: skip
 
         _run(ctx, output, overwrite, fmt, inputs, images, ask)
 
@@ -229,6 +231,8 @@ def similar(
             raise UsageError("give the folders to search after the image: similar IMAGE DIR...")
 
         def ask(backend: Backend, found: list[str]) -> Ranking:
-            return similar_images(backend, image, found, top_k, run.include_hidden, _progress(run))
+            hidden, shown = run.include_hidden, _progress(run)
+            told = None if run.quiet else notice
+            return similar_images(backend, image, found, top_k, hidden, shown, told)
 
         _run(ctx, output, overwrite, fmt, list(paths or []), [image], ask)

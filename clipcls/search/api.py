@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from clipcls.classify import ShowProgress, no_progress
 from clipcls.errors import UsageError
 from clipcls.pathtext import path_key
 from clipcls.prompts import TemplateSet
+from clipcls.search.ann import FOLDER, ann_search, use_ann
 from clipcls.search.collect import NO_QUERY, Collection, collect, query_expected, query_vector
 from clipcls.search.query import top_k, unit
 
@@ -48,6 +49,7 @@ def search(
     templates: TemplateSet | None = None,
     include_hidden: bool = False,
     progress: ShowProgress = no_progress,
+    notice: Callable[[str], None] | None = None,
 ) -> Ranking:
     """The k images of inputs (walked as `label` walks them) nearest the query, best first.
 
@@ -55,7 +57,9 @@ def search(
         text: rclip-style: `a red car + sunset - blurry` (+ terms pull, - terms push), each
             term through templates (None: the text alone).
         images: query images; with text, all queries are averaged.
-        progress: shown while files are embedded (a fully cached run embeds none).
+        progress: shown while files are embedded (a fully cached run embeds none), and
+            while an approximate index is built (from ann.ANN_ROWS images).
+        notice: hears one line where an index would help but usearch is not installed.
 
     Images not yet embedded are embedded (then cached); UsageError for no query, an
     unreadable query image, no image found, or k < 1.
@@ -66,7 +70,7 @@ def search(
         raise UsageError(NO_QUERY)  # before any file is embedded
     collection = collect(backend, inputs, include_hidden, progress, expected=expected)
     vector = query_vector(backend, text, images, templates)
-    return _ranked(collection, vector, k)
+    return _ranked(backend, collection, vector, k, frozenset(), progress, notice)
 
 
 def similar(
@@ -76,6 +80,7 @@ def similar(
     k: int = DEFAULT_K,
     include_hidden: bool = False,
     progress: ShowProgress = no_progress,
+    notice: Callable[[str], None] | None = None,
 ) -> Ranking:
     """The k images of inputs nearest image, best first, image itself left out (its path
     however spelled; a copy of it is another file, and is found first)."""
@@ -88,7 +93,7 @@ def similar(
         vector = unit(collection.matrix[min(rows)].astype(np.float32), "the image")
     else:
         vector = query_vector(backend, None, [image], None)
-    return _ranked(collection, vector, k, rows)
+    return _ranked(backend, collection, vector, k, rows, progress, notice)
 
 
 def _check_k(k: int) -> None:
@@ -97,9 +102,22 @@ def _check_k(k: int) -> None:
 
 
 def _ranked(
-    collection: Collection, vector: np.ndarray, k: int, skip: frozenset[int] = frozenset()
+    backend: Backend,
+    collection: Collection,
+    vector: np.ndarray,
+    k: int,
+    skip: frozenset[int],
+    progress: ShowProgress,
+    notice: Callable[[str], None] | None,
 ) -> Ranking:
-    found = top_k(collection.matrix, vector, k, skip)
+    """The hits: exact top-k, or through the approximate index from ann.ANN_ROWS images
+    where usearch is installed (kept beside the backend's cache, else the default one)."""
+    if use_ann(len(collection.paths), notice):
+        store = backend.image_store
+        folder = None if store is None else store.folder / FOLDER
+        found = ann_search(collection, vector, k, skip, folder, progress)
+    else:
+        found = top_k(collection.matrix, vector, k, skip)
     hits = tuple(
         Hit(rank, collection.paths[row], score) for rank, (row, score) in enumerate(found, 1)
     )
