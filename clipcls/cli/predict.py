@@ -32,10 +32,10 @@ from clipcls.cli.fewshot_options import (
 from clipcls.cli.formats import PredictFormatOpt
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import LABELS, RUN, SCALE, labels_choice, run_options, scale_options
-from clipcls.cli.options import OverwriteOpt, PathsArg
+from clipcls.cli.options import OverwriteOpt, PathsArg, UnknownLabelOpt
 from clipcls.errors import UsageError
 from clipcls.fewshot.runs import AUTO, calibrated_thresholds
-from clipcls.labeling.options import check_multi_label
+from clipcls.labeling.options import check_multi_label, check_unknown_label
 from clipcls.labeling.predict import count_images, predictions, write_predictions
 from clipcls.labels import Label
 from clipcls.output.files import Format, format_for
@@ -57,33 +57,35 @@ EXAMPLES = """
 """
 
 
-def _multi_label_cut(
-    threshold: str | None, multi_label: bool, calibration: Path | None
-) -> float | str:
-    """--threshold as a multi-label run takes it: P (0.5 if not given) or auto; predict takes
-    no threshold otherwise."""
+def _cut(threshold: str | None, multi_label: bool, calibration: Path | None) -> float | str | None:
+    """--threshold: P or auto (with --calibration); a multi-label run's default is 0.5, a
+    single-label run has none unless asked."""
     cut = threshold_value(threshold)
-    if not multi_label:
-        if cut is not None:
-            raise UsageError("predict takes --threshold with --multi-label only")
-        return MULTI_THRESHOLD
     if cut == AUTO and calibration is None:
         raise UsageError("--threshold auto needs --calibration FILE.json: it holds the thresholds")
-    return MULTI_THRESHOLD if cut is None else cut
+    if multi_label and cut is None:
+        return MULTI_THRESHOLD
+    return cut
 
 
-def _columns(top_k: int, labels: tuple[Label, ...], multi_label: bool) -> Columns:
+def _columns(
+    top_k: int, labels: tuple[Label, ...], multi_label: bool, cut: float | str | None
+) -> Columns:
     if multi_label:
         return Columns(1, multi_label=tuple(label.name for label in labels))
-    return Columns(min(top_k, len(labels)))
+    return Columns(min(top_k, len(labels)), best_label=cut is not None)
 
 
 def _resolved(
-    cut: float | str, labels: tuple[Label, ...], templates: TemplateSet, calibration: Path | None
-) -> Threshold:
+    cut: float | str | None,
+    labels: tuple[Label, ...],
+    templates: TemplateSet,
+    calibration: Path | None,
+    multi_label: bool,
+) -> Threshold | None:
     if cut == AUTO and calibration is not None:
-        return calibrated_thresholds(labels, templates, calibration, multi_label=True)
-    return float(cut)
+        return calibrated_thresholds(labels, templates, calibration, multi_label=multi_label)
+    return None if cut is None else float(cut)
 
 
 @model_options()
@@ -103,6 +105,7 @@ def predict(
     calibration: CalibrationOpt = None,
     multi_label: MultiLabelOpt = False,
     threshold: ThresholdOpt = None,
+    unknown_label: UnknownLabelOpt = None,
 ) -> None:
     """Classify images against your labels and show the top-k labels of each."""
     run, scale = run_options(ctx), scale_options(ctx)
@@ -110,9 +113,10 @@ def predict(
     with reported_errors(run.debug):
         choice = labels_choice(ctx)
         refuse_top_k(ctx, multi_label)
-        cut = _multi_label_cut(threshold, multi_label, calibration)
+        cut = _cut(threshold, multi_label, calibration)
         if multi_label:
             check_multi_label(choice.labels)
+        unknown = check_unknown_label(unknown_label, cut, choice.labels, multi_label)
         inputs, saved = chosen_inputs(ctx, scale, quiet, paths)
         total = count_images(inputs, run.include_hidden, walk=saved is None)
         check_output_path(output, overwrite)
@@ -136,7 +140,7 @@ def predict(
             warn=warn,
             multi_label=multi_label,
         )
-        limit = _resolved(cut, choice.labels, choice.templates, calibration)
+        limit = _resolved(cut, choice.labels, choice.templates, calibration, multi_label)
         show_progress = not quiet and stderr.is_terminal
         started = time.monotonic()
         with open_output(output) as stream:
@@ -144,11 +148,12 @@ def predict(
                 found,
                 fmt,
                 stream,
-                _columns(top_k, choice.labels, multi_label),
+                _columns(top_k, choice.labels, multi_label, cut),
                 str(output or "stdout"),
                 lambda rows: tracked(rows, total, show_progress, "classifying"),
                 warn,
                 limit,
+                unknown,
             )
         if not quiet and stderr.is_terminal:
             elapsed = time.monotonic() - started

@@ -86,7 +86,8 @@ def write_predictions(
     where: str,
     track: Callable[[Iterator[Prediction]], Iterable[Prediction]] = _untracked,
     warn: Callable[[str], None] = _silent,
-    threshold: Threshold = MULTI_THRESHOLD,
+    threshold: Threshold | None = MULTI_THRESHOLD,
+    unknown_label: str = "",
 ) -> int:
     """Write each prediction's row to stream as it comes (track wraps them, as a progress bar
     does; warn hears of each unreadable file); the number of unreadable files. Multi-label
@@ -99,9 +100,10 @@ def write_predictions(
         writer = make_writer(kind, stream, columns)
         for prediction in track(found):
             if columns.multi_label:
-                writer.write(to_multi_row(prediction, threshold))
-            else:
-                writer.write(to_row(prediction, columns.top_k))
+                cut = MULTI_THRESHOLD if threshold is None else threshold
+                writer.write(to_multi_row(prediction, cut, unknown_label))
+            else:  # below its threshold (one P, or its label's): the unknown label
+                writer.write(to_row(prediction, columns.top_k, threshold, unknown_label))
             if prediction.error is not None:
                 failures += 1
                 warn(prediction.error)

@@ -145,10 +145,14 @@ class TableWriter:
                     none = Text(printable(row.label) or "(no label)", style="dim")
                     table.add_row(path, none, "", *([""] if bars else []), end_section=True)
                     continue
+            below = not self.multi_label and bool(scores) and row.label != scores[0].label
             for rank, score in enumerate(scores):
+                name = Text(printable(score.label), style="bold" if rank == 0 and not below else "")
+                if below and rank == 0:  # under its threshold: the unknown label, then the scores
+                    name = Text.assemble((printable(row.label), "bold"), " (", name, ")")
                 cells: list[RenderableType] = [
                     path if rank == 0 else "",
-                    Text(printable(score.label), style="bold" if rank == 0 else ""),
+                    name,
                     f"{score.probability:.1%}",
                 ]
                 cells += [_bar(score.probability)] if bars else []
