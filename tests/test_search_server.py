@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from clipcls.backends.server import ServerBackend
 from clipcls.cli import app
 
 pytest.importorskip("litserve")
@@ -48,6 +49,10 @@ def status_of(url: str, body: dict) -> int:  # type: ignore[type-arg]
     return 200
 
 
+def refuse(*args: object) -> None:
+    raise AssertionError("embedded on the client: the server's search was not used")
+
+
 def local_search(folder: Path, model: str, *more: str) -> list[dict]:  # type: ignore[type-arg]
     args = ["search", str(folder), QUERY, "--model", model, "--precision", "fp32", "-f", "jsonl"]
     result = CliRunner().invoke(app, [*args, *more])
@@ -56,7 +61,7 @@ def local_search(folder: Path, model: str, *more: str) -> list[dict]:  # type: i
 
 
 def test_served_search_ranks_like_a_local_search_and_keeps_its_matrix(
-    tiny_model: str, tmp_path: Path
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root, outside = tmp_path / "allowed", tmp_path / "outside"
     folder = root / "photos"
@@ -105,8 +110,12 @@ def test_served_search_ranks_like_a_local_search_and_keeps_its_matrix(
         extra = {"search": {"folders": [str(folder)], "text": QUERY, "colour": 1}}
         assert status_of(f"{url}/v1/predict", extra) == 400
 
-        # the CLI asks the server first (same rows), and searches here where it refuses
-        assert local_search(folder, tiny_model, "--server", url) == local_search(folder, tiny_model)
+        # the CLI asks the server first (same rows, nothing embedded through this side), and
+        # searches here where the server refuses
+        here = local_search(folder, tiny_model)
+        with monkeypatch.context() as patched:
+            patched.setattr(ServerBackend, "embed_images", refuse)
+            assert local_search(folder, tiny_model, "--server", url) == here
         elsewhere = local_search(outside, tiny_model, "--server", url)
         assert [row["path"] for row in elsewhere] == [str(outside / "rocket.jpg")]
     finally:
