@@ -28,7 +28,7 @@ MAY_IMPORT = {
     "engine": {"core"},
     "output": {"core"},
     "backends": {"core", "engine", "output", "server"},  # server: its client, for ServerBackend
-    "server": {"core", "engine", "output", "backends", "fewshot", "multilabel"},
+    "server": {"core", "engine", "output", "backends", "fewshot", "multilabel", "search"},
     "fewshot": {"core", "output", "backends", "multilabel"},  # support sets and calibration
     "multilabel": {"core", "output"},  # independent per-label scores and their metrics
     "labeling": {"core", "output", "backends", "fewshot", "multilabel"},

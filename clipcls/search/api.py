@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from clipcls.backends.base import Backend
+from clipcls.backends.server import ServerBackend
 from clipcls.classify import ShowProgress, no_progress
 from clipcls.errors import UsageError
 from clipcls.pathtext import path_key
@@ -68,6 +69,10 @@ def search(
     expected = query_expected(text, images, templates)
     if not expected.labels and not images:
         raise UsageError(NO_QUERY)  # before any file is embedded
+    plain = text is not None and not images and templates is None and not include_hidden
+    served = _served(backend, inputs, text, k) if plain and text is not None else None
+    if served is not None:
+        return served
     collection = collect(backend, inputs, include_hidden, progress, expected=expected)
     vector = query_vector(backend, text, images, templates)
     return _ranked(backend, collection, vector, k, frozenset(), progress, notice)
@@ -94,6 +99,34 @@ def similar(
     else:
         vector = query_vector(backend, None, [image], None)
     return _ranked(backend, collection, vector, k, rows, progress, notice)
+
+
+def _served(backend: Backend, inputs: Sequence[str], text: str, k: int) -> Ranking | None:
+    """The server's own search (from its cache and a matrix it keeps warm) where every input
+    is a folder it may read; None where it refuses, and this side searches instead."""
+    if not isinstance(backend, ServerBackend) or not inputs:
+        return None
+    if not all(os.path.isdir(path) for path in inputs):
+        return None
+    given = {os.path.abspath(path): path for path in inputs}
+    answer = backend.search_folders(list(given), text, k)
+    if answer is None:
+        return None
+    hits = tuple(
+        Hit(int(hit["rank"]), _as_given(str(hit["path"]), given), float(hit["score"]))
+        for hit in answer["search"]
+    )
+    failed = tuple((_as_given(str(p), given), str(e)) for p, e in answer.get("failures", []))
+    return Ranking(hits, failed, backend.model_id)
+
+
+def _as_given(path: str, given: dict[str, str]) -> str:
+    """path as the local walk would spell it: under the input as the user wrote it."""
+    for absolute, written in given.items():
+        inside = os.path.relpath(path, absolute)
+        if inside != os.pardir and not inside.startswith(os.pardir + os.sep):
+            return os.path.join(written, inside)
+    return path
 
 
 def _check_k(k: int) -> None:

@@ -26,6 +26,7 @@ from clipcls.remote import HTTP
 from clipcls.server.checks import RequestError as RequestError  # re-exported: the vocabulary
 from clipcls.server.checks import check_prompts, check_strings
 from clipcls.server.roots import real_path, under
+from clipcls.server.search_request import SearchRequest, parse_search
 from clipcls.webfetch import check_url
 
 API_KEY_HEADER = "X-API-Key"
@@ -118,22 +119,27 @@ class TextsRequest:
         return {"texts": list(self.texts)}
 
 
-def request_from_record(record: dict[str, Any]) -> ServeRequest | TextsRequest:
+AnyRequest = ServeRequest | TextsRequest | SearchRequest
+
+
+def request_from_record(record: dict[str, Any]) -> AnyRequest:
     """The request a to_record wrote (after parse_request checked it), not checked again."""
+    if "search" in record:
+        return SearchRequest.from_record(record)
     if "texts" in record:
         return TextsRequest(tuple(record["texts"]))
     return ServeRequest.from_record(record)
 
 
-def parse_request(
-    body: Any, limits: Limits, allow_dirs: Sequence[str]
-) -> ServeRequest | TextsRequest:
+def parse_request(body: Any, limits: Limits, allow_dirs: Sequence[str]) -> AnyRequest:
     """Check a decoded JSON body; RequestError (400, 403 or 413) says what is wrong."""
     if not isinstance(body, dict):
         raise RequestError(400, "the body must be a JSON object")
     check_strings(body)
     if "texts" in body:
         return _texts(body, limits)
+    if "search" in body:
+        return parse_search(body, limits.max_top_k, allow_dirs)
     unknown = set(body) - {"images", "labels", "templates", "top_k", "embedding", "multi_label"}
     if unknown:
         raise RequestError(400, f"unknown fields: {', '.join(sorted(unknown))}")

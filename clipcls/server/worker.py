@@ -37,6 +37,7 @@ from clipcls.remote import fetch
 from clipcls.server.deadline import DeadlineEncoder, OutOfTime
 from clipcls.server.protocol import (
     ERROR_STATUS,
+    AnyRequest,
     ImageRef,
     Limits,
     RequestError,
@@ -45,6 +46,8 @@ from clipcls.server.protocol import (
     request_from_record,
 )
 from clipcls.server.roots import OpenRoots, Root, resolve_roots
+from clipcls.server.search_request import SearchRequest
+from clipcls.server.searching import ServedSearch
 from clipcls.settings import ModelSettings
 from clipcls.version import __version__
 from clipcls.webfetch import UrlPolicy, server_policy
@@ -96,6 +99,9 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         self.classifiers: OrderedDict[Any, Scorer] = OrderedDict()
         self.batch_size = default_batch_size(self.encoder.plan.device)
         self.pool = ThreadPoolExecutor(max(1, self.encoder.plan.decode_workers))
+        self.searches = ServedSearch(
+            self.encoder, self.texts, cache, self._prepare_one, self.pool, self.batch_size
+        )
         notes: list[str] = []  # said by the serve command once the server is ready
         if self.support_folder is not None:
             self.support = served_support(self.support_folder, self._embed, notes.append)
@@ -134,7 +140,7 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
     def unbatch(self, output: list[Any]) -> list[Any]:
         return output
 
-    def predict(self, requests: list[ServeRequest | TextsRequest | dict[str, Any]]) -> list[Any]:
+    def predict(self, requests: list[AnyRequest | dict[str, Any]]) -> list[Any]:
         """Embed every image of every request together, then score each request; whatever
         goes wrong with one request is its own error answer, the others are answered."""
         refs = [ref for r in requests if isinstance(r, ServeRequest) for ref in r.images]
@@ -157,11 +163,11 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
                 answers.append(failed(500, f"cannot answer this request: {error}"))
         return answers
 
-    def _one(
-        self, request: ServeRequest | TextsRequest | dict[str, Any], images: EmbeddedBatch
-    ) -> dict[str, Any]:
+    def _one(self, request: AnyRequest | dict[str, Any], images: EmbeddedBatch) -> dict[str, Any]:
         if isinstance(request, dict):  # decode_request's error answer
             return request
+        if isinstance(request, SearchRequest):  # folders ranked from this side's cache
+            return self.searches.answer(request)
         if isinstance(request, TextsRequest):
             vectors = encode_prompts(self.texts, list(request.texts), self.cache)
             return {"embeddings": vectors.tolist()}

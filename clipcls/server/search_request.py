@@ -1,0 +1,77 @@
+"""A search request to `clipcls serve`: folders under the server's --allow-dir roots ranked
+by cosine to a text query, read from a JSON body {"search": {"folders", "text", "k"}} and
+checked (400, 403) before the worker walks the folders and answers from its own cache."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from clipcls.server.checks import RequestError, check_prompts
+from clipcls.server.roots import real_path, under
+
+MAX_QUERY_CHARS = 1000  # as a prompt: CLIP reads 77 tokens, the rest is only work
+MAX_FOLDERS = 256
+FIELDS = {"folders", "text", "k"}
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    """A checked search: the folders to walk (absolute, as given), the query, and k."""
+
+    folders: tuple[str, ...]
+    text: str
+    k: int = 20
+
+    def to_record(self) -> dict[str, Any]:
+        """The checked search as JSON, as the guard hands it to the model worker."""
+        return {"search": {"folders": list(self.folders), "text": self.text, "k": self.k}}
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> SearchRequest:
+        """The search to_record wrote, taken as it is: parse_search checked it already."""
+        inner = record["search"]
+        return cls(tuple(inner["folders"]), str(inner["text"]), int(inner["k"]))
+
+
+def parse_search(body: dict[str, Any], max_k: int, allow_dirs: Sequence[str]) -> SearchRequest:
+    """Check a search body; RequestError (400 or 403) says what is wrong."""
+    inner = body["search"]
+    if set(body) != {"search"} or not isinstance(inner, dict):
+        raise RequestError(400, 'a search request holds only {"search": {...}}')
+    unknown = set(inner) - FIELDS
+    if unknown:
+        raise RequestError(400, f"unknown search fields: {', '.join(sorted(unknown))}")
+    text, k = inner.get("text"), inner.get("k", 20)
+    if not isinstance(text, str) or not text.strip():
+        raise RequestError(400, "'search.text' must be a non-empty string")
+    check_prompts([text])
+    if len(text) > MAX_QUERY_CHARS:
+        raise RequestError(
+            413, f"a query of {len(text)} characters; the limit is {MAX_QUERY_CHARS}"
+        )
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= max_k:
+        raise RequestError(400, f"'search.k' must be a whole number from 1 to {max_k}")
+    folders = inner.get("folders")
+    if not isinstance(folders, list) or not folders or len(folders) > MAX_FOLDERS:
+        raise RequestError(400, f"'search.folders' must be a list of 1 to {MAX_FOLDERS} folders")
+    return SearchRequest(tuple(_folder(f, i, allow_dirs) for i, f in enumerate(folders)), text, k)
+
+
+def _folder(folder: Any, index: int, allow_dirs: Sequence[str]) -> str:
+    """folder, if it is an absolute path to a directory under a root (links resolved)."""
+    where = f"search.folders[{index}]"
+    if not isinstance(folder, str) or not os.path.isabs(folder) or "\0" in folder:
+        raise RequestError(400, f"{where} must be an absolute path")
+    try:
+        real = real_path(folder)
+        inside = any(under(real, real_path(root)) is not None for root in allow_dirs)
+    except (OSError, ValueError):
+        inside = False
+    if not inside:
+        raise RequestError(403, f"{where} is outside the server's --allow-dir roots")
+    if not os.path.isdir(folder):
+        raise RequestError(400, f"{where} is not a folder")
+    return folder
