@@ -19,6 +19,7 @@ import numpy as np
 from clipcls.classify import ShowProgress, no_progress
 from clipcls.errors import UsageError
 from clipcls.search.collect import Collection
+from clipcls.search.query import top_k
 from clipcls.settings import ModelSettings
 
 if TYPE_CHECKING:
@@ -69,10 +70,12 @@ def ann_search(
     in skip: (row, score) as search.query.top_k answers, each score the row's exact cosine.
     The index is opened from folder (default: the cache's search/ann) or built there first
     (progress counts the rows). UsageError if usearch is not installed."""
-    index = open_index(collection, folder, progress)
     want = min(k + len(skip), len(collection.paths))
     if want <= 0:
         return []
+    if want >= len(collection.paths):  # every row asked for: nothing to approximate, and a
+        return top_k(collection.matrix, query, k, skip)  # graph walk may miss a few of them
+    index = open_index(collection, folder, progress)
     # usearch has a setter for it, declared where mypy does not see it
     index.expansion_search = max(EXPANSION, 2 * want)  # type: ignore[misc]
     q = np.asarray(query, dtype=np.float32)
