@@ -4,7 +4,6 @@ others listed and, with --sort-into, moved (or linked, or copied) out under `lab
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -25,6 +24,7 @@ from clipcls.cli.console import (
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, RunOptions, run_options, scale_options
 from clipcls.cli.options import SORT_PANEL, OverwriteOpt, PathsArg
+from clipcls.cli.search import ALLOWED, SearchFormat  # the same rows formats
 from clipcls.errors import UsageError
 from clipcls.labeling.sorting import SortMode
 from clipcls.output.files import Format, format_for
@@ -63,16 +63,6 @@ DONE = {
 }
 
 
-class DedupeFormat(str, Enum):
-    """What dedupe writes: a table for people, or rows for programs."""
-
-    TABLE = Format.TABLE.value
-    CSV = Format.CSV.value
-    JSON = Format.JSON.value
-    JSONL = Format.JSONL.value
-
-
-ALLOWED = tuple(Format(f.value) for f in DedupeFormat)
 ThresholdOpt = Annotated[
     float,
     typer.Option(
@@ -105,7 +95,7 @@ DryRunOpt = Annotated[
     typer.Option("--dry-run", rich_help_panel=SORT_PANEL, help="Show the plan; touch no files."),
 ]
 FormatOpt = Annotated[
-    DedupeFormat | None,
+    SearchFormat | None,
     typer.Option("--format", "-f", help="Output format.", show_default="from -o, else table"),
 ]
 OutputOpt = Annotated[
