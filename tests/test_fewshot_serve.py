@@ -61,11 +61,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def call(url: str, body: dict | None = None) -> dict:  # type: ignore[type-arg]
+def call(url: str, body: dict | None = None, timeout: float = 60) -> dict:  # type: ignore[type-arg]
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
     request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=60) as answer:
+    with urllib.request.urlopen(request, timeout=timeout) as answer:
         return dict(json.loads(answer.read()))
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,23 +21,16 @@ from clipcls.backends.server import ServerBackend
 from clipcls.cli import app
 
 pytest.importorskip("litserve")
+from test_fewshot_serve import call as served_call  # noqa: E402
+from test_fewshot_serve import free_port  # noqa: E402
+
 pytestmark = pytest.mark.slow  # starts a clipcls server: run by .ci/run with -m slow
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
 QUERY = "a cat + coffee"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def call(url: str, body: dict | None = None) -> dict:  # type: ignore[type-arg]
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="GET" if body is None else "POST")
-    request.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(request, timeout=120) as answer:
-        return dict(json.loads(answer.read()))
+    return served_call(url, body, timeout=120)  # a first search embeds every image
 
 
 def status_of(url: str, body: dict) -> int:  # type: ignore[type-arg]

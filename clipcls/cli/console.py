@@ -7,6 +7,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TextIO, TypeVar
 
@@ -21,6 +22,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from clipcls.classify import Advance, ShowProgress, no_progress
 from clipcls.cli.interrupts import exit_code_of
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.output.files import check_new_output
@@ -200,3 +202,15 @@ def tracked(items: Iterable[T], total: int, show: bool, description: str) -> Ite
         for count, item in enumerate(items, start=1):
             yield item
             progress.update(task, advance=1, rate=steady.update(count, time.monotonic()))
+
+
+def embedding_progress(quiet: bool) -> ShowProgress:
+    """The images-embedding bar on stderr (cached ones count at once); none when quiet or
+    stderr is not a terminal."""
+    if quiet or not stderr.is_terminal:
+        return no_progress
+
+    def show(total: int) -> AbstractContextManager[Advance]:
+        return counted("embedding images", total)
+
+    return show

@@ -3,26 +3,23 @@ others listed and, with --sort-into, moved (or linked, or copied) out under `lab
 
 from __future__ import annotations
 
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from clipcls.classify import Advance, ShowProgress, no_progress
 from clipcls.cli.backend_options import chosen_inputs, explicit, open_chosen_backend
 from clipcls.cli.console import (
     check_output_path,
-    counted,
+    embedding_progress,
     fail_if_strict,
     notice,
     open_output,
     reported_errors,
-    stderr,
     warn,
 )
 from clipcls.cli.model_options import model_options
-from clipcls.cli.option_groups import RUN, SCALE, RunOptions, run_options, scale_options
+from clipcls.cli.option_groups import RUN, SCALE, run_options, scale_options
 from clipcls.cli.options import SORT_PANEL, OverwriteOpt, PathsArg
 from clipcls.cli.search import ALLOWED, SearchFormat  # the same rows formats
 from clipcls.errors import UsageError
@@ -103,17 +100,6 @@ OutputOpt = Annotated[
 ]
 
 
-def _progress(run: RunOptions) -> ShowProgress:
-    """A bar on stderr while the files are embedded (cached ones count at once)."""
-    if run.quiet or not stderr.is_terminal:
-        return no_progress
-
-    def show(total: int) -> AbstractContextManager[Advance]:
-        return counted("embedding images", total)
-
-    return show
-
-
 def _write(
     found: Deduplication,
     placements: list[Placement],
@@ -174,7 +160,13 @@ def dedupe(
             check_sort_target(sort_into, mode, inputs)
         backend = saved or open_chosen_backend(ctx, scale, run.quiet)
         found = find_duplicates(
-            backend, inputs, threshold, keep, run.include_hidden, _progress(run), sort_into
+            backend,
+            inputs,
+            threshold,
+            keep,
+            run.include_hidden,
+            embedding_progress(run.quiet),
+            sort_into,
         )
         for _, error in found.failures:
             warn(error)  # it names the file

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from contextlib import AbstractContextManager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -13,16 +12,14 @@ from typing import Annotated
 import typer
 
 from clipcls.backends.base import Backend
-from clipcls.classify import Advance, ShowProgress, no_progress
 from clipcls.cli.backend_options import chosen_inputs, open_chosen_backend
 from clipcls.cli.console import (
     check_output_path,
-    counted,
+    embedding_progress,
     fail_if_strict,
     notice,
     open_output,
     reported_errors,
-    stderr,
     warn,
 )
 from clipcls.cli.model_options import model_options
@@ -117,17 +114,6 @@ def _check_query_images(images: list[Path]) -> None:
             raise UsageError(f"cannot read query image {clean_text(str(image))}: {error}") from None
 
 
-def _progress(run: RunOptions) -> ShowProgress:
-    """A bar on stderr while the files are embedded (cached ones count at once)."""
-    if run.quiet or not stderr.is_terminal:
-        return no_progress
-
-    def show(total: int) -> AbstractContextManager[Advance]:
-        return counted("embedding images", total)
-
-    return show
-
-
 def _report(ranking: Ranking, run: RunOptions, output: Path | None, fmt: Format) -> None:
     """Warn of unreadable files, write the hits, and exit 1 with --strict if any failed."""
     for _, error in ranking.failures:
@@ -197,9 +183,11 @@ def search(
         )
         chosen = load_templates(templates) if templates else None
 
+        shown = embedding_progress(run.quiet)
+
         def ask(backend: Backend, found: list[str]) -> Ranking:
             return search_images(
-                backend, found, text, images, top_k, chosen, run.include_hidden, _progress(run),
+                backend, found, text, images, top_k, chosen, run.include_hidden, shown,
                 None if run.quiet else notice,
             )  # fmt: skip
 
@@ -231,7 +219,7 @@ def similar(
             raise UsageError("give the folders to search after the image: similar IMAGE DIR...")
 
         def ask(backend: Backend, found: list[str]) -> Ranking:
-            hidden, shown = run.include_hidden, _progress(run)
+            hidden, shown = run.include_hidden, embedding_progress(run.quiet)
             told = None if run.quiet else notice
             return similar_images(backend, image, found, top_k, hidden, shown, told)
 
