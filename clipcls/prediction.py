@@ -6,12 +6,13 @@ from __future__ import annotations
 import math
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from clipcls.errors import RecordError
 from clipcls.pathtext import clean_text, path_to_text, text_to_path
+
+if TYPE_CHECKING:  # numpy loads where an embedding is read: a search's printer needs none
+    import numpy as np
 
 
 @dataclass(frozen=True)
@@ -78,7 +79,7 @@ class Prediction:
                 return cls(path, error=str(record["error"]))
             scores = tuple(_score(item) for item in record.get("predictions", []))
             vector = record.get("embedding")
-            embedding = None if vector is None else np.asarray(vector, dtype=np.float32)
+            embedding = None if vector is None else _vector(vector)
         except (AttributeError, KeyError, TypeError, ValueError):
             raise RecordError("not a prediction record") from None
         if embedding is not None and embedding.ndim != 1:
@@ -94,3 +95,10 @@ class Prediction:
 
 def _score(item: Any) -> LabelScore:
     return LabelScore(str(item["label"]), float(item["probability"]), float(item["similarity"]))
+
+
+def _vector(values: Any) -> np.ndarray:
+    """A record's embedding as float32 (numpy imported here, on the first one read)."""
+    import numpy
+
+    return numpy.asarray(values, dtype=numpy.float32)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from clipcls.cli.app import app
+from clipcls.cli.commands import app
 from clipcls.doctor import DoctorReport, doctor_report, folder_bytes
 from clipcls.engine import hardware
 from clipcls.prompts import DEFAULT_TEMPLATES, list_template_sets

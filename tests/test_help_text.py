@@ -14,7 +14,7 @@ from rich.style import Style
 from rich.text import Text
 from typer.testing import CliRunner
 
-from clipcls.cli.app import app
+from clipcls.cli.commands import app
 
 BRACKETED = re.compile(r"(?<!\\)\[([^\[\]]+)\]")
 

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from clipcls.cli.app import app
+from clipcls.cli.commands import app
 from clipcls.cli.model_options import MODEL, model_options, model_settings
 from clipcls.cli.option_groups import (
     LABELS,

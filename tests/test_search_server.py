@@ -23,6 +23,7 @@ from clipcls.cli import app
 pytest.importorskip("litserve")
 from test_fewshot_serve import call as served_call  # noqa: E402
 from test_fewshot_serve import free_port  # noqa: E402
+from test_search_quick import RUN  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starts a clipcls server: run by .ci/run with -m slow
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_images"
@@ -50,6 +51,13 @@ def local_search(folder: Path, model: str, *more: str) -> list[dict]:  # type: i
     result = CliRunner().invoke(app, [*args, *more])
     assert result.exit_code == 0, result.output
     return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def whole_search(folder: Path, url: str, *more: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", RUN, "search", str(folder), QUERY, "--server", url, *more]
+    done = subprocess.run([*command, "-f", "jsonl"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done
 
 
 def test_served_search_ranks_like_a_local_search_and_keeps_its_matrix(
@@ -110,6 +118,17 @@ def test_served_search_ranks_like_a_local_search_and_keeps_its_matrix(
             assert local_search(folder, tiny_model, "--server", url) == here
         elsewhere = local_search(outside, tiny_model, "--server", url)
         assert [row["path"] for row in elsewhere] == [str(outside / "rocket.jpg")]
+
+        # a whole `clipcls search --server` process: the fast path, without Typer or numpy;
+        # where the server refuses, the full command line searches here
+        quick = whole_search(folder, url)
+        assert quick.stderr.splitlines()[-1] == "loaded:", quick.stderr
+        assert [json.loads(line) for line in quick.stdout.splitlines()] == here
+        refused = whole_search(outside, url)
+        assert "typer" in refused.stderr.splitlines()[-1]
+        assert [json.loads(line)["path"] for line in refused.stdout.splitlines()] == [
+            str(outside / "rocket.jpg")
+        ]
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)

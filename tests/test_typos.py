@@ -17,7 +17,7 @@ from clipcls.settings import Device, Precision
 CHILD = """
 import json, sys
 from typer.testing import CliRunner
-from clipcls.cli.app import app
+from clipcls.cli.commands import app
 result = CliRunner().invoke(app, sys.argv[1:])
 heavy = [m for m in ('torch', 'open_clip', 'torchvision') if m in sys.modules]
 print(json.dumps({"code": result.exit_code, "output": result.output, "heavy": heavy}))

@@ -5,7 +5,6 @@ the same embeddings), sending files only where it must; nothing here loads a mod
 from __future__ import annotations
 
 import itertools
-import re
 from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -24,19 +23,13 @@ from clipcls.backends.base import (
 )
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Prediction, Scorer, default_batch_size, encode_prompts, label_weights
-from clipcls.errors import ClipclsError, UsageError
+from clipcls.errors import UsageError
 from clipcls.labels import Label
 from clipcls.pipeline import Chunk, EmbeddedBatch, ModelInfo, PreparedImage, embed_batch, look_up
 from clipcls.prompts import TemplateSet, single_templates
 from clipcls.remote import is_url
-from clipcls.server.client import (
-    IN_FLIGHT,
-    RemoteClassifier,
-    RemoteEncoder,
-    ServerClient,
-    unreadable,
-)
-from clipcls.server.protocol import machine_id
+from clipcls.server.client import IN_FLIGHT, RemoteClassifier, RemoteEncoder, ServerClient
+from clipcls.server.wire import unreadable
 from clipcls.settings import model_id
 
 # What an embedding request names: the server scores every image it embeds, so it needs one
@@ -64,9 +57,7 @@ def connect_server(
     if conflict is not None:
         raise UsageError(f"{conflict}; drop the option, or use a server started with it")
     if not quiet:
-        facts = client.facts
-        where = f"({facts.get('device')}, {facts.get('precision')})"
-        hooks.notice(f"model {named} on the server at {client.url} {where}")
+        hooks.notice(client.describe())
     return client
 
 
@@ -112,21 +103,8 @@ class ServerBackend:
         """Nothing to load: the server is warm."""
 
     def search_folders(self, folders: Sequence[str], text: str, k: int) -> dict[str, Any] | None:
-        """The server's own search of folders (absolute) for text: {"search": hits, "failures"};
-        None where it cannot answer: another machine, or a refusal (4xx: a folder outside its
-        --allow-dir roots, or a server without search), and this side searches instead."""
-        facts = self.client.facts
-        if facts.get("machine") != machine_id() or not facts.get("allow_dirs"):
-            return None
-        try:
-            answer = self.client.post({"search": {"folders": list(folders), "text": text, "k": k}})
-        except ClipclsError as error:
-            if re.search(r" answered 4\d\d:", str(error)):
-                return None
-            raise
-        if not isinstance(answer, dict) or not isinstance(answer.get("search"), list):
-            raise unreadable(self.client.url)
-        return answer
+        """The server's own search of folders (absolute), or None: this side searches."""
+        return self.client.search_folders(folders, text, k)
 
     def predict(
         self,

@@ -1,6 +1,30 @@
 """The command line: the only package that imports typer. Each command parses its options,
-calls the library, and prints; `app.py` puts them together."""
+calls the library, and prints; `commands.py` puts them together, loaded on first use: a search a
+warm server answers (`quick.py`) prints before Typer would have finished importing."""
 
-from clipcls.cli.app import app, main
+from __future__ import annotations
+
+import sys
+from typing import Any
 
 __all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Entry point of the `clipcls` script (and `python -m clipcls`)."""
+    from clipcls.cli.quick import quick_search
+
+    status = quick_search(sys.argv[1:])
+    if status is not None:
+        sys.exit(status)
+    from clipcls.cli.commands import main as run_app
+
+    run_app()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the Typer app, for tests and embedding (CliRunner)
+        from clipcls.cli.commands import app
+
+        return app
+    raise AttributeError(f"module 'clipcls.cli' has no attribute {name!r}")

@@ -24,25 +24,15 @@ from rich.text import Text
 
 from clipcls.classify import Advance, ShowProgress, no_progress
 from clipcls.cli.interrupts import exit_code_of
+from clipcls.cli.messages import notice as notice  # re-exported: the commands' one import
+from clipcls.cli.messages import stderr as stderr
+from clipcls.cli.messages import warn as warn
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.output.files import check_new_output
 from clipcls.output.rows import printable
-from clipcls.output.writers import plain_console, plural
-
-stderr = plain_console(stderr=True)
-
+from clipcls.output.writers import plural
 
 T = TypeVar("T")
-
-
-def warn(message: str) -> None:
-    """One yellow line on stderr (control characters in file names shown as \\xNN)."""
-    stderr.print(Text.assemble(("warning:", "yellow"), " ", printable(message)), soft_wrap=True)
-
-
-def notice(message: str) -> None:
-    """One dim line on stderr."""
-    stderr.print(printable(message), style="dim", soft_wrap=True, markup=False)
 
 
 @contextlib.contextmanager

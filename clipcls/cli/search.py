@@ -31,9 +31,10 @@ from clipcls.output.files import Format, format_for
 from clipcls.output.records import write_records
 from clipcls.pathtext import clean_text
 from clipcls.prompts import load_templates
-from clipcls.search.api import DEFAULT_K, Ranking
+from clipcls.search.api import DEFAULT_K
 from clipcls.search.api import search as search_images
 from clipcls.search.api import similar as similar_images
+from clipcls.search.served import HIT_COLUMNS, Ranking
 
 SEARCH_EXAMPLES = """
 [bold]Examples[/bold]
@@ -52,7 +53,6 @@ SIMILAR_EXAMPLES = """
   clipcls similar photos/cat.jpg photos/ -k 10
   clipcls similar query.png archive/ more/ -f csv -o similar.csv
 """
-COLUMNS = ("rank", "path", "score")
 
 
 class SearchFormat(str, Enum):
@@ -120,7 +120,7 @@ def _report(ranking: Ranking, run: RunOptions, output: Path | None, fmt: Format)
         warn(error)  # it names the file, as predict's warnings do
     rows = [(hit.rank, hit.path, hit.score) for hit in ranking.hits]
     with open_output(output) as stream:
-        write_records(fmt, stream, COLUMNS, rows)
+        write_records(fmt, stream, HIT_COLUMNS, rows)
     fail_if_strict(run.strict, len(ranking.failures))
 
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from clipcls.output.csv_text import is_number_column
 from clipcls.pathtext import clean_text as clean_text  # re-exported: its old home
 from clipcls.pathtext import path_to_text
 from clipcls.prediction import LabelScore, Prediction
+
+if TYPE_CHECKING:  # rows only carry embeddings: writing a row needs no numpy
+    import numpy as np
 
 DEFAULT_UNKNOWN = "unknown"
 MULTI_THRESHOLD = 0.5  # --multi-label's --threshold unless one is given

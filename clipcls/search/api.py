@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,26 +18,8 @@ from clipcls.prompts import TemplateSet
 from clipcls.search.ann import FOLDER, ann_search, use_ann
 from clipcls.search.collect import NO_QUERY, Collection, collect, query_expected, query_vector
 from clipcls.search.query import top_k, unit
-
-DEFAULT_K = 20
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One image found: its place (1 is best), path, and cosine to the query."""
-
-    rank: int
-    path: str
-    score: float
-
-
-@dataclass(frozen=True)
-class Ranking:
-    """A search's answer: the hits, best first, and the files that could not be read."""
-
-    hits: tuple[Hit, ...]
-    failures: tuple[tuple[str, str], ...]  # path, error
-    model: str  # the model id the embeddings are of
+from clipcls.search.served import DEFAULT_K as DEFAULT_K  # re-exported: the commands' default
+from clipcls.search.served import Hit, Ranking, served_ranking
 
 
 def search(
@@ -70,7 +51,9 @@ def search(
     if not expected.labels and not images:
         raise UsageError(NO_QUERY)  # before any file is embedded
     plain = text is not None and not images and templates is None and not include_hidden
-    served = _served(backend, inputs, text, k) if plain and text is not None else None
+    served = None
+    if plain and text is not None and isinstance(backend, ServerBackend):
+        served = served_ranking(backend.search_folders, inputs, text, k, backend.model_id)
     if served is not None:
         return served
     collection = collect(backend, inputs, include_hidden, progress, expected=expected)
@@ -99,34 +82,6 @@ def similar(
     else:
         vector = query_vector(backend, None, [image], None)
     return _ranked(backend, collection, vector, k, rows, progress, notice)
-
-
-def _served(backend: Backend, inputs: Sequence[str], text: str, k: int) -> Ranking | None:
-    """The server's own search (from its cache and a matrix it keeps warm) where every input
-    is a folder it may read; None where it refuses, and this side searches instead."""
-    if not isinstance(backend, ServerBackend) or not inputs:
-        return None
-    if not all(os.path.isdir(path) for path in inputs):
-        return None
-    given = {os.path.abspath(path): path for path in inputs}
-    answer = backend.search_folders(list(given), text, k)
-    if answer is None:
-        return None
-    hits = tuple(
-        Hit(int(hit["rank"]), _as_given(str(hit["path"]), given), float(hit["score"]))
-        for hit in answer["search"]
-    )
-    failed = tuple((_as_given(str(p), given), str(e)) for p, e in answer.get("failures", []))
-    return Ranking(hits, failed, backend.model_id)
-
-
-def _as_given(path: str, given: dict[str, str]) -> str:
-    """path as the local walk would spell it: under the input as the user wrote it."""
-    for absolute, written in given.items():
-        inside = os.path.relpath(path, absolute)
-        if inside != os.pardir and not inside.startswith(os.pardir + os.sep):
-            return os.path.join(written, inside)
-    return path
 
 
 def _check_k(k: int) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,10 +17,14 @@ from pathlib import Path
 import numpy as np
 
 from clipcls.backends.base import ImageStore
+from clipcls.cache import max_bytes_from_env
+from clipcls.errors import UsageError
 from clipcls.remote import is_url
 
 STORE = "search"  # the folder under the cache's
 FORMAT = 1
+KEPT = 16  # listings stored at most: the most recently used, within the cache's size bound
+ABANDONED = 3600.0  # seconds after which a half-written store (its writer killed) is removed
 UNKNOWN = (-1, -1, -1, -1)  # the version of a file that cannot be stat'ed
 
 
@@ -70,6 +75,7 @@ def load_stored(folder: Path, found: np.ndarray) -> Stored | None:
             return None
         if matrix.shape[0] + len(failures) != len(found) or meta.get("format") != FORMAT:
             return None
+        _touch(folder)
         return Stored(matrix, failures, str(meta["model"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -91,3 +97,47 @@ def save_stored(folder: Path, found: np.ndarray, stored: Stored) -> None:
         pass  # a full disk or a read-only cache folder: the search itself has its answer
     finally:
         shutil.rmtree(aside, ignore_errors=True)
+    try:
+        budget = max_bytes_from_env()
+    except UsageError:
+        return  # said where the cache opened; no store is pruned on a guess
+    prune_stored(folder.parent, budget)
+
+
+def prune_stored(parent: Path, budget: int, now: float | None = None) -> None:
+    """Keep the KEPT most recently used listings whose matrices fit in budget bytes (the
+    newest always), and remove what a killed writer left: a library that grows by a photo a
+    day stores a new listing each search, and the old ones would otherwise stay forever."""
+    now = time.time() if now is None else now
+    try:
+        entries = list(os.scandir(parent))
+    except OSError:
+        return
+    listings = []
+    for entry in entries:
+        try:
+            if entry.name.startswith(".new-"):
+                if now - entry.stat().st_mtime > ABANDONED:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+            elif len(entry.name) == 64 and entry.is_dir(follow_symlinks=False):
+                listings.append((entry.stat().st_mtime, _size(Path(entry.path)), entry.path))
+        except OSError:
+            continue  # removed meanwhile by another search's pruning
+    listings.sort(reverse=True)  # most recently used first
+    total = 0
+    for rank, (_, size, path) in enumerate(listings):
+        total += size
+        if rank and (rank >= KEPT or total > budget):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _size(folder: Path) -> int:
+    return sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
+
+
+def _touch(folder: Path) -> None:
+    """Mark a listing used now (pruning keeps the most recently used)."""
+    try:
+        os.utime(folder)
+    except OSError:
+        pass  # a read-only cache: pruning then goes by when each was written

@@ -6,10 +6,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -18,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from clipcls.errors import ClipclsError, ImageError, RecordError, UsageError
+from clipcls.errors import ClipclsError, ImageError, RecordError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, open_regular, size_error
 from clipcls.labels import Label
 from clipcls.pathtext import path_to_text
@@ -26,95 +22,17 @@ from clipcls.pipeline import EmbedPlan, ModelInfo
 from clipcls.prediction import Prediction
 from clipcls.prompts import TemplateSet
 from clipcls.remote import fetch, is_s3, is_url
-from clipcls.server.protocol import API_KEY_HEADER, allowed, check_api_key, machine_id
+from clipcls.server.protocol import allowed
+from clipcls.server.wire import ServerConnection, machine_id, unreadable
 from clipcls.webfetch import on_private_network
 
-KEY_ENV = "CLIPCLS_API_KEY"
 Entry = dict[str, Any] | str  # what a request carries for a file, or why it stays here
 IN_FLIGHT = 2  # requests out at once per client
 PER_REQUEST = 32  # images per request: large enough to batch, small enough to stream rows back
-LOAD_WAIT = 600.0  # seconds to wait for a loading server (a first run downloads its weights)
-TIMEOUT = 600.0  # seconds for one answer (the server bounds its own time per request)
 
 
-def unreadable(url: str) -> ClipclsError:
-    """The error for an answer that is not what clipcls asked the server for."""
-    return ClipclsError(f"the server at {url} sent an answer clipcls cannot read")
-
-
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """A redirect is an error, not followed: urllib would send the API key to its target."""
-
-    def redirect_request(self, *args: Any) -> None:
-        return None
-
-
-_OPENER = urllib.request.build_opener(_NoRedirect)
-
-
-class ServerClient:
+class ServerClient(ServerConnection):
     """Talks to one server: its facts (model, limits, machine) and predict requests."""
-
-    def __init__(self, url: str, api_key: str | None = None) -> None:
-        self.url = url.rstrip("/")
-        if not self.url.startswith(("http://", "https://")):
-            raise UsageError(f"--server must be an http(s):// URL, not {url!r}")
-        if "@" in urllib.parse.urlsplit(self.url).netloc:  # never echo a password back
-            raise UsageError("--server takes no user:password@; use $CLIPCLS_API_KEY for a key")
-        self.api_key = api_key if api_key is not None else os.environ.get(KEY_ENV) or None
-        if self.api_key is not None:
-            check_api_key(self.api_key, f"${KEY_ENV}")
-        self.facts: dict[str, Any] = self._wait_for_model()
-
-    def _wait_for_model(self) -> dict[str, Any]:
-        """The server's facts, waiting while it loads its model (it answers 503 until then)."""
-        deadline = time.monotonic() + LOAD_WAIT
-        while True:
-            try:
-                facts = self._call("GET", "/v1/info")
-            except ClipclsError as error:
-                if " answered 503" not in str(error) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.25)
-                continue
-            if not isinstance(facts, dict) or "model" not in facts:
-                raise ClipclsError(f"{self.url} does not look like a clipcls server")
-            return facts
-
-    def _call(
-        self, method: str, path: str, data: bytes | None = None, kind: str = "application/json"
-    ) -> Any:
-        request = urllib.request.Request(self.url + path, data=data, method=method)
-        request.add_header("Content-Type", kind)
-        if self.api_key:
-            request.add_header(API_KEY_HEADER, self.api_key)
-        try:
-            with _OPENER.open(request, timeout=TIMEOUT) as answer:
-                return json.loads(answer.read())
-        except urllib.error.HTTPError as error:
-            if error.code == 401:
-                why = f"it wants an API key: set ${KEY_ENV}"
-                raise UsageError(f"the server at {self.url} refused the request: {why}") from None
-            raise ClipclsError(
-                f"the server at {self.url} answered {error.code}: {_why(error)}"
-            ) from None
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            reason = getattr(error, "reason", None) or error
-            raise ClipclsError(f"cannot reach the clipcls server at {self.url}: {reason}") from None
-
-    @property
-    def model(self) -> tuple[str, str | None]:
-        return str(self.facts["model"]), self.facts.get("pretrained")
-
-    @property
-    def weights(self) -> str | None:
-        """The identity of the server's weights (the digest of their bytes, for files)."""
-        found = self.facts.get("weights")
-        return found if isinstance(found, str) else None
-
-    def post(self, body: dict[str, Any]) -> Any:
-        """One JSON request to the predict endpoint, its decoded answer."""
-        return self._call("POST", "/v1/predict", json.dumps(body).encode())
 
     def predict(self, images: list[dict[str, Any]], request: dict[str, Any]) -> list[Any]:
         """The server's predict objects for these image entries, in their order: files (raw
@@ -203,14 +121,6 @@ def _multipart(files: list[dict[str, Any]], request: dict[str, Any]) -> tuple[by
         parts.append(head.encode() + entry["data"] + b"\r\n")
     parts.append(f"--{boundary}--\r\n".encode())
     return b"".join(parts), f"multipart/form-data; boundary={boundary}"
-
-
-def _why(error: urllib.error.HTTPError) -> str:
-    try:
-        detail = json.loads(error.read())
-        return str(detail.get("error") or detail.get("detail") or detail)
-    except (ValueError, OSError, AttributeError):
-        return str(error.reason)
 
 
 class RemoteClassifier:

@@ -6,13 +6,12 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import platform
 import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from clipcls.errors import ClipclsError, ImageError, UsageError
+from clipcls.errors import ClipclsError, ImageError
 from clipcls.labels import Label, check_labels, parse_label
 from clipcls.prompts import (
     DEFAULT_TEMPLATES,
@@ -27,9 +26,11 @@ from clipcls.server.checks import RequestError as RequestError  # re-exported: t
 from clipcls.server.checks import check_prompts, check_strings
 from clipcls.server.roots import real_path, under
 from clipcls.server.search_request import SearchRequest, parse_search
+from clipcls.server.wire import API_KEY_HEADER as API_KEY_HEADER  # re-exported
+from clipcls.server.wire import check_api_key as check_api_key
+from clipcls.server.wire import machine_id as machine_id
 from clipcls.webfetch import check_url
 
-API_KEY_HEADER = "X-API-Key"
 MAX_PROMPT_CHARS = 1000  # per label text or template; CLIP's 77 tokens are far fewer
 ERROR_STATUS = "status"  # in a worker's error answer: the HTTP status the guard sends it with
 
@@ -281,23 +282,3 @@ def allowed(path: str, allow_dirs: Sequence[str]) -> bool:
         return any(under(real, real_path(root)) is not None for root in allow_dirs)
     except (OSError, ValueError):
         return False
-
-
-def check_api_key(key: str, where: str) -> None:
-    """Refuse a key no HTTP header can carry as is: non-ASCII (or control) characters, or
-    spaces at its ends (which the server would strip and never match)."""
-    if not key or key != key.strip() or not all(" " <= c <= "~" for c in key):
-        raise UsageError(
-            f"{where} must be printable ASCII without spaces at its ends, not {ascii(key)}"
-        )
-
-
-def machine_id() -> str:
-    """This machine, as a client compares it with its own to tell a shared file system."""
-    for name in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
-        try:
-            with open(name, encoding="ascii") as stream:
-                return stream.read().strip() + "@" + platform.node()
-        except (OSError, ValueError):
-            continue
-    return platform.node()

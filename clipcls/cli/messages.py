@@ -1,0 +1,21 @@
+"""The lines people read on stderr: warnings and notices, file names shown literally. Rich and
+the standard library only, so that a command's fast path prints them as the full CLI does."""
+
+from __future__ import annotations
+
+from rich.text import Text
+
+from clipcls.output.rows import printable
+from clipcls.output.writers import plain_console
+
+stderr = plain_console(stderr=True)
+
+
+def warn(message: str) -> None:
+    """One yellow line on stderr (control characters in file names shown as \\xNN)."""
+    stderr.print(Text.assemble(("warning:", "yellow"), " ", printable(message)), soft_wrap=True)
+
+
+def notice(message: str) -> None:
+    """One dim line on stderr."""
+    stderr.print(printable(message), style="dim", soft_wrap=True, markup=False)

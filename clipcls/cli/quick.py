@@ -1,0 +1,121 @@
+"""`clipcls search DIR... "QUERY" --server URL` answered by a warm server without loading Typer,
+numpy or the cache: a plain text query over folders the server may read is one request, and
+starting the whole command line would cost more than the answer. Anything else (another
+option, a file among the inputs, a server that refuses or is still loading) returns None and
+the full command line runs, so every error and fallback is the one it gives."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from clipcls.cli.messages import notice, stderr, warn
+from clipcls.errors import ClipclsError, ExitStatus
+from clipcls.output.files import Format
+from clipcls.output.records import write_records
+from clipcls.search.served import DEFAULT_K, HIT_COLUMNS, Ranking, served_ranking
+from clipcls.server.wire import ServerConnection
+from clipcls.settings import model_id
+
+SERVER_ENV = "CLIPCLS_SERVER"  # --server's environment variable (cli/options.py)
+FORMATS = {f.value: f for f in (Format.TABLE, Format.CSV, Format.JSON, Format.JSONL)}
+VALUED = {"-k": "k", "--top-k": "k", "--server": "server", "-f": "format", "--format": "format"}
+FLAGS = {"-q": "quiet", "--quiet": "quiet"}
+
+
+@dataclass(frozen=True)
+class QuickSearch:
+    """A search the fast path can answer: folders, the query text, and how to print."""
+
+    inputs: tuple[str, ...]
+    text: str
+    server: str
+    k: int = DEFAULT_K
+    fmt: Format = Format.TABLE
+    quiet: bool = False
+
+
+def quick_search(argv: Sequence[str]) -> int | None:
+    """The exit status of a search a warm server answered and this printed; None where the
+    full command line must run (nothing was printed then)."""
+    asked = parse_quick(argv, os.environ.get(SERVER_ENV))
+    if asked is None:
+        return None
+    try:
+        ranking = _ask(asked)
+    except ClipclsError:
+        return None  # the full command line says it in its words (or waits for a loading server)
+    except KeyboardInterrupt:
+        stderr.print("interrupted", style="red")
+        return int(ExitStatus.INTERRUPTED)
+    if ranking is None:
+        return None
+    for _, error in ranking.failures:
+        warn(error)  # it names the file, as the full command's warnings do
+    rows = [(hit.rank, hit.path, hit.score) for hit in ranking.hits]
+    write_records(asked.fmt, sys.stdout, HIT_COLUMNS, rows)
+    return int(ExitStatus.OK)
+
+
+def _ask(asked: QuickSearch) -> Ranking | None:
+    """The server's ranking, and its notice said as the full command says it (once the
+    server has answered: where it cannot, the full command line connects and says it)."""
+    server = ServerConnection(asked.server, load_wait=0.0)  # loading: the full CLI waits
+    model = model_id(*server.model)
+    ranking = served_ranking(server.search_folders, asked.inputs, asked.text, asked.k, model)
+    if ranking is not None and not asked.quiet:
+        notice(server.describe())
+    return ranking
+
+
+def parse_quick(argv: Sequence[str], server_env: str | None) -> QuickSearch | None:
+    """The search argv asks for, if it is `search`, folders and a query, and only the options
+    the fast path knows (-k, --server, -f, -q) in a form it reads exactly as Click would;
+    else None."""
+    if not argv or argv[0] != "search":
+        return None
+    values: dict[str, str] = {}
+    positional: list[str] = []
+    words = iter(argv[1:])
+    for word in words:
+        name, attached = _option(word)
+        if name is None:
+            positional.append(word)
+        elif name in FLAGS and attached is None:
+            values[FLAGS[name]] = ""
+        elif name in VALUED:
+            value = attached if attached is not None else next(words, None)
+            if value is None:
+                return None
+            values[VALUED[name]] = value
+        else:
+            return None  # an option the full command line knows (or refuses)
+    return _checked(values, positional, server_env)
+
+
+def _option(word: str) -> tuple[str | None, str | None]:
+    """(option name, value attached to it) for `--top-k=5`, `-k5`, `-q`; (None, None) for an
+    argument. `-` alone and anything after `--` are left to the full command line."""
+    if not word.startswith("-") or word == "-":
+        return None, None
+    if word.startswith("--"):
+        name, equals, value = word.partition("=")
+        return name, (value if equals else None)
+    if len(word) > 2:
+        return (word[:2], word[2:]) if word[:2] in VALUED else (word, None)
+    return word, None
+
+
+def _checked(values: dict[str, str], positional: list[str], env: str | None) -> QuickSearch | None:
+    """The search, if every value is one the full command line would take as it is."""
+    server = values.get("server", env or "")
+    k = values.get("k", str(DEFAULT_K))
+    fmt = FORMATS.get(values.get("format", Format.TABLE.value))
+    if not server or fmt is None or len(positional) < 2:
+        return None
+    if not (k.isascii() and k.isdigit()) or int(k) < 1:
+        return None
+    quiet = "quiet" in values
+    return QuickSearch(tuple(positional[:-1]), positional[-1], server, int(k), fmt, quiet)

@@ -1,0 +1,153 @@
+"""One connection to a `clipcls serve` server, in the standard library alone (no numpy, no
+Pillow): its facts, JSON requests with the API key, and its own search of shared folders. The
+full client builds on it; `clipcls search --server` uses it without loading the rest."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from clipcls.errors import ClipclsError, UsageError
+from clipcls.settings import model_id
+
+API_KEY_HEADER = "X-API-Key"
+KEY_ENV = "CLIPCLS_API_KEY"
+LOAD_WAIT = 600.0  # seconds to wait for a loading server (a first run downloads its weights)
+TIMEOUT = 600.0  # seconds for one answer (the server bounds its own time per request)
+
+
+def unreadable(url: str) -> ClipclsError:
+    """The error for an answer that is not what clipcls asked the server for."""
+    return ClipclsError(f"the server at {url} sent an answer clipcls cannot read")
+
+
+def check_api_key(key: str, where: str) -> None:
+    """Refuse a key no HTTP header can carry as is: non-ASCII (or control) characters, or
+    spaces at its ends (which the server would strip and never match)."""
+    if not key or key != key.strip() or not all(" " <= c <= "~" for c in key):
+        raise UsageError(
+            f"{where} must be printable ASCII without spaces at its ends, not {ascii(key)}"
+        )
+
+
+def machine_id() -> str:
+    """This machine, as a client compares it with its own to tell a shared file system."""
+    for name in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
+        try:
+            with open(name, encoding="ascii") as stream:
+                return stream.read().strip() + "@" + platform.node()
+        except (OSError, ValueError):
+            continue
+    return platform.node()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error, not followed: urllib would send the API key to its target."""
+
+    def redirect_request(self, *args: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect)
+
+
+class ServerConnection:
+    """One server: its facts (model, limits, machine), asked once on opening, and requests."""
+
+    def __init__(self, url: str, api_key: str | None = None, load_wait: float = LOAD_WAIT) -> None:
+        self.url = url.rstrip("/")
+        if not self.url.startswith(("http://", "https://")):
+            raise UsageError(f"--server must be an http(s):// URL, not {url!r}")
+        if "@" in urllib.parse.urlsplit(self.url).netloc:  # never echo a password back
+            raise UsageError("--server takes no user:password@; use $CLIPCLS_API_KEY for a key")
+        self.api_key = api_key if api_key is not None else os.environ.get(KEY_ENV) or None
+        if self.api_key is not None:
+            check_api_key(self.api_key, f"${KEY_ENV}")
+        self.facts: dict[str, Any] = self._wait_for_model(load_wait)
+
+    def _wait_for_model(self, load_wait: float) -> dict[str, Any]:
+        """The server's facts, waiting while it loads its model (it answers 503 until then)."""
+        deadline = time.monotonic() + load_wait
+        while True:
+            try:
+                facts = self._call("GET", "/v1/info")
+            except ClipclsError as error:
+                if " answered 503" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.25)
+                continue
+            if not isinstance(facts, dict) or "model" not in facts:
+                raise ClipclsError(f"{self.url} does not look like a clipcls server")
+            return facts
+
+    def _call(
+        self, method: str, path: str, data: bytes | None = None, kind: str = "application/json"
+    ) -> Any:
+        request = urllib.request.Request(self.url + path, data=data, method=method)
+        request.add_header("Content-Type", kind)
+        if self.api_key:
+            request.add_header(API_KEY_HEADER, self.api_key)
+        try:
+            with _OPENER.open(request, timeout=TIMEOUT) as answer:
+                return json.loads(answer.read())
+        except urllib.error.HTTPError as error:
+            if error.code == 401:
+                why = f"it wants an API key: set ${KEY_ENV}"
+                raise UsageError(f"the server at {self.url} refused the request: {why}") from None
+            raise ClipclsError(
+                f"the server at {self.url} answered {error.code}: {_why(error)}"
+            ) from None
+        except (urllib.error.URLError, OSError, ValueError) as error:
+            reason = getattr(error, "reason", None) or error
+            raise ClipclsError(f"cannot reach the clipcls server at {self.url}: {reason}") from None
+
+    @property
+    def model(self) -> tuple[str, str | None]:
+        return str(self.facts["model"]), self.facts.get("pretrained")
+
+    @property
+    def weights(self) -> str | None:
+        """The identity of the server's weights (the digest of their bytes, for files)."""
+        found = self.facts.get("weights")
+        return found if isinstance(found, str) else None
+
+    def describe(self) -> str:
+        """What a run says of its server: `model M on the server at URL (cpu, fp32)`."""
+        where = f"({self.facts.get('device')}, {self.facts.get('precision')})"
+        return f"model {model_id(*self.model)} on the server at {self.url} {where}"
+
+    def post(self, body: dict[str, Any]) -> Any:
+        """One JSON request to the predict endpoint, its decoded answer."""
+        return self._call("POST", "/v1/predict", json.dumps(body).encode())
+
+    def search_folders(self, folders: Sequence[str], text: str, k: int) -> dict[str, Any] | None:
+        """The server's own search of folders (absolute) for text: {"search": hits, "failures"};
+        None where it cannot answer: another machine, or a refusal (4xx: a folder outside its
+        --allow-dir roots, or a server without search), and the caller searches instead."""
+        if self.facts.get("machine") != machine_id() or not self.facts.get("allow_dirs"):
+            return None
+        try:
+            answer = self.post({"search": {"folders": list(folders), "text": text, "k": k}})
+        except ClipclsError as error:
+            if re.search(r" answered 4\d\d:", str(error)):
+                return None
+            raise
+        if not isinstance(answer, dict) or not isinstance(answer.get("search"), list):
+            raise unreadable(self.url)
+        return answer
+
+
+def _why(error: urllib.error.HTTPError) -> str:
+    try:
+        detail = json.loads(error.read())
+        return str(detail.get("error") or detail.get("detail") or detail)
+    except (ValueError, OSError, AttributeError):
+        return str(error.reason)
