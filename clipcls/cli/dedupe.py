@@ -117,7 +117,7 @@ def _write(
         for member in group.members
     ]
     with open_output(output) as stream:
-        write_records(fmt, stream, columns, rows)
+        write_records(fmt, stream, columns, rows, str(output or "stdout"))
 
 
 def _say(
