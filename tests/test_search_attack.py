@@ -11,6 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from clipcls.cli import app
+from clipcls.images import iter_image_paths
+from clipcls.search.api import _as_given
 
 runner = CliRunner()
 
@@ -26,3 +28,14 @@ def test_a_full_disk_is_one_line_not_a_traceback(tiny_model: str, photos: Path) 
         done = run(*args, "--model", tiny_model, "-q", "-f", "csv", "-o", "/dev/full")
         assert done.exit_code == 1, done.output
         assert done.stderr.strip() == "error: cannot write /dev/full: No space left on device"
+
+
+@pytest.mark.parametrize("given", [".", "./photos", "photos/", "photos//", "./photos/."])
+def test_served_hits_are_spelled_as_the_local_walk_spells_them(
+    photos: Path, monkeypatch: pytest.MonkeyPatch, given: str
+) -> None:
+    monkeypatch.chdir(photos if given == "." else photos.parent)
+    walked = [str(path) for path in iter_image_paths([given])]
+    absolute = {os.path.abspath(given): given}
+    served = [os.path.join(os.path.abspath(given), os.path.basename(p)) for p in walked]
+    assert [_as_given(path, absolute) for path in served] == walked
