@@ -5,14 +5,22 @@ roots; each answer checked against what a local run (or the arithmetic) says it 
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from conftest import FakeEncoder, colour_images
 from typer.testing import CliRunner
 
 from clipcls.cli import app
-from clipcls.images import iter_image_paths
+from clipcls.images import iter_image_paths, load_image
+from clipcls.pipeline import PreparedImage
 from clipcls.search.api import _as_given
+from clipcls.server.checks import RequestError
+from clipcls.server.protocol import ImageRef
+from clipcls.server.roots import OpenRoots, resolve_roots
+from clipcls.server.search_request import SearchRequest
+from clipcls.server.searching import ServedSearch
 
 runner = CliRunner()
 
@@ -39,3 +47,36 @@ def test_served_hits_are_spelled_as_the_local_walk_spells_them(
     absolute = {os.path.abspath(given): given}
     served = [os.path.join(os.path.abspath(given), os.path.basename(p)) for p in walked]
     assert [_as_given(path, absolute) for path in served] == walked
+
+
+def served_search(root: Path) -> ServedSearch:
+    """A server's search over FakeEncoder embeddings, reading files as the worker does:
+    beneath the --allow-dir root, never through a link out of it."""
+    encoder, roots = FakeEncoder(), OpenRoots(resolve_roots([str(root)]))
+
+    def prepare(ref: ImageRef) -> PreparedImage:
+        try:
+            with roots.open(ref.name) as stream:
+                return PreparedImage(ref.name, encoder.prepare(load_image(ref.name, data=stream)))
+        except Exception as error:  # noqa: BLE001 -- as the worker: a failure is its row
+            return PreparedImage(ref.name, error=str(error))
+
+    return ServedSearch(encoder, encoder, None, prepare, ThreadPoolExecutor(1), 8)
+
+
+def test_a_served_search_refuses_a_folder_linking_out_of_its_roots(tmp_path: Path) -> None:
+    # The server may not read the file a link leads to outside its roots, so its ranking would
+    # lack an image the client's own search has: it refuses, and the client searches itself.
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    inside = colour_images(root / "photos", 3)
+    (secret,) = colour_images(outside, 1)
+    search = served_search(root)
+    request = SearchRequest((str(root / "photos"),), "red", 5)
+    assert [hit["path"] for hit in search.answer(request)["search"]] != []
+    os.symlink(secret, root / "photos" / "009.png")
+    with pytest.raises(RequestError) as refused:
+        search.answer(request)
+    assert refused.value.status == 403
+    os.unlink(root / "photos" / "009.png")
+    os.symlink(inside[0], root / "photos" / "009.png")  # a link within the roots is fine
+    assert len(search.answer(request)["search"]) == 4
