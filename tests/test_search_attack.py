@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import FakeEncoder, colour_images
+from conftest import FakeEncoder, colour_images, jsonl
 from typer.testing import CliRunner
 
 from clipcls.cli import app
@@ -27,6 +27,29 @@ runner = CliRunner()
 
 def run(*args: str):  # type: ignore[no-untyped-def]
     return runner.invoke(app, list(args))
+
+
+def similar_paths(image: Path, folder: Path, model: str, *more: str) -> list[str]:
+    done = run("similar", str(image), str(folder), "--model", model, "-f", "jsonl", "-q", *more)
+    assert done.exit_code == 0, done.output
+    return [row["path"] for row in jsonl(done.stdout)]
+
+
+def test_similar_leaves_the_image_out_under_any_name(tiny_model: str, photos: Path) -> None:
+    # a link to a file of the set, a hard link to one, and a link inside the set: each is the
+    # image itself (the same file), not an image like it
+    os.symlink(photos / "chelsea.png", photos.parent / "link.png")
+    os.link(photos / "coffee.png", photos.parent / "hard.png")
+    os.symlink("rocket.jpg", photos / "z-rocket-link.jpg")
+    found = similar_paths(photos.parent / "link.png", photos, tiny_model)
+    assert str(photos / "chelsea.png") not in found and len(found) == 4
+    assert similar_paths(photos.parent / "link.png", photos, tiny_model, "-k", "1") == found[:1]
+    found = similar_paths(photos.parent / "hard.png", photos, tiny_model)
+    assert str(photos / "coffee.png") not in found and len(found) == 4
+    found = similar_paths(photos / "rocket.jpg", photos, tiny_model)
+    assert str(photos / "z-rocket-link.jpg") not in found and len(found) == 3
+    found = similar_paths(photos / "z-rocket-link.jpg", photos, tiny_model)
+    assert str(photos / "rocket.jpg") not in found and len(found) == 3
 
 
 def test_a_full_disk_is_one_line_not_a_traceback(tiny_model: str, photos: Path) -> None:
