@@ -1,0 +1,45 @@
+"""`clipcls dedupe` under attack: byte-identical copies at --threshold 1, a kept image that is a
+link to another member, and a second run sorting into the same folder meanwhile; every file
+checked where it ends up, not only the rows."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from clipcls.cli import app
+from clipcls.search.dedupe import KeepRule, duplicate_groups
+
+runner = CliRunner()
+
+
+def run(*args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, list(args))
+
+
+def test_threshold_one_groups_every_byte_identical_copy(tiny_model: str, photos: Path) -> None:
+    for image in list(photos.iterdir()):
+        shutil.copy(image, photos / f"copy-{image.name}")
+    done = run("dedupe", str(photos), "--threshold", "1", "--model", tiny_model, "-f", "csv", "-q")
+    assert done.exit_code == 0, done.output
+    rows = [line.split(",") for line in done.stdout.splitlines()[1:]]
+    assert len(rows) == 8 and {row[0] for row in rows} == {"1", "2", "3", "4"}
+    assert {row[2] for row in rows} == {"1.000000"}  # a copy's cosine to its original
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_float16_rows_of_one_image_are_at_cosine_one(exact: bool) -> None:
+    rng = np.random.default_rng(1)
+    rows = rng.normal(size=(200, 64))  # 400 rows: LSH is used at threshold 1 (exact=False)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    matrix = np.repeat(rows, 2, axis=0).astype(np.float16)  # each image twice, 1 +- 5e-4 long
+    paths = [f"{i}.png" for i in range(len(matrix))]
+    groups = duplicate_groups(paths, matrix, 1.0, KeepRule.FIRST, exact=exact)
+    assert [[m.path for m in g.members] for g in groups] == [
+        [paths[i], paths[i + 1]] for i in range(0, len(paths), 2)
+    ]
+    assert all(member.score > 1 - 1e-6 for group in groups for member in group.members)
