@@ -8,6 +8,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import numpy as np
 import pytest
 from conftest import FakeEncoder, colour_images, jsonl
 from typer.testing import CliRunner
@@ -16,6 +17,7 @@ from clipcls.cli import app
 from clipcls.images import iter_image_paths, load_image
 from clipcls.pipeline import PreparedImage
 from clipcls.search.api import _as_given
+from clipcls.search.query import top_k
 from clipcls.server.checks import RequestError
 from clipcls.server.protocol import ImageRef
 from clipcls.server.roots import OpenRoots, resolve_roots
@@ -50,6 +52,19 @@ def test_similar_leaves_the_image_out_under_any_name(tiny_model: str, photos: Pa
     assert str(photos / "z-rocket-link.jpg") not in found and len(found) == 3
     found = similar_paths(photos / "z-rocket-link.jpg", photos, tiny_model)
     assert str(photos / "rocket.jpg") not in found and len(found) == 3
+
+
+def test_a_cosine_is_never_above_one_though_float16_rows_are_not_quite_unit() -> None:
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(200, 64))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    matrix = rows.astype(np.float16)  # each row 1 +- 5e-4 long
+    long_rows = np.flatnonzero(np.einsum("ij,ij->i", *[matrix.astype(np.float32)] * 2) > 1)
+    assert len(long_rows)
+    query = matrix[long_rows[0]].astype(np.float32)  # an image whose copy is in the set
+    query = query / np.linalg.norm(query)
+    (row, score), *_ = top_k(matrix, query, 3)
+    assert row == long_rows[0] and score <= 1.0
 
 
 def test_a_full_disk_is_one_line_not_a_traceback(tiny_model: str, photos: Path) -> None:
