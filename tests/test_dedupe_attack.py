@@ -4,11 +4,13 @@ checked where it ends up, not only the rows."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SAMPLE_IMAGES
 from typer.testing import CliRunner
 
 from clipcls.cli import app
@@ -43,3 +45,21 @@ def test_float16_rows_of_one_image_are_at_cosine_one(exact: bool) -> None:
         [paths[i], paths[i + 1]] for i in range(0, len(paths), 2)
     ]
     assert all(member.score > 1 - 1e-6 for group in groups for member in group.members)
+
+
+def test_the_kept_file_under_another_name_stays(tiny_model: str, tmp_path: Path) -> None:
+    # --keep first keeps a.png, a link to b.png: moving b.png out would leave the one image
+    # kept a dangling link; d.png, another link to it, is no copy either
+    photos, out = tmp_path / "photos", tmp_path / "dupes"
+    photos.mkdir()
+    shutil.copy(SAMPLE_IMAGES / "chelsea.png", photos / "b.png")
+    os.symlink("b.png", photos / "a.png")
+    shutil.copy(SAMPLE_IMAGES / "chelsea.png", photos / "c.png")  # a copy: it moves
+    os.symlink(photos / "b.png", photos / "d.png")
+    args = ["dedupe", str(photos), "--threshold", "0.999", "--keep", "first", "-f", "csv", "-q"]
+    done = run(*args, "--model", tiny_model, "--sort-into", str(out))
+    assert done.exit_code == 0, done.output
+    assert sorted(os.listdir(photos)) == ["a.png", "b.png", "d.png"]
+    assert (photos / "a.png").read_bytes() == (SAMPLE_IMAGES / "chelsea.png").read_bytes()
+    assert sorted(os.listdir(out)) == [".clipcls-sort", "c.png"]
+    assert f"{photos / 'b.png'},1.000000,false,\n" in done.stdout  # stays: no destination

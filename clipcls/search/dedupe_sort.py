@@ -59,13 +59,16 @@ def check_sort_target(root: Path, mode: SortMode, inputs: Sequence[str]) -> None
 def plan_placements(groups: Iterable[Group], root: Path, mode: SortMode) -> list[Placement]:
     """A destination in root for each image not kept (URLs have no file to place), in group
     order; names already holding that very file (a killed run's move, an earlier run's copy
-    or link) are used again, others never."""
+    or link) are used again, others never. A member that is the kept file itself under
+    another name (a link to it, the file a kept link leads to) stays: it is no copy, and
+    moved, it would leave a kept link dangling."""
     taken: set[Path] = set()
     placements = []
     real_root = os.path.realpath(root)
     for group in groups:
+        kept = None if is_url(group.kept.path) else os.path.realpath(group.kept.path)
         for member in group.others:
-            if is_url(member.path):
+            if is_url(member.path) or os.path.realpath(member.path) == kept:
                 continue
             source = Path(member.path)
             if os.path.realpath(source.parent) == real_root:
