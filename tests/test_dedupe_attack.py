@@ -4,6 +4,7 @@ checked where it ends up, not only the rows."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from pathlib import Path
@@ -14,6 +15,7 @@ from conftest import SAMPLE_IMAGES
 from typer.testing import CliRunner
 
 from clipcls.cli import app
+from clipcls.search import dedupe_sort
 from clipcls.search.dedupe import KeepRule, duplicate_groups
 
 runner = CliRunner()
@@ -21,6 +23,16 @@ runner = CliRunner()
 
 def run(*args: str):  # type: ignore[no-untyped-def]
     return runner.invoke(app, list(args))
+
+
+def digests(*folders: Path) -> list[str]:
+    """The content of every file in folders (links followed), sorted: what must survive."""
+    found = []
+    for folder in folders:
+        for path in folder.iterdir():
+            if path.is_file() and not path.name.startswith("."):
+                found.append(hashlib.sha256(path.read_bytes()).hexdigest())
+    return sorted(found)
 
 
 def test_threshold_one_groups_every_byte_identical_copy(tiny_model: str, photos: Path) -> None:
@@ -63,3 +75,33 @@ def test_the_kept_file_under_another_name_stays(tiny_model: str, tmp_path: Path)
     assert (photos / "a.png").read_bytes() == (SAMPLE_IMAGES / "chelsea.png").read_bytes()
     assert sorted(os.listdir(out)) == [".clipcls-sort", "c.png"]
     assert f"{photos / 'b.png'},1.000000,false,\n" in done.stdout  # stays: no destination
+
+
+def test_names_are_chosen_once_no_other_run_sorts_into_the_folder(
+    tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Another dedupe into the same folder, finished between this run's plan and its lock,
+    # took the name this run would have planned: this run must not report (or skip) a move
+    # to a name holding the other run's file.
+    mine, theirs, out = tmp_path / "mine", tmp_path / "theirs", tmp_path / "dupes"
+    for folder, image in ((mine, "rocket.jpg"), (theirs, "chelsea.png")):
+        folder.mkdir()
+        for name in ("a.png", "b.png"):
+            shutil.copy(SAMPLE_IMAGES / image, folder / name)
+    before = digests(mine, theirs)
+    claim = dedupe_sort.claim_sort_folder
+
+    def other_run_first(root: Path) -> int:
+        if not (out / "b.png").exists():
+            out.mkdir(exist_ok=True)
+            os.rename(theirs / "b.png", out / "b.png")  # what the other run did meanwhile
+        return claim(root)
+
+    monkeypatch.setattr(dedupe_sort, "claim_sort_folder", other_run_first)
+    args = ["dedupe", str(mine), "--threshold", "0.999", "--keep", "first", "-f", "csv", "-q"]
+    done = run(*args, "--model", tiny_model, "--sort-into", str(out))
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines()[-1] == f"1,{mine / 'b.png'},1.000000,false,{out / 'b_1.png'}"
+    assert sorted(os.listdir(mine)) == ["a.png"]
+    assert (out / "b_1.png").read_bytes() == (SAMPLE_IMAGES / "rocket.jpg").read_bytes()
+    assert digests(mine, theirs, out) == before

@@ -88,6 +88,21 @@ def _reusable(source: Path, mode: SortMode, taken: set[Path]) -> Callable[[Path]
     return lambda found: absolute(found) not in taken and same_file(source, found)
 
 
+def sort_out(groups: Sequence[Group], root: Path, mode: SortMode) -> list[Placement]:
+    """Plan and carry out the placements under the sort folder's lock: names are chosen once
+    no other run (dedupe or label) sorts into it, so none it took meanwhile is planned over."""
+    if not plan_placements(groups, root, mode):
+        return []  # nothing to place: no folder made
+    fd = claim_sort_folder(root)
+    try:
+        placements = plan_placements(groups, root, mode)
+        for placement in placements:
+            _apply(placement, mode)
+    finally:
+        os.close(fd)
+    return placements
+
+
 def apply_placements(placements: Sequence[Placement], root: Path, mode: SortMode) -> None:
     """Carry out the plan under the sort folder's lock (no `label` run sorts into it
     meanwhile); a destination that exists already holds its file (see plan_placements)."""
