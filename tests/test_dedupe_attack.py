@@ -105,3 +105,29 @@ def test_names_are_chosen_once_no_other_run_sorts_into_the_folder(
     assert sorted(os.listdir(mine)) == ["a.png"]
     assert (out / "b_1.png").read_bytes() == (SAMPLE_IMAGES / "rocket.jpg").read_bytes()
     assert digests(mine, theirs, out) == before
+
+
+def test_a_report_in_the_sort_folder_never_lands_on_a_moved_image(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    # -o dupes/b.png -f csv: the name was free when checked, then b.png was moved there, and
+    # the report written over it: the image was gone
+    photos, out = tmp_path / "photos", tmp_path / "dupes"
+    photos.mkdir()
+    out.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(SAMPLE_IMAGES / "rocket.jpg", photos / name)
+    args = ["dedupe", str(photos), "--threshold", "0.999", "--keep", "first", "-f", "csv", "-q"]
+    alias = tmp_path / "alias"  # the sort folder, spelled another way
+    os.symlink(out, alias)
+    report = out / "b.png"
+    for dry_run in (["--dry-run"], []):  # the plan shows where the run puts it
+        done = run(
+            *args, *dry_run, "--model", tiny_model, "--sort-into", str(alias), "-o", str(report)
+        )
+        assert done.exit_code == 0, done.output
+        assert report.read_text().splitlines()[-1].endswith(f",{alias / 'b_1.png'}")
+        if dry_run:
+            report.unlink()
+    assert (out / "b_1.png").read_bytes() == (SAMPLE_IMAGES / "rocket.jpg").read_bytes()
+    assert sorted(os.listdir(photos)) == ["a.png"]

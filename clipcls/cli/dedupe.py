@@ -173,7 +173,7 @@ def dedupe(
         placements: list[Placement] = []
         if sort_into is not None:
             sort = plan_placements if dry_run else sort_out
-            placements = sort(found.groups, sort_into, mode)
+            placements = sort(found.groups, sort_into, mode, output)
         _write(found, placements, chosen, output, sort_into is not None)
         if not run.quiet:
             _say(found, len(placements), sort_into, mode, dry_run)

@@ -56,15 +56,20 @@ def check_sort_target(root: Path, mode: SortMode, inputs: Sequence[str]) -> None
         )
 
 
-def plan_placements(groups: Iterable[Group], root: Path, mode: SortMode) -> list[Placement]:
+def plan_placements(
+    groups: Iterable[Group], root: Path, mode: SortMode, report: Path | None = None
+) -> list[Placement]:
     """A destination in root for each image not kept (URLs have no file to place), in group
     order; names already holding that very file (a killed run's move, an earlier run's copy
-    or link) are used again, others never. A member that is the kept file itself under
+    or link) are used again, others never, nor report's (the -o file, written after the moves:
+    it would replace the image moved there). A member that is the kept file itself under
     another name (a link to it, the file a kept link leads to) stays: it is no copy, and
     moved, it would leave a kept link dangling."""
     taken: set[Path] = set()
     placements = []
     real_root = os.path.realpath(root)
+    if report is not None and os.path.realpath(report.parent) == real_root:
+        taken.add(absolute(root / report.name))
     for group in groups:
         kept = None if is_url(group.kept.path) else os.path.realpath(group.kept.path)
         for member in group.others:
@@ -88,14 +93,16 @@ def _reusable(source: Path, mode: SortMode, taken: set[Path]) -> Callable[[Path]
     return lambda found: absolute(found) not in taken and same_file(source, found)
 
 
-def sort_out(groups: Sequence[Group], root: Path, mode: SortMode) -> list[Placement]:
+def sort_out(
+    groups: Sequence[Group], root: Path, mode: SortMode, report: Path | None = None
+) -> list[Placement]:
     """Plan and carry out the placements under the sort folder's lock: names are chosen once
     no other run (dedupe or label) sorts into it, so none it took meanwhile is planned over."""
-    if not plan_placements(groups, root, mode):
+    if not plan_placements(groups, root, mode, report):
         return []  # nothing to place: no folder made
     fd = claim_sort_folder(root)
     try:
-        placements = plan_placements(groups, root, mode)
+        placements = plan_placements(groups, root, mode, report)
         for placement in placements:
             _apply(placement, mode)
     finally:
