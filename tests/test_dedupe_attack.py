@@ -131,3 +131,21 @@ def test_a_report_in_the_sort_folder_never_lands_on_a_moved_image(
             report.unlink()
     assert (out / "b_1.png").read_bytes() == (SAMPLE_IMAGES / "rocket.jpg").read_bytes()
     assert sorted(os.listdir(photos)) == ["a.png"]
+
+
+def test_a_group_kept_in_the_sort_folder_moves_nothing_in(tiny_model: str, tmp_path: Path) -> None:
+    # dedupe dupes/b.png photos --keep first: b.png, kept, is in the sort folder already;
+    # moving a.png in too left no copy of the image outside the folder of duplicates
+    photos, out = tmp_path / "photos", tmp_path / "dupes"
+    photos.mkdir()
+    out.mkdir()
+    shutil.copy(SAMPLE_IMAGES / "rocket.jpg", out / "b.png")
+    shutil.copy(SAMPLE_IMAGES / "rocket.jpg", photos / "a.png")
+    args = ["dedupe", str(out / "b.png"), str(photos), "--threshold", "0.999", "--keep", "first"]
+    done = run(*args, "--model", tiny_model, "-f", "csv", "-q", "--sort-into", str(out))
+    assert done.exit_code == 0, done.output
+    assert done.stdout.splitlines()[1:] == [
+        f"1,{out / 'b.png'},1.000000,true,",
+        f"1,{photos / 'a.png'},1.000000,false,",
+    ]
+    assert os.listdir(photos) == ["a.png"]

@@ -64,24 +64,32 @@ def plan_placements(
     or link) are used again, others never, nor report's (the -o file, written after the moves:
     it would replace the image moved there). A member that is the kept file itself under
     another name (a link to it, the file a kept link leads to) stays: it is no copy, and
-    moved, it would leave a kept link dangling."""
+    moved, it would leave a kept link dangling. A group whose kept image is in root already
+    moves nothing in: root would then hold every copy of the image."""
     taken: set[Path] = set()
     placements = []
     real_root = os.path.realpath(root)
     if report is not None and os.path.realpath(report.parent) == real_root:
         taken.add(absolute(root / report.name))
     for group in groups:
+        if _in_folder(group.kept.path, real_root):
+            continue
         kept = None if is_url(group.kept.path) else os.path.realpath(group.kept.path)
         for member in group.others:
             if is_url(member.path) or os.path.realpath(member.path) == kept:
                 continue
             source = Path(member.path)
-            if os.path.realpath(source.parent) == real_root:
+            if _in_folder(member.path, real_root):
                 continue  # in the sort folder already (given as a file): its name is its place
             target = unique_destination(root, source.name, taken, _reusable(source, mode, taken))
             taken.add(absolute(target))
             placements.append(Placement(member.path, str(target)))
     return placements
+
+
+def _in_folder(path: str, real_folder: str) -> bool:
+    """Whether path (not a URL) is a file right in the folder (its real path)."""
+    return not is_url(path) and os.path.realpath(Path(path).parent) == real_folder
 
 
 def _reusable(source: Path, mode: SortMode, taken: set[Path]) -> Callable[[Path], bool]:
