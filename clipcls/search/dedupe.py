@@ -20,7 +20,7 @@ from clipcls.classify import ShowProgress, no_progress
 from clipcls.errors import UsageError
 from clipcls.images import open_regular
 from clipcls.search.collect import collect
-from clipcls.search.pairs import near_components, unit_rows
+from clipcls.search.pairs import near_components
 
 DEFAULT_THRESHOLD = 0.95  # CLIP ViT-B/32: resized and re-encoded copies ~0.98+, light crops ~0.95+
 
@@ -126,10 +126,9 @@ def _group(
     number: int, paths: Sequence[str], matrix: np.ndarray, rows: np.ndarray, kept: int
 ) -> Group:
     """A group with the kept row first, then the others by cosine to it (ties: walk order)."""
-    # (members, dim) @ (dim,) -> (members,) cosines to the kept image, of rows scaled back to
-    # length 1 as the pairs were (a byte-identical copy reads 1.0, not 0.9997 or 1.0002)
-    scores = unit_rows(matrix[rows]) @ unit_rows(matrix[[kept]])[0]
-    scores = np.minimum(scores, 1.0)  # float32 sums: 1 +- 1e-7 for twins
+    # (members, dim) @ (dim,) -> (members,) cosines to the kept image
+    scores = np.asarray(matrix[rows], dtype=np.float32) @ np.asarray(matrix[kept], np.float32)
+    scores = np.minimum(scores, 1.0)  # float16 rows can give 1.0002 for twins
     ranked = sorted(range(len(rows)), key=lambda i: (rows[i] != kept, -scores[i], rows[i]))
     members = tuple(
         Member(paths[rows[i]], 1.0 if rows[i] == kept else float(scores[i]), bool(rows[i] == kept))
