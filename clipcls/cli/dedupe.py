@@ -38,9 +38,9 @@ from clipcls.search.dedupe import (
 )
 from clipcls.search.dedupe_sort import (
     Placement,
-    apply_placements,
     check_sort_target,
     plan_placements,
+    sort_out,
 )
 
 EXAMPLES = """
@@ -117,7 +117,7 @@ def _write(
         for member in group.members
     ]
     with open_output(output) as stream:
-        write_records(fmt, stream, columns, rows)
+        write_records(fmt, stream, columns, rows, str(output or "stdout"))
 
 
 def _say(
@@ -170,9 +170,10 @@ def dedupe(
         )
         for _, error in found.failures:
             warn(error)  # it names the file
-        placements = [] if sort_into is None else plan_placements(found.groups, sort_into, mode)
-        if sort_into is not None and not dry_run:
-            apply_placements(placements, sort_into, mode)
+        placements: list[Placement] = []
+        if sort_into is not None:
+            sort = plan_placements if dry_run else sort_out
+            placements = sort(found.groups, sort_into, mode, output)
         _write(found, placements, chosen, output, sort_into is not None)
         if not run.quiet:
             _say(found, len(placements), sort_into, mode, dry_run)

@@ -120,7 +120,7 @@ def _report(ranking: Ranking, run: RunOptions, output: Path | None, fmt: Format)
         warn(error)  # it names the file, as predict's warnings do
     rows = [(hit.rank, hit.path, hit.score) for hit in ranking.hits]
     with open_output(output) as stream:
-        write_records(fmt, stream, HIT_COLUMNS, rows)
+        write_records(fmt, stream, HIT_COLUMNS, rows, str(output or "stdout"))
     fail_if_strict(run.strict, len(ranking.failures))
 
 

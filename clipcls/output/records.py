@@ -11,6 +11,7 @@ from typing import TextIO
 from rich.console import RenderableType
 from rich.table import Table
 
+from clipcls.errors import ClipclsError
 from clipcls.output.csv_text import SafeCsv
 from clipcls.output.files import Format
 from clipcls.output.rows import printable
@@ -50,11 +51,26 @@ def _table_cell(name: str, value: Cell) -> RenderableType:
 
 
 def write_records(
-    kind: Format, stream: TextIO, columns: Sequence[str], records: Iterable[Sequence[Cell]]
+    kind: Format,
+    stream: TextIO,
+    columns: Sequence[str],
+    records: Iterable[Sequence[Cell]],
+    where: str = "stdout",
 ) -> None:
     """Write each record (one value per column; text columns are str, the others numbers
-    or flags) in kind: a table, CSV with a header, JSON lines, or a JSON list."""
-    rows = list(records)
+    or flags) in kind: a table, CSV with a header, JSON lines, or a JSON list. A write error
+    (a full disk) becomes one ClipclsError naming where; a closed pipe (`| head`) goes on up."""
+    try:
+        _write(kind, stream, columns, list(records))
+    except BrokenPipeError:
+        raise
+    except OSError as error:
+        raise ClipclsError(f"cannot write {where}: {error.strerror or error}") from None
+
+
+def _write(
+    kind: Format, stream: TextIO, columns: Sequence[str], rows: list[Sequence[Cell]]
+) -> None:
     if kind is Format.TABLE:
         table = Table(header_style="bold")
         for name in columns:

@@ -84,7 +84,7 @@ def ann_search(
     scores = np.asarray(collection.matrix[rows], dtype=np.float32) @ q
     pairs = zip(rows.tolist(), scores.tolist(), strict=True)
     ranked = sorted(pairs, key=lambda pair: (-pair[1], pair[0]))  # ties by row, as top_k
-    return [(row, score) for row, score in ranked if row not in skip][:k]
+    return [(row, min(score, 1.0)) for row, score in ranked if row not in skip][:k]
 
 
 def open_index(

@@ -71,7 +71,8 @@ def similar(
     notice: Callable[[str], None] | None = None,
 ) -> Ranking:
     """The k images of inputs nearest image, best first, image itself left out (its path
-    however spelled; a copy of it is another file, and is found first)."""
+    however spelled, a link to it, a hard link: the same file; a copy of it is another file,
+    and is found first)."""
     _check_k(k)
     expected = query_expected(None, [image], None)
     collection = collect(backend, inputs, include_hidden, progress, expected=expected)
@@ -81,7 +82,22 @@ def similar(
         vector = unit(collection.matrix[min(rows)].astype(np.float32), "the image")
     else:
         vector = query_vector(backend, None, [image], None)
-    return _ranked(backend, collection, vector, k, rows, progress, notice)
+    wanted = k
+    while True:  # image's other names rank first: ask past them (a stat for each hit only)
+        ranking = _ranked(backend, collection, vector, wanted, rows, progress, notice)
+        hits = [hit for hit in ranking.hits if not _same_file(hit.path, image)]
+        if len(hits) >= k or len(ranking.hits) < wanted:
+            break
+        wanted += len(ranking.hits) - len(hits)
+    ranked = tuple(Hit(rank, hit.path, hit.score) for rank, hit in enumerate(hits[:k], 1))
+    return Ranking(ranked, ranking.failures, ranking.model)
+
+
+def _same_file(path: str, image: Path) -> bool:
+    try:
+        return os.path.samefile(path, image)
+    except (OSError, ValueError):  # gone meanwhile, or a URL
+        return False
 
 
 def _check_k(k: int) -> None:

@@ -56,24 +56,40 @@ def check_sort_target(root: Path, mode: SortMode, inputs: Sequence[str]) -> None
         )
 
 
-def plan_placements(groups: Iterable[Group], root: Path, mode: SortMode) -> list[Placement]:
+def plan_placements(
+    groups: Iterable[Group], root: Path, mode: SortMode, report: Path | None = None
+) -> list[Placement]:
     """A destination in root for each image not kept (URLs have no file to place), in group
     order; names already holding that very file (a killed run's move, an earlier run's copy
-    or link) are used again, others never."""
+    or link) are used again, others never, nor report's (the -o file, written after the moves:
+    it would replace the image moved there). A member that is the kept file itself under
+    another name (a link to it, the file a kept link leads to) stays: it is no copy, and
+    moved, it would leave a kept link dangling. A group whose kept image is in root already
+    moves nothing in: root would then hold every copy of the image."""
     taken: set[Path] = set()
     placements = []
     real_root = os.path.realpath(root)
+    if report is not None and os.path.realpath(report.parent) == real_root:
+        taken.add(absolute(root / report.name))
     for group in groups:
+        if _in_folder(group.kept.path, real_root):
+            continue
+        kept = None if is_url(group.kept.path) else os.path.realpath(group.kept.path)
         for member in group.others:
-            if is_url(member.path):
+            if is_url(member.path) or os.path.realpath(member.path) == kept:
                 continue
             source = Path(member.path)
-            if os.path.realpath(source.parent) == real_root:
+            if _in_folder(member.path, real_root):
                 continue  # in the sort folder already (given as a file): its name is its place
             target = unique_destination(root, source.name, taken, _reusable(source, mode, taken))
             taken.add(absolute(target))
             placements.append(Placement(member.path, str(target)))
     return placements
+
+
+def _in_folder(path: str, real_folder: str) -> bool:
+    """Whether path (not a URL) is a file right in the folder (its real path)."""
+    return not is_url(path) and os.path.realpath(Path(path).parent) == real_folder
 
 
 def _reusable(source: Path, mode: SortMode, taken: set[Path]) -> Callable[[Path], bool]:
@@ -83,6 +99,23 @@ def _reusable(source: Path, mode: SortMode, taken: set[Path]) -> Callable[[Path]
     if mode is SortMode.MOVE:
         return partial(is_unfinished_move, source)
     return lambda found: absolute(found) not in taken and same_file(source, found)
+
+
+def sort_out(
+    groups: Sequence[Group], root: Path, mode: SortMode, report: Path | None = None
+) -> list[Placement]:
+    """Plan and carry out the placements under the sort folder's lock: names are chosen once
+    no other run (dedupe or label) sorts into it, so none it took meanwhile is planned over."""
+    if not plan_placements(groups, root, mode, report):
+        return []  # nothing to place: no folder made
+    fd = claim_sort_folder(root)
+    try:
+        placements = plan_placements(groups, root, mode, report)
+        for placement in placements:
+            _apply(placement, mode)
+    finally:
+        os.close(fd)
+    return placements
 
 
 def apply_placements(placements: Sequence[Placement], root: Path, mode: SortMode) -> None:

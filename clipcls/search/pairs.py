@@ -37,6 +37,9 @@ SEED = 27  # the projection is seeded: the same matrix gives the same groups eve
 BIG_RUN = 64  # a bucket this full is checked as one dense block, not pair by pair
 SAMPLE = 20_000  # rows the mean and the short centred length are estimated from
 CHECKED_BANDS = 16  # bands (256 bits) whose agreement a candidate pair must show
+# Cosines are of rows scaled back to length 1 (float16 leaves them 1 +- 5e-4 long, and an image
+# with its own copy would read 0.9997: below --threshold 1); float32 sums then read 1 +- 1e-7.
+ROUNDING = 1e-6
 
 
 class Components:
@@ -88,12 +91,13 @@ def near_components(matrix: np.ndarray, threshold: float, exact: bool | None = N
         return components.labels()
     if exact is None:
         exact = n < EXACT_UP_TO
-    plan = None if exact else _plan(matrix, threshold)
+    cut = threshold - ROUNDING
+    plan = None if exact else _plan(matrix, cut)
     if plan is None:
-        for left, right in exact_pairs(matrix, threshold):
+        for left, right in exact_pairs(matrix, cut):
             components.union(left, right)
     else:
-        _lsh(matrix, threshold, plan, components)
+        _lsh(matrix, cut, plan, components)
     return components.labels()
 
 
@@ -101,13 +105,20 @@ def _float32(matrix: np.ndarray, start: int, stop: int) -> np.ndarray:
     return np.asarray(matrix[start:stop], dtype=np.float32)
 
 
+def unit_rows(rows: np.ndarray) -> np.ndarray:
+    """The rows as float32 of length 1 (see ROUNDING)."""
+    found = np.asarray(rows, dtype=np.float32)
+    lengths = np.linalg.norm(found, axis=1, keepdims=True)
+    return np.asarray(found / np.maximum(lengths, 1e-12), dtype=np.float32)
+
+
 def exact_pairs(matrix: np.ndarray, threshold: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Every pair i < j at cosine >= threshold, a block of rows at a time."""
     n = len(matrix)
     for start in range(0, n, BLOCK):
-        rows = _float32(matrix, start, min(start + BLOCK, n))
+        rows = unit_rows(matrix[start : min(start + BLOCK, n)])
         for other in range(start, n, BLOCK):
-            columns = _float32(matrix, other, min(other + BLOCK, n))
+            columns = unit_rows(matrix[other : min(other + BLOCK, n)])
             # (block, dim) @ (dim, block) -> (block, block) cosines
             i, j = np.nonzero(rows @ columns.T >= threshold)
             i, j = i + start, j + other
@@ -221,7 +232,7 @@ def _dense(matrix: np.ndarray, threshold: float, members: np.ndarray, comps: Com
     if _one_component(comps, members):
         return
     members = np.sort(members)
-    rows = np.asarray(matrix[members], dtype=np.float32)
+    rows = unit_rows(matrix[members])
     # (members, dim) @ (dim,) -> (members,) cosines to the first
     joined = rows @ rows[0] >= threshold
     comps.union(members[joined], np.full(int(joined.sum()), members[0]))
@@ -269,7 +280,7 @@ def _cosines(matrix: np.ndarray, left: np.ndarray, right: np.ndarray) -> np.ndar
     """The exact cosine of each pair, in float32 chunks."""
     found = np.empty(len(left), dtype=np.float32)
     for start in range(0, len(left), 65536):
-        a = np.asarray(matrix[left[start : start + 65536]], dtype=np.float32)
-        b = np.asarray(matrix[right[start : start + 65536]], dtype=np.float32)
+        a = unit_rows(matrix[left[start : start + 65536]])
+        b = unit_rows(matrix[right[start : start + 65536]])
         found[start : start + 65536] = np.einsum("ij,ij->i", a, b)
     return found

@@ -84,5 +84,6 @@ def top_k(
             keep = np.argpartition(-best_scores, want - 1)[:want]
             best_rows, best_scores = best_rows[keep], best_scores[keep]
     order = np.lexsort((best_rows, -best_scores))
-    ranked = [(int(best_rows[i]), float(best_scores[i])) for i in order]
+    # A cosine is at most 1, though a float16 row is 1 +- 5e-4 long (an image's copy: 1.0002)
+    ranked = [(int(best_rows[i]), min(float(best_scores[i]), 1.0)) for i in order]
     return [(row, score) for row, score in ranked if row not in skip][:k]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from clipcls.errors import ClipclsError
@@ -59,9 +60,10 @@ def served_ranking(
 
 
 def _as_given(path: str, given: dict[str, str]) -> str:
-    """path as the local walk would spell it: under the input as the user wrote it."""
+    """path as the local walk would spell it: under the input as the user wrote it, through
+    Path as the walk does (`./photos` and `photos//` give `photos/x.jpg`, `.` gives `x.jpg`)."""
     for absolute, written in given.items():
         inside = os.path.relpath(path, absolute)
         if inside != os.pardir and not inside.startswith(os.pardir + os.sep):
-            return os.path.join(written, inside)
+            return str(Path(written) / inside)
     return path

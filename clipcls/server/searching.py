@@ -25,6 +25,7 @@ from clipcls.search.query import combine, parse_query, top_k
 from clipcls.search.store import versions
 from clipcls.server.checks import RequestError
 from clipcls.server.protocol import ImageRef
+from clipcls.server.roots import OUTSIDE
 from clipcls.server.search_request import SearchRequest
 
 PLAIN = TemplateSet("plain", ("{}",), "the text alone")  # `clipcls search`'s default
@@ -110,6 +111,10 @@ class ServedSearch:
                     rows.append(next(vectors))
                 else:
                     failures.append((path, error))
+        if any(error.startswith(OUTSIDE) for _, error in failures):
+            # A link out of the roots: the client can read the file and this side may not, so
+            # an answer from here would lack an image that its own search ranks.
+            raise RequestError(403, f"the search folders hold links {OUTSIDE}")
         if not rows:
             raise RequestError(400, f"none of the {len(paths)} files could be read")
         matrix = np.stack(rows).astype(np.float16)
