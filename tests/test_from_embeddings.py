@@ -224,3 +224,24 @@ def test_relative_paths_are_taken_from_the_folder_the_saving_run_started_in(
     rows = clipcls("predict", "--from-embeddings", "../run.jsonl", *args).stdout.splitlines()
     paths = [json.loads(row)["path"] for row in rows]
     assert paths == [str(tmp_path / "photos" / name) for name in sorted(os.listdir(photos))]
+
+
+def test_without_model_the_files_own_model_is_used(
+    tiny_model: str, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The default model was loaded (a 600 MB download on a first run) only to be refused as
+    # another model than the file's; dedupe and similar of a saved image need no model at all.
+    saved = save_run(tiny_model, photos, tmp_path / "run.jsonl")
+    out = tmp_path / "new.jsonl"
+    clipcls("label", "--from-embeddings", str(saved), "--labels", NEW, "-o", str(out), "-f", "jsonl")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {row["model"] for row in rows} == {tiny_model}
+    monkeypatch.setattr("clipcls.engine.model.ClipModel", NoModel)
+    grouped = clipcls("dedupe", "--from-embeddings", str(saved), "--threshold", "0.5", "-f", "csv")
+    assert grouped.stdout.startswith("group,path,score,keep")
+    cat = str(photos / "chelsea.png")
+    near = clipcls("similar", cat, "--from-embeddings", str(saved), "-k", "2", "-f", "csv")
+    assert len(near.stdout.splitlines()) == 3 and cat not in near.stdout
+    other = ("--model", "ViT-B-32:openai")  # asked, and named: refused without loading it
+    refused = clipcls("dedupe", "--from-embeddings", str(saved), *other, ok=False)
+    assert refused.exit_code == 2 and "holds embeddings of" in refused.stderr

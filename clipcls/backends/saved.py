@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -56,6 +57,17 @@ def refuse_other(saved: SavedEmbeddings, current: str, asked: str) -> None:
         )
 
 
+def _with_file_model(config: BackendConfig, saved: SavedEmbeddings) -> BackendConfig:
+    """config, with the model the file's rows record where neither --model nor --pretrained
+    was given: the default model would only be refused as another model (after a download)."""
+    if config.asked_model is not None or config.settings.pretrained is not None:
+        return config
+    if not saved.model:
+        return config
+    settings = dataclasses.replace(config.settings, model=saved.model)
+    return dataclasses.replace(config, settings=settings)
+
+
 class SavedEmbeddingsBackend:
     """Predictions from the embeddings a label run saved (config.embeddings), scored with the
     labels' text side of the local model; opening it reads the file and checks its model."""
@@ -65,10 +77,12 @@ class SavedEmbeddingsBackend:
     def __init__(self, config: BackendConfig) -> None:
         if config.embeddings is None:
             raise UsageError("the embeddings backend needs a file (--from-embeddings)")
+        self.saved = read_saved(Path(config.embeddings))
+        config = _with_file_model(config, self.saved)
         self.config = config
         self.text = LocalBackend(config)  # the text tower, or the cache standing in for it
-        self.saved = read_saved(Path(config.embeddings))
         self.checked = check_same_model(self.saved, config.settings, self.text.weights)
+        self.text_needed = True  # False once a start said nothing will be asked of it
         self.images = self.saved.by_key()
         self.extra: dict[str, str] = {}  # path key -> path of images the model embeds here
         self.started = False
@@ -97,6 +111,8 @@ class SavedEmbeddingsBackend:
 
     @property
     def model_id(self) -> str:
+        if not self.text_needed and self.saved.model:
+            return self.saved.model  # checked against the model asked when the file was read
         return self.text.model_id
 
     @property
@@ -107,6 +123,10 @@ class SavedEmbeddingsBackend:
         """Start the text side: from the cache alone when it holds every expected prompt (no
         image is asked of it: the file has them), else by loading the model."""
         if self.started:
+            return
+        if self.checked and expected is not None and not expected.labels and not self.extra:
+            self.text_needed = False  # dedupe, or similar to a saved image: no text, no model
+            self.started = True
             return
         if expected is not None:
             extra = tuple(self.extra.values())  # no input is asked of it: the file has them
