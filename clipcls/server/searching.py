@@ -6,6 +6,7 @@ the walk, a stat per file, the query's text embedding (cached) and an exact top-
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -34,6 +35,17 @@ CHUNK = 256  # images decoded at once: bounds the preprocessed tensors held
 
 
 @dataclass(frozen=True)
+class Budget:
+    """What one search may cost the worker, which answers nobody else meanwhile: images put
+    through the image tower (a predict request's limit), and seconds gathering the matrix.
+    Past either, 409: the client searches on its side, embedding what is missing through
+    predict requests that share the worker fairly (and fill this side's cache for next time)."""
+
+    images: int = 256
+    seconds: float = 60.0
+
+
+@dataclass(frozen=True)
 class Listing:
     """The matrix of one walk: readable paths (walk order), their rows, and the failures."""
 
@@ -54,9 +66,11 @@ class ServedSearch:
         prepare: Callable[[ImageRef], PreparedImage],
         pool: ThreadPoolExecutor,
         pass_size: int,
+        budget: Budget = Budget(),
     ) -> None:
         self.encoder, self.texts, self.cache = encoder, texts, cache
         self.prepare, self.pool, self.pass_size = prepare, pool, pass_size
+        self.budget = budget
         self.kept: OrderedDict[tuple[str, ...], Listing] = OrderedDict()
         self.embedded = 0  # images put through the image tower here (a warm query adds none)
         self.lock = threading.Lock()
@@ -99,10 +113,14 @@ class ServedSearch:
         rows: list[np.ndarray] = []
         readable: list[str] = []
         failures: list[tuple[str, str]] = []
+        deadline, embedded = time.monotonic() + self.budget.seconds, 0
         for start in range(0, len(paths), CHUNK):
             refs = [ImageRef(path, path=path) for path in paths[start : start + CHUNK]]
             prepared = list(self.pool.map(self.prepare, refs))
-            self.embedded += sum(p.error is None and p.embedding is None for p in prepared)
+            misses = sum(p.error is None and p.embedding is None for p in prepared)
+            embedded += misses
+            self._within_budget(embedded, deadline, len(paths))
+            self.embedded += misses
             batch = embed_batch(self.encoder, prepared, self.cache, pass_size=self.pass_size)
             vectors = iter(batch.embeddings)
             for path, error in zip(batch.paths, batch.errors, strict=True):
@@ -119,6 +137,20 @@ class ServedSearch:
             raise RequestError(400, f"none of the {len(paths)} files could be read")
         matrix = np.stack(rows).astype(np.float16)
         return Listing(tuple(readable), found, matrix, tuple(failures))
+
+    def _within_budget(self, embedded: int, deadline: float, count: int) -> None:
+        """RequestError 409 once a search would cost more than its budget (what was embedded
+        so far is cached: the next search, or the client's predict requests, reuse it)."""
+        if embedded > self.budget.images:
+            raise RequestError(
+                409,
+                f"more than {self.budget.images} of the {count} images are not embedded here "
+                "yet: the client embeds them through predict requests",
+            )
+        if time.monotonic() > deadline:
+            raise RequestError(
+                409, f"gathering {count} images took over {self.budget.seconds:g} s here"
+            )
 
     def _query(self, text: str) -> np.ndarray:
         """The query's unit vector: each term's text alone, combined by sign (rclip-style)."""

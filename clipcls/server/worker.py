@@ -47,7 +47,7 @@ from clipcls.server.protocol import (
 )
 from clipcls.server.roots import OpenRoots, Root, resolve_roots
 from clipcls.server.search_request import SearchRequest
-from clipcls.server.searching import ServedSearch
+from clipcls.server.searching import Budget, ServedSearch
 from clipcls.settings import ModelSettings
 from clipcls.version import __version__
 from clipcls.webfetch import UrlPolicy, server_policy
@@ -99,8 +99,9 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         self.classifiers: OrderedDict[Any, Scorer] = OrderedDict()
         self.batch_size = default_batch_size(self.encoder.plan.device)
         self.pool = ThreadPoolExecutor(max(1, self.encoder.plan.decode_workers))
+        budget = Budget(self.limits.max_images, self.limits.seconds)
         self.searches = ServedSearch(
-            self.encoder, self.texts, cache, self._prepare_one, self.pool, self.batch_size
+            self.encoder, self.texts, cache, self._prepare_one, self.pool, self.batch_size, budget
         )
         notes: list[str] = []  # said by the serve command once the server is ready
         if self.support_folder is not None:
