@@ -23,6 +23,7 @@ SERVER_ENV = "CLIPCLS_SERVER"  # --server's environment variable (cli/options.py
 FORMATS = {f.value: f for f in (Format.TABLE, Format.CSV, Format.JSON, Format.JSONL)}
 VALUED = {"-k": "k", "--top-k": "k", "--server": "server", "-f": "format", "--format": "format"}
 FLAGS = {"-q": "quiet", "--quiet": "quiet"}
+STDIN = "-"  # an input that reads the paths from stdin (images.STDIN; images loads numpy)
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ def _checked(values: dict[str, str], positional: list[str], env: str | None) -> 
     server = values.get("server", env or "")
     k = values.get("k", str(DEFAULT_K))
     fmt = FORMATS.get(values.get("format", Format.TABLE.value))
-    if not server or fmt is None or len(positional) < 2:
+    if not server or fmt is None or len(positional) < 2 or STDIN in positional[:-1]:
         return None
     if not (k.isascii() and k.isdigit()) or int(k) < 1:
         return None
