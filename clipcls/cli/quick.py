@@ -7,6 +7,7 @@ the full command line runs, so every error and fallback is the one it gives."""
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from clipcls.output.files import Format
 from clipcls.output.records import write_records
 from clipcls.search.served import DEFAULT_K, HIT_COLUMNS, Ranking, served_ranking
 from clipcls.server.wire import ServerConnection
-from clipcls.settings import model_id
+from clipcls.settings import CACHE_ENV, model_id
 
 SERVER_ENV = "CLIPCLS_SERVER"  # --server's environment variable (cli/options.py)
 FORMATS = {f.value: f for f in (Format.TABLE, Format.CSV, Format.JSON, Format.JSONL)}
@@ -42,7 +43,7 @@ def quick_search(argv: Sequence[str]) -> int | None:
     """The exit status of a search a warm server answered and this printed; None where the
     full command line must run (nothing was printed then)."""
     asked = parse_quick(argv, os.environ.get(SERVER_ENV))
-    if asked is None:
+    if asked is None or not _cache_dir_taken(os.environ.get(CACHE_ENV)):
         return None
     try:
         ranking = _ask(asked)
@@ -107,6 +108,18 @@ def _option(word: str) -> tuple[str | None, str | None]:
     if len(word) > 2:
         return (word[:2], word[2:]) if word[:2] in VALUED else (word, None)
     return word, None
+
+
+def _cache_dir_taken(value: str | None) -> bool:
+    """Whether Click takes $CLIPCLS_CACHE_DIR for --cache-dir (file_okay=False, readable): it
+    checks a path that exists, and refuses a file or an unreadable one (exit 2)."""
+    if not value:
+        return True  # Click reads an empty variable as unset
+    try:
+        mode = os.stat(value).st_mode
+    except OSError:
+        return True  # not there yet: created on first use
+    return not stat.S_ISREG(mode) and os.access(value, os.R_OK)
 
 
 def _checked(values: dict[str, str], positional: list[str], env: str | None) -> QuickSearch | None:
