@@ -40,6 +40,7 @@ class FakeServer:
         self.root = root
         self.status = 200  # what a search request gets
         self.info_status = 200
+        self.raw: bytes | None = None  # sent as it is for a search request, if set
         self.requests: list[tuple[str, str, Any]] = []
         self.hits = [
             {"rank": 1, "path": str(root / "b" / "cat [/b].jpg"), "score": 0.3125},
@@ -57,6 +58,9 @@ class FakeServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append(("POST", self.path, body))
+                if fake.raw is not None:
+                    self.wfile.write(fake.raw)
+                    return
                 answer = {"search": fake.hits, "failures": fake.failures, "embedded": 0}
                 self.reply(fake.status, answer if fake.status == 200 else {"error": "no"})
 

@@ -4,12 +4,23 @@ leave the run to it having printed nothing."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_search_quick import FakeServer, fake, run  # noqa: F401 (fake: a fixture)
+from test_search_quick import FakeServer, run
 
 from clipcls.cli.quick import parse_quick, quick_search
+
+
+@pytest.fixture
+def fake(tmp_path: Path) -> Iterator[FakeServer]:
+    root = tmp_path / "photos"
+    (root / "b").mkdir(parents=True)
+    server = FakeServer(root)
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
 
 
 def test_a_dash_among_the_inputs_is_the_full_command_lines_stdin() -> None:
@@ -19,9 +30,11 @@ def test_a_dash_among_the_inputs_is_the_full_command_lines_stdin() -> None:
 
 
 def test_a_cache_dir_click_refuses_is_left_to_the_full_command_line(
-    fake: FakeServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    fake: FakeServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
-) -> None:  # fmt: skip
+) -> None:
     afile = tmp_path / "afile"
     afile.write_text("")
     monkeypatch.setenv("CLIPCLS_CACHE_DIR", str(afile))  # --cache-dir's variable: a dir only
@@ -33,3 +46,23 @@ def test_a_cache_dir_click_refuses_is_left_to_the_full_command_line(
     assert done.returncode == 2 and "is a file" in done.stderr
     monkeypatch.setenv("CLIPCLS_CACHE_DIR", str(tmp_path / "not-yet"))  # created on first use
     assert quick_search(["search", str(fake.root), "a cat", "--server", fake.url, "-q"]) == 0
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b'{"search": [',  # stops halfway
+        b"HELLO\r\n\r\n",  # no HTTP status line
+        b"HTTP/1.1 200 OK\r\n" + b"X: a\r\n" * 200 + b"\r\n",  # headers without end
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\n",
+    ],
+    ids=["halfway", "no-status", "headers", "chunks"],
+)
+def test_a_broken_http_answer_is_one_error_line(
+    fake: FakeServer, tmp_path: Path, raw: bytes
+) -> None:
+    fake.raw = raw
+    done = run("search", "photos", "a cat", "--server", fake.url, cwd=tmp_path)
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 1
+    assert f"error: the server at {fake.url} sent a broken answer (" in done.stderr

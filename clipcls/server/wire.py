@@ -4,6 +4,7 @@ full client builds on it; `clipcls search --server` uses it without loading the 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import platform
@@ -108,6 +109,11 @@ class ServerConnection:
         except (urllib.error.URLError, OSError, ValueError) as error:
             reason = getattr(error, "reason", None) or error
             raise ClipclsError(f"cannot reach the clipcls server at {self.url}: {reason}") from None
+        except http.client.HTTPException as error:  # a body cut short, no status line, ...
+            broken = type(error).__name__
+            raise ClipclsError(
+                f"the server at {self.url} sent a broken answer ({broken})"
+            ) from None
 
     @property
     def model(self) -> tuple[str, str | None]:
