@@ -66,3 +66,17 @@ def test_a_broken_http_answer_is_one_error_line(
     assert "Traceback" not in done.stderr
     assert done.returncode == 1
     assert f"error: the server at {fake.url} sent a broken answer (" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "facts", [{"logit_scale": None}, {"logit_scale": "x"}, {"logit_bias": [1]}, {"model": 5}]
+)
+def test_a_server_without_the_facts_the_client_reads_is_refused_by_both(
+    fake: FakeServer, tmp_path: Path, facts: dict[str, object]
+) -> None:
+    given = {**fake.facts(), **facts}
+    fake.facts = lambda: {k: v for k, v in given.items() if v is not None}  # type: ignore[method-assign]
+    done = run("search", "photos", "a cat", "--server", fake.url, cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert "Traceback" not in done.stderr
+    assert f"error: {fake.url} does not look like a clipcls server" in done.stderr

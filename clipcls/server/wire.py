@@ -85,7 +85,7 @@ class ServerConnection:
                     raise
                 time.sleep(0.25)
                 continue
-            if not isinstance(facts, dict) or "model" not in facts:
+            if not _looks_like_clipcls(facts):
                 raise ClipclsError(f"{self.url} does not look like a clipcls server")
             return facts
 
@@ -149,6 +149,16 @@ class ServerConnection:
         if not isinstance(answer, dict) or not isinstance(answer.get("search"), list):
             raise unreadable(self.url)
         return answer
+
+
+def _looks_like_clipcls(facts: Any) -> bool:
+    """Whether facts name a model and hold the logit scale (and bias, or null) that a client
+    scores with: a stranger is refused on opening, in one line, not by a KeyError later."""
+    if not isinstance(facts, dict) or not isinstance(facts.get("model"), str):
+        return False
+    bias = facts.get("logit_bias")
+    numbers = [facts.get("logit_scale")] + ([] if bias is None else [bias])
+    return all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers)
 
 
 def _why(error: urllib.error.HTTPError) -> str:
