@@ -14,7 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.settings import model_id
@@ -151,7 +151,7 @@ class ServerConnection:
         return answer
 
 
-def _looks_like_clipcls(facts: Any) -> bool:
+def _looks_like_clipcls(facts: Any) -> TypeGuard[dict[str, Any]]:
     """Whether facts name a model and hold the logit scale (and bias, or null) that a client
     scores with: a stranger is refused on opening, in one line, not by a KeyError later."""
     if not isinstance(facts, dict) or not isinstance(facts.get("model"), str):
