@@ -11,6 +11,8 @@ import pytest
 from test_search_quick import FakeServer, run
 
 from clipcls.cli.quick import parse_quick, quick_search
+from clipcls.errors import ClipclsError
+from clipcls.search.served import served_ranking
 
 
 @pytest.fixture
@@ -80,3 +82,52 @@ def test_a_server_without_the_facts_the_client_reads_is_refused_by_both(
     assert (done.returncode, done.stdout) == (1, "")
     assert "Traceback" not in done.stderr
     assert f"error: {fake.url} does not look like a clipcls server" in done.stderr
+
+
+def hit(rank: object, path: object, score: object) -> dict[str, object]:
+    return {"rank": rank, "path": path, "score": score}
+
+
+@pytest.mark.parametrize(
+    "hits",
+    [
+        [hit(1, "/etc/passwd", 0.5)],  # outside the folders searched
+        [hit(1, "{root}/../x.jpg", 0.5)],
+        [hit(1, "x.jpg", 0.5)],  # relative: to what?
+        [hit(1, "{root}/a.jpg", float("nan"))],  # `-f json` would write NaN, not JSON
+        [hit(1, "{root}/a.jpg", float("inf"))],
+        [hit(1, "{root}/a.jpg", 10**400)],  # float() overflows
+        [hit(1, "{root}/a.jpg", True)],
+        [hit(2, "{root}/a.jpg", 0.5)],  # ranks are 1, 2, ... in order
+        [hit(True, "{root}/a.jpg", 0.5)],
+        [hit(1, "{root}/a.jpg", 0.5), hit(1, "{root}/b.jpg", 0.4)],
+        [hit(1, 5, 0.5)],
+        [hit(i, f"{{root}}/{i}.jpg", 0.5) for i in range(1, 5)],  # more than k = 3
+    ],
+)
+def test_a_served_answer_out_of_bounds_is_refused(tmp_path: Path, hits: list[dict]) -> None:  # type: ignore[type-arg]
+    root = str(tmp_path)
+    for item in hits:
+        if isinstance(item["path"], str):
+            item["path"] = item["path"].format(root=root)
+
+    def ask(folders: list[str], text: str, k: int) -> dict[str, object]:
+        return {"search": hits, "failures": []}
+
+    with pytest.raises(ClipclsError, match="sent a search answer clipcls cannot read"):
+        served_ranking(ask, [root], "a cat", 3, "m")
+
+
+def test_a_served_answer_in_bounds_is_read(tmp_path: Path) -> None:
+    root = tmp_path / "photos"
+    root.mkdir()
+    answer = {
+        "search": [hit(1, f"{root}/b/x.jpg", 0.5), hit(2, f"{root}/a.jpg", -1)],
+        "failures": [[f"{root}/c.jpg", "cannot read"]],
+    }
+    found = served_ranking(lambda *_: answer, [str(root) + "/"], "a cat", 2, "m")
+    assert found is not None
+    assert [(h.rank, h.path, h.score) for h in found.hits] == [
+        (1, f"{root}/b/x.jpg", 0.5),
+        (2, f"{root}/a.jpg", -1.0),
+    ]
