@@ -109,11 +109,23 @@ def fake(tmp_path: Path) -> Iterator[FakeServer]:
     server.server.server_close()
 
 
-def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdout: bool = True
+) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    """The `clipcls` script run with args; stdout=False: into a pipe nobody reads (EPIPE)."""
     environment = {k: v for k, v in os.environ.items() if k != "CLIPCLS_SERVER"}
     environment.update({"COLUMNS": "100", "PYTHONPATH": str(REPO), **(env or {})})
     command = [sys.executable, "-c", RUN, *args]
-    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True)
+    if stdout:
+        return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            command, cwd=cwd, env=environment, stdout=write, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        os.close(write)
 
 
 @pytest.mark.parametrize(

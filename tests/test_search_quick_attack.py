@@ -131,3 +131,17 @@ def test_a_served_answer_in_bounds_is_read(tmp_path: Path) -> None:
         (1, f"{root}/b/x.jpg", 0.5),
         (2, f"{root}/a.jpg", -1.0),
     ]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "table"])
+def test_a_reader_gone_ends_both_quietly(fake: FakeServer, tmp_path: Path, fmt: str) -> None:
+    # `| head -1` that has exited: a write to stdout fails with EPIPE
+    root = fake.root
+    fake.hits = [{"rank": i, "path": f"{root}/{i:05}.jpg", "score": 0.5} for i in range(1, 3001)]
+    args = ("search", "photos", "a cat", "--server", fake.url, "-k", "3000", "-f", fmt, "-q")
+    quick, full = (run(*args, *more, cwd=tmp_path, stdout=False) for more in ((), ("--no-cache",)))
+    assert quick.stderr.splitlines()[-1] == "loaded:"
+    assert "typer" in full.stderr.splitlines()[-1]
+    assert quick.returncode == full.returncode == 1
+    assert quick.stderr.splitlines()[:-1] == full.stderr.splitlines()[:-1]
+    assert "Traceback" not in quick.stderr + full.stderr

@@ -57,7 +57,11 @@ def quick_search(argv: Sequence[str]) -> int | None:
     for _, error in ranking.failures:
         warn(error)  # it names the file, as the full command's warnings do
     rows = [(hit.rank, hit.path, hit.score) for hit in ranking.hits]
-    write_records(asked.fmt, sys.stdout, HIT_COLUMNS, rows)
+    try:
+        write_records(asked.fmt, sys.stdout, HIT_COLUMNS, rows)
+    except BrokenPipeError:  # `| head -1` is done: end quietly with 1, as Click ends the full CLI
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush too
+        return int(ExitStatus.ERROR)
     return int(ExitStatus.OK)
 
 
