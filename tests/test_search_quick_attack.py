@@ -145,3 +145,13 @@ def test_a_reader_gone_ends_both_quietly(fake: FakeServer, tmp_path: Path, fmt: 
     assert quick.returncode == full.returncode == 1
     assert quick.stderr.splitlines()[:-1] == full.stderr.splitlines()[:-1]
     assert "Traceback" not in quick.stderr + full.stderr
+
+
+@pytest.mark.parametrize("query", ["", "  ", "+", "a + ", "+ - blurry", "a cat + + b"])
+def test_a_query_the_full_command_line_refuses_is_never_sent(
+    fake: FakeServer, query: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # a server that answers anything: the full command line refuses these before asking it
+    assert quick_search(["search", str(fake.root), query, "--server", fake.url]) is None
+    assert capsys.readouterr() == ("", "")
+    assert fake.searches() == []

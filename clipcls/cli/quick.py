@@ -13,10 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from clipcls.cli.messages import notice, stderr, warn
-from clipcls.errors import ClipclsError, ExitStatus
+from clipcls.errors import ClipclsError, ExitStatus, UsageError
 from clipcls.output.files import Format
 from clipcls.output.records import write_records
 from clipcls.search.served import DEFAULT_K, HIT_COLUMNS, Ranking, served_ranking
+from clipcls.search.terms import parse_query
 from clipcls.server.wire import ServerConnection
 from clipcls.settings import CACHE_ENV, model_id
 
@@ -126,6 +127,15 @@ def _cache_dir_taken(value: str | None) -> bool:
     return not stat.S_ISREG(mode) and os.access(value, os.R_OK)
 
 
+def _query_taken(text: str) -> bool:
+    """Whether the full command line takes text as a query: it refuses an empty one, or one
+    with an empty term, before it asks the server (which a stranger might answer)."""
+    try:
+        return bool(parse_query(text))
+    except UsageError:
+        return False
+
+
 def _checked(values: dict[str, str], positional: list[str], env: str | None) -> QuickSearch | None:
     """The search, if every value is one the full command line would take as it is."""
     server = values.get("server", env or "")
@@ -133,7 +143,7 @@ def _checked(values: dict[str, str], positional: list[str], env: str | None) -> 
     fmt = FORMATS.get(values.get("format", Format.TABLE.value))
     if not server or fmt is None or len(positional) < 2 or STDIN in positional[:-1]:
         return None
-    if not (k.isascii() and k.isdigit()) or int(k) < 1:
+    if not (k.isascii() and k.isdigit()) or int(k) < 1 or not _query_taken(positional[-1]):
         return None
     quiet = "quiet" in values
     return QuickSearch(tuple(positional[:-1]), positional[-1], server, int(k), fmt, quiet)
