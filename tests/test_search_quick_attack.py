@@ -4,11 +4,17 @@ leave the run to it having printed nothing."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from subprocess import PIPE
 
 import pytest
-from test_search_quick import FakeServer, run
+from test_search_quick import REPO, RUN, FakeServer, run
 
 from clipcls.cli.quick import parse_quick, quick_search
 from clipcls.errors import ClipclsError
@@ -155,3 +161,45 @@ def test_a_query_the_full_command_line_refuses_is_never_sent(
     assert quick_search(["search", str(fake.root), query, "--server", fake.url]) is None
     assert capsys.readouterr() == ("", "")
     assert fake.searches() == []
+
+
+@pytest.mark.parametrize("status", [500, 503, 401])
+def test_a_failed_search_is_said_once_as_the_full_command_line_says_it(
+    fake: FakeServer, tmp_path: Path, status: int
+) -> None:
+    # sent once, not again by the full command line: a server that fails after ten minutes
+    # would make the command take twenty
+    fake.status = status
+    quick = run("search", "photos", "a cat", "--server", fake.url, cwd=tmp_path)
+    assert quick.stderr.splitlines()[-1] == "loaded:"
+    assert len(fake.searches()) == 1
+    full = run("search", "photos", "a cat", "--server", fake.url, "--no-cache", cwd=tmp_path)
+    assert (
+        (quick.returncode, quick.stdout)
+        == (full.returncode, full.stdout)
+        == (1 + (status == 401), "")
+    )
+    assert quick.stderr.splitlines()[:-1] == full.stderr.splitlines()[:-1]
+    assert quick.stderr.startswith("model ViT-B-32:openai on the server at")
+
+
+def test_ctrl_c_during_the_search_is_said_as_the_full_command_line_says_it(
+    fake: FakeServer, tmp_path: Path
+) -> None:
+    fake.delay = 30.0
+    said = []
+    for more in ((), ("--no-cache",)):
+        environment = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100"}
+        command = [sys.executable, "-c", RUN, "search", "photos", "a cat", "--server", fake.url]
+        process = subprocess.Popen(
+            [*command, *more], cwd=tmp_path, env=environment, stdout=PIPE, stderr=PIPE, text=True
+        )
+        deadline = time.monotonic() + 60
+        while len(fake.searches()) < len(said) + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=60)
+        said.append((process.returncode, out, err.splitlines()[:-1]))
+    assert said[0] == said[1]
+    assert said[0][0] == 130 and said[0][2][-1] == "interrupted"
+    assert said[0][2][0].startswith("model ViT-B-32:openai on the server at")

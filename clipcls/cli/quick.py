@@ -2,7 +2,8 @@
 numpy or the cache: a plain text query over folders the server may read is one request, and
 starting the whole command line would cost more than the answer. Anything else (another
 option, a file among the inputs, a server that refuses or is still loading) returns None and
-the full command line runs, so every error and fallback is the one it gives."""
+the full command line runs, so every fallback is the one it gives; a search sent that fails
+is said here as it says it, and never sent twice."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clipcls.cli.messages import notice, stderr, warn
+from clipcls.cli.messages import error_line, notice, stderr, warn
 from clipcls.errors import ClipclsError, ExitStatus, UsageError
 from clipcls.output.files import Format
 from clipcls.output.records import write_records
-from clipcls.search.served import DEFAULT_K, HIT_COLUMNS, Ranking, served_ranking
+from clipcls.search.served import DEFAULT_K, HIT_COLUMNS, served_ranking
 from clipcls.search.terms import parse_query
 from clipcls.server.wire import ServerConnection
 from clipcls.settings import CACHE_ENV, model_id
@@ -47,14 +48,21 @@ def quick_search(argv: Sequence[str]) -> int | None:
     if asked is None or not _cache_dir_taken(os.environ.get(CACHE_ENV)):
         return None
     try:
-        ranking = _ask(asked)
+        server = ServerConnection(asked.server, load_wait=0.0)  # loading: the full CLI waits
     except ClipclsError:
         return None  # the full command line says it in its words (or waits for a loading server)
-    except KeyboardInterrupt:
-        stderr.print("interrupted", style="red")
-        return int(ExitStatus.INTERRUPTED)
+    except KeyboardInterrupt as stop:
+        return _stopped(stop, None)
+    told = None if asked.quiet else server.describe()
+    try:
+        model = model_id(*server.model)
+        ranking = served_ranking(server.search_folders, asked.inputs, asked.text, asked.k, model)
+    except (ClipclsError, KeyboardInterrupt) as stop:  # sent: never sent again by the full CLI
+        return _stopped(stop, told)
     if ranking is None:
         return None
+    if told is not None:
+        notice(told)
     for _, error in ranking.failures:
         warn(error)  # it names the file, as the full command's warnings do
     rows = [(hit.rank, hit.path, hit.score) for hit in ranking.hits]
@@ -66,15 +74,16 @@ def quick_search(argv: Sequence[str]) -> int | None:
     return int(ExitStatus.OK)
 
 
-def _ask(asked: QuickSearch) -> Ranking | None:
-    """The server's ranking, and its notice said as the full command says it (once the
-    server has answered: where it cannot, the full command line connects and says it)."""
-    server = ServerConnection(asked.server, load_wait=0.0)  # loading: the full CLI waits
-    model = model_id(*server.model)
-    ranking = served_ranking(server.search_folders, asked.inputs, asked.text, asked.k, model)
-    if ranking is not None and not asked.quiet:
-        notice(server.describe())
-    return ranking
+def _stopped(stop: ClipclsError | KeyboardInterrupt, told: str | None) -> int:
+    """What the full command line prints for an error or Ctrl-C, and its exit status: once
+    connected, its notice of the server (told) comes first."""
+    if told is not None:
+        notice(told)
+    if isinstance(stop, KeyboardInterrupt):
+        stderr.print("interrupted", style="red")
+        return int(ExitStatus.INTERRUPTED)
+    error_line(str(stop))
+    return int(stop.exit_status)
 
 
 def parse_quick(argv: Sequence[str], server_env: str | None) -> QuickSearch | None:
