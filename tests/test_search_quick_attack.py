@@ -203,3 +203,21 @@ def test_ctrl_c_during_the_search_is_said_as_the_full_command_line_says_it(
     assert said[0] == said[1]
     assert said[0][0] == 130 and said[0][2][-1] == "interrupted"
     assert said[0][2][0].startswith("model ViT-B-32:openai on the server at")
+
+
+def test_a_closed_stdout_is_one_error_line(fake: FakeServer, tmp_path: Path) -> None:
+    said = []
+    for more in ((), ("--no-cache",)):
+        environment = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100"}
+        command = [sys.executable, "-c", RUN, "search", "photos", "a cat", "--server", fake.url]
+        done = subprocess.run(
+            [*command, "-f", "csv", *more],
+            cwd=tmp_path,
+            env=environment,
+            stderr=PIPE,
+            text=True,
+            preexec_fn=lambda: os.close(1),  # `clipcls ... >&-`: Python's sys.stdout is None
+        )
+        said.append((done.returncode, done.stderr.splitlines()[:-1]))
+    assert said[0] == said[1]
+    assert said[0][0] == 1 and said[0][1][-1] == "error: stdout is closed: write to a file with -o"

@@ -73,6 +73,8 @@ def open_output(output: Path | None, append: bool = False) -> Iterator[TextIO]:
     error that is already on its way out.
     """
     if output is None:
+        if sys.stdout is None:  # started with stdout closed (`>&-`)
+            raise ClipclsError("stdout is closed: write to a file with -o")
         yield sys.stdout
         return
     try:

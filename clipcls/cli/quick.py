@@ -45,8 +45,8 @@ def quick_search(argv: Sequence[str]) -> int | None:
     """The exit status of a search a warm server answered and this printed; None where the
     full command line must run (nothing was printed then)."""
     asked = parse_quick(argv, os.environ.get(SERVER_ENV))
-    if asked is None or not _cache_dir_taken(os.environ.get(CACHE_ENV)):
-        return None
+    if asked is None or not _cache_dir_taken(os.environ.get(CACHE_ENV)) or sys.stdout is None:
+        return None  # sys.stdout None: started with stdout closed (the full CLI says so)
     try:
         server = ServerConnection(asked.server, load_wait=0.0)  # loading: the full CLI waits
     except ClipclsError:
