@@ -5,11 +5,12 @@ leave the run to it having printed nothing."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from subprocess import PIPE
 
@@ -19,6 +20,8 @@ from test_search_quick import REPO, RUN, FakeServer, run
 from clipcls.cli.quick import parse_quick, quick_search
 from clipcls.errors import ClipclsError
 from clipcls.search.served import served_ranking
+
+SAMPLES = REPO / "sample_images"
 
 
 @pytest.fixture
@@ -221,3 +224,47 @@ def test_a_closed_stdout_is_one_error_line(fake: FakeServer, tmp_path: Path) -> 
         said.append((done.returncode, done.stderr.splitlines()[:-1]))
     assert said[0] == said[1]
     assert said[0][0] == 1 and said[0][1][-1] == "error: stdout is closed: write to a file with -o"
+
+
+@pytest.mark.slow  # starts a clipcls server
+def test_every_spelling_of_a_folder_prints_what_the_full_command_line_prints(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("litserve")
+    from test_fewshot_serve import call, free_port
+
+    folder = tmp_path / "photos"
+    (folder / "more").mkdir(parents=True)
+    for index, image in enumerate(sorted(SAMPLES.glob("*.*g"))[:6]):
+        shutil.copy(image, (folder / "more" if index % 2 else folder) / image.name)
+    (tmp_path / "link").symlink_to(folder)
+    url = f"http://127.0.0.1:{free_port()}"
+    command = [sys.executable, "-m", "clipcls", "serve", "--model", tiny_model, "--precision"]
+    port = url.rsplit(":", 1)[1]
+    server = subprocess.Popen(
+        [*command, "fp32", "--port", port, "--allow-dir", str(tmp_path)], stderr=subprocess.DEVNULL
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not _answers(call, url):
+            assert server.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        for given in ("photos", "photos/", "./photos/.", "link", str(folder), "photos/more"):
+            args = ("search", given, "a cat + coffee", "--server", url, "-k", "4")
+            quick = run(*args, cwd=tmp_path)
+            full = run(*args, "--no-cache", cwd=tmp_path)
+            assert quick.stderr.splitlines()[-1] == "loaded:", (given, quick.stderr)
+            assert (quick.returncode, quick.stdout) == (full.returncode, full.stdout), given
+            assert quick.stderr.splitlines()[:-1] == full.stderr.splitlines()[:-1]
+            assert given.rstrip("/.") in quick.stdout
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def _answers(call: Callable[[str], object], url: str) -> bool:
+    try:
+        call(f"{url}/v1/info")
+    except OSError:  # urllib's errors, a 503 while it loads among them
+        return False
+    return True
