@@ -268,3 +268,32 @@ def _answers(call: Callable[[str], object], url: str) -> bool:
     except OSError:  # urllib's errors, a 503 while it loads among them
         return False
     return True
+
+
+def test_ctrl_c_while_writing_is_said_as_the_full_command_line_says_it(
+    fake: FakeServer, tmp_path: Path
+) -> None:
+    # stdout is a pipe nobody reads yet (`| less` on its first page): the writing blocks
+    root = fake.root
+    fake.hits = [{"rank": i, "path": f"{root}/{i:05}.jpg", "score": 0.5} for i in range(1, 3001)]
+    said = []
+    for more in ((), ("--no-cache",)):
+        environment = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100"}
+        command = [sys.executable, "-c", RUN, "search", "photos", "a cat", "--server", fake.url]
+        process = subprocess.Popen(
+            [*command, "-k", "3000", "-f", "csv", *more],
+            cwd=tmp_path,
+            env=environment,
+            stdout=PIPE,
+            stderr=PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while len(fake.searches()) < len(said) + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)  # the answer read, the pipe full
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+        said.append((process.returncode, err.splitlines()[:-1]))
+    assert said[0] == said[1]
+    assert said[0][0] == 130 and said[0][1][-1] == "interrupted"

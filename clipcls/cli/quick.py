@@ -71,6 +71,8 @@ def quick_search(argv: Sequence[str]) -> int | None:
     except BrokenPipeError:  # `| head -1` is done: end quietly with 1, as Click ends the full CLI
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush too
         return int(ExitStatus.ERROR)
+    except KeyboardInterrupt as stop:  # a reader that is slow to read (`| less`)
+        return _stopped(stop, None)
     return int(ExitStatus.OK)
 
 
