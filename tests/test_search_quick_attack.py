@@ -297,3 +297,14 @@ def test_ctrl_c_while_writing_is_said_as_the_full_command_line_says_it(
         said.append((process.returncode, err.splitlines()[:-1]))
     assert said[0] == said[1]
     assert said[0][0] == 130 and said[0][1][-1] == "interrupted"
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[::1", "http://127.0.0.1:abc", "http://127.0.0.1:99999", "http://a b", "http://"]
+)
+def test_a_server_url_that_is_no_url_is_a_usage_error(tmp_path: Path, url: str) -> None:
+    (tmp_path / "photos").mkdir()
+    done = run("search", "photos", "a cat", "--server", url, cwd=tmp_path)
+    assert "Traceback" not in done.stderr
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[0] == f"error: --server must be an http(s):// URL, not {url!r}"

@@ -39,6 +39,25 @@ def check_api_key(key: str, where: str) -> None:
         )
 
 
+def server_url(url: str) -> str:
+    """url without trailing slashes, if a request can go to it: http(s), a host, a port that
+    is a number (0-65535), no spaces or control characters; else UsageError, which never
+    echoes a password back."""
+    given = url.rstrip("/")
+    netloc = re.split(r"[/?#]", given.partition("://")[2], maxsplit=1)[0]  # as urlsplit's
+    if "@" in netloc:
+        raise UsageError("--server takes no user:password@; use $CLIPCLS_API_KEY for a key")
+    try:
+        parts = urllib.parse.urlsplit(given)
+        parts.port  # noqa: B018 (ValueError: not a number, or out of range)
+    except ValueError:
+        parts = None
+    formed = given.startswith(("http://", "https://")) and parts is not None and parts.hostname
+    if not formed or not all(c.isprintable() and not c.isspace() for c in given):
+        raise UsageError(f"--server must be an http(s):// URL, not {url!r}")
+    return given
+
+
 def machine_id() -> str:
     """This machine, as a client compares it with its own to tell a shared file system."""
     for name in ("/etc/machine-id", "/var/lib/dbus/machine-id"):
@@ -64,11 +83,7 @@ class ServerConnection:
     """One server: its facts (model, limits, machine), asked once on opening, and requests."""
 
     def __init__(self, url: str, api_key: str | None = None, load_wait: float = LOAD_WAIT) -> None:
-        self.url = url.rstrip("/")
-        if not self.url.startswith(("http://", "https://")):
-            raise UsageError(f"--server must be an http(s):// URL, not {url!r}")
-        if "@" in urllib.parse.urlsplit(self.url).netloc:  # never echo a password back
-            raise UsageError("--server takes no user:password@; use $CLIPCLS_API_KEY for a key")
+        self.url = server_url(url)
         self.api_key = api_key if api_key is not None else os.environ.get(KEY_ENV) or None
         if self.api_key is not None:
             check_api_key(self.api_key, f"${KEY_ENV}")
