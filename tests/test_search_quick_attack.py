@@ -300,7 +300,8 @@ def test_ctrl_c_while_writing_is_said_as_the_full_command_line_says_it(
 
 
 @pytest.mark.parametrize(
-    "url", ["http://[::1", "http://127.0.0.1:abc", "http://127.0.0.1:99999", "http://a b", "http://"]
+    "url",
+    ["http://[::1", "http://127.0.0.1:abc", "http://127.0.0.1:99999", "http://a b", "http://"],
 )
 def test_a_server_url_that_is_no_url_is_a_usage_error(tmp_path: Path, url: str) -> None:
     (tmp_path / "photos").mkdir()
@@ -308,3 +309,17 @@ def test_a_server_url_that_is_no_url_is_a_usage_error(tmp_path: Path, url: str) 
     assert "Traceback" not in done.stderr
     assert done.returncode == 2
     assert done.stderr.splitlines()[0] == f"error: --server must be an http(s):// URL, not {url!r}"
+
+
+@pytest.mark.parametrize(
+    "body", [b"<html>hello</html>", b'{"search": ["\xff"]}'], ids=["html", "latin-1"]
+)
+def test_an_answer_that_is_not_json_is_unreadable_not_unreachable(
+    fake: FakeServer, tmp_path: Path, body: bytes
+) -> None:
+    head = f"HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {len(body)}\r\n\r\n"
+    fake.raw = head.encode() + body
+    quick = run("search", "photos", "a cat", "--server", fake.url, cwd=tmp_path)
+    full = run("search", "photos", "a cat", "--server", fake.url, "--no-cache", cwd=tmp_path)
+    assert (quick.returncode, quick.stderr.splitlines()[:-1]) == (1, full.stderr.splitlines()[:-1])
+    assert f"error: the server at {fake.url} sent an answer clipcls cannot read" in quick.stderr

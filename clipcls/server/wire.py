@@ -113,7 +113,7 @@ class ServerConnection:
             request.add_header(API_KEY_HEADER, self.api_key)
         try:
             with _OPENER.open(request, timeout=TIMEOUT) as answer:
-                return json.loads(answer.read())
+                body = answer.read()
         except urllib.error.HTTPError as error:
             if error.code == 401:
                 why = f"it wants an API key: set ${KEY_ENV}"
@@ -129,6 +129,10 @@ class ServerConnection:
             raise ClipclsError(
                 f"the server at {self.url} sent a broken answer ({broken})"
             ) from None
+        try:
+            return json.loads(body)
+        except ValueError:  # HTML from another web server, bytes that are not UTF-8
+            raise unreadable(self.url) from None
 
     @property
     def model(self) -> tuple[str, str | None]:
