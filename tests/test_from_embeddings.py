@@ -233,7 +233,9 @@ def test_without_model_the_files_own_model_is_used(
     # another model than the file's; dedupe and similar of a saved image need no model at all.
     saved = save_run(tiny_model, photos, tmp_path / "run.jsonl")
     out = tmp_path / "new.jsonl"
-    clipcls("label", "--from-embeddings", str(saved), "--labels", NEW, "-o", str(out), "-f", "jsonl")
+    clipcls(
+        "label", "--from-embeddings", str(saved), "--labels", NEW, "-o", str(out), "-f", "jsonl"
+    )
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {row["model"] for row in rows} == {tiny_model}
     monkeypatch.setattr("clipcls.engine.model.ClipModel", NoModel)

@@ -15,7 +15,8 @@ from clipcls.cache import EmbeddingCache
 from clipcls.errors import UsageError
 from clipcls.prompts import load_templates
 from clipcls.search.collect import collect, query_vector
-from clipcls.search.query import Term, combine, parse_query, top_k
+from clipcls.search.query import combine, top_k
+from clipcls.search.terms import Term, parse_query
 from clipcls.settings import ModelSettings
 
 

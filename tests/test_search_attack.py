@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 from clipcls.cli import app
 from clipcls.images import iter_image_paths, load_image
 from clipcls.pipeline import PreparedImage
-from clipcls.search.served import _as_given
 from clipcls.search.query import top_k
+from clipcls.search.served import _as_given
 from clipcls.server.checks import RequestError
 from clipcls.server.protocol import ImageRef
 from clipcls.server.roots import OpenRoots, resolve_roots

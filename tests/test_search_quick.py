@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -40,6 +41,8 @@ class FakeServer:
         self.root = root
         self.status = 200  # what a search request gets
         self.info_status = 200
+        self.raw: bytes | None = None  # sent as it is for a search request, if set
+        self.delay = 0.0  # seconds before a search request is answered
         self.requests: list[tuple[str, str, Any]] = []
         self.hits = [
             {"rank": 1, "path": str(root / "b" / "cat [/b].jpg"), "score": 0.3125},
@@ -57,6 +60,10 @@ class FakeServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append(("POST", self.path, body))
+                time.sleep(fake.delay)
+                if fake.raw is not None:
+                    self.wfile.write(fake.raw)
+                    return
                 answer = {"search": fake.hits, "failures": fake.failures, "embedded": 0}
                 self.reply(fake.status, answer if fake.status == 200 else {"error": "no"})
 
@@ -105,11 +112,23 @@ def fake(tmp_path: Path) -> Iterator[FakeServer]:
     server.server.server_close()
 
 
-def run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+def run(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, stdout: bool = True
+) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    """The `clipcls` script run with args; stdout=False: into a pipe nobody reads (EPIPE)."""
     environment = {k: v for k, v in os.environ.items() if k != "CLIPCLS_SERVER"}
     environment.update({"COLUMNS": "100", "PYTHONPATH": str(REPO), **(env or {})})
     command = [sys.executable, "-c", RUN, *args]
-    return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True)
+    if stdout:
+        return subprocess.run(command, cwd=cwd, env=environment, capture_output=True, text=True)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        return subprocess.run(
+            command, cwd=cwd, env=environment, stdout=write, stderr=subprocess.PIPE, text=True
+        )
+    finally:
+        os.close(write)
 
 
 @pytest.mark.parametrize(
@@ -225,9 +244,12 @@ def test_inputs_that_are_not_all_folders_never_reach_the_server(
 def test_a_garbled_answer_is_the_full_command_lines_error(fake: FakeServer, tmp_path: Path) -> None:
     fake.hits = [{"rank": "first", "path": "x"}]  # type: ignore[list-item]
     done = run("search", "photos", "a cat", "--server", fake.url, cwd=tmp_path)
-    assert done.returncode == 1
+    full = run("search", "photos", "a cat", "--server", fake.url, "--no-cache", cwd=tmp_path)
+    assert done.returncode == full.returncode == 1
     assert "sent a search answer clipcls cannot read" in done.stderr
-    assert "typer" in done.stderr.splitlines()[-1]  # said by the full command line
+    assert done.stderr.splitlines()[:-1] == full.stderr.splitlines()[:-1]
+    assert done.stderr.splitlines()[-1] == "loaded:"  # said as the full command line says it
+    assert len(fake.searches()) == 2  # one each: a search sent is not sent again
     assert "Traceback" not in done.stderr
 
 

@@ -24,12 +24,12 @@ from rich.text import Text
 
 from clipcls.classify import Advance, ShowProgress, no_progress
 from clipcls.cli.interrupts import exit_code_of
+from clipcls.cli.messages import error_line
 from clipcls.cli.messages import notice as notice  # re-exported: the commands' one import
 from clipcls.cli.messages import stderr as stderr
 from clipcls.cli.messages import warn as warn
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.output.files import check_new_output
-from clipcls.output.rows import printable
 from clipcls.output.writers import plural
 
 T = TypeVar("T")
@@ -43,8 +43,7 @@ def reported_errors(debug: bool) -> Iterator[None]:
     except ClipclsError as error:
         if debug:
             raise
-        stderr.print("error: ", style="red", end="")
-        stderr.print(printable(str(error)), soft_wrap=True, markup=False)
+        error_line(str(error))
         raise typer.Exit(int(error.exit_status)) from None
     except KeyboardInterrupt as interrupt:
         if debug:
@@ -74,6 +73,8 @@ def open_output(output: Path | None, append: bool = False) -> Iterator[TextIO]:
     error that is already on its way out.
     """
     if output is None:
+        if sys.stdout is None:  # started with stdout closed (`>&-`)
+            raise ClipclsError("stdout is closed: write to a file with -o")
         yield sys.stdout
         return
     try:

@@ -16,6 +16,12 @@ def warn(message: str) -> None:
     stderr.print(Text.assemble(("warning:", "yellow"), " ", printable(message)), soft_wrap=True)
 
 
+def error_line(message: str) -> None:
+    """`error:` in red, then the message on one line (shown literally)."""
+    stderr.print("error: ", style="red", end="")
+    stderr.print(printable(message), soft_wrap=True, markup=False)
+
+
 def notice(message: str) -> None:
     """One dim line on stderr."""
     stderr.print(printable(message), style="dim", soft_wrap=True, markup=False)

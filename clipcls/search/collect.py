@@ -18,8 +18,9 @@ from clipcls.images import iter_image_paths
 from clipcls.labels import Label
 from clipcls.pathtext import clean_text
 from clipcls.prompts import TemplateSet
-from clipcls.search.query import Term, average, combine, parse_query, unit
+from clipcls.search.query import average, combine, unit
 from clipcls.search.store import Stored, load_stored, save_stored, stored_folder, versions
+from clipcls.search.terms import Term, parse_query
 
 PLAIN = TemplateSet("plain", ("{}",), "the text alone")
 NO_QUERY = "no query: give a text, an --image, or both"

@@ -1,45 +1,17 @@
-"""The arithmetic of a search: rclip-style queries ("a red car + sunset - blurry") parsed into
-signed terms, vectors combined into one unit query, and exact top-k by cosine over a float16
-matrix in blocks (a million rows never need more than one block's float32 scores)."""
+"""The arithmetic of a search: a query's signed terms (terms.py) combined into one unit
+vector, and exact top-k by cosine over a float16 matrix in blocks (a million rows never need
+more than one block's float32 scores)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from clipcls.errors import UsageError
 
 BLOCK = 65_536  # rows scored at once: bounds the float32 scores to 256 KiB per query
-# A sign is a word of its own (spaces or an end around it): "t-shirt" and "a+b" are one term.
-SEPARATOR = re.compile(r"(?:(?<=\s)|^)([+-])(?=\s|$)")
 ZERO = 1e-6  # a combination shorter than this has no direction
-
-
-@dataclass(frozen=True)
-class Term:
-    """One text of a query and whether it pulls (+1) or pushes (-1)."""
-
-    text: str
-    sign: int
-
-
-def parse_query(query: str) -> tuple[Term, ...]:
-    """The signed terms of an rclip-style query: `a red car + sunset - blurry` is a red car
-    and sunset, away from blurry. UsageError for an empty query or an empty term."""
-    text, lead = query.strip(), 1
-    if SEPARATOR.match(text):  # a leading sign: "- blurry" or "+ sunset"
-        text, lead = text[1:].strip(), (-1 if text[0] == "-" else 1)
-    parts = SEPARATOR.split(text)
-    texts, signs = parts[0::2], [lead] + [1 if sign == "+" else -1 for sign in parts[1::2]]
-    terms = tuple(Term(text.strip(), sign) for text, sign in zip(texts, signs, strict=True))
-    if any(not term.text for term in terms):
-        raise UsageError(f"query {query!r} has an empty term: write `a + b - c`")
-    if all(term.sign < 0 for term in terms):
-        raise UsageError(f"query {query!r} has only - terms: say what to look for first")
-    return terms
 
 
 def unit(vector: np.ndarray, what: str) -> np.ndarray:

@@ -3,6 +3,7 @@ alone, so that `clipcls search --server` can print a warm server's hits without 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -49,21 +50,40 @@ def served_ranking(
     if answer is None:
         return None
     try:
-        hits = tuple(
-            Hit(int(hit["rank"]), _as_given(str(hit["path"]), given), float(hit["score"]))
-            for hit in answer["search"]
-        )
+        hits = tuple(_hit(place, item, given) for place, item in enumerate(answer["search"], 1))
         failed = tuple((_as_given(str(p), given), str(e)) for p, e in answer.get("failures", []))
-    except (KeyError, TypeError, ValueError):
+        if len(hits) > k:
+            raise ValueError(f"{len(hits)} hits, {k} asked for")
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise ClipclsError("the server sent a search answer clipcls cannot read") from None
     return Ranking(hits, failed, model)
+
+
+def _hit(place: int, item: dict[str, Any], given: dict[str, str]) -> Hit:
+    """One served hit, if it is what the search asked for: its place in the ranking, a path
+    under a folder searched, a finite score; else ValueError (a server of another kind, or
+    one that lies, never puts a path from elsewhere or a NaN into the results)."""
+    rank, path, score = item["rank"], item["path"], item["score"]
+    if rank != place or not isinstance(rank, int) or isinstance(rank, bool):
+        raise ValueError(f"rank {rank!r} at place {place}")
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise ValueError(f"path {path!r}")
+    if not isinstance(score, int | float) or isinstance(score, bool) or not math.isfinite(score):
+        raise ValueError(f"score {score!r}")  # math.isfinite(10**400): OverflowError
+    if not any(_inside(path, folder) for folder in given):
+        raise ValueError(f"{path!r} is outside the folders searched")
+    return Hit(rank, _as_given(path, given), float(score))
 
 
 def _as_given(path: str, given: dict[str, str]) -> str:
     """path as the local walk would spell it: under the input as the user wrote it, through
     Path as the walk does (`./photos` and `photos//` give `photos/x.jpg`, `.` gives `x.jpg`)."""
     for absolute, written in given.items():
-        inside = os.path.relpath(path, absolute)
-        if inside != os.pardir and not inside.startswith(os.pardir + os.sep):
-            return str(Path(written) / inside)
+        if _inside(path, absolute):
+            return str(Path(written) / os.path.relpath(path, absolute))
     return path
+
+
+def _inside(path: str, folder: str) -> bool:
+    inside = os.path.relpath(path, folder)
+    return inside != os.pardir and not inside.startswith(os.pardir + os.sep)

@@ -22,8 +22,9 @@ from clipcls.images import iter_image_paths
 from clipcls.labels import Label
 from clipcls.pipeline import Encoder, PreparedImage, embed_batch
 from clipcls.prompts import TemplateSet
-from clipcls.search.query import combine, parse_query, top_k
+from clipcls.search.query import combine, top_k
 from clipcls.search.store import versions
+from clipcls.search.terms import parse_query
 from clipcls.server.checks import RequestError
 from clipcls.server.protocol import ImageRef
 from clipcls.server.roots import OUTSIDE

@@ -4,6 +4,7 @@ full client builds on it; `clipcls search --server` uses it without loading the 
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import platform
@@ -13,7 +14,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeGuard
 
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.settings import model_id
@@ -36,6 +37,25 @@ def check_api_key(key: str, where: str) -> None:
         raise UsageError(
             f"{where} must be printable ASCII without spaces at its ends, not {ascii(key)}"
         )
+
+
+def server_url(url: str) -> str:
+    """url without trailing slashes, if a request can go to it: http(s), a host, a port that
+    is a number (0-65535), no spaces or control characters; else UsageError, which never
+    echoes a password back."""
+    given = url.rstrip("/")
+    netloc = re.split(r"[/?#]", given.partition("://")[2], maxsplit=1)[0]  # as urlsplit's
+    if "@" in netloc:
+        raise UsageError("--server takes no user:password@; use $CLIPCLS_API_KEY for a key")
+    try:
+        parts = urllib.parse.urlsplit(given)
+        parts.port  # noqa: B018 (ValueError: not a number, or out of range)
+    except ValueError:
+        parts = None
+    formed = given.startswith(("http://", "https://")) and parts is not None and parts.hostname
+    if not formed or not all(c.isprintable() and not c.isspace() for c in given):
+        raise UsageError(f"--server must be an http(s):// URL, not {url!r}")
+    return given
 
 
 def machine_id() -> str:
@@ -63,11 +83,7 @@ class ServerConnection:
     """One server: its facts (model, limits, machine), asked once on opening, and requests."""
 
     def __init__(self, url: str, api_key: str | None = None, load_wait: float = LOAD_WAIT) -> None:
-        self.url = url.rstrip("/")
-        if not self.url.startswith(("http://", "https://")):
-            raise UsageError(f"--server must be an http(s):// URL, not {url!r}")
-        if "@" in urllib.parse.urlsplit(self.url).netloc:  # never echo a password back
-            raise UsageError("--server takes no user:password@; use $CLIPCLS_API_KEY for a key")
+        self.url = server_url(url)
         self.api_key = api_key if api_key is not None else os.environ.get(KEY_ENV) or None
         if self.api_key is not None:
             check_api_key(self.api_key, f"${KEY_ENV}")
@@ -84,7 +100,7 @@ class ServerConnection:
                     raise
                 time.sleep(0.25)
                 continue
-            if not isinstance(facts, dict) or "model" not in facts:
+            if not _looks_like_clipcls(facts):
                 raise ClipclsError(f"{self.url} does not look like a clipcls server")
             return facts
 
@@ -97,7 +113,7 @@ class ServerConnection:
             request.add_header(API_KEY_HEADER, self.api_key)
         try:
             with _OPENER.open(request, timeout=TIMEOUT) as answer:
-                return json.loads(answer.read())
+                body = answer.read()
         except urllib.error.HTTPError as error:
             if error.code == 401:
                 why = f"it wants an API key: set ${KEY_ENV}"
@@ -108,6 +124,15 @@ class ServerConnection:
         except (urllib.error.URLError, OSError, ValueError) as error:
             reason = getattr(error, "reason", None) or error
             raise ClipclsError(f"cannot reach the clipcls server at {self.url}: {reason}") from None
+        except http.client.HTTPException as error:  # a body cut short, no status line, ...
+            broken = type(error).__name__
+            raise ClipclsError(
+                f"the server at {self.url} sent a broken answer ({broken})"
+            ) from None
+        try:
+            return json.loads(body)
+        except ValueError:  # HTML from another web server, bytes that are not UTF-8
+            raise unreadable(self.url) from None
 
     @property
     def model(self) -> tuple[str, str | None]:
@@ -143,6 +168,16 @@ class ServerConnection:
         if not isinstance(answer, dict) or not isinstance(answer.get("search"), list):
             raise unreadable(self.url)
         return answer
+
+
+def _looks_like_clipcls(facts: Any) -> TypeGuard[dict[str, Any]]:
+    """Whether facts name a model and hold the logit scale (and bias, or null) that a client
+    scores with: a stranger is refused on opening, in one line, not by a KeyError later."""
+    if not isinstance(facts, dict) or not isinstance(facts.get("model"), str):
+        return False
+    bias = facts.get("logit_bias")
+    numbers = [facts.get("logit_scale")] + ([] if bias is None else [bias])
+    return all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers)
 
 
 def _why(error: urllib.error.HTTPError) -> str:
