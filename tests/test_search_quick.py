@@ -270,3 +270,21 @@ def test_the_package_facade_loads_each_name_on_first_use() -> None:
         assert getattr(clipcls, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'Nope'"):
         clipcls.Nope  # noqa: B018
+
+
+def test_a_full_disk_under_stdout_is_the_full_command_lines_line(
+    fake: FakeServer, tmp_path: Path
+) -> None:
+    args = ("search", "photos", "a cat", "-f", "csv", "--server", fake.url)
+    said = []
+    for extra in ((), ("--no-cache",)):  # the fast path, then the full command line
+        with open("/dev/full", "w") as full:
+            env = {k: v for k, v in os.environ.items() if k != "CLIPCLS_SERVER"}
+            env["PYTHONPATH"] = str(REPO)
+            command = [sys.executable, "-c", RUN, *args, *extra]
+            done = subprocess.run(
+                command, cwd=tmp_path, env=env, stdout=full, stderr=subprocess.PIPE, text=True
+            )
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        said.append(done.stderr.splitlines()[:-1])  # less the modules line
+    assert said[0] == said[1] and "error: cannot write stdout" in said[0][-1]

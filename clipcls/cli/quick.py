@@ -71,7 +71,7 @@ def quick_search(argv: Sequence[str]) -> int | None:
     except BrokenPipeError:  # `| head -1` is done: end quietly with 1, as Click ends the full CLI
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush too
         return int(ExitStatus.ERROR)
-    except KeyboardInterrupt as stop:  # a reader that is slow to read (`| less`)
+    except (ClipclsError, KeyboardInterrupt) as stop:  # a full disk; a slow reader (`| less`)
         return _stopped(stop, None)
     return int(ExitStatus.OK)
 
