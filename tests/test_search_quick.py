@@ -41,6 +41,7 @@ class FakeServer:
         self.root = root
         self.status = 200  # what a search request gets
         self.info_status = 200
+        self.trickle = 0.0  # seconds between the bytes of a search answer (0: sent at once)
         self.raw: bytes | None = None  # sent as it is for a search request, if set
         self.delay = 0.0  # seconds before a search request is answered
         self.requests: list[tuple[str, str, Any]] = []
@@ -73,6 +74,12 @@ class FakeServer:
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
+                if fake.trickle and body.get("search") is not None:
+                    for byte in data[:50]:  # a byte at a time, each within the read timeout
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(fake.trickle)
+                    return
                 self.wfile.write(data)
 
             def log_message(self, format: str, *args: object) -> None:
@@ -288,3 +295,23 @@ def test_a_full_disk_under_stdout_is_the_full_command_lines_line(
         assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
         said.append(done.stderr.splitlines()[:-1])  # less the modules line
     assert said[0] == said[1] and "error: cannot write stdout" in said[0][-1]
+
+
+def test_an_answer_is_bounded_in_time_and_bytes_not_only_per_read(
+    fake: FakeServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from clipcls.server import wire
+
+    argv = ["search", str(fake.root), "a cat", "--server", fake.url]
+    monkeypatch.setattr(wire, "TIMEOUT", 1.0)
+    fake.trickle = 0.1  # each read waits 0.1 s, the whole answer would take 5 s
+    started = time.monotonic()
+    assert quick_search(argv) == 1
+    assert time.monotonic() - started < 3
+    assert "took over 1 s to send its answer" in capsys.readouterr().err
+    fake.trickle = 0.0
+    fake.failures = [[str(fake.root / f"{i}.jpg"), "cannot identify image"] for i in range(100)]
+    monkeypatch.setattr(wire, "MAX_ANSWER", 2000)  # the facts fit, the search answer does not
+    monkeypatch.setattr(wire, "READ", 10)
+    assert quick_search(argv) == 1
+    assert "an answer of over 2,000 bytes" in capsys.readouterr().err

@@ -23,6 +23,8 @@ API_KEY_HEADER = "X-API-Key"
 KEY_ENV = "CLIPCLS_API_KEY"
 LOAD_WAIT = 600.0  # seconds to wait for a loading server (a first run downloads its weights)
 TIMEOUT = 600.0  # seconds for one answer (the server bounds its own time per request)
+MAX_ANSWER = 1024**3  # bytes: a texts answer of 4,096 vectors is ~80 MB of JSON
+READ = 1024**2  # bytes read at once at most
 
 
 def unreadable(url: str) -> ClipclsError:
@@ -113,7 +115,7 @@ class ServerConnection:
             request.add_header(API_KEY_HEADER, self.api_key)
         try:
             with _OPENER.open(request, timeout=TIMEOUT) as answer:
-                body = answer.read()
+                body = _bounded(answer, self.url)
         except urllib.error.HTTPError as error:
             if error.code == 401:
                 why = f"it wants an API key: set ${KEY_ENV}"
@@ -178,6 +180,23 @@ def _looks_like_clipcls(facts: Any) -> TypeGuard[dict[str, Any]]:
     bias = facts.get("logit_bias")
     numbers = [facts.get("logit_scale")] + ([] if bias is None else [bias])
     return all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers)
+
+
+def _bounded(answer: http.client.HTTPResponse, url: str) -> bytes:
+    """The answer's body, read as it comes, within MAX_ANSWER bytes and TIMEOUT seconds in
+    all: the socket's timeout bounds each read only, and a server trickling a byte a minute
+    would otherwise hold the command for ever."""
+    deadline, parts, size = time.monotonic() + TIMEOUT, [], 0
+    while part := answer.read1(READ):
+        parts.append(part)
+        size += len(part)
+        if size > MAX_ANSWER:
+            raise ClipclsError(f"the server at {url} sent an answer of over {MAX_ANSWER:,} bytes")
+        if time.monotonic() > deadline:
+            raise ClipclsError(f"the server at {url} took over {TIMEOUT:g} s to send its answer")
+    if answer.length:  # read1 ends quietly where the connection closed short of the length
+        raise http.client.IncompleteRead(b"".join(parts), answer.length)
+    return b"".join(parts)
 
 
 def _why(error: urllib.error.HTTPError) -> str:
