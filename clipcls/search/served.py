@@ -51,12 +51,19 @@ def served_ranking(
         return None
     try:
         hits = tuple(_hit(place, item, given) for place, item in enumerate(answer["search"], 1))
-        failed = tuple((_as_given(str(p), given), str(e)) for p, e in answer.get("failures", []))
+        failed = tuple(_failure(str(p), str(e), given) for p, e in answer.get("failures", []))
         if len(hits) > k:
             raise ValueError(f"{len(hits)} hits, {k} asked for")
     except (KeyError, TypeError, ValueError, OverflowError):
         raise ClipclsError("the server sent a search answer clipcls cannot read") from None
     return Ranking(hits, failed, model)
+
+
+def _failure(path: str, error: str, given: dict[str, str]) -> tuple[str, str]:
+    """A file the server could not read, its path and the error's spelled as the local walk
+    spells them (the server's errors name the absolute path it opened)."""
+    shown = _as_given(path, given)
+    return shown, error.replace(path, shown)
 
 
 def _hit(place: int, item: dict[str, Any], given: dict[str, str]) -> Hit:
