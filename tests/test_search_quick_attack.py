@@ -10,11 +10,12 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from subprocess import PIPE
 
 import pytest
+import test_search_quick
 from test_search_quick import REPO, RUN, FakeServer, run
 
 from clipcls.cli.quick import parse_quick, quick_search
@@ -24,14 +25,7 @@ from clipcls.search.served import served_ranking
 SAMPLES = REPO / "sample_images"
 
 
-@pytest.fixture
-def fake(tmp_path: Path) -> Iterator[FakeServer]:
-    root = tmp_path / "photos"
-    (root / "b").mkdir(parents=True)
-    server = FakeServer(root)
-    yield server
-    server.server.shutdown()
-    server.server.server_close()
+fake = test_search_quick.fake  # the stand-in server, as a fixture of these tests too
 
 
 def test_a_dash_among_the_inputs_is_the_full_command_lines_stdin() -> None:
