@@ -84,8 +84,11 @@ def load_stored(folder: Path, found: np.ndarray) -> Stored | None:
 def save_stored(folder: Path, found: np.ndarray, stored: Stored) -> None:
     """Store the matrix for found's versions: written aside, then renamed into place whole (a
     reader never sees half of it). A store that cannot be written is only slower next time."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    aside = Path(tempfile.mkdtemp(prefix=".new-", dir=folder.parent))
+    try:  # a search folder another user made (`sudo clipcls search`), or a file of its name
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        aside = Path(tempfile.mkdtemp(prefix=".new-", dir=folder.parent))
+    except OSError:
+        return
     try:
         np.save(aside / "matrix.npy", np.ascontiguousarray(stored.matrix, dtype=np.float16))
         np.save(aside / "keys.npy", found)

@@ -1,0 +1,143 @@
+"""Round three of attacks on today's changes: stored search listings in a cache folder that
+cannot be written, a saved file whose model is a folder named from where it was saved, and a
+server whose error answer never ends."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import write_tiny_model
+from typer.testing import CliRunner
+
+from clipcls.cli import app
+from clipcls.errors import ClipclsError
+from clipcls.search.store import Stored, load_stored, save_stored, versions
+from clipcls.server import wire
+
+runner = CliRunner()
+
+
+def run(*args: str):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, list(args))
+
+
+def test_a_search_folder_that_cannot_be_written_only_stores_nothing(tmp_path: Path) -> None:
+    # `sudo clipcls search` once left <cache>/search to root (or a file took its name): the
+    # search had its answer, then stopped with a PermissionError traceback while storing it.
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"x")
+    found = versions([str(image)])
+    assert found is not None
+    stored = Stored(np.ones((1, 4), np.float16), (), "m")
+    taken = tmp_path / "cache" / "search"
+    taken.parent.mkdir()
+    taken.write_text("not a folder")
+    save_stored(taken / ("a" * 64), found, stored)  # no error: only slower next time
+    assert taken.read_text() == "not a folder"
+    assert load_stored(taken / ("a" * 64), found) is None
+
+
+def test_a_read_only_search_folder_leaves_the_search_its_answer(
+    tiny_model: str, photos: Path, isolated_caches: Path
+) -> None:
+    search = isolated_caches / "search"
+    search.mkdir(parents=True)
+    search.chmod(0o555)
+    try:
+        with open(search / ".probe", "w"):
+            pytest.skip("this user writes in a read-only folder (root)")
+    except PermissionError:
+        pass
+    try:
+        done = run("search", str(photos), "a cat", "--model", tiny_model, "-f", "jsonl", "-q")
+    finally:
+        search.chmod(0o755)
+    assert done.exit_code == 0, done.output
+    assert len(done.stdout.splitlines()) == 4
+
+
+@pytest.fixture
+def moved_run(tmp_path: Path, photos: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A label run saved with `--model local-dir:model` (a folder beside it), then looked at
+    from another folder."""
+    write_tiny_model(tmp_path / "model")
+    monkeypatch.chdir(tmp_path)
+    saved = run(
+        "label", "photos", "-l", "cat,dog", "--model", "local-dir:model",
+        "--save-embeddings", "-o", "run.jsonl", "-q",
+    )  # fmt: skip
+    assert saved.exit_code == 0, saved.output
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    return tmp_path / "run.jsonl"
+
+
+def test_a_files_relative_model_folder_is_found_from_another_folder(moved_run: Path) -> None:
+    # The rows' paths are taken from the folder the saving run started in; its relative
+    # local-dir: model was looked for here: "--model local-dir:model: model is not a folder",
+    # though no --model was given.
+    saved = str(moved_run)
+    scored = run("predict", "-l", "cat,dog", "--from-embeddings", saved, "-f", "jsonl", "-q")
+    assert scored.exit_code == 0, scored.output
+    assert len(scored.stdout.splitlines()) == 4
+    found = run("search", "a cat", "--from-embeddings", saved, "-f", "jsonl", "-q", "-k", "2")
+    assert found.exit_code == 0, found.output
+    assert len(found.stdout.splitlines()) == 2
+
+
+class _EndlessError(http.server.BaseHTTPRequestHandler):
+    """A clipcls server's facts; then a 500 whose body comes a byte at a time, for ever."""
+
+    def do_GET(self) -> None:
+        self._send(200, json.dumps({"model": "m", "logit_scale": 100.0}).encode())
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(500)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(10**9))
+        self.end_headers()
+        try:
+            for _ in range(200):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.05)
+        except OSError:
+            pass  # the client gave up
+
+    def _send(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def endless_error() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessError)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def test_an_error_answer_is_read_within_the_bound_too(
+    endless_error: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only a 2xx body went through the bound: the body of an error was read whole for its
+    # reason, so a server trickling one held the command for as long as it liked.
+    connection = wire.ServerConnection(endless_error)
+    monkeypatch.setattr(wire, "TIMEOUT", 0.5)
+    started = time.monotonic()
+    with pytest.raises(ClipclsError, match="answered 500"):
+        connection.post({"texts": ["a"]})
+    assert time.monotonic() - started < 3  # the whole body takes 10 s
