@@ -121,7 +121,7 @@ class ServerConnection:
                 why = f"it wants an API key: set ${KEY_ENV}"
                 raise UsageError(f"the server at {self.url} refused the request: {why}") from None
             raise ClipclsError(
-                f"the server at {self.url} answered {error.code}: {_why(error)}"
+                f"the server at {self.url} answered {error.code}: {_why(error, self.url)}"
             ) from None
         except (urllib.error.URLError, OSError, ValueError) as error:
             reason = getattr(error, "reason", None) or error
@@ -199,9 +199,13 @@ def _bounded(answer: http.client.HTTPResponse, url: str) -> bytes:
     return b"".join(parts)
 
 
-def _why(error: urllib.error.HTTPError) -> str:
+def _why(error: urllib.error.HTTPError, url: str) -> str:
+    """The reason an error answer gives, read within the same bounds as any answer (one that
+    is too long, too slow, cut short or not JSON: its status line's reason)."""
+    if not isinstance(error.fp, http.client.HTTPResponse):
+        return str(error.reason)
     try:
-        detail = json.loads(error.read())
+        detail = json.loads(_bounded(error.fp, url))
         return str(detail.get("error") or detail.get("detail") or detail)
-    except (ValueError, OSError, AttributeError):
+    except (ValueError, OSError, AttributeError, ClipclsError, http.client.HTTPException):
         return str(error.reason)
