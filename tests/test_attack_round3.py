@@ -16,8 +16,10 @@ import pytest
 from conftest import write_tiny_model
 from typer.testing import CliRunner
 
+from clipcls.backends.saved import _from_here
 from clipcls.cli import app
 from clipcls.errors import ClipclsError
+from clipcls.output.saved import SavedEmbeddings
 from clipcls.search.store import Stored, load_stored, save_stored, versions
 from clipcls.server import wire
 
@@ -90,6 +92,22 @@ def test_a_files_relative_model_folder_is_found_from_another_folder(moved_run: P
     found = run("search", "a cat", "--from-embeddings", saved, "-f", "jsonl", "-q", "-k", "2")
     assert found.exit_code == 0, found.output
     assert len(found.stdout.splitlines()) == 2
+
+
+def test_a_files_relative_weights_file_is_taken_from_where_it_was_saved(tmp_path: Path) -> None:
+    # `label --model ViT-B-32 --pretrained w.pt` records ViT-B-32:w.pt; from another folder
+    # the tag was no file and no open_clip tag, and the file's own model was refused as
+    # "not of --model ViT-B-32:w.pt".
+    (tmp_path / "w.pt").write_bytes(b"weights")
+
+    def model_from_here(model: str) -> str:
+        saved = SavedEmbeddings(tmp_path / "run.jsonl", (), model, None, str(tmp_path))
+        return _from_here(saved).model
+
+    assert model_from_here("ViT-B-32:w.pt") == f"ViT-B-32:{tmp_path / 'w.pt'}"
+    assert model_from_here("local-dir:model") == f"local-dir:{tmp_path / 'model'}"
+    for kept in ("ViT-B-32:openai", "ViT-B-32", "hf-hub:org/w.pt", "local-dir:/m", "ViT-B-32:/w"):
+        assert model_from_here(kept) == kept
 
 
 class _EndlessError(http.server.BaseHTTPRequestHandler):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -57,6 +58,27 @@ def refuse_other(saved: SavedEmbeddings, current: str, asked: str) -> None:
         )
 
 
+def _from_here(saved: SavedEmbeddings) -> SavedEmbeddings:
+    """saved, its model's relative folder (local-dir:) or weights file (ARCH:FILE) taken from
+    the folder the saving run started in, as its rows' paths are: from any other folder they
+    were looked for here, and the model the file names was refused as another."""
+    from clipcls.engine.sources import LOCAL_DIR, schema_source
+
+    if saved.model.startswith(LOCAL_DIR):
+        head, where = LOCAL_DIR, saved.model.removeprefix(LOCAL_DIR)
+    elif schema_source(saved.model) is None:
+        arch, colon, where = saved.model.partition(":")
+        head = arch + colon
+    else:
+        return saved
+    if saved.cwd is None or not where or os.path.isabs(os.path.expanduser(where)):
+        return saved
+    moved = os.path.join(saved.cwd, where)
+    if head != LOCAL_DIR and not os.path.isfile(moved):
+        return saved  # a pretrained tag (ARCH:TAG), as open_clip names weights
+    return dataclasses.replace(saved, model=head + moved)
+
+
 def _with_file_model(config: BackendConfig, saved: SavedEmbeddings) -> BackendConfig:
     """config, with the model the file's rows record where neither --model nor --pretrained
     was given: the default model would only be refused as another model (after a download)."""
@@ -77,7 +99,7 @@ class SavedEmbeddingsBackend:
     def __init__(self, config: BackendConfig) -> None:
         if config.embeddings is None:
             raise UsageError("the embeddings backend needs a file (--from-embeddings)")
-        self.saved = read_saved(Path(config.embeddings))
+        self.saved = _from_here(read_saved(Path(config.embeddings)))
         config = _with_file_model(config, self.saved)
         self.config = config
         self.text = LocalBackend(config)  # the text tower, or the cache standing in for it

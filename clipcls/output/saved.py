@@ -19,7 +19,6 @@ from clipcls.remote import is_url
 
 SETUP_SUFFIX = ".clipcls.json"  # labeling.manifest's setup record, beside the output
 MAX_SETUP_BYTES = 64 << 20
-LOCAL_DIR = "local-dir:"  # a model folder's schema (engine.sources, which output may not import)
 
 
 @dataclass(frozen=True)
@@ -37,8 +36,9 @@ class SavedEmbeddings:
 
     source: Path
     images: tuple[SavedImage, ...]
-    model: str  # as the rows record it (a relative local-dir: folder, from here)
+    model: str  # as the rows record it
     model_key: str | None  # the weights' identity from the setup record (None: not known)
+    cwd: str | None = None  # the folder the saving run started in, where it is not this one
 
     def by_key(self) -> dict[str, SavedImage]:
         """The rows by the file each names (pathtext.path_key)."""
@@ -70,7 +70,7 @@ def _comparable(key: Any) -> str | None:
     identities (size and a hash of both ends): not comparable with a digest."""
     if not isinstance(key, str) or not key:
         return None
-    is_file = key.startswith(LOCAL_DIR) or "+file:" in key
+    is_file = key.startswith("local-dir:") or "+file:" in key
     return None if is_file and "sha256:" not in key else key
 
 
@@ -142,21 +142,10 @@ def read_saved(source: Path) -> SavedEmbeddings:
     if not images:
         raise UsageError(f"{clean_text(str(source))} holds no rows")
     recorded = setup.get("model")
-    model = model or (recorded if isinstance(recorded, str) else "")
-    moved = cwd if cwd and cwd != os.getcwd() else None
     return SavedEmbeddings(
         source,
         tuple(images.values()),
-        _from_here(model, moved),
+        model or (recorded if isinstance(recorded, str) else ""),
         _comparable(setup.get("model_key")),
+        cwd if cwd and cwd != os.getcwd() else None,
     )
-
-
-def _from_here(model: str, cwd: str | None) -> str:
-    """model, a relative local-dir: folder taken from cwd (the folder the saving run started
-    in, where it is not this one), as the rows' paths are: the model a run without --model
-    loads, from wherever it runs."""
-    folder = model.removeprefix(LOCAL_DIR)
-    if cwd is None or folder == model or os.path.isabs(os.path.expanduser(folder)):
-        return model
-    return LOCAL_DIR + os.path.join(cwd, folder)
