@@ -110,6 +110,38 @@ def test_a_files_relative_weights_file_is_taken_from_where_it_was_saved(tmp_path
         assert model_from_here(kept) == kept
 
 
+class _NoModel:
+    """Stands in for ClipModel: a run that tries to load the model fails the test."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        raise AssertionError("the model was loaded")
+
+
+def test_dedupe_of_a_file_that_records_no_model_loads_none(
+    tiny_model: str, photos: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Rows without a model column, their setup record not copied along: nothing could be
+    # checked, yet the default model was loaded (a 600 MB first download; offline, an error)
+    # for a dedupe that asks no text of it.
+    saved = tmp_path / "run.jsonl"
+    done = run(
+        "label", str(photos), "-l", "cat,dog", "--model", tiny_model,
+        "--save-embeddings", "-o", str(saved), "-q",
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    rows = [json.loads(line) for line in saved.read_text().splitlines()]
+    saved.write_text("".join(json.dumps({**row, "model": None}) + "\n" for row in rows))
+    Path(f"{saved}.clipcls.json").unlink()
+    monkeypatch.setattr("clipcls.engine.model.ClipModel", _NoModel)
+    grouped = run("dedupe", "--from-embeddings", str(saved), "--threshold", "0.5", "-f", "csv")
+    assert grouped.exit_code == 0, grouped.output
+    assert grouped.stdout.startswith("group,path,score,keep")
+    cat = str(photos / "chelsea.png")
+    near = run("similar", cat, "--from-embeddings", str(saved), "-k", "2", "-f", "csv", "-q")
+    assert near.exit_code == 0, near.output
+    assert len(near.stdout.splitlines()) == 3 and cat not in near.stdout
+
+
 class _EndlessError(http.server.BaseHTTPRequestHandler):
     """A clipcls server's facts; then a 500 whose body comes a byte at a time, for ever."""
 

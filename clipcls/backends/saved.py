@@ -133,8 +133,8 @@ class SavedEmbeddingsBackend:
 
     @property
     def model_id(self) -> str:
-        if not self.text_needed and self.saved.model:
-            return self.saved.model  # checked against the model asked when the file was read
+        if not self.text_needed:  # checked against the model asked when the file was read
+            return self.saved.model or self.config.settings.model
         return self.text.model_id
 
     @property
@@ -146,8 +146,11 @@ class SavedEmbeddingsBackend:
         image is asked of it: the file has them), else by loading the model."""
         if self.started:
             return
-        if self.checked and expected is not None and not expected.labels and not self.extra:
-            self.text_needed = False  # dedupe, or similar to a saved image: no text, no model
+        # Checked, or nothing to check by loading (the file records no model): a dedupe, or
+        # similar to a saved image, asks no text, and loads no model.
+        nothing_asked = expected is not None and not expected.labels and not self.extra
+        if (self.checked or not self.saved.model) and nothing_asked:
+            self.text_needed = False
             self.started = True
             return
         if expected is not None:
