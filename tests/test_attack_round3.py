@@ -142,6 +142,17 @@ def test_dedupe_of_a_file_that_records_no_model_loads_none(
     assert len(near.stdout.splitlines()) == 3 and cat not in near.stdout
 
 
+def test_a_files_model_whose_weights_changed_is_not_called_an_asked_model(
+    tmp_path: Path, photos: Path, moved_run: Path
+) -> None:
+    # The model folder the file records was exported again: the refusal said "not of --model
+    # local-dir:model", a --model nobody gave, under the very name the file records.
+    write_tiny_model(tmp_path / "model", seed=5)
+    refused = run("predict", "-l", "cat,dog", "--from-embeddings", str(moved_run), "-q")
+    assert refused.exit_code == 2
+    assert "--model" not in refused.stderr and "weights are now others" in refused.stderr
+
+
 class _EndlessError(http.server.BaseHTTPRequestHandler):
     """A clipcls server's facts; then a 500 whose body comes a byte at a time, for ever."""
 

@@ -27,20 +27,23 @@ from clipcls.settings import ModelSettings, model_id
 EMBED_CHUNK = 256  # paths looked up at once; those also_embed named are embedded together
 
 
-def check_same_model(saved: SavedEmbeddings, settings: ModelSettings, key: str | None) -> bool:
+def check_same_model(
+    saved: SavedEmbeddings, settings: ModelSettings, key: str | None, asked: bool = True
+) -> bool:
     """Refuse embeddings another model made: by the weights' identity where the file's setup
     record and --model both tell it, else by name where --model names its weights. False where
-    neither could tell (a default tag): then the loaded model's name decides."""
+    neither could tell (a default tag): then the loaded model's name decides. asked: whether
+    --model named the model (else the file's rows did)."""
     from clipcls.engine.sources import named_model_id
 
     where = clean_text(str(saved.source))
     if saved.model_key is not None and key is not None:
         if saved.model_key != key:
-            raise UsageError(
-                f"{where} holds embeddings of {saved.model or 'another model'} "
-                f"({short_identity(saved.model_key)}), not of --model {settings.model} "
-                f"({short_identity(key)})"
-            )
+            made = f"{where} holds embeddings of {saved.model or 'another model'}"
+            was, now = short_identity(saved.model_key), short_identity(key)
+            if not asked:  # the model it records, its weights changed since (or not its own)
+                raise UsageError(f"{made} ({was}), and that model's weights are now others ({now})")
+            raise UsageError(f"{made} ({was}), not of --model {settings.model} ({now})")
         return True
     named = named_model_id(settings)
     if named is not None:
@@ -103,7 +106,8 @@ class SavedEmbeddingsBackend:
         config = _with_file_model(config, self.saved)
         self.config = config
         self.text = LocalBackend(config)  # the text tower, or the cache standing in for it
-        self.checked = check_same_model(self.saved, config.settings, self.text.weights)
+        asked = config.asked_model is not None or config.settings.pretrained is not None
+        self.checked = check_same_model(self.saved, config.settings, self.text.weights, asked)
         self.text_needed = True  # False once a start said nothing will be asked of it
         self.images = self.saved.by_key()
         self.extra: dict[str, str] = {}  # path key -> path of images the model embeds here
