@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ from clipcls.backends.saved import _from_here
 from clipcls.cli import app
 from clipcls.errors import ClipclsError
 from clipcls.output.saved import SavedEmbeddings
-from clipcls.search.store import Stored, load_stored, save_stored, versions
+from clipcls.search.store import Stored, load_stored, prune_stored, save_stored, versions
 from clipcls.server import wire
 
 runner = CliRunner()
@@ -44,6 +45,30 @@ def test_a_search_folder_that_cannot_be_written_only_stores_nothing(tmp_path: Pa
     save_stored(taken / ("a" * 64), found, stored)  # no error: only slower next time
     assert taken.read_text() == "not a folder"
     assert load_stored(taken / ("a" * 64), found) is None
+
+
+def test_links_planted_in_the_search_folder_never_lose_their_targets(tmp_path: Path) -> None:
+    # Pruning and saving remove folders: a link named like a listing, or like a half-written
+    # store left for an hour, must go at most itself, never what it points to.
+    outside = tmp_path / "photos"
+    outside.mkdir()
+    (outside / "keep.jpg").write_bytes(b"mine")
+    parent = tmp_path / "cache" / "search"
+    parent.mkdir(parents=True)
+    listed, half = parent / ("b" * 64), parent / ".new-link"
+    listed.symlink_to(outside, target_is_directory=True)
+    half.symlink_to(outside, target_is_directory=True)
+    os.utime(outside, (1, 1))  # "old": a stat through the link says an hour is long past
+    (parent / ("c" * 64)).write_text("a file named like a listing")
+    found = versions([str(outside / "keep.jpg")])
+    assert found is not None
+    stored = Stored(np.ones((1, 4), np.float16), (), "m")
+    save_stored(listed, found, stored)  # the listing's own name: written nowhere through it
+    for index in range(3):
+        save_stored(parent / f"{index:064x}", found, stored)
+    prune_stored(parent, budget=0)
+    assert sorted(p.name for p in outside.iterdir()) == ["keep.jpg"]
+    assert (outside / "keep.jpg").read_bytes() == b"mine"
 
 
 def test_a_read_only_search_folder_leaves_the_search_its_answer(
