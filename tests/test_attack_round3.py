@@ -14,15 +14,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import write_tiny_model
+from conftest import colour_images, write_tiny_model
+from test_search_attack import served_search
 from typer.testing import CliRunner
 
 from clipcls.backends.saved import _from_here
 from clipcls.cli import app
 from clipcls.errors import ClipclsError
 from clipcls.output.saved import SavedEmbeddings
+from clipcls.pipeline import PreparedImage
 from clipcls.search.store import Stored, load_stored, prune_stored, save_stored, versions
 from clipcls.server import wire
+from clipcls.server.checks import RequestError
+from clipcls.server.protocol import ImageRef
+from clipcls.server.search_request import SearchRequest
+from clipcls.server.searching import Budget
 
 runner = CliRunner()
 
@@ -176,6 +182,30 @@ def test_a_files_model_whose_weights_changed_is_not_called_an_asked_model(
     refused = run("predict", "-l", "cat,dog", "--from-embeddings", str(moved_run), "-q")
     assert refused.exit_code == 2
     assert "--model" not in refused.stderr and "weights are now others" in refused.stderr
+
+
+def test_a_served_search_past_its_budget_decodes_little_before_it_says_so(
+    tmp_path: Path,
+) -> None:
+    # `serve --max-images 8` over a folder of new photos: the whole first chunk (256 files)
+    # was decoded and resized before the 409 that its ninth miss already decided, holding
+    # the worker from every other client, and the fast path's refusal sends the search twice.
+    colour_images(tmp_path / "photos", 60)
+    search = served_search(tmp_path)
+    decoded: list[str] = []
+    prepare = search.prepare
+
+    def counted(ref: ImageRef) -> PreparedImage:
+        decoded.append(ref.name)
+        return prepare(ref)
+
+    search.prepare = counted
+    search.budget = Budget(images=8, seconds=60.0)
+    with pytest.raises(RequestError) as refused:
+        search.answer(SearchRequest((str(tmp_path / "photos"),), "red", 3))
+    assert refused.value.status == 409
+    assert len(decoded) <= 8 + 8  # the budget, and one pass of the image tower (8 here)
+    assert search.embedded == 0
 
 
 class _EndlessError(http.server.BaseHTTPRequestHandler):
