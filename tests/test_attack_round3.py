@@ -7,8 +7,12 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -257,3 +261,48 @@ def test_an_error_answer_is_read_within_the_bound_too(
     with pytest.raises(ClipclsError, match="answered 500"):
         connection.post({"texts": ["a"]})
     assert time.monotonic() - started < 3  # the whole body takes 10 s
+
+
+@pytest.mark.slow  # starts a clipcls server
+def test_a_search_past_a_real_servers_budget_ranks_as_a_local_one_then_is_served_warm(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    from test_search_server import QUERY, call, free_port, local_search, whole_search
+
+    folder = tmp_path / "allowed" / "photos"
+    colour_images(folder, 40)  # five times --max-images, none cached by the server
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    budget = ("--max-images", "8")
+    command = [sys.executable, "-m", "clipcls", "serve", "--model", tiny_model, "--precision"]
+    with open(tmp_path / "server.log", "w") as log:
+        server = subprocess.Popen(
+            [*command, "fp32", "--port", str(port), "--allow-dir", str(folder.parent), *budget],
+            stderr=log,
+            env={**os.environ, "CLIPCLS_CACHE_DIR": str(tmp_path / "server-cache")},
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None and time.monotonic() < deadline
+            try:
+                call(f"{url}/v1/info")
+                break
+            except (OSError, urllib.error.HTTPError):
+                time.sleep(0.2)
+        with pytest.MonkeyPatch.context() as patched:  # a cache of its own: the client's
+            patched.setenv("CLIPCLS_CACHE_DIR", str(tmp_path / "local-cache"))  # stays empty
+            here = local_search(folder, tiny_model)
+        refused = whole_search(folder, url)  # 409: the full command line searches here
+        assert "typer" in refused.stderr.splitlines()[-1], refused.stderr
+        assert [json.loads(line) for line in refused.stdout.splitlines()] == here
+        body = {"search": {"folders": [str(folder)], "text": QUERY, "k": 5}}
+        warm = call(f"{url}/v1/predict", body)  # the client's predict requests filled its cache
+        assert warm["embedded"] == 0
+        assert [hit["path"] for hit in warm["search"]] == [row["path"] for row in here[:5]]
+        quick = whole_search(folder, url)  # served now, by the fast path
+        assert quick.stderr.splitlines()[-1] == "loaded:", quick.stderr
+        assert [json.loads(line) for line in quick.stdout.splitlines()] == here
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=30)
