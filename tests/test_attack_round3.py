@@ -242,12 +242,16 @@ class _EndlessError(http.server.BaseHTTPRequestHandler):
         pass
 
 
-@pytest.fixture
-def endless_error() -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _EndlessError)
+def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+@pytest.fixture
+def endless_error() -> Iterator[str]:
+    yield from _serving(_EndlessError)
 
 
 def test_an_error_answer_is_read_within_the_bound_too(
@@ -261,6 +265,32 @@ def test_an_error_answer_is_read_within_the_bound_too(
     with pytest.raises(ClipclsError, match="answered 500"):
         connection.post({"texts": ["a"]})
     assert time.monotonic() - started < 3  # the whole body takes 10 s
+
+
+class _DeepAnswer(_EndlessError):
+    """A server whose answers (and error answers) are JSON nested deeper than Python parses."""
+
+    deep = b"[" * 100_000 + b"]" * 100_000
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self._send(500 if "error" in self.path else 200, self.deep)
+
+
+@pytest.fixture
+def deep_answer() -> Iterator[str]:
+    yield from _serving(_DeepAnswer)
+
+
+def test_an_answer_nested_too_deep_is_one_that_cannot_be_read(deep_answer: str) -> None:
+    # 200 KB of brackets is valid JSON that json.loads gives up on with a RecursionError,
+    # which escaped as a traceback where any other unreadable answer is one line.
+    connection = wire.ServerConnection(deep_answer)
+    with pytest.raises(ClipclsError, match="cannot read"):
+        connection.post({"texts": ["a"]})
+    connection.url += "/error"  # the same answer, as the body of a 500
+    with pytest.raises(ClipclsError, match="answered 500"):
+        connection.post({"texts": ["a"]})
 
 
 @pytest.mark.slow  # starts a clipcls server

@@ -133,7 +133,7 @@ class ServerConnection:
             ) from None
         try:
             return json.loads(body)
-        except ValueError:  # HTML from another web server, bytes that are not UTF-8
+        except (ValueError, RecursionError):  # HTML, bytes not UTF-8, [[[[... too deep
             raise unreadable(self.url) from None
 
     @property
@@ -207,5 +207,7 @@ def _why(error: urllib.error.HTTPError, url: str) -> str:
     try:
         detail = json.loads(_bounded(error.fp, url))
         return str(detail.get("error") or detail.get("detail") or detail)
-    except (ValueError, OSError, AttributeError, ClipclsError, http.client.HTTPException):
+    except (ValueError, RecursionError, AttributeError, OSError):  # not JSON, not an object
+        return str(error.reason)
+    except (ClipclsError, http.client.HTTPException):  # too long, too slow, cut short
         return str(error.reason)
