@@ -4,6 +4,7 @@ server whose error answer never ends."""
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
@@ -291,6 +292,31 @@ def test_an_answer_nested_too_deep_is_one_that_cannot_be_read(deep_answer: str) 
     connection.url += "/error"  # the same answer, as the body of a 500
     with pytest.raises(ClipclsError, match="answered 500"):
         connection.post({"texts": ["a"]})
+
+
+def test_an_answer_whose_headers_trickle_is_bounded_in_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bound held from the body on: a status line and headers sent a byte at a time, each
+    # within the socket's timeout, held the command for as long as the server liked.
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def trickle() -> None:
+        client, _ = listener.accept()
+        with client:
+            client.recv(65536)
+            with contextlib.suppress(OSError):  # the client hung up: done
+                for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100:
+                    client.sendall(bytes([byte]))
+                    time.sleep(0.05)
+
+    threading.Thread(target=trickle, daemon=True).start()
+    monkeypatch.setattr(wire, "TIMEOUT", 0.5)
+    started = time.monotonic()
+    with pytest.raises(ClipclsError, match="took over 0.5 s to send its answer"):
+        wire.ServerConnection(f"http://127.0.0.1:{listener.getsockname()[1]}")
+    assert time.monotonic() - started < 2  # the headers alone take 6 s
+    listener.close()
 
 
 @pytest.mark.slow  # starts a clipcls server
