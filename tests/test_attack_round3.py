@@ -1,20 +1,16 @@
 """Round three of attacks on today's changes: stored search listings in a cache folder that
 cannot be written, a saved file whose model is a folder named from where it was saved, and a
-server whose error answer never ends."""
+served search past its budget (the server connection's part: test_attack_round3_wire.py)."""
 
 from __future__ import annotations
 
-import contextlib
-import http.server
 import json
 import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -25,11 +21,9 @@ from typer.testing import CliRunner
 
 from clipcls.backends.saved import _from_here
 from clipcls.cli import app
-from clipcls.errors import ClipclsError
 from clipcls.output.saved import SavedEmbeddings
 from clipcls.pipeline import PreparedImage
 from clipcls.search.store import Stored, load_stored, prune_stored, save_stored, versions
-from clipcls.server import wire
 from clipcls.server.checks import RequestError
 from clipcls.server.protocol import ImageRef
 from clipcls.server.search_request import SearchRequest
@@ -213,117 +207,12 @@ def test_a_served_search_past_its_budget_decodes_little_before_it_says_so(
     assert search.embedded == 0
 
 
-class _EndlessError(http.server.BaseHTTPRequestHandler):
-    """A clipcls server's facts; then a 500 whose body comes a byte at a time, for ever."""
-
-    def do_GET(self) -> None:
-        self._send(200, json.dumps({"model": "m", "logit_scale": 100.0}).encode())
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self.send_response(500)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(10**9))
-        self.end_headers()
-        try:
-            for _ in range(200):
-                self.wfile.write(b" ")
-                self.wfile.flush()
-                time.sleep(0.05)
-        except OSError:
-            pass  # the client gave up
-
-    def _send(self, status: int, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-def _serving(handler: type[http.server.BaseHTTPRequestHandler]) -> Iterator[str]:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-
-
-@pytest.fixture
-def endless_error() -> Iterator[str]:
-    yield from _serving(_EndlessError)
-
-
-def test_an_error_answer_is_read_within_the_bound_too(
-    endless_error: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Only a 2xx body went through the bound: the body of an error was read whole for its
-    # reason, so a server trickling one held the command for as long as it liked.
-    connection = wire.ServerConnection(endless_error)
-    monkeypatch.setattr(wire, "TIMEOUT", 0.5)
-    started = time.monotonic()
-    with pytest.raises(ClipclsError, match="answered 500"):
-        connection.post({"texts": ["a"]})
-    assert time.monotonic() - started < 3  # the whole body takes 10 s
-
-
-class _DeepAnswer(_EndlessError):
-    """A server whose answers (and error answers) are JSON nested deeper than Python parses."""
-
-    deep = b"[" * 100_000 + b"]" * 100_000
-
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers["Content-Length"]))
-        self._send(500 if "error" in self.path else 200, self.deep)
-
-
-@pytest.fixture
-def deep_answer() -> Iterator[str]:
-    yield from _serving(_DeepAnswer)
-
-
-def test_an_answer_nested_too_deep_is_one_that_cannot_be_read(deep_answer: str) -> None:
-    # 200 KB of brackets is valid JSON that json.loads gives up on with a RecursionError,
-    # which escaped as a traceback where any other unreadable answer is one line.
-    connection = wire.ServerConnection(deep_answer)
-    with pytest.raises(ClipclsError, match="cannot read"):
-        connection.post({"texts": ["a"]})
-    connection.url += "/error"  # the same answer, as the body of a 500
-    with pytest.raises(ClipclsError, match="answered 500"):
-        connection.post({"texts": ["a"]})
-
-
-def test_an_answer_whose_headers_trickle_is_bounded_in_all(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The bound held from the body on: a status line and headers sent a byte at a time, each
-    # within the socket's timeout, held the command for as long as the server liked.
-    import socket
-
-    listener = socket.create_server(("127.0.0.1", 0))
-
-    def trickle() -> None:
-        client, _ = listener.accept()
-        with client:
-            client.recv(65536)
-            with contextlib.suppress(OSError):  # the client hung up: done
-                for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100:
-                    client.sendall(bytes([byte]))
-                    time.sleep(0.05)
-
-    threading.Thread(target=trickle, daemon=True).start()
-    monkeypatch.setattr(wire, "TIMEOUT", 0.5)
-    started = time.monotonic()
-    with pytest.raises(ClipclsError, match="took over 0.5 s to send its answer"):
-        wire.ServerConnection(f"http://127.0.0.1:{listener.getsockname()[1]}")
-    assert time.monotonic() - started < 2  # the headers alone take 6 s
-    listener.close()
-
-
 @pytest.mark.slow  # starts a clipcls server
 def test_a_search_past_a_real_servers_budget_ranks_as_a_local_one_then_is_served_warm(
     tiny_model: str, tmp_path: Path
 ) -> None:
-    from test_search_server import QUERY, call, free_port, local_search, whole_search
+    from test_fewshot_serve import free_port
+    from test_search_server import QUERY, call, local_search, whole_search
 
     folder = tmp_path / "allowed" / "photos"
     colour_images(folder, 40)  # five times --max-images, none cached by the server
