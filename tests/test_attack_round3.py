@@ -23,7 +23,7 @@ from clipcls.backends.saved import _from_here
 from clipcls.cli import app
 from clipcls.output.saved import SavedEmbeddings
 from clipcls.pipeline import PreparedImage
-from clipcls.search.store import Stored, load_stored, prune_stored, save_stored, versions
+from clipcls.search.store import KEPT, Stored, load_stored, prune_stored, save_stored, versions
 from clipcls.server.checks import RequestError
 from clipcls.server.protocol import ImageRef
 from clipcls.server.search_request import SearchRequest
@@ -251,3 +251,30 @@ def test_a_search_past_a_real_servers_budget_ranks_as_a_local_one_then_is_served
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
+
+
+def test_indexes_of_other_listings_do_not_pile_up(tmp_path: Path) -> None:
+    # A library of a million photos that grows by one a day is a new listing each search, and
+    # each built its approximate index (GBs) beside the older ones, never removed; a killed
+    # build's half-written index stayed too.
+    from usearch.index import Index
+
+    from clipcls.search import ann
+
+    folder = tmp_path / "ann"
+    folder.mkdir()
+    older = []
+    for index in range(KEPT + 3):
+        path = folder / f"{index:032x}.{0:032x}.usearch"
+        path.write_bytes(b"an index")
+        os.utime(path, (1000 + index, 1000 + index))
+        older.append(path)
+    killed = folder / ".new-x.usearch"
+    killed.write_bytes(b"half")
+    os.utime(killed, (1, 1))
+    built = Index(ndim=4, metric="cos")
+    built.add(np.arange(2, dtype=np.uint64), np.ones((2, 4), np.float32))
+    newest = folder / f"{'f' * 32}.{0:032x}.usearch"
+    ann._save(built, newest)
+    assert newest.exists() and not killed.exists()
+    assert [path.exists() for path in older] == [False] * 4 + [True] * (KEPT - 1)
