@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -26,20 +27,23 @@ from clipcls.settings import ModelSettings, model_id
 EMBED_CHUNK = 256  # paths looked up at once; those also_embed named are embedded together
 
 
-def check_same_model(saved: SavedEmbeddings, settings: ModelSettings, key: str | None) -> bool:
+def check_same_model(
+    saved: SavedEmbeddings, settings: ModelSettings, key: str | None, asked: bool = True
+) -> bool:
     """Refuse embeddings another model made: by the weights' identity where the file's setup
     record and --model both tell it, else by name where --model names its weights. False where
-    neither could tell (a default tag): then the loaded model's name decides."""
+    neither could tell (a default tag): then the loaded model's name decides. asked: whether
+    --model named the model (else the file's rows did)."""
     from clipcls.engine.sources import named_model_id
 
     where = clean_text(str(saved.source))
     if saved.model_key is not None and key is not None:
         if saved.model_key != key:
-            raise UsageError(
-                f"{where} holds embeddings of {saved.model or 'another model'} "
-                f"({short_identity(saved.model_key)}), not of --model {settings.model} "
-                f"({short_identity(key)})"
-            )
+            made = f"{where} holds embeddings of {saved.model or 'another model'}"
+            was, now = short_identity(saved.model_key), short_identity(key)
+            if not asked:  # the model it records, its weights changed since (or not its own)
+                raise UsageError(f"{made} ({was}), and that model's weights are now others ({now})")
+            raise UsageError(f"{made} ({was}), not of --model {settings.model} ({now})")
         return True
     named = named_model_id(settings)
     if named is not None:
@@ -55,6 +59,27 @@ def refuse_other(saved: SavedEmbeddings, current: str, asked: str) -> None:
             f"{clean_text(str(saved.source))} holds embeddings of {saved.model}, not of "
             f"--model {named}"
         )
+
+
+def _from_here(saved: SavedEmbeddings) -> SavedEmbeddings:
+    """saved, its model's relative folder (local-dir:) or weights file (ARCH:FILE) taken from
+    the folder the saving run started in, as its rows' paths are: from any other folder they
+    were looked for here, and the model the file names was refused as another."""
+    from clipcls.engine.sources import LOCAL_DIR, schema_source
+
+    if saved.model.startswith(LOCAL_DIR):
+        head, where = LOCAL_DIR, saved.model.removeprefix(LOCAL_DIR)
+    elif schema_source(saved.model) is None:
+        arch, colon, where = saved.model.partition(":")
+        head = arch + colon
+    else:
+        return saved
+    if saved.cwd is None or not where or os.path.isabs(os.path.expanduser(where)):
+        return saved
+    moved = os.path.join(saved.cwd, where)
+    if head != LOCAL_DIR and not os.path.isfile(moved):
+        return saved  # a pretrained tag (ARCH:TAG), as open_clip names weights
+    return dataclasses.replace(saved, model=head + moved)
 
 
 def _with_file_model(config: BackendConfig, saved: SavedEmbeddings) -> BackendConfig:
@@ -77,11 +102,12 @@ class SavedEmbeddingsBackend:
     def __init__(self, config: BackendConfig) -> None:
         if config.embeddings is None:
             raise UsageError("the embeddings backend needs a file (--from-embeddings)")
-        self.saved = read_saved(Path(config.embeddings))
+        self.saved = _from_here(read_saved(Path(config.embeddings)))
         config = _with_file_model(config, self.saved)
         self.config = config
         self.text = LocalBackend(config)  # the text tower, or the cache standing in for it
-        self.checked = check_same_model(self.saved, config.settings, self.text.weights)
+        asked = config.asked_model is not None or config.settings.pretrained is not None
+        self.checked = check_same_model(self.saved, config.settings, self.text.weights, asked)
         self.text_needed = True  # False once a start said nothing will be asked of it
         self.images = self.saved.by_key()
         self.extra: dict[str, str] = {}  # path key -> path of images the model embeds here
@@ -111,8 +137,8 @@ class SavedEmbeddingsBackend:
 
     @property
     def model_id(self) -> str:
-        if not self.text_needed and self.saved.model:
-            return self.saved.model  # checked against the model asked when the file was read
+        if not self.text_needed:  # checked against the model asked when the file was read
+            return self.saved.model or self.config.settings.model
         return self.text.model_id
 
     @property
@@ -124,8 +150,11 @@ class SavedEmbeddingsBackend:
         image is asked of it: the file has them), else by loading the model."""
         if self.started:
             return
-        if self.checked and expected is not None and not expected.labels and not self.extra:
-            self.text_needed = False  # dedupe, or similar to a saved image: no text, no model
+        # Checked, or nothing to check by loading (the file records no model): a dedupe, or
+        # similar to a saved image, asks no text, and loads no model.
+        nothing_asked = expected is not None and not expected.labels and not self.extra
+        if (self.checked or not self.saved.model) and nothing_asked:
+            self.text_needed = False
             self.started = True
             return
         if expected is not None:

@@ -38,6 +38,7 @@ class SavedEmbeddings:
     images: tuple[SavedImage, ...]
     model: str  # as the rows record it
     model_key: str | None  # the weights' identity from the setup record (None: not known)
+    cwd: str | None = None  # the folder the saving run started in, where it is not this one
 
     def by_key(self) -> dict[str, SavedImage]:
         """The rows by the file each names (pathtext.path_key)."""
@@ -146,4 +147,5 @@ def read_saved(source: Path) -> SavedEmbeddings:
         tuple(images.values()),
         model or (recorded if isinstance(recorded, str) else ""),
         _comparable(setup.get("model_key")),
+        cwd if cwd and cwd != os.getcwd() else None,
     )

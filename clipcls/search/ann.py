@@ -20,6 +20,7 @@ from clipcls.classify import ShowProgress, no_progress
 from clipcls.errors import UsageError
 from clipcls.search.collect import Collection
 from clipcls.search.query import top_k
+from clipcls.search.store import INDEX_SUFFIX, mark_used, prune_beside
 from clipcls.settings import ModelSettings
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ def default_folder() -> Path:
 def index_path(collection: Collection, folder: Path) -> Path:
     """The index file for the collection: named by its listing (model and paths, so that a
     new version replaces the last) and by its contents (so that a changed image is noticed)."""
-    return folder / f"{listing_digest(collection)}.{content_digest(collection)}.usearch"
+    return folder / f"{listing_digest(collection)}.{content_digest(collection)}{INDEX_SUFFIX}"
 
 
 def listing_digest(collection: Collection) -> str:
@@ -148,7 +149,10 @@ def _stored(path: Path, collection: Collection) -> Index | None:
         return None  # damaged or of another usearch: built again
     if index is None or len(index) != len(collection.paths):
         return None
-    return index if index.ndim == collection.matrix.shape[1] else None
+    if index.ndim != collection.matrix.shape[1]:
+        return None
+    mark_used(path)
+    return index
 
 
 def _built(path: Path, collection: Collection, progress: ShowProgress) -> Index:
@@ -183,6 +187,7 @@ def _save(index: Any, path: Path) -> None:
         for older in _same_listing(path):
             with contextlib.suppress(OSError):
                 older.unlink()
+    prune_beside(path.parent)  # other listings' indexes, as their matrices are pruned
 
 
 def _same_listing(path: Path) -> Iterator[Path]:

@@ -4,6 +4,7 @@ embedding from SQLite; used only while every file's version (size, mtime, inode,
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -26,6 +27,7 @@ FORMAT = 1
 KEPT = 16  # listings stored at most: the most recently used, within the cache's size bound
 ABANDONED = 3600.0  # seconds after which a half-written store (its writer killed) is removed
 UNKNOWN = (-1, -1, -1, -1)  # the version of a file that cannot be stat'ed
+INDEX_SUFFIX = ".usearch"  # a listing's approximate index (ann.py), pruned alike in its folder
 
 
 @dataclass(frozen=True)
@@ -75,7 +77,7 @@ def load_stored(folder: Path, found: np.ndarray) -> Stored | None:
             return None
         if matrix.shape[0] + len(failures) != len(found) or meta.get("format") != FORMAT:
             return None
-        _touch(folder)
+        mark_used(folder)
         return Stored(matrix, failures, str(meta["model"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -84,8 +86,11 @@ def load_stored(folder: Path, found: np.ndarray) -> Stored | None:
 def save_stored(folder: Path, found: np.ndarray, stored: Stored) -> None:
     """Store the matrix for found's versions: written aside, then renamed into place whole (a
     reader never sees half of it). A store that cannot be written is only slower next time."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    aside = Path(tempfile.mkdtemp(prefix=".new-", dir=folder.parent))
+    try:  # a search folder another user made (`sudo clipcls search`), or a file of its name
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        aside = Path(tempfile.mkdtemp(prefix=".new-", dir=folder.parent))
+    except OSError:
+        return
     try:
         np.save(aside / "matrix.npy", np.ascontiguousarray(stored.matrix, dtype=np.float16))
         np.save(aside / "keys.npy", found)
@@ -97,17 +102,23 @@ def save_stored(folder: Path, found: np.ndarray, stored: Stored) -> None:
         pass  # a full disk or a read-only cache folder: the search itself has its answer
     finally:
         shutil.rmtree(aside, ignore_errors=True)
+    prune_beside(folder.parent)
+
+
+def prune_beside(parent: Path) -> None:
+    """Prune parent's listings (or indexes) within the cache's size bound."""
     try:
         budget = max_bytes_from_env()
     except UsageError:
         return  # said where the cache opened; no store is pruned on a guess
-    prune_stored(folder.parent, budget)
+    prune_stored(parent, budget)
 
 
 def prune_stored(parent: Path, budget: int, now: float | None = None) -> None:
-    """Keep the KEPT most recently used listings whose matrices fit in budget bytes (the
-    newest always), and remove what a killed writer left: a library that grows by a photo a
-    day stores a new listing each search, and the old ones would otherwise stay forever."""
+    """Keep the KEPT most recently used listings (matrix folders, or index files: ann.py)
+    that fit in budget bytes (the newest always), and remove what a killed writer left: a
+    library that grows by a photo a day is a new listing each search, and the old ones would
+    otherwise stay forever."""
     now = time.time() if now is None else now
     try:
         entries = list(os.scandir(parent))
@@ -117,27 +128,45 @@ def prune_stored(parent: Path, budget: int, now: float | None = None) -> None:
     for entry in entries:
         try:
             if entry.name.startswith(".new-"):
-                if now - entry.stat().st_mtime > ABANDONED:
-                    shutil.rmtree(entry.path, ignore_errors=True)
-            elif len(entry.name) == 64 and entry.is_dir(follow_symlinks=False):
-                listings.append((entry.stat().st_mtime, _size(Path(entry.path)), entry.path))
+                if now - entry.stat(follow_symlinks=False).st_mtime > ABANDONED:
+                    _remove(entry)
+            elif _is_listing(entry):
+                listings.append((entry.stat().st_mtime, _size(entry), entry))
         except OSError:
             continue  # removed meanwhile by another search's pruning
-    listings.sort(reverse=True)  # most recently used first
+    listings.sort(key=lambda listing: listing[:2], reverse=True)  # most recently used first
     total = 0
-    for rank, (_, size, path) in enumerate(listings):
+    for rank, (_, size, entry) in enumerate(listings):
         total += size
         if rank and (rank >= KEPT or total > budget):
-            shutil.rmtree(path, ignore_errors=True)
+            _remove(entry)
 
 
-def _size(folder: Path) -> int:
-    return sum(entry.stat().st_size for entry in os.scandir(folder) if entry.is_file())
+def _is_listing(entry: os.DirEntry[str]) -> bool:
+    """A listing's matrix folder, or its index file: never a link (its target is not ours)."""
+    if entry.name.endswith(INDEX_SUFFIX):
+        return entry.is_file(follow_symlinks=False)
+    return len(entry.name) == 64 and entry.is_dir(follow_symlinks=False)
 
 
-def _touch(folder: Path) -> None:
-    """Mark a listing used now (pruning keeps the most recently used)."""
+def _size(entry: os.DirEntry[str]) -> int:
+    if not entry.is_dir(follow_symlinks=False):
+        return entry.stat(follow_symlinks=False).st_size
+    return sum(inner.stat().st_size for inner in os.scandir(entry.path) if inner.is_file())
+
+
+def _remove(entry: os.DirEntry[str]) -> None:
+    """Remove a listing, or what a killed writer left; a link goes itself, never its target."""
+    if entry.is_dir(follow_symlinks=False):
+        shutil.rmtree(entry.path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            os.unlink(entry.path)
+
+
+def mark_used(path: Path) -> None:
+    """Mark a listing (or index) used now: pruning keeps the most recently used."""
     try:
-        os.utime(folder)
+        os.utime(path)
     except OSError:
         pass  # a read-only cache: pruning then goes by when each was written

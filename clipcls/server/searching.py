@@ -116,11 +116,18 @@ class ServedSearch:
         failures: list[tuple[str, str]] = []
         deadline, embedded = time.monotonic() + self.budget.seconds, 0
         for start in range(0, len(paths), CHUNK):
-            refs = [ImageRef(path, path=path) for path in paths[start : start + CHUNK]]
-            prepared = list(self.pool.map(self.prepare, refs))
-            misses = sum(p.error is None and p.embedding is None for p in prepared)
+            prepared: list[PreparedImage] = []
+            # Decoded a pass at a time, the budget checked after each: the miss past it stops
+            # the chunk there, not once all CHUNK files are decoded (and decoded again when
+            # the client, refused, asks once more).
+            end = min(start + CHUNK, len(paths))
+            for at in range(start, end, self.pass_size):
+                window = paths[at : min(at + self.pass_size, end)]
+                refs = [ImageRef(path, path=path) for path in window]
+                prepared.extend(self.pool.map(self.prepare, refs))
+                misses = sum(p.error is None and p.embedding is None for p in prepared)
+                self._within_budget(embedded + misses, deadline, len(paths))
             embedded += misses
-            self._within_budget(embedded, deadline, len(paths))
             self.embedded += misses
             batch = embed_batch(self.encoder, prepared, self.cache, pass_size=self.pass_size)
             vectors = iter(batch.embeddings)

@@ -5,16 +5,18 @@ full client builds on it; `clipcls search --server` uses it without loading the 
 from __future__ import annotations
 
 import http.client
+import io
 import json
 import os
 import platform
 import re
+import socket
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from typing import Any, TypeGuard
+from typing import Any, BinaryIO, TypeGuard
 
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.settings import model_id
@@ -78,7 +80,68 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None
 
 
-_OPENER = urllib.request.build_opener(_NoRedirect)
+class _Late(TimeoutError):
+    """An answer (status line, headers and body) that did not come within TIMEOUT seconds."""
+
+
+class _Reading(io.RawIOBase):
+    """An answer's socket, each read given what is left of TIMEOUT as its timeout: the
+    socket's own timeout bounds each read only, and a server trickling a byte at a time,
+    status line and headers included, would otherwise hold the command for ever."""
+
+    def __init__(self, sock: socket.socket, given: BinaryIO) -> None:
+        self.sock, self.given = sock, given  # given: http.client's reader, closed with this
+        self.deadline = time.monotonic() + TIMEOUT
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise _Late()
+        self.sock.settimeout(left)
+        try:
+            return self.sock.recv_into(buffer)
+        except TimeoutError:
+            raise _Late() from None
+
+    def close(self) -> None:
+        self.given.close()  # the socket's last reference: it closes with the answer
+        super().close()
+
+
+class _Answer(http.client.HTTPResponse):
+    """http.client's answer, read through _Reading from its first byte."""
+
+    def __init__(self, sock: socket.socket, *args: Any, **kwargs: Any) -> None:
+        super().__init__(sock, *args, **kwargs)
+        self.fp = io.BufferedReader(_Reading(sock, self.fp))
+
+
+class _Connection(http.client.HTTPConnection):
+    response_class = _Answer
+
+
+class _TLSConnection(http.client.HTTPSConnection):
+    response_class = _Answer
+
+
+class _Within(urllib.request.HTTPHandler):
+    """urllib's http:, its answers read within TIMEOUT in all."""
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_Connection, req)
+
+
+class _TLSWithin(urllib.request.HTTPSHandler):
+    """urllib's https:, its answers read within TIMEOUT in all."""
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(_TLSConnection, req, context=self._context)  # type: ignore[attr-defined]
+
+
+_OPENER = urllib.request.build_opener(_NoRedirect, _Within, _TLSWithin)
 
 
 class ServerConnection:
@@ -116,12 +179,15 @@ class ServerConnection:
         try:
             with _OPENER.open(request, timeout=TIMEOUT) as answer:
                 body = _bounded(answer, self.url)
+        except _Late:
+            why = f"took over {TIMEOUT:g} s to send its answer"
+            raise ClipclsError(f"the server at {self.url} {why}") from None
         except urllib.error.HTTPError as error:
             if error.code == 401:
                 why = f"it wants an API key: set ${KEY_ENV}"
                 raise UsageError(f"the server at {self.url} refused the request: {why}") from None
             raise ClipclsError(
-                f"the server at {self.url} answered {error.code}: {_why(error)}"
+                f"the server at {self.url} answered {error.code}: {_why(error, self.url)}"
             ) from None
         except (urllib.error.URLError, OSError, ValueError) as error:
             reason = getattr(error, "reason", None) or error
@@ -133,7 +199,7 @@ class ServerConnection:
             ) from None
         try:
             return json.loads(body)
-        except ValueError:  # HTML from another web server, bytes that are not UTF-8
+        except (ValueError, RecursionError):  # HTML, bytes not UTF-8, [[[[... too deep
             raise unreadable(self.url) from None
 
     @property
@@ -183,25 +249,28 @@ def _looks_like_clipcls(facts: Any) -> TypeGuard[dict[str, Any]]:
 
 
 def _bounded(answer: http.client.HTTPResponse, url: str) -> bytes:
-    """The answer's body, read as it comes, within MAX_ANSWER bytes and TIMEOUT seconds in
-    all: the socket's timeout bounds each read only, and a server trickling a byte a minute
-    would otherwise hold the command for ever."""
-    deadline, parts, size = time.monotonic() + TIMEOUT, [], 0
+    """The answer's body, read as it comes, within MAX_ANSWER bytes (and, read through
+    _Reading, within TIMEOUT seconds of the request's being sent, headers included)."""
+    parts, size = [], 0
     while part := answer.read1(READ):
         parts.append(part)
         size += len(part)
         if size > MAX_ANSWER:
             raise ClipclsError(f"the server at {url} sent an answer of over {MAX_ANSWER:,} bytes")
-        if time.monotonic() > deadline:
-            raise ClipclsError(f"the server at {url} took over {TIMEOUT:g} s to send its answer")
     if answer.length:  # read1 ends quietly where the connection closed short of the length
         raise http.client.IncompleteRead(b"".join(parts), answer.length)
     return b"".join(parts)
 
 
-def _why(error: urllib.error.HTTPError) -> str:
+def _why(error: urllib.error.HTTPError, url: str) -> str:
+    """The reason an error answer gives, read within the same bounds as any answer (one that
+    is too long, too slow, cut short or not JSON: its status line's reason)."""
+    if not isinstance(error.fp, http.client.HTTPResponse):
+        return str(error.reason)
     try:
-        detail = json.loads(error.read())
+        detail = json.loads(_bounded(error.fp, url))
         return str(detail.get("error") or detail.get("detail") or detail)
-    except (ValueError, OSError, AttributeError):
+    except (ValueError, RecursionError, AttributeError, OSError):  # not JSON, not an object
+        return str(error.reason)
+    except (ClipclsError, http.client.HTTPException):  # too long, too slow, cut short
         return str(error.reason)
