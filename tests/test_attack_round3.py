@@ -9,8 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
 from pathlib import Path
 
 import numpy as np
@@ -211,7 +209,7 @@ def test_a_served_search_past_its_budget_decodes_little_before_it_says_so(
 def test_a_search_past_a_real_servers_budget_ranks_as_a_local_one_then_is_served_warm(
     tiny_model: str, tmp_path: Path
 ) -> None:
-    from test_fewshot_serve import free_port
+    from test_fewshot_serve import free_port, wait_for_info
     from test_search_server import QUERY, call, local_search, whole_search
 
     folder = tmp_path / "allowed" / "photos"
@@ -227,14 +225,7 @@ def test_a_search_past_a_real_servers_budget_ranks_as_a_local_one_then_is_served
             env={**os.environ, "CLIPCLS_CACHE_DIR": str(tmp_path / "server-cache")},
         )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None and time.monotonic() < deadline
-            try:
-                call(f"{url}/v1/info")
-                break
-            except (OSError, urllib.error.HTTPError):
-                time.sleep(0.2)
+        wait_for_info(server, url)
         with pytest.MonkeyPatch.context() as patched:  # a cache of its own: the client's
             patched.setenv("CLIPCLS_CACHE_DIR", str(tmp_path / "local-cache"))  # stays empty
             here = local_search(folder, tiny_model)

@@ -69,6 +69,17 @@ def call(url: str, body: dict | None = None, timeout: float = 60) -> dict:  # ty
         return dict(json.loads(answer.read()))
 
 
+def wait_for_info(server: subprocess.Popen, url: str) -> dict:  # type: ignore[type-arg]
+    """The facts of a `clipcls serve` started as server, once it answers (within 120 s)."""
+    deadline = time.monotonic() + 120
+    while True:
+        assert server.poll() is None and time.monotonic() < deadline
+        try:
+            return call(f"{url}/v1/info")
+        except (OSError, urllib.error.HTTPError):  # not listening yet, or 503 while loading
+            time.sleep(0.2)
+
+
 def test_served_support_answers_requests_with_their_labels_examples(
     tiny_model: str, tmp_path: Path
 ) -> None:
@@ -83,14 +94,7 @@ def test_served_support_answers_requests_with_their_labels_examples(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None and time.monotonic() < deadline
-            try:
-                facts = call(f"{url}/v1/info")
-                break
-            except (OSError, urllib.error.HTTPError):
-                time.sleep(0.2)
+        facts = wait_for_info(server, url)
         assert facts["support"]["examples"] == dict.fromkeys(CLASSES, 4)
         files = sorted(unseen.iterdir())
         images = [

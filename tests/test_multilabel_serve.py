@@ -8,13 +8,11 @@ import json
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
 from pathlib import Path
 
 import numpy as np
 import pytest
-from test_fewshot_serve import call, free_port
+from test_fewshot_serve import call, free_port, wait_for_info
 from typer.testing import CliRunner
 
 from clipcls.cli import app
@@ -38,14 +36,7 @@ def test_a_multi_label_server_answers_siglip_sigmoids_like_a_local_run(
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None and time.monotonic() < deadline
-            try:
-                call(f"{url}/v1/info")
-                break
-            except (OSError, urllib.error.HTTPError):
-                time.sleep(0.2)
+        wait_for_info(server, url)
         sent = [{"name": p.name, "data": base64.b64encode(p.read_bytes()).decode()} for p in images]
         body = {"images": sent, "labels": LABELS, "templates": ["a photo of a {}."]}
         served = call(f"{url}/v1/predict", body)["predictions"]

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from subprocess import PIPE
 
@@ -225,7 +224,7 @@ def test_every_spelling_of_a_folder_prints_what_the_full_command_line_prints(
     tiny_model: str, tmp_path: Path
 ) -> None:
     pytest.importorskip("litserve")
-    from test_fewshot_serve import call, free_port
+    from test_fewshot_serve import free_port, wait_for_info
 
     folder = tmp_path / "photos"
     (folder / "more").mkdir(parents=True)
@@ -239,10 +238,7 @@ def test_every_spelling_of_a_folder_prints_what_the_full_command_line_prints(
         [*command, "fp32", "--port", port, "--allow-dir", str(tmp_path)], stderr=subprocess.DEVNULL
     )
     try:
-        deadline = time.monotonic() + 120
-        while not _answers(call, url):
-            assert server.poll() is None and time.monotonic() < deadline
-            time.sleep(0.2)
+        wait_for_info(server, url)
         for given in ("photos", "photos/", "./photos/.", "link", str(folder), "photos/more"):
             args = ("search", given, "a cat + coffee", "--server", url, "-k", "4")
             quick = run(*args, cwd=tmp_path)
@@ -254,14 +250,6 @@ def test_every_spelling_of_a_folder_prints_what_the_full_command_line_prints(
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=30)
-
-
-def _answers(call: Callable[[str], object], url: str) -> bool:
-    try:
-        call(f"{url}/v1/info")
-    except OSError:  # urllib's errors, a 503 while it loads among them
-        return False
-    return True
 
 
 def test_ctrl_c_while_writing_is_said_as_the_full_command_line_says_it(

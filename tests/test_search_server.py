@@ -22,7 +22,7 @@ from clipcls.cli import app
 
 pytest.importorskip("litserve")
 from test_fewshot_serve import call as served_call  # noqa: E402
-from test_fewshot_serve import free_port  # noqa: E402
+from test_fewshot_serve import free_port, wait_for_info  # noqa: E402
 from test_search_quick import RUN  # noqa: E402
 
 pytestmark = pytest.mark.slow  # starts a clipcls server: run by .ci/run with -m slow
@@ -79,14 +79,7 @@ def test_served_search_ranks_like_a_local_search_and_keeps_its_matrix(
             stderr=log,
         )
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert server.poll() is None and time.monotonic() < deadline
-            try:
-                call(f"{url}/v1/info")
-                break
-            except (OSError, urllib.error.HTTPError):
-                time.sleep(0.2)
+        wait_for_info(server, url)
         body = {"search": {"folders": [str(folder)], "text": QUERY, "k": 5}}
         first = call(f"{url}/v1/predict", body)
         assert first["embedded"] == 12 and first["failures"] == []
