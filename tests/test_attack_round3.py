@@ -19,12 +19,12 @@ from typer.testing import CliRunner
 
 from clipcls.backends.saved import _from_here
 from clipcls.cli import app
+from clipcls.client.checks import RequestError
+from clipcls.client.protocol import ImageRef
+from clipcls.client.search_request import SearchRequest
 from clipcls.output.saved import SavedEmbeddings
 from clipcls.pipeline import PreparedImage
 from clipcls.search.store import KEPT, Stored, load_stored, prune_stored, save_stored, versions
-from clipcls.server.checks import RequestError
-from clipcls.server.protocol import ImageRef
-from clipcls.server.search_request import SearchRequest
 from clipcls.server.searching import Budget
 
 runner = CliRunner()

@@ -21,14 +21,16 @@ RULES = {
 
 # Which clipcls package may import which ("core" is the modules directly under clipcls/: the
 # shared vocabulary of paths, images, prompts, the cache, the pipeline and the classifier).
-# Data flows one way: commands (cli) -> runs (labeling, evaluation) -> backends -> the model
-# (engine) and the server's client; output only writes rows. A package needs no entry for itself.
+# Data flows one way: the users of the library on top (cli, and server, which only cli starts)
+# -> runs (labeling, evaluation, search) -> backends -> the model (engine) and the client of a
+# server (client); output only writes rows. A package needs no entry for itself.
 MAY_IMPORT = {
     "core": {"engine"},  # only where a model is loaded or named (engine.sources reads no torch)
     "engine": {"core"},
     "output": {"core"},
-    "backends": {"core", "engine", "output", "server"},  # server: its client, for ServerBackend
-    "server": {"core", "engine", "output", "backends", "fewshot", "multilabel", "search"},
+    "client": {"core"},  # the wire contract: what `search --server` loads before numpy or typer
+    "backends": {"core", "engine", "output", "client"},  # client: for ServerBackend
+    "server": {"core", "engine", "output", "client", "backends", "fewshot", "multilabel", "search"},
     "fewshot": {"core", "output", "backends", "multilabel"},  # support sets and calibration
     "multilabel": {"core", "output"},  # independent per-label scores and their metrics
     "labeling": {"core", "output", "backends", "fewshot", "multilabel"},
@@ -40,6 +42,7 @@ MAY_IMPORT = {
         "engine",
         "output",
         "backends",
+        "client",
         "server",
         "labeling",
         "evaluation",
@@ -52,7 +55,6 @@ MAY_IMPORT = {
 # Modules a package must not import even where the table lets it into their package.
 NEVER = {
     "engine": {"clipcls.classify", "clipcls.recorded"},  # the model knows nothing of scoring
-    "server": {"clipcls.backends.local", "clipcls.backends.ray"},  # no cycle through the seam
 }
 ENTRY_POINTS = {"__main__.py"}  # `python -m clipcls` starts the command line
 

@@ -14,14 +14,14 @@ from conftest import FakeEncoder, colour_images, jsonl
 from typer.testing import CliRunner
 
 from clipcls.cli import app
+from clipcls.client.checks import RequestError
+from clipcls.client.protocol import ImageRef
+from clipcls.client.search_request import SearchRequest
 from clipcls.images import iter_image_paths, load_image
 from clipcls.pipeline import PreparedImage
 from clipcls.search.query import top_k
 from clipcls.search.served import _as_given
-from clipcls.server.checks import RequestError
-from clipcls.server.protocol import ImageRef
 from clipcls.server.roots import OpenRoots, resolve_roots
-from clipcls.server.search_request import SearchRequest
 from clipcls.server.searching import ServedSearch
 
 runner = CliRunner()

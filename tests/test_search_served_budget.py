@@ -10,9 +10,9 @@ import pytest
 from conftest import colour_images
 from test_search_attack import served_search
 
+from clipcls.client.checks import RequestError
+from clipcls.client.search_request import SearchRequest
 from clipcls.server import searching
-from clipcls.server.checks import RequestError
-from clipcls.server.search_request import SearchRequest
 from clipcls.server.searching import Budget
 
 

@@ -14,12 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from clipcls.cli.messages import error_line, notice, stderr, warn
+from clipcls.client.wire import ServerConnection
 from clipcls.errors import ClipclsError, ExitStatus, UsageError
 from clipcls.output.files import Format
 from clipcls.output.records import write_records
 from clipcls.search.served import DEFAULT_K, HIT_COLUMNS, served_ranking
 from clipcls.search.terms import parse_query
-from clipcls.server.wire import ServerConnection
 from clipcls.settings import CACHE_ENV, model_id
 
 SERVER_ENV = "CLIPCLS_SERVER"  # --server's environment variable (cli/options.py)

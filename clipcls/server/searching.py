@@ -17,6 +17,10 @@ import numpy as np
 
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import encode_prompts, label_weights
+from clipcls.client.allowed import OUTSIDE
+from clipcls.client.checks import RequestError
+from clipcls.client.protocol import ImageRef
+from clipcls.client.search_request import SearchRequest
 from clipcls.errors import UsageError
 from clipcls.images import iter_image_paths
 from clipcls.labels import Label
@@ -25,10 +29,6 @@ from clipcls.prompts import TemplateSet
 from clipcls.search.query import combine, top_k
 from clipcls.search.store import versions
 from clipcls.search.terms import parse_query
-from clipcls.server.checks import RequestError
-from clipcls.server.protocol import ImageRef
-from clipcls.server.roots import OUTSIDE
-from clipcls.server.search_request import SearchRequest
 
 PLAIN = TemplateSet("plain", ("{}",), "the text alone")  # `clipcls search`'s default
 LISTINGS_KEPT = 8  # folder sets whose matrices stay in memory

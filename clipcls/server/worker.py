@@ -24,6 +24,17 @@ import numpy as np
 
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier, Prediction, Scorer, default_batch_size, encode_prompts
+from clipcls.client.protocol import (
+    ERROR_STATUS,
+    AnyRequest,
+    ImageRef,
+    Limits,
+    RequestError,
+    ServeRequest,
+    TextsRequest,
+    request_from_record,
+)
+from clipcls.client.search_request import SearchRequest
 from clipcls.errors import ImageError
 from clipcls.fewshot.scoring import AdaptedScorer, adapted_scorer
 from clipcls.fewshot.served import ServedSupport, served_support
@@ -35,18 +46,7 @@ from clipcls.pipeline import EmbeddedBatch, PreparedImage, embed_batch, embed_pa
 from clipcls.prompts import TemplateSet
 from clipcls.remote import fetch
 from clipcls.server.deadline import DeadlineEncoder, OutOfTime
-from clipcls.server.protocol import (
-    ERROR_STATUS,
-    AnyRequest,
-    ImageRef,
-    Limits,
-    RequestError,
-    ServeRequest,
-    TextsRequest,
-    request_from_record,
-)
 from clipcls.server.roots import OpenRoots, Root, resolve_roots
-from clipcls.server.search_request import SearchRequest
 from clipcls.server.searching import Budget, ServedSearch
 from clipcls.settings import ModelSettings
 from clipcls.version import __version__

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clipcls.server.checks import RequestError, check_prompts
-from clipcls.server.roots import real_path, under
+from clipcls.client.allowed import allowed
+from clipcls.client.checks import RequestError, check_prompts
 
 MAX_QUERY_CHARS = 1000  # as a prompt: CLIP reads 77 tokens, the rest is only work
 MAX_FOLDERS = 256
@@ -65,12 +65,7 @@ def _folder(folder: Any, index: int, allow_dirs: Sequence[str]) -> str:
     where = f"search.folders[{index}]"
     if not isinstance(folder, str) or not os.path.isabs(folder) or "\0" in folder:
         raise RequestError(400, f"{where} must be an absolute path")
-    try:
-        real = real_path(folder)
-        inside = any(under(real, real_path(root)) is not None for root in allow_dirs)
-    except (OSError, ValueError):
-        inside = False
-    if not inside:
+    if not allowed(folder, allow_dirs):
         raise RequestError(403, f"{where} is outside the server's --allow-dir roots")
     if not os.path.isdir(folder):
         raise RequestError(400, f"{where} is not a folder")
