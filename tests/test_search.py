@@ -16,8 +16,8 @@ from clipcls.errors import UsageError
 from clipcls.prompts import load_templates
 from clipcls.search.collect import collect, query_vector
 from clipcls.search.query import combine, top_k
-from clipcls.search.terms import Term, parse_query
 from clipcls.settings import ModelSettings
+from clipcls.terms import Term, parse_query
 
 
 def _backend(model: str, cache: Path) -> LocalBackend:

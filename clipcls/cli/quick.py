@@ -19,8 +19,8 @@ from clipcls.errors import ClipclsError, ExitStatus, UsageError
 from clipcls.output.files import Format
 from clipcls.output.records import write_records
 from clipcls.search.served import DEFAULT_K, HIT_COLUMNS, served_ranking
-from clipcls.search.terms import parse_query
 from clipcls.settings import CACHE_ENV, model_id
+from clipcls.terms import parse_query
 
 SERVER_ENV = "CLIPCLS_SERVER"  # --server's environment variable (cli/options.py)
 FORMATS = {f.value: f for f in (Format.TABLE, Format.CSV, Format.JSON, Format.JSONL)}

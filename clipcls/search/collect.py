@@ -30,7 +30,7 @@ from clipcls.search.store import (
     stored_folder,
     versions,
 )
-from clipcls.search.terms import Term, parse_query
+from clipcls.terms import Term, parse_query
 
 PLAIN = TemplateSet("plain", ("{}",), "the text alone")
 NO_QUERY = "no query: give a text, an --image, or both"

@@ -1,6 +1,7 @@
-"""A query's words: rclip-style `a red car + sunset - blurry` parsed into signed terms, in the
-standard library alone, so that the fast path of `clipcls search --server` refuses the
-queries the full command line refuses before it asks a server."""
+"""A search query's words: rclip-style `a red car + sunset - blurry` parsed into signed terms,
+in the standard library alone, so that the fast path of `clipcls search --server` refuses the
+queries the full command line refuses before it asks a server (core: the client's requests
+carry them too)."""
 
 from __future__ import annotations
 
