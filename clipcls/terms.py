@@ -1,12 +1,12 @@
-"""A search query's words: rclip-style `a red car + sunset - blurry` parsed into signed terms,
-in the standard library alone, so that the fast path of `clipcls search --server` refuses the
-queries the full command line refuses before it asks a server (core: the client's requests
-carry them too)."""
+"""A search query's words: rclip-style `a red car + sunset - blurry` parsed once into a Query of
+signed terms, in the standard library alone, so that the fast path of `clipcls search --server`
+refuses the queries the full command line refuses before it asks a server."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from clipcls.errors import UsageError
 
@@ -36,3 +36,33 @@ def parse_query(query: str) -> tuple[Term, ...]:
     if all(term.sign < 0 for term in terms):
         raise UsageError(f"query {query!r} has only - terms: say what to look for first")
     return terms
+
+
+@dataclass(frozen=True)
+class Query:
+    """A text query as the search runs it: its terms, parsed once (where the text came in:
+    the command line, or a server's request) and handed on as they are, never parsed again."""
+
+    terms: tuple[Term, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Query:
+        """The query text means (UsageError for one the grammar refuses)."""
+        return cls(parse_query(text))
+
+    @property
+    def text(self) -> str:
+        """The query written out again, as parse reads it back: `a red car + sunset - blurry`."""
+        first, *rest = self.terms
+        words = [("- " if first.sign < 0 else "") + first.text]
+        words += [("+ " if term.sign > 0 else "- ") + term.text for term in rest]
+        return " ".join(words)
+
+    def to_record(self) -> list[dict[str, Any]]:
+        """The terms as JSON (the checked search a server's guard hands to its worker)."""
+        return [{"text": term.text, "sign": term.sign} for term in self.terms]
+
+    @classmethod
+    def from_record(cls, record: list[dict[str, Any]]) -> Query:
+        """The query to_record wrote, taken as it is (it was parsed before it was written)."""
+        return cls(tuple(Term(str(term["text"]), int(term["sign"])) for term in record))

@@ -13,12 +13,13 @@ from test_search_attack import served_search
 
 from clipcls.client.search_request import SearchRequest
 from clipcls.search.store import HeldListings, Stored
+from clipcls.terms import Query
 
 
 def test_a_served_search_is_held_warm_until_a_file_changes(tmp_path: Path) -> None:
     paths = colour_images(tmp_path / "photos", 5)
     search = served_search(tmp_path)  # no cache: only the held matrix keeps it warm
-    request = SearchRequest((str(tmp_path / "photos"),), "red - blue", 3)
+    request = SearchRequest((str(tmp_path / "photos"),), Query.parse("red - blue"), 3)
     first = search.answer(request)
     assert first["embedded"] == 5 and len(first["search"]) == 3
     assert search.answer(request) == {**first, "embedded": 0}

@@ -20,7 +20,7 @@ from clipcls.output.files import Format
 from clipcls.output.records import write_records
 from clipcls.search.served import DEFAULT_K, HIT_COLUMNS, served_ranking
 from clipcls.settings import CACHE_ENV, model_id
-from clipcls.terms import parse_query
+from clipcls.terms import Query
 
 SERVER_ENV = "CLIPCLS_SERVER"  # --server's environment variable (cli/options.py)
 FORMATS = {f.value: f for f in (Format.TABLE, Format.CSV, Format.JSON, Format.JSONL)}
@@ -34,7 +34,7 @@ class QuickSearch:
     """A search the fast path can answer: folders, the query text, and how to print."""
 
     inputs: tuple[str, ...]
-    text: str
+    text: str  # the query written out from its terms, as the full command line sends it
     server: str
     k: int = DEFAULT_K
     fmt: Format = Format.TABLE
@@ -138,13 +138,13 @@ def _cache_dir_taken(value: str | None) -> bool:
     return not stat.S_ISREG(mode) and os.access(value, os.R_OK)
 
 
-def _query_taken(text: str) -> bool:
-    """Whether the full command line takes text as a query: it refuses an empty one, or one
+def _query(text: str) -> Query | None:
+    """The query, if the full command line takes text as one: it refuses an empty one, or one
     with an empty term, before it asks the server (which a stranger might answer)."""
     try:
-        return bool(parse_query(text))
+        return Query.parse(text)
     except UsageError:
-        return False
+        return None
 
 
 def _checked(values: dict[str, str], positional: list[str], env: str | None) -> QuickSearch | None:
@@ -154,7 +154,8 @@ def _checked(values: dict[str, str], positional: list[str], env: str | None) -> 
     fmt = FORMATS.get(values.get("format", Format.TABLE.value))
     if not server or fmt is None or len(positional) < 2 or STDIN in positional[:-1]:
         return None
-    if not (k.isascii() and k.isdigit()) or int(k) < 1 or not _query_taken(positional[-1]):
+    query = _query(positional[-1])
+    if not (k.isascii() and k.isdigit()) or int(k) < 1 or query is None:
         return None
     quiet = "quiet" in values
-    return QuickSearch(tuple(positional[:-1]), positional[-1], server, int(k), fmt, quiet)
+    return QuickSearch(tuple(positional[:-1]), query.text, server, int(k), fmt, quiet)

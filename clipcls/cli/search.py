@@ -35,6 +35,7 @@ from clipcls.search.api import DEFAULT_K
 from clipcls.search.api import search as search_images
 from clipcls.search.api import similar as similar_images
 from clipcls.search.served import HIT_COLUMNS, Ranking
+from clipcls.terms import Query
 
 SEARCH_EXAMPLES = """
 [bold]Examples[/bold]
@@ -181,13 +182,14 @@ def search(
         text, inputs = _split_query(
             list(args or []), images, scale_options(ctx).from_embeddings is not None
         )
+        query = Query.parse(text) if text else None  # once, before anything opens
         chosen = load_templates(templates) if templates else None
 
         shown = embedding_progress(run.quiet)
 
         def ask(backend: Backend, found: list[str]) -> Ranking:
             return search_images(
-                backend, found, text, images, top_k, chosen, run.include_hidden, shown,
+                backend, found, query, images, top_k, chosen, run.include_hidden, shown,
                 None if run.quiet else notice,
             )  # fmt: skip
 

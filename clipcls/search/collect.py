@@ -30,7 +30,7 @@ from clipcls.search.store import (
     stored_folder,
     versions,
 )
-from clipcls.terms import Term, parse_query
+from clipcls.terms import Query, Term
 
 PLAIN = TemplateSet("plain", ("{}",), "the text alone")
 NO_QUERY = "no query: give a text, an --image, or both"
@@ -69,11 +69,11 @@ class Collection:
 
 
 def query_expected(
-    text: str | None, images: Sequence[Path | str], templates: TemplateSet | None
+    query: Query | None, images: Sequence[Path | str], templates: TemplateSet | None
 ) -> Expected:
     """What a query asks of a backend (its terms' prompts, its images), said before it starts
     so that a cached query loads no model."""
-    terms = parse_query(text) if text else ()
+    terms = query.terms if query is not None else ()
     labels = (Label(QUERY, tuple(term.text for term in terms)),) if terms else ()
     given = tuple(images)
     return Expected(labels, (templates or PLAIN,), paths=lambda: given)
@@ -179,18 +179,18 @@ def _readable(collection: Collection) -> Collection:
 
 def query_vector(
     backend: EmbeddingSource,
-    text: str | None,
+    query: Query | None,
     images: Sequence[Path],
     templates: TemplateSet | None,
 ) -> np.ndarray:
-    """The query as one unit vector, (dim,): the text's terms (rclip-style `a + b - c`, each
-    through the templates, None: the text alone) summed with their signs and normalized, and
-    each query image's embedding; all of them averaged, normalized. UsageError for no query
-    or an unreadable query image."""
-    terms = parse_query(text) if text else ()
+    """The query as one unit vector, (dim,): its terms (rclip-style `a + b - c`, each through
+    the templates, None: the text alone) summed with their signs and normalized, and each
+    query image's embedding; all of them averaged, normalized. UsageError for no query or an
+    unreadable query image."""
+    terms = query.terms if query is not None else ()
     if not terms and not images:
         raise UsageError(NO_QUERY)
-    backend.start(query_expected(text, images, templates))
+    backend.start(query_expected(query, images, templates))
     vectors = [_text_vector(backend, terms, templates or PLAIN)] if terms else []
     vectors.extend(_image_vectors(backend, images))
     return average(vectors)

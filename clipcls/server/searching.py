@@ -72,7 +72,7 @@ class ServedSearch:
         try:
             with self.lock:  # LitServe runs one batch at a time; the lock keeps that true here
                 found = collect(self, request.folders, held=self.held)
-                vector = query_vector(self, request.text, [], None)
+                vector = query_vector(self, request.query, [], None)
         except UsageError as error:  # no image, none readable, a query with no direction
             raise RequestError(400, str(error)) from None
         hits = [
