@@ -18,10 +18,11 @@ from clipcls.cli.console import (
     reported_errors,
     warn,
 )
+from clipcls.cli.flags import SearchFormat
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, run_options, scale_options
 from clipcls.cli.options import SORT_PANEL, OverwriteOpt, PathsArg
-from clipcls.cli.search import ALLOWED, SearchFormat  # the same rows formats
+from clipcls.cli.search import ALLOWED  # the same rows formats
 from clipcls.errors import UsageError
 from clipcls.labeling.sorting import SortMode
 from clipcls.output.files import Format, format_for

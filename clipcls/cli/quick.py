@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from clipcls.cli.flags import FORMAT, QUIET, SERVER, SERVER_ENV, TOP_K, SearchFormat
 from clipcls.cli.messages import error_line, notice, stderr, warn
 from clipcls.client.wire import ServerConnection
 from clipcls.errors import ClipclsError, ExitStatus, UsageError
@@ -22,10 +23,11 @@ from clipcls.search.served import DEFAULT_K, HIT_COLUMNS, served_ranking
 from clipcls.settings import CACHE_ENV, model_id
 from clipcls.terms import Query
 
-SERVER_ENV = "CLIPCLS_SERVER"  # --server's environment variable (cli/options.py)
-FORMATS = {f.value: f for f in (Format.TABLE, Format.CSV, Format.JSON, Format.JSONL)}
-VALUED = {"-k": "k", "--top-k": "k", "--server": "server", "-f": "format", "--format": "format"}
-FLAGS = {"-q": "quiet", "--quiet": "quiet"}
+# The options the fast path reads, spelled as the full command line declares them (flags.py)
+FORMATS = {f.value: Format(f.value) for f in SearchFormat}
+VALUED = {**dict.fromkeys(TOP_K, "k"), **dict.fromkeys(SERVER, "server")}
+VALUED.update(dict.fromkeys(FORMAT, "format"))
+FLAGS = dict.fromkeys(QUIET, "quiet")
 STDIN = "-"  # an input that reads the paths from stdin (images.STDIN; images loads numpy)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +21,7 @@ from clipcls.cli.console import (
     reported_errors,
     warn,
 )
+from clipcls.cli.flags import FORMAT, TOP_K, SearchFormat
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, RunOptions, run_options, scale_options
 from clipcls.cli.options import OverwriteOpt
@@ -56,20 +56,11 @@ SIMILAR_EXAMPLES = """
 """
 
 
-class SearchFormat(str, Enum):
-    """What search and similar write: a table for people, or rows for programs."""
-
-    TABLE = Format.TABLE.value
-    CSV = Format.CSV.value
-    JSON = Format.JSON.value
-    JSONL = Format.JSONL.value
-
-
 ALLOWED = tuple(Format(f.value) for f in SearchFormat)
-TopKOpt = Annotated[int, typer.Option("--top-k", "-k", min=1, help="Images shown.")]
+TopKOpt = Annotated[int, typer.Option(*TOP_K, min=1, help="Images shown.")]
 FormatOpt = Annotated[
     SearchFormat | None,
-    typer.Option("--format", "-f", help="Output format.", show_default="from -o, else table"),
+    typer.Option(*FORMAT, help="Output format.", show_default="from -o, else table"),
 ]
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
