@@ -1,8 +1,9 @@
 """The layers hold: torch and open_clip only in clipcls/engine/, typer only in clipcls/cli/, each
-package imports only the packages the table below allows, and every module says its job in a
-docstring and stays small."""
+package imports only the packages the table below allows, no packages import each other in a
+circle, and every module says its job in a docstring and stays small."""
 
 import ast
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pytest
@@ -81,16 +82,97 @@ def clipcls_imports(path: Path) -> set[str]:
     return found
 
 
+def refused(package: str, modules: Iterable[str]) -> list[str]:
+    """The imports of a module of package that the table (or NEVER) refuses."""
+    return [
+        f"{package} imports {module}"
+        for module in sorted(modules)
+        if package_of(module) not in (None, package, *MAY_IMPORT[package])
+        or module in NEVER.get(package, set())
+    ]
+
+
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_packages_import_only_what_the_table_allows(path: Path) -> None:
     parts = path.relative_to(PACKAGE).parts
     if parts[-1] in ENTRY_POINTS:
         return
     package = parts[0] if len(parts) > 1 else "core"
-    for module in clipcls_imports(path):
-        target = package_of(module)
-        assert target in (None, package, *MAY_IMPORT[package]), f"{package} imports {module}"
-        assert module not in NEVER.get(package, set()), f"{package} imports {module}"
+    assert refused(package, clipcls_imports(path)) == []
+
+
+def test_a_planted_import_against_the_table_is_refused() -> None:
+    assert refused("backends", {"clipcls.client.wire", "clipcls.server.app"}) == [
+        "backends imports clipcls.server.app"
+    ]
+    assert refused("client", {"clipcls.backends.base"}) == ["client imports clipcls.backends.base"]
+    assert refused("search", {"clipcls.server.searching"}) != []
+    assert refused("engine", {"clipcls.classify"}) != []  # NEVER, though core is allowed
+
+
+def test_the_server_is_on_top_and_its_client_below_the_backends() -> None:
+    """Only the command line starts a server: nothing else may import it; the client (which
+    the backends use) imports nothing but core, so no run depends on the server's package."""
+    assert {package for package, allowed in MAY_IMPORT.items() if "server" in allowed} == {"cli"}
+    assert MAY_IMPORT["client"] == {"core"}
+    assert "client" in MAY_IMPORT["backends"]
+
+
+def node_of(module: str) -> str | None:
+    """Where a dotted module lies in the package graph: its package, or for a module directly
+    under clipcls/ the module itself (core is a set of modules, not one package: recorded.py
+    names engine's model sources and engine reads settings.py, and that is no circle)."""
+    package = package_of(module)
+    return f"core.{module.split('.')[1]}" if package == "core" else package
+
+
+def import_graph(modules: Iterable[Path] = MODULES) -> dict[str, set[str]]:
+    """Which node imports which (each module's imports at any depth, lazy ones included)."""
+    graph: dict[str, set[str]] = {}
+    for path in modules:
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__main__":
+            continue
+        source = node_of(".".join(("clipcls", *parts)))
+        assert source is not None
+        targets = {node_of(module) for module in clipcls_imports(path)}
+        graph.setdefault(source, set()).update(t for t in targets if t not in (None, source))
+    return graph
+
+
+def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """A circle of imports, its first node repeated at its end; None if there is none."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        if node in path:
+            return path[path.index(node) :] + [node]
+        if node in done:
+            return None
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if (cycle := visit(target)) is not None:
+                return cycle
+        path.pop()
+        done.add(node)
+        return None
+
+    return next(filter(None, (visit(node) for node in sorted(graph))), None)
+
+
+def test_no_packages_import_each_other_in_a_circle() -> None:
+    assert find_cycle(import_graph()) is None
+
+
+def test_a_planted_circle_is_found() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a", "c"}}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    # the old circle: the backends' client lived in the server's package, which imports them
+    planted = import_graph()
+    planted["backends"].add("server")
+    cycle = find_cycle(planted)
+    assert cycle is not None and {"backends", "server"} <= set(cycle)
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
