@@ -24,17 +24,20 @@ RULES = {
 # Data flows one way: commands (cli) -> runs (labeling, evaluation) -> backends -> the model
 # (engine) and the server's client; output only writes rows. A package needs no entry for itself.
 MAY_IMPORT = {
-    "core": {"engine"},  # only where a model is loaded or named (engine.sources reads no torch)
+    # only where a model is loaded or named (engine.sources reads no torch), and the Python
+    # API's Classifier (classify.py), which puts a model and a scorer together
+    "core": {"engine", "scoring"},
     "engine": {"core"},
+    "scoring": {"core"},  # how an embedding becomes an answer: numpy over embeddings, no model
     "output": {"core"},
-    "backends": {"core", "engine", "output", "server"},  # server: its client, for ServerBackend
-    "server": {"core", "engine", "output", "backends", "fewshot", "multilabel", "search"},
-    "fewshot": {"core", "output", "backends", "multilabel"},  # support sets and calibration
-    "multilabel": {"core", "output"},  # independent per-label scores and their metrics
-    "labeling": {"core", "output", "backends", "fewshot", "multilabel"},
-    "evaluation": {"core", "output", "backends", "fewshot", "multilabel"},
+    "backends": {"core", "engine", "output", "server", "scoring"},  # server: its client
+    "server": {"core", "engine", "output", "backends", "fewshot", "scoring", "search"},
+    "fewshot": {"core", "output", "scoring"},  # support folders and calibration files
+    "multilabel": {"core", "output", "scoring"},  # truth CSVs, their metrics, the logistic fit
+    "labeling": {"core", "output", "backends", "fewshot", "scoring"},
+    "evaluation": {"core", "output", "backends", "fewshot", "multilabel", "scoring"},
     "review": {"core", "output", "labeling"},  # opening a review never loads a model
-    "search": {"core", "output", "backends", "labeling"},  # numpy over embeddings: no model
+    "search": {"core", "output", "backends", "labeling", "scoring"},  # numpy over embeddings
     "cli": {
         "core",
         "engine",
@@ -47,6 +50,7 @@ MAY_IMPORT = {
         "review",
         "multilabel",
         "search",
+        "scoring",
     },
 }
 # Modules a package must not import even where the table lets it into their package.

@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -20,14 +20,8 @@ from clipcls.images import iter_image_paths
 from clipcls.labels import Label
 from clipcls.pathtext import clean_text, path_key
 from clipcls.prediction import Prediction
+from clipcls.scoring.adapter import SupportSet
 from clipcls.settings import ModelSettings
-
-# A support set's cache model is fitted to rank the labels by a softmax: the independent
-# probabilities of a background prompt or a logistic never read it, a sigmoid's bias would shift
-SUPPORT_NOT_MULTI_LABEL = (
-    "--support with --multi-label: the support set's cache model ranks labels by a softmax, not "
-    "each label on its own; give one or the other"
-)
 
 
 @dataclass(frozen=True)
@@ -121,28 +115,6 @@ def find_support(
     absent = tuple(label.name for label in labels if _key(label.name) not in named)
     run_labels = tuple(label.name for label in labels)
     return SupportFiles(folder, tuple(paths), tuple(targets), run_labels, tuple(empty), absent)
-
-
-@dataclass(frozen=True)
-class SupportSet:
-    """Embedded examples: what the cache model needs, and which inputs are examples."""
-
-    keys: np.ndarray  # (n_examples, dim), unit rows
-    targets: np.ndarray  # (n_examples,) label index
-    paths: tuple[str, ...]
-    labels: tuple[str, ...]
-    identity: str
-
-    where: Mapping[str, int]  # path_key of each example -> its row
-
-    def index_of(self, path: str) -> int | None:
-        """The example that is the file at path, if it is one."""
-        return self.where.get(path_key(str(path)))
-
-    def counts(self) -> dict[str, int]:
-        """Examples per label name (labels without any left out)."""
-        tally = np.bincount(self.targets, minlength=len(self.labels))
-        return {name: int(n) for name, n in zip(self.labels, tally, strict=True) if n}
 
 
 def embed_support(

@@ -19,7 +19,7 @@ from typing import Any
 
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.fewshot.served import folder_labels
-from clipcls.fewshot.support import SUPPORT_NOT_MULTI_LABEL
+from clipcls.scoring.spec import SUPPORT_NOT_MULTI_LABEL
 from clipcls.server.guard import Guard
 from clipcls.server.protocol import Limits, check_api_key
 from clipcls.server.roots import resolve_roots

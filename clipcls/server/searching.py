@@ -16,12 +16,13 @@ from typing import Any
 import numpy as np
 
 from clipcls.cache import EmbeddingCache
-from clipcls.classify import encode_prompts, label_weights
+from clipcls.classify import encode_prompts
 from clipcls.errors import UsageError
 from clipcls.images import iter_image_paths
 from clipcls.labels import Label
 from clipcls.pipeline import Encoder, PreparedImage, embed_batch
 from clipcls.prompts import TemplateSet
+from clipcls.scoring.spec import label_weights
 from clipcls.search.query import combine, top_k
 from clipcls.search.store import versions
 from clipcls.search.terms import parse_query
