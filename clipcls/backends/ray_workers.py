@@ -143,10 +143,10 @@ class Scorer(_Embedding):
         use_cache: bool,
         embeddings: bool,
     ) -> None:
-        from clipcls.engine.model import ClipModel
+        from clipcls.engine.factory import open_model
 
         self.cache = EmbeddingCache(settings.resolved_cache_dir()) if use_cache else None
-        self.encoder = ClipModel(settings)
+        self.encoder = open_model(settings)
         self.classifier = Classifier(self.encoder, labels, templates, None, self.cache)
         self.embeddings = embeddings
 
@@ -162,9 +162,9 @@ class Embedder(_Embedding):
     embeddings (or errors) out; scoring stays on the driver, once per template set."""
 
     def __init__(self, settings: ModelSettings, use_cache: bool) -> None:
-        from clipcls.engine.model import ClipModel
+        from clipcls.engine.factory import open_model
 
-        self.encoder = ClipModel(settings)
+        self.encoder = open_model(settings)
         self.cache = EmbeddingCache(settings.resolved_cache_dir()) if use_cache else None
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
