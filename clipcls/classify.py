@@ -164,9 +164,9 @@ class Classifier:
         cache: EmbeddingCache | None = None,
     ) -> Classifier:
         """Load the model described by settings (default: ViT-B-32) and build the classifier."""
-        from clipcls.engine.model import ClipModel
+        from clipcls.engine.factory import open_model
 
-        return cls(ClipModel(settings or ModelSettings()), labels, templates, batch_size, cache)
+        return cls(open_model(settings or ModelSettings()), labels, templates, batch_size, cache)
 
     def score(
         self, image_embeddings: np.ndarray, paths: Sequence[str] = ()

@@ -39,14 +39,14 @@ def describe(info: ModelInfo) -> str:
 
 def load_model(settings: ModelSettings, hooks: Hooks, quiet: bool = False) -> Encoder:
     """Load the model, saying through hooks what runs where (and any random-weights notice)."""
+    from clipcls.engine.factory import open_model
     from clipcls.engine.hardware import check_device_early
-    from clipcls.engine.model import ClipModel
     from clipcls.engine.sources import check_model_name
 
     check_model_name(settings)
     check_device_early(settings.device, settings.precision)
     with hooks.status(f"loading {settings.model}"):
-        encoder = ClipModel(settings)
+        encoder = open_model(settings)
     # torch, open_clip and the model leave ~10^6 long-lived objects; each full collection then
     # takes ~0.2 s. Frozen, collections scan only what the run allocates.
     gc.freeze()

@@ -131,13 +131,13 @@ class _Embedding:
 
 
 class Embedder(_Embedding):
-    """A Ray actor for evaluate: the model loaded once, then decoded batches in, image
-    embeddings (or errors) out; scoring stays on the driver, once per template set."""
+    """A Ray actor: the model loaded once, then decoded batches in, image embeddings (or
+    errors) out; scoring stays on the driver."""
 
     def __init__(self, settings: ModelSettings, use_cache: bool) -> None:
-        from clipcls.engine.model import ClipModel
+        from clipcls.engine.factory import open_model
 
-        self.encoder = ClipModel(settings)
+        self.encoder = open_model(settings)
         self.cache = EmbeddingCache(settings.resolved_cache_dir()) if use_cache else None
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:

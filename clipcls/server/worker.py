@@ -85,11 +85,11 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         self.multi_label = multi_label  # serve --multi-label: for requests that do not say
 
     def setup(self, device: str) -> None:
-        from clipcls.engine.model import ClipModel
+        from clipcls.engine.factory import open_model
 
         die_with_parent(self.parent)
         self.roots = OpenRoots(self.reach.roots)  # held open: a root swapped later means nothing
-        self.encoder = ClipModel(self.settings)
+        self.encoder = open_model(self.settings)
         self.texts = DeadlineEncoder(self.encoder)  # stops a request's prompts at --timeout
         cache = EmbeddingCache(self.settings.resolved_cache_dir()) if self.cached else None
         self.cache: EmbeddingCache | None = cache
