@@ -79,20 +79,20 @@ def support_step(model: Path, support: Path, labels: list[str], cache: Path) -> 
     os.environ["CLIPCLS_CACHE_DIR"] = str(cache)
     from clipcls.backends.base import BackendConfig, open_backend
     from clipcls.cache import EmbeddingCache
-    from clipcls.fewshot.scoring import adapted_scorer
     from clipcls.fewshot.support import embed_support, find_support
     from clipcls.labels import Label
     from clipcls.prompts import load_templates
+    from clipcls.scoring.spec import ScoreSpec, build_scorer, with_support
     from clipcls.settings import ModelSettings
 
     settings = ModelSettings(model=f"local-dir:{model}")
     cached = EmbeddingCache(settings.resolved_cache_dir())
     backend = open_backend("local", BackendConfig(settings, cached))
     chosen = tuple(Label.plain(name) for name in labels)
-    base = backend.scorer(chosen, load_templates("openai"))
+    base = build_scorer(ScoreSpec(chosen, load_templates("openai")), backend)
     started = time.perf_counter()
     found = embed_support(find_support(support, chosen), backend.embed_images)
-    adapted_scorer(base, found)
+    with_support(base, found)
     return time.perf_counter() - started
 
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +16,7 @@ from clipcls.pipeline import EmbeddedBatch, Encoder, PreparedImage, embed_batch,
 from clipcls.prediction import LabelScore as LabelScore  # re-exported: clipcls.classify's API
 from clipcls.prediction import Prediction as Prediction
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates
+from clipcls.scoring.spec import ScoreSpec, build_scorer, label_weights
 from clipcls.settings import ModelSettings
 
 DEFAULT_BATCH_SIZE = 32  # on the CPU larger batches gain nothing and hold more decoded images
@@ -80,6 +79,30 @@ def encode_prompts(
     return np.stack([known[text] for text in prompts])
 
 
+class PromptTower:
+    """An encoder's text side as scoring asks for it: prompts embedded through the cache (each
+    distinct one once), and the model's logit scale and bias."""
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        cache: EmbeddingCache | None = None,
+        progress: ShowProgress = no_progress,
+    ) -> None:
+        self.encoder, self.cache, self.progress = encoder, cache, progress
+
+    @property
+    def logit_scale(self) -> float:
+        return self.encoder.logit_scale
+
+    @property
+    def logit_bias(self) -> float | None:
+        return self.encoder.logit_bias
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return encode_prompts(self.encoder, texts, self.cache, self.progress)
+
+
 def build_text_classifier(
     encoder: Encoder,
     labels: Sequence[Label],
@@ -88,39 +111,7 @@ def build_text_classifier(
     progress: ShowProgress = no_progress,
 ) -> np.ndarray:
     """Embed every (text, template) prompt, average per label, re-normalize: (n_labels, dim)."""
-    return label_weights(
-        lambda flat: encode_prompts(encoder, flat, cache, progress), labels, templates
-    )
-
-
-def label_prompts(labels: Sequence[Label], templates: TemplateSet) -> list[str]:
-    """Every (text, template) prompt of the labels, label by label."""
-    return [prompt for label in labels for text in label.texts for prompt in templates.fill(text)]
-
-
-def label_weights(
-    embed_texts: Callable[[Sequence[str]], np.ndarray],
-    labels: Sequence[Label],
-    templates: TemplateSet,
-) -> np.ndarray:
-    """The label embeddings from a text tower (embed_texts: prompts -> unit rows): each label's
-    prompts averaged and re-normalized, (n_labels, dim)."""
-    flat = label_prompts(labels, templates)
-    embeddings = embed_texts(flat)  # (n_prompts, dim), rows L2-normalized
-    counts = [len(label.texts) * len(templates.templates) for label in labels]
-    bounds = np.cumsum([0, *counts])
-    rows = [embeddings[start:end].mean(axis=0) for start, end in itertools.pairwise(bounds)]
-    weights = np.stack(rows)
-    weights /= np.linalg.norm(weights, axis=1, keepdims=True)
-    return weights.astype(np.float32)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, computed in float64 for stability."""
-    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    result: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
-    return result
+    return label_weights(PromptTower(encoder, cache, progress).embed_texts, labels, templates)
 
 
 def _as_labels(labels: Sequence[Label | str]) -> tuple[Label, ...]:
@@ -135,60 +126,6 @@ def _as_templates(templates: TemplateSet | Sequence[str] | str) -> TemplateSet:
     from clipcls.prompts import single_templates
 
     return single_templates(templates)
-
-
-class Scorer:
-    """Scores image embeddings against labels: a classifier's text side, with no image tower
-    (a backend's text tower gives the label weights; the images may be embedded anywhere)."""
-
-    def __init__(
-        self,
-        labels: Sequence[Label],
-        weights: np.ndarray,
-        logit_scale: float,
-        logit_bias: float | None = None,
-    ) -> None:
-        self.labels = tuple(labels)
-        self.label_weights = weights  # (n_labels, dim)
-        self.logit_scale, self.logit_bias = logit_scale, logit_bias
-
-    def score(
-        self, image_embeddings: np.ndarray, paths: Sequence[str] = ()
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Return (probabilities, similarities), each (n_images, n_labels); paths (the images',
-        where known) matter to a scorer with a support set, whose own examples are inputs."""
-        # (n_images, dim) @ (dim, n_labels) -> (n_images, n_labels)
-        similarities = image_embeddings @ self.label_weights.T
-        logits = self.logit_scale * similarities
-        if self.logit_bias is not None:
-            logits = logits + self.logit_bias
-        return softmax(logits), similarities
-
-    def _rank(self, path: str, probabilities: np.ndarray, similarities: np.ndarray) -> Prediction:
-        order = np.argsort(-probabilities, kind="stable")
-        scores = tuple(
-            LabelScore(self.labels[i].name, float(probabilities[i]), float(similarities[i]))
-            for i in order
-        )
-        return Prediction(path, scores)
-
-    def predict_embedded(self, batch: EmbeddedBatch) -> list[Prediction]:
-        """Predictions for an embedded batch: scores where readable, errors in place."""
-        failed = [Prediction(p, error=e) for p, e in zip(batch.paths, batch.errors, strict=True)]
-        if not len(batch.embeddings):
-            return failed
-        paths = [p for p, e in zip(batch.paths, batch.errors, strict=True) if e is None]
-        probabilities, similarities = self.score(batch.embeddings, paths)
-        readable = iter(range(len(probabilities)))
-        predictions = []
-        for path, failure in zip(batch.paths, failed, strict=True):
-            if failure.error is not None:
-                predictions.append(failure)
-                continue
-            row = next(readable)
-            ranked = self._rank(path, probabilities[row], similarities[row])
-            predictions.append(replace(ranked, embedding=batch.embeddings[row]))
-        return predictions
 
 
 class Classifier:
@@ -209,8 +146,8 @@ class Classifier:
         device = encoder.plan.device
         self.batch_size = batch_size or default_batch_size(device)
         self.cache = cache
-        weights = build_text_classifier(encoder, self.labels, self.templates, cache, progress)
-        self.scorer = Scorer(self.labels, weights, encoder.logit_scale, encoder.logit_bias)
+        tower = PromptTower(encoder, cache, progress)
+        self.scorer = build_scorer(ScoreSpec(self.labels, self.templates), tower)
 
     @property
     def label_weights(self) -> np.ndarray:
@@ -227,9 +164,9 @@ class Classifier:
         cache: EmbeddingCache | None = None,
     ) -> Classifier:
         """Load the model described by settings (default: ViT-B-32) and build the classifier."""
-        from clipcls.engine.model import ClipModel
+        from clipcls.engine.factory import open_model
 
-        return cls(ClipModel(settings or ModelSettings()), labels, templates, batch_size, cache)
+        return cls(open_model(settings or ModelSettings()), labels, templates, batch_size, cache)
 
     def score(
         self, image_embeddings: np.ndarray, paths: Sequence[str] = ()

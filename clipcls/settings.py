@@ -52,6 +52,7 @@ class ModelSettings:
     exact_decode: bool = False  # decode JPEGs at full size instead of libjpeg's draft scaling
     workers: int | None = None  # image decode threads; None picks from the cores
     max_megapixels: float = 200.0  # larger declared image sizes are refused before decoding
+    runtime: str = "torch"  # what runs the towers: a name in engine/factory.py's RUNTIMES
 
     def __post_init__(self) -> None:
         # Accept plain strings from Python callers ("cuda", "bf16") as the CLI's enums do.

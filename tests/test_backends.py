@@ -16,8 +16,10 @@ from clipcls.backends.local import LocalBackend
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier
 from clipcls.errors import UsageError
+from clipcls.labeling.predictor import Predictor
 from clipcls.labels import Label
 from clipcls.prompts import load_templates
+from clipcls.scoring.spec import ScoreSpec, build_scorer
 from clipcls.settings import ModelSettings
 
 LABELS = (Label.plain("cat"), Label.plain("rocket"), Label.plain("coffee"))
@@ -57,13 +59,13 @@ def test_the_local_backend_answers_as_the_classifier(tiny_model: str, tmp_path: 
     templates = load_templates("photo")
     backend = open_backend("local", _config(tiny_model, tmp_path))
     assert isinstance(backend, LocalBackend)
-    found = list(backend.predict(paths, LABELS, templates))
+    found = list(Predictor(backend).predict(paths, LABELS, templates, embeddings=True))
     classifier = Classifier(backend.encoder, LABELS, templates, batch_size=2)
     assert found == list(classifier.classify_paths(paths))
     embedded = list(backend.embed_images(paths))
     assert [p.error is None for p in embedded] == [True, True, True, False]
     vectors = np.stack([p.embedding for p in embedded if p.embedding is not None])
-    probabilities, _ = backend.scorer(LABELS, templates).score(vectors)
+    probabilities, _ = build_scorer(ScoreSpec(LABELS, templates), backend).score(vectors)
     np.testing.assert_array_equal(probabilities, classifier.score(vectors)[0])
     assert [p.scores[0].label for p in found[:3]] == [
         LABELS[i].name for i in probabilities.argmax(axis=1)
@@ -79,13 +81,13 @@ def test_a_fully_cached_run_needs_no_model(tiny_model: str, tmp_path: Path) -> N
     first = LocalBackend(_config(tiny_model, tmp_path))
     first.start(Expected(LABELS, (templates,), lambda: paths))
     assert first.loaded
-    before = list(first.predict(paths, LABELS, templates))
+    before = list(Predictor(first).predict(paths, LABELS, templates))
     notes: list[str] = []
     again = LocalBackend(_config(tiny_model, tmp_path, notes))
     again.start(Expected(LABELS, (templates,), lambda: paths))
     assert not again.loaded
     assert "the model was not loaded" in notes[-1]
-    assert list(again.predict(paths, LABELS, templates)) == before
+    assert list(Predictor(again).predict(paths, LABELS, templates)) == before
     other = (*LABELS, Label.plain("a label never embedded"))
     fresh = LocalBackend(_config(tiny_model, tmp_path))
     fresh.start(Expected(other, (templates,), lambda: paths))
@@ -110,6 +112,6 @@ def test_prompts_the_cache_lacks_are_counted_through_the_hooks(
     backend = LocalBackend(config)
     backend.embed_texts(["a cat", "a rocket", "a cat"])
     assert told == [("embedding prompts", 2), ("done", 2)]
-    backend.scorer(LABELS, load_templates("photo"))  # their prompts: none cached yet
+    build_scorer(ScoreSpec(LABELS, load_templates("photo")), backend)  # none cached yet
     backend.embed_texts(["a rocket"])  # cached: nothing to count
     assert len(told) == 4 and told[2][1] == told[3][1] > 0

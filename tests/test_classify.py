@@ -11,9 +11,11 @@ from PIL import Image
 
 from clipcls import classify
 from clipcls.cache import EmbeddingCache
-from clipcls.classify import Classifier, build_text_classifier, softmax
+from clipcls.classify import Classifier, build_text_classifier
 from clipcls.labels import Label
 from clipcls.prompts import TemplateSet
+from clipcls.scoring.heads import softmax
+from clipcls.scoring.spec import label_prompts
 
 TWO_TEMPLATES = TemplateSet("two", ("a photo of a {}.", "a drawing of a {}."))
 
@@ -143,9 +145,9 @@ def test_many_prompts_are_embedded_in_chunks_each_cached_as_it_is_done(
         build_text_classifier(stopped, labels, TWO_TEMPLATES, cache, progress)
     assert [len(call) for call in stopped.text_calls] == [6, 6]
     done = [text for call in stopped.text_calls for text in call]
-    assert sorted(
-        cache.get_texts("fake-texts", classify.label_prompts(labels, TWO_TEMPLATES))
-    ) == sorted(done)
+    assert sorted(cache.get_texts("fake-texts", label_prompts(labels, TWO_TEMPLATES))) == sorted(
+        done
+    )
     assert told == [20, 6, 6]
     encoder = CountingEncoder()
     told.clear()

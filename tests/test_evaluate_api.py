@@ -12,14 +12,13 @@ from typer.testing import CliRunner
 from clipcls.backends.base import BackendConfig, Expected, Hooks, open_backend
 from clipcls.backends.local import LocalBackend
 from clipcls.cache import EmbeddingCache
-from clipcls.classify import Prediction, Scorer
+from clipcls.classify import Prediction
 from clipcls.cli import app
 from clipcls.engine.hardware import pick_precision
 from clipcls.evaluation.exports import json_document
 from clipcls.evaluation.run import EvaluationRun, run_evaluation
-from clipcls.labels import Label
 from clipcls.pipeline import ModelInfo
-from clipcls.prompts import TemplateSet, load_templates, single_templates
+from clipcls.prompts import load_templates, single_templates
 from clipcls.settings import ModelSettings, Precision
 
 runner = CliRunner()
@@ -87,14 +86,14 @@ class Folders:
             else:
                 yield Prediction(str(path), embedding=self.axes[path.parent.name])
 
-    def scorer(self, labels: Sequence[Label], templates: TemplateSet) -> Scorer:
-        return Scorer(labels, np.stack([self.axes[label.name] for label in labels]), 100.0)
-
     def predict(self, *args: object, **kwargs: object) -> Iterator[Prediction]:
         raise AssertionError("an evaluation embeds, then scores here")
 
+    logit_scale, logit_bias = 100.0, None
+
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        raise AssertionError("the scorer is the text side")
+        """Each prompt as the axis of the class it names: a label's weights are its axis."""
+        return np.stack([next(v for k, v in self.axes.items() if k in t) for t in texts])
 
 
 def test_any_backend_runs_an_evaluation(tmp_path: Path) -> None:

@@ -9,9 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipcls.classify import Scorer
 from clipcls.errors import UsageError
-from clipcls.fewshot.adapter import DEFAULT_ALPHA, DEFAULT_BETA, TipAdapter, fit_adapter
 from clipcls.fewshot.calibration import (
     Calibration,
     class_thresholds,
@@ -19,9 +17,17 @@ from clipcls.fewshot.calibration import (
     read_calibration,
     reliability,
 )
-from clipcls.fewshot.scoring import adapted_scorer
-from clipcls.fewshot.support import SupportSet, find_support
+from clipcls.fewshot.support import find_support
 from clipcls.labels import Label
+from clipcls.scoring.adapter import (
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
+    SupportSet,
+    TipAdapter,
+    fit_adapter,
+)
+from clipcls.scoring.scorer import Scorer
+from clipcls.scoring.spec import with_support
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -85,11 +91,11 @@ def test_a_label_with_one_example_takes_the_documented_defaults() -> None:
 def test_labels_without_examples_keep_their_zero_shot_logits() -> None:
     keys, targets = clusters(2, 3)
     weights = unit(np.random.default_rng(3).normal(size=(3, 32)))
-    base = Scorer([Label.plain(n) for n in "abc"], weights, 10.0)
+    base = Scorer(tuple(Label.plain(n) for n in "abc"), weights, 10.0)
     support = SupportSet(
         keys, targets, tuple(f"/s/{i}.jpg" for i in range(6)), ("a", "b", "c"), "support:x", {}
     )
-    scorer = adapted_scorer(base, support)
+    scorer = with_support(base, support)
     images = unit(np.random.default_rng(4).normal(size=(4, 32)))
     logits, _ = scorer.logits(images)
     assert np.allclose(logits[:, 2], 10.0 * images @ weights[2], atol=1e-5)
@@ -176,7 +182,7 @@ def test_rescore_ranks_embedded_predictions_and_keeps_errors_in_place() -> None:
     from clipcls.prediction import Prediction
 
     weights = unit(np.eye(3, 32)[:3] + 0.01)
-    scorer = adapted_scorer(Scorer([Label.plain(n) for n in "abc"], weights, 10.0), None)
+    scorer = Scorer(tuple(Label.plain(n) for n in "abc"), weights, 10.0)
     found = [
         Prediction("x.png", embedding=weights[1]),
         Prediction("bad.png", error="cannot read bad.png"),

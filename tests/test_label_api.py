@@ -3,16 +3,17 @@
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 from typer.testing import CliRunner
 
-from clipcls.backends.base import BackendConfig, Expected, open_backend
-from clipcls.classify import LabelScore, Prediction
+from clipcls.backends.base import BackendConfig, BaseBackend, Expected, open_backend
+from clipcls.classify import Prediction
 from clipcls.cli import app
 from clipcls.labeling.options import LabelOptions
 from clipcls.labeling.run import LabelEvents, label_tree
 from clipcls.labeling.sorting import SortMode
-from clipcls.labels import Label, parse_labels
-from clipcls.prompts import TemplateSet, load_templates
+from clipcls.labels import parse_labels
+from clipcls.prompts import load_templates
 from clipcls.settings import ModelSettings
 
 LABELS = "cat,coffee,rocket"
@@ -45,35 +46,30 @@ def test_the_local_backend_writes_the_same_bytes_as_the_cli(
     assert len(warnings) == 1 and "broken.jpg" in warnings[0]
 
 
-class FakeBackend:
-    """Any object with weights, known_model, model_id, start and predict is a backend: this one
-    gives each file the label whose index is its name's length, modulo the labels."""
+class FakeBackend(BaseBackend):
+    """Any embedding source is a backend: this one embeds each file as the axis whose index is
+    its name's length, modulo the labels, and each label's prompts as the label's own axis."""
 
     weights = None
-    known_model = None
     model_id = "fake:v1"
+    logit_scale, logit_bias, batch_size = 100.0, None, 32
 
-    def __init__(self) -> None:
+    def __init__(self, n_labels: int = 3) -> None:
+        super().__init__(BackendConfig())
+        self.n_labels = n_labels
         self.expected: Expected | None = None
 
     def start(self, expected: Expected | None = None) -> None:
         self.expected = expected
 
-    def predict(
-        self,
-        paths: Iterable[Path | str],
-        labels: Sequence[Label],
-        templates: TemplateSet,
-        embeddings: bool = False,
-    ) -> Iterator[Prediction]:
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        each = len(texts) // self.n_labels  # label by label, as many prompts each
+        return np.eye(self.n_labels, dtype=np.float32)[[i // each for i in range(len(texts))]]
+
+    def embed_images(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
         for path in paths:
-            best = len(Path(path).name) % len(labels)
-            order = [best, *(i for i in range(len(labels)) if i != best)]
-            scores = tuple(
-                LabelScore(labels[i].name, 0.9 if i == best else 0.1 / (len(labels) - 1), 0.5)
-                for i in order
-            )
-            yield Prediction(str(path), scores)
+            axis = np.eye(self.n_labels, dtype=np.float32)[len(Path(path).name) % self.n_labels]
+            yield Prediction(str(path), embedding=axis)
 
 
 def test_any_backend_runs_a_label_job_that_sorts_and_resumes(photos: Path, tmp_path: Path) -> None:
@@ -103,9 +99,9 @@ def test_any_backend_runs_a_label_job_that_sorts_and_resumes(photos: Path, tmp_p
 
 def test_a_run_with_nothing_left_starts_no_backend(photos: Path, tmp_path: Path) -> None:
     labels, templates, out = parse_labels("a,b"), load_templates("photo"), tmp_path / "rows.csv"
-    label_tree([str(photos)], out, labels, templates, LabelOptions(), FakeBackend())
+    label_tree([str(photos)], out, labels, templates, LabelOptions(), FakeBackend(2))
     notices: list[str] = []
-    idle = FakeBackend()
+    idle = FakeBackend(2)
     again = label_tree(
         [str(photos)],
         out,

@@ -17,9 +17,9 @@ from clipcls.cli import app
 from clipcls.evaluation.multilabel import MultiLabelEvaluation
 from clipcls.evaluation.multilabel_calibrate import fit_multilabel
 from clipcls.labels import parse_labels
-from clipcls.multilabel.head import SIGMOID
 from clipcls.multilabel.metrics import multilabel_metrics
 from clipcls.prompts import load_templates
+from clipcls.scoring.heads import SIGMOID
 
 runner = CliRunner()
 
@@ -128,10 +128,11 @@ def test_a_form_multi_label_takes_the_usual_words(value: str, expected: bool) ->
 
 
 class PlainSupport:
-    """serve --support's examples as the worker uses them, leaving each scorer as it is."""
+    """serve --support's examples as the worker uses them: none for any request's labels, so
+    each scorer is zero-shot."""
 
-    def scorer(self, found: object) -> object:
-        return found
+    def for_labels(self, labels: object) -> None:
+        return None
 
 
 def test_a_support_server_refuses_a_multi_label_request_alone() -> None:

@@ -20,15 +20,15 @@ from clipcls.cli import app
 from clipcls.engine.sources import model_identity
 from clipcls.errors import UsageError
 from clipcls.fewshot.calibration import Calibration, templates_identity
-from clipcls.fewshot.scoring import AdaptedPredictor
 from clipcls.labeling.sorting import SortMode
 from clipcls.labels import parse_labels
-from clipcls.multilabel.head import MultiLabel, sigmoid
 from clipcls.output.files import Format
 from clipcls.output.rows import Columns, Row
 from clipcls.output.writers import make_writer
 from clipcls.prediction import LabelScore
 from clipcls.prompts import load_templates
+from clipcls.scoring.heads import sigmoid
+from clipcls.scoring.spec import ScoreSpec, build_scorer
 from clipcls.settings import ModelSettings
 
 runner = CliRunner()
@@ -50,8 +50,8 @@ def read_csv(path: Path) -> list[dict[str, str]]:
 def expected(model: str, folder: Path, labels: str = LABELS) -> dict[str, dict[str, float]]:
     """Each file's probabilities as the multi-label scorer computes them, by file name."""
     backend = open_backend("local", BackendConfig(ModelSettings(model=model)))
-    predictor = AdaptedPredictor(backend, None, multi_label=MultiLabel())
-    scorer = predictor.scorer(parse_labels(labels), load_templates("photo"))
+    spec = ScoreSpec(parse_labels(labels), load_templates("photo"), multi_label=True)
+    scorer = build_scorer(spec, backend)
     backend.start()
     embedded = list(backend.embed_images(sorted(folder.iterdir())))
     matrix = np.stack([np.asarray(p.embedding) for p in embedded])
@@ -101,7 +101,7 @@ def test_a_sigmoid_model_gives_its_own_sigmoid(
     tiny_biased_model: str, photos: Path, tmp_path: Path
 ) -> None:
     backend = open_backend("local", BackendConfig(ModelSettings(model=tiny_biased_model)))
-    base = backend.scorer(parse_labels(LABELS), load_templates("photo"))
+    base = build_scorer(ScoreSpec(parse_labels(LABELS), load_templates("photo")), backend)
     assert base.logit_bias is not None
     embedded = list(backend.embed_images(sorted(photos.iterdir())))
     matrix = np.stack([np.asarray(p.embedding) for p in embedded])

@@ -6,21 +6,34 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipcls.classify import Scorer
 from clipcls.errors import UsageError
-from clipcls.fewshot.scoring import adapted_scorer
 from clipcls.labels import Label
-from clipcls.multilabel.head import (
+from clipcls.multilabel.logistic import fit_logistic
+from clipcls.prompts import single_templates
+from clipcls.scoring.heads import (
     BACKGROUND,
     LOGISTIC,
     SIGMOID,
-    MultiLabel,
-    MultiLabelHead,
-    choose_head,
-    fit_logistic,
+    BackgroundHead,
+    LogisticHead,
+    SigmoidHead,
     sigmoid,
 )
-from clipcls.prompts import single_templates
+from clipcls.scoring.scorer import Scorer
+from clipcls.scoring.spec import multi_label_head
+
+
+class Tower:
+    """A text tower that embeds every text as one vector, noting what it was asked."""
+
+    def __init__(self, vector: np.ndarray) -> None:
+        self.vector, self.asked = vector, []  # type: list[list[str]]
+
+    logit_scale, logit_bias = 10.0, None
+
+    def embed_texts(self, texts: list[str]) -> np.ndarray:
+        self.asked.append(list(texts))
+        return np.tile(self.vector, (len(texts), 1))
 
 
 def unit(rows: np.ndarray) -> np.ndarray:
@@ -34,17 +47,16 @@ def test_sigmoid_is_exact_and_never_overflows() -> None:
 
 
 def test_the_head_follows_the_model() -> None:
-    background = unit(np.ones(4))
-    assert choose_head(10.0, -5.0, lambda: background).method == SIGMOID
-    assert choose_head(10.0, None, lambda: background).method == BACKGROUND
-    assert choose_head(10.0, None, lambda: background, ([1.0], [0.0])).method == LOGISTIC
+    tower, templates = Tower(unit(np.ones(4))), single_templates(["{}"])
+    assert multi_label_head(10.0, -5.0, None, tower, templates).method == SIGMOID
+    assert multi_label_head(10.0, None, None, tower, templates).method == BACKGROUND
+    assert multi_label_head(10.0, None, ([1.0], [0.0]), tower, templates).method == LOGISTIC
 
 
 def test_siglip_style_probabilities_are_sigmoid_of_scale_cos_plus_bias() -> None:
     rng = np.random.default_rng(0)
     images, weights = unit(rng.normal(size=(5, 8))), unit(rng.normal(size=(3, 8)))
-    base = Scorer([Label.plain(n) for n in "abc"], weights, 12.0, -4.0)
-    scorer = adapted_scorer(base, None, head=MultiLabelHead(SIGMOID, 12.0))
+    scorer = Scorer(tuple(Label.plain(n) for n in "abc"), weights, 12.0, -4.0, SigmoidHead())
     probabilities, similarities = scorer.score(images)
     assert np.allclose(probabilities, 1 / (1 + np.exp(-(12.0 * images @ weights.T - 4.0))))
     assert np.allclose(similarities, images @ weights.T)
@@ -54,7 +66,7 @@ def test_siglip_style_probabilities_are_sigmoid_of_scale_cos_plus_bias() -> None
 def test_background_is_each_labels_two_way_softmax_against_the_background() -> None:
     rng = np.random.default_rng(1)
     images, weights, behind = (unit(rng.normal(size=s)) for s in ((4, 8), (2, 8), (8,)))
-    head = MultiLabelHead(BACKGROUND, 20.0, background=behind)
+    head = BackgroundHead(logit_scale=20.0, background=behind)
     found = head.probabilities(20.0 * images @ weights.T, images @ weights.T, images)
     for i in range(4):
         for j in range(2):
@@ -64,9 +76,7 @@ def test_background_is_each_labels_two_way_softmax_against_the_background() -> N
 
 def test_a_head_without_its_parts_says_so() -> None:
     with pytest.raises(UsageError, match="missing"):
-        MultiLabelHead(LOGISTIC, 1.0).probabilities(
-            np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 2))
-        )
+        LogisticHead().probabilities(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros((1, 2)))
 
 
 def test_fit_logistic_recovers_known_parameters_and_stays_finite_when_separable() -> None:
@@ -81,16 +91,9 @@ def test_fit_logistic_recovers_known_parameters_and_stays_finite_when_separable(
 
 
 def test_multi_label_embeds_the_background_only_when_the_model_needs_it() -> None:
-    weights = unit(np.eye(3, 4))
-    asked: list[list[str]] = []
-
-    def embed(texts: list[str]) -> np.ndarray:
-        asked.append(list(texts))
-        return unit(np.ones((len(texts), 4)))
-
+    tower = Tower(unit(np.ones(4)))
+    asked = tower.asked
     templates = single_templates(["a photo of a {}."])
-    siglip = Scorer([Label.plain(n) for n in "abc"], weights, 10.0, -3.0)
-    assert MultiLabel().head(siglip, embed, templates).method == SIGMOID and asked == []
-    clip = Scorer([Label.plain(n) for n in "abc"], weights, 10.0)
-    assert MultiLabel().head(clip, embed, templates).method == BACKGROUND
+    assert multi_label_head(10.0, -3.0, None, tower, templates).method == SIGMOID and asked == []
+    assert multi_label_head(10.0, None, None, tower, templates).method == BACKGROUND
     assert asked == [["a photo of a something."]]

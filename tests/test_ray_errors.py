@@ -80,7 +80,7 @@ def test_error_rows_name_files_as_given_like_the_local_engine(
 
 
 def actor_pids() -> list[int]:
-    """The processes of Ray actors that score (Ray titles them after the mapped class)."""
+    """The processes of Ray actors that embed (Ray titles them after the mapped class)."""
     found = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -88,7 +88,7 @@ def actor_pids() -> list[int]:
                 title = (entry / "cmdline").read_bytes()
             except OSError:
                 continue
-            if b"MapWorker" in title and b"Scorer" in title:
+            if b"MapWorker" in title and b"Embedder" in title:
                 found.append(int(entry.name))
     return found
 

@@ -20,7 +20,7 @@ from PIL import Image
 
 from clipcls import Prediction as FacadePrediction
 from clipcls.backends.ray_data import _prediction as ray_prediction
-from clipcls.backends.ray_workers import Scorer
+from clipcls.backends.ray_workers import Embedder
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier, LabelScore, Prediction
 from clipcls.client.protocol import (
@@ -235,9 +235,9 @@ def test_the_ray_pair_sends_records_the_driver_reads_back_as_the_local_predictio
     files = colour_images(tmp_path / "in", 3)
     encoder = PixelEncoder()
     labels = ["red", "green"]
-    scorer = Scorer.__new__(Scorer)
-    scorer.encoder, scorer.cache, scorer.embeddings = encoder, None, True
-    scorer.classifier = Classifier(encoder, labels, ["a {}"])
+    actor = Embedder.__new__(Embedder)
+    actor.encoder, actor.cache = encoder, None
+    classifier = Classifier(encoder, labels, ["a {}"])
     cached = encoder.encode_prepared([encoder.prepare(Image.open(files[0]).convert("RGB"))])[0]
     pixels = encoder.prepare(Image.open(files[1]).convert("RGB"))
     given = [path_to_text(str(f.relative_to(tmp_path))) for f in files] + ["gone.png"]
@@ -251,16 +251,17 @@ def test_the_ray_pair_sends_records_the_driver_reads_back_as_the_local_predictio
         "shape": [[], list(pixels.shape), [], []],
     }
     encoder.passes.clear()
-    rows = [{"record": r} for r in scorer(batch)["record"]]
+    rows = [{"record": r} for r in actor(batch)["record"]]
     assert encoder.passes == [2]  # the cached row and the failed one cost nothing
-    found = [ray_prediction(row, str(tmp_path), labels) for row in rows]
+    embedded = [ray_prediction(row, str(tmp_path)) for row in rows]
+    found = classifier.scorer.rescore(embedded)  # the driver scores
     local = list(Classifier(PixelEncoder(), labels, ["a {}"]).classify_paths(files))
     for got, want, path in zip(found, local, given, strict=False):
         assert got == Prediction(path, want.scores)
         assert np.array_equal(got.embedding, want.embedding)  # type: ignore[arg-type]
     assert found[3] == Prediction("gone.png", error="cannot read gone.png")
     with pytest.raises(ClipclsError, match="the Ray cluster sent a row clipcls cannot read"):
-        ray_prediction(rows[0], str(tmp_path), ["red", "blue"])
+        ray_prediction({"record": rows[0]["record"][:-2]}, str(tmp_path))
 
 
 def test_no_module_builds_an_embedded_batch_by_hand() -> None:

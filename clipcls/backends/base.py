@@ -1,6 +1,7 @@
-"""The seam between the commands and where predictions come from: one Backend protocol (this
-process, a Ray cluster, a `clipcls serve` server implement it), what opening one takes, and the
-registry that builds one by name, importing its module only when it is asked for."""
+"""The seam between the runs and where embeddings come from: one Backend protocol (this
+process, a Ray cluster, a `clipcls serve` server, a file of saved embeddings), a base with
+what they share, what opening one takes, and the registry that builds one by name, importing
+its module only when it is asked for."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from clipcls.cache import EmbeddingCache
-from clipcls.classify import Advance, Prediction, Scorer
+from clipcls.classify import Advance, Prediction
 from clipcls.errors import UsageError
+from clipcls.gathered import Embedded, gather
 from clipcls.labels import Label
 from clipcls.pipeline import ModelInfo
 from clipcls.prompts import TemplateSet
@@ -29,6 +31,10 @@ def _silent(text: str) -> None:
 
 def _no_status(text: str) -> AbstractContextManager[Any]:
     return contextlib.nullcontext()
+
+
+def _no_advance(done: int) -> None:
+    return None
 
 
 def _no_progress(text: str, total: int) -> AbstractContextManager[Advance]:
@@ -89,12 +95,15 @@ class ImageStore:
     key: str
 
 
-class Predictor(Protocol):
-    """A source of predictions for one model: what a label or predict run asks of a backend.
+class Backend(Protocol):
+    """An embedding source for one model: a label, predict, evaluate or search run asks it for
+    image and text embeddings, and scores them itself (clipcls.scoring).
 
     Opening one is cheap (a server is asked what it runs; nothing loads); `start` loads or
     joins what it needs, once; the other methods start it if it has not been started.
     """
+
+    name: str  # its registry name
 
     @property
     def weights(self) -> str | None:
@@ -109,44 +118,81 @@ class Predictor(Protocol):
     def model_id(self) -> str:
         """The model as rows record it (`ARCH:TAG`, or its hf-hub:/local-dir: name)."""
 
-    def start(self, expected: Expected | None = None) -> None:
-        """Load the model (or join the cluster); from the cache alone where expected allows."""
-
-    def predict(
-        self,
-        paths: Iterable[Path | str],
-        labels: Sequence[Label],
-        templates: TemplateSet,
-        embeddings: bool = False,
-    ) -> Iterator[Prediction]:
-        """One Prediction per path; unreadable files carry an error; with embeddings, each
-        carries its image embedding. In input order except on Ray (the order they finish).
-        Lazy in the paths: they are read as predictions are taken."""
-
-
-class Backend(Predictor, Protocol):
-    """A source of predictions and embeddings for one model."""
-
-    name: str  # its registry name
-
     @property
     def info(self) -> ModelInfo:
         """The model and where it runs."""
 
-    def embed_images(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
-        """One Prediction per path with its image embedding (no scores), or its error."""
+    @property
+    def logit_scale(self) -> float:
+        """How the model scales a cosine into a logit."""
 
-    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        """Unit-length text embeddings, (n_texts, dim), each distinct text computed once."""
+    @property
+    def logit_bias(self) -> float | None:
+        """The bias added to a logit (SigLIP-family models), else None."""
 
-    def scorer(self, labels: Sequence[Label], templates: TemplateSet) -> Scorer:
-        """The labels' text side, to score image embeddings with this model."""
+    @property
+    def batch_size(self) -> int:
+        """Images per batch as a local run embeds them: embeddings are scored so many at a
+        time, whoever embedded them, so that the same matrix products give the same bits."""
 
     @property
     def image_store(self) -> ImageStore | None:
         """Where files derived from its cached image embeddings may be kept, known before
         `start` where it can be (a local model an earlier run recorded); None where they are
         not cached here."""
+
+    def start(self, expected: Expected | None = None) -> None:
+        """Load the model (or join the cluster); from the cache alone where expected allows."""
+
+    def embed_images(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
+        """One Prediction per path with its image embedding (no scores), or its error; in
+        input order except on Ray (the order they finish). Lazy in the paths."""
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length text embeddings, (n_texts, dim), each distinct text computed once."""
+
+    def embed_matrix(
+        self,
+        paths: Sequence[Path | str],
+        advance: Advance = _no_advance,
+        dtype: type[np.floating[Any]] = np.float32,
+    ) -> Embedded:
+        """Every path embedded, gathered into one matrix of dtype in input order."""
+
+
+class BaseBackend:
+    """What every backend shares: its config, the embedding cache opened on first use, and
+    embed_matrix over its own embed_images; an implementation writes what differs."""
+
+    name = ""
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self._cache: EmbeddingCache | None = None
+
+    @property
+    def cache(self) -> EmbeddingCache | None:
+        """The embedding cache, opened on first use (a run with nothing to do opens none)."""
+        if self._cache is None:
+            self._cache = opened_cache(self.config.cache)
+        return self._cache
+
+    @property
+    def known_model(self) -> str | None:
+        return None  # known on start
+
+    def embed_images(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
+        raise NotImplementedError
+
+    def embed_matrix(
+        self,
+        paths: Sequence[Path | str],
+        advance: Advance = _no_advance,
+        dtype: type[np.floating[Any]] = np.float32,
+    ) -> Embedded:
+        """Every path through embed_images (Ray answers in the order it finishes), gathered
+        in input order into one matrix of dtype; advance is told of each one done."""
+        return gather(self.embed_images(paths), paths, advance, dtype)
 
 
 # name -> "module:Class"; the module is imported only when its backend is opened, so that a

@@ -11,26 +11,20 @@ import numpy as np
 
 from clipcls.backends.base import (
     BackendConfig,
+    BaseBackend,
     Expected,
     Hooks,
     ImageStore,
     image_store,
-    opened_cache,
 )
-from clipcls.cache import EmbeddingCache
 from clipcls.classify import (
-    Classifier,
     Prediction,
-    Scorer,
     ShowProgress,
     default_batch_size,
     encode_prompts,
-    label_weights,
     no_progress,
 )
-from clipcls.labels import Label
 from clipcls.pipeline import Encoder, ModelInfo, embed_paths
-from clipcls.prompts import TemplateSet
 from clipcls.recorded import cached_encoder, recorded_model, remember_model
 from clipcls.settings import ModelSettings, model_id
 
@@ -45,14 +39,14 @@ def describe(info: ModelInfo) -> str:
 
 def load_model(settings: ModelSettings, hooks: Hooks, quiet: bool = False) -> Encoder:
     """Load the model, saying through hooks what runs where (and any random-weights notice)."""
+    from clipcls.engine.factory import open_model
     from clipcls.engine.hardware import check_device_early
-    from clipcls.engine.model import ClipModel
     from clipcls.engine.sources import check_model_name
 
     check_model_name(settings)
     check_device_early(settings.device, settings.precision)
     with hooks.status(f"loading {settings.model}"):
-        encoder = ClipModel(settings)
+        encoder = open_model(settings)
     # torch, open_clip and the model leave ~10^6 long-lived objects; each full collection then
     # takes ~0.2 s. Frozen, collections scan only what the run allocates.
     gc.freeze()
@@ -63,24 +57,16 @@ def load_model(settings: ModelSettings, hooks: Hooks, quiet: bool = False) -> En
     return encoder
 
 
-class LocalBackend:
+class LocalBackend(BaseBackend):
     """The model in this process (loaded on start, or the cache standing in for it)."""
 
     name = "local"
 
     def __init__(self, config: BackendConfig) -> None:
-        self.config = config
+        super().__init__(config)
         self.settings = config.settings
-        self._cache: EmbeddingCache | None = None
         self._encoder: Encoder | None = None
         self.loaded = False  # the model itself, not its recorded stand-in
-
-    @property
-    def cache(self) -> EmbeddingCache | None:
-        """The embedding cache, opened on first use (a run with nothing to do opens none)."""
-        if self._cache is None:
-            self._cache = opened_cache(self.config.cache)
-        return self._cache
 
     @property
     def weights(self) -> str | None:
@@ -101,8 +87,12 @@ class LocalBackend:
         return self.encoder.info
 
     @property
-    def known_model(self) -> str | None:
-        return None  # a default tag is resolved, and the cache consulted, only on start
+    def logit_scale(self) -> float:
+        return self.encoder.logit_scale
+
+    @property
+    def logit_bias(self) -> float | None:
+        return self.encoder.logit_bias
 
     @property
     def model_id(self) -> str:
@@ -137,27 +127,12 @@ class LocalBackend:
         self.loaded = True
         remember_model(self.cache, self.settings, self._encoder)
 
-    def classifier(self, labels: Sequence[Label], templates: TemplateSet) -> Classifier:
-        """A Classifier for the labels (each distinct prompt embedded once, cached ones not)."""
-        return Classifier(
-            self.encoder, labels, templates, self.config.batch_size, self.cache, self._progress()
-        )
-
     def _progress(self) -> ShowProgress:
         """The hooks' progress around embedding the prompts the cache lacks (none: not shown)."""
         if self.config.quiet:
             return no_progress
         progress = self.config.hooks.progress
         return lambda total: progress("embedding prompts", total)
-
-    def predict(
-        self,
-        paths: Iterable[Path | str],
-        labels: Sequence[Label],
-        templates: TemplateSet,
-        embeddings: bool = False,
-    ) -> Iterator[Prediction]:
-        return self.classifier(labels, templates).classify_paths(paths)
 
     def embed_images(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
         for batch in embed_paths(self.encoder, paths, self.batch_size, self.cache):
@@ -170,11 +145,6 @@ class LocalBackend:
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         return encode_prompts(self.encoder, texts, self.cache, self._progress())
-
-    def scorer(self, labels: Sequence[Label], templates: TemplateSet) -> Scorer:
-        encoder = self.encoder
-        weights = label_weights(self.embed_texts, labels, templates)
-        return Scorer(labels, weights, encoder.logit_scale, encoder.logit_bias)
 
     @property
     def image_store(self) -> ImageStore | None:

@@ -1,5 +1,5 @@
-"""The Ray backend: images embedded and scored by an actor pool on a Ray cluster (each actor
-loads the model once); prompts for scoring embeddings here use the model in this process."""
+"""The Ray backend: images embedded by an actor pool on a Ray cluster (each actor loads the
+model once); the run scores them here, with prompts embedded by the model in this process."""
 
 from __future__ import annotations
 
@@ -8,22 +8,21 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcls.backends.base import BackendConfig, Expected, ImageStore
+from clipcls.backends.base import BackendConfig, BaseBackend, Expected, ImageStore
 from clipcls.backends.local import LocalBackend
-from clipcls.classify import Prediction, Scorer
-from clipcls.labels import Label
+from clipcls.classify import Prediction
 from clipcls.pipeline import ModelInfo
-from clipcls.prompts import TemplateSet
 from clipcls.settings import model_id
 
 
-class RayBackend:
+class RayBackend(BaseBackend):
     """An actor pool on the cluster at config.ray_address ($RAY_ADDRESS, else a local Ray)."""
 
     name = "ray"
 
     def __init__(self, config: BackendConfig) -> None:
-        self.config, self.settings = config, config.settings
+        super().__init__(config)
+        self.settings = config.settings
         self._named: tuple[str, str | None] | None = None
         self._joined = False
         self._text_tower: LocalBackend | None = None  # loaded only to score embeddings here
@@ -54,10 +53,6 @@ class RayBackend:
         return ModelInfo(model, pretrained, "ray", self.settings.precision.value)
 
     @property
-    def known_model(self) -> str | None:
-        return None  # named on start, from the model's config
-
-    @property
     def model_id(self) -> str:
         return model_id(*self.named)
 
@@ -71,45 +66,16 @@ class RayBackend:
         connect(self.config.ray_address)
         self._joined = True
 
-    def predict(
-        self,
-        paths: Iterable[Path | str],
-        labels: Sequence[Label],
-        templates: TemplateSet,
-        embeddings: bool = False,
-    ) -> Iterator[Prediction]:
-        from clipcls.backends.ray_data import classify_on_ray
-
-        self.start()
-        config = self.config
-        return classify_on_ray(
-            paths,
-            self.settings,
-            tuple(labels),
-            templates,
-            batch_size=config.batch_size,
-            actors=config.ray_actors,
-            use_cache=config.cache is not None,
-            embeddings=embeddings,
-        )
-
     def embed_images(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
+        """The paths' embeddings as the actors finish them (not in input order)."""
         from clipcls.backends.ray_data import embed_on_ray
 
         self.start()
-        given = [str(path) for path in paths]
         config = self.config
-        with config.hooks.status(f"embedding {len(given)} images on Ray"):
-            found = embed_on_ray(
-                given, self.settings, config.batch_size, config.ray_actors, config.cache is not None
-            )
-        for path in given:
-            vector, error = found.get(path, (None, "not embedded"))
-            yield (
-                Prediction(path, error=error or "not embedded")
-                if vector is None
-                else (Prediction(path, embedding=vector))
-            )
+        use_cache = config.cache is not None
+        yield from embed_on_ray(
+            paths, self.settings, config.batch_size, config.ray_actors, use_cache
+        )
 
     @property
     def text_tower(self) -> LocalBackend:
@@ -123,8 +89,17 @@ class RayBackend:
         return self.text_tower.embed_texts(texts)
 
     @property
+    def logit_scale(self) -> float:
+        return self.text_tower.logit_scale
+
+    @property
+    def logit_bias(self) -> float | None:
+        return self.text_tower.logit_bias
+
+    @property
+    def batch_size(self) -> int:
+        return self.text_tower.batch_size
+
+    @property
     def image_store(self) -> ImageStore | None:
         return None  # the actors embed and cache apart: each search asks them
-
-    def scorer(self, labels: Sequence[Label], templates: TemplateSet) -> Scorer:
-        return self.text_tower.scorer(labels, templates)

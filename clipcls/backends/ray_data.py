@@ -1,7 +1,7 @@
-"""The Ray Data engine: the same classification, spread over a Ray cluster. The driver lists the
+"""The Ray Data engine: the same embedding, spread over a Ray cluster. The driver lists the
 files; CPU tasks decode them; an actor pool, each actor loading the model once (one GPU per
-actor where there are GPUs), embeds and scores with the local engine's own code; predictions
-stream back to the driver, which writes them through the same writers."""
+actor where there are GPUs), embeds with the local engine's own code; embeddings stream back
+to the driver as prediction records, and the run scores them there."""
 
 from __future__ import annotations
 
@@ -15,19 +15,15 @@ import socket
 import sys
 import threading
 import warnings
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from clipcls.backends.ray_workers import Embedder, Scorer, decode
+from clipcls.backends.ray_workers import Embedder, decode
 from clipcls.errors import ClipclsError, UsageError
-from clipcls.labels import Label
-from clipcls.pathtext import clean_text, path_to_text, text_to_path
+from clipcls.pathtext import clean_text, path_to_text
 from clipcls.prediction import Prediction
-from clipcls.prompts import TemplateSet
 from clipcls.remote import is_url
 from clipcls.settings import Device, ModelSettings
 
@@ -149,10 +145,11 @@ def _leave(ray: Any) -> None:
     atexit.unregister(ray.shutdown)
 
 
-def _prediction(row: dict[str, Any], cwd: str, labels: Collection[str]) -> Prediction:
-    """The Prediction an actor sent as its record, its error naming the path as given."""
+def _prediction(row: dict[str, Any], cwd: str) -> Prediction:
+    """The Prediction an actor sent as its record (an embedding, or an error naming the path
+    as given)."""
     try:
-        prediction = Prediction.from_record(json.loads(row["record"]), labels)
+        prediction = Prediction.from_record(json.loads(row["record"]), ())
     except ValueError as error:  # a RecordError, or no JSON at all
         raise ClipclsError(f"the Ray cluster sent a row clipcls cannot read: {error}") from None
     if prediction.error is None:
@@ -166,43 +163,6 @@ def _as_given(error: str, path: str, cwd: str) -> str:
     if is_url(path) or os.path.isabs(path):
         return error
     return error.replace(clean_text(os.path.join(cwd, path)), clean_text(path))
-
-
-def classify_on_ray(
-    paths: Iterable[Path | str],
-    settings: ModelSettings,
-    labels: tuple[Label, ...],
-    templates: TemplateSet,
-    batch_size: int | None = None,
-    actors: int | None = None,
-    use_cache: bool = True,
-    embeddings: bool = False,
-    decode_tasks: bool | None = None,
-) -> Iterator[Prediction]:
-    """One Prediction per path, in the order they finish (not the input order).
-
-    Local paths are sent absolute, so that actors on any node of a shared file system find
-    them; each prediction carries the path as given.
-    """
-    ray = require_ray()
-    items = _items(paths)
-    if not items:
-        return
-    kwargs = dict(
-        settings=settings,
-        labels=labels,
-        templates=templates,
-        use_cache=use_cache,
-        embeddings=embeddings,
-    )
-    with warnings.catch_warnings():  # Ray 2.60 names max_restarts a deprecated remote arg
-        warnings.simplefilter("ignore")
-        batch = batch_size or ACTOR_BATCH
-        mapped = _mapped(ray, Scorer, items, kwargs, batch, actors, decode_tasks)
-    cwd = os.getcwd()  # as _items made the paths absolute
-    names = [label.name for label in labels]
-    for row in _rows(ray, mapped):
-        yield _prediction(row, cwd, names)
 
 
 def _items(paths: Iterable[Path | str]) -> list[dict[str, str]]:
@@ -272,19 +232,21 @@ def embed_on_ray(
     actors: int | None = None,
     use_cache: bool = True,
     decode_tasks: bool | None = None,
-) -> dict[str, tuple[np.ndarray | None, str | None]]:
-    """Each path's image embedding, or its error, computed by an actor pool."""
+) -> Iterator[Prediction]:
+    """Each path's image embedding, or its error, computed by an actor pool: one Prediction per
+    path in the order they finish (not the input order), each with the path as given.
+
+    Local paths are sent absolute, so that actors on any node of a shared file system find
+    them."""
     ray = require_ray()
     items = _items(paths)
+    if not items:
+        return
     kwargs = dict(settings=settings, use_cache=use_cache)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # Ray 2.60 names max_restarts a deprecated remote arg
         warnings.simplefilter("ignore")
         batch = batch_size or ACTOR_BATCH
         mapped = _mapped(ray, Embedder, items, kwargs, batch, actors, decode_tasks)
-    found: dict[str, tuple[np.ndarray | None, str | None]] = {}
-    cwd = os.getcwd()
+    cwd = os.getcwd()  # as _items made the paths absolute
     for row in _rows(ray, mapped):
-        vector = np.asarray(row["embedding"], dtype=np.float32) if len(row["embedding"]) else None
-        path = text_to_path(row["path"])
-        found[path] = (vector, _as_given(row["error"], path, cwd) or None)
-    return found
+        yield _prediction(row, cwd)

@@ -1,6 +1,6 @@
 """What runs on Ray's workers: decoding in CPU tasks (no weights held), and actors that load the
-model once and embed (and score) batches with the local engine's own code, decoding themselves
-where there is no decoding stage."""
+model once and embed batches with the local engine's own code, decoding themselves where there
+is no decoding stage; the driver scores."""
 
 from __future__ import annotations
 
@@ -12,10 +12,8 @@ import numpy as np
 from PIL import Image
 
 from clipcls.cache import EmbeddingCache
-from clipcls.classify import Classifier
 from clipcls.filekey import FileKey
-from clipcls.labels import Label
-from clipcls.pathtext import clean_text, path_to_text, text_to_path
+from clipcls.pathtext import clean_text, text_to_path
 from clipcls.pipeline import (
     EmbeddedBatch,
     EmbedPlan,
@@ -25,7 +23,7 @@ from clipcls.pipeline import (
     look_up,
     prepare_path,
 )
-from clipcls.prompts import TemplateSet
+from clipcls.prediction import Prediction
 from clipcls.settings import ModelSettings
 
 COLUMNS = ("path", "load", "error", "key", "pixels", "shape", "cached")
@@ -132,47 +130,23 @@ class _Embedding:
         return replace(prepare_path(self.encoder, load), key=key)
 
 
-class Scorer(_Embedding):
-    """A Ray actor for label: the model loaded once, then decoded batches in, predictions out."""
-
-    def __init__(
-        self,
-        settings: ModelSettings,
-        labels: tuple[Label, ...],
-        templates: TemplateSet,
-        use_cache: bool,
-        embeddings: bool,
-    ) -> None:
-        from clipcls.engine.model import ClipModel
-
-        self.cache = EmbeddingCache(settings.resolved_cache_dir()) if use_cache else None
-        self.encoder = ClipModel(settings)
-        self.classifier = Classifier(self.encoder, labels, templates, None, self.cache)
-        self.embeddings = embeddings
-
-    def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
-        """Each prediction as its record, in JSON text (always valid UTF-8, as Arrow needs)."""
-        dim = self.classifier.label_weights.shape[1]
-        predictions = self.classifier.predict_embedded(self.embedded(batch, dim))
-        return {"record": [json.dumps(p.to_record(embedding=self.embeddings)) for p in predictions]}
-
-
 class Embedder(_Embedding):
-    """A Ray actor for evaluate: the model loaded once, then decoded batches in, image
-    embeddings (or errors) out; scoring stays on the driver, once per template set."""
+    """A Ray actor: the model loaded once, then decoded batches in, image embeddings (or
+    errors) out; scoring stays on the driver."""
 
     def __init__(self, settings: ModelSettings, use_cache: bool) -> None:
-        from clipcls.engine.model import ClipModel
+        from clipcls.engine.factory import open_model
 
-        self.encoder = ClipModel(settings)
+        self.encoder = open_model(settings)
         self.cache = EmbeddingCache(settings.resolved_cache_dir()) if use_cache else None
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[Any]]:
+        """Each image's embedding (or error) as its prediction record, in JSON text (always
+        valid UTF-8, as Arrow needs)."""
         done = self.embedded(batch)
         vectors = iter(done.embeddings)
-        out: dict[str, list[Any]] = {"path": [], "error": [], "embedding": []}
+        records = []
         for path, error in zip(done.paths, done.errors, strict=True):
-            out["path"].append(path_to_text(path))
-            out["error"].append(clean_text(error or ""))
-            out["embedding"].append([] if error else next(vectors).tolist())
-        return out
+            found = Prediction(path, error=error, embedding=None if error else next(vectors))
+            records.append(json.dumps(found.to_record(embedding=True)))
+        return {"record": records}

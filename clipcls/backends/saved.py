@@ -12,19 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcls.backends.base import BackendConfig, Expected, ImageStore
+from clipcls.backends.base import BackendConfig, BaseBackend, Expected, ImageStore
 from clipcls.backends.local import LocalBackend
-from clipcls.classify import Prediction, Scorer, default_batch_size
+from clipcls.classify import Prediction
 from clipcls.digests import short_identity
 from clipcls.errors import UsageError
-from clipcls.labels import Label
 from clipcls.output.saved import SavedEmbeddings, SavedImage, read_saved
 from clipcls.pathtext import clean_text, path_key
-from clipcls.pipeline import EmbeddedBatch, ModelInfo, PreparedImage, embed_batch
-from clipcls.prompts import TemplateSet
+from clipcls.pipeline import ModelInfo
 from clipcls.settings import ModelSettings, model_id
 
-EMBED_CHUNK = 256  # paths looked up at once; those also_embed named are embedded together
+EMBED_CHUNK = 256  # paths looked up at once; those the file lacks are embedded together
 
 
 def check_same_model(
@@ -93,7 +91,7 @@ def _with_file_model(config: BackendConfig, saved: SavedEmbeddings) -> BackendCo
     return dataclasses.replace(config, settings=settings)
 
 
-class SavedEmbeddingsBackend:
+class SavedEmbeddingsBackend(BaseBackend):
     """Predictions from the embeddings a label run saved (config.embeddings), scored with the
     labels' text side of the local model; opening it reads the file and checks its model."""
 
@@ -104,7 +102,7 @@ class SavedEmbeddingsBackend:
             raise UsageError("the embeddings backend needs a file (--from-embeddings)")
         self.saved = _from_here(read_saved(Path(config.embeddings)))
         config = _with_file_model(config, self.saved)
-        self.config = config
+        super().__init__(config)
         self.text = LocalBackend(config)  # the text tower, or the cache standing in for it
         asked = config.asked_model is not None or config.settings.pretrained is not None
         self.checked = check_same_model(self.saved, config.settings, self.text.weights, asked)
@@ -112,15 +110,6 @@ class SavedEmbeddingsBackend:
         self.images = self.saved.by_key()
         self.extra: dict[str, str] = {}  # path key -> path of images the model embeds here
         self.started = False
-
-    def also_embed(self, paths: Iterable[Path | str]) -> None:
-        """Images the saved file may lack that embed_images must answer (a support set's
-        examples): those it lacks are embedded by the local model, from the cache where it
-        holds them; call before start."""
-        for path in paths:
-            key = path_key(str(path))
-            if key not in self.images:
-                self.extra[key] = str(path)
 
     @property
     def paths(self) -> list[str]:
@@ -130,10 +119,6 @@ class SavedEmbeddingsBackend:
     @property
     def weights(self) -> str | None:
         return self.text.weights
-
-    @property
-    def known_model(self) -> str | None:
-        return None  # known on start, as for the local model
 
     @property
     def model_id(self) -> str:
@@ -150,6 +135,8 @@ class SavedEmbeddingsBackend:
         image is asked of it: the file has them), else by loading the model."""
         if self.started:
             return
+        if expected is not None and expected.paths is not None:
+            self._also_embed(expected.paths())
         # Checked, or nothing to check by loading (the file records no model): a dedupe, or
         # similar to a saved image, asks no text, and loads no model.
         nothing_asked = expected is not None and not expected.labels and not self.extra
@@ -173,39 +160,25 @@ class SavedEmbeddingsBackend:
         where = clean_text(str(self.saved.source))
         return SavedImage(str(path), error=f"{clean_text(str(path))} has no embedding in {where}")
 
-    def _batches(self, paths: Iterable[Path | str]) -> Iterator[EmbeddedBatch]:
-        """The paths in the batches a local run scores them in (the same matrix products give
-        the same bits): batch_size paths each, errors in place, through the pipeline's step
-        (every vector is known: nothing is computed)."""
-        encoder = self.text.encoder
-        size = self.config.batch_size or default_batch_size(encoder.plan.device)
-        iterator = iter(paths)
-        while chunk := [self._find(p) for p in itertools.islice(iterator, size)]:
-            known = [PreparedImage(i.path, error=i.error, embedding=i.embedding) for i in chunk]
-            yield embed_batch(encoder, known)
+    def _also_embed(self, paths: Iterable[Path | str]) -> None:
+        """Images the saved file lacks that embed_images must answer (a support set's
+        examples): the local model embeds them, from the cache where it holds them."""
+        for path in paths:
+            key = path_key(str(path))
+            if key not in self.images:
+                self.extra[key] = str(path)
 
-    def predict(
-        self,
-        paths: Iterable[Path | str],
-        labels: Sequence[Label],
-        templates: TemplateSet,
-        embeddings: bool = False,
-    ) -> Iterator[Prediction]:
-        # The prompts are embedded now, as a local run embeds them (a status while the model
-        # computes them).
-        self.start(Expected(tuple(labels), (templates,)))
-        if self.text.loaded and not self.config.quiet:
-            n_prompts = sum(len(label.texts) for label in labels) * len(templates.templates)
-            with self.config.hooks.status(f"embedding {n_prompts} prompts"):
-                scorer = self.text.scorer(labels, templates)
-        else:
-            scorer = self.text.scorer(labels, templates)
+    @property
+    def logit_scale(self) -> float:
+        return self.text.logit_scale
 
-        def predictions() -> Iterator[Prediction]:
-            for batch in self._batches(paths):
-                yield from scorer.predict_embedded(batch)
+    @property
+    def logit_bias(self) -> float | None:
+        return self.text.logit_bias
 
-        return predictions()
+    @property
+    def batch_size(self) -> int:
+        return self.text.batch_size
 
     def embed_images(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
         iterator = iter(paths)
@@ -220,12 +193,12 @@ class SavedEmbeddingsBackend:
                 yield Prediction(image.path, error=image.error, embedding=image.embedding)
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self.text.embed_texts(texts)
+        if not self.text.loaded or self.config.quiet:
+            return self.text.embed_texts(texts)
+        # a status while the model computes them, as a local run embeds its prompts
+        with self.config.hooks.status(f"embedding {len(texts)} prompts"):
+            return self.text.embed_texts(texts)
 
     @property
     def image_store(self) -> ImageStore | None:
         return None  # the saved file holds the embeddings: nothing to store
-
-    def scorer(self, labels: Sequence[Label], templates: TemplateSet) -> Scorer:
-        self.start(Expected(tuple(labels), (templates,)))
-        return self.text.scorer(labels, templates)

@@ -15,20 +15,19 @@ import numpy as np
 
 from clipcls.backends.base import (
     BackendConfig,
+    BaseBackend,
     Expected,
     Hooks,
     ImageStore,
     image_store,
-    opened_cache,
 )
-from clipcls.cache import EmbeddingCache
-from clipcls.classify import Prediction, Scorer, default_batch_size, encode_prompts, label_weights
+from clipcls.classify import Prediction, default_batch_size, encode_prompts
 from clipcls.client.predict import IN_FLIGHT, RemoteClassifier, RemoteEncoder, ServerClient
 from clipcls.client.wire import unreadable
 from clipcls.errors import UsageError
 from clipcls.labels import Label
 from clipcls.pipeline import Chunk, EmbeddedBatch, ModelInfo, PreparedImage, embed_batch, look_up
-from clipcls.prompts import TemplateSet, single_templates
+from clipcls.prompts import single_templates
 from clipcls.remote import is_url
 from clipcls.settings import model_id
 
@@ -61,7 +60,7 @@ def connect_server(
     return client
 
 
-class ServerBackend:
+class ServerBackend(BaseBackend):
     """The server at config.server; opening it asks what it runs (and waits while it loads)."""
 
     name = "server"
@@ -69,19 +68,12 @@ class ServerBackend:
     def __init__(self, config: BackendConfig) -> None:
         if config.server is None:
             raise UsageError("the server backend needs a URL (--server)")
-        self.config = config
+        super().__init__(config)
         self.client = connect_server(
             config.server, config.asked_model, config.server_options, config.hooks, config.quiet
         )
         self.encoder = RemoteEncoder(self.client)
-        self._cache: EmbeddingCache | None = None
-
-    @property
-    def cache(self) -> EmbeddingCache | None:
-        """This side's embedding cache, opened on first use (None: --no-cache)."""
-        if self._cache is None:
-            self._cache = opened_cache(self.config.cache)
-        return self._cache
+        self.dim: int | None = None  # its text embeddings' width: image embeddings must match
 
     @property
     def weights(self) -> str | None:
@@ -106,19 +98,17 @@ class ServerBackend:
         """The server's own search of folders (absolute), or None: this side searches."""
         return self.client.search_folders(folders, text, k)
 
-    def predict(
-        self,
-        paths: Iterable[Path | str],
-        labels: Sequence[Label],
-        templates: TemplateSet,
-        embeddings: bool = False,
-    ) -> Iterator[Prediction]:
-        scorer = self.scorer(labels, templates)  # now, as a local run embeds its prompts first
-        return self._scored(scorer, paths)
+    @property
+    def logit_scale(self) -> float:
+        return self.encoder.logit_scale
 
-    def _scored(self, scorer: Scorer, paths: Iterable[Path | str]) -> Iterator[Prediction]:
-        for batch in self._embedded(paths, scorer.label_weights.shape[1]):
-            yield from scorer.predict_embedded(batch)
+    @property
+    def logit_bias(self) -> float | None:
+        return self.encoder.logit_bias
+
+    @property
+    def batch_size(self) -> int:
+        return self.config.batch_size or default_batch_size(self.encoder.plan.device)
 
     def embed_images(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
         for batch in self._embedded(paths):
@@ -131,20 +121,16 @@ class ServerBackend:
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         cache = self.cache if self.encoder.plan.text_cache_key is not None else None
-        return encode_prompts(self.encoder, texts, cache)  # the server embeds only the misses
-
-    def scorer(self, labels: Sequence[Label], templates: TemplateSet) -> Scorer:
-        weights = label_weights(self.embed_texts, labels, templates)
-        return Scorer(labels, weights, self.encoder.logit_scale, self.encoder.logit_bias)
+        found = encode_prompts(self.encoder, texts, cache)  # the server embeds only the misses
+        self.dim = self.dim or (found.shape[1] if found.ndim == 2 and len(found) else None)
+        return found
 
     @property
     def image_store(self) -> ImageStore | None:
         key = self.encoder.plan.image_cache_key
         return image_store(self.cache, key, self.config.settings.max_megapixels)
 
-    def _embedded(
-        self, paths: Iterable[Path | str], dim: int | None = None
-    ) -> Iterator[EmbeddedBatch]:
+    def _embedded(self, paths: Iterable[Path | str]) -> Iterator[EmbeddedBatch]:
         """The paths' image embeddings in batches, in input order (errors in place): those in
         this side's cache as they are, the others from the server (then cached here).
         IN_FLIGHT batches' requests are out at once, as a run without a cache sends them."""
@@ -154,16 +140,14 @@ class ServerBackend:
         remote.embeddings = True
         pending: deque[tuple[Chunk, Future[list[Prediction]]]] = deque()
         with ThreadPoolExecutor(IN_FLIGHT, thread_name_prefix="clipcls-miss") as pool:
-            for chunk in self._chunks(paths, remote, dim):
+            for chunk in self._chunks(paths, remote):
                 pending.append((chunk, pool.submit(_asked, remote, chunk.misses)))
                 if len(pending) >= IN_FLIGHT:
-                    yield self._joined(*pending.popleft(), dim)
+                    yield self._joined(*pending.popleft())
             while pending:
-                yield self._joined(*pending.popleft(), dim)
+                yield self._joined(*pending.popleft())
 
-    def _chunks(
-        self, paths: Iterable[Path | str], remote: RemoteClassifier, dim: int | None
-    ) -> Iterator[Chunk]:
+    def _chunks(self, paths: Iterable[Path | str], remote: RemoteClassifier) -> Iterator[Chunk]:
         """The paths in batches (a local run's), with what this side's cache holds for them;
         a URL that this side's --max-megapixels keeps from the server is not answered here
         either (its error row says why)."""
@@ -173,7 +157,7 @@ class ServerBackend:
         size = self.config.batch_size or default_batch_size(plan.device)
         iterator = iter(paths)
         while batch := [str(path) for path in itertools.islice(iterator, size)]:
-            chunk = look_up(batch, cache, model, settings.max_megapixels, dim)
+            chunk = look_up(batch, cache, model, settings.max_megapixels, self.dim)
             chunk.hits = {
                 path: vector
                 for path, vector in chunk.hits.items()
@@ -181,9 +165,7 @@ class ServerBackend:
             }
             yield chunk
 
-    def _joined(
-        self, chunk: Chunk, asked: Future[list[Prediction]], dim: int | None
-    ) -> EmbeddedBatch:
+    def _joined(self, chunk: Chunk, asked: Future[list[Prediction]]) -> EmbeddedBatch:
         """The chunk in input order: cached embeddings, the server's for the misses (cached
         here from now on), and errors."""
         answers = iter(asked.result())
@@ -197,7 +179,7 @@ class ServerBackend:
             if answer.error is not None:
                 items.append(PreparedImage(path, error=answer.error))
                 continue
-            vector = self._checked(answer.embedding, dim or _width(items))
+            vector = self._checked(answer.embedding, self.dim or _width(items))
             items.append(PreparedImage(path, embedding=vector))
             if key is not None:
                 fresh.append((key, vector))

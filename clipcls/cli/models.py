@@ -162,11 +162,11 @@ def _export_loaded(
     model: str, folder: Path, pretrained: str | None, cache_dir: Path | None, offline: bool
 ) -> None:
     """Load a model (cache first, then download) and write it whole."""
-    from clipcls.engine.model import ClipModel
+    from clipcls.engine.factory import open_model
 
     settings = ModelSettings(model, pretrained, Device.CPU, Precision.FP32, cache_dir, offline)
     with stderr.status("loading model"):
-        loaded = ClipModel(settings)
+        loaded = open_model(settings)
     for line in loaded.info.notices:
         warn(line)
     with stderr.status(f"writing {folder}"):

@@ -120,8 +120,7 @@ def _open(ctx: typer.Context, inputs: list[str], images: list[Path]) -> tuple[li
     """The inputs (those a saved run lists, with --from-embeddings) and the chosen backend."""
     scale, quiet = scale_options(ctx), run_options(ctx).quiet
     inputs, saved = chosen_inputs(ctx, scale, quiet, inputs)
-    if saved is not None:
-        saved.also_embed(images)  # query images the saved file lacks: the model embeds them
+    if saved is not None:  # query images it lacks are embedded by the model (its start)
         return inputs, saved
     return inputs, open_chosen_backend(ctx, scale, quiet)
 

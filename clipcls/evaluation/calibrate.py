@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from clipcls.classify import softmax
 from clipcls.errors import ClipclsError
 from clipcls.evaluation.scoring import Evaluation
 from clipcls.fewshot.calibration import (
@@ -15,6 +14,7 @@ from clipcls.fewshot.calibration import (
     reliability,
     templates_identity,
 )
+from clipcls.scoring.heads import softmax
 
 DEFAULT_PRECISION = 0.95
 

@@ -10,15 +10,17 @@ from typing import Any
 
 import numpy as np
 
-from clipcls.classify import Scorer, softmax
 from clipcls.evaluation.dataset import EmbeddedDataset
 from clipcls.evaluation.metrics import Metrics, compute_metrics
 from clipcls.evaluation.scoring import Evaluation, evaluate_embedded
 from clipcls.fewshot.calibration import reliability
-from clipcls.fewshot.scoring import AdaptedScorer, adapted_scorer
-from clipcls.fewshot.support import SupportFiles, SupportSet
+from clipcls.fewshot.support import SupportFiles
 from clipcls.pathtext import clean_text
 from clipcls.prompts import TemplateSet
+from clipcls.scoring.adapter import SupportSet
+from clipcls.scoring.heads import softmax
+from clipcls.scoring.scorer import Scorer
+from clipcls.scoring.spec import with_support
 
 ZERO_SHOT, SUPPORT = "zero-shot", "support"
 
@@ -122,7 +124,7 @@ def shot_folds(
     assert plan.shots is not None
     names = tuple(label.name for label in scorer.labels)
     n_classes = len(names)
-    zero_logits, _ = AdaptedScorer(scorer).logits(data.embeddings)
+    zero_logits, _ = scorer.logits(data.embeddings)
     setups: dict[str, dict[str, list[float | None]]] = {ZERO_SHOT: {}, SUPPORT: {}}
     alphas, betas, examples = [], [], 0
     notes: list[str] = []
@@ -134,7 +136,7 @@ def shot_folds(
         scored = {ZERO_SHOT: softmax(zero_logits[rest])}
         if len(drawn):
             support = drawn_set(data, drawn, names, f"shots:{plan.shots}:fold{fold}")
-            adapted = adapted_scorer(scorer, support)
+            adapted = with_support(scorer, support)
             assert adapted.adapter is not None
             scored[SUPPORT] = softmax(adapted.logits(data.embeddings[rest])[0])
             alphas.append(adapted.adapter.alpha)
@@ -179,7 +181,7 @@ def evaluate_setup(
         return zero
     if support is None:
         return replace(zero, few_shot=shot_folds(scorer, data, plan, ks))
-    adapted = adapted_scorer(scorer, support)
+    adapted = with_support(scorer, support)
     evaluation = evaluate_embedded(adapted, templates, data, model, ks)
     result = support_folder(evaluation, zero, plan, support)
     if adapted.adapter is not None:

@@ -16,12 +16,12 @@ from clipcls.classify import ShowProgress, no_progress
 from clipcls.errors import ClipclsError
 from clipcls.evaluation.dataset import class_labels
 from clipcls.fewshot.calibration import model_identity
-from clipcls.fewshot.scoring import adapted_scorer
 from clipcls.labels import Label, check_labels
-from clipcls.multilabel.head import BACKGROUND_TEXT, MultiLabel
 from clipcls.multilabel.metrics import MultiLabelMetrics, multilabel_metrics
 from clipcls.multilabel.truth import MultiLabelTruth, read_truth
 from clipcls.prompts import TemplateSet
+from clipcls.scoring.heads import BACKGROUND_TEXT
+from clipcls.scoring.spec import ScoreSpec, build_scorer
 from clipcls.settings import model_id
 
 if TYPE_CHECKING:
@@ -131,10 +131,9 @@ def evaluate_multilabel(
     backend.start(run.expected())
     embeddings, rows, failures = _embed(backend, run.truth.paths, progress)
     with voice.status(f"scoring with templates {run.templates.name}"):
-        base = backend.scorer(run.labels, run.templates)
         backend.embed_texts(run.templates.fill(BACKGROUND_TEXT))  # as run.expected() says
-        head = MultiLabel().head(base, backend.embed_texts, run.templates)
-        probabilities, similarities = adapted_scorer(base, None, head=head).score(embeddings)
+        scorer = build_scorer(ScoreSpec(run.labels, run.templates, multi_label=True), backend)
+        probabilities, similarities = scorer.score(embeddings)
     truth = run.truth.truth[rows]
     info = backend.info
     return MultiLabelEvaluation(
@@ -143,7 +142,7 @@ def evaluate_multilabel(
         identity=model_identity(backend.model_id, backend.weights),
         templates=run.templates,
         labels=run.labels,
-        method=head.method,
+        method=scorer.head.method,
         source=run.truth.source,
         paths=tuple(str(run.truth.paths[row]) for row in rows),
         truth=truth,

@@ -11,8 +11,9 @@ import numpy as np
 from clipcls.errors import ClipclsError
 from clipcls.evaluation.multilabel import MultiLabelEvaluation
 from clipcls.fewshot.calibration import Calibration, templates_identity
-from clipcls.multilabel.head import LOGISTIC, SIGMOID, MultiLabelHead, fit_logistic
+from clipcls.multilabel.logistic import fit_logistic
 from clipcls.multilabel.metrics import best_f1_threshold, precision_threshold
+from clipcls.scoring.heads import LOGISTIC, SIGMOID, LogisticHead
 
 EPSILON = 1e-12  # keeps log(0) out of the log-loss of a probability of exactly 0 or 1
 
@@ -52,7 +53,7 @@ def fit_multilabel(
     method = SIGMOID if evaluation.method == SIGMOID else LOGISTIC
     after = evaluation.probabilities
     if method == LOGISTIC:
-        head = MultiLabelHead(LOGISTIC, 1.0, slopes=slopes, intercepts=intercepts)
+        head = LogisticHead(slopes=slopes, intercepts=intercepts)
         after = head.probabilities(cosines, cosines, np.zeros((len(truth), 0)))
     thresholds: dict[str, float | None] = {}
     for j, name in enumerate(evaluation.names):

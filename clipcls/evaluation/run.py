@@ -28,6 +28,7 @@ from clipcls.fewshot.calibration import model_identity
 from clipcls.fewshot.support import embed_support
 from clipcls.labels import Label
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates
+from clipcls.scoring.spec import ScoreSpec, build_scorer
 
 
 @dataclass(frozen=True)
@@ -102,7 +103,7 @@ def evaluate_backend(
     evaluations = []
     for templates in run.template_sets:
         with voice.status(f"scoring with templates {templates.name}"):
-            scorer = backend.scorer(run.labels, templates)
+            scorer = build_scorer(ScoreSpec(run.labels, templates), backend)
             found = evaluate_setup(scorer, templates, data, model, run.ks, plan, support)
             evaluations.append(replace(found, identity=identity))
     return evaluations

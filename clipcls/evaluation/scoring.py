@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clipcls.classify import Scorer, softmax
 from clipcls.evaluation.dataset import EmbeddedDataset
 from clipcls.evaluation.metrics import Metrics, compute_metrics
 from clipcls.fewshot.calibration import Calibration, Reliability, reliability
-from clipcls.fewshot.scoring import AdaptedScorer
 from clipcls.labels import Label, check_labels
 from clipcls.prompts import TemplateSet
+from clipcls.scoring.heads import softmax
+from clipcls.scoring.scorer import Scorer
 from clipcls.settings import model_id
 
 if TYPE_CHECKING:
@@ -69,8 +69,7 @@ def evaluate_embedded(
     labels = check_labels(scorer.labels)  # class folders that differ only in case are refused
     n_classes = len(labels)
     if len(data.embeddings):
-        adapted = scorer if isinstance(scorer, AdaptedScorer) else AdaptedScorer(scorer)
-        logits, _ = adapted.logits(data.embeddings, data.paths)
+        logits, _ = scorer.logits(data.embeddings, data.paths)
     else:
         logits = np.zeros((0, n_classes))
     probabilities = softmax(logits) if len(logits) else logits

@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 
-from clipcls.classify import softmax
 from clipcls.errors import UsageError
 from clipcls.pathtext import clean_text
 from clipcls.prompts import TemplateSet
@@ -132,10 +131,6 @@ class Calibration:
                     f"calibration file was fitted for {what} {clean_text(str(mine))}, "
                     f"this run has {clean_text(str(theirs))}: fit one with evaluate --calibrate"
                 )
-
-    def apply(self, logits: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities from logits."""
-        return softmax(logits / self.temperature)
 
     def write(self, path: Path) -> None:
         """Write the file (JSON), replacing it whole."""

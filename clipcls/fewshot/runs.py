@@ -1,36 +1,24 @@
-"""A predict or label run with a support set and a calibration: both read and checked before
-anything is written, and a Predictor over the run's backend that embeds the examples with it
-once it starts, then scores every image with them and the calibration's temperature."""
+"""A predict or label run's support set and calibration: both read and checked against the
+run's labels and templates before anything is written (labeling.predictor scores with them)."""
 
 from __future__ import annotations
 
 import hashlib
-import itertools
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
-from clipcls.backends.base import Backend, Expected, Predictor
 from clipcls.errors import UsageError
 from clipcls.fewshot.calibration import (
     Calibration,
-    model_identity,
     read_calibration,
     templates_identity,
 )
-from clipcls.fewshot.scoring import AdaptedPredictor
-from clipcls.fewshot.support import (
-    SUPPORT_NOT_MULTI_LABEL,
-    SupportFiles,
-    embed_support,
-    find_support,
-)
+from clipcls.fewshot.support import SupportFiles, find_support
 from clipcls.labels import Label
-from clipcls.multilabel.head import BACKGROUND_TEXT, MultiLabel
-from clipcls.pathtext import clean_text, path_key
-from clipcls.prediction import Prediction
+from clipcls.pathtext import clean_text
 from clipcls.prompts import TemplateSet
+from clipcls.scoring.spec import SUPPORT_NOT_MULTI_LABEL, Calibrated
 
 AUTO = "auto"  # --threshold auto: each label's threshold from the calibration file
 
@@ -70,6 +58,12 @@ class FewShot:
         order = [where[label.name] for label in self.labels]
         slopes, intercepts = fitted["slopes"], fitted["intercepts"]
         return [float(slopes[i]) for i in order], [float(intercepts[i]) for i in order]
+
+    def calibrated(self) -> Calibrated | None:
+        """What the calibration changes in the scores (None: no calibration)."""
+        if self.calibration is None:
+            return None
+        return Calibrated(float(self.calibration.temperature), self.logistic())
 
     @property
     def support_identity(self) -> str | None:
@@ -152,91 +146,3 @@ def calibrated_thresholds(
     fitted for independent probabilities), by label name."""
     fitted = read_calibration(calibration)
     return FewShot(tuple(labels), templates, None, fitted, None, multi_label).thresholds()
-
-
-def known_identity(backend: Backend) -> str | None:
-    """The model identity a calibration names, where the backend knows it before starting."""
-    if backend.weights is not None:
-        return model_identity("", backend.weights)
-    return backend.known_model
-
-
-class FewShotPredictor(AdaptedPredictor):
-    """The run's backend with its support set and temperature: starting it embeds the
-    examples (from the cache where it holds them) and checks the calibration's model."""
-
-    def __init__(
-        self,
-        backend: Backend,
-        fewshot: FewShot,
-        notice: Callable[[str], None] = _silent,
-        warn: Callable[[str], None] = _silent,
-    ) -> None:
-        multi = MultiLabel(fewshot.logistic()) if fewshot.multi_label else None
-        super().__init__(backend, None, fewshot.temperature, multi)
-        self.fewshot, self.notice, self.warn = fewshot, notice, warn
-        self.started = False
-        fewshot.check(known_identity(backend))
-        also_embed = getattr(backend, "also_embed", None)  # saved embeddings lack the examples
-        if fewshot.support is not None and also_embed is not None:
-            also_embed(fewshot.support.paths)
-
-    def start(self, expected: object = None) -> None:
-        if self.started:
-            return
-        files = self.fewshot.support
-        if isinstance(expected, Expected) and files is not None and expected.paths is not None:
-            listed = expected.paths
-            self._say_overlap(listed(), files)
-            # the examples are embedded too: a cache holding them and the inputs loads no model
-            expected = replace(expected, paths=lambda: itertools.chain(listed(), files.paths))
-        if isinstance(expected, Expected) and self.multi_label is not None:
-            # the background prompt is embedded too: a cache lacking it needs the model
-            extra = Label.plain(BACKGROUND_TEXT)
-            expected = replace(expected, labels=(*expected.labels, extra))
-        self.backend.start(expected)  # type: ignore[arg-type]
-        self.fewshot.check(model_identity(self.backend.model_id, self.backend.weights))
-        if files is not None:
-            self.support = embed_support(files, self.backend.embed_images, self.warn)
-        self.started = True
-
-    def _say_overlap(self, inputs: Iterable[Path | str], files: SupportFiles) -> None:
-        examples = {path_key(str(path)) for path in files.paths}
-        both = sum(1 for path in inputs if path_key(str(path)) in examples)
-        if both:
-            are = (
-                "input image is a support example"
-                if both == 1
-                else "input images are support examples"
-            )
-            self.notice(f"{both} {are}: each left out of its own neighbours")
-
-    def predict(
-        self,
-        paths: Iterable[Path | str],
-        labels: Sequence[Label],
-        templates: TemplateSet,
-        embeddings: bool = False,
-    ) -> Iterator[Prediction]:
-        self.start()
-        self.scorer(labels, templates)  # now, as a local run embeds its prompts first
-        return super().predict(paths, labels, templates, embeddings)
-
-
-def fewshot_predictor(
-    backend: Predictor,
-    fewshot: FewShot | None,
-    notice: Callable[[str], None] = _silent,
-    warn: Callable[[str], None] = _silent,
-) -> Predictor:
-    """The backend itself where the run has no support set or calibration and is not
-    multi-label, else wrapped; a Predictor that cannot embed images and score them is a
-    UsageError."""
-    if fewshot is None:
-        return backend
-    if not all(hasattr(backend, name) for name in ("embed_images", "scorer")):
-        raise UsageError(
-            "a support set, a calibration or --multi-label needs a backend that embeds images "
-            "and scores them (embed_images and scorer)"
-        )
-    return FewShotPredictor(cast("Backend", backend), fewshot, notice, warn)

@@ -9,10 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcls.classify import Scorer
-from clipcls.fewshot.scoring import AdaptedScorer, adapted_scorer
 from clipcls.fewshot.support import (
-    SupportSet,
     _key,
     _label_folders,
     embed_support,
@@ -20,6 +17,7 @@ from clipcls.fewshot.support import (
 )
 from clipcls.labels import Label
 from clipcls.prediction import Prediction
+from clipcls.scoring.adapter import SupportSet
 
 
 def _silent(text: str) -> None:
@@ -46,10 +44,6 @@ class ServedSupport:
         return SupportSet(
             self.embedded.keys[rows], targets, paths, run_labels, self.embedded.identity, {}
         )
-
-    def scorer(self, base: Scorer) -> AdaptedScorer:
-        """base (a request's text side) with the examples of its labels."""
-        return adapted_scorer(base, self.for_labels(base.labels))
 
     def facts(self) -> dict[str, object]:
         """What the server says of it in /v1/info."""

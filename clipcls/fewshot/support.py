@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -16,18 +16,13 @@ import numpy as np
 
 from clipcls.digests import file_digests
 from clipcls.errors import UsageError
+from clipcls.gathered import gather
 from clipcls.images import iter_image_paths
 from clipcls.labels import Label
 from clipcls.pathtext import clean_text, path_key
 from clipcls.prediction import Prediction
+from clipcls.scoring.adapter import SupportSet
 from clipcls.settings import ModelSettings
-
-# A support set's cache model is fitted to rank the labels by a softmax: the independent
-# probabilities of a background prompt or a logistic never read it, a sigmoid's bias would shift
-SUPPORT_NOT_MULTI_LABEL = (
-    "--support with --multi-label: the support set's cache model ranks labels by a softmax, not "
-    "each label on its own; give one or the other"
-)
 
 
 @dataclass(frozen=True)
@@ -123,28 +118,6 @@ def find_support(
     return SupportFiles(folder, tuple(paths), tuple(targets), run_labels, tuple(empty), absent)
 
 
-@dataclass(frozen=True)
-class SupportSet:
-    """Embedded examples: what the cache model needs, and which inputs are examples."""
-
-    keys: np.ndarray  # (n_examples, dim), unit rows
-    targets: np.ndarray  # (n_examples,) label index
-    paths: tuple[str, ...]
-    labels: tuple[str, ...]
-    identity: str
-
-    where: Mapping[str, int]  # path_key of each example -> its row
-
-    def index_of(self, path: str) -> int | None:
-        """The example that is the file at path, if it is one."""
-        return self.where.get(path_key(str(path)))
-
-    def counts(self) -> dict[str, int]:
-        """Examples per label name (labels without any left out)."""
-        tally = np.bincount(self.targets, minlength=len(self.labels))
-        return {name: int(n) for name, n in zip(self.labels, tally, strict=True) if n}
-
-
 def embed_support(
     files: SupportFiles,
     embed_images: Callable[[Iterable[Path | str]], Iterator[Prediction]],
@@ -152,20 +125,12 @@ def embed_support(
 ) -> SupportSet:
     """Embed the examples (the cache answers for those seen before); an unreadable one is a
     warning and is left out; none readable is a UsageError."""
-    label_of = {str(path): target for path, target in zip(files.paths, files.targets, strict=True)}
-    keys, targets, paths = [], [], []
-    for found in embed_images(files.paths):
-        if found.embedding is None:
-            warn(f"support image skipped: {clean_text(found.path)}: {found.error or 'unreadable'}")
-            continue
-        keys.append(np.asarray(found.embedding, dtype=np.float32))
-        targets.append(label_of[str(found.path)])
-        paths.append(str(found.path))
-    if not keys:
+    found = gather(embed_images(files.paths), files.paths, dtype=np.float32)
+    for path, error in found.failures:
+        warn(f"support image skipped: {clean_text(path)}: {error or 'unreadable'}")
+    if not found.readable:
         raise UsageError(f"no support image in {files.folder} could be read")
-    matrix = np.stack(keys)
-    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-    where = {path_key(path): row for row, path in enumerate(paths)}
-    identity = files.identity()
-    labels = np.asarray(targets, dtype=np.int64)
-    return SupportSet(matrix, labels, tuple(paths), files.labels, identity, where)
+    matrix = found.matrix / np.linalg.norm(found.matrix, axis=1, keepdims=True)
+    where = {path_key(path): row for row, path in enumerate(found.readable)}
+    targets = np.asarray([files.targets[row] for row in found.rows], dtype=np.int64)
+    return SupportSet(matrix, targets, found.readable, files.labels, files.identity(), where)

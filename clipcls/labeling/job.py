@@ -40,7 +40,7 @@ from clipcls.prompts import TemplateSet
 from clipcls.remote import is_url
 
 if TYPE_CHECKING:
-    from clipcls.backends.base import Predictor
+    from clipcls.labeling.predictor import Predictor
     from clipcls.output.writers import Writer
 
 

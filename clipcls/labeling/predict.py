@@ -8,12 +8,13 @@ from functools import partial
 from pathlib import Path
 from typing import TextIO
 
-from clipcls.backends.base import Expected, Predictor
+from clipcls.backends.base import Backend, Expected
 from clipcls.classify import Prediction
 from clipcls.errors import ClipclsError, UsageError
-from clipcls.fewshot.runs import fewshot_predictor, prepare_fewshot
+from clipcls.fewshot.runs import prepare_fewshot
 from clipcls.images import iter_image_paths
 from clipcls.labeling.options import check_multi_label
+from clipcls.labeling.predictor import Predictor
 from clipcls.labels import Label
 from clipcls.output.files import Format
 from clipcls.output.rows import MULTI_THRESHOLD, Columns, Threshold, to_multi_row, to_row
@@ -41,7 +42,7 @@ def _silent(text: str) -> None:
 
 
 def predictions(
-    backend: Predictor,
+    backend: Backend,
     inputs: Sequence[str],
     labels: Sequence[Label],
     templates: TemplateSet,
@@ -68,10 +69,10 @@ def predictions(
     fewshot = prepare_fewshot(
         labels, templates, support, calibration, False, include_hidden, warn, multi_label
     )
-    backend = fewshot_predictor(backend, fewshot, notice, warn)
+    predictor = Predictor(backend, fewshot, notice, warn)
     files = partial(input_files, inputs, include_hidden, walk)
-    backend.start(Expected(tuple(labels), (templates,), paths=files))
-    return backend.predict(files(), labels, templates)
+    predictor.start(Expected(tuple(labels), (templates,), paths=files))
+    return predictor.predict(files(), labels, templates)
 
 
 def _untracked(predictions: Iterator[Prediction]) -> Iterator[Prediction]:

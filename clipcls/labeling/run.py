@@ -13,9 +13,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
-from clipcls.backends.base import Expected, Predictor
+from clipcls.backends.base import Backend, Expected
 from clipcls.errors import ClipclsError, UsageError
-from clipcls.fewshot.runs import AUTO, FewShot, fewshot_predictor, prepare_fewshot
+from clipcls.fewshot.runs import AUTO, FewShot, prepare_fewshot
 from clipcls.images import MARKER, iter_image_paths
 from clipcls.labeling.job import LabelJob, Summary, is_done
 from clipcls.labeling.label_file import LabelOutput, begin, check_loaded_model, open_label_output
@@ -27,6 +27,7 @@ from clipcls.labeling.options import (
     multi_label_options,
     run_setup,
 )
+from clipcls.labeling.predictor import Predictor
 from clipcls.labeling.resume import Recovered
 from clipcls.labeling.sorting import SortMode, claim_sort_folder
 from clipcls.labels import Label
@@ -97,7 +98,7 @@ def label_tree(
     labels: Sequence[Label],
     templates: TemplateSet,
     options: LabelOptions,
-    backend: Predictor,
+    backend: Backend,
     *,
     kind: Format | None = None,
     resume: bool = False,
@@ -152,8 +153,8 @@ def label_tree(
     )
     if fewshot is not None:
         _keep_examples(fewshot, options, inputs)
-        backend = fewshot_predictor(backend, fewshot, events.notice, events.warn)
         options = replace(options, threshold=fewshot.thresholds()) if auto else options
+    predictor = Predictor(backend, fewshot, events.notice, events.warn)
     keep = options.mode is SortMode.MOVE or options.dry_run
     columns = options.columns(labels)
     with contextlib.ExitStack() as held:
@@ -172,11 +173,11 @@ def label_tree(
                 f"nothing left to label: {clean_text(str(output))} holds every image found"
             )
             return LabelResult(started=False)
-        backend.start(Expected(labels, (templates,), paths=pending))
-        loaded = backend.model_id
+        predictor.start(Expected(labels, (templates,), paths=pending))
+        loaded = predictor.model_id
         check_loaded_model(out, setup, loaded)
         row_model = out.recorded.model if out.recorded is not None else loaded
-        job = LabelJob(backend, labels, templates, options, row_model, out.recovered)
+        job = LabelJob(predictor, labels, templates, options, row_model, out.recovered)
         rows = job.rows(files())
         if recovered.dropped_bytes:
             events.notice(

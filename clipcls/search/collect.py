@@ -14,13 +14,14 @@ from typing import Protocol
 import numpy as np
 
 from clipcls.backends.base import Expected, ImageStore
-from clipcls.classify import ShowProgress, label_weights, no_progress
+from clipcls.classify import ShowProgress, no_progress
 from clipcls.errors import UsageError
 from clipcls.images import iter_image_paths
 from clipcls.labels import Label
 from clipcls.pathtext import clean_text
 from clipcls.prediction import Prediction
 from clipcls.prompts import TemplateSet
+from clipcls.scoring.spec import label_weights
 from clipcls.search.query import average, combine, unit
 from clipcls.search.store import (
     HeldListings,

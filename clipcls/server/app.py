@@ -21,7 +21,7 @@ from clipcls.client.protocol import Limits
 from clipcls.client.wire import check_api_key
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.fewshot.served import folder_labels
-from clipcls.fewshot.support import SUPPORT_NOT_MULTI_LABEL
+from clipcls.scoring.spec import SUPPORT_NOT_MULTI_LABEL
 from clipcls.server.guard import Guard
 from clipcls.server.roots import resolve_roots
 from clipcls.settings import ModelSettings

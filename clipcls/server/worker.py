@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +23,7 @@ import litserve as ls
 import numpy as np
 
 from clipcls.cache import EmbeddingCache
-from clipcls.classify import Classifier, Prediction, Scorer, default_batch_size, encode_prompts
+from clipcls.classify import Prediction, PromptTower, default_batch_size, encode_prompts
 from clipcls.client.protocol import (
     ERROR_STATUS,
     AnyRequest,
@@ -36,15 +36,13 @@ from clipcls.client.protocol import (
 )
 from clipcls.client.search_request import SearchRequest
 from clipcls.errors import ImageError
-from clipcls.fewshot.scoring import AdaptedScorer, adapted_scorer
 from clipcls.fewshot.served import ServedSupport, served_support
-from clipcls.fewshot.support import SUPPORT_NOT_MULTI_LABEL
 from clipcls.filekey import FileKey
 from clipcls.images import load_image, size_error
-from clipcls.multilabel.head import MultiLabel
 from clipcls.pipeline import EmbeddedBatch, PreparedImage, embed_batch, embed_paths
-from clipcls.prompts import TemplateSet
 from clipcls.remote import fetch
+from clipcls.scoring.scorer import Scorer
+from clipcls.scoring.spec import SUPPORT_NOT_MULTI_LABEL, ScoreSpec, build_scorer
 from clipcls.server.deadline import DeadlineEncoder, OutOfTime
 from clipcls.server.roots import OpenRoots, Root, resolve_roots
 from clipcls.server.searching import Budget, ServedSearch
@@ -87,11 +85,11 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         self.multi_label = multi_label  # serve --multi-label: for requests that do not say
 
     def setup(self, device: str) -> None:
-        from clipcls.engine.model import ClipModel
+        from clipcls.engine.factory import open_model
 
         die_with_parent(self.parent)
         self.roots = OpenRoots(self.reach.roots)  # held open: a root swapped later means nothing
-        self.encoder = ClipModel(self.settings)
+        self.encoder = open_model(self.settings)
         self.texts = DeadlineEncoder(self.encoder)  # stops a request's prompts at --timeout
         cache = EmbeddingCache(self.settings.resolved_cache_dir()) if self.cached else None
         self.cache: EmbeddingCache | None = cache
@@ -245,29 +243,14 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         key = (request.labels, request.templates.templates, multi)
         found = self.classifiers.get(key)
         if found is None:
-            classifier = Classifier(self.texts, request.labels, request.templates, None, self.cache)
-            found = classifier.scorer
-            if self.support is not None:
-                found = self.support.scorer(found)
-            if multi:
-                found = self._multi_label(found, request.templates)
+            support = self.support.for_labels(request.labels) if self.support else None
+            spec = ScoreSpec(request.labels, request.templates, multi, support)
+            found = build_scorer(spec, PromptTower(self.texts, self.cache))
             self.classifiers[key] = found
             if len(self.classifiers) > CLASSIFIERS_KEPT:
                 self.classifiers.popitem(last=False)
         self.classifiers.move_to_end(key)
         return found
-
-    def _multi_label(self, found: Scorer, templates: TemplateSet) -> Scorer:
-        """found with the multi-label head its model takes (SigLIP: its sigmoid)."""
-
-        def embed(prompts: Sequence[str]) -> np.ndarray:
-            return encode_prompts(self.texts, prompts, self.cache)
-
-        head = MultiLabel().head(found, embed, templates)
-        if isinstance(found, AdaptedScorer):
-            found.head = head
-            return found
-        return adapted_scorer(found, None, head=head)
 
 
 @dataclass(frozen=True)

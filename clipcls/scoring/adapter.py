@@ -1,13 +1,15 @@
-"""The support set's cache model: each image's affinity to the example embeddings of every label,
-added to the zero-shot logits (Tip-Adapter, training-free), alpha and beta chosen by
-leave-one-out on the examples themselves."""
+"""A support set's examples and their cache model: each image's affinity to the example
+embeddings of every label, added to the zero-shot logits (Tip-Adapter, training-free), alpha
+and beta chosen by leave-one-out on the examples themselves."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from clipcls.pathtext import path_key
 
 # Tip-Adapter's published ImageNet choice (alpha 1.0, beta 5.5), used where leave-one-out cannot
 # choose: a label with a single example has nothing left to vote for it when that one is out.
@@ -17,6 +19,28 @@ DEFAULT_BETA = 5.5
 # examples is not used (a plain linear probe at 16 shots scores below zero-shot: this cannot).
 ALPHAS = (0.0, 0.1, 0.3, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0)
 BETAS = (0.5, 1.0, 2.0, 3.5, 5.5, 7.5, 10.0, 20.0)
+
+
+@dataclass(frozen=True)
+class SupportSet:
+    """Embedded examples: what the cache model needs, and which inputs are examples."""
+
+    keys: np.ndarray  # (n_examples, dim), unit rows
+    targets: np.ndarray  # (n_examples,) label index
+    paths: tuple[str, ...]
+    labels: tuple[str, ...]
+    identity: str
+
+    where: Mapping[str, int]  # path_key of each example -> its row
+
+    def index_of(self, path: str) -> int | None:
+        """The example that is the file at path, if it is one."""
+        return self.where.get(path_key(str(path)))
+
+    def counts(self) -> dict[str, int]:
+        """Examples per label name (labels without any left out)."""
+        tally = np.bincount(self.targets, minlength=len(self.labels))
+        return {name: int(n) for name, n in zip(self.labels, tally, strict=True) if n}
 
 
 @dataclass(frozen=True)
