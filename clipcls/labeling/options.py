@@ -146,7 +146,9 @@ def check_file_format(kind: Format, resume: bool, save_embeddings: bool) -> None
             "use -o FILE.csv or FILE.jsonl for a resumable run"
         )
     if save_embeddings and not kind.holds_embeddings:
-        raise UsageError("--save-embeddings needs -o FILE.jsonl or FILE.parquet, not CSV")
+        raise UsageError(
+            f"--save-embeddings needs -o FILE.jsonl or FILE.parquet, not {kind.name.upper()}"
+        )
 
 
 def check_sorting(kind: Format, options: LabelOptions, inputs: list[str]) -> None:

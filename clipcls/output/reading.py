@@ -88,8 +88,8 @@ def _text_lines(path: Path, end: int) -> Iterator[str]:
 
 def read_csv(path: Path) -> Stored:
     """A CSV output's header and rows, up to its last complete record."""
-    size = path.stat().st_size
     end = complete_length(path, quoted_newlines=True)
+    size = path.stat().st_size  # after: a file still being written only grows
     reader = csv.reader(_text_lines(path, end))
     try:
         header = next(reader, None)
