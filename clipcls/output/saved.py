@@ -80,15 +80,15 @@ def _rows(source: Path, kind: Format) -> Iterator[dict[str, Any]]:
     stored = kind.read(source, embeddings=True)
     if stored.header is not None and not {"embedding", "path"} <= set(stored.header):
         raise no_embeddings(source)
-    if stored.dropped_bytes:
-        raise UsageError(
-            f"{clean_text(str(source))} ends in a partial line (a run killed or still writing): "
-            "finish it with `clipcls label ... --resume` first"
-        )
     for row in stored.rows:
         if "embedding" not in row:
             raise no_embeddings(source)
         yield row
+    if stored.dropped_bytes:  # after the rows: a file without embeddings says so first
+        raise UsageError(
+            f"{clean_text(str(source))} ends in a partial line (a run killed or still writing): "
+            "finish it with `clipcls label ... --resume` first"
+        )
 
 
 def _vector(value: Any, source: Path) -> np.ndarray | None:
