@@ -179,3 +179,16 @@ def test_result_records_round_trip_and_parquet_writes_none(tmp_path: Path) -> No
         Format.PARQUET.write_records(io.StringIO(), columns, records)
     with pytest.raises(UsageError, match="does not read table outputs back"):
         Format.TABLE.read(path)
+
+
+def test_saved_embeddings_cut_short_are_refused_not_half_read(tmp_path: Path) -> None:
+    """--from-embeddings reads every row or none: a torn last line names the file and the fix."""
+    from clipcls.output.saved import read_saved
+
+    path = tmp_path / "run.jsonl"
+    write(Format.JSONL, path, Columns(1, model=True, embedding=True), rows()[:2])
+    assert len(read_saved(path).images) == 2
+    with path.open("ab") as stream:
+        stream.write(b'{"path": "c.png", "embedding": [0.1')
+    with pytest.raises(UsageError, match="run.jsonl ends in a partial line .* --resume"):
+        read_saved(path)
