@@ -18,7 +18,7 @@ import pytest
 
 from clipcls.cli.quick import QuickSearch, parse_quick, quick_search
 from clipcls.client.wire import machine_id
-from clipcls.output.files import Format
+from clipcls.output.formats import Format
 
 REPO = Path(__file__).resolve().parent.parent
 # the command line as the `clipcls` script runs it, then which heavy modules it loaded

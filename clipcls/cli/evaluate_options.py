@@ -17,7 +17,8 @@ from clipcls.evaluation.fewshot import FewShotPlan
 from clipcls.evaluation.outputs import Saved
 from clipcls.fewshot.support import find_support
 from clipcls.labels import Label
-from clipcls.output.files import Format, check_page, format_for, page_path
+from clipcls.output.files import check_page, page_path
+from clipcls.output.formats import REPORT_FORMATS, Format, format_for
 from clipcls.output.rows import clean_text
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 from clipcls.settings import DEFAULT_MODEL
@@ -156,7 +157,7 @@ def check_outputs(
     """The report's format and the HTML page's path, once every output is known writable
     (and matplotlib importable for a page): all of it before any model loads."""
     check_output_path(output, overwrite)
-    kind = format_for(output, as_format(fmt), (Format.TABLE, Format.JSON))
+    kind = format_for(output, as_format(fmt), REPORT_FORMATS)
     check_output_path(predictions, overwrite, "--predictions")
     page = page_path(report_file) if report_file is not None else None
     files = (output, predictions, page, calibrate)

@@ -13,18 +13,17 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from clipcls.cli.flags import FORMAT, QUIET, SERVER, SERVER_ENV, TOP_K, SearchFormat
+from clipcls.cli.flags import FORMAT, QUIET, SERVER, SERVER_ENV, TOP_K
 from clipcls.cli.messages import error_line, notice, stderr, warn
 from clipcls.client.wire import ServerConnection
 from clipcls.errors import ClipclsError, ExitStatus, UsageError
-from clipcls.output.files import Format
-from clipcls.output.records import write_records
+from clipcls.output.formats import RESULT_FORMATS, Format
 from clipcls.search.served import DEFAULT_K, HIT_COLUMNS, served_ranking
 from clipcls.settings import CACHE_ENV, model_id
 from clipcls.terms import Query
 
 # The options the fast path reads, spelled as the full command line declares them (flags.py)
-FORMATS = {f.value: Format(f.value) for f in SearchFormat}
+FORMATS = {f.name: f for f in RESULT_FORMATS}
 VALUED = {**dict.fromkeys(TOP_K, "k"), **dict.fromkeys(SERVER, "server")}
 VALUED.update(dict.fromkeys(FORMAT, "format"))
 FLAGS = dict.fromkeys(QUIET, "quiet")
@@ -69,7 +68,7 @@ def quick_search(argv: Sequence[str]) -> int | None:
         warn(error)  # it names the file, as the full command's warnings do
     rows = [(hit.rank, hit.path, hit.score) for hit in ranking.hits]
     try:
-        write_records(asked.fmt, sys.stdout, HIT_COLUMNS, rows)
+        asked.fmt.write_records(sys.stdout, HIT_COLUMNS, rows)
     except BrokenPipeError:  # `| head -1` is done: end quietly with 1, as Click ends the full CLI
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush too
         return int(ExitStatus.ERROR)
@@ -153,7 +152,7 @@ def _checked(values: dict[str, str], positional: list[str], env: str | None) -> 
     """The search, if every value is one the full command line would take as it is."""
     server = values.get("server", env or "")
     k = values.get("k", str(DEFAULT_K))
-    fmt = FORMATS.get(values.get("format", Format.TABLE.value))
+    fmt = FORMATS.get(values.get("format", Format.TABLE.name))
     if not server or fmt is None or len(positional) < 2 or STDIN in positional[:-1]:
         return None
     query = _query(positional[-1])

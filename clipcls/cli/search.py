@@ -21,14 +21,14 @@ from clipcls.cli.console import (
     reported_errors,
     warn,
 )
-from clipcls.cli.flags import FORMAT, TOP_K, SearchFormat
+from clipcls.cli.flags import TOP_K
+from clipcls.cli.formats import SearchFormat, SearchFormatOpt, as_format
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, RunOptions, run_options, scale_options
 from clipcls.cli.options import OverwriteOpt
 from clipcls.errors import ImageError, UsageError
 from clipcls.images import check_image
-from clipcls.output.files import Format, format_for
-from clipcls.output.records import write_records
+from clipcls.output.formats import RESULT_FORMATS, Format, format_for
 from clipcls.pathtext import clean_text
 from clipcls.prompts import load_templates
 from clipcls.search.api import DEFAULT_K
@@ -56,12 +56,7 @@ SIMILAR_EXAMPLES = """
 """
 
 
-ALLOWED = tuple(Format(f.value) for f in SearchFormat)
 TopKOpt = Annotated[int, typer.Option(*TOP_K, min=1, help="Images shown.")]
-FormatOpt = Annotated[
-    SearchFormat | None,
-    typer.Option(*FORMAT, help="Output format.", show_default="from -o, else table"),
-]
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
 ]
@@ -112,7 +107,7 @@ def _report(ranking: Ranking, run: RunOptions, output: Path | None, fmt: Format)
         warn(error)  # it names the file, as predict's warnings do
     rows = [(hit.rank, hit.path, hit.score) for hit in ranking.hits]
     with open_output(output) as stream:
-        write_records(fmt, stream, HIT_COLUMNS, rows, str(output or "stdout"))
+        fmt.write_records(stream, HIT_COLUMNS, rows, str(output or "stdout"))
     fail_if_strict(run.strict, len(ranking.failures))
 
 
@@ -139,7 +134,7 @@ def _run(
 ) -> None:
     run = run_options(ctx)
     check_output_path(output, overwrite)
-    chosen = format_for(output, None if fmt is None else Format(fmt.value), ALLOWED)
+    chosen = format_for(output, as_format(fmt), RESULT_FORMATS)
     _check_query_images(images)
     found, backend = _open(ctx, inputs, images)
     _report(ask(backend, found), run, output, chosen)
@@ -161,7 +156,7 @@ def search(
     image: ImagesOpt = None,
     top_k: TopKOpt = DEFAULT_K,
     templates: TemplatesOpt = None,
-    fmt: FormatOpt = None,
+    fmt: SearchFormatOpt = None,
     output: OutputOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -199,7 +194,7 @@ def similar(
         typer.Argument(help="Folders or files to search.", metavar="PATH...", show_default=False),
     ] = None,
     top_k: TopKOpt = DEFAULT_K,
-    fmt: FormatOpt = None,
+    fmt: SearchFormatOpt = None,
     output: OutputOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:

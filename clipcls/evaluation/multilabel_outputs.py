@@ -16,7 +16,7 @@ from clipcls.evaluation.multilabel import MultiLabelEvaluation
 from clipcls.multilabel.metrics import Counts
 from clipcls.multilabel.truth import SEPARATOR
 from clipcls.output.csv_text import SafeCsv
-from clipcls.output.files import Format
+from clipcls.output.formats import Format
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import plain_console
 from clipcls.pathtext import path_to_text
@@ -144,7 +144,7 @@ def write_multilabel_results(
     stream: TextIO, evaluation: MultiLabelEvaluation, kind: Format
 ) -> None:
     """The report as JSON, or as tables for people (Format.TABLE)."""
-    if kind is Format.JSON:
+    if not kind.for_people:
         text = json.dumps(report(evaluation), indent=2, ensure_ascii=False)
         stream.write(clean_text(text) + "\n")
         return

@@ -13,13 +13,13 @@ from clipcls.backends.base import Hooks
 from clipcls.evaluation.exports import json_document, write_predictions
 from clipcls.evaluation.scoring import Evaluation
 from clipcls.evaluation.terminal import print_results
-from clipcls.output.files import Format
+from clipcls.output.formats import Format
 from clipcls.output.writers import plain_console
 
 
 def write_results(stream: TextIO, evaluations: Sequence[Evaluation], kind: Format) -> None:
     """The report as JSON, or as tables for people (Format.TABLE)."""
-    if kind is Format.JSON:
+    if not kind.for_people:
         stream.write(json_document(evaluations) + "\n")
     else:
         print_results(plain_console(file=stream), evaluations)
