@@ -119,9 +119,9 @@ def local_rate(images: list[Path], model: Path) -> float:
 
 def _client(url: str, share: list[str], by_path: bool) -> int:
     """One client process: clipcls's own --server client over its share of the files."""
+    from clipcls.client.predict import RemoteClassifier, ServerClient
     from clipcls.labels import Label
     from clipcls.prompts import load_templates
-    from clipcls.server.client import RemoteClassifier, ServerClient
 
     labels = [Label.plain(name) for name in LABELS.split(",")]
     remote = RemoteClassifier(ServerClient(url), labels, load_templates("openai"))

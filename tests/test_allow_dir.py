@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from conftest import SAMPLE_IMAGES
 
+from clipcls.client.protocol import Limits, RequestError, parse_request
 from clipcls.errors import ImageError
 from clipcls.server import roots as roots_module
-from clipcls.server.protocol import Limits, RequestError, parse_request
 from clipcls.server.roots import OUTSIDE, OpenRoots, resolve_roots
 
 IMAGE = (SAMPLE_IMAGES / "chelsea.png").read_bytes()

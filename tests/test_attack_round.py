@@ -17,8 +17,8 @@ from test_serve import Server
 from typer.testing import CliRunner
 
 from clipcls.cli import app
+from clipcls.client.predict import RemoteEncoder, ServerClient
 from clipcls.errors import ClipclsError, ImageError
-from clipcls.server.client import RemoteEncoder, ServerClient
 from clipcls.server.roots import OpenRoots, resolve_roots
 
 pytestmark = pytest.mark.slow  # starts clipcls servers: run by .ci/run with -m slow
@@ -248,8 +248,8 @@ def test_a_server_text_answer_that_is_no_embeddings_is_a_clipcls_error(
 
 
 def test_a_server_url_with_a_password_is_refused_without_echoing_it() -> None:
+    from clipcls.client.predict import ServerClient
     from clipcls.errors import UsageError
-    from clipcls.server.client import ServerClient
 
     with pytest.raises(UsageError) as refused:
         ServerClient("http://user:s3cret@127.0.0.1:9/")

@@ -19,13 +19,14 @@ from typer.testing import CliRunner
 
 from clipcls.backends.saved import _from_here
 from clipcls.cli import app
+from clipcls.client.checks import RequestError
+from clipcls.client.protocol import ImageRef
+from clipcls.client.search_request import SearchRequest
 from clipcls.output.saved import SavedEmbeddings
 from clipcls.pipeline import PreparedImage
 from clipcls.search.store import KEPT, Stored, load_stored, prune_stored, save_stored, versions
-from clipcls.server.checks import RequestError
-from clipcls.server.protocol import ImageRef
-from clipcls.server.search_request import SearchRequest
 from clipcls.server.searching import Budget
+from clipcls.terms import Query
 
 runner = CliRunner()
 
@@ -199,7 +200,7 @@ def test_a_served_search_past_its_budget_decodes_little_before_it_says_so(
     search.prepare = counted
     search.budget = Budget(images=8, seconds=60.0)
     with pytest.raises(RequestError) as refused:
-        search.answer(SearchRequest((str(tmp_path / "photos"),), "red", 3))
+        search.answer(SearchRequest((str(tmp_path / "photos"),), Query.parse("red"), 3))
     assert refused.value.status == 409
     assert len(decoded) <= 8 + 8  # the budget, and one pass of the image tower (8 here)
     assert search.embedded == 0

@@ -13,8 +13,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from clipcls.client import wire
 from clipcls.errors import ClipclsError
-from clipcls.server import wire
 
 
 class _EndlessError(http.server.BaseHTTPRequestHandler):

@@ -1,8 +1,10 @@
 """The layers hold: torch and open_clip only in clipcls/engine/, typer only in clipcls/cli/, each
-package imports only the packages the table below allows, every module says its job in a
-docstring and stays small, and outside clipcls/output/ no code asks which format it holds."""
+package imports only the packages the table below allows, no packages import each other in a
+circle, every module says its job in a docstring and stays small, and outside clipcls/output/
+no code asks which format it holds."""
 
 import ast
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pytest
@@ -21,8 +23,9 @@ RULES = {
 
 # Which clipcls package may import which ("core" is the modules directly under clipcls/: the
 # shared vocabulary of paths, images, prompts, the cache, the pipeline and the classifier).
-# Data flows one way: commands (cli) -> runs (labeling, evaluation) -> backends -> the model
-# (engine) and the server's client; output only writes rows. A package needs no entry for itself.
+# Data flows one way: the users of the library on top (cli, and server, which only cli starts)
+# -> runs (labeling, evaluation, search) -> backends -> the model (engine) and the client of a
+# server (client); output only writes rows. A package needs no entry for itself.
 MAY_IMPORT = {
     # only where a model is loaded or named (engine.sources reads no torch), and the Python
     # API's Classifier (classify.py), which puts a model and a scorer together
@@ -30,8 +33,9 @@ MAY_IMPORT = {
     "engine": {"core"},
     "scoring": {"core"},  # how an embedding becomes an answer: numpy over embeddings, no model
     "output": {"core"},
-    "backends": {"core", "engine", "output", "server", "scoring"},  # server: its client
-    "server": {"core", "engine", "output", "backends", "fewshot", "scoring", "search"},
+    "client": {"core"},  # the wire contract: what `search --server` loads before numpy or typer
+    "backends": {"core", "engine", "output", "client", "scoring"},  # client: for ServerBackend
+    "server": {"core", "engine", "output", "client", "backends", "fewshot", "scoring", "search"},
     "fewshot": {"core", "output", "scoring"},  # support folders and calibration files
     "multilabel": {"core", "output", "scoring"},  # truth CSVs, their metrics, the logistic fit
     "labeling": {"core", "output", "backends", "fewshot", "scoring"},
@@ -43,6 +47,7 @@ MAY_IMPORT = {
         "engine",
         "output",
         "backends",
+        "client",
         "server",
         "labeling",
         "evaluation",
@@ -56,7 +61,6 @@ MAY_IMPORT = {
 # Modules a package must not import even where the table lets it into their package.
 NEVER = {
     "engine": {"clipcls.classify", "clipcls.recorded"},  # the model knows nothing of scoring
-    "server": {"clipcls.backends.local", "clipcls.backends.ray"},  # no cycle through the seam
 }
 ENTRY_POINTS = {"__main__.py"}  # `python -m clipcls` starts the command line
 
@@ -83,16 +87,97 @@ def clipcls_imports(path: Path) -> set[str]:
     return found
 
 
+def refused(package: str, modules: Iterable[str]) -> list[str]:
+    """The imports of a module of package that the table (or NEVER) refuses."""
+    return [
+        f"{package} imports {module}"
+        for module in sorted(modules)
+        if package_of(module) not in (None, package, *MAY_IMPORT[package])
+        or module in NEVER.get(package, set())
+    ]
+
+
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_packages_import_only_what_the_table_allows(path: Path) -> None:
     parts = path.relative_to(PACKAGE).parts
     if parts[-1] in ENTRY_POINTS:
         return
     package = parts[0] if len(parts) > 1 else "core"
-    for module in clipcls_imports(path):
-        target = package_of(module)
-        assert target in (None, package, *MAY_IMPORT[package]), f"{package} imports {module}"
-        assert module not in NEVER.get(package, set()), f"{package} imports {module}"
+    assert refused(package, clipcls_imports(path)) == []
+
+
+def test_a_planted_import_against_the_table_is_refused() -> None:
+    assert refused("backends", {"clipcls.client.wire", "clipcls.server.app"}) == [
+        "backends imports clipcls.server.app"
+    ]
+    assert refused("client", {"clipcls.backends.base"}) == ["client imports clipcls.backends.base"]
+    assert refused("search", {"clipcls.server.searching"}) != []
+    assert refused("engine", {"clipcls.classify"}) != []  # NEVER, though core is allowed
+
+
+def test_the_server_is_on_top_and_its_client_below_the_backends() -> None:
+    """Only the command line starts a server: nothing else may import it; the client (which
+    the backends use) imports nothing but core, so no run depends on the server's package."""
+    assert {package for package, allowed in MAY_IMPORT.items() if "server" in allowed} == {"cli"}
+    assert not MAY_IMPORT["client"] & {"backends", "server", "cli"}
+    assert "client" in MAY_IMPORT["backends"]
+
+
+def node_of(module: str) -> str | None:
+    """Where a dotted module lies in the package graph: its package, or for a module directly
+    under clipcls/ the module itself (core is a set of modules, not one package: recorded.py
+    names engine's model sources and engine reads settings.py, and that is no circle)."""
+    package = package_of(module)
+    return f"core.{module.split('.')[1]}" if package == "core" else package
+
+
+def import_graph(modules: Iterable[Path] = MODULES) -> dict[str, set[str]]:
+    """Which node imports which (each module's imports at any depth, lazy ones included)."""
+    graph: dict[str, set[str]] = {}
+    for path in modules:
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__main__":
+            continue
+        source = node_of(".".join(("clipcls", *parts)))
+        assert source is not None
+        targets = {node_of(module) for module in clipcls_imports(path)}
+        graph.setdefault(source, set()).update(t for t in targets if t not in (None, source))
+    return graph
+
+
+def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
+    """A circle of imports, its first node repeated at its end; None if there is none."""
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        if node in path:
+            return path[path.index(node) :] + [node]
+        if node in done:
+            return None
+        path.append(node)
+        for target in sorted(graph.get(node, ())):
+            if (cycle := visit(target)) is not None:
+                return cycle
+        path.pop()
+        done.add(node)
+        return None
+
+    return next(filter(None, (visit(node) for node in sorted(graph))), None)
+
+
+def test_no_packages_import_each_other_in_a_circle() -> None:
+    assert find_cycle(import_graph()) is None
+
+
+def test_a_planted_circle_is_found() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a", "c"}}) is None
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
+    # the old circle: the backends' client lived in the server's package, which imports them
+    planted = import_graph()
+    planted["backends"].add("server")
+    cycle = find_cycle(planted)
+    assert cycle is not None and {"backends", "server"} <= set(cycle)
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))

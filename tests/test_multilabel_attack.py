@@ -109,8 +109,8 @@ def test_a_support_set_with_multi_label_is_refused(
 
 @pytest.mark.parametrize("value", ["maybe", "", "ture"])
 def test_a_form_multi_label_that_is_no_boolean_is_refused(value: str) -> None:
-    from clipcls.server.checks import RequestError
-    from clipcls.server.protocol import Limits, parse_request
+    from clipcls.client.checks import RequestError
+    from clipcls.client.protocol import Limits, parse_request
     from clipcls.server.uploads import _form_value
 
     body = {"images": [{"path": "/x.png"}], "labels": ["a", "b"]}
@@ -121,7 +121,7 @@ def test_a_form_multi_label_that_is_no_boolean_is_refused(value: str) -> None:
 
 @pytest.mark.parametrize(("value", "expected"), [("true", True), ("0", False), ("No", False)])
 def test_a_form_multi_label_takes_the_usual_words(value: str, expected: bool) -> None:
-    from clipcls.server.protocol import Limits
+    from clipcls.client.protocol import Limits
     from clipcls.server.uploads import _form_value
 
     assert _form_value("multi_label", value, Limits()) is expected
@@ -138,7 +138,7 @@ class PlainSupport:
 def test_a_support_server_refuses_a_multi_label_request_alone() -> None:
     from test_server_cache import png, worker
 
-    from clipcls.server.protocol import ERROR_STATUS, Limits, parse_request
+    from clipcls.client.protocol import ERROR_STATUS, Limits, parse_request
 
     api = worker(None)
     api.support = PlainSupport()

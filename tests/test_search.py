@@ -16,8 +16,8 @@ from clipcls.errors import UsageError
 from clipcls.prompts import load_templates
 from clipcls.search.collect import collect, query_vector
 from clipcls.search.query import combine, top_k
-from clipcls.search.terms import Term, parse_query
 from clipcls.settings import ModelSettings
+from clipcls.terms import Query, Term, parse_query
 
 
 def _backend(model: str, cache: Path) -> LocalBackend:
@@ -76,7 +76,9 @@ def test_collect_embeds_walks_and_ranks_like_brute_force(
     images = {p.path: p.embedding for p in backend.embed_images(found.paths)}
     for path, row in zip(found.paths, found.matrix, strict=True):
         np.testing.assert_allclose(row, images[path], atol=1e-3)
-    vector = query_vector(backend, "a cat + a rocket - coffee", [], load_templates("photo"))
+    vector = query_vector(
+        backend, Query.parse("a cat + a rocket - coffee"), [], load_templates("photo")
+    )
     assert abs(float(np.linalg.norm(vector)) - 1) < 1e-5
     brute = np.argsort(-(found.matrix.astype(np.float32) @ vector), kind="stable")
     assert [row for row, _ in top_k(found.matrix, vector, 4)] == [int(i) for i in brute]

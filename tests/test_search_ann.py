@@ -19,6 +19,7 @@ from clipcls.search.api import search
 from clipcls.search.collect import Collection
 from clipcls.search.query import top_k
 from clipcls.settings import ModelSettings
+from clipcls.terms import Query
 
 needs_usearch = pytest.mark.skipif(
     importlib.util.find_spec("usearch") is None,
@@ -134,11 +135,11 @@ def test_a_search_over_the_size_goes_through_the_index_beside_the_cache(
         pytest.skip("usearch is not installed (pip install 'clipcls[ann]')")
     cache = tmp_path / "cache"
     backend = LocalBackend(BackendConfig(ModelSettings(model=tiny_model), EmbeddingCache(cache)))
-    exact = search(backend, [str(photos)], "a cat", k=3)
+    exact = search(backend, [str(photos)], Query.parse("a cat"), k=3)
     monkeypatch.setattr(ann, "ANN_ROWS", 2)
     monkeypatch.setattr(ann, "usearch_installed", lambda: installed)
     lines: list[str] = []
-    found = search(backend, [str(photos)], "a cat", k=3, notice=lines.append)
+    found = search(backend, [str(photos)], Query.parse("a cat"), k=3, notice=lines.append)
     assert [hit.path for hit in found.hits] == [hit.path for hit in exact.hits]
     assert [hit.score for hit in found.hits] == pytest.approx([hit.score for hit in exact.hits])
     assert len(list((cache / ann.FOLDER).glob("*.usearch"))) == (1 if installed else 0)

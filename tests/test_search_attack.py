@@ -14,15 +14,16 @@ from conftest import FakeEncoder, colour_images, jsonl
 from typer.testing import CliRunner
 
 from clipcls.cli import app
+from clipcls.client.checks import RequestError
+from clipcls.client.protocol import ImageRef
+from clipcls.client.search_request import SearchRequest
 from clipcls.images import iter_image_paths, load_image
 from clipcls.pipeline import PreparedImage
 from clipcls.search.query import top_k
 from clipcls.search.served import _as_given
-from clipcls.server.checks import RequestError
-from clipcls.server.protocol import ImageRef
 from clipcls.server.roots import OpenRoots, resolve_roots
-from clipcls.server.search_request import SearchRequest
 from clipcls.server.searching import ServedSearch
+from clipcls.terms import Query
 
 runner = CliRunner()
 
@@ -109,7 +110,7 @@ def test_a_served_search_refuses_a_folder_linking_out_of_its_roots(tmp_path: Pat
     inside = colour_images(root / "photos", 3)
     (secret,) = colour_images(outside, 1)
     search = served_search(root)
-    request = SearchRequest((str(root / "photos"),), "red", 5)
+    request = SearchRequest((str(root / "photos"),), Query.parse("red"), 5)
     assert [hit["path"] for hit in search.answer(request)["search"]] != []
     os.symlink(secret, root / "photos" / "009.png")
     with pytest.raises(RequestError) as refused:

@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 
 from clipcls.cli.quick import QuickSearch, parse_quick, quick_search
+from clipcls.client.wire import machine_id
 from clipcls.output.formats import Format
-from clipcls.server.wire import machine_id
 
 REPO = Path(__file__).resolve().parent.parent
 # the command line as the `clipcls` script runs it, then which heavy modules it loaded
@@ -300,7 +300,7 @@ def test_a_full_disk_under_stdout_is_the_full_command_lines_line(
 def test_an_answer_is_bounded_in_time_and_bytes_not_only_per_read(
     fake: FakeServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from clipcls.server import wire
+    from clipcls.client import wire
 
     argv = ["search", str(fake.root), "a cat", "--server", fake.url]
     monkeypatch.setattr(wire, "TIMEOUT", 1.0)

@@ -10,10 +10,11 @@ import pytest
 from conftest import colour_images
 from test_search_attack import served_search
 
+from clipcls.client.checks import RequestError
+from clipcls.client.search_request import SearchRequest
 from clipcls.server import searching
-from clipcls.server.checks import RequestError
-from clipcls.server.search_request import SearchRequest
 from clipcls.server.searching import Budget
+from clipcls.terms import Query
 
 
 def test_a_search_stops_past_its_budget_of_images_to_embed(
@@ -22,7 +23,7 @@ def test_a_search_stops_past_its_budget_of_images_to_embed(
     colour_images(tmp_path / "photos", 10)
     monkeypatch.setattr(searching, "CHUNK", 4)  # files decoded at once
     search = served_search(tmp_path)
-    request = SearchRequest((str(tmp_path / "photos"),), "red", 3)
+    request = SearchRequest((str(tmp_path / "photos"),), Query.parse("red"), 3)
     search.budget = Budget(images=4, seconds=60.0)
     with pytest.raises(RequestError) as refused:
         search.answer(request)
@@ -37,6 +38,6 @@ def test_a_search_stops_past_the_servers_timeout(tmp_path: Path) -> None:
     search = served_search(tmp_path)
     search.budget = Budget(images=100, seconds=0.0)
     with pytest.raises(RequestError) as refused:
-        search.answer(SearchRequest((str(tmp_path / "photos"),), "red", 3))
+        search.answer(SearchRequest((str(tmp_path / "photos"),), Query.parse("red"), 3))
     assert refused.value.status == 409 and "took over 0 s" in str(refused.value)
     assert search.embedded == 0

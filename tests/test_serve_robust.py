@@ -223,7 +223,7 @@ def test_an_api_key_no_header_can_carry_is_refused_at_start(key: str) -> None:
 
 
 def test_the_client_refuses_such_a_key_before_it_calls(monkeypatch: pytest.MonkeyPatch) -> None:
-    from clipcls.server.client import ServerClient
+    from clipcls.client.predict import ServerClient
 
     monkeypatch.setenv("CLIPCLS_API_KEY", "cl\u00e9")
     with pytest.raises(UsageError, match=r"\$CLIPCLS_API_KEY must be printable ASCII"):
@@ -242,8 +242,8 @@ def test_one_failing_request_in_a_batch_is_its_own_error(
     tiny_model: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worker itself, past the guard: one request's exception is its own answer."""
+    from clipcls.client.protocol import ImageRef, Limits, ServeRequest, TextsRequest, parse_request
     from clipcls.server import worker
-    from clipcls.server.protocol import ImageRef, Limits, ServeRequest, TextsRequest, parse_request
     from clipcls.settings import ModelSettings
 
     monkeypatch.setattr(worker, "die_with_parent", lambda parent: None)

@@ -27,8 +27,8 @@ from typer.testing import CliRunner
 
 from clipcls.cache import EmbeddingCache
 from clipcls.cli import app
+from clipcls.client.protocol import Limits, parse_request
 from clipcls.filekey import FileKey
-from clipcls.server.protocol import Limits, parse_request
 
 runner = CliRunner()
 LABELS, NEW_LABELS = "cat,coffee,rocket", "dog,tea,car"
@@ -103,7 +103,7 @@ class Sent:
     """What the client sends the server: images in predict requests, texts to embed."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        from clipcls.server.client import ServerClient
+        from clipcls.client.predict import ServerClient
 
         self.images = self.bytes = self.texts = 0
         predict, post = ServerClient.predict, ServerClient.post

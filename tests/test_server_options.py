@@ -136,9 +136,9 @@ def test_resume_refuses_a_server_with_other_weights(
 
 def test_a_url_is_not_sent_past_a_lower_max_megapixels() -> None:
     """Only the server sees a URL's size: a lower limit here is an error row, not ignored."""
+    from clipcls.client.predict import RemoteClassifier, ServerClient
     from clipcls.labels import parse_labels
     from clipcls.prompts import single_templates
-    from clipcls.server.client import RemoteClassifier, ServerClient
 
     client = ServerClient.__new__(ServerClient)  # the facts of a server, without one
     client.url, client.facts = "http://127.0.0.1:1", {"max_megapixels": 200.0, "limits": {}}

@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 
 from clipcls import webfetch
 from clipcls.cli import app
+from clipcls.client.protocol import Limits, RequestError, parse_request
 from clipcls.errors import ImageError
-from clipcls.server.protocol import Limits, RequestError, parse_request
 from clipcls.webfetch import LOCAL, Refused, UrlPolicy, is_public, request, resolve, server_policy
 
 runner = CliRunner()

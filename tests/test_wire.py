@@ -23,12 +23,7 @@ from clipcls.backends.ray_data import _prediction as ray_prediction
 from clipcls.backends.ray_workers import Embedder
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Classifier, LabelScore, Prediction
-from clipcls.errors import ClipclsError, RecordError
-from clipcls.filekey import FileKey
-from clipcls.output.rows import Columns, to_row
-from clipcls.pathtext import path_to_text
-from clipcls.pipeline import EmbeddedBatch, PreparedImage, embed_batch, embed_paths
-from clipcls.server.protocol import (
+from clipcls.client.protocol import (
     ImageRef,
     Limits,
     ServeRequest,
@@ -36,6 +31,11 @@ from clipcls.server.protocol import (
     parse_request,
     request_from_record,
 )
+from clipcls.errors import ClipclsError, RecordError
+from clipcls.filekey import FileKey
+from clipcls.output.rows import Columns, to_row
+from clipcls.pathtext import path_to_text
+from clipcls.pipeline import EmbeddedBatch, PreparedImage, embed_batch, embed_paths
 from clipcls.server.uploads import checked_request
 
 SCORES = (LabelScore("cat", 0.75, 0.31), LabelScore("dog", 0.25, 0.12))

@@ -22,13 +22,13 @@ from clipcls.backends.base import (
     image_store,
 )
 from clipcls.classify import Prediction, default_batch_size, encode_prompts
+from clipcls.client.predict import IN_FLIGHT, RemoteClassifier, RemoteEncoder, ServerClient
+from clipcls.client.wire import unreadable
 from clipcls.errors import UsageError
 from clipcls.labels import Label
 from clipcls.pipeline import Chunk, EmbeddedBatch, ModelInfo, PreparedImage, embed_batch, look_up
 from clipcls.prompts import single_templates
 from clipcls.remote import is_url
-from clipcls.server.client import IN_FLIGHT, RemoteClassifier, RemoteEncoder, ServerClient
-from clipcls.server.wire import unreadable
 from clipcls.settings import model_id
 
 # What an embedding request names: the server scores every image it embeds, so it needs one
@@ -45,7 +45,7 @@ def connect_server(
 ) -> ServerClient:
     """The `clipcls serve` server at url, refused if it runs another model than asked, or
     otherwise than the options given explicitly (device, precision, ...) ask."""
-    from clipcls.server.expect import setting_conflict
+    from clipcls.client.expect import setting_conflict
 
     client = ServerClient(url)
     model, pretrained = client.model

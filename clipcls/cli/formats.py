@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from clipcls.cli.flags import FORMAT
 from clipcls.output.formats import FORMATS, Format
 
 
@@ -53,17 +54,17 @@ def as_format(chosen: Enum | None) -> Format | None:
 FROM_EXTENSION = "from the --output extension, else table"
 PredictFormatOpt = Annotated[
     PredictFormat | None,
-    typer.Option("--format", "-f", help="Output format.", show_default=FROM_EXTENSION),
+    typer.Option(*FORMAT, help="Output format.", show_default=FROM_EXTENSION),
 ]
 LabelFormatOpt = Annotated[
     FileFormat | None,
-    typer.Option("--format", "-f", help="File format.", show_default="from the extension"),
+    typer.Option(*FORMAT, help="File format.", show_default="from the extension"),
 ]
 ReportFormatOpt = Annotated[
     ReportFormat | None,
-    typer.Option("--format", "-f", help="Report format.", show_default=FROM_EXTENSION),
+    typer.Option(*FORMAT, help="Report format.", show_default=FROM_EXTENSION),
 ]
 SearchFormatOpt = Annotated[
     SearchFormat | None,
-    typer.Option("--format", "-f", help="Output format.", show_default="from -o, else table"),
+    typer.Option(*FORMAT, help="Output format.", show_default="from -o, else table"),
 ]

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from clipcls.cli.flags import QUIET, SERVER, SERVER_ENV
 from clipcls.labeling.sorting import SortMode
 from clipcls.output.rows import DEFAULT_UNKNOWN
 from clipcls.settings import (
@@ -86,7 +87,7 @@ BatchSizeOpt = Annotated[
 ]
 
 
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or notices.")]
+QuietOpt = Annotated[bool, typer.Option(*QUIET, help="No progress bar or notices.")]
 
 
 MODEL_PANEL = "Model"
@@ -277,8 +278,8 @@ EngineOpt = Annotated[
 ServerOpt = Annotated[
     str | None,
     typer.Option(
-        "--server",
-        envvar="CLIPCLS_SERVER",
+        *SERVER,
+        envvar=SERVER_ENV,
         rich_help_panel=SCALE_PANEL,
         help="A `clipcls serve` URL to classify on, with no model loaded here "
         "(API key from $CLIPCLS_API_KEY).",

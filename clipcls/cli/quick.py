@@ -13,18 +13,20 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from clipcls.cli.flags import FORMAT, QUIET, SERVER, SERVER_ENV, TOP_K
 from clipcls.cli.messages import error_line, notice, stderr, warn
+from clipcls.client.wire import ServerConnection
 from clipcls.errors import ClipclsError, ExitStatus, UsageError
 from clipcls.output.formats import RESULT_FORMATS, Format
 from clipcls.search.served import DEFAULT_K, HIT_COLUMNS, served_ranking
-from clipcls.search.terms import parse_query
-from clipcls.server.wire import ServerConnection
 from clipcls.settings import CACHE_ENV, model_id
+from clipcls.terms import Query
 
-SERVER_ENV = "CLIPCLS_SERVER"  # --server's environment variable (cli/options.py)
+# The options the fast path reads, spelled as the full command line declares them (flags.py)
 FORMATS = {f.name: f for f in RESULT_FORMATS}
-VALUED = {"-k": "k", "--top-k": "k", "--server": "server", "-f": "format", "--format": "format"}
-FLAGS = {"-q": "quiet", "--quiet": "quiet"}
+VALUED = {**dict.fromkeys(TOP_K, "k"), **dict.fromkeys(SERVER, "server")}
+VALUED.update(dict.fromkeys(FORMAT, "format"))
+FLAGS = dict.fromkeys(QUIET, "quiet")
 STDIN = "-"  # an input that reads the paths from stdin (images.STDIN; images loads numpy)
 
 
@@ -33,7 +35,7 @@ class QuickSearch:
     """A search the fast path can answer: folders, the query text, and how to print."""
 
     inputs: tuple[str, ...]
-    text: str
+    text: str  # the query written out from its terms, as the full command line sends it
     server: str
     k: int = DEFAULT_K
     fmt: Format = Format.TABLE
@@ -137,13 +139,13 @@ def _cache_dir_taken(value: str | None) -> bool:
     return not stat.S_ISREG(mode) and os.access(value, os.R_OK)
 
 
-def _query_taken(text: str) -> bool:
-    """Whether the full command line takes text as a query: it refuses an empty one, or one
+def _query(text: str) -> Query | None:
+    """The query, if the full command line takes text as one: it refuses an empty one, or one
     with an empty term, before it asks the server (which a stranger might answer)."""
     try:
-        return bool(parse_query(text))
+        return Query.parse(text)
     except UsageError:
-        return False
+        return None
 
 
 def _checked(values: dict[str, str], positional: list[str], env: str | None) -> QuickSearch | None:
@@ -153,7 +155,8 @@ def _checked(values: dict[str, str], positional: list[str], env: str | None) -> 
     fmt = FORMATS.get(values.get("format", Format.TABLE.name))
     if not server or fmt is None or len(positional) < 2 or STDIN in positional[:-1]:
         return None
-    if not (k.isascii() and k.isdigit()) or int(k) < 1 or not _query_taken(positional[-1]):
+    query = _query(positional[-1])
+    if not (k.isascii() and k.isdigit()) or int(k) < 1 or query is None:
         return None
     quiet = "quiet" in values
-    return QuickSearch(tuple(positional[:-1]), positional[-1], server, int(k), fmt, quiet)
+    return QuickSearch(tuple(positional[:-1]), query.text, server, int(k), fmt, quiet)

@@ -21,6 +21,7 @@ from clipcls.cli.console import (
     reported_errors,
     warn,
 )
+from clipcls.cli.flags import TOP_K
 from clipcls.cli.formats import SearchFormat, SearchFormatOpt, as_format
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, RunOptions, run_options, scale_options
@@ -34,6 +35,7 @@ from clipcls.search.api import DEFAULT_K
 from clipcls.search.api import search as search_images
 from clipcls.search.api import similar as similar_images
 from clipcls.search.served import HIT_COLUMNS, Ranking
+from clipcls.terms import Query
 
 SEARCH_EXAMPLES = """
 [bold]Examples[/bold]
@@ -54,7 +56,7 @@ SIMILAR_EXAMPLES = """
 """
 
 
-TopKOpt = Annotated[int, typer.Option("--top-k", "-k", min=1, help="Images shown.")]
+TopKOpt = Annotated[int, typer.Option(*TOP_K, min=1, help="Images shown.")]
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
 ]
@@ -165,13 +167,14 @@ def search(
         text, inputs = _split_query(
             list(args or []), images, scale_options(ctx).from_embeddings is not None
         )
+        query = Query.parse(text) if text else None  # once, before anything opens
         chosen = load_templates(templates) if templates else None
 
         shown = embedding_progress(run.quiet)
 
         def ask(backend: Backend, found: list[str]) -> Ranking:
             return search_images(
-                backend, found, text, images, top_k, chosen, run.include_hidden, shown,
+                backend, found, query, images, top_k, chosen, run.include_hidden, shown,
                 None if run.quiet else notice,
             )  # fmt: skip
 

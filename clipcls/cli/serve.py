@@ -103,7 +103,7 @@ def serve(
     debug: DebugOpt = False,
 ) -> None:
     """Keep a model loaded and answer predict requests over HTTP, batching concurrent ones."""
-    from clipcls.server.protocol import Limits
+    from clipcls.client.protocol import Limits
 
     with reported_errors(debug):
         if importlib.util.find_spec("litserve") is None:

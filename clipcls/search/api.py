@@ -20,12 +20,13 @@ from clipcls.search.collect import NO_QUERY, Collection, collect, query_expected
 from clipcls.search.query import top_k, unit
 from clipcls.search.served import DEFAULT_K as DEFAULT_K  # re-exported: the commands' default
 from clipcls.search.served import Hit, Ranking, served_ranking
+from clipcls.terms import Query
 
 
 def search(
     backend: Backend,
     inputs: Sequence[str],
-    text: str | None = None,
+    query: Query | None = None,
     images: Sequence[Path] = (),
     k: int = DEFAULT_K,
     templates: TemplateSet | None = None,
@@ -36,8 +37,8 @@ def search(
     """The k images of inputs (walked as `label` walks them) nearest the query, best first.
 
     Args:
-        text: rclip-style: `a red car + sunset - blurry` (+ terms pull, - terms push), each
-            term through templates (None: the text alone).
+        query: rclip-style terms (`Query.parse("a red car + sunset - blurry")`: + terms
+            pull, - terms push), each through templates (None: the text alone).
         images: query images; with text, all queries are averaged.
         progress: shown while files are embedded (a fully cached run embeds none), and
             while an approximate index is built (from ann.ANN_ROWS images).
@@ -47,17 +48,18 @@ def search(
     unreadable query image, no image found, or k < 1.
     """
     _check_k(k)
-    expected = query_expected(text, images, templates)
+    expected = query_expected(query, images, templates)
     if not expected.labels and not images:
         raise UsageError(NO_QUERY)  # before any file is embedded
-    plain = text is not None and not images and templates is None and not include_hidden
+    plain = query is not None and not images and templates is None and not include_hidden
     served = None
-    if plain and text is not None and isinstance(backend, ServerBackend):
-        served = served_ranking(backend.search_folders, inputs, text, k, backend.model_id)
+    if plain and query is not None and isinstance(backend, ServerBackend):
+        ask, model = backend.search_folders, backend.model_id
+        served = served_ranking(ask, inputs, query.text, k, model)  # its text: the HTTP form
     if served is not None:
         return served
     collection = collect(backend, inputs, include_hidden, progress, expected=expected)
-    vector = query_vector(backend, text, images, templates)
+    vector = query_vector(backend, query, images, templates)
     return _ranked(backend, collection, vector, k, frozenset(), progress, notice)
 
 

@@ -1,6 +1,7 @@
 """A search's stored matrix: the image embeddings of one listing of files as a float16 file
 beside the cache, memory-mapped by the next search over the same files, so that it reads no
-embedding from SQLite; used only while every file's version (size, mtime, inode, ctime) holds."""
+embedding from SQLite (or held in memory by a server); used only while every file's version
+(size, mtime, inode, ctime) holds."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import os
 import shutil
 import tempfile
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ KEPT = 16  # listings stored at most: the most recently used, within the cache's
 ABANDONED = 3600.0  # seconds after which a half-written store (its writer killed) is removed
 UNKNOWN = (-1, -1, -1, -1)  # the version of a file that cannot be stat'ed
 INDEX_SUFFIX = ".usearch"  # a listing's approximate index (ann.py), pruned alike in its folder
+HELD = 8  # folder sets whose matrices a server holds in memory
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,36 @@ class Stored:
     matrix: np.ndarray  # (n_readable, dim) float16 unit rows, memory-mapped when loaded
     failures: tuple[tuple[int, str], ...]  # (index in the listing, error), in listing order
     model: str
+
+
+class HeldListings:
+    """The matrices of the last few folder sets searched, held in memory by a process that
+    searches again and again (the server, with or without a cache): one per set of inputs,
+    each used only while the set lists the same files, every one of the same version."""
+
+    def __init__(self, size: int = HELD) -> None:
+        self.size = size
+        self.held: OrderedDict[tuple[str, ...], tuple[tuple[str, ...], np.ndarray, Stored]]
+        self.held = OrderedDict()
+
+    def load(self, inputs: Sequence[str], paths: Sequence[str], found: np.ndarray) -> Stored | None:
+        """The matrix held for inputs, if they list paths, each of found's version."""
+        key = tuple(inputs)
+        held = self.held.get(key)
+        if held is None or held[0] != tuple(paths) or not np.array_equal(held[1], found):
+            return None
+        self.held.move_to_end(key)
+        return held[2]
+
+    def save(
+        self, inputs: Sequence[str], paths: Sequence[str], found: np.ndarray, stored: Stored
+    ) -> None:
+        """Hold the matrix of inputs' listing (in place of any older one of theirs)."""
+        key = tuple(inputs)
+        self.held[key] = (tuple(paths), found, stored)
+        self.held.move_to_end(key)
+        while len(self.held) > self.size:
+            self.held.popitem(last=False)
 
 
 def versions(paths: Sequence[str]) -> np.ndarray | None:

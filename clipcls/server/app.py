@@ -17,11 +17,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from clipcls.client.protocol import Limits
+from clipcls.client.wire import check_api_key
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.fewshot.served import folder_labels
 from clipcls.scoring.spec import SUPPORT_NOT_MULTI_LABEL
 from clipcls.server.guard import Guard
-from clipcls.server.protocol import Limits, check_api_key
 from clipcls.server.roots import resolve_roots
 from clipcls.settings import ModelSettings
 from clipcls.version import __version__
@@ -143,9 +144,9 @@ def serve(
     sock: listen()'s socket, when the caller bound the port already."""
     import litserve as ls
 
+    from clipcls.client.wire import machine_id
     from clipcls.server.connections import HeadDeadline
     from clipcls.server.loading import answer_while_loading
-    from clipcls.server.protocol import machine_id
     from clipcls.server.worker import ClipclsAPI, Reach, die_with_parent
     from clipcls.webfetch import server_policy
 

@@ -11,8 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from clipcls.client.protocol import ERROR_STATUS, Limits, RequestError
+from clipcls.client.wire import API_KEY_HEADER
 from clipcls.server.loading import LOADING
-from clipcls.server.protocol import API_KEY_HEADER, ERROR_STATUS, Limits, RequestError
 from clipcls.server.uploads import Budget, Held, checked_request, read_body
 
 

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from clipcls.server.protocol import API_KEY_HEADER
+from clipcls.client.wire import API_KEY_HEADER
 
 LOADING = {"error": "the model is still loading"}  # 503, from /v1/info and /healthz
 LOOK = 0.1  # seconds between looks at whether the model is up

@@ -13,13 +13,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from clipcls.client.allowed import OUTSIDE, real_path, under
 from clipcls.errors import ImageError, UsageError
 
 SYS_OPENAT2 = 437  # the same on x86_64 and aarch64 (the generic syscall table)
 RESOLVE_NO_MAGICLINKS, RESOLVE_BENEATH = 0x02, 0x08
 FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY  # a FIFO never blocks
 DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
-OUTSIDE = "outside the server's --allow-dir roots"  # the same for missing, present and links
 
 
 @dataclass(frozen=True)
@@ -44,20 +44,6 @@ def resolve_roots(folders: Sequence[str]) -> tuple[Root, ...]:
             raise UsageError(f"--allow-dir {folder} is not a folder")
         roots.append(Root(real, info.st_dev, info.st_ino))
     return tuple(roots)
-
-
-def real_path(path: str) -> str:
-    """path with links, `.`, `..` and repeated slashes resolved (`//x` is `/x` on Linux)."""
-    real = os.path.realpath(path)
-    return os.sep + real.lstrip(os.sep)
-
-
-def under(real: str, root: str) -> str | None:
-    """real relative to root ("" for the root itself), or None when not under it."""
-    if real == root:
-        return ""
-    prefix = root.rstrip(os.sep) + os.sep
-    return real[len(prefix) :] if real.startswith(prefix) else None
 
 
 class OpenRoots:

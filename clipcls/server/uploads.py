@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from clipcls.server.protocol import ImageRef, Limits, RequestError, ServeRequest, parse_request
+from clipcls.client.protocol import ImageRef, Limits, RequestError, ServeRequest, parse_request
 
 FORM_BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 FORM_FIELDS = ("labels", "templates", "top_k", "embedding", "multi_label", "names")

@@ -24,16 +24,7 @@ import numpy as np
 
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Prediction, PromptTower, default_batch_size, encode_prompts
-from clipcls.errors import ImageError
-from clipcls.fewshot.served import ServedSupport, served_support
-from clipcls.filekey import FileKey
-from clipcls.images import load_image, size_error
-from clipcls.pipeline import EmbeddedBatch, PreparedImage, embed_batch, embed_paths
-from clipcls.remote import fetch
-from clipcls.scoring.scorer import Scorer
-from clipcls.scoring.spec import SUPPORT_NOT_MULTI_LABEL, ScoreSpec, build_scorer
-from clipcls.server.deadline import DeadlineEncoder, OutOfTime
-from clipcls.server.protocol import (
+from clipcls.client.protocol import (
     ERROR_STATUS,
     AnyRequest,
     ImageRef,
@@ -43,8 +34,17 @@ from clipcls.server.protocol import (
     TextsRequest,
     request_from_record,
 )
+from clipcls.client.search_request import SearchRequest
+from clipcls.errors import ImageError
+from clipcls.fewshot.served import ServedSupport, served_support
+from clipcls.filekey import FileKey
+from clipcls.images import load_image, size_error
+from clipcls.pipeline import EmbeddedBatch, PreparedImage, embed_batch, embed_paths
+from clipcls.remote import fetch
+from clipcls.scoring.scorer import Scorer
+from clipcls.scoring.spec import SUPPORT_NOT_MULTI_LABEL, ScoreSpec, build_scorer
+from clipcls.server.deadline import DeadlineEncoder, OutOfTime
 from clipcls.server.roots import OpenRoots, Root, resolve_roots
-from clipcls.server.search_request import SearchRequest
 from clipcls.server.searching import Budget, ServedSearch
 from clipcls.settings import ModelSettings
 from clipcls.version import __version__

@@ -11,6 +11,10 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from clipcls.client.allowed import allowed
+from clipcls.client.checks import RequestError as RequestError  # re-exported: the vocabulary
+from clipcls.client.checks import check_prompts, check_strings
+from clipcls.client.search_request import SearchRequest, parse_search
 from clipcls.errors import ClipclsError, ImageError
 from clipcls.labels import Label, check_labels, parse_label
 from clipcls.prompts import (
@@ -22,13 +26,6 @@ from clipcls.prompts import (
     single_templates,
 )
 from clipcls.remote import HTTP
-from clipcls.server.checks import RequestError as RequestError  # re-exported: the vocabulary
-from clipcls.server.checks import check_prompts, check_strings
-from clipcls.server.roots import real_path, under
-from clipcls.server.search_request import SearchRequest, parse_search
-from clipcls.server.wire import API_KEY_HEADER as API_KEY_HEADER  # re-exported
-from clipcls.server.wire import check_api_key as check_api_key
-from clipcls.server.wire import machine_id as machine_id
 from clipcls.webfetch import check_url
 
 MAX_PROMPT_CHARS = 1000  # per label text or template; CLIP's 77 tokens are far fewer
@@ -272,13 +269,3 @@ def _url(url: Any, index: int) -> str:
     except ImageError as error:
         raise RequestError(400, f"images[{index}].url: {error}") from None
     return url
-
-
-def allowed(path: str, allow_dirs: Sequence[str]) -> bool:
-    """True if path, its links resolved, lies under one of the roots (also resolved): the
-    check by name that answers 403 early; the worker opens the file beneath its root."""
-    try:
-        real = real_path(path)
-        return any(under(real, real_path(root)) is not None for root in allow_dirs)
-    except (OSError, ValueError):
-        return False

@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from clipcls.client.allowed import allowed
+from clipcls.client.wire import ServerConnection, machine_id, unreadable
 from clipcls.errors import ClipclsError, ImageError, RecordError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, open_regular, size_error
 from clipcls.labels import Label
@@ -22,8 +24,6 @@ from clipcls.pipeline import EmbedPlan, ModelInfo
 from clipcls.prediction import Prediction
 from clipcls.prompts import TemplateSet
 from clipcls.remote import fetch, is_s3, is_url
-from clipcls.server.protocol import allowed
-from clipcls.server.wire import ServerConnection, machine_id, unreadable
 from clipcls.webfetch import on_private_network
 
 Entry = dict[str, Any] | str  # what a request carries for a file, or why it stays here

@@ -1,6 +1,7 @@
 """A search request to `clipcls serve`: folders under the server's --allow-dir roots ranked
 by cosine to a text query, read from a JSON body {"search": {"folders", "text", "k"}} and
-checked (400, 403) before the worker walks the folders and answers from its own cache."""
+checked (400, 403), its text parsed into a Query there, once, before the worker walks the
+folders and answers from its own cache."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clipcls.server.checks import RequestError, check_prompts
-from clipcls.server.roots import real_path, under
+from clipcls.client.allowed import allowed
+from clipcls.client.checks import RequestError, check_prompts
+from clipcls.errors import UsageError
+from clipcls.terms import Query
 
 MAX_QUERY_CHARS = 1000  # as a prompt: CLIP reads 77 tokens, the rest is only work
 MAX_FOLDERS = 256
@@ -22,18 +25,21 @@ class SearchRequest:
     """A checked search: the folders to walk (absolute, as given), the query, and k."""
 
     folders: tuple[str, ...]
-    text: str
+    query: Query
     k: int = 20
 
     def to_record(self) -> dict[str, Any]:
-        """The checked search as JSON, as the guard hands it to the model worker."""
-        return {"search": {"folders": list(self.folders), "text": self.text, "k": self.k}}
+        """The checked search as JSON, as the guard hands it to the model worker: the query
+        as its terms, which the worker takes as they are."""
+        folders, query = list(self.folders), self.query.to_record()
+        return {"search": {"folders": folders, "query": query, "k": self.k}}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> SearchRequest:
         """The search to_record wrote, taken as it is: parse_search checked it already."""
         inner = record["search"]
-        return cls(tuple(inner["folders"]), str(inner["text"]), int(inner["k"]))
+        query = Query.from_record(inner["query"])
+        return cls(tuple(inner["folders"]), query, int(inner["k"]))
 
 
 def parse_search(body: dict[str, Any], max_k: int, allow_dirs: Sequence[str]) -> SearchRequest:
@@ -57,7 +63,11 @@ def parse_search(body: dict[str, Any], max_k: int, allow_dirs: Sequence[str]) ->
     folders = inner.get("folders")
     if not isinstance(folders, list) or not folders or len(folders) > MAX_FOLDERS:
         raise RequestError(400, f"'search.folders' must be a list of 1 to {MAX_FOLDERS} folders")
-    return SearchRequest(tuple(_folder(f, i, allow_dirs) for i, f in enumerate(folders)), text, k)
+    checked = tuple(_folder(folder, i, allow_dirs) for i, folder in enumerate(folders))
+    try:
+        return SearchRequest(checked, Query.parse(text), k)  # the one parse of the text here
+    except UsageError as error:
+        raise RequestError(400, str(error)) from None
 
 
 def _folder(folder: Any, index: int, allow_dirs: Sequence[str]) -> str:
@@ -65,12 +75,7 @@ def _folder(folder: Any, index: int, allow_dirs: Sequence[str]) -> str:
     where = f"search.folders[{index}]"
     if not isinstance(folder, str) or not os.path.isabs(folder) or "\0" in folder:
         raise RequestError(400, f"{where} must be an absolute path")
-    try:
-        real = real_path(folder)
-        inside = any(under(real, real_path(root)) is not None for root in allow_dirs)
-    except (OSError, ValueError):
-        inside = False
-    if not inside:
+    if not allowed(folder, allow_dirs):
         raise RequestError(403, f"{where} is outside the server's --allow-dir roots")
     if not os.path.isdir(folder):
         raise RequestError(400, f"{where} is not a folder")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from clipcls.client.predict import ServerClient
 from clipcls.digests import file_digest
-from clipcls.server.client import ServerClient
 
 
 def setting_conflict(client: ServerClient, asked: dict[str, Any]) -> str | None:
