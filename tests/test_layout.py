@@ -33,7 +33,9 @@ MAY_IMPORT = {
     "engine": {"core"},
     "scoring": {"core"},  # how an embedding becomes an answer: numpy over embeddings, no model
     "output": {"core"},
-    "client": {"core"},  # the wire contract: what `search --server` loads before numpy or typer
+    # the wire contract (a predict request carries the run's ScoreSpec); its connection is what
+    # `search --server` loads before numpy or typer, and imports core alone
+    "client": {"core", "scoring"},
     "backends": {"core", "engine", "output", "client", "scoring"},  # client: for ServerBackend
     "server": {"core", "engine", "output", "client", "backends", "fewshot", "scoring", "search"},
     "fewshot": {"core", "output", "scoring"},  # support folders and calibration files

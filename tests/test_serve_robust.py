@@ -249,11 +249,11 @@ def test_one_failing_request_in_a_batch_is_its_own_error(
     monkeypatch.setattr(worker, "die_with_parent", lambda parent: None)
     api = worker.ClipclsAPI(ModelSettings(model=tiny_model), Limits(), [], tmp_path / "m.json")
     api.setup("cpu")
-    labels = ServeRequest((ImageRef("c.png", data=base64.b64decode(IMAGE)),), ())
+    labels = ServeRequest((ImageRef("c.png", data=base64.b64decode(IMAGE)),))  # no labels
     good = api.decode_request(
         parse_request(GOOD, Limits(), []).to_record()
     )  # as the guard hands it
-    nul = ServeRequest((ImageRef("x", path="/tmp/a\x00b.png"),), good.labels)
+    nul = ServeRequest((ImageRef("x", path="/tmp/a\x00b.png"),), good.spec)
     texts = TextsRequest(("c\ud800t",))
     answers = api.predict([good, nul, texts, labels])
     assert answers[0]["predictions"][0]["predictions"][0]["label"] in ("cat", "dog")

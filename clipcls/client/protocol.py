@@ -8,7 +8,7 @@ import binascii
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from clipcls.client.allowed import allowed
@@ -26,6 +26,7 @@ from clipcls.prompts import (
     single_templates,
 )
 from clipcls.remote import HTTP
+from clipcls.scoring.spec import ScoreSpec
 from clipcls.webfetch import check_url
 
 MAX_PROMPT_CHARS = 1000  # per label text or template; CLIP's 77 tokens are far fewer
@@ -71,22 +72,28 @@ class ImageRef:
 
 @dataclass(frozen=True)
 class ServeRequest:
-    """A checked request: images, labels, templates, top-k, and whether to add embeddings."""
+    """A checked request: images, how to score them (the same ScoreSpec a local run scores
+    with: labels, templates, mode), top-k, and whether to add embeddings."""
 
     images: tuple[ImageRef, ...]
-    labels: tuple[Label, ...] = ()
-    templates: TemplateSet = field(default_factory=lambda: load_templates(DEFAULT_TEMPLATES))
+    spec: ScoreSpec = field(default_factory=lambda: ScoreSpec((), _default_templates()))
     top_k: int = 5
     embedding: bool = False
     multi_label: bool | None = None  # None: the server's default (serve --multi-label)
 
+    @property
+    def labels(self) -> tuple[Label, ...]:
+        return self.spec.labels
+
+    @property
+    def templates(self) -> TemplateSet:
+        return self.spec.templates
+
     def to_record(self) -> dict[str, Any]:
         """The checked request as JSON, as the guard hands it to the model worker."""
-        templates = self.templates
         return {
             "images": [ref.to_record() for ref in self.images],
-            "labels": [{"name": label.name, "texts": list(label.texts)} for label in self.labels],
-            "templates": {**asdict(templates), "templates": list(templates.templates)},
+            **self.spec.to_record(),
             "top_k": self.top_k,
             "embedding": self.embedding,
             "multi_label": self.multi_label,
@@ -95,15 +102,17 @@ class ServeRequest:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> ServeRequest:
         """The request to_record wrote, taken as it is: parse_request checked it already."""
-        templates = record["templates"]
         return cls(
             tuple(ImageRef.from_record(item) for item in record["images"]),
-            tuple(Label(label["name"], tuple(label["texts"])) for label in record["labels"]),
-            TemplateSet(**{**templates, "templates": tuple(templates["templates"])}),
+            ScoreSpec.from_record(record),
             int(record["top_k"]),
             bool(record["embedding"]),
             record.get("multi_label"),
         )
+
+
+def _default_templates() -> TemplateSet:
+    return load_templates(DEFAULT_TEMPLATES)
 
 
 @dataclass(frozen=True)
@@ -169,7 +178,8 @@ def parse_request(body: Any, limits: Limits, allow_dirs: Sequence[str]) -> AnyRe
         raise RequestError(
             413, f"{prompts} prompts (label texts x templates); the limit is {limits.max_texts}"
         )
-    return ServeRequest(refs, labels, templates, top_k, embedding, multi_label)
+    spec = ScoreSpec(labels, templates, bool(multi_label))
+    return ServeRequest(refs, spec, top_k, embedding, multi_label)
 
 
 def _texts(body: dict[str, Any], limits: Limits) -> TextsRequest:

@@ -21,7 +21,7 @@ ALPHAS = (0.0, 0.1, 0.3, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0)
 BETAS = (0.5, 1.0, 2.0, 3.5, 5.5, 7.5, 10.0, 20.0)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # equal only to itself: its matrix is not compared
 class SupportSet:
     """Embedded examples: what the cache model needs, and which inputs are examples."""
 

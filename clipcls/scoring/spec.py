@@ -5,9 +5,9 @@ set's fitted cache model, and the calibration's temperature."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Protocol
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -59,7 +59,7 @@ class Calibrated:
     logistic: Logistic | None = None
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(frozen=True)
 class ScoreSpec:
     """Everything that decides a run's scores besides the model: its labels, templates, mode
     (multi_label: each label's probability its own), support set and calibration."""
@@ -73,6 +73,24 @@ class ScoreSpec:
     def __post_init__(self) -> None:
         if self.support is not None and self.multi_label:
             raise UsageError(SUPPORT_NOT_MULTI_LABEL)
+
+    def to_record(self) -> dict[str, Any]:
+        """The part that travels to a server (labels, templates, mode) as JSON; a support set
+        and a calibration stay where they were read (a server brings its own examples)."""
+        templates = self.templates
+        return {
+            "labels": [{"name": label.name, "texts": list(label.texts)} for label in self.labels],
+            "templates": {**asdict(templates), "templates": list(templates.templates)},
+            "multi_label": self.multi_label,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ScoreSpec:
+        """The spec to_record wrote, taken as it is (the server checked it when it came)."""
+        labels = tuple(Label(label["name"], tuple(label["texts"])) for label in record["labels"])
+        templates = record["templates"]
+        found = TemplateSet(**{**templates, "templates": tuple(templates["templates"])})
+        return cls(labels, found, bool(record.get("multi_label")))
 
 
 def label_prompts(labels: Sequence[Label], templates: TemplateSet) -> list[str]:

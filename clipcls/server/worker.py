@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -42,7 +42,7 @@ from clipcls.images import load_image, size_error
 from clipcls.pipeline import EmbeddedBatch, PreparedImage, embed_batch, embed_paths
 from clipcls.remote import fetch
 from clipcls.scoring.scorer import Scorer
-from clipcls.scoring.spec import SUPPORT_NOT_MULTI_LABEL, ScoreSpec, build_scorer
+from clipcls.scoring.spec import SUPPORT_NOT_MULTI_LABEL, build_scorer
 from clipcls.server.deadline import DeadlineEncoder, OutOfTime
 from clipcls.server.roots import OpenRoots, Root, resolve_roots
 from clipcls.server.searching import Budget, ServedSearch
@@ -244,7 +244,7 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         found = self.classifiers.get(key)
         if found is None:
             support = self.support.for_labels(request.labels) if self.support else None
-            spec = ScoreSpec(request.labels, request.templates, multi, support)
+            spec = replace(request.spec, multi_label=multi, support=support)  # the server's part
             found = build_scorer(spec, PromptTower(self.texts, self.cache))
             self.classifiers[key] = found
             if len(self.classifiers) > CLASSIFIERS_KEPT:
