@@ -16,6 +16,7 @@ import numpy as np
 from clipcls.backends.base import Expected, ImageStore
 from clipcls.classify import ShowProgress, no_progress
 from clipcls.errors import UsageError
+from clipcls.gathered import gather
 from clipcls.images import iter_image_paths
 from clipcls.labels import Label
 from clipcls.pathtext import clean_text
@@ -150,23 +151,9 @@ def _from_stored(paths: list[str], stored: Stored) -> Collection:
 def _embedded(backend: EmbeddingSource, paths: list[str], progress: ShowProgress) -> Collection:
     """Every path through backend.embed_images, gathered in walk order (Ray answers in the
     order it finishes) into one float16 matrix."""
-    position = {path: index for index, path in enumerate(paths)}
-    rows: np.ndarray | None = None
-    errors: dict[int, str] = {}
     with progress(len(paths)) as advance:
-        for prediction in backend.embed_images(paths):
-            index = position[prediction.path]
-            if prediction.embedding is None:
-                errors[index] = prediction.error or "not embedded"
-            else:
-                if rows is None:  # (n, dim), the width known from the first embedding
-                    rows = np.zeros((len(paths), len(prediction.embedding)), dtype=np.float16)
-                rows[index] = prediction.embedding
-            advance(1)
-    keep = [index for index in range(len(paths)) if index not in errors]
-    matrix = rows[keep] if rows is not None else np.zeros((0, 0), dtype=np.float16)
-    failures = tuple((paths[index], errors[index]) for index in sorted(errors))
-    return Collection(tuple(paths[i] for i in keep), matrix, failures, backend.model_id)
+        found = gather(backend.embed_images(paths), paths, advance, np.float16)
+    return Collection(found.readable, found.matrix, found.failures, backend.model_id)
 
 
 def _readable(collection: Collection) -> Collection:
