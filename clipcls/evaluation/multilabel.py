@@ -97,27 +97,6 @@ class MultiLabelEvaluation:
         return [label.name for label in self.labels]
 
 
-def _embed(
-    backend: Backend, paths: Sequence[Path], progress: ShowProgress
-) -> tuple[np.ndarray, list[int], list[tuple[str, str]]]:
-    """(embeddings of the readable images, their rows in paths, the unreadable ones)."""
-    vectors, rows, failures = [], [], []
-    where = {str(path): row for row, path in enumerate(paths)}
-    with progress(len(paths)) as advance:
-        for found in backend.embed_images(paths):
-            if found.embedding is None:
-                failures.append((str(found.path), found.error or "not embedded"))
-            else:
-                vectors.append(found.embedding)
-                rows.append(where[str(found.path)])
-            advance(1)
-    if not vectors:
-        raise ClipclsError("no image of the labels CSV could be read")
-    order = np.argsort(rows, kind="stable")  # the CSV's order, whatever order the backend kept
-    matrix = np.stack(vectors).astype(np.float32)[order]
-    return matrix, [rows[i] for i in order], failures
-
-
 def evaluate_multilabel(
     backend: Backend,
     run: MultiLabelRun,
@@ -129,11 +108,15 @@ def evaluate_multilabel(
     threshold."""
     voice = hooks or Hooks()
     backend.start(run.expected())
-    embeddings, rows, failures = _embed(backend, run.truth.paths, progress)
+    with progress(len(run.truth.paths)) as advance:
+        found = backend.embed_matrix(run.truth.paths, advance)
+    if not found.rows:
+        raise ClipclsError("no image of the labels CSV could be read")
+    rows = list(found.rows)
     with voice.status(f"scoring with templates {run.templates.name}"):
         backend.embed_texts(run.templates.fill(BACKGROUND_TEXT))  # as run.expected() says
         scorer = build_scorer(ScoreSpec(run.labels, run.templates, multi_label=True), backend)
-        probabilities, similarities = scorer.score(embeddings)
+        probabilities, similarities = scorer.score(found.matrix)
     truth = run.truth.truth[rows]
     info = backend.info
     return MultiLabelEvaluation(
@@ -144,10 +127,10 @@ def evaluate_multilabel(
         labels=run.labels,
         method=scorer.head.method,
         source=run.truth.source,
-        paths=tuple(str(run.truth.paths[row]) for row in rows),
+        paths=found.readable,
         truth=truth,
         probabilities=probabilities,
         similarities=similarities,
         metrics=multilabel_metrics(truth, probabilities, run.threshold),
-        failures=tuple(failures),
+        failures=found.failures,
     )

@@ -7,8 +7,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from clipcls.backends.base import Backend, Expected, Hooks
 
 # Re-exported: the CLI shows the images' progress through them.
@@ -18,8 +16,8 @@ from clipcls.classify import no_progress
 from clipcls.evaluation.dataset import (
     Dataset,
     EmbeddedDataset,
-    assemble,
     class_labels,
+    embedded_dataset,
     load_dataset,
 )
 from clipcls.evaluation.fewshot import FewShotPlan, evaluate_setup
@@ -72,11 +70,7 @@ def embed_dataset(
     backend: Backend, dataset: Dataset, advance: Advance = lambda done: None
 ) -> EmbeddedDataset:
     """Embed every image once through the backend; template changes then cost no image work."""
-    found: dict[str, tuple[np.ndarray | None, str | None]] = {}
-    for prediction in backend.embed_images(dataset.paths):
-        found[prediction.path] = (prediction.embedding, prediction.error)
-        advance(1)
-    return assemble(dataset, found)
+    return embedded_dataset(dataset, backend.embed_matrix(dataset.paths, advance))
 
 
 def evaluate_backend(
