@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from clipcls.cli import app
-from clipcls.evaluation.multilabel import MultiLabelEvaluation
-from clipcls.evaluation.multilabel_calibrate import fit_multilabel
+from clipcls.evaluation.calibrate import fit_multilabel
+from clipcls.evaluation.results import MultiLabelEvaluation
 from clipcls.labels import parse_labels
 from clipcls.multilabel.metrics import multilabel_metrics
 from clipcls.prompts import load_templates

@@ -1,39 +1,35 @@
-"""Writing an evaluation's results: the report (JSON or tables) to a stream, then the per-image
-CSV and the HTML page, each on its own, so that one that fails never costs the others."""
+"""Writing an evaluation's results: the calibration where asked, the report (JSON or tables) to
+a stream, then the per-image CSV and the HTML page, each on its own, so that one that fails
+never costs the others."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import TextIO
 
 from clipcls.backends.base import Hooks
-from clipcls.evaluation.exports import json_document, write_predictions
-from clipcls.evaluation.scoring import Evaluation
-from clipcls.evaluation.terminal import print_results
+from clipcls.errors import ClipclsError
+from clipcls.evaluation.report import Report
 from clipcls.output.files import Format
-from clipcls.output.writers import plain_console
+from clipcls.output.rows import clean_text
 
 
-def write_results(stream: TextIO, evaluations: Sequence[Evaluation], kind: Format) -> None:
-    """The report as JSON, or as tables for people (Format.TABLE)."""
-    if kind is Format.JSON:
-        stream.write(json_document(evaluations) + "\n")
-    else:
-        print_results(plain_console(file=stream), evaluations)
+@dataclass(frozen=True)
+class Outputs:
+    """Where an evaluation's results go, each checked before any model loads: the report's
+    format and file (None: the stream the caller gives), the per-image CSV, the HTML page, and
+    the calibration file with its thresholds' target precision (None: the head's default)."""
 
-
-def write_page(
-    page: Path, evaluations: Sequence[Evaluation], dataset: Path, hooks: Hooks | None = None
-) -> None:
-    """The self-contained HTML report (needs matplotlib); page's folder is made if new."""
-    from clipcls.evaluation.html import write_report
-
-    with (hooks or Hooks()).status("drawing the report"):
-        page.parent.mkdir(exist_ok=True)  # --report out/ names a folder that may be new
-        write_report(page, evaluations, dataset)
+    kind: Format = Format.TABLE
+    output: Path | None = None
+    predictions: Path | None = None
+    page: Path | None = None
+    calibrate: Path | None = None
+    precision: float | None = None
 
 
 @dataclass(frozen=True)
@@ -55,17 +51,58 @@ def attempt(path: Path, what: str, write: Callable[[], None]) -> Saved:
     return Saved(path, what)
 
 
-def save_files(
-    evaluations: Sequence[Evaluation],
-    dataset: Path,
-    predictions: Path | None = None,
-    page: Path | None = None,
-    hooks: Hooks | None = None,
-) -> Iterator[Saved]:
+def _write_page(report: Report, page: Path, hooks: Hooks) -> None:
+    with hooks.status("drawing the report"):
+        page.parent.mkdir(exist_ok=True)  # --report out/ names a folder that may be new
+        report.write_page(page)
+
+
+def save_files(report: Report, outputs: Outputs, hooks: Hooks | None = None) -> Iterator[Saved]:
     """Write the per-image predictions CSV and the HTML page, where asked, in that order;
     yield each one's outcome as soon as it is known."""
-    if predictions is not None:
-        write = partial(write_predictions, predictions, evaluations)
-        yield attempt(predictions, "per-image predictions", write)
-    if page is not None:
-        yield attempt(page, "the report", partial(write_page, page, evaluations, dataset, hooks))
+    if outputs.predictions is not None:
+        path = outputs.predictions
+        yield attempt(path, "per-image predictions", partial(report.write_predictions, path))
+    if outputs.page is not None:
+        write = partial(_write_page, report, outputs.page, hooks or Hooks())
+        yield attempt(outputs.page, "the report", write)
+
+
+def report_saved(outcomes: Iterable[Saved], hooks: Hooks) -> None:
+    """Say what each written file is (a notice) or why it could not be written (a warning);
+    then fail naming those that could not (each file was tried on its own)."""
+    unwritten = []
+    for saved in outcomes:
+        where = clean_text(str(saved.path))
+        if saved.error is not None:
+            hooks.warn(f"cannot write {where}: {clean_text(saved.error)}")
+            unwritten.append(str(saved.path))
+        else:
+            hooks.notice(f"wrote {saved.what} to {where}")
+    if unwritten:
+        raise ClipclsError(f"could not write {', '.join(unwritten)} (see above)")
+
+
+def write_outputs(
+    report: Report,
+    outputs: Outputs,
+    stream: Callable[[], AbstractContextManager[TextIO]],
+    hooks: Hooks | None = None,
+) -> Report:
+    """Say the report's warnings; fit and write the calibration where asked; write the report
+    to the stream opened last (so that a run that fails writes nothing there); then the files.
+
+    Returns:
+        the report as written (with its calibration).
+    """
+    voice = hooks or Hooks()
+    for line in report.warnings():
+        voice.warn(line)
+    if outputs.calibrate is not None:
+        report, fitted, said = report.calibrated(outputs.precision)
+        fitted.write(outputs.calibrate)
+        voice.notice(f"wrote the calibration to {clean_text(str(outputs.calibrate))}: {said}")
+    with stream() as opened:
+        report.write(opened, outputs.kind)
+    report_saved(save_files(report, outputs, voice), voice)
+    return report
