@@ -1,6 +1,6 @@
 """The layers hold: torch and open_clip only in clipcls/engine/, typer only in clipcls/cli/, each
-package imports only the packages the table below allows, and every module says its job in a
-docstring and stays small."""
+package imports only the packages the table below allows, every module says its job in a
+docstring and stays small, and outside clipcls/output/ no code asks which format it holds."""
 
 import ast
 from pathlib import Path
@@ -151,3 +151,49 @@ def test_every_package_ships_in_the_wheel() -> None:
     }
     assert found - listed == set()
     assert set(config["tool"]["setuptools"]["package-dir"]) >= found
+
+
+SWITCH_OPERATORS = (ast.Is, ast.IsNot, ast.Eq, ast.NotEq, ast.In, ast.NotIn)
+
+
+def _names_a_format(node: ast.expr) -> bool:
+    """`Format.CSV`, or a tuple/list/set literal holding one."""
+    if isinstance(node, ast.Attribute):
+        return isinstance(node.value, ast.Name) and node.value.id == "Format"
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_names_a_format(element) for element in node.elts)
+    return False
+
+
+def format_switches(source: str) -> list[int]:
+    """Lines that ask which format a value is (`kind is Format.CSV`, `kind in (Format.CSV, ...)`)
+    rather than what it can do: outside clipcls/output/, a format is asked, never named."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Compare):
+            operands = [node.left, *node.comparators]
+            switches = any(isinstance(op, SWITCH_OPERATORS) for op in node.ops)
+            if switches and any(_names_a_format(operand) for operand in operands):
+                found.append(node.lineno)
+    return found
+
+
+def test_format_switches_are_found() -> None:
+    planted = (
+        "if kind is Format.CSV:\n    pass\n"
+        "ok = kind is not Format.JSONL\n"
+        "ok = kind in (Format.CSV, Format.JSONL)\n"
+        "ok = Format.PARQUET == kind\n"
+        "writer = Format.CSV.writer(stream, columns)\n"  # using one by name is no switch
+        "table = {Format.CSV: write}\n"
+        "ok = kind.resumable and kind in WRITERS\n"
+    )
+    assert format_switches(planted) == [1, 3, 4, 5]
+
+
+@pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_no_format_switch_outside_the_format_objects(path: Path) -> None:
+    if path.relative_to(PACKAGE).parts[0] == "output":
+        return
+    lines = format_switches(path.read_text(encoding="utf-8"))
+    assert not lines, f"lines {lines} ask which format it is: ask the Format what it can do"

@@ -22,9 +22,8 @@ from clipcls.errors import UsageError
 from clipcls.fewshot.calibration import Calibration, templates_identity
 from clipcls.labeling.sorting import SortMode
 from clipcls.labels import parse_labels
-from clipcls.output.files import Format
+from clipcls.output.formats import Format
 from clipcls.output.rows import Columns, Row
-from clipcls.output.writers import make_writer
 from clipcls.prediction import LabelScore
 from clipcls.prompts import load_templates
 from clipcls.scoring.heads import sigmoid
@@ -272,7 +271,7 @@ def test_odd_label_names_are_escaped_like_other_cells(
     columns = Columns(1, model=True, multi_label=("=cmd()", "[/b]"))
     scores = (LabelScore("=cmd()", 0.9, 0.1), LabelScore("[/b]", 0.7, 0.1))
     row = Row("a.png", "=cmd();[/b]", scores, labels=("=cmd()", "[/b]"), model="m")
-    make_writer(Format.CSV, stream, columns).write(row)
+    Format.CSV.writer(stream, columns).write(row)
     assert stream.getvalue().splitlines()[1] == "a.png,'=cmd();[/b],0.900000,0.700000,m,"
     assert columns.record(row) == {
         "path": "a.png",

@@ -135,7 +135,7 @@ def test_decoding_tasks_feed_the_actors_the_local_engines_inputs(
     """The GPU layout (CPU tasks decode, actors embed), run here on CPUs: the local engine's
     predictions; a second run takes embeddings from the cache the first run's actors filled,
     looked up by the tasks under the key the actors use."""
-    from clipcls.backends.ray_data import classify_on_ray, connect
+    from clipcls.backends.ray_data import connect, embed_on_ray
     from clipcls.cache import EmbeddingCache
     from clipcls.classify import Classifier
     from clipcls.engine.model import ClipModel
@@ -155,8 +155,8 @@ def test_decoding_tasks_feed_the_actors_the_local_engines_inputs(
     connect(cluster)
 
     def on_ray() -> dict[str, object]:
-        found = classify_on_ray(files, settings, labels, templates, 2, decode_tasks=True)
-        return {p.path: p for p in found}
+        found = embed_on_ray(files, settings, 2, decode_tasks=True)  # the actors embed
+        return {p.path: p for p in local.scorer.rescore(list(found))}  # the driver scores
 
     got = on_ray()
     assert set(got) == set(want)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from clipcls.cli.quick import QuickSearch, parse_quick, quick_search
-from clipcls.output.files import Format
+from clipcls.output.formats import Format
 from clipcls.server.wire import machine_id
 
 REPO = Path(__file__).resolve().parent.parent

@@ -18,6 +18,7 @@ import numpy as np
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Advance, Prediction
 from clipcls.errors import UsageError
+from clipcls.gathered import Embedded, gather
 from clipcls.labels import Label
 from clipcls.pipeline import ModelInfo
 from clipcls.prompts import TemplateSet
@@ -159,17 +160,6 @@ class Backend(Protocol):
         """Every path embedded, gathered into one matrix of dtype in input order."""
 
 
-@dataclass(frozen=True)
-class Embedded:
-    """Some paths' image embeddings in input order: row i of matrix is readable[i], the
-    input at index rows[i]; the unreadable ones (path, error) in input order too."""
-
-    readable: tuple[str, ...]
-    rows: tuple[int, ...]
-    matrix: np.ndarray  # (n_readable, dim), as the backend gave them
-    failures: tuple[tuple[str, str], ...]
-
-
 class BaseBackend:
     """What every backend shares: its config, the embedding cache opened on first use, and
     embed_matrix over its own embed_images; an implementation writes what differs."""
@@ -201,25 +191,8 @@ class BaseBackend:
         dtype: type[np.floating[Any]] = np.float32,
     ) -> Embedded:
         """Every path through embed_images (Ray answers in the order it finishes), gathered
-        in input order into one matrix of dtype (a search keeps float16: half the memory of a
-        million images); advance is told of each one done."""
-        position = {str(path): index for index, path in enumerate(paths)}
-        rows: np.ndarray | None = None
-        errors = {index: "not embedded" for index in range(len(paths))}
-        for found in self.embed_images(paths):
-            index = position[str(found.path)]
-            if found.error is None and found.embedding is not None:
-                if rows is None:  # (n, dim), the width known from the first embedding
-                    rows = np.zeros((len(paths), len(found.embedding)), dtype=dtype)
-                rows[index] = found.embedding
-                errors.pop(index, None)
-            else:
-                errors[index] = found.error or "not embedded"
-            advance(1)
-        keep = tuple(index for index in range(len(paths)) if index not in errors)
-        matrix = rows[list(keep)] if rows is not None else np.zeros((0, 0), dtype=dtype)
-        failures = tuple((str(paths[i]), errors[i]) for i in sorted(errors))
-        return Embedded(tuple(str(paths[i]) for i in keep), keep, matrix, failures)
+        in input order into one matrix of dtype; advance is told of each one done."""
+        return gather(self.embed_images(paths), paths, advance, dtype)
 
 
 # name -> "module:Class"; the module is imported only when its backend is opened, so that a

@@ -18,14 +18,13 @@ from clipcls.cli.console import (
     reported_errors,
     warn,
 )
+from clipcls.cli.formats import SearchFormatOpt, as_format
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, run_options, scale_options
 from clipcls.cli.options import SORT_PANEL, OverwriteOpt, PathsArg
-from clipcls.cli.search import ALLOWED, SearchFormat  # the same rows formats
 from clipcls.errors import UsageError
 from clipcls.labeling.sorting import SortMode
-from clipcls.output.files import Format, format_for
-from clipcls.output.records import write_records
+from clipcls.output.formats import RESULT_FORMATS, Format, format_for
 from clipcls.output.writers import plural
 from clipcls.search.dedupe import (
     DEFAULT_THRESHOLD,
@@ -91,10 +90,6 @@ DryRunOpt = Annotated[
     bool,
     typer.Option("--dry-run", rich_help_panel=SORT_PANEL, help="Show the plan; touch no files."),
 ]
-FormatOpt = Annotated[
-    SearchFormat | None,
-    typer.Option("--format", "-f", help="Output format.", show_default="from -o, else table"),
-]
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
 ]
@@ -117,7 +112,7 @@ def _write(
         for member in group.members
     ]
     with open_output(output) as stream:
-        write_records(fmt, stream, columns, rows, str(output or "stdout"))
+        fmt.write_records(stream, columns, rows, str(output or "stdout"))
 
 
 def _say(
@@ -143,7 +138,7 @@ def dedupe(
     sort_into: SortIntoOpt = None,
     mode: ModeOpt = SortMode.MOVE,
     dry_run: DryRunOpt = False,
-    fmt: FormatOpt = None,
+    fmt: SearchFormatOpt = None,
     output: OutputOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -152,7 +147,7 @@ def dedupe(
     with reported_errors(run.debug):
         check_threshold(threshold)
         check_output_path(output, overwrite)
-        chosen = format_for(output, None if fmt is None else Format(fmt.value), ALLOWED)
+        chosen = format_for(output, as_format(fmt), RESULT_FORMATS)
         if (dry_run or explicit(ctx, "mode")) and sort_into is None:
             raise UsageError("--mode and --dry-run need --sort-into DIR")
         inputs, saved = chosen_inputs(ctx, scale, run.quiet, paths)

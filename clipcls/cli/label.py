@@ -45,7 +45,7 @@ from clipcls.labeling.options import (
 )
 from clipcls.labeling.run import LabelEvents, label_tree
 from clipcls.labeling.sorting import SortMode
-from clipcls.output.files import FILE_FORMATS, format_for
+from clipcls.output.formats import LABEL_FORMATS, format_for
 from clipcls.settings import BackendName
 
 EXAMPLES = """
@@ -107,7 +107,7 @@ def label(
         inputs, saved = chosen_inputs(ctx, scale, run.quiet, paths)
         if scale.engine is BackendName.RAY:
             check_ray()  # before anything is locked or loaded
-        kind = format_for(output, as_format(fmt), FILE_FORMATS)
+        kind = format_for(output, as_format(fmt), LABEL_FORMATS)
         check_file_format(kind, resume, save_embeddings)
         if (dry_run or mode is not SortMode.COPY) and sort_into is None:
             raise UsageError("--mode and --dry-run need --sort-into DIR")

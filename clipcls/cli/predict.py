@@ -29,7 +29,7 @@ from clipcls.cli.fewshot_options import (
     refuse_top_k,
     threshold_value,
 )
-from clipcls.cli.formats import PredictFormatOpt
+from clipcls.cli.formats import PredictFormatOpt, as_format
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import LABELS, RUN, SCALE, labels_choice, run_options, scale_options
 from clipcls.cli.options import OverwriteOpt, PathsArg, UnknownLabelOpt
@@ -38,7 +38,7 @@ from clipcls.fewshot.runs import AUTO, calibrated_thresholds
 from clipcls.labeling.options import check_multi_label, check_unknown_label
 from clipcls.labeling.predict import count_images, predictions, write_predictions
 from clipcls.labels import Label
-from clipcls.output.files import Format, format_for
+from clipcls.output.formats import format_for
 from clipcls.output.rows import MULTI_THRESHOLD, Columns, Threshold
 from clipcls.output.writers import plural
 from clipcls.prompts import TemplateSet
@@ -120,10 +120,10 @@ def predict(
         inputs, saved = chosen_inputs(ctx, scale, quiet, paths)
         total = count_images(inputs, run.include_hidden, walk=saved is None)
         check_output_path(output, overwrite)
-        fmt = format_for(output, fmt)
-        if fmt is Format.PARQUET and output is None and sys.stdout.isatty():
+        kind = format_for(output, as_format(fmt))
+        if kind.binary and output is None and sys.stdout.isatty():
             raise UsageError(
-                "-f parquet is binary, not for a terminal: give -o FILE.parquet, or send "
+                f"-f {kind.name} is binary, not for a terminal: give -o FILE.{kind.name}, or send "
                 "stdout to a file or a pipe"
             )
         backend = saved or open_chosen_backend(ctx, scale, quiet)
@@ -146,7 +146,7 @@ def predict(
         with open_output(output) as stream:
             failures = write_predictions(
                 found,
-                fmt,
+                kind,
                 stream,
                 _columns(top_k, choice.labels, multi_label, cut),
                 str(output or "stdout"),

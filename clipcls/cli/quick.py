@@ -15,15 +15,14 @@ from dataclasses import dataclass
 
 from clipcls.cli.messages import error_line, notice, stderr, warn
 from clipcls.errors import ClipclsError, ExitStatus, UsageError
-from clipcls.output.files import Format
-from clipcls.output.records import write_records
+from clipcls.output.formats import RESULT_FORMATS, Format
 from clipcls.search.served import DEFAULT_K, HIT_COLUMNS, served_ranking
 from clipcls.search.terms import parse_query
 from clipcls.server.wire import ServerConnection
 from clipcls.settings import CACHE_ENV, model_id
 
 SERVER_ENV = "CLIPCLS_SERVER"  # --server's environment variable (cli/options.py)
-FORMATS = {f.value: f for f in (Format.TABLE, Format.CSV, Format.JSON, Format.JSONL)}
+FORMATS = {f.name: f for f in RESULT_FORMATS}
 VALUED = {"-k": "k", "--top-k": "k", "--server": "server", "-f": "format", "--format": "format"}
 FLAGS = {"-q": "quiet", "--quiet": "quiet"}
 STDIN = "-"  # an input that reads the paths from stdin (images.STDIN; images loads numpy)
@@ -67,7 +66,7 @@ def quick_search(argv: Sequence[str]) -> int | None:
         warn(error)  # it names the file, as the full command's warnings do
     rows = [(hit.rank, hit.path, hit.score) for hit in ranking.hits]
     try:
-        write_records(asked.fmt, sys.stdout, HIT_COLUMNS, rows)
+        asked.fmt.write_records(sys.stdout, HIT_COLUMNS, rows)
     except BrokenPipeError:  # `| head -1` is done: end quietly with 1, as Click ends the full CLI
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit flush too
         return int(ExitStatus.ERROR)
@@ -151,7 +150,7 @@ def _checked(values: dict[str, str], positional: list[str], env: str | None) -> 
     """The search, if every value is one the full command line would take as it is."""
     server = values.get("server", env or "")
     k = values.get("k", str(DEFAULT_K))
-    fmt = FORMATS.get(values.get("format", Format.TABLE.value))
+    fmt = FORMATS.get(values.get("format", Format.TABLE.name))
     if not server or fmt is None or len(positional) < 2 or STDIN in positional[:-1]:
         return None
     if not (k.isascii() and k.isdigit()) or int(k) < 1 or not _query_taken(positional[-1]):

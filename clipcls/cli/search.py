@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -22,13 +21,13 @@ from clipcls.cli.console import (
     reported_errors,
     warn,
 )
+from clipcls.cli.formats import SearchFormat, SearchFormatOpt, as_format
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, RunOptions, run_options, scale_options
 from clipcls.cli.options import OverwriteOpt
 from clipcls.errors import ImageError, UsageError
 from clipcls.images import check_image
-from clipcls.output.files import Format, format_for
-from clipcls.output.records import write_records
+from clipcls.output.formats import RESULT_FORMATS, Format, format_for
 from clipcls.pathtext import clean_text
 from clipcls.prompts import load_templates
 from clipcls.search.api import DEFAULT_K
@@ -55,21 +54,7 @@ SIMILAR_EXAMPLES = """
 """
 
 
-class SearchFormat(str, Enum):
-    """What search and similar write: a table for people, or rows for programs."""
-
-    TABLE = Format.TABLE.value
-    CSV = Format.CSV.value
-    JSON = Format.JSON.value
-    JSONL = Format.JSONL.value
-
-
-ALLOWED = tuple(Format(f.value) for f in SearchFormat)
 TopKOpt = Annotated[int, typer.Option("--top-k", "-k", min=1, help="Images shown.")]
-FormatOpt = Annotated[
-    SearchFormat | None,
-    typer.Option("--format", "-f", help="Output format.", show_default="from -o, else table"),
-]
 OutputOpt = Annotated[
     Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
 ]
@@ -120,7 +105,7 @@ def _report(ranking: Ranking, run: RunOptions, output: Path | None, fmt: Format)
         warn(error)  # it names the file, as predict's warnings do
     rows = [(hit.rank, hit.path, hit.score) for hit in ranking.hits]
     with open_output(output) as stream:
-        write_records(fmt, stream, HIT_COLUMNS, rows, str(output or "stdout"))
+        fmt.write_records(stream, HIT_COLUMNS, rows, str(output or "stdout"))
     fail_if_strict(run.strict, len(ranking.failures))
 
 
@@ -147,7 +132,7 @@ def _run(
 ) -> None:
     run = run_options(ctx)
     check_output_path(output, overwrite)
-    chosen = format_for(output, None if fmt is None else Format(fmt.value), ALLOWED)
+    chosen = format_for(output, as_format(fmt), RESULT_FORMATS)
     _check_query_images(images)
     found, backend = _open(ctx, inputs, images)
     _report(ask(backend, found), run, output, chosen)
@@ -169,7 +154,7 @@ def search(
     image: ImagesOpt = None,
     top_k: TopKOpt = DEFAULT_K,
     templates: TemplatesOpt = None,
-    fmt: FormatOpt = None,
+    fmt: SearchFormatOpt = None,
     output: OutputOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -206,7 +191,7 @@ def similar(
         typer.Argument(help="Folders or files to search.", metavar="PATH...", show_default=False),
     ] = None,
     top_k: TopKOpt = DEFAULT_K,
-    fmt: FormatOpt = None,
+    fmt: SearchFormatOpt = None,
     output: OutputOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:

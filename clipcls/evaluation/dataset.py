@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcls.backends.base import Embedded
 from clipcls.errors import UsageError
+from clipcls.gathered import Embedded
 from clipcls.images import iter_image_paths
 from clipcls.labels import Label, read_labels_file
 

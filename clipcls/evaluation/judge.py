@@ -8,7 +8,6 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from clipcls.backends.base import Embedded
 from clipcls.evaluation.dataset import EmbeddedDataset
 from clipcls.evaluation.fewshot import (
     SUPPORT,
@@ -20,6 +19,7 @@ from clipcls.evaluation.fewshot import (
 )
 from clipcls.evaluation.metrics import compute_metrics
 from clipcls.evaluation.results import Evaluation, MultiLabelEvaluation
+from clipcls.gathered import Embedded
 from clipcls.labels import check_labels
 from clipcls.multilabel.metrics import multilabel_metrics
 from clipcls.multilabel.truth import MultiLabelTruth

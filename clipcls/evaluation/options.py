@@ -28,7 +28,8 @@ from clipcls.evaluation.run import (
 )
 from clipcls.fewshot.support import find_support
 from clipcls.labels import Label, parse_labels, read_labels_file
-from clipcls.output.files import Format, check_new_output, check_page, format_for, page_path
+from clipcls.output.files import check_new_output, check_page, page_path
+from clipcls.output.formats import REPORT_FORMATS, Format, format_for
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates, single_templates
 
 # The options of one mode only: a labels CSV is its own images and labels.
@@ -219,7 +220,7 @@ def check_outputs(asked: OutputOptions) -> Outputs:
     output, predictions, overwrite = asked.output, asked.predictions, asked.overwrite
     if output is not None:
         check_new_output(output, overwrite)
-    kind = format_for(output, asked.kind, (Format.TABLE, Format.JSON))
+    kind = format_for(output, asked.kind, REPORT_FORMATS)
     if predictions is not None:
         check_new_output(predictions, overwrite, "--predictions")
     page = page_path(asked.report) if asked.report is not None else None

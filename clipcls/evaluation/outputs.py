@@ -14,7 +14,7 @@ from typing import TextIO
 from clipcls.backends.base import Hooks
 from clipcls.errors import ClipclsError
 from clipcls.evaluation.report import Report
-from clipcls.output.files import Format
+from clipcls.output.formats import Format
 from clipcls.output.rows import clean_text
 
 

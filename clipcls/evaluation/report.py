@@ -28,7 +28,7 @@ from clipcls.evaluation.html import write_multi_label_report, write_report
 from clipcls.evaluation.results import Evaluation, MultiLabelEvaluation
 from clipcls.evaluation.terminal import print_multi_label, print_results
 from clipcls.fewshot.calibration import Calibration
-from clipcls.output.files import Format
+from clipcls.output.formats import Format
 from clipcls.output.rows import clean_text
 from clipcls.output.writers import plain_console
 
@@ -88,7 +88,7 @@ class RankingReport:
         return replace(self, evaluations=[evaluation]), fitted, said
 
     def write(self, stream: TextIO, kind: Format) -> None:
-        if kind is Format.JSON:
+        if not kind.for_people:
             stream.write(json_document(self.evaluations) + "\n")
         else:
             print_results(plain_console(file=stream), self.evaluations)
@@ -128,7 +128,7 @@ class MultiLabelReport:
         return MultiLabelReport(evaluation), fitted.calibration, said or ""
 
     def write(self, stream: TextIO, kind: Format) -> None:
-        if kind is Format.JSON:
+        if not kind.for_people:
             stream.write(json_text(multi_label_report(self.evaluation)) + "\n")
         else:
             print_multi_label(plain_console(file=stream), self.evaluation)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol, TypeVar
 
-from clipcls.backends.base import Backend, Embedded, Expected, Hooks
+from clipcls.backends.base import Backend, Expected, Hooks
 
 # Re-exported: the CLI shows the images' progress through them.
 from clipcls.classify import Advance as Advance
@@ -22,6 +22,7 @@ from clipcls.evaluation.judge import Model, judge_labels, judge_ranking
 from clipcls.evaluation.results import Evaluation, MultiLabelEvaluation, Setup
 from clipcls.fewshot.calibration import model_identity
 from clipcls.fewshot.support import embed_support
+from clipcls.gathered import Embedded
 from clipcls.labels import Label, check_labels
 from clipcls.multilabel.truth import MultiLabelTruth, read_truth
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates

@@ -39,7 +39,7 @@ class FewShot:
     support: SupportFiles | None = None
     calibration: Calibration | None = None
     calibration_digest: str | None = None  # of the file's bytes
-    multi_label: bool = False  # each label's own probability (multilabel.head), no softmax
+    multi_label: bool = False  # each label's own probability (a scoring head), no softmax
 
     @property
     def temperature(self) -> float:

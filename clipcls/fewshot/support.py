@@ -16,6 +16,7 @@ import numpy as np
 
 from clipcls.digests import file_digests
 from clipcls.errors import UsageError
+from clipcls.gathered import gather
 from clipcls.images import iter_image_paths
 from clipcls.labels import Label
 from clipcls.pathtext import clean_text, path_key
@@ -124,20 +125,12 @@ def embed_support(
 ) -> SupportSet:
     """Embed the examples (the cache answers for those seen before); an unreadable one is a
     warning and is left out; none readable is a UsageError."""
-    label_of = {str(path): target for path, target in zip(files.paths, files.targets, strict=True)}
-    keys, targets, paths = [], [], []
-    for found in embed_images(files.paths):
-        if found.embedding is None:
-            warn(f"support image skipped: {clean_text(found.path)}: {found.error or 'unreadable'}")
-            continue
-        keys.append(np.asarray(found.embedding, dtype=np.float32))
-        targets.append(label_of[str(found.path)])
-        paths.append(str(found.path))
-    if not keys:
+    found = gather(embed_images(files.paths), files.paths, dtype=np.float32)
+    for path, error in found.failures:
+        warn(f"support image skipped: {clean_text(path)}: {error or 'unreadable'}")
+    if not found.readable:
         raise UsageError(f"no support image in {files.folder} could be read")
-    matrix = np.stack(keys)
-    matrix /= np.linalg.norm(matrix, axis=1, keepdims=True)
-    where = {path_key(path): row for row, path in enumerate(paths)}
-    identity = files.identity()
-    labels = np.asarray(targets, dtype=np.int64)
-    return SupportSet(matrix, labels, tuple(paths), files.labels, identity, where)
+    matrix = found.matrix / np.linalg.norm(found.matrix, axis=1, keepdims=True)
+    where = {path_key(path): row for row, path in enumerate(found.readable)}
+    targets = np.asarray([files.targets[row] for row in found.rows], dtype=np.int64)
+    return SupportSet(matrix, targets, found.readable, files.labels, files.identity(), where)

@@ -21,7 +21,8 @@ from clipcls.labeling.manifest import (
     write_setup,
 )
 from clipcls.labeling.resume import Recovered, recover
-from clipcls.output.files import Format, check_target
+from clipcls.output.files import check_target
+from clipcls.output.formats import Format
 from clipcls.output.rows import Columns
 from clipcls.pathtext import text_to_path
 

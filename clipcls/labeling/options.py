@@ -14,7 +14,7 @@ from clipcls.errors import UsageError
 from clipcls.labeling.manifest import RunSetup
 from clipcls.labeling.sorting import SortMode, first_on_another_device, safe_folder_name
 from clipcls.labels import Label
-from clipcls.output.files import RESUMABLE, Format
+from clipcls.output.formats import Format
 from clipcls.output.rows import (
     DEFAULT_UNKNOWN,
     MULTI_THRESHOLD,
@@ -140,13 +140,15 @@ def check_unknown_label(
 
 def check_file_format(kind: Format, resume: bool, save_embeddings: bool) -> None:
     """Refuse what a format cannot do: resume Parquet, or hold embeddings in CSV."""
-    if resume and kind not in RESUMABLE:
+    if resume and not kind.resumable:
         raise UsageError(
-            f"a {kind.value} output cannot be resumed (its footer is written at the end): "
+            f"a {kind.name} output cannot be resumed (its footer is written at the end): "
             "use -o FILE.csv or FILE.jsonl for a resumable run"
         )
-    if save_embeddings and kind is Format.CSV:
-        raise UsageError("--save-embeddings needs -o FILE.jsonl or FILE.parquet, not CSV")
+    if save_embeddings and not kind.holds_embeddings:
+        raise UsageError(
+            f"--save-embeddings needs -o FILE.jsonl or FILE.parquet, not {kind.name.upper()}"
+        )
 
 
 def check_sorting(kind: Format, options: LabelOptions, inputs: list[str]) -> None:
@@ -155,9 +157,9 @@ def check_sorting(kind: Format, options: LabelOptions, inputs: list[str]) -> Non
     moved files with no row anywhere) and hard links across file systems."""
     if options.sort_into is None or options.dry_run:
         return
-    if kind is Format.PARQUET and options.mode is SortMode.MOVE:
+    if not kind.resumable and options.mode is SortMode.MOVE:
         raise UsageError(
-            "--mode move cannot write -o FILE.parquet: a kill would leave moved files whose "
+            f"--mode move cannot write -o FILE.{kind.name}: a kill would leave moved files whose "
             "rows exist nowhere; use -o FILE.csv or FILE.jsonl (resumable), or --mode copy"
         )
     other = None
@@ -189,7 +191,7 @@ def run_setup(
     the weights' identity (model_identity's key here, a server's reported weights there)."""
     sort_into = options.sort_into
     return RunSetup(
-        format=kind.value,
+        format=kind.name,
         columns=tuple(options.columns(labels).header()),
         labels=RunSetup.label_texts(labels),
         templates=templates.templates,

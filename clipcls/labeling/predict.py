@@ -16,9 +16,8 @@ from clipcls.images import iter_image_paths
 from clipcls.labeling.options import check_multi_label
 from clipcls.labeling.predictor import Predictor
 from clipcls.labels import Label
-from clipcls.output.files import Format
+from clipcls.output.formats import Format
 from clipcls.output.rows import MULTI_THRESHOLD, Columns, Threshold, to_multi_row, to_row
-from clipcls.output.writers import make_writer
 from clipcls.prompts import TemplateSet
 
 
@@ -98,7 +97,7 @@ def write_predictions(
     """
     failures = 0
     try:
-        writer = make_writer(kind, stream, columns)
+        writer = kind.writer(stream, columns)
         for prediction in track(found):
             if columns.multi_label:
                 cut = MULTI_THRESHOLD if threshold is None else threshold

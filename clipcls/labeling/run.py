@@ -31,9 +31,8 @@ from clipcls.labeling.predictor import Predictor
 from clipcls.labeling.resume import Recovered
 from clipcls.labeling.sorting import SortMode, claim_sort_folder
 from clipcls.labels import Label
-from clipcls.output.files import FILE_FORMATS, RESUMABLE, Format, format_for
+from clipcls.output.formats import LABEL_FORMATS, Format, format_for
 from clipcls.output.rows import Row, clean_text
-from clipcls.output.writers import make_writer
 from clipcls.prompts import TemplateSet
 from clipcls.remote import is_url
 
@@ -131,7 +130,7 @@ def label_tree(
     """
     labels, events = tuple(labels), events or LabelEvents()
     options = multi_label_options(options, labels)
-    kind = format_for(output, None, FILE_FORMATS) if kind is None else kind
+    kind = format_for(output, None, LABEL_FORMATS) if kind is None else kind
     check_file_format(kind, resume, options.save_embeddings)  # the CLI checked; Python may not
     check_sorting(kind, options, list(inputs))
     auto = options.threshold == AUTO
@@ -256,9 +255,9 @@ class _Writing:
 
     def _write(self, stream: TextIO, rows: Iterator[Row], total: int, guard: Guard) -> None:
         job, events, output = self.job, self.events, self.out.path
-        resumable = self.kind in RESUMABLE
+        resumable = self.kind.resumable
         try:
-            writer = make_writer(self.kind, stream, job.columns, header=self.out.header)
+            writer = self.kind.writer(stream, job.columns, header=self.out.header)
             for problem in job.finish_pending(guard.section):
                 events.warn(problem)
             for row in events.track(job.write_rows(writer, rows, guard.section), total):

@@ -1,63 +1,11 @@
-"""Output files: the format from --format or the name, and checks before anything is written."""
+"""Output files: the checks before anything is written (the format itself: output.formats)."""
 
 from __future__ import annotations
 
 import os
-from enum import Enum
 from pathlib import Path
 
 from clipcls.errors import UsageError
-
-
-class Format(str, Enum):
-    """Output formats, for every command."""
-
-    TABLE = "table"
-    CSV = "csv"
-    JSON = "json"
-    JSONL = "jsonl"
-    PARQUET = "parquet"
-
-
-# A label run writes files (no table); CSV and JSONL grow a row at a time and can be resumed.
-FILE_FORMATS = (Format.CSV, Format.JSONL, Format.PARQUET)
-RESUMABLE = (Format.CSV, Format.JSONL)
-
-
-SUFFIXES = {
-    ".csv": Format.CSV,
-    ".json": Format.JSON,
-    ".jsonl": Format.JSONL,
-    ".ndjson": Format.JSONL,
-    ".txt": Format.TABLE,
-    ".parquet": Format.PARQUET,
-}
-
-
-def format_for(
-    output: Path | None,
-    explicit: Format | None,
-    allowed: tuple[Format, ...] = tuple(Format),
-) -> Format:
-    """The format: --format, else the output's extension, else a table on stdout.
-
-    A --format that contradicts the extension, or a format the command cannot write, is a
-    usage error; so is an output whose extension says nothing without --format.
-    """
-    named = SUFFIXES.get(output.suffix.lower()) if output is not None else None
-    choices = "|".join(f.value for f in allowed)
-    if explicit is not None and named is not None and explicit is not named:
-        raise UsageError(
-            f"--format {explicit.value} contradicts the extension of {output} "
-            f"({named.value}): drop --format or rename the file"
-        )
-    found = explicit or named
-    if found is None and output is not None:
-        raise UsageError(f"cannot tell the format of {output} from its name: --format {choices}")
-    found = found or allowed[0]
-    if found not in allowed:
-        raise UsageError(f"this command writes {choices}, not {found.value}")
-    return found
 
 
 def check_writable(path: Path, option: str = "--output") -> None:

@@ -1,19 +1,17 @@
-"""Flat result rows (search hits, duplicate groups) as a terminal table, CSV, JSON or JSONL,
-by the label rows' rules: paths through path_to_text (undecodable bytes as \\xNN), CSV text
-cells escaped against formulas, control characters shown escaped on a terminal."""
+"""Flat result rows (search hits, duplicate groups) as a terminal table, CSV, JSON or JSONL
+(output.formats picks which), by the label rows' rules: paths through path_to_text (undecodable
+bytes as \\xNN), CSV text cells escaped against formulas, control characters shown escaped."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import TextIO
 
 from rich.console import RenderableType
 from rich.table import Table
 
-from clipcls.errors import ClipclsError
 from clipcls.output.csv_text import SafeCsv
-from clipcls.output.files import Format
 from clipcls.output.rows import printable
 from clipcls.output.writers import FoldedPath, plain_console
 from clipcls.pathtext import path_to_text
@@ -50,51 +48,38 @@ def _table_cell(name: str, value: Cell) -> RenderableType:
     return printable(str(value))
 
 
-def write_records(
-    kind: Format,
-    stream: TextIO,
-    columns: Sequence[str],
-    records: Iterable[Sequence[Cell]],
-    where: str = "stdout",
-) -> None:
-    """Write each record (one value per column; text columns are str, the others numbers
-    or flags) in kind: a table, CSV with a header, JSON lines, or a JSON list. A write error
-    (a full disk) becomes one ClipclsError naming where; a closed pipe (`| head`) goes on up."""
-    try:
-        _write(kind, stream, columns, list(records))
-    except BrokenPipeError:
-        raise
-    except OSError as error:
-        raise ClipclsError(f"cannot write {where}: {error.strerror or error}") from None
+def table_records(stream: TextIO, columns: Sequence[str], rows: list[Sequence[Cell]]) -> None:
+    """The records as a terminal table: numbers right-aligned, paths folded at a `/`."""
+    table = Table(header_style="bold")
+    for name in columns:
+        numeric = bool(rows) and not isinstance(rows[0][columns.index(name)], str)
+        table.add_column(name, justify="right" if numeric else "left")
+    for row in rows:
+        table.add_row(*(_table_cell(n, v) for n, v in zip(columns, row, strict=True)))
+    plain_console(file=stream, soft_wrap=False).print(table)
 
 
-def _write(
-    kind: Format, stream: TextIO, columns: Sequence[str], rows: list[Sequence[Cell]]
+def csv_records(stream: TextIO, columns: Sequence[str], rows: list[Sequence[Cell]]) -> None:
+    """The records as CSV with a header; a column is a number column if its first row's is."""
+    numbers = [not isinstance(value, str) for value in rows[0]] if rows else None
+    writer = SafeCsv(stream, columns, numbers)
+    writer.header(columns)
+    for row in rows:
+        writer.row([_csv_text(_file_value(n, v)) for n, v in zip(columns, row, strict=True)])
+
+
+def json_records(
+    stream: TextIO, columns: Sequence[str], rows: list[Sequence[Cell]], lines: bool
 ) -> None:
-    if kind is Format.TABLE:
-        table = Table(header_style="bold")
-        for name in columns:
-            numeric = bool(rows) and not isinstance(rows[0][columns.index(name)], str)
-            table.add_column(name, justify="right" if numeric else "left")
-        for row in rows:
-            table.add_row(*(_table_cell(n, v) for n, v in zip(columns, row, strict=True)))
-        plain_console(file=stream, soft_wrap=False).print(table)
-    elif kind is Format.CSV:
-        numbers = [not isinstance(value, str) for value in rows[0]] if rows else None
-        writer = SafeCsv(stream, columns, numbers)
-        writer.header(columns)
-        for row in rows:
-            writer.row([_csv_text(_file_value(n, v)) for n, v in zip(columns, row, strict=True)])
+    """The records as JSON objects: one a line (lines), else one JSON list."""
+    objects = [
+        json.dumps(
+            {n: _file_value(n, v) for n, v in zip(columns, row, strict=True)},
+            ensure_ascii=False,
+        )
+        for row in rows
+    ]
+    if lines:
+        stream.write("".join(line + "\n" for line in objects))
     else:
-        objects = [
-            json.dumps(
-                {n: _file_value(n, v) for n, v in zip(columns, row, strict=True)},
-                ensure_ascii=False,
-            )
-            for row in rows
-        ]
-        if kind is Format.JSONL:
-            stream.write("".join(line + "\n" for line in objects))
-        else:
-            stream.write("[\n  " + ",\n  ".join(objects) + "\n]\n" if objects else "[]\n")
-    stream.flush()
+        stream.write("[\n  " + ",\n  ".join(objects) + "\n]\n" if objects else "[]\n")

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from clipcls.errors import UsageError
-from clipcls.output.files import SUFFIXES, Format
+from clipcls.output.formats import Format, format_of
 from clipcls.pathtext import clean_text, path_key, text_to_path
 from clipcls.remote import is_url
 
@@ -74,35 +74,21 @@ def _comparable(key: Any) -> str | None:
     return None if is_file and "sha256:" not in key else key
 
 
-def _jsonl_rows(source: Path) -> Iterator[dict[str, Any]]:
-    with source.open("rb") as stream:
-        for number, line in enumerate(stream, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                raise UsageError(
-                    f"{clean_text(str(source))} line {number} is not JSON: not a clipcls output"
-                ) from None
-            if not isinstance(record, dict) or "embedding" not in record:
-                raise no_embeddings(source)
-            yield record
-
-
-def _parquet_rows(source: Path) -> Iterator[dict[str, Any]]:
-    from clipcls.output.writers import require_parquet
-
-    _, pq = require_parquet()
-    try:
-        names = pq.read_schema(source).names
-        if "embedding" not in names or "path" not in names:
+def _rows(source: Path, kind: Format) -> Iterator[dict[str, Any]]:
+    """The file's rows, each with its embedding; UsageError for one without them, cut short
+    (a run killed or still writing), or not clipcls's."""
+    stored = kind.read(source, embeddings=True)
+    if stored.header is not None and not {"embedding", "path"} <= set(stored.header):
+        raise no_embeddings(source)
+    for row in stored.rows:
+        if "embedding" not in row:
             raise no_embeddings(source)
-        wanted = [name for name in ("path", "model", "error", "embedding") if name in names]
-        table = pq.read_table(source, columns=wanted)
-    except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-        raise UsageError(f"cannot read {clean_text(str(source))}: {error}") from None
-    yield from table.to_pylist()
+        yield row
+    if stored.dropped_bytes:  # after the rows: a file without embeddings says so first
+        raise UsageError(
+            f"{clean_text(str(source))} ends in a partial line (a run killed or still writing): "
+            "finish it with `clipcls label ... --resume` first"
+        )
 
 
 def _vector(value: Any, source: Path) -> np.ndarray | None:
@@ -118,17 +104,16 @@ def _vector(value: Any, source: Path) -> np.ndarray | None:
 def read_saved(source: Path) -> SavedEmbeddings:
     """The embeddings a label run saved in source (JSONL or Parquet, by its name); relative
     paths are taken from the folder that run started in. UsageError for a file without them."""
-    kind = SUFFIXES.get(source.suffix.lower())
-    if kind not in (Format.JSONL, Format.PARQUET):
+    kind = format_of(source)
+    if kind is None or not kind.holds_embeddings:
         raise no_embeddings(source)
     setup = _setup(source)
     cwd = text_to_path(setup["cwd"]) if isinstance(setup.get("cwd"), str) else None
-    rows = _jsonl_rows(source) if kind is Format.JSONL else _parquet_rows(source)
     images: dict[str, SavedImage] = {}
     model = ""
-    for row in rows:
+    for row in _rows(source, kind):
         text = row.get("path")
-        if not isinstance(text, str):
+        if not isinstance(text, str) or not text:
             raise UsageError(f"{clean_text(str(source))} has a row with no path")
         path = text_to_path(text)
         if cwd and not is_url(path) and not os.path.isabs(path) and cwd != os.getcwd():

@@ -1,4 +1,5 @@
-"""Write rows as a terminal table, CSV, JSON or JSONL, one image at a time."""
+"""Write rows as a terminal table, CSV, JSON, JSONL or Parquet, one image at a time (each format's
+writer, opened by output.formats)."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ from rich.measure import Measurement
 from rich.table import Table
 from rich.text import Text
 
-from clipcls.errors import UsageError
 from clipcls.output.csv_text import SafeCsv, is_number_column
-from clipcls.output.files import Format
+from clipcls.output.reading import require_parquet
 from clipcls.output.rows import Columns, Row, printable
 
 
@@ -193,28 +193,3 @@ class ParquetWriter:
     def close(self) -> None:
         self._flush()
         self.writer.close()
-
-
-def require_parquet() -> tuple[Any, Any]:
-    """pyarrow and pyarrow.parquet, or a UsageError with the install line."""
-    try:
-        import pyarrow
-        import pyarrow.parquet
-    except ImportError:
-        raise UsageError("Parquet output needs pyarrow: pip install 'clipcls[parquet]'") from None
-    return pyarrow, pyarrow.parquet
-
-
-def make_writer(fmt: Format, stream: TextIO, columns: Columns, header: bool = True) -> Writer:
-    """The writer for a format, writing to stream (Parquet to its binary buffer)."""
-    if fmt is Format.PARQUET:
-        stream.flush()
-        return ParquetWriter(stream.buffer, columns)
-    if fmt is Format.TABLE:
-        console = plain_console(file=stream, soft_wrap=False)
-        return TableWriter(console, bool(columns.multi_label))
-    if fmt is Format.CSV:
-        return CsvWriter(stream, columns, header)
-    if fmt is Format.JSON:
-        return JsonWriter(stream, columns)
-    return JsonlWriter(stream, columns)

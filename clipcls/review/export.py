@@ -16,7 +16,8 @@ from clipcls.errors import RecordError, UsageError
 from clipcls.labeling.manifest import sidecar
 from clipcls.labeling.sorting import safe_folder_name, unique_destination
 from clipcls.output.csv_text import SafeCsv, is_number_column
-from clipcls.output.files import SUFFIXES, Format, check_writable
+from clipcls.output.files import check_writable
+from clipcls.output.formats import Format, format_of
 from clipcls.output.rows import Columns, Row
 from clipcls.pathtext import clean_text, path_key, text_to_path
 from clipcls.prediction import Prediction
@@ -32,8 +33,8 @@ __all__ = ["apply_sorting", "export_corrected", "export_support", "plan_sorting"
 def _export_format(table: ReviewTable, target: Path) -> Format:
     """The target's format by its name; UsageError for another format or a file the review
     must not replace (the output, its review file, setup record or apply ledger)."""
-    kind = SUFFIXES.get(target.suffix.lower())
-    if kind not in (Format.CSV, Format.JSONL):
+    kind = format_of(target)
+    if kind is None or kind not in WRITERS:
         raise UsageError(f"--export writes .csv or .jsonl, not {clean_text(str(target))}")
     output = table.output
     for kept in (output, review_path(output), sidecar(output), ledger_path(output)):
@@ -46,7 +47,7 @@ def _export_format(table: ReviewTable, target: Path) -> Format:
                 "name another file"
             )
     check_writable(target, "--export")
-    if os.path.lexists(target) and not _earlier_export(target):
+    if os.path.lexists(target) and not _earlier_export(target, kind):
         raise UsageError(
             f"--export {clean_text(str(target))} exists and is not a review export: name "
             "another file or remove it"
@@ -54,7 +55,7 @@ def _export_format(table: ReviewTable, target: Path) -> Format:
     return kind
 
 
-def _earlier_export(target: Path) -> bool:
+def _earlier_export(target: Path, kind: Format) -> bool:
     """Whether target is empty or a file an --export wrote (its first line names `reviewed`):
     exporting again replaces it, anything else is someone's data."""
     if not target.is_file():
@@ -66,7 +67,7 @@ def _earlier_export(target: Path) -> bool:
         return True  # the write itself will say why it cannot be replaced
     if not first:
         return True
-    if target.suffix.lower() == ".csv":
+    if kind.flat:  # a CSV header
         return "reviewed" in first.lstrip("\ufeff").split(",")
     try:
         record = json.loads(first)
@@ -98,7 +99,7 @@ def _jsonl_row(record: dict[str, Any]) -> Row:
 
 def _csv_cells(found: Records) -> tuple[list[str], list[dict[str, str]]]:
     """The output's CSV columns (no embedding: CSV never holds one) and each row's cells."""
-    if found.kind is not Format.JSONL:
+    if found.kind.flat:
         return [name for name in found.header if name != "embedding"], list(found.records)
     rows = [_jsonl_row(record) for record in found.records]
     key = next((k for k in DESTINATIONS if any(k in r for r in found.records)), "")
@@ -134,7 +135,7 @@ def _json_record(found: Records, index: int, decision: Decision | None) -> dict[
     """A JSONL row: a JSONL output's own record, or a CSV/Parquet row's columns as JSON (numbers
     as numbers, empty cells as null); the label corrected, `reviewed` before the error."""
     stored = found.records[index]
-    if found.kind is Format.JSONL:
+    if not found.kind.flat:
         rest = {k: v for k, v in stored.items() if k not in ("path", "label", "embedding")}
         record: dict[str, Any] = {"path": stored["path"]}
         if decision is not None or "label" in stored:
@@ -161,6 +162,9 @@ def _write_jsonl(found: Records, decisions: Mapping[int, Decision], stream: Text
         stream.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
+WRITERS = {Format.CSV: _write_csv, Format.JSONL: _write_jsonl}  # what --export writes
+
+
 def write_atomically(target: Path, write: Callable[[TextIO], None]) -> None:
     """Write a file under a temporary name and rename it into place: never half-written."""
     temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
@@ -184,8 +188,8 @@ def export_corrected(table: ReviewTable, decisions: Mapping[int, Decision], targ
     """Write the output's rows to target (.csv or .jsonl) with each reviewed row's label replaced
     by its decision and a `reviewed` column; return the number of rows written."""
     kind = _export_format(table, target)
-    found = read_records(table.output, embeddings=kind is Format.JSONL)
-    write = _write_csv if kind is Format.CSV else _write_jsonl
+    found = read_records(table.output, embeddings=kind.holds_embeddings)
+    write = WRITERS[kind]
     try:
         write_atomically(target, lambda stream: write(found, decisions, stream))
     except (RecordError, KeyError, TypeError, ValueError):

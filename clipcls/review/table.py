@@ -11,7 +11,6 @@ from typing import Any
 
 from clipcls.errors import UsageError
 from clipcls.labeling.manifest import RunSetup, read_setup
-from clipcls.output.files import Format
 from clipcls.output.rows import DEFAULT_UNKNOWN
 from clipcls.pathtext import clean_text, text_to_path
 from clipcls.remote import is_url
@@ -119,7 +118,7 @@ def _with_margin(row: ReviewRow) -> ReviewRow:
 
 
 def _rows(output: Path, found: Records) -> list[ReviewRow]:
-    build = _json_row if found.kind is Format.JSONL else _flat_row
+    build = _flat_row if found.kind.flat else _json_row
     rows = []
     for index, record in enumerate(found.records):
         try:
