@@ -36,7 +36,7 @@ from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, ScaleOptions, run_options, scale_options
 from clipcls.cli.options import LabelsFileOpt, LabelsOpt, OverwriteOpt
 from clipcls.evaluation.options import EvaluateOptions, OutputOptions, plan_evaluation
-from clipcls.evaluation.outputs import write_outputs
+from clipcls.evaluation.report import write_outputs
 from clipcls.evaluation.run import Advance, ShowProgress
 from clipcls.settings import DEFAULT_MODEL
 

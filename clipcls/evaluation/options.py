@@ -16,8 +16,7 @@ from clipcls.errors import UsageError
 from clipcls.evaluation.charts import require_matplotlib
 from clipcls.evaluation.dataset import class_labels, load_dataset
 from clipcls.evaluation.fewshot import FewShotPlan
-from clipcls.evaluation.outputs import Outputs
-from clipcls.evaluation.report import MultiLabelReport, RankingReport, Report
+from clipcls.evaluation.report import MultiLabelReport, Outputs, RankingReport, Report
 from clipcls.evaluation.results import Evaluation, MultiLabelEvaluation, Setup
 from clipcls.evaluation.run import (
     DEFAULT_THRESHOLD,

@@ -4,10 +4,10 @@ comparisons and few-shot folds; an independent head's summary and per-label tabl
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -21,21 +21,26 @@ FULL_MATRIX_MAX = 12  # wider matrices do not fit a terminal; list the top confu
 TOP_CONFUSIONS = 15
 
 
+def _facts(rows: Iterable[tuple[str, str]], justify: JustifyMethod = "left") -> Table:
+    """Name and value, a row each: a setup's headline numbers."""
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(justify=justify)
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
 def summary_table(evaluation: Evaluation) -> Table:
     """Headline numbers for one setup."""
     metrics, data = evaluation.metrics, evaluation.data
-    table = Table(show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
     rows = [
         ("images scored", str(len(data.paths))),
         ("unreadable", str(len(data.failures))),
         ("classes", str(len(evaluation.labels))),
         *((name, percent(value)) for name, value in headline(metrics)),
     ]
-    for name, value in rows:
-        table.add_row(name, value)
-    return table
+    return _facts(rows, justify="right")
 
 
 def per_class_table(evaluation: Evaluation) -> Table:
@@ -226,11 +231,8 @@ def print_results(console: Console, evaluations: Sequence[Evaluation]) -> None:
 def multi_label_summary(evaluation: MultiLabelEvaluation) -> Table:
     """Headline numbers: the images, the method, mAP, and the counts at the threshold."""
     metrics = evaluation.metrics
-    table = Table(show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column()
     threshold = f"{metrics.thresholds[0]:g}"
-    for name, value in (
+    rows = (
         ("images scored", str(len(evaluation.paths))),
         ("unreadable", str(len(evaluation.failures))),
         ("labels", str(len(evaluation.labels))),
@@ -239,9 +241,8 @@ def multi_label_summary(evaluation: MultiLabelEvaluation) -> Table:
         ("micro AP", percent(metrics.micro_ap)),
         (f"micro precision / recall / F1 at {threshold}", _triple(metrics.micro)),
         (f"macro precision / recall / F1 at {threshold}", _triple(metrics.macro)),
-    ):
-        table.add_row(name, value)
-    return table
+    )
+    return _facts(rows)
 
 
 def _triple(counts: Counts) -> str:
