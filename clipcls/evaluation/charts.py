@@ -28,20 +28,29 @@ def require_matplotlib() -> None:
         raise UsageError("--report needs matplotlib: pip install 'clipcls[report]'") from None
 
 
+def _pyplot() -> Any:
+    """matplotlib's pyplot drawing off-screen (Agg), imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    return pyplot
+
+
 def png_data(figure: Any) -> str:
-    """A figure as a PNG data: URI, for a page that needs no other file."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    """A figure as a PNG data: URI, for a page that needs no other file; the figure closed."""
+    try:
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    finally:
+        _pyplot().close(figure)
 
 
 def heat_map(evaluation: Evaluation) -> str:
     """Confusion matrix, colored by share of each true class, counts written in small ones."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = _pyplot()
     matrix = evaluation.metrics.confusion_matrix
     names = [clean_text(label.name) for label in evaluation.labels]
     rows = matrix.sum(axis=1, keepdims=True)
@@ -59,19 +68,12 @@ def heat_map(evaluation: Evaluation) -> str:
                 color = "white" if shares[i, j] > 0.5 else "black"
                 axes.text(j, i, str(count), ha="center", va="center", fontsize=8, color=color)
     figure.colorbar(image, ax=axes, fraction=0.046, label="share of the true class")
-    try:
-        return png_data(figure)
-    finally:
-        plt.close(figure)
+    return png_data(figure)
 
 
 def class_bars(evaluation: Evaluation) -> str:
     """Recall and precision per class as horizontal bars, worst recall at the top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = _pyplot()
     pairs = sorted(
         zip(evaluation.labels, evaluation.metrics.per_class, strict=True),
         key=lambda p: -(p[1].recall or 0.0),
@@ -85,19 +87,12 @@ def class_bars(evaluation: Evaluation) -> str:
     axes.set_xlim(0, 1)
     axes.set_xlabel("score (class support in brackets)")
     axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # off the bars
-    try:
-        return png_data(figure)
-    finally:
-        plt.close(figure)
+    return png_data(figure)
 
 
 def reliability_diagram(evaluation: Evaluation) -> str:
     """Accuracy per confidence bin as bars against the diagonal of perfect calibration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = _pyplot()
     found = evaluation.reliability
     figure, axes = plt.subplots(figsize=(5, 5))
     width = 1.0 / BINS
@@ -117,20 +112,13 @@ def reliability_diagram(evaluation: Evaluation) -> str:
     axes.set_ylabel("accuracy")
     axes.set_title(f"ECE {percent(found.ece)}")
     axes.legend(loc="upper left", frameon=False)
-    try:
-        return png_data(figure)
-    finally:
-        plt.close(figure)
+    return png_data(figure)
 
 
 def pr_curves(evaluation: MultiLabelEvaluation) -> list[str]:
     """Each label's precision-recall curve (a step per threshold, as AP sums it), with its AP
     in the legend; up to ten labels a figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
+    plt = _pyplot()
     figures = []
     names = evaluation.names
     for start in range(0, len(names), CURVES_PER_FIGURE):
@@ -148,8 +136,5 @@ def pr_curves(evaluation: MultiLabelEvaluation) -> list[str]:
         axes.set_ylabel("precision")
         axes.set_title(f"mAP {percent(evaluation.metrics.mean_ap)}")
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False, fontsize=8)
-        try:
-            figures.append(png_data(figure))
-        finally:
-            plt.close(figure)
+        figures.append(png_data(figure))
     return figures
