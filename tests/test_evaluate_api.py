@@ -9,7 +9,7 @@ import numpy as np
 from conftest import class_folders
 from typer.testing import CliRunner
 
-from clipcls.backends.base import BackendConfig, Expected, Hooks, open_backend
+from clipcls.backends.base import BackendConfig, BaseBackend, Expected, Hooks, open_backend
 from clipcls.backends.local import LocalBackend
 from clipcls.cache import EmbeddingCache
 from clipcls.classify import Prediction
@@ -60,7 +60,7 @@ def test_a_cached_run_needs_no_model_even_with_an_unreadable_file(
     assert json_document(after) == json_document(before)
 
 
-class Folders:
+class Folders(BaseBackend):
     """A stand-in backend: each image's embedding is its class folder's axis, each label's
     weights its own axis; `bad.png` cannot be read."""
 
@@ -68,6 +68,7 @@ class Folders:
     weights = None
 
     def __init__(self, classes: Sequence[str], model: str, events: list[str]) -> None:
+        super().__init__(BackendConfig())
         self.axes = {
             name: np.eye(len(classes), dtype=np.float32)[i] for i, name in enumerate(classes)
         }

@@ -193,6 +193,68 @@ def test_nothing_inside_imports_the_public_facade(path: Path) -> None:
     assert not facade, "import from the module that defines the name, not from clipcls"
 
 
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULE_NAMES = {module_name(path) for path in MODULES}
+
+
+def load_time_imports(path: Path) -> set[str]:
+    """The clipcls modules a file imports as it loads, `if TYPE_CHECKING:` blocks included (a
+    function's own imports run later): `from a.b import c` names a.b.c where that is a module."""
+    found: set[str] = set()
+    pending: list[ast.AST] = [ast.parse(path.read_text(encoding="utf-8"))]
+    while pending:
+        for node in ast.iter_child_nodes(pending.pop()):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+                continue
+            if isinstance(node, ast.Import):
+                found |= {alias.name for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                for alias in node.names:
+                    inner = f"{node.module}.{alias.name}"
+                    found.add(inner if inner in MODULE_NAMES else node.module)
+            pending.append(node)
+    return found & MODULE_NAMES
+
+
+def import_circle(graph: dict[str, set[str]]) -> list[str] | None:
+    """One circle in graph (module -> the modules it imports), as the modules along it."""
+    done: set[str] = set()
+
+    def walk(module: str, path: list[str]) -> list[str] | None:
+        if module in path:
+            return path[path.index(module) :]
+        if module in done:
+            return None
+        for imported in sorted(graph.get(module, ())):
+            if found := walk(imported, [*path, module]):
+                return found
+        done.add(module)
+        return None
+
+    return next((found for module in sorted(graph) if (found := walk(module, []))), None)
+
+
+def test_import_circles_are_found() -> None:
+    planted = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"a"}}
+    assert import_circle(planted) == ["a", "b", "c"]
+    assert import_circle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_circle_among_the_modules_of_a_package() -> None:
+    """A circle inside a package (even one only type checking follows) means two modules
+    are one job split in two, or a third module is missing below both."""
+    graph = {module_name(path): load_time_imports(path) for path in MODULES}
+    inside = {
+        module: {other for other in imported if package_of(other) == package_of(module)}
+        for module, imported in graph.items()
+    }
+    assert import_circle(inside) is None
+
+
 def test_every_package_has_a_row_in_the_table() -> None:
     packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     assert packages | {"core"} == set(MAY_IMPORT)

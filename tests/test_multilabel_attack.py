@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import csv
+import json
 import os
 from pathlib import Path
 
@@ -14,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from clipcls.cli import app
-from clipcls.evaluation.multilabel import MultiLabelEvaluation
-from clipcls.evaluation.multilabel_calibrate import fit_multilabel
+from clipcls.evaluation.calibrate import fit_multilabel
+from clipcls.evaluation.results import MultiLabelEvaluation
 from clipcls.labels import parse_labels
 from clipcls.multilabel.metrics import multilabel_metrics
 from clipcls.prompts import load_templates
@@ -74,6 +75,19 @@ def test_a_label_with_a_carriage_return_keeps_the_csv_readable(
     assert len(rows) == 5 and all(len(row) == 6 for row in rows)
     resumed = runner.invoke(app, [*args, "--resume"])
     assert resumed.exit_code == 0, resumed.output
+
+
+def test_a_label_with_undecodable_bytes_keeps_the_json_report_valid(
+    tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
+    # the multi-label report once escaped the whole JSON text afterwards: `"x\xffy"`, an
+    # invalid JSON escape; its strings are escaped one by one now, as the class folders' are
+    truth = tmp_path / "truth.csv"
+    truth.write_text(f"path,labels\n{photos / 'chelsea.png'},sky\n")
+    args = ["evaluate", "--multi-label", str(truth), "--model", tiny_model, "-f", "json", "-q"]
+    result = runner.invoke(app, [*args, "--labels", "sky,x\udcffy"])
+    assert result.exit_code == 0, result.output
+    assert list(json.loads(result.stdout)["multi_label"]["per_label"]) == ["sky", "x\\xffy"]
 
 
 @pytest.mark.parametrize("mode", ["copy", "symlink", "hardlink"])

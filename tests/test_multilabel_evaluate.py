@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import class_folders
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -23,6 +24,7 @@ from clipcls.multilabel.metrics import (
     precision_threshold,
 )
 from clipcls.multilabel.truth import read_truth
+from clipcls.scoring.heads import BackgroundHead, Head, LogisticHead, SigmoidHead
 
 runner = CliRunner()
 sk = pytest.importorskip("sklearn.metrics")
@@ -183,6 +185,28 @@ def test_the_terminal_report_names_the_method_and_each_label(
     assert result.exit_code == 0, result.output
     for text in ("mAP (macro)", "micro AP", "against a background prompt", "AP", "green"):
         assert text in result.stdout
+
+
+def keys(document: object) -> set[str]:
+    """Every key of a JSON document, at any depth."""
+    if isinstance(document, dict):
+        return set(document).union(*map(keys, document.values()))
+    if isinstance(document, list):
+        return set().union(*map(keys, document))
+    return set()
+
+
+def test_the_metrics_each_head_names_are_those_its_report_prints(
+    tiny_model: str, tiny_biased_model: str, labelled: Path, tmp_path: Path
+) -> None:
+    folders = evaluate(tiny_model, str(class_folders(tmp_path / "classes")), "--format", "json")
+    ranked = keys(json.loads(folders.stdout))
+    assert set(Head().metrics) <= ranked
+    for model in (tiny_model, tiny_biased_model):  # the background head, the model's sigmoid
+        result = evaluate(model, "--multi-label", str(labelled), "--format", "json")
+        found = keys(json.loads(result.stdout))
+        for head in (SigmoidHead(), BackgroundHead(), LogisticHead()):
+            assert set(head.metrics) <= found
 
 
 def test_a_sigmoid_model_is_scored_with_its_own_sigmoid(

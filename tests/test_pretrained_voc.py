@@ -14,7 +14,7 @@ import pytest
 
 from clipcls.backends.base import BackendConfig, open_backend
 from clipcls.engine.catalog import catalog
-from clipcls.evaluation.multilabel import MultiLabelRun, evaluate_multilabel
+from clipcls.evaluation.run import MultiLabelRun, run_evaluation
 from clipcls.prompts import load_templates
 from clipcls.settings import ModelSettings
 
@@ -41,5 +41,5 @@ def test_voc2007_multi_label_map_matches_clip_benchmark() -> None:
         "ViT-B-32-quickgelu", "laion400m_e32", cache_dir=USER_CACHE, offline=True
     )
     run = MultiLabelRun.from_csv(Path(str(VOC)), load_templates("openai"))
-    found = evaluate_multilabel(open_backend("local", BackendConfig(settings)), run)
+    [found] = run_evaluation([open_backend("local", BackendConfig(settings))], run)
     assert found.metrics.mean_ap == pytest.approx(ANCHOR, abs=0.02)

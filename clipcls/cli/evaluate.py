@@ -4,27 +4,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import typer
 
-from clipcls.backends.base import Backend
-from clipcls.backends.ray_data import check_ray
+from clipcls.backends.base import Backend, Hooks
 from clipcls.cli.backend_options import chosen_name, open_chosen_backend
-from clipcls.cli.console import (
-    fail_if_strict,
-    notice,
-    open_output,
-    progress_bar,
-    reported_errors,
-    stderr,
-    warn,
-)
-from clipcls.cli.evaluate_multilabel import (
-    MultiLabelAsk,
-    evaluate_multi_label,
-    refuse_class_folder_options,
-)
+from clipcls.cli.console import fail_if_strict, open_output, progress_bar, reported_errors, stderr
 from clipcls.cli.evaluate_options import (
     CalibrateOpt,
     ClassnamesOpt,
@@ -44,27 +29,16 @@ from clipcls.cli.evaluate_options import (
     TemplateSetsOpt,
     ThresholdOpt,
     TopKOpt,
-    calibration_target,
-    check_outputs,
-    few_shot_plan,
-    report_saved,
-    template_sets,
-    top_ks,
 )
-from clipcls.cli.formats import ReportFormatOpt
+from clipcls.cli.formats import ReportFormatOpt, as_format
 from clipcls.cli.inputs import hooks
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, ScaleOptions, run_options, scale_options
 from clipcls.cli.options import LabelsFileOpt, LabelsOpt, OverwriteOpt
-from clipcls.errors import UsageError
-from clipcls.evaluation.calibrate import calibrated, reached
-from clipcls.evaluation.dataset import class_labels, load_dataset
-from clipcls.evaluation.fewshot import FewShotPlan
-from clipcls.evaluation.outputs import save_files, write_results
-from clipcls.evaluation.run import Advance, EvaluationRun, ShowProgress, run_evaluation
-from clipcls.evaluation.scoring import Evaluation
-from clipcls.output.rows import clean_text
-from clipcls.settings import DEFAULT_MODEL, BackendName
+from clipcls.evaluation.options import EvaluateOptions, OutputOptions, plan_evaluation
+from clipcls.evaluation.report import write_outputs
+from clipcls.evaluation.run import Advance, ShowProgress
+from clipcls.settings import DEFAULT_MODEL
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -105,45 +79,6 @@ def _progress(quiet: bool) -> ShowProgress:
     return embedding
 
 
-def _notes(evaluations: list[Evaluation]) -> tuple[str, ...]:
-    """The few-shot notes, once: the same classes are too small for every model."""
-    found = evaluations[0].few_shot
-    return found.notes if found is not None else ()
-
-
-def _save(
-    evaluations: list[Evaluation],
-    dataset_dir: Path,
-    predictions: Path | None,
-    page: Path | None,
-    quiet: bool,
-) -> None:
-    """Write the per-image CSV and the page, each on its own; say which could not be written."""
-    report_saved(save_files(evaluations, dataset_dir, predictions, page, hooks()), quiet)
-
-
-def _calibrate(
-    evaluations: list[Evaluation],
-    path: Path,
-    precision: float,
-    plan: FewShotPlan | None,
-    quiet: bool,
-) -> list[Evaluation]:
-    """Fit the calibration on the one setup's images, write it whole, and say what it did."""
-    files = plan.support if plan is not None else None
-    evaluation = calibrated(evaluations[0], precision, files.identity() if files else None)
-    fitted = evaluation.calibrated
-    assert fitted is not None
-    fitted.write(path)
-    if not quiet:
-        notice(
-            f"wrote the calibration to {clean_text(str(path))}: temperature "
-            f"{fitted.temperature:g}, ECE {fitted.ece_before:.1%} -> {fitted.ece_after:.1%}, "
-            f"{reached(fitted)} of {len(fitted.labels)} labels reach {precision:g} precision"
-        )
-    return [evaluation]
-
-
 @model_options(skip=("model",))
 @RUN.options()
 @SCALE.options()
@@ -177,56 +112,24 @@ def evaluate(
     mAP of every label that applies."""
     flags, scale = run_options(ctx), scale_options(ctx)
     with reported_errors(flags.debug):
-        given = {
-            "DATASET": dataset_dir is not None,
-            "--classnames": classnames is not None,
-            "--max-per-class": max_per_class is not None,
-            "--shots": shots is not None,
-            "--folds": folds is not None,
-            "--support": support is not None,
-            "--top-k": bool(top_k),
-            "--labels": label_list is not None,
-            "--labels-file": labels_file is not None,
-            "--threshold": threshold is not None,
-        }
-        refuse_class_folder_options(given, multi_label is not None)
-        if scale.engine is BackendName.RAY:
-            check_ray()
-        if multi_label is not None:
-            ask = MultiLabelAsk(
-                multi_label, label_list, labels_file, templates, template, models, threshold, fmt,
-                output, predictions, report_file, calibrate, target_precision, overwrite,
-            )  # fmt: skip
-            backends = _backends(ctx, scale, flags.quiet, models)
-            evaluate_multi_label(ask, backends, _progress(flags.quiet), flags.quiet, flags.strict)
-            return
-        if dataset_dir is None:
-            raise UsageError("give DATASET (a folder of class folders) or --multi-label LABELS.csv")
-        if chosen_name(scale) == "embeddings" and len(models or []) > 1:
-            raise UsageError("--from-embeddings holds one model's embeddings: give one --model")
-        dataset = load_dataset(dataset_dir, max_per_class, seed, flags.include_hidden)
-        labels = class_labels(dataset.classes, classnames)
-        sets = template_sets(templates, template)
-        plan = few_shot_plan(labels, shots, folds, seed, support, flags.include_hidden)
-        n_setups = len(sets) * max(len(models or []), 1)
-        precision = calibration_target(calibrate, target_precision, shots, n_setups, overwrite)
-        run = EvaluationRun(dataset, labels, sets, top_ks(top_k), plan)
-        kind, page = check_outputs(output, fmt, predictions, report_file, overwrite, calibrate)
-        if scale.server is not None and (scale.engine is BackendName.RAY or len(models or []) > 1):
-            raise UsageError("--server evaluates the server's one model (no --engine ray)")
-        backends = _backends(ctx, scale, flags.quiet, models)
-        evaluations = run_evaluation(backends, run, hooks(), _progress(flags.quiet))
-        for _, _, error in evaluations[0].data.failures:  # the same files fail for every model
-            warn(clean_text(error))
-        for line in (
-            *(plan.support.notes() if plan and plan.support else ()),
-            *_notes(evaluations),
-        ):
-            warn(line)
-        if calibrate is not None:
-            evaluations = _calibrate(evaluations, calibrate, precision, plan, flags.quiet)
-        with open_output(output) as stream:
-            write_results(stream, evaluations, kind)
-        # Each file on its own: one that fails never costs the others the embedding work.
-        _save(evaluations, dataset_dir, predictions, page, flags.quiet)
-        fail_if_strict(flags.strict, len(evaluations[0].data.failures))
+        options = EvaluateOptions(
+            dataset=dataset_dir, multi_label=multi_label, labels=label_list,
+            labels_file=labels_file, threshold=threshold, classnames=classnames,
+            templates=templates or (), template=template or (), models=models or (),
+            top_k=top_k or (), max_per_class=max_per_class, seed=seed, shots=shots, folds=folds,
+            support=support, include_hidden=flags.include_hidden, server=scale.server,
+            engine=scale.engine.value, embeddings=scale.from_embeddings,
+        )  # fmt: skip
+        outputs = OutputOptions(
+            output=output, kind=as_format(fmt), predictions=predictions, report=report_file,
+            calibrate=calibrate, target_precision=target_precision, overwrite=overwrite,
+        )  # fmt: skip
+        plan = plan_evaluation(options, outputs)
+        # the voice of the run and its files: their notices unless quiet, every warning
+        voice = hooks()
+        voice = Hooks(warn=voice.warn, status=voice.status) if flags.quiet else voice
+        report = plan.evaluate(
+            _backends(ctx, scale, flags.quiet, models), voice, _progress(flags.quiet)
+        )
+        written = write_outputs(report, plan.outputs, lambda: open_output(output), voice)
+        fail_if_strict(flags.strict, written.failures)

@@ -1,1 +1,2 @@
-"""Evaluation: a dataset of class folders, its scoring and metrics, and the reports made of them."""
+"""Evaluation: class folders or a labels CSV, scored and judged as the head calls for, and the
+reports made of them (JSON, tables, CSV, HTML)."""

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from clipcls.errors import UsageError
+from clipcls.gathered import Embedded
 from clipcls.images import iter_image_paths
 from clipcls.labels import Label, read_labels_file
 
@@ -78,19 +79,14 @@ class EmbeddedDataset:
     failures: list[tuple[str, int, str]] = field(default_factory=list)  # path, class, error
 
 
-def assemble(
-    dataset: Dataset, found: Mapping[str, tuple[np.ndarray | None, str | None]]
-) -> EmbeddedDataset:
-    """An EmbeddedDataset in the dataset's order, from embeddings keyed by path (as a backend
-    gives them: the vector, or None and the reason the file could not be read)."""
-    vectors, targets, paths, failures = [], [], [], []
-    for path, target in zip(dataset.paths, dataset.targets, strict=True):
-        vector, error = found.get(str(path), (None, "not embedded"))
-        if vector is None:
-            failures.append((str(path), int(target), error or "not embedded"))
-        else:
-            vectors.append(vector)
-            targets.append(int(target))
-            paths.append(str(path))
-    embeddings = np.stack(vectors) if vectors else np.zeros((0, 0), np.float32)
-    return EmbeddedDataset(embeddings, np.asarray(targets, dtype=np.int64), paths, failures)
+def embedded_dataset(dataset: Dataset, found: Embedded) -> EmbeddedDataset:
+    """An EmbeddedDataset in the dataset's order, from its paths as a backend's embed_matrix
+    gathered them (found.failures in input order: each is the next path not in found.rows)."""
+    targets = np.asarray(dataset.targets, dtype=np.int64)
+    readable = set(found.rows)
+    unread = [index for index in range(len(dataset.paths)) if index not in readable]
+    failures = [
+        (path, int(targets[index]), error)
+        for index, (path, error) in zip(unread, found.failures, strict=True)
+    ]
+    return EmbeddedDataset(found.matrix, targets[list(found.rows)], list(found.readable), failures)

@@ -1,4 +1,5 @@
-"""Evaluation results as data: the JSON report, the headline metrics, per-image predictions."""
+"""Evaluation results as data: the JSON report and the per-image predictions CSV of either
+head's evaluation, and the numbers and words every report shows alike."""
 
 from __future__ import annotations
 
@@ -9,10 +10,19 @@ from typing import Any
 
 from clipcls.evaluation.fewshot import few_shot_json
 from clipcls.evaluation.metrics import Metrics
-from clipcls.evaluation.scoring import Evaluation
+from clipcls.evaluation.results import Evaluation, MultiLabelEvaluation, Setup
+from clipcls.multilabel.metrics import Counts
+from clipcls.multilabel.truth import SEPARATOR
 from clipcls.output.csv_text import SafeCsv
 from clipcls.output.rows import clean_text
 from clipcls.pathtext import path_to_text
+from clipcls.scoring.heads import SIGMOID
+
+METHODS = {
+    "sigmoid": "the model's own sigmoid (scale x cosine + bias)",
+    "background": "each label against a background prompt (two-way softmax)",
+    "logistic": "a logistic per label fitted on labeled images",
+}
 
 
 def percent(value: float | None) -> str:
@@ -62,15 +72,19 @@ def report(evaluation: Evaluation) -> dict[str, Any]:
             for name, m in zip(classes, metrics.per_class, strict=True)
         },
         "confusion_matrix": metrics.confusion_matrix.tolist(),
-        "model": evaluation.model,
-        "pretrained": evaluation.pretrained,
-        "templates": {
-            "name": evaluation.templates.name,
-            "templates": list(evaluation.templates.templates),
-        },
-        "classnames": {label.name: list(label.texts) for label in evaluation.labels},
+        **_prompts(evaluation, "classnames"),
         "calibration": calibration_json(evaluation),
         **({"few_shot": few_shot_json(evaluation.few_shot)} if evaluation.few_shot else {}),
+    }
+
+
+def _prompts(setup: Setup, texts: str) -> dict[str, Any]:
+    """The model, the template set, and each label's texts under the key `texts`."""
+    return {
+        "model": setup.model,
+        "pretrained": setup.pretrained,
+        "templates": {"name": setup.templates.name, "templates": list(setup.templates.templates)},
+        texts: {label.name: list(label.texts) for label in setup.labels},
     }
 
 
@@ -144,8 +158,92 @@ def write_predictions(path: Path, evaluations: Sequence[Evaluation]) -> None:
                 writer.row(values + ([clean_text(evaluation.name)] if several else []))
 
 
-def json_document(evaluations: Sequence[Evaluation]) -> str:
-    """The JSON report of one setup, or a list of them, as valid UTF-8 text for any name."""
-    reports = [report(e) for e in evaluations]
-    document = reports[0] if len(reports) == 1 else reports
+def json_text(document: Any) -> str:
+    """A JSON report as valid UTF-8 text for any name."""
     return json.dumps(_clean(document), indent=2, ensure_ascii=False)
+
+
+def json_document(evaluations: Sequence[Evaluation]) -> str:
+    """The JSON report of one setup, or a list of them."""
+    reports = [report(e) for e in evaluations]
+    return json_text(reports[0] if len(reports) == 1 else reports)
+
+
+def _counts(counts: Counts) -> dict[str, float | None]:
+    return {
+        "precision": _round(counts.precision),
+        "recall": _round(counts.recall),
+        "f1": _round(counts.f1),
+    }
+
+
+def multi_label_json(evaluation: MultiLabelEvaluation) -> dict[str, Any]:
+    """The `multi_label` block: mAP, each label's AP and counts, micro and macro counts."""
+    metrics = evaluation.metrics
+    per_label = {
+        name: {"ap": _round(m.ap), **_counts(m.at_threshold), "positives": m.positives}
+        for name, m in zip(evaluation.names, metrics.per_label, strict=True)
+    }
+    return {
+        "map": _round(metrics.mean_ap),
+        "per_label": per_label,
+        "threshold": metrics.thresholds[0] if metrics.thresholds else None,
+        "micro": {"ap": _round(metrics.micro_ap), **_counts(metrics.micro)},
+        "macro": _counts(metrics.macro),
+        "method": evaluation.method,
+    }
+
+
+def multi_label_report(evaluation: MultiLabelEvaluation) -> dict[str, Any]:
+    """The JSON report of a multi-label evaluation (with what --calibrate fitted)."""
+    document: dict[str, Any] = {
+        "multi_label": multi_label_json(evaluation),
+        "n_images": len(evaluation.paths),
+        "n_failed": len(evaluation.failures),
+        "labels": evaluation.names,
+        **_prompts(evaluation, "labelnames"),
+    }
+    fitted = evaluation.calibrated
+    if fitted is not None:
+        document["calibration"] = {
+            "method": fitted.method,
+            "log_loss_before": _round(fitted.log_loss_before),
+            "log_loss_after": _round(fitted.log_loss_after),
+            "target_precision": fitted.calibration.target_precision,
+            "thresholds": fitted.thresholds,
+        }
+    return document
+
+
+def multi_label_calibration(evaluation: MultiLabelEvaluation) -> str | None:
+    """What --calibrate fitted, in one line (None without it)."""
+    fitted = evaluation.calibrated
+    if fitted is None:
+        return None
+    target = fitted.calibration.target_precision
+    rule = "the best F1" if target is None else f"precision {target:g}"
+    kept = " (the model's sigmoid is kept; thresholds only)" if fitted.method == SIGMOID else ""
+    return (
+        f"log-loss {fitted.log_loss_before:.4f} -> {fitted.log_loss_after:.4f}"
+        f"{kept}; {fitted.reached} of {len(evaluation.labels)} labels have a threshold at {rule}"
+    )
+
+
+def write_multi_label_predictions(path: Path, evaluation: MultiLabelEvaluation) -> None:
+    """One CSV row per image: path, true labels, the labels at the threshold, every label's
+    probability (`prob:LABEL`, written exactly), and the error of an unreadable one."""
+    names = evaluation.names
+    head = ["path", "labels", "predicted", *(f"prob:{name}" for name in names), "error"]
+    thresholds = evaluation.metrics.thresholds
+    with path.open("w", newline="", encoding="utf-8") as stream:
+        writer = SafeCsv(stream, head)
+        writer.header([clean_text(name) for name in head])
+        for i, image in enumerate(evaluation.paths):
+            scores = evaluation.probabilities[i]
+            true = [n for n, on in zip(names, evaluation.truth[i], strict=True) if on]
+            given = [n for n, p, t in zip(names, scores, thresholds, strict=True) if p >= t]
+            cells = [SEPARATOR.join(true), SEPARATOR.join(given)]
+            numbers = [repr(float(p)) for p in scores]  # exact: mAP reproduces from the file
+            writer.row([path_to_text(image), *map(clean_text, cells), *numbers, ""])
+        for image, error in evaluation.failures:
+            writer.row([path_to_text(image), "", "", *[""] * len(names), clean_text(error)])

@@ -5,18 +5,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from clipcls.evaluation.dataset import EmbeddedDataset
 from clipcls.evaluation.metrics import Metrics, compute_metrics
-from clipcls.evaluation.scoring import Evaluation, evaluate_embedded
 from clipcls.fewshot.calibration import reliability
 from clipcls.fewshot.support import SupportFiles
 from clipcls.pathtext import clean_text
-from clipcls.prompts import TemplateSet
 from clipcls.scoring.adapter import SupportSet
 from clipcls.scoring.heads import softmax
 from clipcls.scoring.scorer import Scorer
@@ -152,41 +150,19 @@ def shot_folds(
 
 
 def support_folder(
-    evaluation: Evaluation, zero: Evaluation, plan: FewShotPlan, support: SupportSet
+    paths: Sequence[str],
+    measured: dict[str, dict[str, float | None]],
+    plan: FewShotPlan,
+    support: SupportSet,
 ) -> FewShotResult:
-    """The given folder's result: both setups on every image, one fold."""
-    shared = sum(support.index_of(path) is not None for path in evaluation.data.paths)
+    """The given folder's result: each setup's measures on every image (paths), one fold."""
+    shared = sum(support.index_of(path) is not None for path in paths)
     said = f"{shared} support images are also dataset images: each left out of its own neighbours"
-    setups = {}
-    for name, scored in ((ZERO_SHOT, zero), (SUPPORT, evaluation)):
-        found = measures(scored.metrics, scored.probabilities, scored.data.targets)
-        setups[name] = {key: [value] for key, value in found.items()}
+    setups = {
+        name: {key: [value] for key, value in found.items()} for name, found in measured.items()
+    }
     notes = (said,) if shared else ()
     return FewShotResult(plan, setups, (), (), notes, len(support.paths))
-
-
-def evaluate_setup(
-    scorer: Scorer,
-    templates: TemplateSet,
-    data: EmbeddedDataset,
-    model: tuple[str, str | None],
-    ks: tuple[int, ...],
-    plan: FewShotPlan | None = None,
-    support: SupportSet | None = None,
-) -> Evaluation:
-    """One setup's Evaluation: zero-shot on every image, or with the support folder's examples
-    (the report then describes that classifier), with the comparison the plan asks for."""
-    zero = evaluate_embedded(scorer, templates, data, model, ks)
-    if plan is None or not len(data.paths):
-        return zero
-    if support is None:
-        return replace(zero, few_shot=shot_folds(scorer, data, plan, ks))
-    adapted = with_support(scorer, support)
-    evaluation = evaluate_embedded(adapted, templates, data, model, ks)
-    result = support_folder(evaluation, zero, plan, support)
-    if adapted.adapter is not None:
-        result = replace(result, alphas=(adapted.adapter.alpha,), betas=(adapted.adapter.beta,))
-    return replace(evaluation, few_shot=result)
 
 
 def few_shot_json(result: FewShotResult) -> dict[str, Any]:

@@ -1,5 +1,7 @@
-"""A self-contained HTML evaluation report: heat map, per-class bars, reliability diagram,
-misclassified gallery."""
+"""A self-contained HTML evaluation report, with the sections its head calls for: a softmax
+head's setups compared, per-class bars, heat map, reliability diagram, few-shot folds and
+misclassified gallery; an independent head's summary, per-label table and precision-recall
+curves."""
 
 from __future__ import annotations
 
@@ -7,17 +9,17 @@ import base64
 import html
 import io
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from clipcls.errors import ImageError, UsageError
-from clipcls.evaluation.exports import headline, percent
-from clipcls.evaluation.html_fewshot import calibration_section, few_shot_table
-from clipcls.evaluation.scoring import Evaluation
-from clipcls.fewshot.calibration import BINS
+from clipcls.errors import ImageError
+from clipcls.evaluation.charts import class_bars, heat_map, pr_curves, reliability_diagram
+from clipcls.evaluation.exports import METHODS, headline, multi_label_calibration, percent
+from clipcls.evaluation.fewshot import FewShotResult, chosen_text, spread
+from clipcls.evaluation.results import Evaluation, MultiLabelEvaluation, Setup
 from clipcls.images import load_image
 from clipcls.output.rows import clean_text
 from clipcls.pathtext import path_to_text
@@ -25,109 +27,6 @@ from clipcls.version import __version__
 
 GALLERY_MAX = 60
 THUMBNAIL = 180
-
-
-def require_matplotlib() -> None:
-    """Fail early, before any model loads, if the report cannot be drawn."""
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise UsageError("--report needs matplotlib: pip install 'clipcls[report]'") from None
-
-
-def png_data(figure: Any) -> str:
-    """A figure as a PNG data: URI, for a page that needs no other file."""
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
-
-
-def heat_map(evaluation: Evaluation) -> str:
-    """Confusion matrix, colored by share of each true class, counts written in small ones."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    matrix = evaluation.metrics.confusion_matrix
-    names = [clean_text(label.name) for label in evaluation.labels]
-    rows = matrix.sum(axis=1, keepdims=True)
-    shares = np.divide(matrix, rows, out=np.zeros(matrix.shape), where=rows > 0)
-    side = min(4 + 0.35 * len(names), 22)
-    figure, axes = plt.subplots(figsize=(side + 1.5, side))
-    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
-    axes.set_xticks(range(len(names)), names, rotation=90, fontsize=8)
-    axes.set_yticks(range(len(names)), names, fontsize=8)
-    axes.set_xlabel("predicted class")
-    axes.set_ylabel("true class")
-    if len(names) <= 20:
-        for (i, j), count in np.ndenumerate(matrix):
-            if count:
-                color = "white" if shares[i, j] > 0.5 else "black"
-                axes.text(j, i, str(count), ha="center", va="center", fontsize=8, color=color)
-    figure.colorbar(image, ax=axes, fraction=0.046, label="share of the true class")
-    try:
-        return png_data(figure)
-    finally:
-        plt.close(figure)
-
-
-def class_bars(evaluation: Evaluation) -> str:
-    """Recall and precision per class as horizontal bars, worst recall at the top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    pairs = sorted(
-        zip(evaluation.labels, evaluation.metrics.per_class, strict=True),
-        key=lambda p: -(p[1].recall or 0.0),
-    )
-    names = [f"{clean_text(label.name)} ({m.support})" for label, m in pairs]
-    positions = np.arange(len(names))
-    figure, axes = plt.subplots(figsize=(8, 1 + 0.32 * len(names)))
-    axes.barh(positions - 0.2, [m.recall or 0 for _, m in pairs], 0.4, label="recall")
-    axes.barh(positions + 0.2, [m.precision or 0 for _, m in pairs], 0.4, label="precision")
-    axes.set_yticks(positions, names, fontsize=8)
-    axes.set_xlim(0, 1)
-    axes.set_xlabel("score (class support in brackets)")
-    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # off the bars
-    try:
-        return png_data(figure)
-    finally:
-        plt.close(figure)
-
-
-def reliability_diagram(evaluation: Evaluation) -> str:
-    """Accuracy per confidence bin as bars against the diagonal of perfect calibration."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    found = evaluation.reliability
-    figure, axes = plt.subplots(figsize=(5, 5))
-    width = 1.0 / BINS
-    lows = [low for low, _, _, _ in found.bins]
-    axes.bar(lows, [acc for _, _, acc, _ in found.bins], width, align="edge", label="accuracy")
-    axes.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
-    axes.plot(
-        [conf for _, conf, _, _ in found.bins],
-        [acc for _, _, acc, _ in found.bins],
-        "o",
-        color="black",
-        label="each bin at its mean confidence",
-    )
-    axes.set_xlim(0, 1)
-    axes.set_ylim(0, 1)
-    axes.set_xlabel("top-1 confidence")
-    axes.set_ylabel("accuracy")
-    axes.set_title(f"ECE {percent(found.ece)}")
-    axes.legend(loc="upper left", frameon=False)
-    try:
-        return png_data(figure)
-    finally:
-        plt.close(figure)
 
 
 def _thumbnail(path: str) -> str | None:
@@ -197,38 +96,124 @@ def _per_class(evaluation: Evaluation) -> str:
     )
 
 
-def _run_facts(evaluations: Sequence[Evaluation], dataset: Path) -> str:
-    """What a reader needs to reproduce the page: when, which clipcls, models, prompts."""
-    best = evaluations[0]
-    models = sorted({e.model_id for e in evaluations})
-    template_sets = {e.templates.name: e.templates.templates for e in evaluations}
-    templates = "".join(
-        f"<li><b>{html.escape(name)}</b>: "
-        + " · ".join(f"<code>{html.escape(t)}</code>" for t in texts)
-        + "</li>"
-        for name, texts in template_sets.items()
+HEADERS = {"top1": "top-1", "balanced_accuracy": "balanced accuracy", "ece": "ECE"}
+
+
+def _cell(values: Sequence[float | None]) -> str:
+    found: dict[str, Any] = spread(values)
+    if len(values) == 1 or found["mean"] is None:
+        return percent(values[0] if len(values) == 1 else None)
+    return (
+        f"{percent(found['mean'])} ± {percent(found['std'])}"
+        f"<br><small>{percent(found['min'])}–{percent(found['max'])}</small>"
     )
-    classes = "".join(
+
+
+def few_shot_table(result: FewShotResult) -> str:
+    """Each setup's metrics side by side: mean ± std (min–max) over folds, or single numbers."""
+    plan = result.plan
+    if plan.support is None:
+        about = (
+            f"{plan.shots} support images per class drawn from the dataset, the rest scored; "
+            f"{plan.folds} folds (seed {plan.seed}): mean ± std, min–max over folds."
+        )
+    else:
+        folder = html.escape(path_to_text(str(plan.support.folder)))
+        about = f"Support set {folder}: {result.examples} images; every dataset image scored."
+    names = list(next(iter(result.setups.values())))
+    head = "".join(
+        f"<th>{html.escape(HEADERS.get(n, n.replace('top', 'top-')))}</th>" for n in names
+    )
+    rows = "".join(
+        f"<tr><td>{html.escape(setup)}</td>"
+        + "".join(f"<td>{_cell(metrics[n])}</td>" for n in names)
+        + "</tr>"
+        for setup, metrics in result.setups.items()
+    )
+    chosen = chosen_text(result)
+    tail = f"<p>Cache model alpha/beta (leave-one-out): {chosen}</p>" if chosen else ""
+    return (
+        f'<h2>Few-shot</h2><p>{about}</p><table class="numbers few-shot">'
+        f"<tr><th>setup</th>{head}</tr>{rows}</table>{tail}"
+    )
+
+
+def calibration_section(evaluation: Evaluation, diagram: str) -> str:
+    """The calibration error, the reliability diagram (a data: URI), and what --calibrate
+    fitted."""
+    fitted = evaluation.calibrated
+    line = f"<p>Expected calibration error: {percent(evaluation.reliability.ece)}"
+    if fitted is not None:
+        line += (
+            f"; after the fitted temperature {fitted.temperature:g}: {percent(fitted.ece_after)}"
+        )
+    return (
+        f"<h3>Calibration</h3>{line}.</p>"
+        f'<img class="plot" alt="reliability diagram" src="{diagram}">'
+    )
+
+
+def _per_label(evaluation: MultiLabelEvaluation) -> str:
+    """AP, positives and the counts at the threshold per label, a dash where undefined."""
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{m.positives}</td><td>{percent(m.ap)}</td>"
+        + "".join(
+            f"<td>{percent(v)}</td>"
+            for v in (m.at_threshold.precision, m.at_threshold.recall, m.at_threshold.f1)
+        )
+        + "</tr>"
+        for name, m in zip(evaluation.names, evaluation.metrics.per_label, strict=True)
+    )
+    threshold = f"{evaluation.metrics.thresholds[0]:g}"
+    return (
+        '<table class="numbers per-label"><tr><th>label</th><th>images</th><th>AP</th>'
+        f"<th>precision at {threshold}</th><th>recall</th><th>F1</th></tr>{rows}</table>"
+    )
+
+
+def _multi_label_summary(evaluation: MultiLabelEvaluation) -> str:
+    metrics = evaluation.metrics
+    threshold = f"{metrics.thresholds[0]:g}"
+    rows = (
+        ("mAP (macro average precision)", percent(metrics.mean_ap)),
+        ("micro average precision", percent(metrics.micro_ap)),
+        *(
+            (f"{kind} precision / recall / F1 at {threshold}", " / ".join(map(percent, values)))
+            for kind, counts in (("micro", metrics.micro), ("macro", metrics.macro))
+            for values in ((counts.precision, counts.recall, counts.f1),)
+        ),
+        ("probabilities", METHODS.get(evaluation.method, evaluation.method)),
+    )
+    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(v)}</td></tr>" for k, v in rows)
+    line = multi_label_calibration(evaluation)
+    tail = f"<p>Calibration: {html.escape(line)}.</p>" if line else ""
+    return f"<h2>Summary</h2><table>{cells}</table>{tail}"
+
+
+def _run_facts(what: str, source: Path, setups: Sequence[Setup], templates: str, word: str) -> str:
+    """What a reader needs to reproduce the page: when, which clipcls, the dataset (`what`:
+    its kind), models, prompts (as templates shows them) and each label's texts."""
+    models = sorted({setup.model_id for setup in setups})
+    texts = "".join(
         f"<li><b>{html.escape(label.name)}</b>: {html.escape(' | '.join(label.texts))}</li>"
-        for label in best.labels
+        for label in setups[0].labels
     )
     when = time.strftime("%Y-%m-%d %H:%M:%S %z")
     return f"""<h2>Run</h2><table>
 <tr><th>date</th><td>{when}</td></tr>
 <tr><th>clipcls</th><td>{__version__}</td></tr>
-<tr><th>dataset</th><td>{html.escape(path_to_text(str(dataset)))}</td></tr>
+<tr><th>{what}</th><td>{html.escape(path_to_text(str(source)))}</td></tr>
 <tr><th>model and weights</th><td>{html.escape(", ".join(models))}</td></tr></table>
-<details><summary>Templates</summary><ul>{templates}</ul></details>
-<details><summary>Each class's texts</summary><ul>{classes}</ul></details>"""
+{templates}
+<details><summary>Each {word}'s texts</summary><ul>{texts}</ul></details>"""
 
 
-def _failures(evaluation: Evaluation) -> str:
-    """Each unreadable file once, with the reason (its path is not repeated)."""
-    items = []
-    for path, _, error in evaluation.data.failures:
-        reason = error.replace(f": {path}", "").replace(path, "").strip(" :")
-        items.append(f"<li>{html.escape(path_to_text(path))}: {html.escape(reason)}</li>")
-    return f"<ul>{''.join(items)}</ul>" if items else "<p>None.</p>"
+def _failures(items: Iterable[tuple[str, str]]) -> str:
+    """Each unreadable file with the reason."""
+    shown = [
+        f"<li>{html.escape(path_to_text(path))}: {html.escape(why)}</li>" for path, why in items
+    ]
+    return f"<ul>{''.join(shown)}</ul>" if shown else "<p>None.</p>"
 
 
 STYLE = """
@@ -247,27 +232,56 @@ code { background: #f4f4f4; padding: 0 3px; }
 """
 
 
+def _document(title: str, heading: str, scored: int, failed: int, about: str, body: str) -> str:
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<style>{STYLE}</style></head><body>
+<h1>{heading}</h1>
+<p>{scored} images scored, {failed} unreadable,
+{about}.</p>
+{body}
+</body></html>
+"""
+
+
 def write_report(page: Path, evaluations: Sequence[Evaluation], dataset: Path) -> None:
     """Write one self-contained HTML page: every setup compared, the best one in detail."""
+    _write(page, lambda: _page(evaluations, dataset))
+
+
+def write_multi_label_report(page: Path, evaluation: MultiLabelEvaluation) -> None:
+    """Write one self-contained HTML page of a multi-label evaluation."""
+    _write(page, lambda: _multi_label_page(evaluation))
+
+
+def _write(page: Path, text: Callable[[], str]) -> None:
     import matplotlib
 
-    # Class names are folder names: `$x$` in one must print as written, not as math.
+    # Labels are folder names or a CSV's: `$x$` in one must print as written, not as math.
     with matplotlib.rc_context({"text.parse_math": False}):
-        page.write_text(clean_text(_page(evaluations, dataset)), encoding="utf-8")
+        page.write_text(clean_text(text()), encoding="utf-8")
 
 
 def _page(evaluations: Sequence[Evaluation], dataset: Path) -> str:
     best = max(evaluations, key=lambda e: e.metrics.top1 or 0.0)
     several = len(evaluations) > 1
     detail = f"Details for: {html.escape(best.name)}" + (" (best top-1)" if several else "")
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>clipcls evaluation</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>{STYLE}</style></head><body>
-<h1>Zero-shot evaluation of {html.escape(path_to_text(str(dataset)))}</h1>
-<p>{len(best.data.paths)} images scored, {len(best.data.failures)} unreadable,
-{len(best.labels)} classes, {len(evaluations)} setup{"s" if several else ""}.</p>
-{_comparison(evaluations, best)}
+    template_sets = {e.templates.name: e.templates.templates for e in evaluations}
+    listed = "".join(
+        f"<li><b>{html.escape(name)}</b>: "
+        + " · ".join(f"<code>{html.escape(t)}</code>" for t in texts)
+        + "</li>"
+        for name, texts in template_sets.items()
+    )
+    templates = f"<details><summary>Templates</summary><ul>{listed}</ul></details>"
+    unreadable = (
+        (path, error.replace(f": {path}", "").replace(path, "").strip(" :"))  # path said once
+        for path, _, error in best.data.failures
+    )
+    heading = f"Zero-shot evaluation of {html.escape(path_to_text(str(dataset)))}"
+    about = f"{len(best.labels)} classes, {len(evaluations)} setup{'s' if several else ''}"
+    body = f"""{_comparison(evaluations, best)}
 {few_shot_table(best.few_shot) if best.few_shot is not None else ""}
 <h2>{detail}</h2>
 <h3>Per class</h3>
@@ -276,7 +290,29 @@ def _page(evaluations: Sequence[Evaluation], dataset: Path) -> str:
 <h3>Confusion matrix</h3><img class="plot" alt="confusion matrix" src="{heat_map(best)}">
 {calibration_section(best, reliability_diagram(best))}
 <h3>Most confident mistakes</h3>{gallery(best)}
-<h3>Unreadable files</h3>{_failures(best)}
-{_run_facts(evaluations, dataset)}
-</body></html>
-"""
+<h3>Unreadable files</h3>{_failures(unreadable)}
+{_run_facts("dataset", dataset, evaluations, templates, "class")}"""
+    n_failed = len(best.data.failures)
+    return _document("clipcls evaluation", heading, len(best.data.paths), n_failed, about, body)
+
+
+def _multi_label_page(evaluation: MultiLabelEvaluation) -> str:
+    curves = "".join(
+        f'<img class="plot" alt="precision-recall curves" src="{uri}">'
+        for uri in pr_curves(evaluation)
+    )
+    source = html.escape(path_to_text(str(evaluation.source)))
+    texts = " · ".join(f"<code>{html.escape(t)}</code>" for t in evaluation.templates.templates)
+    templates = (
+        f"<details><summary>Templates ({html.escape(evaluation.templates.name)})</summary>\n"
+        f"<p>{texts}</p></details>"
+    )
+    body = f"""{_multi_label_summary(evaluation)}
+<h2>Per label</h2>{_per_label(evaluation)}
+<h2>Precision-recall curves</h2><div class="plots">{curves}</div>
+<h3>Unreadable files</h3>{_failures(evaluation.failures)}
+{_run_facts("labels CSV", evaluation.source, [evaluation], templates, "label")}"""
+    about = f"{len(evaluation.labels)} labels; {html.escape(evaluation.name)}"
+    heading = f"Multi-label evaluation of {source}"
+    title = "clipcls multi-label evaluation"
+    return _document(title, heading, len(evaluation.paths), len(evaluation.failures), about, body)

@@ -1,13 +1,13 @@
 """An evaluation run: for each model's backend, the dataset's images embedded once, then scored
-with every template set; the same loop whether the model runs here, on Ray or on a server."""
+with every template set by build_scorer's scorer and judged as its head calls for; the same
+loop for class folders and a labels CSV, whether the model runs here, on Ray or on a server."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import ClassVar, Protocol, TypeVar
 
 from clipcls.backends.base import Backend, Expected, Hooks
 
@@ -15,26 +15,57 @@ from clipcls.backends.base import Backend, Expected, Hooks
 from clipcls.classify import Advance as Advance
 from clipcls.classify import ShowProgress as ShowProgress
 from clipcls.classify import no_progress
-from clipcls.evaluation.dataset import (
-    Dataset,
-    EmbeddedDataset,
-    assemble,
-    class_labels,
-    load_dataset,
-)
-from clipcls.evaluation.fewshot import FewShotPlan, evaluate_setup
-from clipcls.evaluation.scoring import Evaluation
+from clipcls.errors import ClipclsError
+from clipcls.evaluation.dataset import Dataset, class_labels, embedded_dataset, load_dataset
+from clipcls.evaluation.fewshot import FewShotPlan
+from clipcls.evaluation.judge import Model, judge_labels, judge_ranking
+from clipcls.evaluation.results import Evaluation, MultiLabelEvaluation, Setup
 from clipcls.fewshot.calibration import model_identity
 from clipcls.fewshot.support import embed_support
-from clipcls.labels import Label
+from clipcls.gathered import Embedded
+from clipcls.labels import Label, check_labels
+from clipcls.multilabel.truth import MultiLabelTruth, read_truth
 from clipcls.prompts import DEFAULT_TEMPLATES, TemplateSet, load_templates
+from clipcls.scoring.heads import BACKGROUND_TEXT
+from clipcls.scoring.scorer import Scorer
 from clipcls.scoring.spec import ScoreSpec, build_scorer
+
+DEFAULT_THRESHOLD = 0.5
+
+S = TypeVar("S", bound=Setup, covariant=True)
+Judge = Callable[[Scorer, TemplateSet], S]  # one template set's scorer -> its setup's results
+
+
+class Run(Protocol[S]):
+    """What an evaluation scores (its images, labels and template sets) and how it judges them
+    on one backend, once that backend has embedded them."""
+
+    @property
+    def paths(self) -> Sequence[Path]: ...
+
+    @property
+    def labels(self) -> tuple[Label, ...]: ...
+
+    @property
+    def template_sets(self) -> tuple[TemplateSet, ...]: ...
+
+    @property
+    def multi_label(self) -> bool: ...
+
+    def expected(self) -> Expected: ...
+
+    def judge(self, backend: Backend, found: Embedded, voice: Hooks) -> Judge[S]: ...
+
+
+def _model(backend: Backend) -> Model:
+    info = backend.info
+    return Model(info.model, info.pretrained, model_identity(backend.model_id, backend.weights))
 
 
 @dataclass(frozen=True)
 class EvaluationRun:
-    """What every model of an evaluation is scored on: the dataset, one label per class, the
-    template sets to compare, the top-k accuracies to report besides top-1, and what to compare
+    """Class folders scored by a softmax head: the dataset, one label per class, the template
+    sets to compare, the top-k accuracies to report besides top-1, and what to compare
     zero-shot with (support examples), if anything."""
 
     dataset: Dataset
@@ -42,6 +73,7 @@ class EvaluationRun:
     template_sets: tuple[TemplateSet, ...]
     ks: tuple[int, ...] = (5,)
     few_shot: FewShotPlan | None = None
+    multi_label: ClassVar[bool] = False
 
     @classmethod
     def from_folder(
@@ -60,6 +92,10 @@ class EvaluationRun:
         sets = tuple(template_sets or (load_templates(DEFAULT_TEMPLATES),))
         return cls(dataset, labels, sets, ks)
 
+    @property
+    def paths(self) -> Sequence[Path]:
+        return self.dataset.paths
+
     def expected(self) -> Expected:
         """What the run will ask of each backend (a local one may answer from its cache)."""
         dataset, plan = self.dataset, self.few_shot
@@ -67,63 +103,95 @@ class EvaluationRun:
         paths = lambda: (*dataset.paths, *examples)  # noqa: E731
         return Expected(self.labels, self.template_sets, paths, unreadable_ok=True)
 
+    def judge(self, backend: Backend, found: Embedded, voice: Hooks) -> Judge[Evaluation]:
+        """Each setup ranked on the readable images, with the support folder embedded once."""
+        data, plan, support = embedded_dataset(self.dataset, found), self.few_shot, None
+        if plan is not None and plan.support is not None:
+            with voice.status("embedding the support images"):
+                support = embed_support(plan.support, backend.embed_images, voice.warn)
+        model = _model(backend)
+        return lambda scorer, templates: judge_ranking(
+            scorer, templates, data, model, self.ks, plan, support
+        )
 
-def embed_dataset(
-    backend: Backend, dataset: Dataset, advance: Advance = lambda done: None
-) -> EmbeddedDataset:
-    """Embed every image once through the backend; template changes then cost no image work."""
-    found: dict[str, tuple[np.ndarray | None, str | None]] = {}
-    for prediction in backend.embed_images(dataset.paths):
-        found[prediction.path] = (prediction.embedding, prediction.error)
-        advance(1)
-    return assemble(dataset, found)
 
+@dataclass(frozen=True)
+class MultiLabelRun:
+    """A labels CSV scored by an independent head: the CSV's images and truth, one label per
+    name (with its texts), one template set, and the threshold of the counts."""
 
-def evaluate_backend(
-    backend: Backend,
-    run: EvaluationRun,
-    hooks: Hooks | None = None,
-    progress: ShowProgress = no_progress,
-) -> list[Evaluation]:
-    """One model's evaluations, one per template set: its backend started (a local one from
-    the cache alone, without loading the model, where the cache holds everything the run
-    needs), the images embedded once, then scored with each template set."""
-    voice = hooks or Hooks()
-    backend.start(run.expected())
-    with progress(len(run.dataset.paths)) as advance:
-        data = embed_dataset(backend, run.dataset, advance)
-    plan = run.few_shot
-    support = None
-    if plan is not None and plan.support is not None:
-        with voice.status("embedding the support images"):
-            support = embed_support(plan.support, backend.embed_images, voice.warn)
-    info = backend.info
-    model = (info.model, info.pretrained)
-    identity = model_identity(backend.model_id, backend.weights)
-    evaluations = []
-    for templates in run.template_sets:
-        with voice.status(f"scoring with templates {templates.name}"):
-            scorer = build_scorer(ScoreSpec(run.labels, templates), backend)
-            found = evaluate_setup(scorer, templates, data, model, run.ks, plan, support)
-            evaluations.append(replace(found, identity=identity))
-    return evaluations
+    truth: MultiLabelTruth
+    labels: tuple[Label, ...]
+    templates: TemplateSet
+    threshold: float = DEFAULT_THRESHOLD
+    multi_label: ClassVar[bool] = True
+
+    @classmethod
+    def from_csv(
+        cls,
+        source: Path,
+        templates: TemplateSet,
+        labels: Sequence[Label] | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+    ) -> MultiLabelRun:
+        """A run on the CSV; the label set is `labels` where given (each CSV label must be
+        one of them), else the CSV's labels, each embedded as its words (`dog_toy`: dog toy)."""
+        given = check_labels(labels) if labels is not None else None
+        truth = read_truth(source, [label.name for label in given] if given else None)
+        chosen = given if given is not None else check_labels(class_labels(truth.labels))
+        return cls(truth, tuple(chosen), templates, threshold)
+
+    @property
+    def paths(self) -> Sequence[Path]:
+        return self.truth.paths
+
+    @property
+    def template_sets(self) -> tuple[TemplateSet, ...]:
+        return (self.templates,)
+
+    def expected(self) -> Expected:
+        """What the run asks of the backend: its labels' and the background's prompts (a
+        softmax-trained model needs the background; a local backend then answers from its
+        cache alone the next time), and the CSV's images."""
+        background = Label.plain(BACKGROUND_TEXT)
+        paths = self.truth.paths
+        return Expected((*self.labels, background), (self.templates,), lambda: paths, True)
+
+    def judge(self, backend: Backend, found: Embedded, voice: Hooks) -> Judge[MultiLabelEvaluation]:
+        """Each label judged on its own on the readable images (one at least)."""
+        if not found.rows:
+            raise ClipclsError("no image of the labels CSV could be read")
+        backend.embed_texts(self.templates.fill(BACKGROUND_TEXT))  # as expected() says
+        model = _model(backend)
+        return lambda scorer, templates: judge_labels(
+            scorer, templates, found, self.truth, model, self.threshold
+        )
 
 
 def run_evaluation(
     backends: Iterable[Backend],
-    run: EvaluationRun,
+    run: Run[S],
     hooks: Hooks | None = None,
     progress: ShowProgress = no_progress,
-) -> list[Evaluation]:
-    """Evaluate each backend's model in turn: one Evaluation per model and template set, in
-    that order. A lazy iterable (a generator opening one backend per model name) opens each
-    only when its turn comes, after the models before it are done.
+) -> list[S]:
+    """Evaluate each backend's model in turn: its backend started (a local one from the cache
+    alone, without loading the model, where the cache holds everything the run needs), the
+    images embedded once, then one result per template set, in that order. A lazy iterable (a
+    generator opening one backend per model name) opens each only when its turn comes.
 
     Args:
         hooks: the caller's voice for slow steps (hooks.status around each scoring).
         progress: shows the images being embedded, once per model.
     """
-    evaluations: list[Evaluation] = []
+    voice = hooks or Hooks()
+    found: list[S] = []
     for backend in backends:
-        evaluations += evaluate_backend(backend, run, hooks, progress)
-    return evaluations
+        backend.start(run.expected())
+        with progress(len(run.paths)) as advance:
+            embedded = backend.embed_matrix(run.paths, advance)
+        judge = run.judge(backend, embedded, voice)
+        for templates in run.template_sets:
+            with voice.status(f"scoring with templates {templates.name}"):
+                spec = ScoreSpec(run.labels, templates, multi_label=run.multi_label)
+                found.append(judge(build_scorer(spec, backend), templates))
+    return found

@@ -1,39 +1,46 @@
-"""Evaluation results for the terminal: summary, per-class table, confusions, comparisons."""
+"""Evaluation results for the terminal: a softmax head's summary, per-class table, confusions,
+comparisons and few-shot folds; an independent head's summary and per-label table."""
 
 from __future__ import annotations
 
 import io
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
-from rich.console import Console, Group, RenderableType
+from rich.console import Console, Group, JustifyMethod, RenderableType
 from rich.table import Table
 from rich.text import Text
 
-from clipcls.evaluation.exports import headline, percent
+from clipcls.evaluation.exports import METHODS, headline, multi_label_calibration, percent
 from clipcls.evaluation.fewshot import FewShotResult, chosen_text, spread
-from clipcls.evaluation.scoring import Evaluation
+from clipcls.evaluation.results import Evaluation, MultiLabelEvaluation
+from clipcls.multilabel.metrics import Counts
 from clipcls.pathtext import path_to_text
 
 FULL_MATRIX_MAX = 12  # wider matrices do not fit a terminal; list the top confusions instead
 TOP_CONFUSIONS = 15
 
 
+def _facts(rows: Iterable[tuple[str, str]], justify: JustifyMethod = "left") -> Table:
+    """Name and value, a row each: a setup's headline numbers."""
+    table = Table(show_header=False, box=None)
+    table.add_column(style="bold")
+    table.add_column(justify=justify)
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
+
+
 def summary_table(evaluation: Evaluation) -> Table:
     """Headline numbers for one setup."""
     metrics, data = evaluation.metrics, evaluation.data
-    table = Table(show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column(justify="right")
     rows = [
         ("images scored", str(len(data.paths))),
         ("unreadable", str(len(data.failures))),
         ("classes", str(len(evaluation.labels))),
         *((name, percent(value)) for name, value in headline(metrics)),
     ]
-    for name, value in rows:
-        table.add_row(name, value)
-    return table
+    return _facts(rows, justify="right")
 
 
 def per_class_table(evaluation: Evaluation) -> Table:
@@ -219,3 +226,49 @@ def print_results(console: Console, evaluations: Sequence[Evaluation]) -> None:
     console.print("")
     for evaluation in evaluations:
         console.print(calibration_line(evaluation, several))
+
+
+def multi_label_summary(evaluation: MultiLabelEvaluation) -> Table:
+    """Headline numbers: the images, the method, mAP, and the counts at the threshold."""
+    metrics = evaluation.metrics
+    threshold = f"{metrics.thresholds[0]:g}"
+    rows = (
+        ("images scored", str(len(evaluation.paths))),
+        ("unreadable", str(len(evaluation.failures))),
+        ("labels", str(len(evaluation.labels))),
+        ("probabilities", METHODS.get(evaluation.method, evaluation.method)),
+        ("mAP (macro)", percent(metrics.mean_ap)),
+        ("micro AP", percent(metrics.micro_ap)),
+        (f"micro precision / recall / F1 at {threshold}", _triple(metrics.micro)),
+        (f"macro precision / recall / F1 at {threshold}", _triple(metrics.macro)),
+    )
+    return _facts(rows)
+
+
+def _triple(counts: Counts) -> str:
+    return " / ".join(percent(v) for v in (counts.precision, counts.recall, counts.f1))
+
+
+def per_label_table(evaluation: MultiLabelEvaluation) -> Table:
+    """AP, positives, and precision, recall and F1 at the threshold, in label order."""
+    table = Table(header_style="bold")
+    table.add_column("label")
+    for name in ("images", "AP", "precision", "recall", "F1"):
+        table.add_column(name, justify="right")
+    for name, m in zip(evaluation.names, evaluation.metrics.per_label, strict=True):
+        counts = m.at_threshold
+        cells = (percent(v) for v in (counts.precision, counts.recall, counts.f1))
+        table.add_row(Text(name), str(m.positives), percent(m.ap), *cells)
+    return table
+
+
+def print_multi_label(console: Console, evaluation: MultiLabelEvaluation) -> None:
+    """The summary and the per-label table, then what --calibrate fitted."""
+    title = f"{evaluation.name} (multi-label, {path_to_text(str(evaluation.source))})"
+    console.print(
+        Group(Text(title, "bold"), multi_label_summary(evaluation), "", per_label_table(evaluation))
+    )
+    line = multi_label_calibration(evaluation)
+    if line is not None:
+        console.print("")
+        console.print(Text(f"calibration: {line}"))

@@ -15,9 +15,18 @@ BACKGROUND = "background"  # others: each label against a background prompt, two
 LOGISTIC = "logistic"  # others, calibrated: a logistic per label fitted on labeled images
 BACKGROUND_TEXT = "something"  # filled into the run's templates: "a photo of a something."
 
-# What judges each kind of head: a ranking of the labels, or each label's own yes/no.
-RANKING_METRICS = ("top1", "top_k", "balanced_accuracy", "ece")
-INDEPENDENT_METRICS = ("mAP", "average_precision", "precision", "recall", "f1")
+# What judges each kind of head, as `evaluate --format json` names it: a ranking of the labels
+# (top-k accuracy, per-class counts, calibration error), or each label's own yes/no.
+RANKING_METRICS = (
+    "top1",
+    "top5",
+    "balanced_accuracy",
+    "macro_precision",
+    "macro_recall",
+    "macro_f1",
+    "ece",
+)
+INDEPENDENT_METRICS = ("map", "ap", "precision", "recall", "f1")
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
