@@ -24,6 +24,7 @@ from clipcls.cli.clock import start_run
 from clipcls.cli.console import stderr
 from clipcls.cli.groups import SuggestingGroup
 from clipcls.cli.models import models_app
+from clipcls.cli.search_options import SEARCH_EXAMPLES, SIMILAR_EXAMPLES
 from clipcls.errors import ExitStatus
 from clipcls.version import __version__
 
@@ -82,8 +83,8 @@ app = typer.Typer(
 app.command(epilog=predict_command.EXAMPLES)(predict_command.predict)
 app.command(epilog=label_command.EXAMPLES)(label_command.label)
 app.command(epilog=evaluate_command.EXAMPLES)(evaluate_command.evaluate)
-app.command(epilog=search_command.SEARCH_EXAMPLES)(search_command.search)
-app.command(epilog=search_command.SIMILAR_EXAMPLES)(search_command.similar)
+app.command(epilog=SEARCH_EXAMPLES)(search_command.search)
+app.command(epilog=SIMILAR_EXAMPLES)(search_command.similar)
 app.command(epilog=dedupe_command.EXAMPLES)(dedupe_command.dedupe)
 app.command(epilog=templates_command.EXAMPLES)(templates_command.templates)
 app.command(epilog=serve_command.EXAMPLES)(serve_command.serve)

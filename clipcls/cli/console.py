@@ -30,6 +30,7 @@ from clipcls.cli.messages import stderr as stderr
 from clipcls.cli.messages import warn as warn
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.output.files import check_new_output
+from clipcls.output.formats import Format
 from clipcls.output.writers import plural
 
 T = TypeVar("T")
@@ -57,6 +58,15 @@ def check_output_path(output: Path | None, overwrite: bool, option: str = "--out
     that only --overwrite may replace."""
     if output is not None:
         check_new_output(output, overwrite, option)
+
+
+def check_terminal_output(kind: Format, output: Path | None) -> None:
+    """Refuse to print a binary format (Parquet) to a terminal: it would be noise there."""
+    if kind.binary and output is None and sys.stdout.isatty():
+        raise UsageError(
+            f"-f {kind.name} is binary, not for a terminal: give -o FILE.{kind.name}, or send "
+            "stdout to a file or a pipe"
+        )
 
 
 def fail_if_strict(strict: bool, failures: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -13,6 +12,7 @@ from clipcls.cli.backend_options import chosen_inputs, open_chosen_backend
 from clipcls.cli.clock import timing
 from clipcls.cli.console import (
     check_output_path,
+    check_terminal_output,
     fail_if_strict,
     notice,
     open_output,
@@ -121,11 +121,7 @@ def predict(
         total = count_images(inputs, run.include_hidden, walk=saved is None)
         check_output_path(output, overwrite)
         kind = format_for(output, as_format(fmt))
-        if kind.binary and output is None and sys.stdout.isatty():
-            raise UsageError(
-                f"-f {kind.name} is binary, not for a terminal: give -o FILE.{kind.name}, or send "
-                "stdout to a file or a pipe"
-            )
+        check_terminal_output(kind, output)
         backend = saved or open_chosen_backend(ctx, scale, quiet)
         found = predictions(
             backend,

@@ -3,7 +3,6 @@ one image, from their embeddings (cached ones are not computed again)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
@@ -21,84 +20,20 @@ from clipcls.cli.console import (
     reported_errors,
     warn,
 )
-from clipcls.cli.flags import TOP_K
 from clipcls.cli.formats import SearchFormat, SearchFormatOpt, as_format
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, RunOptions, run_options, scale_options
 from clipcls.cli.options import OverwriteOpt
-from clipcls.errors import ImageError, UsageError
-from clipcls.images import check_image
+from clipcls.cli.search_options import ImagesOpt, OutputOpt, TemplatesOpt, TopKOpt
+from clipcls.errors import UsageError
 from clipcls.output.formats import RESULT_FORMATS, Format, format_for
-from clipcls.pathtext import clean_text
 from clipcls.prompts import load_templates
 from clipcls.search.api import DEFAULT_K
 from clipcls.search.api import search as search_images
 from clipcls.search.api import similar as similar_images
+from clipcls.search.arguments import check_query_images, split_query
 from clipcls.search.served import HIT_COLUMNS, Ranking
 from clipcls.terms import Query
-
-SEARCH_EXAMPLES = """
-[bold]Examples[/bold]
-
-  clipcls search photos/ "a red car"
-  clipcls search photos/ "a red car + sunset - blurry" -k 50 -f jsonl
-  clipcls search photos/ "at the beach" --image like-this.jpg --templates photo
-  clipcls search photos/ --image like-this.jpg -o hits.csv
-  clipcls search photos/ "a dog" --server http://127.0.0.1:8765
-  clipcls search --from-embeddings run.jsonl "a dog"
-"""
-
-SIMILAR_EXAMPLES = """
-[bold]Examples[/bold]
-
-  clipcls similar photos/cat.jpg photos/ -k 10
-  clipcls similar query.png archive/ more/ -f csv -o similar.csv
-"""
-
-
-TopKOpt = Annotated[int, typer.Option(*TOP_K, min=1, help="Images shown.")]
-OutputOpt = Annotated[
-    Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
-]
-ImagesOpt = Annotated[
-    list[Path] | None,
-    typer.Option("--image", "-i", help="A query image; repeat for several (all averaged)."),
-]
-TemplatesOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--templates",
-        "-t",
-        help="Put each query term through this template set (name or FILE).",
-        show_default="the text alone",
-    ),
-]
-
-
-def _split_query(args: list[str], images: list[Path], saved: bool) -> tuple[str | None, list[str]]:
-    """(query text, inputs) from the arguments: the last is the query text, except with
-    --image where it names an existing file or folder (then every argument is an input);
-    with --from-embeddings there are no inputs."""
-    if saved:
-        if len(args) > 1:
-            raise UsageError(
-                "--from-embeddings searches the files the saved run labeled: give only the query"
-            )
-        return (args[0] if args else None), []
-    if images and args and os.path.lexists(args[-1]):
-        return None, args
-    if len(args) < 2:
-        raise UsageError('give the folders to search, then the query: search DIR... "QUERY"')
-    return args[-1], args[:-1]
-
-
-def _check_query_images(images: list[Path]) -> None:
-    """Refuse a query image that cannot be read, before anything loads or is embedded."""
-    for image in images:
-        try:
-            check_image(image)
-        except ImageError as error:
-            raise UsageError(f"cannot read query image {clean_text(str(image))}: {error}") from None
 
 
 def _report(ranking: Ranking, run: RunOptions, output: Path | None, fmt: Format) -> None:
@@ -135,7 +70,7 @@ def _run(
     run = run_options(ctx)
     check_output_path(output, overwrite)
     chosen = format_for(output, as_format(fmt), RESULT_FORMATS)
-    _check_query_images(images)
+    check_query_images(images)
     found, backend = _open(ctx, inputs, images)
     _report(ask(backend, found), run, output, chosen)
 
@@ -164,7 +99,7 @@ def search(
     run = run_options(ctx)
     with reported_errors(run.debug):
         images = list(image or [])
-        text, inputs = _split_query(
+        text, inputs = split_query(
             list(args or []), images, scale_options(ctx).from_embeddings is not None
         )
         query = Query.parse(text) if text else None  # once, before anything opens
