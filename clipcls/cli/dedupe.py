@@ -22,10 +22,10 @@ from clipcls.cli.formats import SearchFormatOpt, as_format
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, run_options, scale_options
 from clipcls.cli.options import SORT_PANEL, OverwriteOpt, PathsArg
+from clipcls.cli.search_options import OutputOpt
 from clipcls.errors import UsageError
 from clipcls.labeling.sorting import SortMode
 from clipcls.output.formats import RESULT_FORMATS, Format, format_for
-from clipcls.output.writers import plural
 from clipcls.search.dedupe import (
     DEFAULT_THRESHOLD,
     Deduplication,
@@ -39,7 +39,9 @@ from clipcls.search.dedupe_sort import (
     Placement,
     check_sort_target,
     plan_placements,
+    result_rows,
     sort_out,
+    summary,
 )
 
 EXAMPLES = """
@@ -50,13 +52,6 @@ EXAMPLES = """
   clipcls dedupe inbox/ --sort-into dupes/ --dry-run
   clipcls dedupe inbox/ archive/ --sort-into dupes/ --mode move
 """
-COLUMNS = ("group", "path", "score", "keep")
-DONE = {
-    SortMode.MOVE: "moved",
-    SortMode.COPY: "copied",
-    SortMode.SYMLINK: "linked",
-    SortMode.HARDLINK: "hard-linked",
-}
 
 
 ThresholdOpt = Annotated[
@@ -90,9 +85,6 @@ DryRunOpt = Annotated[
     bool,
     typer.Option("--dry-run", rich_help_panel=SORT_PANEL, help="Show the plan; touch no files."),
 ]
-OutputOpt = Annotated[
-    Path | None, typer.Option("--output", "-o", help="Write to FILE, not stdout.")
-]
 
 
 def _write(
@@ -103,28 +95,9 @@ def _write(
     sorting: bool,
 ) -> None:
     """The rows, one per image of each group; with --sort-into, where each goes."""
-    target = {placement.source: placement.target for placement in placements}
-    columns = (*COLUMNS, "destination") if sorting else COLUMNS
-    rows = [
-        (group.number, member.path, member.score, member.keep)
-        + ((target.get(member.path, ""),) if sorting else ())
-        for group in found.groups
-        for member in group.members
-    ]
+    columns, rows = result_rows(found, placements, sorting)
     with open_output(output) as stream:
         fmt.write_records(stream, columns, rows, str(output or "stdout"))
-
-
-def _say(
-    found: Deduplication, moved: int, sort_into: Path | None, mode: SortMode, dry_run: bool
-) -> None:
-    """What was found and done, on stderr."""
-    others = sum(len(group.others) for group in found.groups)
-    said = f"{plural(len(found.groups), 'group')} of near duplicates, {others} not kept"
-    if sort_into is not None:
-        verb = f"would {mode.value}" if dry_run else DONE[mode]
-        said += f"; {verb} {plural(moved, 'file')} into {sort_into}"
-    notice(said)
 
 
 @model_options()
@@ -171,5 +144,5 @@ def dedupe(
             placements = sort(found.groups, sort_into, mode, output)
         _write(found, placements, chosen, output, sort_into is not None)
         if not run.quiet:
-            _say(found, len(placements), sort_into, mode, dry_run)
+            notice(summary(found, len(placements), sort_into, mode, dry_run))
         fail_if_strict(run.strict, len(found.failures))

@@ -26,9 +26,18 @@ from clipcls.labeling.sorting import (
     same_file,
     unique_destination,
 )
+from clipcls.output.writers import plural
 from clipcls.pathtext import clean_text
 from clipcls.remote import is_url
-from clipcls.search.dedupe import Group
+from clipcls.search.dedupe import Deduplication, Group
+
+COLUMNS = ("group", "path", "score", "keep")  # dedupe's rows; sorting adds destination
+DONE = {
+    SortMode.MOVE: "moved",
+    SortMode.COPY: "copied",
+    SortMode.SYMLINK: "linked",
+    SortMode.HARDLINK: "hard-linked",
+}
 
 
 @dataclass(frozen=True)
@@ -144,3 +153,31 @@ def _apply(placement: Placement, mode: SortMode) -> None:
             f"cannot {mode.value} {clean_text(placement.source)} to "
             f"{clean_text(placement.target)}: {error.strerror or error}"
         ) from None
+
+
+def result_rows(
+    found: Deduplication, placements: Sequence[Placement], sorting: bool
+) -> tuple[tuple[str, ...], list[tuple[str | int | float | bool, ...]]]:
+    """dedupe's columns and rows: one per image of each group (group, path, score, keep),
+    and with sorting, where each goes (nowhere: the empty string)."""
+    target = {placement.source: placement.target for placement in placements}
+    columns: tuple[str, ...] = (*COLUMNS, "destination") if sorting else COLUMNS
+    rows: list[tuple[str | int | float | bool, ...]] = [
+        (group.number, member.path, member.score, member.keep)
+        + ((target.get(member.path, ""),) if sorting else ())
+        for group in found.groups
+        for member in group.members
+    ]
+    return columns, rows
+
+
+def summary(
+    found: Deduplication, moved: int, sort_into: Path | None, mode: SortMode, dry_run: bool
+) -> str:
+    """What was found and done, in one line."""
+    others = sum(len(group.others) for group in found.groups)
+    said = f"{plural(len(found.groups), 'group')} of near duplicates, {others} not kept"
+    if sort_into is not None:
+        verb = f"would {mode.value}" if dry_run else DONE[mode]
+        said += f"; {verb} {plural(moved, 'file')} into {sort_into}"
+    return said
