@@ -4,7 +4,7 @@ circle, every module says its job in a docstring and stays small, and outside cl
 no code asks which format it holds."""
 
 import ast
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
@@ -125,63 +125,6 @@ def test_the_server_is_on_top_and_its_client_below_the_backends() -> None:
     assert "client" in MAY_IMPORT["backends"]
 
 
-def node_of(module: str) -> str | None:
-    """Where a dotted module lies in the package graph: its package, or for a module directly
-    under clipcls/ the module itself (core is a set of modules, not one package: recorded.py
-    names engine's model sources and engine reads settings.py, and that is no circle)."""
-    package = package_of(module)
-    return f"core.{module.split('.')[1]}" if package == "core" else package
-
-
-def import_graph(modules: Iterable[Path] = MODULES) -> dict[str, set[str]]:
-    """Which node imports which (each module's imports at any depth, lazy ones included)."""
-    graph: dict[str, set[str]] = {}
-    for path in modules:
-        parts = path.relative_to(PACKAGE).with_suffix("").parts
-        if parts[-1] == "__main__":
-            continue
-        source = node_of(".".join(("clipcls", *parts)))
-        assert source is not None
-        targets = {node_of(module) for module in clipcls_imports(path)}
-        graph.setdefault(source, set()).update(t for t in targets if t not in (None, source))
-    return graph
-
-
-def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
-    """A circle of imports, its first node repeated at its end; None if there is none."""
-    done: set[str] = set()
-    path: list[str] = []
-
-    def visit(node: str) -> list[str] | None:
-        if node in path:
-            return path[path.index(node) :] + [node]
-        if node in done:
-            return None
-        path.append(node)
-        for target in sorted(graph.get(node, ())):
-            if (cycle := visit(target)) is not None:
-                return cycle
-        path.pop()
-        done.add(node)
-        return None
-
-    return next(filter(None, (visit(node) for node in sorted(graph))), None)
-
-
-def test_no_packages_import_each_other_in_a_circle() -> None:
-    assert find_cycle(import_graph()) is None
-
-
-def test_a_planted_circle_is_found() -> None:
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a", "c"}}) is None
-    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == ["a", "b", "c", "a"]
-    # the old circle: the backends' client lived in the server's package, which imports them
-    planted = import_graph()
-    planted["backends"].add("server")
-    cycle = find_cycle(planted)
-    assert cycle is not None and {"backends", "server"} <= set(cycle)
-
-
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_nothing_inside_imports_the_public_facade(path: Path) -> None:
     """`from clipcls import X` would load clipcls/__init__.py's whole API (the classifier, the
@@ -191,68 +134,6 @@ def test_nothing_inside_imports_the_public_facade(path: Path) -> None:
     tree = ast.parse(path.read_text(encoding="utf-8"))
     facade = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "clipcls"]
     assert not facade, "import from the module that defines the name, not from clipcls"
-
-
-def module_name(path: Path) -> str:
-    parts = path.relative_to(REPO).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-MODULE_NAMES = {module_name(path) for path in MODULES}
-
-
-def load_time_imports(path: Path) -> set[str]:
-    """The clipcls modules a file imports as it loads, `if TYPE_CHECKING:` blocks included (a
-    function's own imports run later): `from a.b import c` names a.b.c where that is a module."""
-    found: set[str] = set()
-    pending: list[ast.AST] = [ast.parse(path.read_text(encoding="utf-8"))]
-    while pending:
-        for node in ast.iter_child_nodes(pending.pop()):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
-                continue
-            if isinstance(node, ast.Import):
-                found |= {alias.name for alias in node.names}
-            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-                for alias in node.names:
-                    inner = f"{node.module}.{alias.name}"
-                    found.add(inner if inner in MODULE_NAMES else node.module)
-            pending.append(node)
-    return found & MODULE_NAMES
-
-
-def import_circle(graph: dict[str, set[str]]) -> list[str] | None:
-    """One circle in graph (module -> the modules it imports), as the modules along it."""
-    done: set[str] = set()
-
-    def walk(module: str, path: list[str]) -> list[str] | None:
-        if module in path:
-            return path[path.index(module) :]
-        if module in done:
-            return None
-        for imported in sorted(graph.get(module, ())):
-            if found := walk(imported, [*path, module]):
-                return found
-        done.add(module)
-        return None
-
-    return next((found for module in sorted(graph) if (found := walk(module, []))), None)
-
-
-def test_import_circles_are_found() -> None:
-    planted = {"a": {"b"}, "b": {"c"}, "c": {"a", "d"}, "d": set(), "e": {"a"}}
-    assert import_circle(planted) == ["a", "b", "c"]
-    assert import_circle({"a": {"b", "c"}, "b": {"c"}, "c": set()}) is None
-
-
-def test_no_import_circle_among_the_modules_of_a_package() -> None:
-    """A circle inside a package (even one only type checking follows) means two modules
-    are one job split in two, or a third module is missing below both."""
-    graph = {module_name(path): load_time_imports(path) for path in MODULES}
-    inside = {
-        module: {other for other in imported if package_of(other) == package_of(module)}
-        for module, imported in graph.items()
-    }
-    assert import_circle(inside) is None
 
 
 def test_every_package_has_a_row_in_the_table() -> None:
@@ -346,3 +227,15 @@ def test_no_format_switch_outside_the_format_objects(path: Path) -> None:
         return
     lines = format_switches(path.read_text(encoding="utf-8"))
     assert not lines, f"lines {lines} ask which format it is: ask the Format what it can do"
+
+
+def test_the_architecture_page_shows_this_table() -> None:
+    """docs/architecture.md's "may import" table is MAY_IMPORT, so the page a contributor
+    reads first cannot drift from the rules the tests hold."""
+    page = (REPO / "docs" / "architecture.md").read_text(encoding="utf-8")
+    table = page[page.index("| package | may import |") :].split("\n\n")[0].splitlines()[2:]
+    shown = {}
+    for line in table:
+        package, allowed = (cell.strip() for cell in line.strip("|").split("|"))
+        shown[package] = set(allowed.split(" (")[0].split(", "))
+    assert shown == MAY_IMPORT
