@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from clipcls.cli.console import notice, reported_errors, stderr, warn
+from clipcls.cli.console import notice, reported_errors
 from clipcls.cli.groups import SuggestingGroup
-from clipcls.cli.options import CacheDirOpt, DebugOpt, JsonOpt, OfflineOpt, PretrainedOpt
+from clipcls.cli.models_export import EXPORT_EXAMPLES, export
+from clipcls.cli.options import CacheDirOpt, DebugOpt, JsonOpt
 from clipcls.errors import UsageError
 from clipcls.output.writers import plain_console
 from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
@@ -25,13 +25,6 @@ LIST_EXAMPLES = """
   clipcls models --cached
   clipcls models --json --filter ViT-B-32
   clipcls models export ViT-B-32 --pretrained datacomp_xl_s13b_b90k ./vit-b-32
-"""
-EXPORT_EXAMPLES = """
-[bold]Examples[/bold]
-
-  clipcls models export ViT-B-32 --pretrained datacomp_xl_s13b_b90k ./vit-b-32
-  clipcls predict photos/ --labels cat,dog --model local-dir:./vit-b-32 --offline
-  clipcls models export ViT-B-32 ./tiny-random --random --tiny   # no network, meaningless
 """
 
 if TYPE_CHECKING:
@@ -105,70 +98,4 @@ def models(
         notice(f"{len(entries)} rows; weights cache: {settings.resolved_cache_dir()}")
 
 
-@models_app.command("export", epilog=EXPORT_EXAMPLES)
-def export(
-    model: Annotated[str, typer.Argument(help="Architecture, hf-hub:ORG/REPO or local-dir:PATH.")],
-    folder: Annotated[
-        Path, typer.Argument(help="New folder to write (must not exist or be empty).")
-    ],
-    pretrained: PretrainedOpt = None,
-    random: Annotated[
-        bool,
-        typer.Option(
-            "--random",
-            help="Random weights, no download: to try clipcls out; predictions are meaningless.",
-        ),
-    ] = False,
-    tiny: Annotated[
-        bool, typer.Option("--tiny", help="With --random: a few-MB model of the same family.")
-    ] = False,
-    seed: Annotated[
-        int, typer.Option("--seed", min=0, help="With --random: the seed of the weights.")
-    ] = 0,
-    cache_dir: CacheDirOpt = None,
-    offline: OfflineOpt = False,
-    debug: DebugOpt = False,
-) -> None:
-    """Write a self-contained local-dir: folder that loads with no network."""
-    with reported_errors(debug):
-        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
-            raise UsageError(f"{folder} exists and is not an empty folder")
-        if random:
-            _export_random(model, folder, pretrained, tiny, seed)
-            return
-        if tiny:
-            raise UsageError("--tiny only goes with --random")
-        _export_loaded(model, folder, pretrained, cache_dir, offline)
-
-
-def _export_random(model: str, folder: Path, pretrained: str | None, tiny: bool, seed: int) -> None:
-    """Write random weights of an architecture: nothing is downloaded."""
-    from clipcls.engine.random_model import tiny_note, write_random_model
-    from clipcls.engine.sources import RANDOM_NOTICE
-
-    if pretrained is not None or ":" in model:
-        raise UsageError("--random makes its own weights: give an architecture, no weights")
-    size = "tiny " if tiny else ""
-    with stderr.status(f"writing {folder}"):
-        write_random_model(folder, model, seed=seed, tiny=tiny)
-    warn(RANDOM_NOTICE.format(name=f"local-dir:{folder}"))
-    note = tiny_note(model) if tiny else None
-    if note:
-        notice(note)
-    notice(f"wrote {folder} ({size}{model}, seed {seed}): use it with --model local-dir:{folder}")
-
-
-def _export_loaded(
-    model: str, folder: Path, pretrained: str | None, cache_dir: Path | None, offline: bool
-) -> None:
-    """Load a model (cache first, then download) and write it whole."""
-    from clipcls.engine.factory import open_model
-
-    settings = ModelSettings(model, pretrained, Device.CPU, Precision.FP32, cache_dir, offline)
-    with stderr.status("loading model"):
-        loaded = open_model(settings)
-    for line in loaded.info.notices:
-        warn(line)
-    with stderr.status(f"writing {folder}"):
-        loaded.export(folder)
-    notice(f"wrote {folder}: use it with --model local-dir:{folder}")
+models_app.command("export", epilog=EXPORT_EXAMPLES)(export)

@@ -98,36 +98,12 @@ def review(
         for note in table.notes:
             warn(note)
         if export is not None or export_support is not None or apply:
-            _export(table, export, export_support, apply)
+            from clipcls.review.finish import finish_review
+
+            for line in finish_review(table, export, export_support, apply, warn):
+                notice(line)
             return
         _serve(table, host, port, key, open_browser)
-
-
-def _export(table: ReviewTable, target: Path | None, support: Path | None, apply: bool) -> None:
-    """Write what was asked from the decisions made so far."""
-    from clipcls.review.export import apply_sorting, export_corrected, export_support
-    from clipcls.review.log import ReviewLog
-
-    if apply and table.sort_into is None:
-        raise UsageError("--apply needs an output of a --sort-into run")
-    log = ReviewLog.read(table)  # not locked: a page may stay open on the same review
-    try:
-        decisions = log.current()
-        if target is not None:
-            count = export_corrected(table, decisions, target)
-            notice(f"wrote {plural(count, 'row')} to {target}")
-        if apply:  # before the support links: they point where the files end up
-            for problem in apply_sorting(table, decisions):
-                warn(problem)
-            notice(f"applied {plural(len(decisions), 'decision')} to {table.sort_into}")
-        if support is not None:
-            problems: list[str] = []
-            count = export_support(table, decisions, support, problems)
-            for problem in problems:
-                warn(problem)
-            notice(f"linked {plural(count, 'reviewed image')} into {support}")
-    finally:
-        log.close()
 
 
 def _serve(table: ReviewTable, host: str, port: int, key: str | None, open_browser: bool) -> None:
