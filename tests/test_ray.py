@@ -76,6 +76,24 @@ def test_ray_gives_the_local_engines_rows(
             )
 
 
+def test_a_driver_whose_cache_holds_the_prompts_loads_no_model(
+    tiny_model: str, photos: Path, tmp_path: Path, cluster: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The actors embed and the driver scores: a driver that has run these labels before
+    finds their prompts in its cache and loads no model of its own."""
+    local, on_ray = tmp_path / "local.csv", tmp_path / "ray.csv"
+    assert label(tiny_model, str(photos), "-o", str(local)).exit_code == 0
+
+    def refuse(settings: object) -> None:
+        raise AssertionError("the driver loaded the model")
+
+    monkeypatch.setattr("clipcls.engine.factory.open_model", refuse)
+    ask = ["-o", str(on_ray), "--engine", "ray", "--ray-address", cluster]
+    result = label(tiny_model, str(photos), *ask)
+    assert result.exit_code == 0, result.output
+    assert rows(on_ray).keys() == rows(local).keys()
+
+
 def test_evaluate_on_ray_reports_what_the_local_engine_does(
     tiny_model: str, tmp_path: Path, cluster: str
 ) -> None:

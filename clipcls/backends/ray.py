@@ -26,6 +26,7 @@ class RayBackend(BaseBackend):
         self._named: tuple[str, str | None] | None = None
         self._joined = False
         self._text_tower: LocalBackend | None = None  # loaded only to score embeddings here
+        self._texts: Expected | None = None  # the prompts a run said it will ask
 
     @property
     def weights(self) -> str | None:
@@ -57,7 +58,10 @@ class RayBackend(BaseBackend):
         return model_id(*self.named)
 
     def start(self, expected: Expected | None = None) -> None:
-        """Name the model, then join the cluster (once)."""
+        """Name the model, then join the cluster (once); remember the prompts the run will
+        ask, so that a driver whose cache holds them all loads no model of its own."""
+        if expected is not None and self._texts is None:
+            self._texts = Expected(expected.labels, expected.template_sets, paths=lambda: ())
         if self._joined:
             return
         from clipcls.backends.ray_data import connect
@@ -79,10 +83,11 @@ class RayBackend(BaseBackend):
 
     @property
     def text_tower(self) -> LocalBackend:
-        """The model in this process, loaded on first use, for prompts only."""
+        """The model in this process, for prompts only: loaded on first use, unless the
+        cache holds every prompt the run said it will ask."""
         if self._text_tower is None:
             self._text_tower = LocalBackend(self.config)
-            self._text_tower.start()
+            self._text_tower.start(self._texts)
         return self._text_tower
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
