@@ -160,6 +160,17 @@ class Backend(Protocol):
         """Every path embedded, gathered into one matrix of dtype in input order."""
 
 
+class Scaled(Protocol):
+    """What scales a model's cosines into logits: its encoder, or the backend whose text tower
+    a backend borrows."""
+
+    @property
+    def logit_scale(self) -> float: ...
+
+    @property
+    def logit_bias(self) -> float | None: ...
+
+
 class BaseBackend:
     """What every backend shares: its config, the embedding cache opened on first use, and
     embed_matrix over its own embed_images; an implementation writes what differs."""
@@ -180,6 +191,19 @@ class BaseBackend:
     @property
     def known_model(self) -> str | None:
         return None  # known on start
+
+    @property
+    def text_model(self) -> Scaled:
+        """The model whose text tower this backend scores with (started if need be)."""
+        raise NotImplementedError
+
+    @property
+    def logit_scale(self) -> float:
+        return self.text_model.logit_scale
+
+    @property
+    def logit_bias(self) -> float | None:
+        return self.text_model.logit_bias
 
     def embed_images(self, paths: Iterable[Path | str]) -> Iterator[Prediction]:
         raise NotImplementedError

@@ -15,6 +15,7 @@ from clipcls.backends.base import (
     Expected,
     Hooks,
     ImageStore,
+    Scaled,
     image_store,
 )
 from clipcls.classify import (
@@ -87,12 +88,8 @@ class LocalBackend(BaseBackend):
         return self.encoder.info
 
     @property
-    def logit_scale(self) -> float:
-        return self.encoder.logit_scale
-
-    @property
-    def logit_bias(self) -> float | None:
-        return self.encoder.logit_bias
+    def text_model(self) -> Scaled:
+        return self.encoder
 
     @property
     def model_id(self) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcls.backends.base import BackendConfig, BaseBackend, Expected, ImageStore
+from clipcls.backends.base import BackendConfig, BaseBackend, Expected, ImageStore, Scaled
 from clipcls.backends.local import LocalBackend
 from clipcls.classify import Prediction
 from clipcls.pipeline import ModelInfo
@@ -94,12 +94,8 @@ class RayBackend(BaseBackend):
         return self.text_tower.embed_texts(texts)
 
     @property
-    def logit_scale(self) -> float:
-        return self.text_tower.logit_scale
-
-    @property
-    def logit_bias(self) -> float | None:
-        return self.text_tower.logit_bias
+    def text_model(self) -> Scaled:
+        return self.text_tower
 
     @property
     def batch_size(self) -> int:

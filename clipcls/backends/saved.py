@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcls.backends.base import BackendConfig, BaseBackend, Expected, ImageStore
+from clipcls.backends.base import BackendConfig, BaseBackend, Expected, ImageStore, Scaled
 from clipcls.backends.local import LocalBackend
 from clipcls.classify import Prediction
 from clipcls.digests import short_identity
@@ -169,12 +169,8 @@ class SavedEmbeddingsBackend(BaseBackend):
                 self.extra[key] = str(path)
 
     @property
-    def logit_scale(self) -> float:
-        return self.text.logit_scale
-
-    @property
-    def logit_bias(self) -> float | None:
-        return self.text.logit_bias
+    def text_model(self) -> Scaled:
+        return self.text
 
     @property
     def batch_size(self) -> int:

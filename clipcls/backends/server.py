@@ -19,6 +19,7 @@ from clipcls.backends.base import (
     Expected,
     Hooks,
     ImageStore,
+    Scaled,
     image_store,
 )
 from clipcls.classify import Prediction, default_batch_size, encode_prompts
@@ -99,12 +100,8 @@ class ServerBackend(BaseBackend):
         return self.client.search_folders(folders, text, k)
 
     @property
-    def logit_scale(self) -> float:
-        return self.encoder.logit_scale
-
-    @property
-    def logit_bias(self) -> float | None:
-        return self.encoder.logit_bias
+    def text_model(self) -> Scaled:
+        return self.encoder
 
     @property
     def batch_size(self) -> int:
