@@ -76,6 +76,8 @@ def test_comparison_rules() -> None:
     )
     assert outputs_agree(["51.6%"], ["51.7%"])  # the last digit of a rounded float
     assert not outputs_agree(["51.6%"], ["52.6%"])
+    assert outputs_agree(["margin 0.061011"], ["margin 0.061013"])  # two rounded scores apart
+    assert not outputs_agree(["margin 0.061011"], ["margin 0.061014"])
     assert not outputs_agree(["cat 51.6%"], ["dog 51.6%"])
     assert outputs_agree(["a", "...", "z"], ["a", "b", "c", "z"])
     assert not outputs_agree(["a"], ["a", "extra"])

@@ -61,7 +61,9 @@ def _header(output: Path, kind: Format, found: tuple[str, ...] | None) -> tuple[
     if found is not None:
         refuse_multi_label(output, found)
     if found is None or columns_of(list(found)) is None:
-        raise foreign(output, "not the columns clipcls writes")
+        # a text file's header is its first line; a Parquet file's, its schema
+        header = "its first line is not a clipcls CSV header"
+        raise foreign(output, "not the columns clipcls writes" if kind.binary else header)
     return found
 
 
