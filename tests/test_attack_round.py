@@ -11,8 +11,9 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import SAMPLE_IMAGES
+from conftest import SAMPLE_IMAGES, unit
 from test_serve import Server
 from typer.testing import CliRunner
 
@@ -254,3 +255,72 @@ def test_a_server_url_with_a_password_is_refused_without_echoing_it() -> None:
     with pytest.raises(UsageError) as refused:
         ServerClient("http://user:s3cret@127.0.0.1:9/")
     assert "s3cret" not in str(refused.value) and "user:password" in str(refused.value)
+
+
+def narrowing_proxy(server: Server) -> http.server.HTTPServer:
+    """A loopback site that passes every request on to server and cuts each image embedding
+    in its answers to 4 floats (still unit vectors): a server of another width than its texts."""
+
+    def narrowed(value: object) -> object:
+        if isinstance(value, dict):
+            return {
+                key: unit(np.asarray(item[:4])).tolist()
+                if key == "embedding" and isinstance(item, list)
+                else narrowed(item)
+                for key, item in value.items()
+            }
+        return [narrowed(item) for item in value] if isinstance(value, list) else value
+
+    class Narrowing(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def passed_on(self, body: bytes | None) -> None:
+            headers = {"Content-Type": self.headers.get("Content-Type", "application/json")}
+            request = urllib.request.Request(server.url + self.path, body, headers)
+            with urllib.request.urlopen(request, timeout=60) as reply:
+                data = reply.read()
+            if body is not None:
+                data = json.dumps(narrowed(json.loads(data))).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def do_GET(self) -> None:
+            self.passed_on(None)
+
+        def do_POST(self) -> None:
+            self.passed_on(self.rfile.read(int(self.headers["Content-Length"])))
+
+    site = http.server.HTTPServer(("127.0.0.1", 0), Narrowing)
+    threading.Thread(target=site.serve_forever, daemon=True).start()
+    return site
+
+
+def test_image_embeddings_of_another_width_than_the_texts_are_one_error_line(
+    server: Server, tmp_path: Path
+) -> None:
+    # Where the images are embedded before the prompts (a support set, evaluate's dataset),
+    # the server's width went unchecked and scoring died with a numpy matmul traceback.
+    for label in ("cat", "coffee"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        shutil.copy(
+            SAMPLE_IMAGES / f"{'chelsea' if label == 'cat' else label}.png",
+            tmp_path / "data" / label,
+        )
+    site = narrowing_proxy(server)
+    url = f"http://127.0.0.1:{site.server_address[1]}"
+    data, out = str(tmp_path / "data"), str(tmp_path / "o.csv")
+    try:
+        for args in (
+            ["label", data, "--labels", "cat,coffee", "--support", data, "-o", out, "--no-cache"],
+            ["evaluate", data, "--no-cache", "-q"],
+        ):
+            result = runner.invoke(app, [*args, "--server", url])
+            assert result.exit_code == 1, result.output
+            assert "sent an answer clipcls cannot read" in result.stderr
+            assert len(result.stderr.strip().splitlines()) <= 3  # notices, then the error
+    finally:
+        site.shutdown()
+        site.server_close()

@@ -247,3 +247,25 @@ def test_without_model_the_files_own_model_is_used(
     other = ("--model", "ViT-B-32:openai")  # asked, and named: refused without loading it
     refused = clipcls("dedupe", "--from-embeddings", str(saved), *other, ok=False)
     assert refused.exit_code == 2 and "holds embeddings of" in refused.stderr
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [lambda vector: vector[:5], lambda vector: ["a"] * len(vector), lambda vector: [vector]],
+    ids=["another width", "not numbers", "nested"],
+)
+def test_a_row_whose_embedding_is_no_vector_like_the_others_is_one_error_line(
+    tiny_model: str, photos: Path, tmp_path: Path, odd: object
+) -> None:
+    # A hand-edited (or concatenated) file died with a numpy ValueError traceback, in the
+    # reader (strings) or in the first batch scored or gathered (another width).
+    saved = save_run(tiny_model, photos, tmp_path / "run.jsonl")
+    rows = [json.loads(line) for line in saved.read_text().splitlines()]
+    rows[1]["embedding"] = odd(rows[1]["embedding"])  # type: ignore[operator]
+    saved.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for args in (("label", "-o", str(tmp_path / "o.csv"), "--labels", NEW), ("dedupe",)):
+        refused = clipcls(args[0], "--from-embeddings", str(saved), *args[1:], ok=False)
+        assert refused.exit_code == 2, refused.stderr
+        assert "holds an embedding that is not a vector" in refused.stderr
+        assert len(refused.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "o.csv").exists()

@@ -74,7 +74,8 @@ class ServerBackend(BaseBackend):
             config.server, config.asked_model, config.server_options, config.hooks, config.quiet
         )
         self.encoder = RemoteEncoder(self.client)
-        self.dim: int | None = None  # its text embeddings' width: image embeddings must match
+        # The width of the first embeddings it sent (texts or images): the others must match.
+        self.dim: int | None = None
 
     @property
     def weights(self) -> str | None:
@@ -119,7 +120,10 @@ class ServerBackend(BaseBackend):
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         cache = self.cache if self.encoder.plan.text_cache_key is not None else None
         found = encode_prompts(self.encoder, texts, cache)  # the server embeds only the misses
-        self.dim = self.dim or (found.shape[1] if found.ndim == 2 and len(found) else None)
+        width = found.shape[1] if found.ndim == 2 and len(found) else None
+        if width is not None and self.dim is not None and width != self.dim:
+            raise unreadable(self.client.url)  # its images, embedded first, are of another width
+        self.dim = self.dim or width
         return found
 
     @property
@@ -177,6 +181,7 @@ class ServerBackend(BaseBackend):
                 items.append(PreparedImage(path, error=answer.error))
                 continue
             vector = self._checked(answer.embedding, self.dim or _width(items))
+            self.dim = self.dim or len(vector)
             items.append(PreparedImage(path, embedding=vector))
             if key is not None:
                 fresh.append((key, vector))

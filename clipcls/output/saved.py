@@ -91,12 +91,21 @@ def _rows(source: Path, kind: Format) -> Iterator[dict[str, Any]]:
         )
 
 
-def _vector(value: Any, source: Path) -> np.ndarray | None:
-    """A row's embedding as float32 (saved as float32, so it reads back bit for bit)."""
+def _vector(value: Any, source: Path, width: int | None) -> np.ndarray | None:
+    """A row's embedding as float32 (saved as float32, so it reads back bit for bit), as wide
+    as the file's others (width: the first one's, where one was read)."""
     if value is None:
         return None
-    vector = np.asarray(value, dtype=np.float32)
-    if vector.ndim != 1 or not len(vector) or not np.isfinite(vector).all():
+    try:
+        vector = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):  # strings, or ragged lists
+        vector = np.zeros(0, np.float32)
+    if (
+        vector.ndim != 1
+        or not len(vector)
+        or (width is not None and len(vector) != width)
+        or not np.isfinite(vector).all()
+    ):
         raise UsageError(f"{clean_text(str(source))} holds an embedding that is not a vector")
     return vector
 
@@ -111,6 +120,7 @@ def read_saved(source: Path) -> SavedEmbeddings:
     cwd = text_to_path(setup["cwd"]) if isinstance(setup.get("cwd"), str) else None
     images: dict[str, SavedImage] = {}
     model = ""
+    width: int | None = None  # every embedding in the file is as wide as the first
     for row in _rows(source, kind):
         text = row.get("path")
         if not isinstance(text, str) or not text:
@@ -118,7 +128,8 @@ def read_saved(source: Path) -> SavedEmbeddings:
         path = text_to_path(text)
         if cwd and not is_url(path) and not os.path.isabs(path) and cwd != os.getcwd():
             path = os.path.join(cwd, path)  # as resuming takes them
-        error, vector = row.get("error"), _vector(row.get("embedding"), source)
+        error, vector = row.get("error"), _vector(row.get("embedding"), source, width)
+        width = width or (None if vector is None else len(vector))
         if not error and vector is None:
             error = f"no embedding saved for {clean_text(path)}"
         model = model or str(row.get("model") or "")
