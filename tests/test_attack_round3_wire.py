@@ -69,7 +69,7 @@ def test_an_error_answer_is_read_within_the_bound_too(
     started = time.monotonic()
     with pytest.raises(ClipclsError, match="answered 500"):
         connection.post({"texts": ["a"]})
-    assert time.monotonic() - started < 3  # the whole body takes 10 s
+    assert time.monotonic() - started < 8  # a hang guard: the whole body takes 10 s
 
 
 class _DeepAnswer(_EndlessError):
@@ -117,5 +117,5 @@ def test_an_answer_whose_headers_trickle_is_bounded_in_all(monkeypatch: pytest.M
     started = time.monotonic()
     with pytest.raises(ClipclsError, match="took over 0.5 s to send its answer"):
         wire.ServerConnection(f"http://127.0.0.1:{listener.getsockname()[1]}")
-    assert time.monotonic() - started < 2  # the headers alone take 6 s
+    assert time.monotonic() - started < 5  # a hang guard: the headers alone take 6 s
     listener.close()

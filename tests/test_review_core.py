@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -142,7 +141,7 @@ def test_without_a_setup_record_labels_come_from_the_rows_and_error_rows_stay(
     assert table.by_margin() == [0, 2, 1]  # error rows last
 
 
-def test_ten_thousand_rows_load_in_well_under_a_second(tmp_path: Path) -> None:
+def test_ten_thousand_rows_load_from_csv_and_jsonl(tmp_path: Path) -> None:
     out = tmp_path / "big.jsonl"
     rng = np.random.default_rng(0)
     rows = [
@@ -151,9 +150,8 @@ def test_ten_thousand_rows_load_in_well_under_a_second(tmp_path: Path) -> None:
     write_output(out, rows, Columns(top_k=2, model=True))
     write_output(out.with_suffix(".csv"), rows, Columns(top_k=2, model=True))
     for path in (out, out.with_suffix(".csv")):
-        started = time.perf_counter()
+        # how fast: benchmarks/review.py (whole process until the first page is served)
         assert len(load_review(path).rows) == 10_000
-        assert time.perf_counter() - started < 1.0
 
 
 @pytest.mark.parametrize(

@@ -178,7 +178,7 @@ def test_a_trickling_server_cannot_hold_a_fetch_past_its_deadline(path: str) -> 
         started = time.monotonic()
         with pytest.raises(ImageError, match="no answer within 1 s"):
             request(f"http://127.0.0.1:{port}{path}", 1 << 20, UrlPolicy(deadline=1.0))
-        assert time.monotonic() - started < 2.5  # the site would trickle for 20 s
+        assert time.monotonic() - started < 10  # a hang guard: the site would trickle for 20 s
 
 
 def test_a_local_run_stops_a_trickling_url_at_the_deadline(
@@ -191,7 +191,7 @@ def test_a_local_run_stops_a_trickling_url_at_the_deadline(
         result = runner.invoke(
             app, ["predict", url, "--model", tiny_model, "--labels", "cat,dog", "-f", "jsonl"]
         )
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < 15  # a hang guard: the site would trickle for 20 s
     assert result.exit_code == 0 and "no answer within 1 s" in jsonl(result.stdout)[0]["error"]
 
 
