@@ -161,3 +161,66 @@ def test_a_client_reuses_what_the_same_server_sent_and_no_other(
     predict(str(photos), "--server", liar.url)
     assert liar.images == 8
 
+
+# A query holding bytes that are not UTF-8 (a Latin-1 terminal's `café`, read by Python as
+# the escaped byte U+DCE9): embedded as CLIP's tokenizer reads it, on every path.
+ODD_QUERY = "caf\udce9 + \udcff"
+READ_AS = "caf\ufffd + \ufffd"
+
+
+def search(*args: str) -> list[dict[str, Any]]:
+    result = runner.invoke(app, ["search", *args, "-f", "jsonl", "-q"])
+    assert result.exit_code == 0, result.output
+    return jsonl(result.stdout)
+
+
+def test_a_query_not_utf8_is_parsed_into_text_any_server_reads(
+    tiny_model: str, photos: Path
+) -> None:
+    from clipcls.client.checks import check_prompts
+    from clipcls.terms import Query
+
+    query = Query.parse(ODD_QUERY)
+    assert query.text == READ_AS and Query.parse(query.text) == query
+    check_prompts([term.text for term in query.terms])  # what a server's guard asks of it
+    # the local tokenizer read it so already: the same ranking, to the bit
+    assert search(str(photos), ODD_QUERY, "--model", tiny_model) == search(
+        str(photos), READ_AS, "--model", tiny_model
+    )
+
+
+@pytest.mark.slow
+def test_a_query_not_utf8_answers_through_a_server_as_it_does_here(
+    tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    from test_search_quick import RUN
+    from test_server_cache import start_server
+
+    root = tmp_path / "allowed"
+    shared = root / "photos"
+    shared.mkdir(parents=True)
+    for photo in photos.iterdir():
+        (shared / photo.name).write_bytes(photo.read_bytes())
+    server = start_server(tiny_model, tmp_path / "server-cache", "--allow-dir", str(root))
+    try:
+        for folder in (shared, photos):  # searched by the server; here, with its embeddings
+            here = search(str(folder), ODD_QUERY, "--model", tiny_model)
+            there = search(str(folder), ODD_QUERY, "--server", server.url)
+            assert [hit["path"] for hit in there] == [hit["path"] for hit in here]
+            for got, want in zip(there, here, strict=True):
+                assert got["score"] == pytest.approx(want["score"], abs=1e-3)
+        # the fast path of a whole process, its argument the bytes a Latin-1 terminal sends
+        argv = [b"search", bytes(shared), b"caf\xe9 + \xff", b"--server", server.url.encode()]
+        done = subprocess.run(
+            [sys.executable, "-c", RUN, *argv, b"-f", b"jsonl", b"-q"],
+            capture_output=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert jsonl(done.stdout.decode()) == search(str(shared), ODD_QUERY, "--server", server.url)
+        assert done.stderr.decode().splitlines()[-1] == "loaded:"  # answered by the fast path
+    finally:
+        assert server.stop() == 0
