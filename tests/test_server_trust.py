@@ -140,6 +140,24 @@ def test_a_lying_server_never_answers_a_later_local_run(
     assert top(local) != top(lied)
 
 
+def test_a_lying_servers_search_matrix_never_ranks_a_local_search(
+    liar: LyingServer, tiny_model: str, photos: Path
+) -> None:
+    def ranked(*args: str) -> list[dict[str, Any]]:
+        result = runner.invoke(app, ["search", str(photos), "a rocket", *args, "-f", "jsonl"])
+        assert result.exit_code == 0, result.output
+        return jsonl(result.stdout)
+
+    lied = ranked("--server", liar.url)  # stored beside the cache, as a local search's is
+    assert {round(hit["score"], 3) for hit in lied} == {1.0}
+    liar.close()
+    local = ranked("--model", tiny_model)
+    assert [hit["path"] for hit in local] == [
+        hit["path"] for hit in ranked("--model", tiny_model, "--no-cache")
+    ]
+    assert all(hit["score"] < 0.99 for hit in local)
+
+
 def test_a_client_reuses_what_the_same_server_sent_and_no_other(
     liar: LyingServer, tiny_model: str, photos: Path
 ) -> None:
