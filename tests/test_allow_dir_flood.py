@@ -63,6 +63,7 @@ def test_a_folder_is_listed_beneath_its_root_only(tree: Path, opener: str) -> No
     root, outside = tree / "root", tree / "outside"
     roots = OpenRoots(resolve_roots([str(root)]))
     assert names(roots, root / "photos") == ["000.png", "001.png", "002.png", "sub"]
+    assert names(roots, root) == ["fifo", "notes", "photos"]  # the root itself
     assert dict(roots.scan(root / "photos"))["sub"] is True
     (root / "in-link").symlink_to(root / "photos" / "sub")
     assert names(roots, root / "in-link") == ["000.png"]  # a link within the root is fine
