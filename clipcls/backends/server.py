@@ -1,6 +1,6 @@
 """The server backend: a warm `clipcls serve` server embeds what this side's embedding cache
-lacks, keyed as the server's model keys it; this side scores (the same Scorer as a local run, on
-the same embeddings), sending files only where it must; nothing here loads a model."""
+lacks (its answers kept apart, keyed by that server: client.predict.served_key); this side
+scores with the same Scorer as a local run, sending files only where it must; loads no model."""
 
 from __future__ import annotations
 
