@@ -1,0 +1,146 @@
+"""Forged files a run reads (issue 35): calibration files whose numbers are strings, booleans or
+absurd, saved embeddings that are no unit vectors, labels CSV rows with cells the header lacks,
+and support folders two of which match one label. Each is one line, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from clipcls.cli import app
+from clipcls.engine.sources import model_identity
+from clipcls.errors import ClipclsError
+from clipcls.fewshot.calibration import fit_temperature, read_calibration, templates_identity
+from clipcls.labels import parse_labels
+from clipcls.prompts import load_templates
+from clipcls.scoring.calibrated import TEMPERATURES, BadNumber
+from clipcls.scoring.scorer import Scorer
+from clipcls.scoring.spec import Calibrated
+from clipcls.settings import ModelSettings
+
+runner = CliRunner()
+LABELS = ("cat", "coffee", "rocket")
+
+
+def clipcls(*args: str) -> Any:
+    return runner.invoke(app, list(args))
+
+
+def refused(result: Any, *words: str) -> None:
+    """One error line holding each of words, exit 2, no traceback."""
+    assert result.exit_code == 2, result.output
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    for word in words:
+        assert word in result.stderr, result.stderr
+    assert "Traceback" not in result.output
+
+
+def write_calibration(path: Path, model: str, **changes: object) -> Path:
+    """A calibration file as evaluate --calibrate writes one for LABELS, with changes."""
+    record: dict[str, object] = {
+        "format": "clipcls-calibration/1",
+        "model": model_identity(ModelSettings(model=model)).key or model,
+        "labels": list(LABELS),
+        "templates": templates_identity(load_templates("photo")),
+        "temperature": 1.0,
+        "thresholds": {name: 0.5 for name in LABELS},
+        "target_precision": 0.9,
+        "support": None,
+        "ece_before": 0.1,
+        "ece_after": 0.05,
+    }
+    path.write_text(json.dumps({**record, **changes}))
+    return path
+
+
+def label(model: str, *args: str) -> Any:
+    labels = ",".join(LABELS)
+    return clipcls("label", *args, "--model", model, "--templates", "photo", "--labels", labels)
+
+
+# --- calibration files ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("temperature", 1e-300),  # wrote NaN probabilities, exit 0
+        ("temperature", "1.0"),  # read as the number 1.0
+        ("temperature", True),  # read as 1.0
+        ("temperature", 1e300),  # every probability 1/3
+        ("temperature", 0.001),  # below what a fit gives
+        ("temperature", None),
+        ("target_precision", "0.9"),
+        ("ece_after", 2.0),
+        ("thresholds", {"cat": True}),
+    ],
+)
+def test_a_forged_calibration_number_is_refused_naming_the_file_and_field(
+    tiny_model: str, photos: Path, tmp_path: Path, field: str, value: object
+) -> None:
+    calibration = write_calibration(tmp_path / "c.json", tiny_model, **{field: value})
+    out = tmp_path / "out.csv"
+    result = label(tiny_model, str(photos), "--calibration", str(calibration), "-o", str(out))
+    named = "threshold of cat" if field == "thresholds" else field
+    refused(result, f"{calibration} is a damaged calibration file: {named} is ")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("slope", [1e300, "1", True, float("nan")])
+def test_a_forged_logistic_number_is_refused(
+    tiny_model: str, photos: Path, tmp_path: Path, slope: object
+) -> None:
+    fitted = {
+        "slopes": [slope, 1.0, 1.0],
+        "intercepts": [0.0, 0.0, 0.0],
+        "thresholds": {name: 0.5 for name in LABELS},
+    }
+    calibration = write_calibration(tmp_path / "c.json", tiny_model, multi_label=fitted)
+    out = tmp_path / "out.csv"
+    result = label(
+        tiny_model, str(photos), "--multi-label", "--calibration", str(calibration), "-o", str(out)
+    )
+    refused(result, f"{calibration} is a damaged calibration file: multi_label slopes[0] is ")
+    assert not out.exists()
+
+
+def test_every_temperature_a_fit_gives_reads_back(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    targets = rng.integers(0, 3, 200)
+    separable = np.eye(3)[targets] * 50.0  # certain and right: the sharpest temperature
+    noise = rng.normal(size=(200, 3)) * 50.0  # confident and random: the flattest
+    for logits in (separable, noise):
+        temperature = fit_temperature(logits, targets)
+        assert TEMPERATURES[0] <= temperature <= TEMPERATURES[1]
+        path = write_calibration(tmp_path / "c.json", "m", temperature=temperature)
+        assert read_calibration(path).temperature == temperature
+
+
+def test_calibrated_refuses_what_would_make_a_score_no_number() -> None:
+    for temperature in (1e-300, float("inf"), "1.0", True):
+        with pytest.raises(BadNumber, match="temperature is"):
+            Calibrated(temperature=temperature)  # type: ignore[arg-type]
+    with pytest.raises(BadNumber, match=r"intercepts\[1\] is NaN"):
+        Calibrated(logistic=([1.0, 2.0], [0.0, float("nan")]))
+    with pytest.raises(BadNumber, match="one finite number per label"):
+        Calibrated(logistic=([1.0, 2.0], [0.0]))
+
+
+def test_scores_that_are_no_finite_numbers_are_an_error_not_an_answer() -> None:
+    # A Scorer built around the checks (a server's absurd logit scale, say): never a NaN row.
+    labels = parse_labels("a,b")
+    weights = np.eye(2, 4, dtype=np.float32)
+    images = np.eye(3, 4, dtype=np.float32)
+    assert np.isfinite(Scorer(labels, weights, 100.0).score(images)[0]).all()
+    for scorer in (
+        Scorer(labels, weights, 100.0, temperature=1e-300),
+        Scorer(labels, weights, float("inf")),
+        Scorer(labels, weights, 100.0, logit_bias=float("nan")),
+    ):
+        with pytest.raises(ClipclsError, match="not finite numbers"):
+            scorer.score(images)
