@@ -144,3 +144,119 @@ def test_scores_that_are_no_finite_numbers_are_an_error_not_an_answer() -> None:
     ):
         with pytest.raises(ClipclsError, match="not finite numbers"):
             scorer.score(images)
+
+
+# --- saved embeddings (--from-embeddings) and the other embeddings read from outside ----------
+
+
+def save_run(model: str, photos: Path, out: Path) -> Path:
+    labels = ",".join(LABELS)
+    result = clipcls("label", str(photos), "-o", str(out), "--save-embeddings", "--model", model,
+                     "--labels", labels, "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return out
+
+
+FORGED = {
+    "1000 times": (lambda v: [x * 1000 for x in v], "has length 1000, not 1"),
+    "all zeros": (lambda v: [0.0] * len(v), "is all zeros"),
+    "NaN": (lambda v: [float("nan"), *v[1:]], "holds NaN"),
+    "booleans": (lambda v: [True] + [False] * (len(v) - 1), "is not a list of numbers"),
+    "null inside": (lambda v: [None, *v[1:]], "is not a list of numbers"),
+    "narrower": (lambda v: v[:5], "has 5 numbers, not 32 like the others"),
+}
+
+
+@pytest.mark.parametrize("forged", sorted(FORGED))
+def test_a_saved_embedding_that_is_no_unit_vector_is_refused_naming_its_line(
+    tiny_model: str, photos: Path, tmp_path: Path, forged: str
+) -> None:
+    # The vector 1000 times too long ranked first with 1.000000, the zeros passed as a third
+    # for each label: now the file's line and the reason, before anything is written.
+    change, reason = FORGED[forged]
+    saved = save_run(tiny_model, photos, tmp_path / "run.jsonl")
+    rows = [json.loads(line) for line in saved.read_text().splitlines()]
+    rows[2]["embedding"] = change(rows[2]["embedding"])
+    saved.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    out = tmp_path / "o.csv"
+    for args in (("label", "-o", str(out), "--labels", "dog,cat"), ("dedupe",)):
+        result = clipcls(args[0], "--from-embeddings", str(saved), *args[1:])
+        refused(result, f"{saved}:3: the embedding {reason}")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("forged", ["1000 times", "all zeros", "narrower"])
+def test_a_saved_parquet_embedding_is_checked_alike(
+    tiny_model: str, photos: Path, tmp_path: Path, forged: str
+) -> None:
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    change, reason = FORGED[forged]
+    saved = save_run(tiny_model, photos, tmp_path / "run.parquet")
+    table = pq.read_table(saved)
+    rows = table.to_pylist()
+    rows[1]["embedding"] = change(rows[1]["embedding"])
+    pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), saved)
+    refused(clipcls("predict", "--from-embeddings", str(saved), "--labels", "dog,cat"),
+            f"{saved} row 2: the embedding {reason}")  # fmt: skip
+
+
+def test_saved_embeddings_of_another_width_than_the_model_are_refused(
+    tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
+    # Every row cut to one width (or a model whose width changed): a numpy traceback.
+    saved = save_run(tiny_model, photos, tmp_path / "run.jsonl")
+    rows = [json.loads(line) for line in saved.read_text().splitlines()]
+    for row in rows:
+        narrow = np.asarray(row["embedding"][:5])
+        row["embedding"] = (narrow / np.linalg.norm(narrow)).tolist()
+    saved.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    for args in (("predict", "--labels", "dog,cat"), ("search", "a cat")):
+        result = clipcls(args[0], "--from-embeddings", str(saved), *args[1:], "-q")
+        refused(result, f"{saved} holds embeddings of 5 numbers, the model ", "makes 32")
+
+
+def test_a_nan_embedding_in_the_cache_is_damage_not_an_answer(
+    tiny_model: str, photos: Path, isolated_caches: Path
+) -> None:
+    # The cache's own check let NaN through (|NaN - 1| > 1e-3 is false): NaN probabilities.
+    import sqlite3
+
+    args = ("predict", str(photos), "--model", tiny_model, "--labels", "dog,cat", "-f", "jsonl")
+    want = clipcls(*args, "--no-cache").stdout
+    assert clipcls(*args).stdout == want
+    nan = np.full(32, np.nan, dtype=np.float32).tobytes()
+    with sqlite3.connect(isolated_caches / "embeddings.sqlite3") as db:
+        db.execute("UPDATE images SET vector = ?", (nan,))
+    result = clipcls(*args)
+    assert result.exit_code == 0, result.output
+    assert result.stdout == want
+    assert result.stderr.count("embedding cache") == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ([0.6, 0.8], None),
+        (np.array([0.6, -0.8], dtype=np.float32), None),
+        ([600.0, 800.0], "has length 1000, not 1"),
+        ([0.0, 0.0], "is all zeros"),
+        ([0.6, 0.8, 0.0], "has 3 numbers, not 2"),
+        ([1e300, 0.0], "holds NaN, an infinity or a number beyond float32"),
+        ([10**400, 0], "holds NaN"),
+        ([True, False], "is not a list of numbers"),
+        (["0.6", "0.8"], "is not a list of numbers"),
+        ([[0.6, 0.8]], "is not a list of numbers"),
+        (np.array([[0.6, 0.8]]), "is not a list of numbers"),
+        ("0.6,0.8", "is not a list of numbers"),
+        (None, "is not a list of numbers"),
+    ],
+)
+def test_one_check_for_every_embedding_read_from_outside(value: object, reason: str | None) -> None:
+    from clipcls.vectors import NotAnEmbedding, check_embedding
+
+    if reason is None:
+        assert check_embedding(value, 2).dtype == np.float32
+        return
+    with pytest.raises(NotAnEmbedding, match=reason):
+        check_embedding(value, 2)
