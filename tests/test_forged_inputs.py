@@ -5,11 +5,13 @@ and support folders two of which match one label. Each is one line, exit 2, noth
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from conftest import SAMPLE_IMAGES
 from typer.testing import CliRunner
 
 from clipcls.cli import app
@@ -17,11 +19,13 @@ from clipcls.engine.sources import model_identity
 from clipcls.errors import ClipclsError
 from clipcls.fewshot.calibration import fit_temperature, read_calibration, templates_identity
 from clipcls.labels import parse_labels
+from clipcls.multilabel.truth import read_truth
 from clipcls.prompts import load_templates
 from clipcls.scoring.calibrated import TEMPERATURES, BadNumber
 from clipcls.scoring.scorer import Scorer
 from clipcls.scoring.spec import Calibrated
 from clipcls.settings import ModelSettings
+from clipcls.vectors import NotAnEmbedding, check_embedding
 
 runner = CliRunner()
 LABELS = ("cat", "coffee", "rocket")
@@ -220,8 +224,6 @@ def test_a_nan_embedding_in_the_cache_is_damage_not_an_answer(
     tiny_model: str, photos: Path, isolated_caches: Path
 ) -> None:
     # The cache's own check let NaN through (|NaN - 1| > 1e-3 is false): NaN probabilities.
-    import sqlite3
-
     args = ("predict", str(photos), "--model", tiny_model, "--labels", "dog,cat", "-f", "jsonl")
     want = clipcls(*args, "--no-cache").stdout
     assert clipcls(*args).stdout == want
@@ -253,10 +255,37 @@ def test_a_nan_embedding_in_the_cache_is_damage_not_an_answer(
     ],
 )
 def test_one_check_for_every_embedding_read_from_outside(value: object, reason: str | None) -> None:
-    from clipcls.vectors import NotAnEmbedding, check_embedding
-
     if reason is None:
         assert check_embedding(value, 2).dtype == np.float32
         return
     with pytest.raises(NotAnEmbedding, match=reason):
         check_embedding(value, 2)
+
+
+# --- evaluate --multi-label's labels CSV -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "row",
+    ["chelsea.png,cat,dog", 'chelsea.png,"cat",dog;sky', "chelsea.png,cat,,dog"],
+)
+def test_a_labels_csv_row_with_more_cells_than_its_header_is_refused(
+    tiny_model: str, tmp_path: Path, row: str
+) -> None:
+    # `chelsea.png,cat,dog` (labels joined by a comma) was read as cat alone, without a word.
+    for name in ("chelsea.png", "coffee.png"):
+        (tmp_path / name).write_bytes((SAMPLE_IMAGES / name).read_bytes())
+    source = tmp_path / "truth.csv"
+    source.write_text(f"path,labels\ncoffee.png,cup\n{row}\n")
+    report = tmp_path / "r.json"
+    result = clipcls("evaluate", "--multi-label", str(source), "--model", tiny_model,
+                     "-o", str(report))  # fmt: skip
+    refused(result, f"{source}:3: ", "cells, the header has 2", "';'")
+    assert not report.exists()
+
+
+def test_trailing_empty_cells_lose_nothing_and_are_read(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes((SAMPLE_IMAGES / "coffee.png").read_bytes())
+    source = tmp_path / "truth.csv"
+    source.write_text("path,labels\na.png,cup;table,,\n")  # a spreadsheet's trailing commas
+    assert read_truth(source).names_of(0) == ["cup", "table"]
