@@ -16,8 +16,10 @@ from typer.testing import CliRunner
 
 from clipcls.cli import app
 from clipcls.engine.sources import model_identity
-from clipcls.errors import ClipclsError
+from clipcls.errors import ClipclsError, UsageError
 from clipcls.fewshot.calibration import fit_temperature, read_calibration, templates_identity
+from clipcls.fewshot.served import folder_labels
+from clipcls.fewshot.support import find_support
 from clipcls.labels import parse_labels
 from clipcls.multilabel.truth import read_truth
 from clipcls.prompts import load_templates
@@ -289,3 +291,36 @@ def test_trailing_empty_cells_lose_nothing_and_are_read(tmp_path: Path) -> None:
     source = tmp_path / "truth.csv"
     source.write_text("path,labels\na.png,cup;table,,\n")  # a spreadsheet's trailing commas
     assert read_truth(source).names_of(0) == ["cup", "table"]
+
+
+# --- support folders -------------------------------------------------------------------------
+
+
+def support_folder(root: Path, *names: str) -> Path:
+    for index, name in enumerate(names):
+        (root / name).mkdir(parents=True)
+        photo = ("chelsea.png", "coffee.png", "rocket.jpg")[index % 3]
+        (root / name / photo).write_bytes((SAMPLE_IMAGES / photo).read_bytes())
+    return root
+
+
+def test_two_support_folders_for_one_label_are_refused_naming_both(
+    tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
+    # cat/ and Cat/ were merged into one label without a word.
+    support = support_folder(tmp_path / "support", "Cat", "cat", "coffee")
+    out = tmp_path / "out.csv"
+    result = label(tiny_model, str(photos), "--support", str(support), "-o", str(out))
+    refused(result, "support folders Cat and cat both match label cat", "merge them")
+    assert not out.exists()
+
+
+def test_two_unicode_forms_of_one_folder_name_are_told_apart_in_the_refusal(
+    tmp_path: Path,
+) -> None:
+    support = support_folder(tmp_path / "support", "cafe\u0301", "caf\u00e9")
+    with pytest.raises(UsageError, match=r"'cafe\\u0301' and 'caf\\xe9' both match label café"):
+        find_support(support, parse_labels("café,tea"))
+    # serve --support takes its labels from the folder names: the same refusal at start
+    with pytest.raises(UsageError, match="both match label"):
+        find_support(support, folder_labels(support))
