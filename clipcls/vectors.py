@@ -26,30 +26,31 @@ def check_embedding(value: Any, width: int | None = None) -> np.ndarray:
     vector = _as_vector(value)
     if width is not None and len(vector) != width:
         raise NotAnEmbedding(f"has {len(vector)} numbers, not {width} like the others")
-    # One float64 dot per vector (a cache lookup checks thousands): NaN or infinity anywhere
-    # makes it NaN or infinite, no finite float32 vector does.
+    # One float64 dot per vector (a cache lookup checks thousands), where no finite float32
+    # overflows: NaN or infinity anywhere makes it NaN or infinite.
     wide = vector.astype(np.float64)
     squared = float(wide @ wide)
+    if math.isfinite(squared) and abs(squared - 1.0) <= UNIT_TOLERANCE:
+        return vector
     if not math.isfinite(squared):
         raise NotAnEmbedding("holds NaN, an infinity or a number beyond float32")
-    if abs(squared - 1.0) > UNIT_TOLERANCE:
-        if not squared:
-            raise NotAnEmbedding("is all zeros")
-        length = math.sqrt(squared)
-        raise NotAnEmbedding(f"has length {length:.6g}, not 1 (embeddings are unit vectors)")
-    return vector
+    if not squared:
+        raise NotAnEmbedding("is all zeros")
+    length = math.sqrt(squared)
+    raise NotAnEmbedding(f"has length {length:.6g}, not 1 (embeddings are unit vectors)")
 
 
 def _as_vector(value: Any) -> np.ndarray:
     """value as a non-empty float32 vector; NotAnEmbedding for strings, booleans, nested or
     ragged lists, and anything else that is no flat list of numbers."""
-    if isinstance(value, np.ndarray):
-        numeric = value.dtype.kind in "fiu"
-    else:
-        numeric = isinstance(value, list | tuple) and set(map(type, value)) <= NUMBER_TYPES
     vector = np.zeros((0, 0), np.float32)
-    if numeric:
-        try:  # a number beyond float32 becomes an infinity, one beyond float64 cannot
+    if isinstance(value, np.ndarray) and value.dtype == np.float32:
+        vector = value  # the cache's and a server's (as the wire record reads them)
+    elif isinstance(value, np.ndarray) and value.dtype.kind in "fiu":
+        with np.errstate(over="ignore"):  # a number beyond float32 becomes an infinity
+            vector = value.astype(np.float32)
+    elif isinstance(value, list | tuple) and set(map(type, value)) <= NUMBER_TYPES:
+        try:  # one beyond float64 (a JSON integer) cannot
             with np.errstate(over="ignore"):
                 vector = np.asarray(value, dtype=np.float32)
         except OverflowError:
