@@ -119,12 +119,17 @@ def _with_margin(row: ReviewRow) -> ReviewRow:
 
 def _rows(output: Path, found: Records) -> list[ReviewRow]:
     build = _flat_row if found.kind.flat else _json_row
-    rows = []
+    rows: list[ReviewRow] = []
+    first: dict[str, int] = {}  # a run writes each file once: decisions and moves go by file
     for index, record in enumerate(found.records):
         try:
             row = build(index, record)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError):
             raise foreign(output, f"row {index + 1} has no label and scores") from None
+        earlier = first.setdefault(row.path, index)
+        if earlier != index:
+            why = f"rows {earlier + 1} and {index + 1} both name {clean_text(row.path)}"
+            raise foreign(output, why)
         rows.append(_with_margin(row))
     return rows
 
