@@ -5,7 +5,6 @@ decision in flight; reopening replays it. One reviewer at a time (an OS lock).""
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import stat
@@ -45,10 +44,9 @@ def review_path(output: Path) -> Path:
 
 def output_digest(table: ReviewTable) -> str:
     """The output's identity for its review file: its first row (its scores name the columns
-    too), which a resumed run's appended rows leave alone and a new run over the file changes."""
-    first = table.rows[0]
-    content = [first.path, first.label, list(first.scores), first.error, first.destination]
-    return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+    too), which a resumed run's appended rows leave alone and a new run over the file changes.
+    Each decision is bound to its own row the same way (ReviewRow.digest)."""
+    return table.rows[0].digest()
 
 
 def _line(record: dict[str, Any]) -> bytes:
@@ -158,8 +156,8 @@ class ReviewLog:
                 ) from None
         if dropped:
             self.notes.append(
-                f"{dropped} decision(s) name files other than the output's rows now (it changed "
-                "since): dropped"
+                f"{dropped} decision(s) were made for rows the output no longer holds as they "
+                "were (it changed since): dropped"
             )
 
     def _check_header(self, line: bytes, expected: dict[str, Any]) -> None:
@@ -204,6 +202,10 @@ class ReviewLog:
         rows = self.table.rows
         if not 0 <= decision.index < len(rows) or rows[decision.index].path != decision.path:
             return False
+        # Made for the row as it was, if its label, scores or place changed since (a decision
+        # from before rows were bound to has no "row": its path decides).
+        if record.get("row", rows[decision.index].digest()) != rows[decision.index].digest():
+            return False
         self._stack.append((seq, decision))
         self._current[decision.index] = decision
         return True
@@ -221,9 +223,16 @@ class ReviewLog:
         if self.read_only:
             raise UsageError("this review was opened to read: it takes no decisions")
         data = _line(record)
-        while data:
-            data = data[os.write(self.fd, data) :]
-        os.fsync(self.fd)
+        size = os.fstat(self.fd).st_size
+        try:
+            while data:
+                data = data[os.write(self.fd, data) :]
+            os.fsync(self.fd)
+        except OSError as error:  # a full disk: no half line for the next decision to follow
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, size)
+            path = clean_text(str(self.path))
+            raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
 
     def _checked_label(self, index: int, label: str, action: str) -> str:
         if action not in ACTIONS:
@@ -252,6 +261,7 @@ class ReviewLog:
             self._seq += 1
             record = {"seq": self._seq, "index": index, "path": row.path, "label": label}
             record |= {"previous": row.label, "action": action, "time": _now()}
+            record["row"] = row.digest()  # binds it to this row as the output holds it now
             self._append(record)
             self._stack.append((self._seq, decision))
             self._current[index] = decision

@@ -3,6 +3,8 @@ run's labels in order from its setup record, its sort folder and mode."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -28,6 +30,12 @@ class ReviewRow:
     margin: float | None  # top-1 minus top-2 probability (or its bound); None for error rows
     destination: str | None  # sorted runs: where the file went (as the output wrote it)
     error: str | None  # unreadable at label time
+
+    def digest(self) -> str:
+        """The row as a decision or a move is bound to it: its file, label, scores, error and
+        destination (an edit of any of them makes it another row)."""
+        content = [self.path, self.label, list(self.scores), self.error, self.destination]
+        return hashlib.sha256(json.dumps(content).encode()).hexdigest()
 
 
 @dataclass(frozen=True)

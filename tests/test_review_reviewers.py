@@ -1,0 +1,75 @@
+"""The review file under stress: two reviewers at once, a kill -9 landing during a decision, a
+disk that fills mid-line; no acknowledged decision is lost and the file always reads back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from clipcls.output.rows import Columns, Row
+from clipcls.output.writers import CsvWriter
+from clipcls.prediction import LabelScore
+from clipcls.review.log import ReviewLog, review_path
+from clipcls.review.table import ReviewTable, load_review
+
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+
+
+def write_table(out: Path, count: int) -> ReviewTable:
+    """A predict-style output of count files, all equally sure (no setup record, no model)."""
+    with out.open("w", encoding="utf-8", newline="") as stream:
+        writer = CsvWriter(stream, Columns(top_k=2, model=True))
+        for i in range(count):
+            scores = (LabelScore("cat", 0.6, 0.2), LabelScore("dog", 0.4, 0.1))
+            writer.write(Row(f"{i}.png", "cat", scores, model="m"))
+    return load_review(out)
+
+
+FULL_DISK = """
+import os, resource, signal, sys
+from pathlib import Path
+from clipcls.errors import UsageError
+from clipcls.review.log import ReviewLog
+from clipcls.review.table import load_review
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+log = ReviewLog.open(load_review(Path(sys.argv[1])))
+log.decide(0, "dog", "set")
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (os.fstat(log.fd).st_size + 10, hard))
+try:
+    log.decide(1, "dog", "set")  # 10 bytes of it fit: the disk is full mid-line
+except (UsageError, OSError) as error:
+    print("refused:", error)
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space again
+log.decide(2, "dog", "set")
+log.close()
+"""
+
+
+def test_a_disk_full_mid_decision_leaves_no_half_line_behind(tmp_path: Path) -> None:
+    table = write_table(tmp_path / "out.csv", 3)
+    done = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(table.output)], env=ENV, capture_output=True
+    )
+    assert done.returncode == 0, done.stderr
+    # Was: the next decision was appended to the half line, and the review file was refused
+    # ("line 3 ... is not a review record") with every decision in it.
+    with ReviewLog.open(table) as log:
+        assert sorted(log.current()) == [0, 2]
+    assert review_path(table.output).read_bytes().count(b"\n") == 3
+    assert b"refused: cannot write" in done.stdout  # one line for the page, not a traceback
+
+
+def test_a_decision_binds_its_whole_row_not_only_its_file(tmp_path: Path) -> None:
+    table = write_table(tmp_path / "out.csv", 3)
+    with ReviewLog.open(table) as log:
+        log.decide(0, "dog", "set")
+        log.decide(2, "dog", "set")
+    text = table.output.read_text(encoding="utf-8").splitlines(keepends=True)
+    text[3] = text[3].replace("cat,0.600000", "dog,0.600000", 1)  # row 3: another label
+    table.output.write_text("".join(text), encoding="utf-8")
+    with ReviewLog.open(load_review(table.output)) as log:
+        # Was: both kept (only the first row named the output, and a row's path its decision).
+        assert sorted(log.current()) == [0] and "1 decision(s) were made for rows" in log.notes[0]
