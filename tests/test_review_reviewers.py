@@ -73,3 +73,24 @@ def test_a_decision_binds_its_whole_row_not_only_its_file(tmp_path: Path) -> Non
     with ReviewLog.open(load_review(table.output)) as log:
         # Was: both kept (only the first row named the output, and a row's path its decision).
         assert sorted(log.current()) == [0] and "1 decision(s) were made for rows" in log.notes[0]
+
+
+INTERRUPTED_WHILE_LOADING = """
+import sys
+class Interrupting:  # Ctrl-C lands while the commands are being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "clipcls.cli.commands":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, Interrupting())
+sys.argv = ["clipcls", "review", "out.csv", "--apply"]
+from clipcls.cli import main
+main()
+"""
+
+
+def test_a_ctrl_c_while_the_command_line_loads_is_one_line() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_LOADING], env=ENV, capture_output=True, text=True
+    )
+    # Was a KeyboardInterrupt traceback (seen when SIGINT hit `review --apply` at start-up).
+    assert done.returncode == 130 and done.stderr == "interrupted\n"
