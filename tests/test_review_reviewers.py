@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from review_helpers import running
 
 from clipcls.output.rows import Columns, Row
 from clipcls.output.writers import CsvWriter
@@ -94,3 +97,25 @@ def test_a_ctrl_c_while_the_command_line_loads_is_one_line() -> None:
     )
     # Was a KeyboardInterrupt traceback (seen when SIGINT hit `review --apply` at start-up).
     assert done.returncode == 130 and done.stderr == "interrupted\n"
+
+
+def test_four_pages_deciding_and_undoing_at_once_lose_nothing(tmp_path: Path) -> None:
+    table = write_table(tmp_path / "out.csv", 200)
+    with running(table.output, tmp_path / "thumbs") as served:
+
+        def reviewer(first: int) -> set[int]:
+            """Decide every fourth row; take back each fifth decision, its own, at once."""
+            kept = set()
+            for index in range(first, 200, 4):
+                body = {"index": index, "action": "set", "label": "dog"}
+                seq = served.json("POST", "/api/decide", body)["decision"]["seq"]
+                if index % 5:
+                    kept.add(index)
+                else:
+                    assert served.json("POST", "/api/undo", {"seq": seq})["undone"] == index
+            return kept
+
+        with ThreadPoolExecutor(4) as pool:
+            expected = set().union(*pool.map(reviewer, range(4)))
+    with ReviewLog.open(load_review(table.output)) as log:  # every line whole, every one kept
+        assert set(log.current()) == expected and len(expected) == 160 and log.notes == []

@@ -86,10 +86,14 @@ class ReviewApi:
             decision = self.log.decide(row.index, label, action)
         return {"decision": asdict(decision), "progress": self.progress()}
 
-    def undo(self) -> dict[str, Any]:
-        """Undo the latest decision: which row it was, and that row's live decision now."""
+    def undo(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Undo decision `seq` (a page's own latest), else the latest decision: which row it
+        was, and that row's live decision now."""
+        seq = body.get("seq")
+        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
+            raise UsageError("seq must be a decision's number")
         with self.lock:
-            undone = self.log.undo()
+            undone = self.log.undo(seq)
             live = None if undone is None else self.log.current().get(undone.index)
         return {
             "undone": None if undone is None else undone.index,

@@ -35,6 +35,7 @@ class Decision:
     label: str  # the label now given (the unknown label for `x`)
     previous: str  # the output's label
     action: str  # "set" (1-9 or click), "unknown" (x), "accept" (Enter: keep the label)
+    seq: int = 0  # its number in the review file: what a page's undo of its own names
 
 
 def review_path(output: Path) -> Path:
@@ -198,6 +199,7 @@ class ReviewLog:
             str(record["label"]),
             str(record["previous"]),
             str(record["action"]),
+            seq,
         )
         rows = self.table.rows
         if not 0 <= decision.index < len(rows) or rows[decision.index].path != decision.path:
@@ -257,8 +259,8 @@ class ReviewLog:
         with self._guard:
             label = self._checked_label(index, label, action)
             row = self.table.rows[index]
-            decision = Decision(index, row.path, label, row.label, action)
             self._seq += 1
+            decision = Decision(index, row.path, label, row.label, action, self._seq)
             record = {"seq": self._seq, "index": index, "path": row.path, "label": label}
             record |= {"previous": row.label, "action": action, "time": _now()}
             record["row"] = row.digest()  # binds it to this row as the output holds it now
@@ -267,15 +269,19 @@ class ReviewLog:
             self._current[index] = decision
             return decision
 
-    def undo(self) -> Decision | None:
-        """Take back the latest live decision (recorded as an undo line); None if none is left."""
+    def undo(self, seq: int | None = None) -> Decision | None:
+        """Take back decision number seq, or the latest live one (recorded as an undo line);
+        None if it is not live (undone already) or none is left. Two pages on one review
+        each take back their own decisions by number, never the other's latest."""
         with self._guard:
-            if not self._stack:
+            numbers = [number for number, _ in self._stack]
+            if not numbers or (seq is not None and seq not in numbers):
                 return None
-            seq, decision = self._stack[-1]
+            at = len(numbers) - 1 if seq is None else len(numbers) - 1 - numbers[::-1].index(seq)
+            taken, decision = self._stack[at]
             self._seq += 1
-            self._append({"seq": self._seq, "undo": seq})
-            self._stack.pop()
+            self._append({"seq": self._seq, "undo": taken})
+            self._stack.pop(at)
             self._recompute({decision.index})
             return decision
 
