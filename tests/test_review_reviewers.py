@@ -3,12 +3,19 @@ disk that fills mid-line; no acknowledged decision is lost and the file always r
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
+import random
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
 from review_helpers import running
 
 from clipcls.output.rows import Columns, Row
@@ -18,6 +25,7 @@ from clipcls.review.log import ReviewLog, review_path
 from clipcls.review.table import ReviewTable, load_review
 
 ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+TOKEN = "reviewers-token-0123456789"
 
 
 def write_table(out: Path, count: int) -> ReviewTable:
@@ -119,3 +127,65 @@ def test_four_pages_deciding_and_undoing_at_once_lose_nothing(tmp_path: Path) ->
             expected = set().union(*pool.map(reviewer, range(4)))
     with ReviewLog.open(load_review(table.output)) as log:  # every line whole, every one kept
         assert set(log.current()) == expected and len(expected) == 160 and log.notes == []
+
+
+@pytest.mark.slow
+def test_a_kill_during_the_pages_decisions_keeps_every_acknowledged_one(tmp_path: Path) -> None:
+    """kill -9 the page's server at random moments while two clients post decisions; each
+    restart must see every decision the server answered, and no more than the two in flight."""
+    table = write_table(tmp_path / "out.csv", 3000)
+    rng, acknowledged, sent = random.Random(35), set[int](), set[int]()
+    command = [sys.executable, "-m", "clipcls", "review", str(table.output), "--port", "0"]
+    for _ in range(4):
+        server = subprocess.Popen([*command, "--key", TOKEN], env=ENV, stdout=subprocess.PIPE)
+        assert server.stdout is not None
+        port = int(server.stdout.readline().decode().rsplit(":", 1)[1].split("/")[0])
+        state = Posting(port, iter(sorted(set(range(3000)) - sent)), sent, acknowledged)
+        clients = [threading.Thread(target=state.post_until_gone) for _ in range(2)]
+        for thread in clients:
+            thread.start()
+        time.sleep(rng.uniform(0.2, 1.5))
+        server.kill()
+        server.wait()
+        server.stdout.close()
+        for thread in clients:
+            thread.join()
+        with ReviewLog.open(table) as log:  # the lock died with the server; a torn line is cut
+            live = set(log.current())
+        assert acknowledged <= live and len(live - acknowledged) <= 2
+        acknowledged |= live  # in flight, and written: it stands
+    assert len(acknowledged) > 0
+
+
+class Posting:
+    """Clients' shared state: the rows left to decide, those sent and those answered."""
+
+    def __init__(self, port: int, left: Iterator[int], sent: set[int], acked: set[int]) -> None:
+        self.port, self.left, self.sent, self.acknowledged = port, left, sent, acked
+        self.guard = threading.Lock()
+
+    def post_until_gone(self) -> None:
+        """Post one decision after another until the server is gone."""
+        while True:
+            with self.guard:
+                index = next(self.left)
+                self.sent.add(index)
+            try:
+                post(self.port, {"index": index, "action": "set", "label": "dog"})
+            except OSError:
+                return
+            with self.guard:
+                self.acknowledged.add(index)
+
+
+def post(port: int, body: dict[str, object]) -> None:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        headers = {"X-Review-Token": TOKEN, "Host": f"127.0.0.1:{port}"}
+        connection.request("POST", "/api/decide", json.dumps(body), headers)
+        answer = connection.getresponse()
+        answer.read()
+        if answer.status != 200:
+            raise AssertionError(answer.status)
+    finally:
+        connection.close()
