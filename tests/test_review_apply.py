@@ -21,6 +21,8 @@ from conftest import SAMPLE_IMAGES
 from typer.testing import CliRunner
 
 from clipcls.cli import app
+from clipcls.errors import UsageError
+from clipcls.images import MARKER
 from clipcls.labeling.manifest import RunSetup, sidecar, write_setup
 from clipcls.output.rows import Columns, Row
 from clipcls.output.writers import CsvWriter
@@ -44,6 +46,7 @@ def sorted_output(root: Path, count: int = 4, mode: str = "move") -> ReviewTable
     files sorted into sorted/cat/, its CSV and setup record (written here: no model needed)."""
     sort_dir, photos = root / "sorted", root / "photos"
     (sort_dir / "cat").mkdir(parents=True)
+    (sort_dir / MARKER).touch()  # as a label run leaves it
     photos.mkdir()
     out = root / "out.csv"
     columns = Columns(top_k=2, model=True, destination="destination")
@@ -104,7 +107,7 @@ def md5s(folder: Path, by_inode: bool = False) -> Counter[str]:
     found: Counter[str] = Counter()
     seen = set()
     for path in folder.rglob("*"):
-        if path.is_file() and not path.is_symlink() and path.name != ".clipcls-sort":
+        if path.is_file() and not path.is_symlink() and path.name != MARKER:
             inode = (path.stat().st_dev, path.stat().st_ino) if by_inode else path
             if inode not in seen:
                 seen.add(inode)
@@ -328,3 +331,47 @@ def test_stops_at_random_points_of_an_apply_lose_or_double_no_file(tmp_path: Pat
         assert child.returncode == 0 and "gone" not in said and "Traceback" not in said, said
         assert {path.parent.name for path in (tmp_path / "sorted").rglob("*.png")} == {label}
         assert md5s(tmp_path / "sorted") == before  # and no second name left over
+
+
+def test_a_link_planted_as_the_ledger_is_not_written_through(tmp_path: Path) -> None:
+    table = sorted_output(tmp_path)
+    decide_all(table)
+    victim = tmp_path / "bashrc"
+    victim.write_text("export A=1\n")
+    ledger_path(table.output).symlink_to(victim)
+    result = runner.invoke(app, ["review", str(table.output), "--apply"])
+    # Was: exit 0, with the ledger's lines appended to bashrc.
+    assert result.exit_code == 2 and "is a symbolic link: not followed" in result.output
+    assert (
+        victim.read_text() == "export A=1\n" and len(list((tmp_path / "sorted/cat").iterdir())) == 4
+    )
+
+
+def test_a_link_planted_as_the_review_file_is_not_written_through(tmp_path: Path) -> None:
+    table = sorted_output(tmp_path)
+    victim = tmp_path / "notes.txt"
+    victim.touch()
+    Path(f"{table.output}.review.jsonl").symlink_to(victim)
+    with pytest.raises(UsageError, match="is a symbolic link: not followed"):
+        ReviewLog.open(table)  # was: the review's header and decisions written into notes.txt
+    assert victim.read_bytes() == b""
+
+
+def test_a_setup_record_naming_a_folder_no_run_sorted_into_is_refused(tmp_path: Path) -> None:
+    table = sorted_output(tmp_path)
+    decide_all(table)
+    (tmp_path / "sorted" / MARKER).unlink()  # a forged record naming, say, the home folder
+    code, said = review_apply(table.output)
+    # Was: its folders' files moved between them as if they were label folders.
+    assert code == 2 and f"holds no {MARKER}: no label run sorted into it" in said
+    assert len(list((tmp_path / "sorted/cat").iterdir())) == 4
+
+
+def test_a_sort_folder_replaced_by_a_link_is_refused(tmp_path: Path) -> None:
+    table = sorted_output(tmp_path)
+    decide_all(table)
+    (tmp_path / "sorted").rename(tmp_path / "elsewhere")
+    (tmp_path / "sorted").symlink_to(tmp_path / "elsewhere")
+    code, said = review_apply(table.output)
+    assert code == 2 and "sort folder" in said and "a symbolic link now: not followed" in said
+    assert len(list((tmp_path / "elsewhere/cat").iterdir())) == 4

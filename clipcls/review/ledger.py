@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -15,10 +14,10 @@ from typing import Any
 
 from clipcls.errors import UsageError
 from clipcls.pathtext import clean_text, path_to_text, text_to_path
+from clipcls.review.log import open_beside
 from clipcls.review.table import ReviewRow, ReviewTable
 
 LEDGER_SUFFIX = ".review-applied.jsonl"
-CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 def ledger_path(output: Path) -> Path:
@@ -36,23 +35,12 @@ class Placed:
     begun_label: str = ""
 
 
-def _open(path: Path, flags: int) -> int:
-    """The ledger's fd, refused unless a regular file (a FIFO by that name never blocks)."""
-    fd = os.open(path, flags | os.O_NONBLOCK | CLOEXEC, 0o666)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise UsageError(f"{clean_text(str(path))} is not a regular file")
-    return fd
-
-
 def _records(table: ReviewTable) -> list[dict[str, Any]]:
     path = ledger_path(table.output)
     try:
-        fd = _open(path, os.O_RDONLY)
+        fd = open_beside(path, os.O_RDONLY)
     except FileNotFoundError:
         return []
-    except OSError as error:
-        raise UsageError(f"cannot read {clean_text(str(path))}: {error.strerror}") from None
     with os.fdopen(fd, "rb") as stream:
         lines = stream.read().split(b"\n")
     records = []
@@ -102,12 +90,7 @@ class Ledger:
 
     def __init__(self, output: Path) -> None:
         self.path = ledger_path(output)
-        try:
-            self.fd = _open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
-        except OSError as error:
-            raise UsageError(
-                f"cannot write {clean_text(str(self.path))}: {error.strerror}"
-            ) from None
+        self.fd = open_beside(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
         size = os.fstat(self.fd).st_size
         if size and os.pread(self.fd, 1, size - 1) != b"\n":
             self._write(b"\n")  # a line a kill cut short ends here: the next is whole

@@ -5,6 +5,7 @@ decision in flight; reopening replays it. One reviewer at a time (an OS lock).""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import stat
@@ -24,6 +25,7 @@ SUFFIX = ".review.jsonl"
 RECORD = "clipcls-review/1"
 ACTIONS = ("set", "unknown", "accept")
 MAX_BYTES = 1 << 30  # a million decisions take ~200 MB; anything larger is not ours
+CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,25 @@ class Decision:
 def review_path(output: Path) -> Path:
     """Where an output's review file lives."""
     return output.with_name(output.name + SUFFIX)
+
+
+def open_beside(path: Path, flags: int) -> int:
+    """A file kept beside the output (the review file, the apply ledger) opened with flags:
+    never through a link (one planted there would have us write into the file it names), never
+    waiting on a FIFO. UsageError for either, FileNotFoundError passed on."""
+    name = clean_text(str(path))
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | CLOEXEC, 0o666)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UsageError(f"{name} is a symbolic link: not followed (move it away)") from None
+        raise UsageError(f"cannot open {name}: {error.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO opens for read and write at once
+        os.close(fd)
+        raise UsageError(f"{name} is not a regular file")
+    return fd
 
 
 def output_digest(table: ReviewTable) -> str:
@@ -73,14 +94,8 @@ class ReviewLog:
         replay what it holds. UsageError for a second reviewer (naming its pid), a file of
         another output, or a file at that name that is not a review file (left untouched)."""
         path = review_path(table.output)
-        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        fd = open_beside(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
         try:
-            fd = os.open(path, flags, 0o666)
-        except OSError as error:
-            raise UsageError(f"cannot open {clean_text(str(path))}: {error.strerror}") from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO opens for read and write at once
-                raise UsageError(f"{clean_text(str(path))} is not a regular file")
             lock_exclusively(fd, clean_text(str(path)), "its review")
             log = cls(table, path, fd)
             log._replay()
@@ -96,14 +111,10 @@ class ReviewLog:
         no decisions."""
         path = review_path(table.output)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            fd = open_beside(path, os.O_RDONLY)
         except FileNotFoundError:
             fd = os.open(os.devnull, os.O_RDONLY)
-        except OSError as error:
-            raise UsageError(f"cannot open {clean_text(str(path))}: {error.strerror}") from None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode) and path.exists():
-                raise UsageError(f"{clean_text(str(path))} is not a regular file")
             log = cls(table, path, fd)
             log.read_only = True
             log._replay()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from clipcls.errors import UsageError
+from clipcls.images import MARKER
 from clipcls.labeling.sorting import (
     SortMode,
     absolute,
@@ -75,13 +76,22 @@ def _sort_root(table: ReviewTable) -> Path:
 
 
 def _open_folder(table: ReviewTable) -> SortFolder:
-    root = _sort_root(table)
+    """The sort folder the setup record names, open; UsageError unless it is a folder a label
+    run sorted into (a link in its place, or a folder without the run's marker, is refused)."""
+    root = clean_text(str(_sort_root(table)))
     try:
-        return SortFolder(root)
+        folder = SortFolder(_sort_root(table))
     except OSError as error:
+        linked = error.errno == errno.ELOOP or os.path.islink(_sort_root(table))  # or ENOTDIR
+        why = "a symbolic link now: not followed" if linked else error.strerror
+        raise UsageError(f"cannot apply: the run's sort folder {root}: {why}") from None
+    if not folder.marked():
+        folder.close()
         raise UsageError(
-            f"cannot apply: the run's sort folder {clean_text(str(root))}: {error.strerror}"
-        ) from None
+            f"cannot apply: {root}, the sort folder the setup record names, holds no {MARKER}: "
+            "no label run sorted into it (if it is this run's, create that file)"
+        )
+    return folder
 
 
 def plan_sorting(

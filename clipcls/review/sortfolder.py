@@ -16,6 +16,7 @@ from typing import BinaryIO
 
 from clipcls.errors import ImageError
 from clipcls.filekey import FileKey
+from clipcls.images import MARKER
 from clipcls.labeling.sorting import NO_LINKS, SortMode, partial_name
 
 CLOEXEC = getattr(os, "O_CLOEXEC", 0)
@@ -37,8 +38,14 @@ class SortFolder:
 
     def __init__(self, root: Path | str) -> None:
         self.root = os.path.realpath(root)
-        self.fd = os.open(self.root, FOLDER_FLAGS)  # OSError: gone, or not a folder
+        # The folder as named, not a link put in its place (OSError: ELOOP, gone, not a folder),
+        # and the folder its real path names (no swap between the two looks).
+        self.fd = os.open(root, FOLDER_FLAGS)
         self._folders: dict[str, int] = {}
+        opened, named = os.fstat(self.fd), os.stat(self.root)
+        if (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+            os.close(self.fd)
+            raise OSError(errno.ELOOP, "replaced while it was opened")
 
     def close(self) -> None:
         for fd in (*self._folders.values(), self.fd):
@@ -71,6 +78,14 @@ class SortFolder:
                     os.mkdir(name, 0o777, dir_fd=self.fd)
             self._folders[name] = os.open(name, FOLDER_FLAGS, dir_fd=self.fd)
         return self._folders[name]
+
+    def marked(self) -> bool:
+        """Whether it holds the marker a label run leaves in a folder it sorts files into."""
+        try:
+            found = os.stat(MARKER, dir_fd=self.fd, follow_symlinks=False)
+        except OSError:
+            return False
+        return stat.S_ISREG(found.st_mode)
 
     def lstat(self, entry: Entry) -> os.stat_result | None:
         """The entry itself (a link not followed); None where there is none."""
