@@ -28,6 +28,7 @@ import numpy as np
 
 from clipcls.errors import UsageError
 from clipcls.filekey import FileKey
+from clipcls.vectors import check_embedding
 
 FILE_NAME = "embeddings.sqlite3"
 DEFAULT_MAX_BYTES = 2 * 1024**3
@@ -325,11 +326,10 @@ def _text_key(text: str) -> bytes:
 
 
 def _vector(blob: bytes) -> np.ndarray:
-    """A stored embedding; every one is L2-normalized, so any other row is damaged."""
+    """A stored embedding; every one is L2-normalized, so any other row is damaged (a
+    ValueError: a NaN one passed the length check before it was the shared one)."""
     vector = np.frombuffer(blob, dtype=np.float32)  # ValueError if not a whole number of floats
-    if not len(vector) or abs(float(np.dot(vector, vector)) - 1.0) > 1e-3:
-        raise ValueError("a damaged embedding row")
-    return vector
+    return check_embedding(vector)
 
 
 def _blob(vector: np.ndarray) -> bytes:

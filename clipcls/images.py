@@ -42,15 +42,22 @@ def is_image_name(name: str) -> bool:
     return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
 
 
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
+Scan = Callable[[Path], list[tuple[str, bool]]]  # a folder's entries: (name, is a folder)
+
+
+def scan_folder(folder: Path | int) -> list[tuple[str, bool]]:
+    """folder's (or an open folder fd's) entries, each (name, whether it is a folder, not
+    through a link); OSError if it cannot be listed. A server lists beneath its roots."""
+    with os.scandir(folder) as scan:
+        return [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in scan]
 
 
 def _walk_sorted(
     folder: Path,
     include_hidden: bool,
     exclude: set[str],
-    on_skip: Callable[[Path], None] | None = None,
+    on_skip: Callable[[Path], None] | None,
+    scan: Scan,
 ) -> Iterator[Path]:
     """Yield image files below folder depth-first, each folder's entries sorted by name.
 
@@ -59,9 +66,9 @@ def _walk_sorted(
     top that clipcls sorted files into (it holds the MARKER file) is not walked: its files are
     copies, links or moves of images labeled before.
     """
-    stack: list[Iterator[os.DirEntry[str]]] = []
+    stack: list[Iterator[tuple[Path, bool]]] = []
     try:
-        stack.append(_listing(folder, top=True, on_skip=on_skip))
+        stack.append(_listing(folder, True, on_skip, scan))
     except OSError:
         yield folder
     while stack:
@@ -69,31 +76,30 @@ def _walk_sorted(
         if entry is None:
             stack.pop()
             continue
-        if not include_hidden and _is_hidden(entry.name):
+        path, is_dir = entry
+        if not include_hidden and path.name.startswith("."):  # hidden
             continue
-        path = Path(entry.path)
         # Folder links are not followed: that is how a tree with a link loop stays finite.
-        if entry.is_dir(follow_symlinks=False):
+        if is_dir:
             if not exclude or os.path.realpath(path) not in exclude:
                 try:
-                    stack.append(_listing(path, top=False, on_skip=on_skip))
+                    stack.append(_listing(path, False, on_skip, scan))
                 except OSError:
                     yield path
-        elif is_image_name(entry.name):
+        elif is_image_name(path.name):
             yield path  # dangling links and special files too: reported, never skipped silently
 
 
 def _listing(
-    folder: Path, top: bool, on_skip: Callable[[Path], None] | None
-) -> Iterator[os.DirEntry[str]]:
+    folder: Path, top: bool, on_skip: Callable[[Path], None] | None, scan: Scan
+) -> Iterator[tuple[Path, bool]]:
     """A folder's entries sorted by name (none for a sorted folder below the top)."""
-    with os.scandir(folder) as scan:
-        entries = sorted(scan, key=lambda entry: entry.name)
-    if not top and any(entry.name == MARKER for entry in entries):
+    entries = sorted(scan(folder))
+    if not top and any(name == MARKER for name, _ in entries):
         if on_skip is not None:
             on_skip(folder)
         return iter(())
-    return iter(entries)
+    return ((folder / name, is_dir) for name, is_dir in entries)
 
 
 def _wanted(include_hidden: bool) -> Callable[[str], bool]:
@@ -101,7 +107,7 @@ def _wanted(include_hidden: bool) -> Callable[[str], bool]:
 
     def wanted(key: str) -> bool:
         parts = key.split("/")
-        hidden = not include_hidden and any(_is_hidden(part) for part in parts)
+        hidden = not include_hidden and any(part.startswith(".") for part in parts)
         return is_image_name(parts[-1]) and not hidden
 
     return wanted
@@ -132,6 +138,7 @@ def iter_image_paths(
     include_hidden: bool = False,
     exclude: Path | None = None,
     on_skip: Callable[[Path], None] | None = None,
+    scan: Scan = scan_folder,
 ) -> Iterator[Path]:
     """Yield the files to classify, each once: named files as given, folders walked sorted.
 
@@ -160,7 +167,7 @@ def iter_image_paths(
                 done.add(real)
                 yield path
         elif not _inside(real, walked):  # else already covered by an earlier folder
-            for found in _walk_sorted(path, include_hidden, skip | set(walked), on_skip):
+            for found in _walk_sorted(path, include_hidden, skip | set(walked), on_skip, scan):
                 if not named or os.path.realpath(found) not in named:
                     yield found
             walked.append(real)

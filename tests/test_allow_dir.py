@@ -37,7 +37,7 @@ def opener(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> s
     """Both ways of opening beneath a root: openat2, and the walk where the kernel lacks it."""
     if request.param == "walk":
 
-        def missing(dirfd: int, relative: str) -> int:
+        def missing(dirfd: int, relative: str, flags: int = 0) -> int:
             raise NotImplementedError
 
         monkeypatch.setattr(roots_module, "openat2_beneath", missing)

@@ -31,7 +31,7 @@ ODD = "=cmd() 'quoted'\r\nand a new line.png"  # a formula, a quote, CR and LF i
 def rows() -> list[Row]:
     """Rows whose text needs every escape CSV and JSON have, an unreadable one among them."""
     scores = (LabelScore("=cat", 0.75, 0.31), LabelScore('d"og', 0.25, 0.12))
-    vector = np.array([0.1, -0.2, 1e-8], dtype=np.float32)
+    vector = np.array([0.6, -0.8, 1e-8], dtype=np.float32)  # unit length, as embeddings are
     return [
         Row("a.png", "=cat", scores, model="m", destination="out/=cat/a.png", embedding=vector),
         Row(ODD, "unknown", scores, model="m", destination="", embedding=-vector),

@@ -100,7 +100,7 @@ def served_search(root: Path) -> ServedSearch:
         except Exception as error:  # noqa: BLE001 -- as the worker: a failure is its row
             return PreparedImage(ref.name, error=str(error))
 
-    return ServedSearch(encoder, encoder, None, prepare, ThreadPoolExecutor(1), 8)
+    return ServedSearch(encoder, encoder, None, prepare, roots.scan, ThreadPoolExecutor(1), 8)
 
 
 def test_a_served_search_refuses_a_folder_linking_out_of_its_roots(tmp_path: Path) -> None:

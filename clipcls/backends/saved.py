@@ -190,10 +190,21 @@ class SavedEmbeddingsBackend(BaseBackend):
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if not self.text.loaded or self.config.quiet:
-            return self.text.embed_texts(texts)
+            return self._same_width(self.text.embed_texts(texts))
         # a status while the model computes them, as a local run embeds its prompts
         with self.config.hooks.status(f"embedding {len(texts)} prompts"):
-            return self.text.embed_texts(texts)
+            return self._same_width(self.text.embed_texts(texts))
+
+    def _same_width(self, texts: np.ndarray) -> np.ndarray:
+        """texts, if as wide as the file's image embeddings (else the scorer's numpy error):
+        a file whose every row was cut to one width, or a model whose width changed."""
+        width = self.saved.width
+        if len(texts) and width is not None and texts.shape[1] != width:
+            raise UsageError(
+                f"{clean_text(str(self.saved.source))} holds embeddings of {width} numbers, "
+                f"the model {self.text.model_id} makes {texts.shape[1]}"
+            )
+        return texts
 
     @property
     def image_store(self) -> ImageStore | None:

@@ -1,6 +1,6 @@
 """The server backend: a warm `clipcls serve` server embeds what this side's embedding cache
-lacks, keyed as the server's model keys it; this side scores (the same Scorer as a local run, on
-the same embeddings), sending files only where it must; nothing here loads a model."""
+lacks (its answers kept apart, keyed by that server: client.predict.served_key); this side
+scores with the same Scorer as a local run, sending files only where it must; loads no model."""
 
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ from clipcls.pipeline import Chunk, EmbeddedBatch, ModelInfo, PreparedImage, emb
 from clipcls.prompts import single_templates
 from clipcls.remote import is_url
 from clipcls.settings import model_id
+from clipcls.vectors import NotAnEmbedding, check_embedding
 
 # What an embedding request names: the server scores every image it embeds, so it needs one
 # label; the scores are dropped (this side scores the embeddings with the run's labels).
@@ -192,14 +193,10 @@ class ServerBackend(BaseBackend):
 
     def _checked(self, vector: np.ndarray | None, dim: int | None) -> np.ndarray:
         """A server's image embedding: one finite unit vector (of dim floats, where known)."""
-        if (
-            vector is None
-            or not np.isfinite(vector).all()
-            or (dim is not None and len(vector) != dim)
-            or abs(float(np.dot(vector, vector)) - 1.0) > 1e-3
-        ):
-            raise unreadable(self.client.url)
-        return vector
+        try:
+            return check_embedding(vector, dim)
+        except NotAnEmbedding:
+            raise unreadable(self.client.url) from None
 
 
 def _asked(remote: RemoteClassifier, paths: list[str]) -> list[Prediction]:

@@ -31,7 +31,7 @@ def backend_config(
     asked = model if model is not None else ctx.params.get("model")
     if model is None and not explicit(ctx, "model"):
         asked = None  # the default model asks nothing of a server
-    # A server run caches here too, under the server's model's keys: re-runs send no image.
+    # A server run caches here too, apart, keyed by the server: re-runs send no image.
     cache = None if scale.no_cache else lambda: open_cache(settings, no_cache=False)
     return BackendConfig(
         settings=settings,

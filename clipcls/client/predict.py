@@ -3,6 +3,7 @@ what the CLI's --server runs to classify files on a warm server and read back Pr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import secrets
@@ -15,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from clipcls.client.allowed import allowed
-from clipcls.client.wire import ServerConnection, machine_id, unreadable
+from clipcls.client.wire import ServerConnection, base_url, machine_id, unreadable
 from clipcls.errors import ClipclsError, ImageError, RecordError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS, open_regular, size_error
 from clipcls.labels import Label
@@ -67,9 +68,7 @@ class RemoteEncoder:
         bias = facts.get("logit_bias")
         self.logit_bias = None if bias is None else float(bias)
         keys = [facts.get(name) for name in ("image_cache_key", "text_cache_key")]
-        image_key, text_key = (key if isinstance(key, str) else None for key in keys)
-        # the server's model's cache keys (None from an older server): a client caches what
-        # it gets under them, as a local run of that model would
+        image_key, text_key = (served_key(client, key) for key in keys)
         device = str(facts.get("device", "cpu"))
         self.plan = EmbedPlan(image_cache_key=image_key, text_cache_key=text_key, device=device)
         model, pretrained = client.model
@@ -100,6 +99,17 @@ class RemoteEncoder:
 
     def encode_prepared(self, prepared: Sequence[Any]) -> np.ndarray:
         raise ClipclsError("images are embedded on the server, not here")
+
+
+def served_key(client: ServerConnection, key: Any) -> str | None:
+    """The key this side caches what the server sent under, given one it reports for its
+    model (None from an older server: nothing is cached). Never a key a local run computes
+    under: a server may report any facts, so what it sends is kept apart, in a namespace of
+    its own (its URL and the weights it reports), reused only for that same server."""
+    if not isinstance(key, str):
+        return None
+    parts = ["served/1", base_url(client.url), str(client.weights), key]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
 def _multipart(files: list[dict[str, Any]], request: dict[str, Any]) -> tuple[bytes, str]:

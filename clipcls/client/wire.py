@@ -62,6 +62,16 @@ def server_url(url: str) -> str:
     return given
 
 
+def base_url(url: str) -> str:
+    """A server_url as it names one server, however it was written: scheme and host in lower
+    case, the port written out (`http://Box/` and `http://box:80` are one server)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return parts._replace(scheme=parts.scheme.lower(), netloc=netloc).geturl()
+
+
 def machine_id() -> str:
     """This machine, as a client compares it with its own to tell a shared file system."""
     for name in ("/etc/machine-id", "/var/lib/dbus/machine-id"):

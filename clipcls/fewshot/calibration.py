@@ -17,6 +17,13 @@ import numpy as np
 from clipcls.errors import UsageError
 from clipcls.pathtext import clean_text
 from clipcls.prompts import TemplateSet
+from clipcls.scoring.calibrated import (
+    PROBABILITIES,
+    TEMPERATURES,
+    check_logistic,
+    check_temperature,
+    number,
+)
 
 FORMAT = "clipcls-calibration/1"
 BINS = 15  # reliability bins, as in Guo et al. 2017
@@ -31,9 +38,9 @@ def log_loss(logits: np.ndarray, targets: np.ndarray, temperature: float) -> flo
 
 
 def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
-    """The temperature in [0.01, 100] minimizing the log-loss: golden-section search on its log
-    (the loss is smooth and, in log T, unimodal for softmax logits)."""
-    low, high = math.log(0.01), math.log(100.0)
+    """The temperature in TEMPERATURES (0.01 to 100) minimizing the log-loss: golden-section
+    search on its log (the loss is smooth and, in log T, unimodal for softmax logits)."""
+    low, high = (math.log(bound) for bound in TEMPERATURES)
     ratio = (math.sqrt(5) - 1) / 2
     for _ in range(80):
         a, b = high - ratio * (high - low), low + ratio * (high - low)
@@ -155,14 +162,12 @@ def read_calibration(path: Path) -> Calibration:
     try:
         record.pop("format")
         calibration = Calibration(**{**record, "labels": _names(record["labels"])})
-        calibration = replace(calibration, temperature=float(calibration.temperature))
+        calibration = replace(calibration, temperature=check_temperature(calibration.temperature))
+        _check_numbers(calibration)
         _check_thresholds(calibration)
         _check_multi_label(calibration)
     except (KeyError, TypeError, ValueError) as error:
         raise UsageError(f"{path} is a damaged calibration file: {error}") from None
-    temperature = calibration.temperature
-    if not math.isfinite(temperature) or temperature <= 0:
-        raise UsageError(f"{path}: temperature must be a positive number, not {temperature}")
     return calibration
 
 
@@ -170,6 +175,15 @@ def _names(labels: object) -> tuple[str, ...]:
     if not isinstance(labels, list) or not all(isinstance(name, str) for name in labels):
         raise ValueError("labels must be a list of label names")
     return tuple(labels)
+
+
+def _check_numbers(calibration: Calibration) -> None:
+    """BadNumber unless the target precision and the calibration errors are null or 0-1:
+    nothing scores with them, but reports print them."""
+    for name in ("target_precision", "ece_before", "ece_after"):
+        value = getattr(calibration, name)
+        if value is not None:
+            number(value, name, PROBABILITIES)
 
 
 def _check_thresholds(calibration: Calibration) -> None:
@@ -180,9 +194,8 @@ def _check_thresholds(calibration: Calibration) -> None:
     for name, value in calibration.thresholds.items():
         if name not in calibration.labels:
             raise ValueError(f"threshold for {clean_text(str(name))}, which is not a label")
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if value is not None and not (number and 0.0 <= value <= 1.0):
-            raise ValueError(f"threshold of {clean_text(name)} is {value!r}, not 0-1 or null")
+        if value is not None:
+            number(value, f"threshold of {clean_text(name)}", PROBABILITIES)
 
 
 def _check_multi_label(calibration: Calibration) -> None:
@@ -193,14 +206,8 @@ def _check_multi_label(calibration: Calibration) -> None:
         return
     if not isinstance(found, dict) or set(found) != {"slopes", "intercepts", "thresholds"}:
         raise ValueError("multi_label must hold exactly slopes, intercepts and thresholds")
-    for key in ("slopes", "intercepts"):
-        values = found[key]
-        numbers = isinstance(values, list) and all(
-            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-            for v in values
-        )
-        if not numbers or len(values) != len(calibration.labels):
-            raise ValueError(f"multi_label {key} must be one finite number per label")
+    for key in ("slopes", "intercepts"):  # the numbers Calibrated checks again in scoring
+        check_logistic(found[key], f"multi_label {key}", len(calibration.labels))
     _check_thresholds(replace(calibration, thresholds=found["thresholds"]))
     missing = [name for name in calibration.labels if name not in found["thresholds"]]
     if missing:  # a label without one would silently never apply

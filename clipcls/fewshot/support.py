@@ -89,6 +89,26 @@ def _label_folders(folder: Path) -> list[Path]:
     return found
 
 
+def _refuse_twins(folders: Sequence[Path], labels: Sequence[Label]) -> None:
+    """UsageError naming two folders that match one label (`cat/` and `Cat/`, or `café/` in
+    two Unicode forms): merged, where an example came from is hidden, and a case-insensitive
+    disk (or --export-support, one folder per label) cannot hold the same set."""
+    names = {_key(label.name): label.name for label in labels}
+    seen: dict[str, str] = {}
+    for name in (sub.name for sub in folders):
+        first = seen.setdefault(_key(name), name)
+        if first == name:
+            continue
+        shown = [clean_text(first), clean_text(name)]
+        if unicodedata.normalize("NFC", first) == unicodedata.normalize("NFC", name):
+            shown = [ascii(first), ascii(name)]  # two Unicode forms print alike
+        raise UsageError(
+            f"support folders {shown[0]} and {shown[1]} both match label "
+            f"{clean_text(names[_key(name)])} (a folder matches its label in any case and "
+            "Unicode form): merge them into one"
+        )
+
+
 def find_support(
     folder: Path, labels: Sequence[Label], include_hidden: bool = False
 ) -> SupportFiles:
@@ -101,6 +121,7 @@ def find_support(
         names = ", ".join(clean_text(name) for name in strays)
         known = ", ".join(clean_text(label.name) for label in labels)
         raise UsageError(f"support folders that match no label: {names} (labels: {known})")
+    _refuse_twins(folders, labels)
     paths: list[Path] = []
     targets: list[int] = []
     empty = []

@@ -65,6 +65,12 @@ def _rows(source: Path) -> list[_Row]:
         if not any(cell.strip() for cell in cells):
             continue
         line = reader.line_num
+        if any(cell.strip() for cell in cells[len(header) :]):
+            # `a.jpg,cat,dog` read as cat alone: a label lost without a word
+            raise UsageError(
+                f"{source}:{line}: {len(cells)} cells, the header has {len(header)}: join an "
+                f"image's labels with {SEPARATOR!r} (quote a cell that holds a comma)"
+            )
         padded = [*cells, *[""] * len(header)]
         name, labels = padded[where].strip(), _split(padded[which])
         if not name:

@@ -9,7 +9,7 @@ import json
 import mmap
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,20 @@ class Unreadable(UsageError):
         self.why = why
 
 
+@dataclass
+class Position:
+    """Where the row a Stored yielded last lies, from 1: its line (CSV's last, for a record
+    that spans lines; JSONL), or its row (Parquet), for an error that names it."""
+
+    number: int = 0
+    unit: str = "line"
+
+    def of(self, path: Path) -> str:
+        """`FILE:LINE`, or `FILE row N`."""
+        where = clean_text(str(path))
+        return f"{where}:{self.number}" if self.unit == "line" else f"{where} row {self.number}"
+
+
 @dataclass(frozen=True)
 class Stored:
     """An output's rows as stored: CSV and Parquet rows as text cells by column (as CSV holds
@@ -39,6 +53,7 @@ class Stored:
     rows: Iterator[dict[str, Any]]
     complete_bytes: int  # where the complete records end: an append goes on from here
     dropped_bytes: int = 0  # a torn last line (a run killed or still writing), left out
+    position: Position = field(default_factory=Position)  # of the row read last
 
 
 def require_parquet() -> tuple[Any, Any]:
@@ -97,12 +112,17 @@ def read_csv(path: Path) -> Stored:
         raise Unreadable(path, f"bad CSV: {error}") from None
     if header is None:
         return Stored(None, iter(()), end, size - end)
-    return Stored(tuple(header), _csv_rows(path, reader, header), end, size - end)
+    position = Position()
+    rows = _csv_rows(path, reader, header, position)
+    return Stored(tuple(header), rows, end, size - end, position)
 
 
-def _csv_rows(path: Path, reader: Any, header: list[str]) -> Iterator[dict[str, str]]:
+def _csv_rows(
+    path: Path, reader: Any, header: list[str], position: Position
+) -> Iterator[dict[str, str]]:
     try:
         for values in reader:
+            position.number = reader.line_num
             if len(values) != len(header):
                 raise Unreadable(path, f"line {reader.line_num} has {len(values)} fields")
             yield dict(zip(header, map(from_cell, values), strict=True))
@@ -119,10 +139,14 @@ def read_jsonl(path: Path, embeddings: bool = False) -> Stored:
             return Stored(None, iter(()), 0)
         with mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
             complete = data.rfind(b"\n") + 1
-    return Stored(None, _json_rows(path, complete, embeddings), complete, size - complete)
+    position = Position()
+    rows = _json_rows(path, complete, embeddings, position)
+    return Stored(None, rows, complete, size - complete, position)
 
 
-def _json_rows(path: Path, end: int, embeddings: bool) -> Iterator[dict[str, Any]]:
+def _json_rows(
+    path: Path, end: int, embeddings: bool, position: Position
+) -> Iterator[dict[str, Any]]:
     if not end:
         return
     # Mapped, not read: a --save-embeddings output is ~10 KB a row, nearly all of it the
@@ -150,6 +174,7 @@ def _json_rows(path: Path, end: int, embeddings: bool) -> Iterator[dict[str, Any
                 raise Unreadable(path, f"line {number} is not JSON") from None
             if not isinstance(record, dict) or not isinstance(record.get("path"), str):
                 raise Unreadable(path, f"line {number} is not a record with a path")
+            position.number = number
             yield record
 
 
@@ -166,11 +191,12 @@ def read_parquet(path: Path, embeddings: bool = False) -> Stored:
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise _pyarrow_refusal(path, error) from None
     size = path.stat().st_size
-    return Stored(header, _parquet_rows(path, header, embeddings), size)
+    position = Position(unit="row")
+    return Stored(header, _parquet_rows(path, header, embeddings, position), size, 0, position)
 
 
 def _parquet_rows(
-    path: Path, header: tuple[str, ...], embeddings: bool
+    path: Path, header: tuple[str, ...], embeddings: bool, position: Position
 ) -> Iterator[dict[str, Any]]:
     _, pq = require_parquet()
     wanted = [name for name in header if name != "embedding" or embeddings]
@@ -178,7 +204,8 @@ def _parquet_rows(
         table = pq.read_table(path, columns=wanted)
     except (OSError, ValueError) as error:
         raise _pyarrow_refusal(path, error) from None
-    for values in table.to_pylist():
+    for number, values in enumerate(table.to_pylist(), start=1):
+        position.number = number
         cells: dict[str, Any] = {}
         for name, value in values.items():
             if name == "embedding":

@@ -16,6 +16,7 @@ from clipcls.errors import UsageError
 from clipcls.output.formats import Format, format_of
 from clipcls.pathtext import clean_text, path_key, text_to_path
 from clipcls.remote import is_url
+from clipcls.vectors import NotAnEmbedding, check_embedding
 
 SETUP_SUFFIX = ".clipcls.json"  # labeling.manifest's setup record, beside the output
 MAX_SETUP_BYTES = 64 << 20
@@ -39,6 +40,11 @@ class SavedEmbeddings:
     model: str  # as the rows record it
     model_key: str | None  # the weights' identity from the setup record (None: not known)
     cwd: str | None = None  # the folder the saving run started in, where it is not this one
+
+    @property
+    def width(self) -> int | None:
+        """How many numbers each embedding holds (None: no row has one)."""
+        return next((len(i.embedding) for i in self.images if i.embedding is not None), None)
 
     def by_key(self) -> dict[str, SavedImage]:
         """The rows by the file each names (pathtext.path_key)."""
@@ -74,16 +80,16 @@ def _comparable(key: Any) -> str | None:
     return None if is_file and "sha256:" not in key else key
 
 
-def _rows(source: Path, kind: Format) -> Iterator[dict[str, Any]]:
-    """The file's rows, each with its embedding; UsageError for one without them, cut short
-    (a run killed or still writing), or not clipcls's."""
+def _rows(source: Path, kind: Format) -> Iterator[tuple[dict[str, Any], str]]:
+    """The file's rows, each with its embedding and where it lies (`FILE:LINE`); UsageError
+    for one without them, cut short (a run killed or still writing), or not clipcls's."""
     stored = kind.read(source, embeddings=True)
     if stored.header is not None and not {"embedding", "path"} <= set(stored.header):
         raise no_embeddings(source)
     for row in stored.rows:
         if "embedding" not in row:
             raise no_embeddings(source)
-        yield row
+        yield row, stored.position.of(source)
     if stored.dropped_bytes:  # after the rows: a file without embeddings says so first
         raise UsageError(
             f"{clean_text(str(source))} ends in a partial line (a run killed or still writing): "
@@ -91,23 +97,16 @@ def _rows(source: Path, kind: Format) -> Iterator[dict[str, Any]]:
         )
 
 
-def _vector(value: Any, source: Path, width: int | None) -> np.ndarray | None:
-    """A row's embedding as float32 (saved as float32, so it reads back bit for bit), as wide
-    as the file's others (width: the first one's, where one was read)."""
+def _vector(value: Any, where: str, width: int | None) -> np.ndarray | None:
+    """A row's embedding as float32 (saved as float32, so it reads back bit for bit): a unit
+    vector as wide as the file's others (width: the first one's, where one was read), else a
+    UsageError naming its line. A vector 1000 times too long ranked first with 1.000000."""
     if value is None:
         return None
     try:
-        vector = np.asarray(value, dtype=np.float32)
-    except (TypeError, ValueError):  # strings, or ragged lists
-        vector = np.zeros(0, np.float32)
-    if (
-        vector.ndim != 1
-        or not len(vector)
-        or (width is not None and len(vector) != width)
-        or not np.isfinite(vector).all()
-    ):
-        raise UsageError(f"{clean_text(str(source))} holds an embedding that is not a vector")
-    return vector
+        return check_embedding(value, width)
+    except NotAnEmbedding as why:
+        raise UsageError(f"{where}: the embedding {why}") from None
 
 
 def read_saved(source: Path) -> SavedEmbeddings:
@@ -121,14 +120,14 @@ def read_saved(source: Path) -> SavedEmbeddings:
     images: dict[str, SavedImage] = {}
     model = ""
     width: int | None = None  # every embedding in the file is as wide as the first
-    for row in _rows(source, kind):
+    for row, where in _rows(source, kind):
         text = row.get("path")
         if not isinstance(text, str) or not text:
             raise UsageError(f"{clean_text(str(source))} has a row with no path")
         path = text_to_path(text)
         if cwd and not is_url(path) and not os.path.isabs(path) and cwd != os.getcwd():
             path = os.path.join(cwd, path)  # as resuming takes them
-        error, vector = row.get("error"), _vector(row.get("embedding"), source, width)
+        error, vector = row.get("error"), _vector(row.get("embedding"), where, width)
         width = width or (None if vector is None else len(vector))
         if not error and vector is None:
             error = f"no embedding saved for {clean_text(path)}"

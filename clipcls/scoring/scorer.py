@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from clipcls.errors import ClipclsError
 from clipcls.labels import Label
 from clipcls.pipeline import EmbeddedBatch
 from clipcls.prediction import LabelScore, Prediction
@@ -53,9 +54,17 @@ class Scorer:
     def score(
         self, image_embeddings: np.ndarray, paths: Sequence[str] = ()
     ) -> tuple[np.ndarray, np.ndarray]:
-        """(probabilities, similarities), each (n_images, n_labels)."""
-        logits, similarities = self.logits(image_embeddings, paths)
-        return self.head.probabilities(logits, similarities, image_embeddings), similarities
+        """(probabilities, similarities), each (n_images, n_labels); ClipclsError where one is
+        not a finite number (never written as a NaN answer)."""
+        with np.errstate(all="ignore"):  # no numpy warning: the check below says it in a line
+            logits, similarities = self.logits(image_embeddings, paths)
+            probabilities = self.head.probabilities(logits, similarities, image_embeddings)
+        if not (np.isfinite(probabilities).all() and np.isfinite(similarities).all()):
+            raise ClipclsError(
+                f"the scores are not finite numbers (logit scale {self.logit_scale:g}, bias "
+                f"{self.logit_bias}, temperature {self.temperature:g}): none is answered"
+            )
+        return probabilities, similarities
 
     def rank(self, path: str, probabilities: np.ndarray, similarities: np.ndarray) -> Prediction:
         """One image's labels, most probable first (ties in label order)."""

@@ -15,6 +15,7 @@ from clipcls.errors import UsageError
 from clipcls.labels import Label
 from clipcls.prompts import TemplateSet
 from clipcls.scoring.adapter import SupportSet, fit_adapter
+from clipcls.scoring.calibrated import check_logistic, check_temperature
 from clipcls.scoring.heads import (
     BACKGROUND_TEXT,
     BackgroundHead,
@@ -57,6 +58,15 @@ class Calibrated:
 
     temperature: float = 1.0
     logistic: Logistic | None = None
+
+    def __post_init__(self) -> None:
+        """BadNumber (a ValueError) naming a field that would make a score no finite number."""
+        check_temperature(self.temperature)
+        if self.logistic is not None:
+            slopes, intercepts = self.logistic
+            count = len(slopes) if isinstance(slopes, Sequence) else 0
+            check_logistic(slopes, "slopes", count)
+            check_logistic(intercepts, "intercepts", count)
 
 
 @dataclass(frozen=True)

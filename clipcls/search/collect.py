@@ -17,7 +17,7 @@ from clipcls.backends.base import Expected, ImageStore
 from clipcls.classify import ShowProgress, no_progress
 from clipcls.errors import UsageError
 from clipcls.gathered import gather
-from clipcls.images import iter_image_paths
+from clipcls.images import Scan, iter_image_paths, scan_folder
 from clipcls.labels import Label
 from clipcls.pathtext import clean_text
 from clipcls.prediction import Prediction
@@ -89,13 +89,15 @@ def collect(
     exclude: Path | None = None,
     expected: Expected | None = None,
     held: HeldListings | None = None,
+    scan: Scan = scan_folder,
 ) -> Collection:
     """The inputs' images and embeddings: from the stored matrix where every file is as it
     was, else through backend.embed_images (cache first; progress counts the files), then
     stored. expected: what else the run will ask (a query_expected), so that a start from
     the cache alone covers it; held: matrices a long-lived process keeps in memory, used
-    before the stored ones. UsageError if there is no image or none is readable."""
-    paths = [str(path) for path in iter_image_paths(inputs, include_hidden, exclude)]
+    before the stored ones; scan: how a folder is listed (a server: beneath its roots).
+    UsageError if there is no image or none is readable."""
+    paths = [str(path) for path in iter_image_paths(inputs, include_hidden, exclude, scan=scan)]
     if not paths:
         raise UsageError(f"no images found in {', '.join(clean_text(i) for i in inputs)}")
     found = versions(paths)  # before embedding: a file changed meanwhile is not trusted later

@@ -1,6 +1,7 @@
 """`--allow-dir` as a boundary: the roots resolved once at start, held open as folders in the
-worker, and each requested file opened beneath its root without following a link out of it
-(openat2 RESOLVE_BENEATH on Linux 5.6+, else a walk with O_NOFOLLOW), then read from that fd."""
+worker, and each requested file (and each folder a search lists) opened beneath its root
+without following a link out of it (openat2 RESOLVE_BENEATH on Linux 5.6+, else a walk with
+O_NOFOLLOW), then read from that fd."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ import platform
 import stat
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 from clipcls.client.allowed import OUTSIDE, real_path, under
 from clipcls.errors import ImageError, UsageError
+from clipcls.images import scan_folder
 
 SYS_OPENAT2 = 437  # the same on x86_64 and aarch64 (the generic syscall table)
 RESOLVE_NO_MAGICLINKS, RESOLVE_BENEATH = 0x02, 0x08
 FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY  # a FIFO never blocks
+LIST_FLAGS = FILE_FLAGS | os.O_DIRECTORY  # a folder to list (anything else: ENOTDIR)
 DIR_FLAGS = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY | os.O_CLOEXEC
 
 
@@ -74,8 +78,29 @@ class OpenRoots:
             relative = under(real, root)
             if relative is not None:
                 _not_through_a_file(path)
-                return _checked(_open_beneath(dirfd, relative or ".", path), path)
+                try:
+                    return _checked(_open_beneath(dirfd, relative or ".", FILE_FLAGS), path)
+                except OSError as error:
+                    raise _refusal(error, path) from None
         raise ImageError(f"{OUTSIDE}: {path}")
+
+    def scan(self, folder: Path) -> list[tuple[str, bool]]:
+        """folder's entries (an images.Scan), the folder opened beneath its root: a search's
+        walk never lists a folder outside the roots, whichever link is swapped in whenever.
+        OSError where it cannot: the walk yields the folder itself, which open refuses."""
+        try:
+            real = real_path(str(folder))
+        except ValueError:
+            raise OSError(errno.EINVAL, OUTSIDE) from None
+        for root, dirfd in self.roots:
+            relative = under(real, root)
+            if relative is not None:
+                fd = _open_beneath(dirfd, relative or ".", LIST_FLAGS)
+                try:
+                    return scan_folder(fd)
+                finally:
+                    os.close(fd)
+        raise OSError(errno.EXDEV, OUTSIDE)
 
 
 def _not_through_a_file(path: str) -> None:
@@ -89,16 +114,15 @@ def _not_through_a_file(path: str) -> None:
         pass
 
 
-def _open_beneath(dirfd: int, relative: str, path: str) -> int:
+def _open_beneath(dirfd: int, relative: str, flags: int) -> int:
+    """relative opened with flags beneath dirfd, through no link out of it (OSError)."""
     try:
-        return openat2_beneath(dirfd, relative)
+        return openat2_beneath(dirfd, relative, flags)
     except NotImplementedError:
-        return _walk_beneath(dirfd, relative, path)
-    except OSError as error:
-        raise _refusal(error, path) from None
+        return _walk_beneath(dirfd, relative, flags)
 
 
-def _walk_beneath(dirfd: int, relative: str, path: str) -> int:
+def _walk_beneath(dirfd: int, relative: str, flags: int) -> int:
     """Open relative from dirfd one component at a time, never following a link (relative
     comes from a real path, so a link in it now means one was swapped in)."""
     parts = relative.split(os.sep)
@@ -109,9 +133,7 @@ def _walk_beneath(dirfd: int, relative: str, path: str) -> int:
             if current != dirfd:
                 os.close(current)
             current = step
-        return os.open(parts[-1], FILE_FLAGS | os.O_NOFOLLOW, dir_fd=current)
-    except OSError as error:
-        raise _refusal(error, path) from None
+        return os.open(parts[-1], flags | os.O_NOFOLLOW, dir_fd=current)
     finally:
         if current != dirfd:
             os.close(current)
@@ -142,7 +164,7 @@ class _OpenHow(ctypes.Structure):
 _LIBC: list[ctypes.CDLL | None] = []
 
 
-def openat2_beneath(dirfd: int, relative: str) -> int:
+def openat2_beneath(dirfd: int, relative: str, flags: int = FILE_FLAGS) -> int:
     """openat2(dirfd, relative, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS): no `..`, absolute
     link or /proc magic link leads out of dirfd. NotImplementedError where the kernel (before
     5.6), a seccomp filter or the platform lacks it."""
@@ -152,7 +174,7 @@ def openat2_beneath(dirfd: int, relative: str) -> int:
         _LIBC.append(ctypes.CDLL(None, use_errno=True))
     libc = _LIBC[0]
     assert libc is not None
-    how = _OpenHow(FILE_FLAGS, 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)
+    how = _OpenHow(flags, 0, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)
     syscall = libc.syscall
     syscall.restype = ctypes.c_long
     fd = syscall(

@@ -23,6 +23,7 @@ from clipcls.client.checks import RequestError
 from clipcls.client.protocol import ImageRef
 from clipcls.client.search_request import SearchRequest
 from clipcls.errors import UsageError
+from clipcls.images import Scan
 from clipcls.pipeline import Encoder, PreparedImage, embed_batch
 from clipcls.prediction import Prediction
 from clipcls.search.collect import collect, query_vector
@@ -54,12 +55,14 @@ class ServedSearch:
         texts: Encoder,
         cache: EmbeddingCache | None,
         prepare: Callable[[ImageRef], PreparedImage],
+        scan: Scan,
         pool: ThreadPoolExecutor,
         pass_size: int,
         budget: Budget = Budget(),
     ) -> None:
         self.encoder, self.texts, self.cache = encoder, texts, cache
-        self.prepare, self.pool, self.pass_size = prepare, pool, pass_size
+        # prepare opens each file, and scan lists each folder, beneath the --allow-dir roots
+        self.prepare, self.scan, self.pool, self.pass_size = prepare, scan, pool, pass_size
         self.budget = budget
         self.held = HeldListings()
         self.embedded = 0  # images put through the image tower here (a warm query adds none)
@@ -71,7 +74,7 @@ class ServedSearch:
         before = self.embedded
         try:
             with self.lock:  # LitServe runs one batch at a time; the lock keeps that true here
-                found = collect(self, request.folders, held=self.held)
+                found = collect(self, request.folders, held=self.held, scan=self.scan)
                 vector = query_vector(self, request.query, [], None)
         except UsageError as error:  # no image, none readable, a query with no direction
             raise RequestError(400, str(error)) from None

@@ -99,7 +99,14 @@ class ClipclsAPI(ls.LitAPI):  # type: ignore[misc]
         self.pool = ThreadPoolExecutor(max(1, self.encoder.plan.decode_workers))
         budget = Budget(self.limits.max_images, self.limits.seconds)
         self.searches = ServedSearch(
-            self.encoder, self.texts, cache, self._prepare_one, self.pool, self.batch_size, budget
+            self.encoder,
+            self.texts,
+            cache,
+            self._prepare_one,
+            self.roots.scan,
+            self.pool,
+            self.batch_size,
+            budget,
         )
         notes: list[str] = []  # said by the serve command once the server is ready
         if self.support_folder is not None:
