@@ -11,7 +11,6 @@ import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import BinaryIO
 
 from clipcls.errors import ImageError
@@ -42,10 +41,13 @@ class SortFolder:
         # and the folder its real path names (no swap between the two looks).
         self.fd = os.open(root, FOLDER_FLAGS)
         self._folders: dict[str, int] = {}
-        opened, named = os.fstat(self.fd), os.stat(self.root)
-        if (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+        try:
+            opened, named = os.fstat(self.fd), os.stat(self.root)
+            if (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+                raise OSError(errno.ELOOP, "replaced while it was opened")
+        except BaseException:
             os.close(self.fd)
-            raise OSError(errno.ELOOP, "replaced while it was opened")
+            raise
 
     def close(self) -> None:
         for fd in (*self._folders.values(), self.fd):
@@ -55,12 +57,7 @@ class SortFolder:
     def __enter__(self) -> SortFolder:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def locate(self, path: str | None) -> Entry | None:
