@@ -15,10 +15,11 @@ import hashlib
 import os
 import re
 import sqlite3
-import stat
 import time
 from collections.abc import Iterable
 from pathlib import Path
+
+from clipcls.regular import open_regular
 
 FILE_NAME = "digests.sqlite3"
 CHUNK = 1 << 20  # bytes read at a time while hashing
@@ -41,11 +42,8 @@ def _hash(path: str) -> tuple[str, Version, Version]:
     """The file's digest, with its version before and after reading it. Opened non-blocking
     and refused unless regular: a FIFO swapped in after a check would block, /dev/zero never end."""
     digest = hashlib.sha256()
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with open(fd, "rb") as stream:
+    with open_regular(path) as stream:
         status = os.fstat(stream.fileno())
-        if not stat.S_ISREG(status.st_mode):
-            raise OSError(f"not a regular file: {path}")
         before = _version(status)
         while block := stream.read(CHUNK):
             digest.update(block)

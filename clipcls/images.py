@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import struct
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -14,6 +13,7 @@ from typing import Any, BinaryIO, TextIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
+import clipcls.regular as regular
 from clipcls.errors import ImageError, UsageError
 from clipcls.remote import fetch, is_s3, is_url, list_s3
 
@@ -220,18 +220,13 @@ class _HeaderBudget(io.RawIOBase):
 
 def open_regular(path: str | Path) -> BinaryIO:
     """Open a regular file for reading; a FIFO, device or socket is refused without blocking."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
     try:
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISDIR(mode):
+        return regular.open_regular(path)
+    except regular.NotRegular as error:
+        if error.folder:
             os.scandir(path).close()  # raises the reason a walk could not list it
-            raise ImageError(f"is a folder, not an image: {path}")
-        if not stat.S_ISREG(mode):
-            raise ImageError(f"not a regular file: {path}")
-    except BaseException:
-        os.close(fd)
-        raise
-    return os.fdopen(fd, "rb")
+            raise ImageError(f"is a folder, not an image: {path}") from None
+        raise ImageError(f"not a regular file: {path}") from None
 
 
 def check_image(path: str | Path, max_megapixels: float = DEFAULT_MAX_MEGAPIXELS) -> None:

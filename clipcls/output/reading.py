@@ -11,11 +11,12 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from clipcls.errors import UsageError
 from clipcls.output.csv_text import from_cell, is_number_column
 from clipcls.pathtext import clean_text
+from clipcls.regular import NotRegular, open_regular
 
 MAX_LINE = 1 << 20  # longer lines are not ours: paths end at 4 KiB, embeddings at ~30 KiB
 EMBEDDING_KEY = b', "embedding": '  # a JSONL row's last field, when it has one
@@ -66,10 +67,19 @@ def require_parquet() -> tuple[Any, Any]:
     return pyarrow, pyarrow.parquet
 
 
+def _opened(path: Path) -> BinaryIO:
+    """path opened for reading, refused unless a regular file: checked on the open file, so a
+    FIFO or /dev/zero swapped in after a caller's check neither blocks nor reads forever."""
+    try:
+        return open_regular(path)
+    except NotRegular as error:
+        raise Unreadable(path, error.strerror or "not a regular file") from None
+
+
 def _lines(path: Path, end: int | None = None) -> Iterator[bytes]:
     """The file's lines, each at most MAX_LINE bytes, up to byte `end`."""
     position = 0
-    with path.open("rb") as stream:
+    with _opened(path) as stream:
         while end is None or position < end:
             line = stream.readline(MAX_LINE + 1)
             if not line:
@@ -133,7 +143,7 @@ def _csv_rows(
 def read_jsonl(path: Path, embeddings: bool = False) -> Stored:
     """A JSONL output's records up to its last newline; each one's embedding only if asked
     (reading them is most of the time, and only --from-embeddings needs them)."""
-    with path.open("rb") as stream:
+    with _opened(path) as stream:
         size = os.fstat(stream.fileno()).st_size
         if not size:
             return Stored(None, iter(()), 0)
@@ -151,7 +161,7 @@ def _json_rows(
         return
     # Mapped, not read: a --save-embeddings output is ~10 KB a row, nearly all of it the
     # embedding, which is skipped without being copied where it is not asked for.
-    with path.open("rb") as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
+    with _opened(path) as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as data:
         start, number = 0, 0
         while start < end:
             stop, number = data.find(b"\n", start, end), number + 1
@@ -187,10 +197,11 @@ def read_parquet(path: Path, embeddings: bool = False) -> Stored:
     decimals, empty for none); the embedding column, as a list of floats, only if asked."""
     _, pq = require_parquet()
     try:
-        header = tuple(pq.read_schema(path).names)
+        with _opened(path) as stream:
+            header = tuple(pq.read_schema(stream).names)
+            size = os.fstat(stream.fileno()).st_size
     except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
         raise _pyarrow_refusal(path, error) from None
-    size = path.stat().st_size
     position = Position(unit="row")
     return Stored(header, _parquet_rows(path, header, embeddings, position), size, 0, position)
 
@@ -201,7 +212,8 @@ def _parquet_rows(
     _, pq = require_parquet()
     wanted = [name for name in header if name != "embedding" or embeddings]
     try:
-        table = pq.read_table(path, columns=wanted)
+        with _opened(path) as stream:
+            table = pq.read_table(stream, columns=wanted)
     except (OSError, ValueError) as error:
         raise _pyarrow_refusal(path, error) from None
     for number, values in enumerate(table.to_pylist(), start=1):
