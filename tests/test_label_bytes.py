@@ -82,6 +82,15 @@ def test_a_label_not_utf8_is_written_by_every_format_and_sorts_and_resumes(
     assert len(jsonl(out.read_text(encoding="utf-8"))) == len(rows) + 1
 
 
+def test_an_unknown_label_not_utf8_is_named_as_a_label_is(tiny_model: str, photos: Path) -> None:
+    args = ["predict", str(photos), "--labels", f"{ODD},dog", "--model", tiny_model]
+    args += ["--threshold", "0.999", "-f", "jsonl"]
+    rows = jsonl(run(*args, "--unknown-label", "x\udcff").stdout)
+    assert {row["label"] for row in rows} == {"x\\xff"}
+    same = runner.invoke(app, [*args, "--unknown-label", ODD])
+    assert same.exit_code == 2 and "is one of the labels" in same.stderr
+
+
 def test_a_support_folder_not_utf8_is_its_labels(tiny_model: str, photos: Path) -> None:
     support = photos.parent / "support"
     for folder, photo in ((os.fsdecode(b"caf\xe9"), "coffee.png"), ("dog", "chelsea.png")):
