@@ -5,6 +5,7 @@ onto someone's file, a support folder made after an --apply moved the files."""
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import socket
 import threading
@@ -181,7 +182,7 @@ def test_export_support_finds_the_files_an_apply_moved(
         log.decide(0, new, "set")
         log.decide(1, "", "accept")
         decisions = log.current()
-    assert apply_sorting(table, decisions) == []
+    assert apply_sorting(table, decisions).problems == ()
     problems: list[str] = []
     assert export_support(table, decisions, tmp_path / "support", problems) == 2
     assert problems == []  # was "2 reviewed file(s) are gone": the ledger was not read
@@ -318,3 +319,24 @@ def test_the_body_of_a_refused_post_is_never_read_as_a_request(
                 answer += chunk
         assert answer.count(b"HTTP/1.1 ") == 1  # was two: the body ran as a second request
         assert server.api.log.current() == {}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_an_output_that_is_not_a_regular_file_is_named_so(tmp_path: Path, kind: str) -> None:
+    output = tmp_path / "out.csv"
+    if kind == "fifo":
+        os.mkfifo(output)
+    else:
+        output.symlink_to("/dev/zero")
+    result = runner.invoke(app, ["review", str(output)])
+    # Was: "no such output file", of a file that is there.
+    assert result.exit_code == 2 and "out.csv is not a regular file" in result.output
+
+
+def test_an_output_naming_one_file_twice_is_refused_saying_so(tmp_path: Path) -> None:
+    output = tmp_path / "out.jsonl"
+    first = {"path": "a.png", "label": "cat", "predictions": [{"label": "cat", "probability": 1}]}
+    second = {**first, "predictions": [{"label": "dog", "probability": 0.9}]}
+    output.write_text("".join(json.dumps(record) + "\n" for record in (first, second, first)))
+    with pytest.raises(UsageError, match="rows 1 and 2 both name a.png"):
+        load_review(output)

@@ -154,3 +154,28 @@ def test_filters_and_a_narrow_window(page: Any) -> None:
     tab.set_viewport_size({"width": 420, "height": 800})
     width = tab.evaluate("document.documentElement.scrollWidth")
     assert width <= 420  # nothing sticks out sideways
+
+
+def test_two_pages_on_one_review_each_undo_their_own_decision(output: Path, tmp_path: Path) -> None:
+    with running(output, tmp_path / "thumbs") as served, sync_api.sync_playwright() as play:
+        browser = launch(play)
+        try:
+            one, two = (browser.new_page(viewport={"width": 1200, "height": 900}) for _ in "12")
+            for tab in (one, two):
+                tab.goto(served.server.url)
+                tab.wait_for_selector("body[data-ready='1']", timeout=15000)
+            order = tile_indices(one)
+            one.keyboard.press("1")  # the first page decides the first row
+            expect_reviewed(one, 1)
+            two.keyboard.press("ArrowRight")
+            two.keyboard.press("2")  # the second page, the second row
+            expect_reviewed(two, 2)
+            one.keyboard.press("u")  # the first takes back its own decision
+            for _ in range(300):  # its progress line said 1 before: wait for the undo itself
+                if len(served.log.current()) == 1:
+                    break
+                one.wait_for_timeout(50)
+            # Was {order[0]}: undo took back the latest decision, the other reviewer's.
+            assert set(served.log.current()) == {order[1]}
+        finally:
+            browser.close()

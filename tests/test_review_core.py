@@ -484,7 +484,7 @@ def test_apply_moves_a_file_to_its_corrected_folder_without_overwriting(
         decisions = log.current()
     moves, problems = plan_sorting(table, decisions)
     assert len(moves) == 1 and problems == [] and placed.exists()  # a plan touches nothing
-    assert apply_sorting(table, decisions) == []
+    assert apply_sorting(table, decisions).moved == 1  # no problems: counts, not a list now
     moved = moves[0].target
     assert not placed.exists() and moved.parent == squatter.parent and moved != squatter
     assert squatter.read_bytes() == b"someone else's file" and moved.is_file()
@@ -494,11 +494,13 @@ def test_apply_moves_a_file_to_its_corrected_folder_without_overwriting(
     with ReviewLog.open(table) as log:  # the page finds the file where the apply put it
         page = ReviewApi(table, log, Thumbs(table.output.parent / "thumbs"))
         assert page.source(index) == str(moved) and not page.missing(index)
-    assert apply_sorting(table, decisions) == [] and plan_sorting(table, decisions) == ([], [])
+    applied = apply_sorting(table, decisions)
+    assert (applied.moved, applied.problems) == (0, ())
+    assert plan_sorting(table, decisions) == ([], [])
     with ReviewLog.open(table) as log:  # a change of mind moves it back
         log.undo()
         decisions = log.current()
-    assert apply_sorting(table, decisions) == []
+    assert apply_sorting(table, decisions).problems == ()
     assert not moved.exists() and len(list(placed.parent.glob("=cmd()|x*.png"))) == 1
 
 
@@ -512,7 +514,7 @@ def test_apply_relinks_a_symlinked_file(tiny_model: str, photos: Path, tmp_path:
         new = other_label(table.rows[0].label)
         log.decide(0, new, "set")
         decisions = log.current()
-    assert apply_sorting(table, decisions) == []
+    assert apply_sorting(table, decisions).problems == ()
     links = list((sort_dir / new).iterdir())
     relinked = [p for p in links if os.path.realpath(p) == os.path.realpath(table.file_path(0))]
     assert len(relinked) == 1 and relinked[0].is_symlink()

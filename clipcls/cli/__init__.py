@@ -12,13 +12,16 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Entry point of the `clipcls` script (and `python -m clipcls`)."""
-    from clipcls.cli.quick import quick_search
+    try:
+        from clipcls.cli.quick import quick_search
 
-    status = quick_search(sys.argv[1:])
-    if status is not None:
-        sys.exit(status)
-    from clipcls.cli.commands import main as run_app
-
+        status = quick_search(sys.argv[1:])
+        if status is not None:
+            sys.exit(status)
+        from clipcls.cli.commands import main as run_app
+    except KeyboardInterrupt:  # Ctrl-C while the command line loads: nothing done, no traceback
+        sys.stderr.write("interrupted\n")
+        sys.exit(130)
     run_app()
 
 

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from clipcls.cli.console import notice, reported_errors, warn
+from clipcls.cli.interrupts import InterruptGuard
 from clipcls.cli.options import DebugOpt
-from clipcls.errors import UsageError
+from clipcls.errors import ClipclsError, UsageError
 from clipcls.output.writers import plural
 
 if TYPE_CHECKING:  # the review package loads when the command runs, not for --help
@@ -100,8 +101,13 @@ def review(
         if export is not None or export_support is not None or apply:
             from clipcls.review.finish import finish_review
 
-            for line in finish_review(table, export, export_support, apply, warn):
+            guard = InterruptGuard()  # a stop waits for the move under way and its record
+            with guard.installed():
+                finished = finish_review(table, export, export_support, apply, warn, guard.section)
+            for line in finished.lines:
                 notice(line)
+            if finished.failure is not None:
+                raise ClipclsError(finished.failure)
             return
         _serve(table, host, port, key, open_browser)
 

@@ -25,6 +25,7 @@ from clipcls.pipeline import EmbedPlan, ModelInfo
 from clipcls.prediction import Prediction
 from clipcls.prompts import TemplateSet
 from clipcls.remote import fetch, is_s3, is_url
+from clipcls.vectors import NotAnEmbedding, check_embedding
 from clipcls.webfetch import on_private_network
 
 Entry = dict[str, Any] | str  # what a request carries for a file, or why it stays here
@@ -85,14 +86,22 @@ class RemoteEncoder:
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
     def _embeddings(self, answer: Any, count: int) -> np.ndarray:
-        """count finite vectors from a texts answer, or ClipclsError (not a numpy traceback)."""
-        try:
-            found = np.asarray(answer["embeddings"], dtype=np.float32)
-        except (KeyError, TypeError, ValueError, IndexError):
-            found = np.zeros(0, np.float32)
-        if found.ndim != 2 or len(found) != count or not np.isfinite(found).all():
+        """count unit vectors of one width from a texts answer (the check a saved file's rows
+        get), or ClipclsError saying which is not one (not a numpy traceback)."""
+        rows = answer.get("embeddings") if isinstance(answer, dict) else None
+        if not isinstance(rows, list) or len(rows) != count or not rows:
             raise unreadable(self.client.url)
-        return found
+        found, width = [], None
+        for number, row in enumerate(rows, 1):
+            try:
+                found.append(check_embedding(row, width))
+            except NotAnEmbedding as why:
+                raise ClipclsError(
+                    f"the server at {self.client.url} sent a text embedding that is no"
+                    f" embedding: vector {number} of {count} {why}"
+                ) from None
+            width = len(found[0])
+        return np.stack(found)
 
     def prepare(self, image: Any) -> Any:
         raise ClipclsError("images are embedded on the server, not prepared here")

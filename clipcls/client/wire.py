@@ -25,6 +25,8 @@ API_KEY_HEADER = "X-API-Key"
 KEY_ENV = "CLIPCLS_API_KEY"
 LOAD_WAIT = 600.0  # seconds to wait for a loading server (a first run downloads its weights)
 TIMEOUT = 600.0  # seconds for one answer (the server bounds its own time per request)
+MAX_LOGIT_SCALE = 1000.0  # a model's exp(logit_scale): CLIP's is clamped to 100
+MAX_LOGIT_BIAS = 1000.0  # SigLIP's learnt bias is about -10 to -17
 MAX_ANSWER = 1024**3  # bytes: a texts answer of 4,096 vectors is ~80 MB of JSON
 READ = 1024**2  # bytes read at once at most
 
@@ -177,6 +179,11 @@ class ServerConnection:
                 continue
             if not _looks_like_clipcls(facts):
                 raise ClipclsError(f"{self.url} does not look like a clipcls server")
+            if not _sane_logits(facts):
+                raise ClipclsError(
+                    f"the server at {self.url} reports a logit scale or bias no model has"
+                    f" (scale {facts['logit_scale']!r}, bias {facts.get('logit_bias')!r})"
+                )
             return facts
 
     def _call(
@@ -256,6 +263,17 @@ def _looks_like_clipcls(facts: Any) -> TypeGuard[dict[str, Any]]:
     bias = facts.get("logit_bias")
     numbers = [facts.get("logit_scale")] + ([] if bias is None else [bias])
     return all(isinstance(n, int | float) and not isinstance(n, bool) for n in numbers)
+
+
+def _sane_logits(facts: dict[str, Any]) -> bool:
+    """Whether the reported scale and bias could be a model's: a CLIP scale is clamped to 100
+    and SigLIP's learn ~110-120 (bias ~-10 to -17), so 0 < scale <= MAX_LOGIT_SCALE, |bias| <=
+    MAX_LOGIT_BIAS; beyond those every probability is 0, 1 or NaN, whatever the images show."""
+    try:
+        scale, bias = float(facts["logit_scale"]), float(facts.get("logit_bias") or 0.0)
+    except OverflowError:  # a JSON integer beyond any float
+        return False
+    return 0.0 < scale <= MAX_LOGIT_SCALE and abs(bias) <= MAX_LOGIT_BIAS
 
 
 def _bounded(answer: http.client.HTTPResponse, url: str) -> bytes:

@@ -8,14 +8,16 @@ import secrets
 import threading
 from collections.abc import Mapping
 from dataclasses import asdict
+from functools import partial
 from typing import Any
 
 from clipcls.errors import UsageError
 from clipcls.pathtext import path_to_text
+from clipcls.review.ledger import applied_places, ledger_path
 from clipcls.review.log import Decision, ReviewLog
-from clipcls.review.resort import applied_places, ledger_path
+from clipcls.review.sortfolder import open_sorted, sorted_file
 from clipcls.review.table import ReviewRow, ReviewTable
-from clipcls.review.thumbs import Thumb, Thumbs
+from clipcls.review.thumbs import Opener, Thumb, Thumbs, open_file
 
 PAGE_ROWS = 120
 MAX_ROWS = 500  # rows one request may ask for
@@ -84,10 +86,14 @@ class ReviewApi:
             decision = self.log.decide(row.index, label, action)
         return {"decision": asdict(decision), "progress": self.progress()}
 
-    def undo(self) -> dict[str, Any]:
-        """Undo the latest decision: which row it was, and that row's live decision now."""
+    def undo(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Undo decision `seq` (a page's own latest), else the latest decision: which row it
+        was, and that row's live decision now."""
+        seq = body.get("seq")
+        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int)):
+            raise UsageError("seq must be a decision's number")
         with self.lock:
-            undone = self.log.undo()
+            undone = self.log.undo(seq)
             live = None if undone is None else self.log.current().get(undone.index)
         return {
             "undone": None if undone is None else undone.index,
@@ -104,10 +110,19 @@ class ReviewApi:
         return self.table.rows[index]
 
     def thumb(self, index: int) -> Thumb:
-        return self.thumbs.get(self.source(index))
+        return self.thumbs.get(*self._picture(index))
 
     def image(self, index: int) -> tuple[bytes, str] | Thumb:
-        return self.thumbs.full(self.source(index))
+        return self.thumbs.full(*self._picture(index))
+
+    def _picture(self, index: int) -> tuple[str, Opener]:
+        """Where row index's image is now, and how to open it: a sorted file only beneath the
+        run's sort folder, never by a link leading out of it."""
+        path, in_sort_folder = self._where(index)
+        sort_into = self.table.sort_into
+        if in_sort_folder and sort_into is not None:
+            return path, partial(open_sorted, sort_into)
+        return path, open_file
 
     def _placed(self, index: int) -> str | None:
         """Where the row's sorted file is now: where an --apply moved it, else where the run
@@ -128,20 +143,30 @@ class ReviewApi:
                 self._ledger_version = version
             return self._applied.get(index)
 
-    def source(self, index: int) -> str:
-        """Where row index's image is now: a moved file at its destination, else where it
-        was labeled (a sorted copy or link stands in if the original is gone)."""
+    def _sorted(self, index: int) -> str | None:
+        """Where the row's sorted file is now, if that is inside the run's sort folder (the
+        output or the ledger may name any place: only the sort folder's files are shown)."""
+        return sorted_file(self.table.sort_into, self._placed(index))
+
+    def _where(self, index: int) -> tuple[str, bool]:
+        """Where row index's image is now (a moved file at its destination, else where it was
+        labeled; a sorted copy or link stands in if the original is gone), and whether that is
+        in the sort folder."""
         path = self.table.file_path(index)
-        destination = self._placed(index)
-        if destination is None or self.table.planned:
-            return path
+        destination = self._sorted(index)
+        if destination is None:
+            return path, False
         if self.table.mode == "move" or not os.path.exists(path):
-            return destination
-        return path
+            return destination, True
+        return path, False
+
+    def source(self, index: int) -> str:
+        """Where row index's image is now (see _where)."""
+        return self._where(index)[0]
 
     def missing(self, index: int) -> bool:
         """No file left where the row's image was or went."""
-        places = [self.table.file_path(index), self._placed(index)]
+        places = [self.table.file_path(index), self._sorted(index)]
         return not any(os.path.exists(place) for place in places if place is not None)
 
 

@@ -22,9 +22,11 @@ from clipcls.output.rows import Columns, Row
 from clipcls.pathtext import clean_text, path_key, text_to_path
 from clipcls.prediction import Prediction
 from clipcls.remote import is_url
+from clipcls.review.ledger import applied_places, ledger_path
 from clipcls.review.log import Decision, review_path
 from clipcls.review.records import DESTINATIONS, Records, foreign, read_records
-from clipcls.review.resort import applied_places, apply_sorting, ledger_path, plan_sorting
+from clipcls.review.resort import apply_sorting, plan_sorting
+from clipcls.review.sortfolder import sorted_file
 from clipcls.review.table import ReviewTable
 
 __all__ = ["apply_sorting", "export_corrected", "export_support", "plan_sorting"]
@@ -271,8 +273,11 @@ def export_support(
 
 def _existing_file(table: ReviewTable, index: int, applied: str | None) -> str | None:
     """The absolute path the row's image is at now: where the output names it, or where an
-    --apply or else the sorted run moved it; None if it is gone (or a URL: nothing to link)."""
-    for where in (table.file_path(index), applied, table.destination_path(index)):
+    --apply or else the sorted run moved it (in the run's sort folder only); None if it is
+    gone (or a URL: nothing to link)."""
+    sorted_places = (applied, table.destination_path(index))
+    places = (table.file_path(index), *(sorted_file(table.sort_into, p) for p in sorted_places))
+    for where in places:
         if where and not is_url(where) and os.path.isfile(where):
             return os.path.abspath(where)
     return None

@@ -1,17 +1,31 @@
 """What a review ends with, from the decisions made so far: the output with the corrected
 labels, the sorted files moved to their corrected folders, a support folder of the reviewed
-images; each thing done said in one line."""
+images; each thing done said in one line, and a failure where no file could be moved."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from clipcls.errors import UsageError
 from clipcls.output.writers import plural
-from clipcls.review.export import apply_sorting, export_corrected, export_support
+from clipcls.pathtext import clean_text
+from clipcls.review.export import export_corrected, export_support
 from clipcls.review.log import ReviewLog
+from clipcls.review.resort import Applied, Section, apply_sorting
 from clipcls.review.table import ReviewTable
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The lines saying what was done, in order; failure: why --apply moved nothing while
+    files were left to move (gone, refused, or failing), for the caller to exit non-zero."""
+
+    lines: tuple[str, ...]
+    failure: str | None = None
 
 
 def finish_review(
@@ -20,22 +34,31 @@ def finish_review(
     support: Path | None,
     apply: bool,
     warn: Callable[[str], None],
-) -> list[str]:
-    """Write what was asked (warn hears each problem on the way); the lines saying what was
-    done, in order."""
+    section: Section = contextlib.nullcontext,
+) -> Finished:
+    """Write what was asked (warn hears each problem on the way; section holds stop signals
+    around each move)."""
     if apply and table.sort_into is None:
         raise UsageError("--apply needs an output of a --sort-into run")
     done: list[str] = []
+    failure = None
     log = ReviewLog.read(table)  # not locked: a page may stay open on the same review
     try:
+        for note in log.notes:  # decisions dropped: their rows changed since
+            warn(note)
         decisions = log.current()
         if target is not None:
             count = export_corrected(table, decisions, target)
             done.append(f"wrote {plural(count, 'row')} to {target}")
         if apply:  # before the support links: they point where the files end up
-            for problem in apply_sorting(table, decisions):
+            applied = apply_sorting(table, decisions, section)
+            for problem in applied.problems:
                 warn(problem)
-            done.append(f"applied {plural(len(decisions), 'decision')} to {table.sort_into}")
+            line = applied_line(applied, table.output)
+            if applied.moved or not (applied.gone or applied.refused or applied.failed):
+                done.append(line)
+            else:
+                failure = line
         if support is not None:
             problems: list[str] = []
             count = export_support(table, decisions, support, problems)
@@ -44,4 +67,20 @@ def finish_review(
             done.append(f"linked {plural(count, 'reviewed image')} into {support}")
     finally:
         log.close()
-    return done
+    return Finished(tuple(done), failure)
+
+
+def applied_line(applied: Applied, output: Path) -> str:
+    """What an apply did, in numbers, and where: the sort folder the run recorded, said to be
+    outside the output's folder where it is (a copied output points at the original's files)."""
+    where = clean_text(str(applied.root))
+    folder = os.path.realpath(output.parent)
+    if os.path.commonpath([folder, str(applied.root)]) != folder:
+        where += f", the run's sort folder (not in {clean_text(folder)}, the output's folder)"
+    left = [(applied.gone, "gone"), (applied.refused, "refused"), (applied.failed, "failed")]
+    said = ", ".join(f"{count} {what}" for count, what in left if count)
+    if not applied.moved:
+        if said:
+            return f"no file moved in {where}: {said}"
+        return f"nothing to move in {where}: every reviewed file is in its label folder"
+    return f"moved {plural(applied.moved, 'file')} in {where}" + (f"; {said}" if said else "")

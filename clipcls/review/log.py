@@ -5,7 +5,7 @@ decision in flight; reopening replays it. One reviewer at a time (an OS lock).""
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import errno
 import json
 import os
 import stat
@@ -13,7 +13,6 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from clipcls.errors import UsageError
@@ -25,6 +24,7 @@ SUFFIX = ".review.jsonl"
 RECORD = "clipcls-review/1"
 ACTIONS = ("set", "unknown", "accept")
 MAX_BYTES = 1 << 30  # a million decisions take ~200 MB; anything larger is not ours
+CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Decision:
     label: str  # the label now given (the unknown label for `x`)
     previous: str  # the output's label
     action: str  # "set" (1-9 or click), "unknown" (x), "accept" (Enter: keep the label)
+    seq: int = 0  # its number in the review file: what a page's undo of its own names
 
 
 def review_path(output: Path) -> Path:
@@ -43,12 +44,30 @@ def review_path(output: Path) -> Path:
     return output.with_name(output.name + SUFFIX)
 
 
+def open_beside(path: Path, flags: int) -> int:
+    """A file kept beside the output (the review file, the apply ledger) opened with flags:
+    never through a link (one planted there would have us write into the file it names), never
+    waiting on a FIFO. UsageError for either, FileNotFoundError passed on."""
+    name = clean_text(str(path))
+    try:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | CLOEXEC, 0o666)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            raise UsageError(f"{name} is a symbolic link: not followed (move it away)") from None
+        raise UsageError(f"cannot open {name}: {error.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO opens for read and write at once
+        os.close(fd)
+        raise UsageError(f"{name} is not a regular file")
+    return fd
+
+
 def output_digest(table: ReviewTable) -> str:
     """The output's identity for its review file: its first row (its scores name the columns
-    too), which a resumed run's appended rows leave alone and a new run over the file changes."""
-    first = table.rows[0]
-    content = [first.path, first.label, list(first.scores), first.error, first.destination]
-    return hashlib.sha256(json.dumps(content).encode()).hexdigest()
+    too), which a resumed run's appended rows leave alone and a new run over the file changes.
+    Each decision is bound to its own row the same way (ReviewRow.digest)."""
+    return table.rows[0].digest()
 
 
 def _line(record: dict[str, Any]) -> bytes:
@@ -74,14 +93,8 @@ class ReviewLog:
         replay what it holds. UsageError for a second reviewer (naming its pid), a file of
         another output, or a file at that name that is not a review file (left untouched)."""
         path = review_path(table.output)
-        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        fd = open_beside(path, os.O_RDWR | os.O_CREAT | os.O_APPEND)
         try:
-            fd = os.open(path, flags, 0o666)
-        except OSError as error:
-            raise UsageError(f"cannot open {clean_text(str(path))}: {error.strerror}") from None
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO opens for read and write at once
-                raise UsageError(f"{clean_text(str(path))} is not a regular file")
             lock_exclusively(fd, clean_text(str(path)), "its review")
             log = cls(table, path, fd)
             log._replay()
@@ -97,14 +110,10 @@ class ReviewLog:
         no decisions."""
         path = review_path(table.output)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            fd = open_beside(path, os.O_RDONLY)
         except FileNotFoundError:
             fd = os.open(os.devnull, os.O_RDONLY)
-        except OSError as error:
-            raise UsageError(f"cannot open {clean_text(str(path))}: {error.strerror}") from None
         try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode) and path.exists():
-                raise UsageError(f"{clean_text(str(path))} is not a regular file")
             log = cls(table, path, fd)
             log.read_only = True
             log._replay()
@@ -158,8 +167,8 @@ class ReviewLog:
                 ) from None
         if dropped:
             self.notes.append(
-                f"{dropped} decision(s) name files other than the output's rows now (it changed "
-                "since): dropped"
+                f"{dropped} decision(s) were made for rows the output no longer holds as they "
+                "were (it changed since): dropped"
             )
 
     def _check_header(self, line: bytes, expected: dict[str, Any]) -> None:
@@ -200,9 +209,14 @@ class ReviewLog:
             str(record["label"]),
             str(record["previous"]),
             str(record["action"]),
+            seq,
         )
         rows = self.table.rows
         if not 0 <= decision.index < len(rows) or rows[decision.index].path != decision.path:
+            return False
+        # Made for the row as it was, if its label, scores or place changed since (a decision
+        # from before rows were bound to has no "row": its path decides).
+        if record.get("row", rows[decision.index].digest()) != rows[decision.index].digest():
             return False
         self._stack.append((seq, decision))
         self._current[decision.index] = decision
@@ -221,9 +235,16 @@ class ReviewLog:
         if self.read_only:
             raise UsageError("this review was opened to read: it takes no decisions")
         data = _line(record)
-        while data:
-            data = data[os.write(self.fd, data) :]
-        os.fsync(self.fd)
+        size = os.fstat(self.fd).st_size
+        try:
+            while data:
+                data = data[os.write(self.fd, data) :]
+            os.fsync(self.fd)
+        except OSError as error:  # a full disk: no half line for the next decision to follow
+            with contextlib.suppress(OSError):
+                os.ftruncate(self.fd, size)
+            path = clean_text(str(self.path))
+            raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
 
     def _checked_label(self, index: int, label: str, action: str) -> str:
         if action not in ACTIONS:
@@ -248,24 +269,29 @@ class ReviewLog:
         with self._guard:
             label = self._checked_label(index, label, action)
             row = self.table.rows[index]
-            decision = Decision(index, row.path, label, row.label, action)
             self._seq += 1
+            decision = Decision(index, row.path, label, row.label, action, self._seq)
             record = {"seq": self._seq, "index": index, "path": row.path, "label": label}
             record |= {"previous": row.label, "action": action, "time": _now()}
+            record["row"] = row.digest()  # binds it to this row as the output holds it now
             self._append(record)
             self._stack.append((self._seq, decision))
             self._current[index] = decision
             return decision
 
-    def undo(self) -> Decision | None:
-        """Take back the latest live decision (recorded as an undo line); None if none is left."""
+    def undo(self, seq: int | None = None) -> Decision | None:
+        """Take back decision number seq, or the latest live one (recorded as an undo line);
+        None if it is not live (undone already) or none is left. Two pages on one review
+        each take back their own decisions by number, never the other's latest."""
         with self._guard:
-            if not self._stack:
+            numbers = [number for number, _ in self._stack]
+            if not numbers or (seq is not None and seq not in numbers):
                 return None
-            seq, decision = self._stack[-1]
+            at = len(numbers) - 1 if seq is None else len(numbers) - 1 - numbers[::-1].index(seq)
+            taken, decision = self._stack[at]
             self._seq += 1
-            self._append({"seq": self._seq, "undo": seq})
-            self._stack.pop()
+            self._append({"seq": self._seq, "undo": taken})
+            self._stack.pop(at)
             self._recompute({decision.index})
             return decision
 
@@ -293,12 +319,7 @@ class ReviewLog:
     def __enter__(self) -> ReviewLog:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -5,6 +5,7 @@
 const TOKEN = document.querySelector('meta[name="review-token"]').content;
 const PAGE = 120;
 const view = { state: null, tiles: [], selected: -1, total: 0, loading: false, done: false, generation: 0 };
+const mine = [];  // this page's decisions, by number: u takes back its own, not another page's
 
 function $(id) { return document.getElementById(id); }
 
@@ -171,6 +172,7 @@ async function decide(action, label) {
   if (!node) return;
   try {
     const data = await call("/api/decide", null, { index: node.row.index, action, label });
+    mine.push(data.decision.seq);
     showDecision(node, data.decision);
     showProgress(data.progress);
     note("");
@@ -181,14 +183,16 @@ async function decide(action, label) {
 }
 
 async function undo() {
+  const seq = mine.pop();  // none left (a reloaded page): the review's latest decision
   try {
-    const data = await call("/api/undo", null, {});
+    const data = await call("/api/undo", null, seq === undefined ? {} : { seq });
     showProgress(data.progress);
     if (data.undone === null) { note("nothing to undo"); return; }
     const position = view.tiles.findIndex((node) => node.row.index === data.undone);
     if (position >= 0) { showDecision(view.tiles[position], data.decision); select(position); }
     note("");
   } catch (error) {
+    if (seq !== undefined) mine.push(seq);  // not taken back: still this page's to undo
     note("undo failed: " + error.message);
   }
 }

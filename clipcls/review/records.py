@@ -4,6 +4,7 @@ file clipcls did not write: one line naming it."""
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,20 @@ def _single_label(output: Path, rows: Iterator[dict[str, Any]]) -> Iterator[dict
         yield record
 
 
+def _check_regular(output: Path) -> None:
+    """UsageError unless output is a regular file (links followed): a FIFO or a device would
+    block or never end."""
+    try:
+        mode = output.stat().st_mode
+    except FileNotFoundError:
+        raise UsageError(f"no such output file: {clean_text(str(output))}") from None
+    except OSError as error:
+        raise UsageError(f"cannot read {clean_text(str(output))}: {error.strerror}") from None
+    if not stat.S_ISREG(mode):
+        what = "a folder, not an output file" if stat.S_ISDIR(mode) else "not a regular file"
+        raise UsageError(f"{clean_text(str(output))} is {what}")
+
+
 def read_records(output: Path, embeddings: bool = False) -> Records:
     """The output's rows as stored (JSONL ones with their embeddings only if asked: reading them
     is most of the time); UsageError for a missing file or one clipcls did not write."""
@@ -81,8 +96,7 @@ def read_records(output: Path, embeddings: bool = False) -> Records:
         raise UsageError(
             f"review reads .csv, .jsonl or .parquet outputs, not {clean_text(str(output))}"
         )
-    if not output.is_file():
-        raise UsageError(f"no such output file: {clean_text(str(output))}")
+    _check_regular(output)
     try:
         # flat rows are as CSV holds them: never an embedding
         stored = kind.read(output, embeddings=embeddings and not kind.flat)

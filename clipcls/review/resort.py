@@ -1,33 +1,37 @@
 """Move sorted files to the label folder a review gave them (`--apply`) by label's rules: names
-made unique, nothing replaced, the sort folder locked. A ledger beside the output records each
-move, so a second apply does nothing more and a later change of mind moves the file again."""
+made unique, nothing replaced, the sort folder locked; only files inside the run's sort folder
+are moved, and each move is begun and done in the ledger, so a stop at any point is finished or
+forgotten by the next apply and a later change of mind moves the file again."""
 
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
 import os
-import stat
-from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import partial
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from clipcls.errors import UsageError
+from clipcls.images import MARKER
 from clipcls.labeling.sorting import (
     SortMode,
     absolute,
     claim_sort_folder,
-    is_unfinished_move,
-    place,
     safe_folder_name,
     unique_destination,
 )
-from clipcls.pathtext import clean_text, path_to_text, text_to_path
+from clipcls.pathtext import clean_text
+from clipcls.review.ledger import Ledger, Placed, applied_places, ledger_path, read_ledger
 from clipcls.review.log import Decision
+from clipcls.review.sortfolder import Entry, SortFolder
 from clipcls.review.table import ReviewTable
 
-LEDGER_SUFFIX = ".review-applied.jsonl"
+__all__ = ["Applied", "apply_sorting", "applied_places", "ledger_path", "plan_sorting"]
+
+Section = Callable[[], AbstractContextManager[Any]]
 
 
 @dataclass(frozen=True)
@@ -36,39 +40,32 @@ class Move:
 
     index: int
     label: str
-    source: Path  # where the row's sorted file is now
+    source: Path  # where the row's sorted file is now, in the sort folder
     target: Path  # its new name in sort_into/<label>/
     original: Path | None = None  # copy/link modes: the file to place again if source is gone
+    finishing: bool = False  # a move a stop cut short: the target may hold the file already
 
 
-def ledger_path(output: Path) -> Path:
-    """Where the moves an apply made are recorded."""
-    return output.with_name(output.name + LEDGER_SUFFIX)
+@dataclass
+class Plan:
+    """The moves to make, and the files left alone (gone, or outside the sort folder)."""
+
+    moves: list[Move] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    gone: int = 0
+    refused: int = 0
 
 
-def applied_places(table: ReviewTable) -> dict[int, str]:
-    """Where earlier applies put each row's file (the latest), for rows still naming that file;
-    a line cut short by a kill is ignored (its move is found again as unfinished)."""
-    path = ledger_path(table.output)
-    try:
-        # Non-blocking: a FIFO by that name is refused, not waited on for ever.
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
-    except FileNotFoundError:
-        return {}
-    except OSError as error:
-        raise UsageError(f"cannot read {clean_text(str(path))}: {error.strerror}") from None
-    with os.fdopen(fd, "rb") as stream:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise UsageError(f"{clean_text(str(path))} is not a regular file")
-        lines = stream.read().split(b"\n")
-    where: dict[int, str] = {}
-    for line in lines:
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            record = json.loads(line)
-            index = int(record["index"])
-            if 0 <= index < len(table.rows) and table.rows[index].path == record["path"]:
-                where[index] = text_to_path(str(record["to"]))
-    return where
+@dataclass(frozen=True)
+class Applied:
+    """What an apply did, in the sort folder it did it in."""
+
+    root: Path
+    moved: int = 0
+    gone: int = 0
+    refused: int = 0  # named a file outside the sort folder: never touched
+    failed: int = 0
+    problems: tuple[str, ...] = ()
 
 
 def _sort_root(table: ReviewTable) -> Path:
@@ -78,80 +75,165 @@ def _sort_root(table: ReviewTable) -> Path:
     return table.sort_into
 
 
-def _is_in(path: Path, folder: Path) -> bool:
-    return os.path.realpath(path.parent) == os.path.realpath(folder)
+def _open_folder(table: ReviewTable) -> SortFolder:
+    """The sort folder the setup record names, open; UsageError unless it is a folder a label
+    run sorted into (a link in its place, or a folder without the run's marker, is refused)."""
+    root = clean_text(str(_sort_root(table)))
+    try:
+        folder = SortFolder(_sort_root(table))
+    except OSError as error:
+        linked = error.errno == errno.ELOOP or os.path.islink(_sort_root(table))  # or ENOTDIR
+        why = "a symbolic link now: not followed" if linked else error.strerror
+        raise UsageError(f"cannot apply: the run's sort folder {root}: {why}") from None
+    if not folder.marked():
+        folder.close()
+        raise UsageError(
+            f"cannot apply: {root}, the sort folder the setup record names, holds no {MARKER}: "
+            "no label run sorted into it (if it is this run's, create that file)"
+        )
+    return folder
 
 
 def plan_sorting(
     table: ReviewTable, decisions: Mapping[int, Decision]
 ) -> tuple[list[Move], list[str]]:
     """The moves --apply would make (nothing is touched), and one line per file left alone."""
-    root = _sort_root(table)
-    moved = applied_places(table)
-    taken: set[Path] = set()
-    moves, problems = [], []
-    for index in sorted(set(decisions) | set(moved)):
+    with _open_folder(table) as folder:
+        plan = _plan(table, decisions, folder)
+    return plan.moves, plan.problems
+
+
+def _plan(table: ReviewTable, decisions: Mapping[int, Decision], folder: SortFolder) -> Plan:
+    placed = read_ledger(table)
+    plan, taken = Plan(), set[Path]()
+    for index in sorted(set(decisions) | set(placed)):
         if not 0 <= index < len(table.rows):
             continue
         row, decision = table.rows[index], decisions.get(index)
         if decision is not None and decision.path != row.path:
             decision = None  # made for another file than the row names now
-        placed = moved.get(index) or table.destination_path(index)
-        if row.error is not None or placed is None:
+        at = placed.get(index, Placed())
+        if row.error is not None or (at.done or table.destination_path(index)) is None:
             continue
         label = decision.label if decision is not None else row.label
-        folder, source = root / safe_folder_name(label), Path(placed)
-        if _is_in(source, folder):
-            continue  # where it belongs: never moved, or moved before
-        original = None if table.mode == SortMode.MOVE.value else Path(table.file_path(index))
-        if not os.path.lexists(source) and not (original and os.path.isfile(original)):
-            problems.append(f"{clean_text(str(source))} is gone: not moved to {clean_text(label)}")
-            continue
-        reusable = partial(is_unfinished_move, source)  # a move a kill cut short
-        target = unique_destination(folder, source.name, taken, reusable)
-        taken.add(absolute(target))
-        moves.append(Move(index, label, source, target, original))
-    return moves, problems
+        _plan_row(plan, folder, table, index, label, at, taken)
+    return plan
 
 
-def _carry_out(move: Move, mode: SortMode) -> None:
-    """Move the sorted entry (a file, link or copy) to its new name; if the copy or link was
-    removed since, place the original again the run's way."""
-    if os.path.lexists(move.target):
-        if not is_unfinished_move(move.source, move.target):
-            raise FileExistsError(f"{move.target} exists")
-        os.unlink(move.source)
-    elif os.path.lexists(move.source):
-        place(move.source, move.target, SortMode.MOVE)
-    elif move.original is not None:
-        place(move.original, move.target, mode)
+def _plan_row(
+    plan: Plan,
+    folder: SortFolder,
+    table: ReviewTable,
+    index: int,
+    label: str,
+    at: Placed,
+    taken: set[Path],
+) -> None:
+    # Where an apply put it, else where the run did (a ledger line naming elsewhere is refused).
+    current = _inside(plan, folder, at.done) or _inside(plan, folder, table.destination_path(index))
+    if current is None:
+        return
+    begun = _inside(plan, folder, at.begun)
+    if begun is not None and _cut_short(folder, current, begun):
+        source, target = folder.path(current), folder.path(begun)
+        plan.moves.append(Move(index, at.begun_label, source, target, finishing=True))
+        taken.add(target)
+        current = begun
+    name = safe_folder_name(label)
+    if current.folder == name:
+        return  # where it belongs: never moved, or moved before
+    original = None if table.mode == SortMode.MOVE.value else Path(table.file_path(index))
+    if folder.lstat(current) is None and not (original and os.path.isfile(original)):
+        plan.gone += 1
+        where = clean_text(str(folder.path(current)))
+        plan.problems.append(f"{where} is gone: not moved to {clean_text(label)}")
+        return
+    reusable = lambda candidate: folder.same(current, Entry(name, candidate.name))  # noqa: E731
+    target = unique_destination(Path(folder.root, name), current.name, taken, reusable)
+    taken.add(absolute(target))
+    plan.moves.append(Move(index, label, folder.path(current), target, original))
 
 
-def apply_sorting(table: ReviewTable, decisions: Mapping[int, Decision]) -> list[str]:
+def _inside(plan: Plan, folder: SortFolder, where: str | None) -> Entry | None:
+    """The sort folder's entry that where names; None (refused, said) for any other place."""
+    entry = folder.locate(where)
+    if entry is None and where is not None:
+        plan.refused += 1
+        plan.problems.append(
+            f"{clean_text(where)} is not in the sort folder {clean_text(folder.root)}: "
+            "refused, not moved"
+        )
+    return entry
+
+
+def _cut_short(folder: SortFolder, current: Entry, begun: Entry) -> bool:
+    """Whether a move begun from current to begun was done (or done but for removing the old
+    name): the file is at begun, and current is gone or the same file."""
+    if folder.lstat(begun) is None:
+        return False
+    return folder.lstat(current) is None or folder.same(current, begun)
+
+
+def apply_sorting(
+    table: ReviewTable,
+    decisions: Mapping[int, Decision],
+    section: Section = contextlib.nullcontext,
+) -> Applied:
     """Move each reviewed sorted file whose label changed to sort_into/<label>/ (links and
-    copies are moved as they are); return one line per file that could not be moved."""
-    moves, problems = plan_sorting(table, decisions)
-    if not moves:
-        return problems
+    copies are moved as they are), with the sort folder locked; each move inside one
+    `section()` (the CLI's holds stop signals until it ends)."""
+    with _open_folder(table) as folder:
+        lock = claim_sort_folder(Path(folder.root))  # no label run sorts into it meanwhile
+        try:
+            plan = _plan(table, decisions, folder)  # planned under the lock: nothing moves on
+            moved, failed = _carry_out(table, folder, plan, section) if plan.moves else (0, 0)
+        finally:
+            os.close(lock)
+    return Applied(Path(folder.root), moved, plan.gone, plan.refused, failed, tuple(plan.problems))
+
+
+def _carry_out(
+    table: ReviewTable, folder: SortFolder, plan: Plan, section: Section
+) -> tuple[int, int]:
     mode = SortMode(table.mode)
-    fd = claim_sort_folder(_sort_root(table))  # no label run sorts into it meanwhile
-    try:
-        with ledger_path(table.output).open("a", encoding="ascii") as ledger:
-            for move in moves:
+    moved, failed = set[int](), 0  # rows: finishing a stopped move, then moving on, is one
+    with Ledger(table.output) as ledger:
+        for move in plan.moves:
+            row = table.rows[move.index]
+            with section():
+                ledger.record(row, move.index, move.label, move.target, done=False)
                 try:
-                    _carry_out(move, mode)
+                    _move(folder, move, mode)
                 except OSError as error:
-                    problems.append(
+                    failed += 1
+                    plan.problems.append(
                         f"cannot move {clean_text(str(move.source))} to "
                         f"{clean_text(str(move.target))}: {error.strerror or error}"
                     )
+                    # still where it was: the move begun is forgotten, whatever comes to its name
+                    ledger.record(row, move.index, move.label, move.source, done=True)
                     continue
-                row = table.rows[move.index]
-                to = path_to_text(str(absolute(move.target)))
-                record = {"index": move.index, "path": row.path, "label": move.label, "to": to}
-                ledger.write(json.dumps(record) + "\n")
-                ledger.flush()
-                os.fsync(ledger.fileno())
-    finally:
-        os.close(fd)
-    return problems
+                ledger.record(row, move.index, move.label, move.target, done=True)
+                moved.add(move.index)
+    return len(moved), failed
+
+
+def _move(folder: SortFolder, move: Move, mode: SortMode) -> None:
+    """Move the sorted entry (a file, link or copy) to its new name; if the copy or link was
+    removed since, place the original again the run's way. OSError if it cannot be done."""
+    source, target = _entry(move.source), _entry(move.target)
+    if folder.lstat(target) is not None:
+        if folder.same(source, target):
+            folder.unlink(source)  # a move a stop cut short between its two steps
+        elif not (move.finishing and folder.lstat(source) is None):
+            raise FileExistsError(errno.EEXIST, "file exists")
+    elif folder.lstat(source) is not None:
+        folder.move(source, target)
+    elif move.original is not None:
+        folder.place(str(move.original), target, mode)
+    else:
+        raise FileNotFoundError(errno.ENOENT, "gone meanwhile")
+
+
+def _entry(path: Path) -> Entry:
+    return Entry(path.parent.name, path.name)

@@ -199,7 +199,7 @@ class ReviewHandler(BaseHTTPRequestHandler):
         body = self.read_body()
         if body is None:
             return
-        self.send_json(HTTPStatus.OK, api.decide(body) if path == "/api/decide" else api.undo())
+        self.send_json(HTTPStatus.OK, api.decide(body) if path == "/api/decide" else api.undo(body))
 
     def read_body(self) -> dict[str, Any] | None:
         """The JSON object sent, at most MAX_BODY bytes (None once refused: answered already)."""

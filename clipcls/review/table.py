@@ -3,6 +3,8 @@ run's labels in order from its setup record, its sort folder and mode."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -28,6 +30,12 @@ class ReviewRow:
     margin: float | None  # top-1 minus top-2 probability (or its bound); None for error rows
     destination: str | None  # sorted runs: where the file went (as the output wrote it)
     error: str | None  # unreadable at label time
+
+    def digest(self) -> str:
+        """The row as a decision or a move is bound to it: its file, label, scores, error and
+        destination (an edit of any of them makes it another row)."""
+        content = [self.path, self.label, list(self.scores), self.error, self.destination]
+        return hashlib.sha256(json.dumps(content).encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -119,12 +127,17 @@ def _with_margin(row: ReviewRow) -> ReviewRow:
 
 def _rows(output: Path, found: Records) -> list[ReviewRow]:
     build = _flat_row if found.kind.flat else _json_row
-    rows = []
+    rows: list[ReviewRow] = []
+    first: dict[str, int] = {}  # a run writes each file once: decisions and moves go by file
     for index, record in enumerate(found.records):
         try:
             row = build(index, record)
         except (KeyError, IndexError, TypeError, ValueError, AttributeError):
             raise foreign(output, f"row {index + 1} has no label and scores") from None
+        earlier = first.setdefault(row.path, index)
+        if earlier != index:
+            why = f"rows {earlier + 1} and {index + 1} both name {clean_text(row.path)}"
+            raise foreign(output, why)
         rows.append(_with_margin(row))
     return rows
 

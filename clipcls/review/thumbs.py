@@ -9,6 +9,7 @@ import io
 import os
 import stat
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -28,6 +29,8 @@ UNREADABLE = "unreadable"
 FULL_SIZE = 2048  # formats browsers cannot show (TIFF, HEIC, ...) are sent re-encoded this big
 FULL_BYTES = 64 << 20  # bigger files are sent re-encoded too
 BROWSER_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "GIF": "image/gif", "WEBP": "image/webp"}
+
+Opener = Callable[[str], tuple[BinaryIO, FileKey]]  # a path to its open file and key
 
 
 @dataclass(frozen=True)
@@ -92,10 +95,11 @@ class Thumbs:
         self.max_megapixels = max_megapixels
         self.placeholders = {word: placeholder(word, size) for word in (MISSING, UNREADABLE)}
 
-    def get(self, path: str) -> Thumb:
-        """The thumbnail of the file at path; a placeholder where it cannot be read."""
+    def get(self, path: str, opener: Opener = open_file) -> Thumb:
+        """The thumbnail of the file at path (opened by opener); a placeholder where it cannot
+        be read."""
         try:
-            stream, key = open_file(path)
+            stream, key = opener(path)
         except FileNotFoundError:
             return Thumb(self.placeholders[MISSING], MISSING)
         except (OSError, ImageError):
@@ -136,11 +140,11 @@ class Thumbs:
         except OSError:
             Path(temporary).unlink(missing_ok=True)
 
-    def full(self, path: str) -> tuple[bytes, str] | Thumb:
+    def full(self, path: str, opener: Opener = open_file) -> tuple[bytes, str] | Thumb:
         """The file itself with its media type where browsers show that format and it is not
         too big; else a JPEG of it at most FULL_SIZE pixels; a placeholder if unreadable."""
         try:
-            stream, _ = open_file(path)
+            stream, _ = opener(path)
         except FileNotFoundError:
             return Thumb(self.placeholders[MISSING], MISSING)
         except (OSError, ImageError):
