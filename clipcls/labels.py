@@ -1,4 +1,5 @@
-"""Parse labels: a comma-separated list or a labels file, each label with one or more texts."""
+"""Parse labels: a comma-separated list or a labels file, each label with one or more texts,
+read as CLIP's tokenizer reads text wherever they come from."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipcls.errors import PromptFileError, UsageError
+from clipcls.pathtext import clean_text
+
+
+def prompt_text(text: str) -> str:
+    """text as CLIP's tokenizer reads it (ftfy's fix_surrogates): a surrogate pair joined
+    into its character, a lone surrogate (a byte of a non-UTF-8 argument, escaped) as U+FFFD.
+    Text is embedded so on every path: a server refuses text that is not UTF-8."""
+    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
 
 
 @dataclass(frozen=True)
@@ -16,6 +25,14 @@ class Label:
 
     name: str
     texts: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        # Every label is read here, whoever made it (an argument, a folder's name, the Python
+        # API, a request): its texts as the tokenizer reads them, so that a server embeds what
+        # a local model embeds, and its name as rows print it (a byte that is not UTF-8 as
+        # \xNN, as in a path), so that both paths' rows name it alike and every format writes it.
+        object.__setattr__(self, "name", clean_text(self.name))
+        object.__setattr__(self, "texts", tuple(prompt_text(text) for text in self.texts))
 
     @classmethod
     def plain(cls, name: str) -> Label:

@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 from clipcls.errors import PromptFileError, UsageError
+from clipcls.labels import prompt_text
 
 DEFAULT_TEMPLATES = "openai"
 PLACEHOLDER = "{}"
@@ -20,6 +21,10 @@ class TemplateSet:
     name: str
     templates: tuple[str, ...]
     description: str = ""
+
+    def __post_init__(self) -> None:
+        # As a label's texts: read as the tokenizer reads them, so every path embeds the same.
+        object.__setattr__(self, "templates", tuple(map(prompt_text, self.templates)))
 
     def fill(self, text: str) -> list[str]:
         """Put one label text into every template."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from clipcls.errors import UsageError
+from clipcls.labels import prompt_text
 
 # A sign is a word of its own (spaces or an end around it): "t-shirt" and "a+b" are one term.
 SEPARATOR = re.compile(r"(?:(?<=\s)|^)([+-])(?=\s|$)")
@@ -22,18 +23,11 @@ class Term:
     sign: int
 
 
-def encodable(text: str) -> str:
-    """text as CLIP's tokenizer reads it (ftfy's fix_surrogates): a surrogate pair joined
-    into its character, a lone surrogate (a byte of a non-UTF-8 argument, escaped) as U+FFFD.
-    A query is embedded so on every path: a server refuses text that is not UTF-8."""
-    return text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
-
-
 def parse_query(query: str) -> tuple[Term, ...]:
     """The signed terms of an rclip-style query: `a red car + sunset - blurry` is a red car
-    and sunset, away from blurry; text as encodable makes it. UsageError for an empty query
-    or an empty term."""
-    text, lead = encodable(query).strip(), 1
+    and sunset, away from blurry; its text as the tokenizer reads it (prompt_text).
+    UsageError for an empty query or an empty term."""
+    text, lead = prompt_text(query).strip(), 1
     if SEPARATOR.match(text):  # a leading sign: "- blurry" or "+ sunset"
         text, lead = text[1:].strip(), (-1 if text[0] == "-" else 1)
     parts = SEPARATOR.split(text)

@@ -43,8 +43,10 @@ def free_port() -> int:
 class Server:
     """A `clipcls serve` process on 127.0.0.1, ready once its model answers /v1/info."""
 
-    def __init__(self, model: str, *args: str, key: str | None = None) -> None:
-        self.port = free_port()
+    def __init__(
+        self, model: str, *args: str, key: str | None = None, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.key = key
         command = [sys.executable, "-m", "clipcls", "serve", "--model", model]

@@ -105,14 +105,19 @@ def test_options_the_server_runs_are_accepted(server: Server, photos: Path) -> N
 
 
 def test_resume_refuses_a_server_with_other_weights(
-    server: Server, model_dir: Path, tmp_path: Path, photos: Path
+    model_dir: Path, tmp_path: Path, photos: Path
 ) -> None:
-    """One output, two servers at the same model path with other bytes: the second is refused,
-    whether this side can read the model folder or not."""
+    """One output, its server restarted at the same URL and model path with other bytes: it is
+    refused, whether this side can read the model folder or not. (Through another URL it is
+    another server: refused for that first, tests/test_server_trust.py.)"""
     other_dir = shutil.copytree(model_dir, tmp_path / "other" / "model")
     out = tmp_path / "out.csv"
     label = ("label", str(photos), "-o", str(out), "--labels", LABELS, "-q")
-    assert invoke(*label, "--server", server.url)[0] == 0
+    first = Server(f"local-dir:{other_dir}")
+    try:
+        assert invoke(*label, "--server", first.url)[0] == 0
+    finally:
+        first.stop()
     written = out.read_bytes()
     donor = write_tiny_model(tmp_path / "donor", seed=11)
     data = bytearray((other_dir / WEIGHTS).read_bytes())
@@ -121,7 +126,7 @@ def test_resume_refuses_a_server_with_other_weights(
     before = (other_dir / WEIGHTS).stat()
     (other_dir / WEIGHTS).write_bytes(bytes(data))
     os.utime(other_dir / WEIGHTS, ns=(before.st_atime_ns, before.st_mtime_ns))
-    second = Server(f"local-dir:{other_dir}")
+    second = Server(f"local-dir:{other_dir}", port=first.port)
     try:
         (photos / "more.png").write_bytes((photos / "coffee.png").read_bytes())
         code, _, err = invoke(*label, "--server", second.url, "--resume")

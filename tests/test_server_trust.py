@@ -242,3 +242,50 @@ def test_a_query_not_utf8_answers_through_a_server_as_it_does_here(
         assert done.stderr.decode().splitlines()[-1] == "loaded:"  # answered by the fast path
     finally:
         assert server.stop() == 0
+
+
+def test_a_local_resume_never_takes_a_servers_rows_as_its_own(
+    liar: LyingServer, tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
+    """The output records the server its rows came through: a lying server that repeats the
+    real weights' digest once made a later local --resume keep its rows beside this machine's."""
+    from clipcls.client.wire import base_url
+
+    out = tmp_path / "out.jsonl"
+    label = ["label", str(photos), "--labels", LABELS, "-o", str(out), "-q"]
+    done = runner.invoke(app, [*label, "--server", liar.url])
+    assert done.exit_code == 0, done.output
+    written = out.read_bytes()
+    assert {row["label"] for row in jsonl(written.decode())} == {"rocket"}
+    (photos / "more.png").write_bytes((photos / "coffee.png").read_bytes())
+    where = base_url(liar.url)
+    other = LyingServer(liar.facts, liar.dim)
+    try:
+        for args in (["--model", tiny_model], ["--server", other.url]):
+            refused = runner.invoke(app, [*label, *args, "--resume"])
+            assert refused.exit_code == 2, refused.output
+            line = refused.stderr.strip()
+            assert "\n" not in line and f"came through the server at {where}" in line, line
+            assert f"resume with --server {where}" in line and "--overwrite" in line, line
+            assert out.read_bytes() == written and other.images == 0
+        # the same server, however its URL is written, continues it
+        again = runner.invoke(app, [*label, "--server", where + "/", "--resume"])
+        assert again.exit_code == 0, again.output
+        assert len(jsonl(out.read_text())) == 5 and liar.images == 5
+    finally:
+        other.close()
+
+
+def test_a_served_resume_never_continues_rows_this_machine_computed(
+    liar: LyingServer, tiny_model: str, photos: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.csv"
+    label = ["label", str(photos), "--labels", LABELS, "-o", str(out), "-q"]
+    assert runner.invoke(app, [*label, "--model", tiny_model]).exit_code == 0
+    written = out.read_bytes()
+    (photos / "more.png").write_bytes((photos / "coffee.png").read_bytes())
+    refused = runner.invoke(app, [*label, "--server", liar.url, "--resume"])
+    assert refused.exit_code == 2 and "were computed on this machine" in refused.stderr
+    assert "resume without --server" in refused.stderr and "--overwrite" in refused.stderr
+    assert out.read_bytes() == written and liar.images == 0
+    assert runner.invoke(app, [*label, "--model", tiny_model, "--resume"]).exit_code == 0

@@ -115,6 +115,11 @@ class Backend(Protocol):
         is opened); None where only starting tells."""
 
     @property
+    def served_by(self) -> str | None:
+        """The server whose answers these are, its URL as client.wire.base_url writes it;
+        None where this machine computes them."""
+
+    @property
     def model_id(self) -> str:
         """The model as rows record it (`ARCH:TAG`, or its hf-hub:/local-dir: name)."""
 
@@ -191,6 +196,10 @@ class BaseBackend:
     @property
     def known_model(self) -> str | None:
         return None  # known on start
+
+    @property
+    def served_by(self) -> str | None:
+        return None
 
     @property
     def text_model(self) -> Scaled:

@@ -24,7 +24,7 @@ from clipcls.backends.base import (
 )
 from clipcls.classify import Prediction, default_batch_size, encode_prompts
 from clipcls.client.predict import IN_FLIGHT, RemoteClassifier, RemoteEncoder, ServerClient
-from clipcls.client.wire import unreadable
+from clipcls.client.wire import base_url, unreadable
 from clipcls.errors import UsageError
 from clipcls.labels import Label
 from clipcls.pipeline import Chunk, EmbeddedBatch, ModelInfo, PreparedImage, embed_batch, look_up
@@ -89,6 +89,10 @@ class ServerBackend(BaseBackend):
     @property
     def known_model(self) -> str | None:
         return self.model_id  # the server said what it runs when it was opened
+
+    @property
+    def served_by(self) -> str | None:
+        return base_url(self.client.url)
 
     @property
     def model_id(self) -> str:

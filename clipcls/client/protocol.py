@@ -167,7 +167,6 @@ def parse_request(body: Any, limits: Limits, allow_dirs: Sequence[str]) -> AnyRe
     labels = _labels(body.get("labels"), limits)
     templates = _templates(body.get("templates", DEFAULT_TEMPLATES), limits)
     texts = (*templates.templates, *(text for label in labels for text in label.texts))
-    check_prompts(texts)
     longest = max(len(text) for text in texts)
     if longest > MAX_PROMPT_CHARS:  # CLIP reads 77 tokens: the rest is only work (x templates)
         raise RequestError(
@@ -214,11 +213,15 @@ def _labels(value: Any, limits: Limits) -> tuple[Label, ...]:
 
 
 def _label(item: Any) -> Label:
+    # The texts are checked as they came: a Label reads a lone surrogate as the tokenizer
+    # would, and a server takes only text that is UTF-8 (a client sends what a Label made).
     if isinstance(item, str):
+        check_prompts([item])
         return parse_label(item)
     if isinstance(item, dict) and isinstance(item.get("name"), str):
         texts = item.get("texts", [item["name"]])
         if isinstance(texts, list) and texts and all(isinstance(t, str) and t for t in texts):
+            check_prompts(texts)
             return Label(item["name"], tuple(texts))
     raise RequestError(400, 'each label must be a string or {"name": ..., "texts": [...]}')
 
@@ -234,6 +237,7 @@ def _templates(value: Any, limits: Limits) -> TemplateSet:
             if len(value) > limits.max_templates:
                 limit = limits.max_templates
                 raise RequestError(413, f"{len(value)} templates; the limit is {limit}")
+            check_prompts(value)  # as they came, as a label's texts
             return single_templates(value)
     except RequestError:
         raise

@@ -77,7 +77,9 @@ class SupportFiles:
 
 
 def _key(name: str) -> str:
-    return unicodedata.normalize("NFC", name).casefold()
+    """A folder's or a label's name as they are matched: as a Label writes it (a byte that is
+    not UTF-8 as \\xNN), NFC, in any case."""
+    return unicodedata.normalize("NFC", clean_text(name)).casefold()
 
 
 def _label_folders(folder: Path) -> list[Path]:
@@ -100,8 +102,8 @@ def _refuse_twins(folders: Sequence[Path], labels: Sequence[Label]) -> None:
         if first == name:
             continue
         shown = [clean_text(first), clean_text(name)]
-        if unicodedata.normalize("NFC", first) == unicodedata.normalize("NFC", name):
-            shown = [ascii(first), ascii(name)]  # two Unicode forms print alike
+        if unicodedata.normalize("NFC", shown[0]) == unicodedata.normalize("NFC", shown[1]):
+            shown = [ascii(first), ascii(name)]  # two Unicode forms, or a byte and its escape
         raise UsageError(
             f"support folders {shown[0]} and {shown[1]} both match label "
             f"{clean_text(names[_key(name)])} (a folder matches its label in any case and "

@@ -15,6 +15,7 @@ from clipcls.labeling.lock import lock_exclusively
 from clipcls.labeling.manifest import (
     RunSetup,
     differences,
+    other_source,
     read_setup,
     remove_setup,
     sidecar,
@@ -59,6 +60,9 @@ def _refuse_mix(path: Path, recorded: RunSetup | None, setup: RunSetup) -> None:
             "by this clipcls and cannot be resumed; nothing was changed. Use --overwrite to "
             "replace it"
         )
+    elsewhere = other_source(recorded, setup)
+    if elsewhere is not None:  # the other settings matter only where the rows were made
+        raise UsageError(f"cannot resume {path}: {elsewhere}")
     found = differences(recorded, setup)
     if found:
         raise UsageError(

@@ -41,6 +41,8 @@ class RunSetup:
     support: str | None = None  # the support set's identity (--support)
     calibration: str | None = None  # the calibration's temperature and file digest
     multi_label: bool = False  # every label at or above its threshold (--multi-label)
+    # The server the rows came through (client.wire.base_url); None: this machine computed them.
+    server: str | None = None
 
     @staticmethod
     def label_texts(labels: tuple[Label, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:
@@ -90,6 +92,24 @@ def differences(recorded: RunSetup, current: RunSetup) -> list[str]:
         elif old != new and not (field == "columns" and found):
             found.append(f"{name} was {_show(old)!r}, now {_show(new)!r}")
     return found
+
+
+def other_source(recorded: RunSetup, current: RunSetup) -> str | None:
+    """Why rows from elsewhere cannot be continued here, or None: what a server sent is its
+    word (it may repeat any weights' digest), never mixed with what this machine computes, nor
+    with another server's."""
+    if recorded.server == current.server:
+        return None
+    if recorded.server is None:
+        came = f"were computed on this machine, not by the server at {current.server}"
+        how = "without --server"
+    else:
+        elsewhere = "this machine" if current.server is None else current.server
+        came = f"came through the server at {recorded.server}, not {elsewhere}"
+        how = f"with --server {recorded.server}"
+    return (
+        f"its rows {came}: resume {how}, or write a new output (another --output, or --overwrite)"
+    )
 
 
 def sidecar(output: Path) -> Path:

@@ -128,6 +128,7 @@ def check_unknown_label(
         return "" if multi_label else DEFAULT_UNKNOWN
     if threshold is None and not multi_label:  # multi-label runs always have one
         raise UsageError("--unknown-label needs --threshold P: no image gets it otherwise")
+    unknown_label = clean_text(unknown_label)  # a name in the rows, as a Label's name is
     if multi_label and SEPARATOR in unknown_label:
         raise UsageError(f"--unknown-label {unknown_label!r} holds {SEPARATOR!r}: rename it")
     same = unicodedata.normalize("NFC", unknown_label).casefold()

@@ -147,6 +147,7 @@ def label_tree(
     setup = replace(
         run_setup(kind, options, labels, templates, backend.weights),
         model=backend.known_model or "",  # a server's, named if its weights refuse a resume
+        server=backend.served_by,  # a resume must come from the same place
         support=fewshot.support_identity if fewshot is not None else None,
         calibration=fewshot.calibration_identity if fewshot is not None else None,
     )
