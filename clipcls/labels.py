@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipcls.errors import PromptFileError, UsageError
+from clipcls.pathtext import clean_text
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,19 @@ def parse_label(entry: str) -> Label:
         raise UsageError(f"empty label name in {entry!r}")
     if any(not text for text in texts):
         raise UsageError(f"empty name or description in label {entry!r}")
-    return Label(name, texts)
+    label = Label(name, texts)
+    _check_text(label)
+    return label
+
+
+def _check_text(label: Label) -> None:
+    """Refuse a label typed as bytes that are not UTF-8 (`-l $'\\xff'`): they arrive as lone
+    surrogates, which no output file can hold. (A class folder's name is shown escaped.)"""
+    for text in (label.name, *label.texts):
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"label '{clean_text(text)}' is not UTF-8 text") from None
 
 
 def check_labels(labels: Sequence[Label]) -> tuple[Label, ...]:

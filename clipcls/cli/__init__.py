@@ -12,8 +12,10 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Entry point of the `clipcls` script (and `python -m clipcls`)."""
+    from clipcls.cli.messages import forgiving_stdout
     from clipcls.cli.quick import quick_search
 
+    forgiving_stdout()
     status = quick_search(sys.argv[1:])
     if status is not None:
         sys.exit(status)
