@@ -28,9 +28,11 @@ def parse_label(entry: str) -> Label:
     """Parse `name`, `name: text | text | ...` or `text | text` into a Label.
 
     Text is put in Unicode NFC form: `café` typed as e + combining accent (macOS file names,
-    some keyboards) is the same label as the precomposed `café`.
+    some keyboards) is the same label as the precomposed `café`. Bytes that are not UTF-8
+    (`-l $'\\xff'`) are taken as their \\xNN text, as a class folder's name is shown: a label
+    is text every output file can hold.
     """
-    entry = unicodedata.normalize("NFC", entry)
+    entry = unicodedata.normalize("NFC", clean_text(entry))
     head, sep, tail = entry.partition(":")
     name = head.strip()
     body = tail if sep else entry
@@ -41,19 +43,7 @@ def parse_label(entry: str) -> Label:
         raise UsageError(f"empty label name in {entry!r}")
     if any(not text for text in texts):
         raise UsageError(f"empty name or description in label {entry!r}")
-    label = Label(name, texts)
-    _check_text(label)
-    return label
-
-
-def _check_text(label: Label) -> None:
-    """Refuse a label typed as bytes that are not UTF-8 (`-l $'\\xff'`): they arrive as lone
-    surrogates, which no output file can hold. (A class folder's name is shown escaped.)"""
-    for text in (label.name, *label.texts):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise UsageError(f"label '{clean_text(text)}' is not UTF-8 text") from None
+    return Label(name, texts)
 
 
 def check_labels(labels: Sequence[Label]) -> tuple[Label, ...]:
