@@ -193,3 +193,13 @@ def test_a_real_process_with_an_ascii_stdout(tiny_model: str, names: Path) -> No
         p["label"] for line in done.stdout.splitlines() for p in json.loads(line)["predictions"]
     }
     assert labels == {"café", "猫", unicodedata.normalize("NFC", NFD), "dog 🐱"}
+
+
+def test_a_warning_on_an_ascii_stderr_never_reads_like_an_undecodable_byte(
+    tiny_model: str, names: Path
+) -> None:
+    broken = names / os.fsdecode("café".encode() + b"\xff.jpg")
+    broken.write_bytes(b"not an image")
+    done = invoke("ascii", "predict", str(broken), "-l", "a,b", *model_args(tiny_model))
+    assert done.exit_code == 0, done.output
+    assert "caf\\u00e9\\xff.jpg" in done.stderr  # Python's own would write caf\xe9\xff.jpg

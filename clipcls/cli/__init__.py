@@ -17,10 +17,10 @@ def main() -> None:
 
     stop_politely()
     try:
-        from clipcls.cli.messages import forgiving_stdout
+        from clipcls.cli.messages import forgiving_streams
         from clipcls.cli.quick import quick_search
 
-        forgiving_stdout()
+        forgiving_streams()
         status = quick_search(sys.argv[1:])
         if status is not None:
             sys.exit(status)

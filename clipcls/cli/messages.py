@@ -31,15 +31,16 @@ def notice(message: str) -> None:
     stderr.print(printable(message), style="dim", soft_wrap=True, markup=False)
 
 
-# Error handlers that never raise: one the user chose (PYTHONIOENCODING=ascii:replace) stays.
-LENIENT = ("backslashreplace", "replace", "xmlcharrefreplace", "namereplace", "ignore")
+# Lossy handlers a user chose (PYTHONIOENCODING=ascii:replace) stay; any other gives way.
+CHOSEN = ("replace", "xmlcharrefreplace", "namereplace", "ignore")
 
 
-def forgiving_stdout() -> None:
-    """Write what stdout cannot encode (`café` to an ASCII terminal, a name's undecodable byte)
-    escaped as error lines show it (\\xe9, \\u732b, \\xff) instead of ending a finished run
-    in a UnicodeEncodeError; files given with -o are opened as UTF-8 and stay exact."""
-    stream = sys.stdout
-    errors = getattr(stream, "errors", None)
-    if errors not in (*LENIENT, ESCAPE_ERRORS) and isinstance(stream, io.TextIOWrapper):
-        stream.reconfigure(errors=ESCAPE_ERRORS)
+def forgiving_streams() -> None:
+    """Write what stdout or stderr cannot encode (`café` to an ASCII terminal) as JSON escapes
+    it (\\u00e9), an undecodable file-name byte as \\xff (so the two never read alike, as
+    with Python's own backslashreplace), instead of ending a finished run in a
+    UnicodeEncodeError; JSON stays valid, and files given with -o are UTF-8 and exact."""
+    for stream in (sys.stdout, sys.stderr):
+        errors = getattr(stream, "errors", None)
+        if errors not in (*CHOSEN, ESCAPE_ERRORS) and isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors=ESCAPE_ERRORS)
