@@ -82,7 +82,8 @@ class InterruptGuard:
     wait for its end.
 
     A row and its file move are one critical section: an interrupt never leaves half a row in
-    the output or a file moved without its row.
+    the output or a file moved without its row. After the first stop, later signals wait
+    too: the way out (the rows kept, how to resume) is never broken by an impatient second.
     """
 
     def __init__(self) -> None:
