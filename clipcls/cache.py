@@ -12,8 +12,8 @@ file, a bad row) turns it off for the rest of the run, with one message to on_fa
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
-import math
 import os
 import shutil
 import sqlite3
@@ -28,11 +28,11 @@ import numpy as np
 
 from clipcls.errors import UsageError
 from clipcls.filekey import FileKey
+from clipcls.settings import MAX_ENV as MAX_ENV  # re-exported: where people look for it
+from clipcls.settings import NOT_YOURS, max_bytes_from_env, writable
 from clipcls.vectors import check_embedding
 
 FILE_NAME = "embeddings.sqlite3"
-DEFAULT_MAX_BYTES = 2 * 1024**3
-MAX_ENV = "CLIPCLS_CACHE_MAX_GB"
 SCHEMA_VERSION = 2  # PRAGMA user_version; a file with another version is rebuilt
 RECORDS = "CREATE TABLE IF NOT EXISTS records (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
 SCHEMA = """
@@ -65,20 +65,6 @@ class CacheInfo:
     images: int
     texts: int
     models: int
-
-
-def max_bytes_from_env() -> int:
-    """The size bound: $CLIPCLS_CACHE_MAX_GB, else 2 GiB."""
-    value = os.environ.get(MAX_ENV)
-    if not value:
-        return DEFAULT_MAX_BYTES
-    try:
-        gib = float(value)
-    except ValueError:
-        gib = math.nan
-    if not math.isfinite(gib) or gib < 0:
-        raise UsageError(f"${MAX_ENV} must be a number of GiB of 0 or more, not {value!r}")
-    return int(gib * 1024**3)
 
 
 def guarded(default: Any) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -114,6 +100,7 @@ class EmbeddingCache:
         self.max_bytes = max_bytes if max_bytes is not None else max_bytes_from_env()
         self.on_failure = on_failure
         self.failure: str | None = None
+        self.reason = self.remedy = ""
         self.db: sqlite3.Connection | None = None
         self._dims: dict[str, int] = {}  # floats per vector, per model key
         try:
@@ -142,10 +129,11 @@ class EmbeddingCache:
         self.db.execute(RECORDS)  # a no-op unless the cache was written before records existed
 
     def fail(self, error: BaseException) -> None:
-        """Turn the cache off for the rest of the run, saying why once."""
-        reason = str(error) or type(error).__name__
-        self.failure = f"the embedding cache {self.path} is not usable ({reason}); "
-        self.failure += "going on without it (`clipcls cache clear` resets it)"
+        """Turn the cache off for the rest of the run, saying why once, and what to do."""
+        self.reason = f"{error or type(error).__name__}"
+        self.remedy = "`clipcls cache clear` resets it" if writable(self.path) else NOT_YOURS
+        self.failure = f"the embedding cache {self.path} is not usable ({self.reason}); "
+        self.failure += f"going on without it ({self.remedy})"
         if self.db is not None:
             with contextlib.suppress(sqlite3.Error):
                 self.db.close()
@@ -295,24 +283,34 @@ class EmbeddingCache:
     def info(self) -> CacheInfo:
         """Sizes and counts for `clipcls cache info` (UsageError if the file is not usable)."""
         if self.db is None:
-            raise UsageError(self.failure or f"cannot open {self.path}")
+            raise UsageError(f"cannot open {self.path} ({self.reason}); {self.remedy}")
         images = self.db.execute("SELECT COUNT(*), COUNT(DISTINCT model) FROM images").fetchone()
         texts = self.db.execute("SELECT COUNT(*) FROM texts").fetchone()[0]
         return CacheInfo(self.path, self.used_bytes(), self.max_bytes, images[0], texts, images[1])
 
 
 def clear_cache(folder: Path) -> int:
-    """Delete the cache files, whatever they hold; the number of bytes freed."""
+    """Delete the cache files, whatever they hold; the number of bytes freed. UsageError,
+    before anything is removed, where this user may not remove them (another user's folder)."""
+    stored = folder / "search"  # searches' stored matrices (clipcls.search.store): derived
+    found = [stored, *stored.rglob("*")] if stored.is_dir() else []
+    folders = {path for path in found if path.is_dir() and not path.is_symlink()}
+    files = [folder / f"{FILE_NAME}{suffix}" for suffix in ("", "-wal", "-shm", "-journal")]
+    files = [path for path in [*files, *found] if os.path.lexists(path)]
     freed = 0
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        path = folder / f"{FILE_NAME}{suffix}"
-        with contextlib.suppress(FileNotFoundError):
+    try:
+        mine = all(os.access(path.parent, os.W_OK) for path in files) and all(
+            os.access(path, os.R_OK | os.W_OK | os.X_OK) for path in folders
+        )
+        if not mine:
+            raise PermissionError(errno.EACCES, "some of its files are not yours to remove")
+        for path in (path for path in files if path not in folders):
             freed += path.lstat().st_size
             path.unlink()
-    stored = folder / "search"  # searches' stored matrices (clipcls.search.store): derived
-    if stored.is_dir():
-        freed += sum(f.lstat().st_size for f in stored.rglob("*") if f.is_file())
-        shutil.rmtree(stored, ignore_errors=True)
+        shutil.rmtree(stored, ignore_errors=not folders)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise UsageError(f"cannot clear the embedding cache in {folder}: {reason}") from None
     return freed
 
 

@@ -3,6 +3,7 @@ to the file system's byte limit."""
 
 from __future__ import annotations
 
+import codecs
 import functools
 import os
 import re
@@ -28,6 +29,28 @@ def clean_text(text: str) -> str:
         return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     except UnicodeEncodeError:  # a surrogate no file name decodes to (\ud800): escape it too
         return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _escaped(char: str) -> str:
+    """One character a stream cannot encode: an undecodable file-name byte as \\xNN (as
+    clean_text writes it), any other as JSON writes it (\\u00e9, \\ud83d\\udc31), so that JSON
+    sent to an ASCII stdout stays valid and reads back exactly."""
+    code = ord(char)
+    if 0xDC80 <= code <= 0xDCFF:
+        return f"\\x{code - 0xDC00:02x}"
+    units = char.encode("utf-16-be", "surrogatepass")
+    return "".join(f"\\u{units[i]:02x}{units[i + 1]:02x}" for i in range(0, len(units), 2))
+
+
+def _escape_unencodable(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    bad = error.object[error.start : error.end]
+    return "".join(_escaped(char) for char in bad), error.end
+
+
+ESCAPE_ERRORS = "clipcls.escape"  # a codec error handler: what a stream cannot encode, escaped
+codecs.register_error(ESCAPE_ERRORS, _escape_unencodable)
 
 
 def text_to_path(text: str) -> str:

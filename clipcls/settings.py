@@ -1,17 +1,24 @@
-"""Model settings shared by every command: which model, where it runs, where weights live."""
+"""Model settings shared by every command: which model, where it runs, where weights and the
+cache live, and how large the cache may grow."""
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from clipcls.errors import UsageError
+
 DEFAULT_MODEL = "ViT-B-32"
 # 69.2% ImageNet zero-shot in open_clip's results table, vs 66.6% for laion2b_s34b_b79k.
 DEFAULT_PRETRAINED = "datacomp_xl_s13b_b90k"
 CACHE_ENV = "CLIPCLS_CACHE_DIR"
+MAX_ENV = "CLIPCLS_CACHE_MAX_GB"
+DEFAULT_MAX_BYTES = 2 * 1024**3
+NOT_YOURS = f"not writable by you: give a folder of your own with --cache-dir or ${CACHE_ENV}"
 
 
 class Device(str, Enum):
@@ -82,3 +89,26 @@ def user_cache_dir() -> Path:
     if sys.platform == "darwin":
         return home / "Library" / "Caches"
     return Path(os.environ.get("XDG_CACHE_HOME") or home / ".cache")
+
+
+def writable(path: Path) -> bool:
+    """Whether this user may write path: the file if it is there, and the folder it is in (or,
+    not made yet, would be made in). A cache in another user's folder is not."""
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
+def max_bytes_from_env() -> int:
+    """The size bound: $CLIPCLS_CACHE_MAX_GB, else 2 GiB."""
+    value = os.environ.get(MAX_ENV)
+    if not value:
+        return DEFAULT_MAX_BYTES
+    try:
+        gib = float(value)
+    except ValueError:
+        gib = math.nan
+    if not math.isfinite(gib) or gib < 0:
+        raise UsageError(f"${MAX_ENV} must be a number of GiB of 0 or more, not {value!r}")
+    return int(gib * 1024**3)

@@ -12,17 +12,26 @@ __all__ = ["app", "main"]
 
 def main() -> None:
     """Entry point of the `clipcls` script (and `python -m clipcls`)."""
+    from clipcls.cli.interrupts import exiting, stop_politely
+    from clipcls.errors import ExitStatus
+
+    stop_politely()
     try:
+        from clipcls.cli.messages import forgiving_streams
         from clipcls.cli.quick import quick_search
 
+        forgiving_streams()
         status = quick_search(sys.argv[1:])
         if status is not None:
             sys.exit(status)
         from clipcls.cli.commands import main as run_app
-    except KeyboardInterrupt:  # Ctrl-C while the command line loads: nothing done, no traceback
+
+        run_app()
+    except KeyboardInterrupt:  # Ctrl-C while the commands load, before any is running
         sys.stderr.write("interrupted\n")
-        sys.exit(130)
-    run_app()
+        sys.exit(int(ExitStatus.INTERRUPTED))
+    finally:
+        exiting()  # a stop signal from here (torch's exit handlers) ends it quietly
 
 
 def __getattr__(name: str) -> Any:

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from clipcls.cache import MAX_ENV, EmbeddingCache, clear_cache
+from clipcls.cache import FILE_NAME, MAX_ENV, EmbeddingCache, clear_cache
 from clipcls.cli.console import notice, reported_errors
 from clipcls.cli.groups import SuggestingGroup
 from clipcls.cli.options import CacheDirOpt, DebugOpt
@@ -54,5 +54,8 @@ def clear(cache_dir: CacheDirOpt = None, debug: DebugOpt = False) -> None:
     """Delete every cached embedding (downloaded weights stay)."""
     with reported_errors(debug):
         folder = ModelSettings(cache_dir=cache_dir).resolved_cache_dir()
+        if not (folder / FILE_NAME).exists() and not (folder / "search").exists():
+            notice(f"no embedding cache in {folder}: nothing to remove")
+            return
         freed = clear_cache(folder)
         notice(f"removed the embedding cache in {folder} ({_size(freed)})")

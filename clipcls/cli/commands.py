@@ -23,6 +23,7 @@ from clipcls.cli.cache import cache_app
 from clipcls.cli.clock import start_run
 from clipcls.cli.console import stderr
 from clipcls.cli.groups import SuggestingGroup
+from clipcls.cli.messages import forgiving_streams
 from clipcls.cli.models import models_app
 from clipcls.cli.search_options import SEARCH_EXAMPLES, SIMILAR_EXAMPLES
 from clipcls.errors import ExitStatus
@@ -55,6 +56,7 @@ class OneLineErrors(SuggestingGroup):
     ) -> Any:
         run = super().main
         start_run()
+        forgiving_streams()  # also where the app runs without main(): CliRunner, embedding
         if not standalone_mode:
             return run(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:

@@ -19,6 +19,7 @@ from clipcls.cli.console import (
     warn,
 )
 from clipcls.cli.formats import SearchFormatOpt, as_format
+from clipcls.cli.interrupts import InterruptGuard, exit_code_of
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, run_options, scale_options
 from clipcls.cli.options import SORT_PANEL, OverwriteOpt, PathsArg
@@ -26,15 +27,8 @@ from clipcls.cli.search_options import OutputOpt
 from clipcls.errors import UsageError
 from clipcls.labeling.sorting import SortMode
 from clipcls.output.formats import RESULT_FORMATS, Format, format_for
-from clipcls.search.dedupe import (
-    DEFAULT_THRESHOLD,
-    Deduplication,
-    KeepRule,
-    check_threshold,
-)
-from clipcls.search.dedupe import (
-    dedupe as find_duplicates,
-)
+from clipcls.search.dedupe import DEFAULT_THRESHOLD, Deduplication, KeepRule, check_threshold
+from clipcls.search.dedupe import dedupe as find_duplicates
 from clipcls.search.dedupe_sort import (
     Placement,
     check_sort_target,
@@ -100,6 +94,21 @@ def _write(
         fmt.write_records(stream, columns, rows, str(output or "stdout"))
 
 
+def _sort_out(
+    found: Deduplication, root: Path, mode: SortMode, fmt: Format, output: Path | None
+) -> list[Placement]:
+    """Place the files not kept; stopped between two (Ctrl-C, SIGTERM), write the rows with
+    the places so far, say so, and exit 130 or 143: a rerun places the rest."""
+    guard, done = InterruptGuard(), list[Placement]()
+    with guard.installed():
+        try:
+            return sort_out(found.groups, root, mode, output, guard.section, done)
+        except KeyboardInterrupt as stop:
+            _write(found, done, fmt, output, True)
+            notice(f"interrupted: {summary(found, len(done), root, mode, False)}; run it again")
+            raise typer.Exit(exit_code_of(stop)) from None
+
+
 @model_options()
 @RUN.options()
 @SCALE.options(only=("server", "batch_size", "no_cache", "from_embeddings"))
@@ -139,9 +148,10 @@ def dedupe(
         for _, error in found.failures:
             warn(error)  # it names the file
         placements: list[Placement] = []
-        if sort_into is not None:
-            sort = plan_placements if dry_run else sort_out
-            placements = sort(found.groups, sort_into, mode, output)
+        if sort_into is not None and dry_run:
+            placements = plan_placements(found.groups, sort_into, mode, output)
+        elif sort_into is not None:
+            placements = _sort_out(found, sort_into, mode, chosen, output)
         _write(found, placements, chosen, output, sort_into is not None)
         if not run.quiet:
             notice(summary(found, len(placements), sort_into, mode, dry_run))

@@ -109,9 +109,10 @@ class FoldedPath:
 NARROW = 80  # below this many columns the probability bars give way to the paths
 
 
-def _bar(probability: float, width: int = 10) -> Text:
+def _bar(probability: float, ascii_only: bool, width: int = 10) -> Text:
+    full, empty = "#." if ascii_only else "█░"  # as Rich draws the table's box in ASCII
     filled = round(probability * width)
-    return Text("█" * filled, style="green") + Text("░" * (width - filled), style="dim")
+    return Text(full * filled, style="green") + Text(empty * (width - filled), style="dim")
 
 
 class TableWriter:
@@ -155,7 +156,7 @@ class TableWriter:
                     name,
                     f"{score.probability:.1%}",
                 ]
-                cells += [_bar(score.probability)] if bars else []
+                cells += [_bar(score.probability, self.console.options.ascii_only)] if bars else []
                 table.add_row(*cells, end_section=rank == len(scores) - 1)
         self.console.print(table)
 

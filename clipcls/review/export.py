@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import Any, TextIO
 
 from clipcls.errors import RecordError, UsageError
 from clipcls.labeling.manifest import sidecar
-from clipcls.labeling.sorting import safe_folder_name, unique_destination
+from clipcls.labeling.sorting import UNSAFE, safe_folder_name, unique_destination
 from clipcls.output.csv_text import SafeCsv, is_number_column
 from clipcls.output.files import check_writable
 from clipcls.output.formats import Format, format_of
@@ -30,6 +31,8 @@ from clipcls.review.sortfolder import sorted_file
 from clipcls.review.table import ReviewTable
 
 __all__ = ["apply_sorting", "export_corrected", "export_support", "plan_sorting"]
+
+UNDECODABLE = re.compile("[\udc80-\udcff]")  # a file name's bytes that are not UTF-8
 
 
 def _export_format(table: ReviewTable, target: Path) -> Format:
@@ -209,7 +212,9 @@ def _matches(label: str) -> bool:
 
 
 def _link_name(source: str) -> str:
-    name = os.path.basename(source)
+    """A link's name: the file's, with what label's folder names avoid (CR, LF and other
+    control characters; characters Windows refuses) and bytes that are not UTF-8 as `_`."""
+    name = UNDECODABLE.sub("_", UNSAFE.sub("_", os.path.basename(source)))
     return f"_{name}" if name.startswith(".") else name  # a support walk skips hidden names
 
 

@@ -9,11 +9,14 @@ is found again by the file it holds, which is what lets a rerun finish a killed 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.labeling.sorting import (
@@ -111,20 +114,31 @@ def _reusable(source: Path, mode: SortMode, taken: set[Path]) -> Callable[[Path]
 
 
 def sort_out(
-    groups: Sequence[Group], root: Path, mode: SortMode, report: Path | None = None
+    groups: Sequence[Group],
+    root: Path,
+    mode: SortMode,
+    report: Path | None = None,
+    section: Callable[[], AbstractContextManager[Any]] = contextlib.nullcontext,
+    done: list[Placement] | None = None,
 ) -> list[Placement]:
     """Plan and carry out the placements under the sort folder's lock: names are chosen once
-    no other run (dedupe or label) sorts into it, so none it took meanwhile is planned over."""
+    no other run (dedupe or label) sorts into it, so none it took meanwhile is planned over.
+
+    Each placement is carried out and added to done (returned) inside one `section()` (the
+    CLI's holds stop signals until it ends): stopped, done lists exactly the files placed.
+    """
+    done = [] if done is None else done
     if not plan_placements(groups, root, mode, report):
-        return []  # nothing to place: no folder made
+        return done  # nothing to place: no folder made
     fd = claim_sort_folder(root)
     try:
-        placements = plan_placements(groups, root, mode, report)
-        for placement in placements:
-            _apply(placement, mode)
+        for placement in plan_placements(groups, root, mode, report):
+            with section():
+                _apply(placement, mode)
+                done.append(placement)
     finally:
         os.close(fd)
-    return placements
+    return done
 
 
 def apply_placements(placements: Sequence[Placement], root: Path, mode: SortMode) -> None:

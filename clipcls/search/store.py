@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from clipcls.backends.base import ImageStore
-from clipcls.cache import max_bytes_from_env
 from clipcls.errors import UsageError
 from clipcls.remote import is_url
+from clipcls.settings import max_bytes_from_env
 
 STORE = "search"  # the folder under the cache's
 FORMAT = 1
