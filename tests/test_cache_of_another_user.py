@@ -2,8 +2,10 @@
 under an unwritable home): every command works without the cache, saying so once and what to
 do, or exits 2 with one line; never a traceback, never a cache file of theirs removed.
 
-The commands run as `nobody` (root drops its privileges in the child): these tests skip where
-they do not run as root, or where nobody cannot run this Python (one under /root, say)."""
+The commands run as `nobody` (root drops its privileges in the child). Where nobody cannot run
+this Python (one under /root, say), they run as root stripped of every capability (setpriv), to
+whom the cache belongs no more than to nobody: the caches are then nobody's. They skip where they
+do not run as root."""
 
 import contextlib
 import os
@@ -26,6 +28,15 @@ try:
 except KeyError:
     pytest.skip("no user `nobody` to run the commands as", allow_module_level=True)
 
+DROP_CAPABILITIES = [
+    "setpriv",
+    "--securebits=+noroot,+noroot_locked,+no_setuid_fixup,+no_setuid_fixup_locked",
+    "--bounding-set=-all",
+    "--inh-caps=-all",
+]
+# Who runs the commands: nobody, or root without capabilities (as the shared fixture finds),
+# and the home folder they cannot make.
+RUN_AS = {"user": "nobody", "home": "/nonexistent"}
 NOT_YOURS = "not writable by you: give a folder of your own with --cache-dir or $CLIPCLS_CACHE_DIR"
 
 
@@ -35,6 +46,35 @@ def as_nobody() -> None:
     os.setuid(NOBODY.pw_uid)
 
 
+def stripped() -> bool:
+    """Whether the commands run as root without capabilities (the caches are nobody's)."""
+    return RUN_AS["user"] != "nobody"
+
+
+def command(args: list[str], user: bool) -> tuple[list[str], object]:
+    """The argv and preexec_fn that run args as the other user (or as root: user=False)."""
+    if not user:
+        return args, None
+    return (DROP_CAPABILITIES + args, None) if stripped() else (args, as_nobody)
+
+
+def theirs(path: Path) -> Path:
+    """path (a tree), owned by the user the commands do not run as."""
+    if stripped():
+        for part in [path, *path.rglob("*")]:
+            os.lchown(part, NOBODY.pw_uid, NOBODY.pw_gid)
+    return path
+
+
+def unwritable_home(shared: Path) -> Path:
+    """A home folder the commands' user cannot make (its parent is the other user's)."""
+    if not stripped():
+        return Path("/nonexistent")  # / is root's
+    homes = shared / "homes"
+    homes.mkdir(mode=0o755, exist_ok=True)
+    return theirs(homes) / "nonexistent"
+
+
 def clipcls(
     *args: str, cache: Path | None, cwd: Path, user: bool = True
 ) -> subprocess.CompletedProcess:
@@ -42,21 +82,22 @@ def clipcls(
     the default under an unwritable home)."""
     env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": "/nonexistent",
+        "HOME": RUN_AS["home"],
         "PYTHONPATH": str(REPO),
         "HF_HUB_OFFLINE": "1",
         **{name: os.environ[name] for name in ("LD_LIBRARY_PATH",) if name in os.environ},
     }
     if cache is not None:
         env["CLIPCLS_CACHE_DIR"] = str(cache)
+    argv, preexec = command([sys.executable, "-m", "clipcls", *args], user)
     return subprocess.run(
-        [sys.executable, "-m", "clipcls", *args],
+        argv,
         capture_output=True,
         text=True,
         env=env,
         cwd=cwd,
         timeout=300,
-        preexec_fn=as_nobody if user else None,
+        preexec_fn=preexec,  # type: ignore[arg-type]
     )
 
 
@@ -67,24 +108,18 @@ def shared() -> Iterator[Path]:
     root = Path(tempfile.mkdtemp(prefix="clipcls-users-"))
     try:
         root.chmod(0o777)
-        try:
-            probe = subprocess.run(
-                [sys.executable, "-c", "import clipcls.cli, numpy, ssl"],
-                env={"PYTHONPATH": str(REPO), **os.environ},
-                cwd=root,
-                capture_output=True,
-                preexec_fn=as_nobody,
-            ).returncode
-        except OSError:  # its folder is private to root
-            probe = -1
-        if probe != 0:
-            pytest.skip(f"nobody cannot run {sys.executable} with clipcls (a private folder?)")
+        for RUN_AS["user"] in ("nobody", "root without capabilities"):
+            if runs_clipcls(root):
+                break
+        else:
+            pytest.skip(f"neither nobody nor a root without capabilities runs {sys.executable}")
         write_tiny_model(root / "tiny")
         (root / "photos").mkdir()
         for name in ("chelsea.png", "coffee.png"):
             shutil.copy(SAMPLE_IMAGES / name, root / "photos" / name)
         for path in root.rglob("*"):
             path.chmod(0o777 if path.is_dir() else 0o644)
+        RUN_AS["home"] = str(unwritable_home(root))
         filled = clipcls(*predict(root), cache=root / "filled", cwd=root, user=False)
         assert filled.returncode == 0, filled.stderr
         with contextlib.closing(sqlite3.connect(root / "filled" / "embeddings.sqlite3")) as db:
@@ -92,6 +127,34 @@ def shared() -> Iterator[Path]:
         yield root
     finally:
         shutil.rmtree(root, ignore_errors=True)
+
+
+PROBE = """import clipcls.cli, numpy, ssl
+try:
+    open({!r}, "w")
+except PermissionError:
+    raise SystemExit(0)
+raise SystemExit(3)"""
+
+
+def runs_clipcls(root: Path) -> bool:
+    """Whether the commands' user can run this Python with clipcls, and is refused a file in a
+    folder of the other user's."""
+    folder = root / "probe"
+    folder.mkdir(mode=0o755)
+    argv, preexec = command([sys.executable, "-c", PROBE.format(str(theirs(folder) / "x"))], True)
+    try:
+        done = subprocess.run(
+            argv,
+            env={"PYTHONPATH": str(REPO), **os.environ},
+            cwd=root,
+            capture_output=True,
+            preexec_fn=preexec,  # type: ignore[arg-type]
+        ).returncode
+    except OSError:  # its folder is private to root, or there is no setpriv
+        done = -1
+    shutil.rmtree(folder)
+    return done == 0
 
 
 def predict(root: Path) -> list[str]:
@@ -104,7 +167,7 @@ def roots_cache(shared: Path, name: str, mode: int) -> Path:
     shutil.rmtree(cache, ignore_errors=True)
     shutil.copytree(shared / "filled", cache)
     cache.chmod(mode)
-    return cache
+    return theirs(cache)
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -149,6 +212,7 @@ def test_a_read_only_cache_file_in_a_shared_folder_is_not_cleared_half(shared: P
     cache = roots_cache(shared, "half", 0o777)  # anyone may remove files right in it
     (cache / "search" / "x").mkdir(parents=True, mode=0o700)  # but not in root's folders
     (cache / "search" / "x" / "keys.npy").write_bytes(b"root's")
+    theirs(cache)
     before = files(cache)
     cleared = clipcls("cache", "clear", cache=cache, cwd=shared)
     assert cleared.returncode == 2 and "not yours to remove" in one_line(cleared)
@@ -158,6 +222,7 @@ def test_a_read_only_cache_file_in_a_shared_folder_is_not_cleared_half(shared: P
 def test_a_cache_folder_that_cannot_be_made_is_said_as_such(shared: Path) -> None:
     parent = shared / "roots-parent"
     parent.mkdir(mode=0o755, exist_ok=True)
+    theirs(parent)
     info = clipcls("cache", "info", cache=parent / "cache", cwd=shared)
     assert info.returncode == 2 and "going on without it" not in one_line(info)
     assert NOT_YOURS in info.stderr
