@@ -21,7 +21,8 @@ from typer.testing import CliRunner
 
 from clipcls.cli import app
 from clipcls.cli.interrupts import Interrupted, InterruptGuard
-from clipcls.labeling.sorting import SortMode, place, unique_destination
+from clipcls.labeling.sortfolder import Entry, SortFolder
+from clipcls.labeling.sorting import SortMode, unique_destination
 from clipcls.pathtext import path_to_text, text_to_path
 
 runner = CliRunner()
@@ -64,8 +65,9 @@ def test_placing_never_replaces_an_existing_file(tmp_path: Path, mode: SortMode)
     source.write_bytes(b"new")
     target.parent.mkdir()
     target.write_bytes(b"old")
-    with pytest.raises(FileExistsError):
-        place(source, target, mode)
+    with SortFolder(target.parent) as folder, pytest.raises(FileExistsError):
+        folder.place(str(source), Entry(".", target.name), mode)
+    assert target.read_bytes() == b"old" and source.read_bytes() == b"new"
     assert target.read_bytes() == b"old" and source.read_bytes() == b"new"
 
 

@@ -167,10 +167,12 @@ def test_a_label_folder_swapped_for_a_link_after_the_check_is_not_followed(
     monkeypatch.setattr(resort, "unique_destination", swap_then_plan)
     applied = apply_sorting(table, ReviewLog.read(table).current())
     # Was: someone's 0000.png moved into sorted/dog/ (paths resolved again at move time).
-    # Now the folder checked is the folder held open: the run's file moves, from where it is.
+    # Now each step opens the label folder beneath the sort folder held open, never through a
+    # link: the move is refused, and the run's file stays where it is.
     assert (victim / "0000.png").read_bytes() == b"someone's"
-    assert (tmp_path / "sorted/dog/0000.png").read_bytes() == PNG + b"0000.png"
-    assert applied.moved == 1 and list((tmp_path / "sorted/cat.real").iterdir()) == []
+    assert not (tmp_path / "sorted/dog/0000.png").exists()
+    assert applied.moved == 0 and applied.failed == 1
+    assert (tmp_path / "sorted/cat.real/0000.png").read_bytes() == PNG + b"0000.png"
 
 
 def test_a_label_folder_that_is_a_link_out_is_refused(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from typer.testing import CliRunner
 
 from clipcls.cli import app
 from clipcls.cli.interrupts import Interrupted, InterruptGuard
+from clipcls.labeling.sortfolder import SortFolder
 from clipcls.search import dedupe_sort
 from clipcls.search.dedupe_sort import Placement
 
@@ -112,8 +113,8 @@ def test_dedupe_stopped_between_moves_lists_the_files_it_moved(
     place = dedupe_sort._apply
     calls = []
 
-    def placed(placement: Placement, mode: dedupe_sort.SortMode) -> None:
-        place(placement, mode)
+    def placed(folder: SortFolder, placement: Placement, mode: dedupe_sort.SortMode) -> None:
+        place(folder, placement, mode)
         calls.append(placement)
         if len(calls) == 3:  # Ctrl-C during the third move: it finishes first
             os.kill(os.getpid(), signal.SIGINT)

@@ -80,6 +80,8 @@ def _sorted_line(summary: Summary, options: LabelOptions) -> str:
     labels = ", ".join(f"{label} {count}" for label, count in summary.placed.most_common())
     what = f"dry run: would {planned} {files}" if options.dry_run else f"{done} {files}"
     line = f"{what} into {folder}" + (f" ({labels})" if labels else "")
+    if summary.unplaced:
+        line += f"; {plural(summary.unplaced, 'file')} not {done}: see the warnings"
     if summary.unsorted_urls:
         urls = plural(summary.unsorted_urls, "URL")
         line += f"; {urls} not sorted: a URL is no file here to {planned}"

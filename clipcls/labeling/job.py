@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -17,11 +18,15 @@ from clipcls.classify import Prediction
 from clipcls.errors import ClipclsError
 from clipcls.labeling.options import LabelOptions
 from clipcls.labeling.resume import RecordedRow, Recovered
+from clipcls.labeling.sortfolder import (
+    Refused,
+    SortFolder,
+    claim_sort_folder,
+    existing_sort_folder,
+)
 from clipcls.labeling.sorting import (
     SortMode,
     absolute,
-    is_unfinished_move,
-    place,
     safe_folder_name,
     same_file,
     unique_destination,
@@ -45,7 +50,8 @@ if TYPE_CHECKING:
 
 
 class Sorter:
-    """Choose each file's place under DIR/<label>/ and put it there after its row is saved."""
+    """Choose each file's place under DIR/<label>/ and put it there after its row is saved,
+    through the sort folder held open (folder; without one, each placing claims it)."""
 
     def __init__(
         self,
@@ -54,8 +60,9 @@ class Sorter:
         dry_run: bool,
         planned: Iterable[str] = (),
         multi_label: bool = False,
+        folder: SortFolder | None = None,
     ) -> None:
-        self.root, self.mode, self.dry_run = root, mode, dry_run
+        self.root, self.mode, self.dry_run, self.folder = root, mode, dry_run, folder
         # multi-label: a file goes into each of its labels' folders, its places joined by ;
         self.multi_label = multi_label
         # A dry run creates nothing on disk, so it must remember the names it has handed out,
@@ -85,33 +92,48 @@ class Sorter:
         folder = self.root / safe_folder_name(label)
         # A name that already holds this very file (an earlier run's copy) is used again;
         # a move has no such twin, since its source would be gone.
-        reusable = None if self.mode is SortMode.MOVE else partial(same_file, source)
+        reusable = None if self.mode is SortMode.MOVE else partial(self._holds, str(source))
         target = unique_destination(folder, name, self.planned, reusable)
         if self.planned is not None:
             self.planned.add(absolute(target))
         return str(target)
 
-    def apply(self, path: str, destination: str) -> None:
-        """Copy, link or move the file to each of its places (nothing in a dry run, or where
-        already done)."""
-        if self.dry_run:
-            return
-        for one in self._places(destination):
-            self._apply(path, one)
+    def _holds(self, source: str, candidate: Path) -> bool:
+        """Whether candidate already holds source's copy or link (an earlier run's)."""
+        held = self.folder
+        with nullcontext(held) if held is not None else existing_sort_folder(self.root) as folder:
+            if folder is None:
+                return False  # no sort folder yet: nothing to use again
+            entry = folder.locate(str(candidate))
+            return entry is not None and folder.holds(source, entry, self.mode)
 
-    def _apply(self, path: str, destination: str) -> None:
-        source, target = Path(path), Path(destination)
+    def apply(self, path: str, destination: str, finishing: bool = False) -> list[tuple[int, str]]:
+        """Copy, link or move the file to each of its places (nothing in a dry run, or where
+        already done; finishing: a resumed run's rows); each place not taken (refused, or gone
+        meanwhile), by its index, with a line saying why (the file stays where it was)."""
+        if self.dry_run:
+            return []
+        held = self.folder
+        with nullcontext(held) if held is not None else claim_sort_folder(self.root) as folder:
+            places = enumerate(self._places(destination))
+            found = ((index, self._apply(folder, path, one, finishing)) for index, one in places)
+            return [(index, why) for index, why in found if why is not None]
+
+    def _apply(self, folder: SortFolder, path: str, destination: str, finish: bool) -> str | None:
         try:
-            if os.path.lexists(target):
-                if self.mode is SortMode.MOVE and is_unfinished_move(source, target):
-                    os.unlink(source)
-                return  # placed before; a different file at the source is a newcomer
-            place(source, target, self.mode)
+            target = folder.locate(destination)
+            if target is None:
+                raise Refused(errno.EXDEV, f"not in {folder.root} (links are not followed)")
+            folder.put(path, target, self.mode, finish)
+        except (Refused, FileExistsError, FileNotFoundError) as error:  # this file's alone
+            why = clean_text(error.strerror or str(error))
+            return f"{clean_text(path)}: not placed at {clean_text(destination)}: {why}"
         except OSError as error:
             raise ClipclsError(
                 f"cannot {self.mode.value} {clean_text(path)} to {clean_text(destination)}: "
                 f"{error.strerror or error}"
             ) from None
+        return None
 
 
 @dataclass
@@ -126,6 +148,7 @@ class Summary:
     started: float = field(default_factory=time.monotonic)
     placed: Counter[str] = field(default_factory=Counter)  # files given a sorted place, per label
     unsorted_urls: int = 0  # labeled URLs: no file here to sort
+    unplaced: int = 0  # places refused (a link as a label folder, a name taken) or gone
 
     @property
     def processed(self) -> int:
@@ -168,9 +191,10 @@ class LabelJob:
         options: LabelOptions,
         model_id: str,
         recovered: Recovered | None = None,
+        folder: SortFolder | None = None,
     ) -> None:
         """backend: any source of predictions (local, Ray, a server, or your own); model_id:
-        the model the rows record."""
+        the model the rows record; folder: the sort folder, claimed and held for the run."""
         self.backend, self.labels, self.templates = backend, tuple(labels), templates
         self.options, self.model_id = options, model_id
         self.recovered = recovered or Recovered()
@@ -182,6 +206,7 @@ class LabelJob:
                 options.dry_run,
                 self.recovered.destinations.values(),
                 options.multi_label,
+                folder,
             )
             if options.sort_into is not None
             else None
@@ -253,20 +278,25 @@ class LabelJob:
 
     def finish_pending(self, section: Section = contextlib.nullcontext) -> list[str]:
         """Finish placing the files of the last rows an interrupted run wrote; the problems
-        (a file that went away meanwhile), one message each."""
+        (a file that went away meanwhile, a place refused), one message each."""
         problems = []
         for recorded in self.pending_placements():
             with section():
                 try:
-                    self.place(recorded)
+                    problems += self.place(recorded, finishing=True)
                 except ClipclsError as error:
                     problems.append(str(error))
         return problems
 
     def write_rows(
-        self, writer: Writer, rows: Iterable[Row], section: Section = contextlib.nullcontext
+        self,
+        writer: Writer,
+        rows: Iterable[Row],
+        section: Section = contextlib.nullcontext,
+        warn: Callable[[str], None] = lambda line: None,
     ) -> Iterator[Row]:
-        """Write each row (from rows()), then place its file, yielding rows as they are written.
+        """Write each row (from rows()), then place its file, yielding rows as they are written;
+        warn hears of each place not taken.
 
         Each row and its placement run inside one `section()` (the CLI's holds stop signals
         until it ends), so an interrupt never leaves a row without its file or the reverse.
@@ -274,10 +304,20 @@ class LabelJob:
         for row in rows:
             with section():
                 writer.write(row)
-                self.place(row)
+                unplaced = self.place(row)
+            for line in unplaced:
+                warn(line)
             yield row
 
-    def place(self, row: Row | RecordedRow) -> None:
-        """Put the row's file in its label folder; only after the row is safely written."""
-        if self.sorter is not None:
-            self.sorter.apply(row.path, row.destination)
+    def place(self, row: Row | RecordedRow, finishing: bool = False) -> list[str]:
+        """Put the row's file in its label folder, only after the row is safely written; each
+        place not taken, one line (counted, and not as placed)."""
+        if self.sorter is None:
+            return []
+        unplaced = self.sorter.apply(row.path, row.destination, finishing)
+        self.summary.unplaced += len(unplaced)
+        if isinstance(row, Row) and unplaced:  # a resumed row was counted by its own run
+            labels = row.labels if self.options.multi_label else (row.label,)
+            self.summary.placed.subtract(labels[index] for index, _ in unplaced)
+            self.summary.placed = +self.summary.placed  # no label left at 0
+        return [why for _, why in unplaced]

@@ -5,7 +5,6 @@ LabelEvents (the library never prints)."""
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field, replace
@@ -29,7 +28,8 @@ from clipcls.labeling.options import (
 )
 from clipcls.labeling.predictor import Predictor
 from clipcls.labeling.resume import Recovered
-from clipcls.labeling.sorting import SortMode, claim_sort_folder
+from clipcls.labeling.sortfolder import SortFolder, claim_sort_folder
+from clipcls.labeling.sorting import SortMode
 from clipcls.labels import Label
 from clipcls.output.formats import LABEL_FORMATS, Format, format_for
 from clipcls.output.rows import Row, clean_text
@@ -160,8 +160,9 @@ def label_tree(
     with contextlib.ExitStack() as held:
         out = open_label_output(output, kind, columns, setup, resume, overwrite, keep)
         held.callback(out.close)
+        folder: SortFolder | None = None
         if options.sort_into is not None and not options.dry_run:
-            held.callback(os.close, claim_sort_folder(options.sort_into))
+            folder = held.enter_context(claim_sort_folder(options.sort_into))
         recovered = out.recovered or Recovered()
         files = partial(_files, inputs, walk, include_hidden, options.sort_into)
         pending = partial(_pending, files, options, recovered)
@@ -177,7 +178,7 @@ def label_tree(
         loaded = predictor.model_id
         check_loaded_model(out, setup, loaded)
         row_model = out.recorded.model if out.recorded is not None else loaded
-        job = LabelJob(predictor, labels, templates, options, row_model, out.recovered)
+        job = LabelJob(predictor, labels, templates, options, row_model, out.recovered, folder)
         rows = job.rows(files())
         if recovered.dropped_bytes:
             events.notice(
@@ -261,7 +262,8 @@ class _Writing:
             writer = self.kind.writer(stream, job.columns, header=self.out.header)
             for problem in job.finish_pending(guard.section):
                 events.warn(problem)
-            for row in events.track(job.write_rows(writer, rows, guard.section), total):
+            written = job.write_rows(writer, rows, guard.section, events.warn)
+            for row in events.track(written, total):
                 if row.error is not None:
                     events.warn(row.error)
             writer.close()

@@ -1,5 +1,5 @@
-"""Sort files into DIR/<label>/ folders: safe folder names, collision-free names, and placing
-that never replaces a file already there."""
+"""Sort files into DIR/<label>/ folders: safe folder names, collision-free names, and which name
+already holds a file's placing (placing itself is sortfolder's, through the open folder)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ import errno
 import filecmp
 import os
 import re
-import shutil
+import stat
 from collections.abc import Callable, Iterable
 from enum import Enum
 from pathlib import Path
 
-from clipcls.errors import UsageError
-from clipcls.images import MARKER
-from clipcls.labeling.lock import lock_exclusively
 from clipcls.pathtext import NAME_MAX, fit_name, name_bytes
 from clipcls.remote import is_url
 
@@ -86,71 +83,36 @@ def absolute(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def _publish(temporary: Path, destination: Path) -> None:
-    """Give a finished file its name, failing with FileExistsError rather than replacing one."""
-    try:
-        os.link(temporary, destination, follow_symlinks=False)
-    except OSError as error:
-        if error.errno not in NO_LINKS:
-            raise
-        if os.path.lexists(destination):  # no hard links here: check, then rename
-            raise FileExistsError(errno.EEXIST, "file exists", str(destination)) from None
-        os.rename(temporary, destination)
-        return
-    os.unlink(temporary)
-
-
-def _copy_atomically(source: Path, destination: Path) -> None:
-    """Copy under a hidden temporary name, then link it in: never half-written, never replacing."""
-    partial = destination.with_name(partial_name(destination.name))
-    if os.path.lexists(partial):
-        os.unlink(partial)  # left by a killed run
-    shutil.copy2(source, partial)
-    try:
-        _publish(partial, destination)
-    except BaseException:
-        os.unlink(partial)
-        raise
-
-
 def partial_name(name: str) -> str:
     """The hidden name a copy is written under before it gets its real name."""
     return f".{name}{PARTIAL}"
 
 
-def absolute_link_target(link: Path) -> str:
-    """Where a symbolic link points, as an absolute path that works from any folder."""
-    target = os.readlink(link)
-    return os.path.join(os.path.realpath(link.parent), target)
+def is_placing(
+    mode: SortMode,
+    source: os.stat_result,
+    found: os.stat_result,
+    same_target: Callable[[], bool],
+    same_bytes: Callable[[], bool],
+) -> bool:
+    """Whether found, a name in the sort folder (its own stat), already holds source placed by
+    mode (source's stat: for a move the name itself, else the file it leads to).
 
-
-def _move(source: Path, destination: Path) -> None:
-    if source.is_symlink():
-        # A relative link would point elsewhere from its new folder: re-create it absolute.
-        os.symlink(absolute_link_target(source), destination)
-        os.unlink(source)
-        return
-    try:
-        _publish(source, destination)  # a second name, then the first removed: never clobbers
-    except OSError as error:
-        if error.errno != errno.EXDEV:
-            raise
-        # Another file system: the file exists at the source until its full copy is in place.
-        _copy_atomically(source, destination)
-        os.unlink(source)
-
-
-def place(source: Path, destination: Path, mode: SortMode) -> None:
-    """Put source at destination by copy, link or move; FileExistsError if destination exists."""
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    if mode is SortMode.COPY:
-        _copy_atomically(source, destination)
-    elif mode is SortMode.SYMLINK:
-        os.symlink(os.path.abspath(source), destination)
-    elif mode is SortMode.HARDLINK:
-        os.link(source, destination)
-    else:
-        _move(source, destination)
+    A move cut short between its two steps left the same file under both names, or a link made
+    again pointing where the moved one did (same_target), or, across file systems, a regular
+    file with its bytes; a copy or hard link is a regular file with its bytes (a link is no
+    copy: the file would go with its source); a symlink is a link to the file (same_target).
+    """
+    if stat.S_ISLNK(found.st_mode):
+        moved_link = mode is SortMode.MOVE and stat.S_ISLNK(source.st_mode)
+        return (moved_link or mode is SortMode.SYMLINK) and same_target()
+    if not (stat.S_ISREG(found.st_mode) and stat.S_ISREG(source.st_mode)):
+        return False
+    if (found.st_dev, found.st_ino) == (source.st_dev, source.st_ino):
+        return True
+    if mode is SortMode.MOVE and found.st_dev == source.st_dev:
+        return False  # a move within one file system keeps the file: another one is a newcomer
+    return same_bytes()
 
 
 def same_file(source: Path, destination: Path, by_content: bool = True) -> bool:
@@ -164,16 +126,6 @@ def same_file(source: Path, destination: Path, by_content: bool = True) -> bool:
         return by_content and filecmp.cmp(source, destination, shallow=False)
     except OSError:
         return False
-
-
-def is_unfinished_move(source: Path, destination: Path) -> bool:
-    """Whether a move was cut short with both names in place (a kill between link and unlink,
-    or between a copy to another file system and the unlink)."""
-    try:
-        other_device = source.lstat().st_dev != destination.lstat().st_dev
-    except OSError:
-        return False
-    return same_file(source, destination, by_content=other_device)
 
 
 def nearest_existing(path: Path) -> Path:
@@ -192,18 +144,3 @@ def first_on_another_device(root: Path, inputs: Iterable[str]) -> str | None:
         if not is_url(given) and os.path.exists(given) and os.stat(given).st_dev != device:
             return given
     return None
-
-
-def claim_sort_folder(root: Path) -> int:
-    """Create and mark the folder, and lock it for this run; keep the returned fd open."""
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(root / MARKER, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
-    except OSError as error:
-        raise UsageError(f"cannot sort into {root}: {error.strerror or error}") from None
-    try:
-        lock_exclusively(fd, root, "files into it")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd

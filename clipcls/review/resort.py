@@ -16,17 +16,11 @@ from typing import Any
 
 from clipcls.errors import UsageError
 from clipcls.images import MARKER
-from clipcls.labeling.sorting import (
-    SortMode,
-    absolute,
-    claim_sort_folder,
-    safe_folder_name,
-    unique_destination,
-)
+from clipcls.labeling.sortfolder import Entry, SortFolder
+from clipcls.labeling.sorting import SortMode, absolute, safe_folder_name, unique_destination
 from clipcls.pathtext import clean_text
 from clipcls.review.ledger import Ledger, Placed, applied_places, ledger_path, read_ledger
 from clipcls.review.log import Decision
-from clipcls.review.sortfolder import Entry, SortFolder
 from clipcls.review.table import ReviewTable
 
 __all__ = ["Applied", "apply_sorting", "applied_places", "ledger_path", "plan_sorting"]
@@ -183,13 +177,18 @@ def apply_sorting(
     copies are moved as they are), with the sort folder locked; each move inside one
     `section()` (the CLI's holds stop signals until it ends)."""
     with _open_folder(table) as folder:
-        lock = claim_sort_folder(Path(folder.root))  # no label run sorts into it meanwhile
-        try:
-            plan = _plan(table, decisions, folder)  # planned under the lock: nothing moves on
-            moved, failed = _carry_out(table, folder, plan, section) if plan.moves else (0, 0)
-        finally:
-            os.close(lock)
+        _claim(folder)  # no label run sorts into it meanwhile
+        plan = _plan(table, decisions, folder)  # planned under the lock: nothing moves on
+        moved, failed = _carry_out(table, folder, plan, section) if plan.moves else (0, 0)
     return Applied(Path(folder.root), moved, plan.gone, plan.refused, failed, tuple(plan.problems))
+
+
+def _claim(folder: SortFolder) -> None:
+    try:
+        folder.claim()
+    except OSError as error:
+        where = clean_text(folder.root)
+        raise UsageError(f"cannot apply: {where}: {error.strerror or error}") from None
 
 
 def _carry_out(

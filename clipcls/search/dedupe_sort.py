@@ -14,19 +14,15 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from clipcls.errors import ClipclsError, UsageError
+from clipcls.labeling.sortfolder import Entry, SortFolder, claim_sort_folder, existing_sort_folder
 from clipcls.labeling.sorting import (
     SortMode,
     absolute,
-    claim_sort_folder,
     first_on_another_device,
-    is_unfinished_move,
-    place,
-    same_file,
     unique_destination,
 )
 from clipcls.output.writers import plural
@@ -93,7 +89,9 @@ def plan_placements(
             source = Path(member.path)
             if _in_folder(member.path, real_root):
                 continue  # in the sort folder already (given as a file): its name is its place
-            target = unique_destination(root, source.name, taken, _reusable(source, mode, taken))
+            target = unique_destination(
+                root, source.name, taken, _reusable(root, source, mode, taken)
+            )
             taken.add(absolute(target))
             placements.append(Placement(member.path, str(target)))
     return placements
@@ -104,13 +102,20 @@ def _in_folder(path: str, real_folder: str) -> bool:
     return not is_url(path) and os.path.realpath(Path(path).parent) == real_folder
 
 
-def _reusable(source: Path, mode: SortMode, taken: set[Path]) -> Callable[[Path], bool]:
-    """Whether an existing name already holds this source's placing: for a move, the same file
-    under both names (a kill between link and unlink); else this file's copy or link, unless
-    another image of this run was given the name (two byte-equal copies stay two)."""
-    if mode is SortMode.MOVE:
-        return partial(is_unfinished_move, source)
-    return lambda found: absolute(found) not in taken and same_file(source, found)
+def _reusable(root: Path, source: Path, mode: SortMode, taken: set[Path]) -> Callable[[Path], bool]:
+    """Whether an existing name already holds this source's placing (SortFolder.holds): for a
+    move, the same file under both names (a kill between link and unlink); else this file's
+    copy or link, unless another image of this run was given the name (two byte-equal copies
+    stay two)."""
+    return lambda found: (
+        (mode is SortMode.MOVE or absolute(found) not in taken)
+        and _holds(root, source, found, mode)
+    )
+
+
+def _holds(root: Path, source: Path, found: Path, mode: SortMode) -> bool:
+    with existing_sort_folder(root) as folder:
+        return folder is not None and folder.holds(str(source), Entry(".", found.name), mode)
 
 
 def sort_out(
@@ -130,14 +135,14 @@ def sort_out(
     done = [] if done is None else done
     if not plan_placements(groups, root, mode, report):
         return done  # nothing to place: no folder made
-    fd = claim_sort_folder(root)
+    folder = claim_sort_folder(root)
     try:
         for placement in plan_placements(groups, root, mode, report):
             with section():
-                _apply(placement, mode)
+                _apply(folder, placement, mode)
                 done.append(placement)
     finally:
-        os.close(fd)
+        folder.close()
     return done
 
 
@@ -146,22 +151,19 @@ def apply_placements(placements: Sequence[Placement], root: Path, mode: SortMode
     meanwhile); a destination that exists already holds its file (see plan_placements)."""
     if not placements:
         return
-    fd = claim_sort_folder(root)  # also marks it: later walks of a parent skip it
+    folder = claim_sort_folder(root)  # also marks it: later walks of a parent skip it
     try:
         for placement in placements:
-            _apply(placement, mode)
+            _apply(folder, placement, mode)
     finally:
-        os.close(fd)
+        folder.close()
 
 
-def _apply(placement: Placement, mode: SortMode) -> None:
-    source, target = Path(placement.source), Path(placement.target)
+def _apply(folder: SortFolder, placement: Placement, mode: SortMode) -> None:
+    """Place one image in the folder held open (a name its plan gave it in root); a name that
+    holds it already is left, a move a kill cut short there finished."""
     try:
-        if os.path.lexists(target):
-            if mode is SortMode.MOVE and is_unfinished_move(source, target):
-                os.unlink(source)  # the kill came between the second name and the unlink
-            return
-        place(source, target, mode)
+        folder.put(placement.source, Entry(".", Path(placement.target).name), mode)
     except OSError as error:
         raise ClipclsError(
             f"cannot {mode.value} {clean_text(placement.source)} to "
