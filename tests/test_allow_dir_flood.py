@@ -15,28 +15,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import SAMPLE_IMAGES, FakeEncoder, colour_images
+from conftest import SAMPLE_IMAGES, colour_images
+from test_allow_dir import opener as opener  # the fixture: openat2, and the walk without it
+from test_search_attack import served_search_listing
 
 from clipcls.client.checks import RequestError
-from clipcls.client.protocol import ImageRef
 from clipcls.client.search_request import parse_search
-from clipcls.images import load_image
-from clipcls.pipeline import PreparedImage
 from clipcls.server import roots as roots_module
 from clipcls.server.roots import OUTSIDE, OpenRoots, resolve_roots
-from clipcls.server.searching import ServedSearch
-
-
-@pytest.fixture(params=["openat2", "walk"])
-def opener(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Both ways of opening beneath a root: openat2, and the walk where the kernel lacks it."""
-    if request.param == "walk":
-
-        def missing(dirfd: int, relative: str, flags: int = 0) -> int:
-            raise NotImplementedError
-
-        monkeypatch.setattr(roots_module, "openat2_beneath", missing)
-    return str(request.param)
 
 
 @pytest.fixture
@@ -59,7 +45,8 @@ def names(roots: OpenRoots, folder: Path) -> list[str]:
     return sorted(name for name, _ in roots.scan(folder))
 
 
-def test_a_folder_is_listed_beneath_its_root_only(tree: Path, opener: str) -> None:
+@pytest.mark.usefixtures("opener")
+def test_a_folder_is_listed_beneath_its_root_only(tree: Path) -> None:
     root, outside = tree / "root", tree / "outside"
     roots = OpenRoots(resolve_roots([str(root)]))
     assert names(roots, root / "photos") == ["000.png", "001.png", "002.png", "sub"]
@@ -76,8 +63,9 @@ def test_a_folder_is_listed_beneath_its_root_only(tree: Path, opener: str) -> No
         roots.scan(outside)
 
 
+@pytest.mark.usefixtures("opener")
 def test_a_folder_swapped_for_a_link_out_after_its_check_is_not_listed(
-    tree: Path, opener: str, monkeypatch: pytest.MonkeyPatch
+    tree: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     root = tree / "root"
     roots = OpenRoots(resolve_roots([str(root)]))
@@ -94,24 +82,7 @@ def test_a_folder_swapped_for_a_link_out_after_its_check_is_not_listed(
         roots.scan(root / "photos")
 
 
-def served_search(root: Path, listed: list[str]) -> tuple[ServedSearch, OpenRoots]:
-    """A server's search over FakeEncoder embeddings, reading and listing as the worker does;
-    listed hears each folder the walk listed."""
-    encoder, roots = FakeEncoder(), OpenRoots(resolve_roots([str(root)]))
-
-    def prepare(ref: ImageRef) -> PreparedImage:
-        try:
-            with roots.open(ref.name) as stream:
-                return PreparedImage(ref.name, encoder.prepare(load_image(ref.name, data=stream)))
-        except Exception as error:  # noqa: BLE001 -- as the worker: a failure is its row
-            return PreparedImage(ref.name, error=str(error))
-
-    def scan(folder: Path) -> list[tuple[str, bool]]:
-        found = roots.scan(folder)
-        listed.append(str(folder))
-        return found
-
-    return ServedSearch(encoder, encoder, None, prepare, scan, ThreadPoolExecutor(1), 8), roots
+served_search = served_search_listing
 
 
 def test_a_search_folder_swapped_out_after_the_guard_is_refused_not_walked(tree: Path) -> None:

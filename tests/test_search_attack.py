@@ -91,6 +91,11 @@ def test_served_hits_are_spelled_as_the_local_walk_spells_them(
 def served_search(root: Path) -> ServedSearch:
     """A server's search over FakeEncoder embeddings, reading files as the worker does:
     beneath the --allow-dir root, never through a link out of it."""
+    return served_search_listing(root, [])[0]
+
+
+def served_search_listing(root: Path, listed: list[str]) -> tuple[ServedSearch, OpenRoots]:
+    """served_search, and its roots; listed hears each folder the walk listed."""
     encoder, roots = FakeEncoder(), OpenRoots(resolve_roots([str(root)]))
 
     def prepare(ref: ImageRef) -> PreparedImage:
@@ -100,7 +105,12 @@ def served_search(root: Path) -> ServedSearch:
         except Exception as error:  # noqa: BLE001 -- as the worker: a failure is its row
             return PreparedImage(ref.name, error=str(error))
 
-    return ServedSearch(encoder, encoder, None, prepare, roots.scan, ThreadPoolExecutor(1), 8)
+    def scan(folder: Path) -> list[tuple[str, bool]]:
+        found = roots.scan(folder)
+        listed.append(str(folder))
+        return found
+
+    return ServedSearch(encoder, encoder, None, prepare, scan, ThreadPoolExecutor(1), 8), roots
 
 
 def test_a_served_search_refuses_a_folder_linking_out_of_its_roots(tmp_path: Path) -> None:

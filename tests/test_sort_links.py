@@ -38,6 +38,12 @@ def label(model: str, *args: str):  # type: ignore[no-untyped-def]
     )
 
 
+def sort_photos(model: str, photos: Path, out: Path, mode: str):  # type: ignore[no-untyped-def]
+    """label photos into out, in that mode (its CSV beside out)."""
+    csv = out.parent / "l.csv"
+    return label(model, str(photos), "-o", str(csv), "--sort-into", str(out), "--mode", mode)
+
+
 def dedupe(model: str, *args: str):  # type: ignore[no-untyped-def]
     flags = ["--threshold", "0.999", "--keep", "first", "-f", "csv", "-q", "--model", model]
     return runner.invoke(app, ["dedupe", *args, *flags])
@@ -91,16 +97,7 @@ def test_a_label_folder_that_is_a_link_is_refused(
     for name in LABELS.split(","):
         os.symlink(outside, out / name)
     before = contents(photos)
-    done = label(
-        tiny_model,
-        str(photos),
-        "-o",
-        str(tmp_path / "l.csv"),
-        "--sort-into",
-        str(out),
-        "--mode",
-        mode,
-    )
+    done = sort_photos(tiny_model, photos, out, mode)
     assert done.exit_code == 0, done.output
     assert untouched(outside)
     assert contents(photos) == before  # a refused move leaves the file where it was
@@ -122,16 +119,7 @@ def test_a_label_folder_swapped_for_a_link_after_its_name_was_chosen(
 
     monkeypatch.setattr(job, "unique_destination", then_swapped)
     before = contents(photos)
-    done = label(
-        tiny_model,
-        str(photos),
-        "-o",
-        str(tmp_path / "l.csv"),
-        "--sort-into",
-        str(out),
-        "--mode",
-        mode,
-    )
+    done = sort_photos(tiny_model, photos, out, mode)
     assert done.exit_code == 0, done.output
     assert untouched(outside)
     assert contents(photos) == before
@@ -152,16 +140,7 @@ def test_the_sort_folder_swapped_for_a_link_after_it_was_claimed(
 
     monkeypatch.setattr(run, "claim_sort_folder", then_swapped)
     before = contents(photos)
-    done = label(
-        tiny_model,
-        str(photos),
-        "-o",
-        str(tmp_path / "l.csv"),
-        "--sort-into",
-        str(out),
-        "--mode",
-        mode,
-    )
+    done = sort_photos(tiny_model, photos, out, mode)
     assert done.exit_code == 0, done.output
     assert untouched(outside)
     assert contents(photos) == before  # the names lead out of it now: each place refused
