@@ -72,7 +72,9 @@ def refusal(roots: OpenRoots, path: Path | str) -> str:
     started = time.monotonic()
     with pytest.raises(ImageError) as caught:
         opened(roots, path)
-    assert time.monotonic() - started < 2  # never blocks (FIFO, /dev/zero)
+    assert (
+        time.monotonic() - started < 30
+    )  # a hang guard: a FIFO blocks and /dev/zero reads forever
     return str(caught.value).replace(str(path), "PATH")
 
 

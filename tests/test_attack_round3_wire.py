@@ -30,7 +30,7 @@ class _EndlessError(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(10**9))
         self.end_headers()
         try:
-            for _ in range(200):
+            for _ in range(1200):
                 self.wfile.write(b" ")
                 self.wfile.flush()
                 time.sleep(0.05)
@@ -69,7 +69,7 @@ def test_an_error_answer_is_read_within_the_bound_too(
     started = time.monotonic()
     with pytest.raises(ClipclsError, match="answered 500"):
         connection.post({"texts": ["a"]})
-    assert time.monotonic() - started < 8  # a hang guard: the whole body takes 10 s
+    assert time.monotonic() - started < 30  # a hang guard: the whole body takes 60 s
 
 
 class _DeepAnswer(_EndlessError):
@@ -108,7 +108,7 @@ def test_an_answer_whose_headers_trickle_is_bounded_in_all(monkeypatch: pytest.M
         with client:
             client.recv(65536)
             with contextlib.suppress(OSError):  # the client hung up: done
-                for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 100:
+                for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000:
                     client.sendall(bytes([byte]))
                     time.sleep(0.05)
 
@@ -117,5 +117,5 @@ def test_an_answer_whose_headers_trickle_is_bounded_in_all(monkeypatch: pytest.M
     started = time.monotonic()
     with pytest.raises(ClipclsError, match="took over 0.5 s to send its answer"):
         wire.ServerConnection(f"http://127.0.0.1:{listener.getsockname()[1]}")
-    assert time.monotonic() - started < 5  # a hang guard: the headers alone take 6 s
+    assert time.monotonic() - started < 25  # a hang guard: the headers alone take 50 s
     listener.close()

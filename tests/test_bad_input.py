@@ -74,7 +74,7 @@ def test_decompression_bomb_is_refused_fast_from_the_header(tmp_path: Path) -> N
     start = time.perf_counter()
     with pytest.raises(ImageError, match="10000 megapixels.*--max-megapixels"):
         load_image(path)
-    assert time.perf_counter() - start < 20  # a hang guard: decoding 10,000 MP takes minutes
+    assert time.perf_counter() - start < 60  # a hang guard: decoding 10,000 MP takes minutes
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
     big = tmp_path / "big.png"
     Image.new("RGB", (3000, 2000)).save(big)

@@ -288,7 +288,9 @@ def test_an_api_key_is_checked_on_every_request(tiny_model: str, photos: Path) -
             started = time.monotonic()
             status, answer = keyed.predict([{"url": url}])
         assert status == 504 and "--timeout" in answer["error"]
-        assert time.monotonic() - started < 12  # a hang guard: --timeout 2, the site 20 s
+        assert (
+            time.monotonic() - started < 15
+        )  # a hang guard: --timeout 2 (answers in ~2 s), the site 20 s
     finally:
         assert keyed.stop() == 0
 
