@@ -18,8 +18,9 @@ from typer.testing import CliRunner
 
 from clipcls.cli import app
 from clipcls.errors import UsageError
+from clipcls.review.finish import page_targets
 from clipcls.review.log import ReviewLog, review_path
-from clipcls.review.table import load_review
+from clipcls.review.table import ReviewTable, load_review
 
 NEW_POSTS = ["/api/label", "/api/finish"]
 
@@ -243,3 +244,21 @@ def test_a_stopping_review_takes_no_finish_action(served: Running, output: Path)
     status, answer = post(served, "/api/finish", {"action": "export"})
     assert status == 400 and "stopping" in str(answer["error"])
     assert not (output.parent / "out.corrected.csv").exists()
+
+
+@pytest.mark.parametrize(
+    "name,export",
+    [
+        ("labels.csv", "labels.corrected.csv"),
+        ("run.v2.jsonl", "run.v2.corrected.jsonl"),
+        ("labels.parquet", "labels.corrected.csv"),
+    ],
+)
+def test_the_page_exports_beside_the_output_in_a_format_export_writes(
+    tmp_path: Path, name: str, export: str
+) -> None:
+    table = ReviewTable(tmp_path / name, (), (), "unknown", None, None, "top-2")
+    targets = page_targets(table)
+    assert targets["export"] == str(tmp_path / export)
+    assert targets["support"] == str(tmp_path / (name.rsplit(".", 1)[0] + ".support"))
+    assert targets["apply"] is None  # nothing sorted: the page shows no apply button

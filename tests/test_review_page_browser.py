@@ -113,7 +113,7 @@ def test_status_filters_and_the_order_explained(page: Any) -> None:
     row = served.server.api.table.rows[first]
     other = next(i for i, label in enumerate(served.server.api.table.labels) if label != row.label)
     tab.keyboard.press(str(other + 1))  # changed
-    tab.keyboard.press("Enter")  # accepted: reviewed, not changed
+    tab.keyboard.press("Enter")  # at once: the next tile, accepted (keys wait their turn)
     expect_reviewed(tab, 2)
     tab.select_option("#filter-status", "changed")
     wait_until(tab, "() => document.querySelectorAll('.tile').length === 1")

@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from clipcls.errors import UsageError
-from clipcls.output.formats import Format, format_of
+from clipcls.output.formats import format_of
 from clipcls.output.writers import plural
 from clipcls.pathtext import clean_text
-from clipcls.review.export import export_corrected, export_support
+from clipcls.review.export import WRITERS, export_corrected, export_support
 from clipcls.review.log import Decision, ReviewLog
 from clipcls.review.resort import Applied, Section, apply_sorting
 from clipcls.review.table import ReviewTable
@@ -98,7 +98,7 @@ def page_targets(table: ReviewTable) -> dict[str, str | None]:
     (None: the run sorted nothing)."""
     output = Path(os.path.abspath(table.output))
     stem = output.name[: -len(output.suffix)] if output.suffix else output.name
-    suffix = ".jsonl" if format_of(output) is Format.JSONL else ".csv"
+    suffix = output.suffix if format_of(output) in WRITERS else ".csv"  # Parquet: CSV
     return {
         "export": str(output.with_name(f"{stem}.corrected{suffix}")),
         "support": str(output.with_name(f"{stem}.support")),

@@ -201,8 +201,17 @@ function columns() {
   return count < 0 ? view.tiles.length : count;
 }
 
-// Decide the marked tiles (readable ones), else the selected tile, else the given tiles.
-async function decide(action, label, nodes) {
+// One decision or undo at a time, in the order of the keys: a key pressed before the last
+// decision was saved acts on the tile selected after it, as it would have a moment later.
+let queue = Promise.resolve();
+function serially(step) { queue = queue.then(step, step); return queue; }
+
+function decide(action, label, nodes) { return serially(() => decideNow(action, label, nodes)); }
+
+function undo() { return serially(undoNow); }
+
+// Decide the given tiles, else the marked ones (readable ones), else the selected tile.
+async function decideNow(action, label, nodes) {
   const marked = !nodes && view.marked.size > 0;
   const targets = (nodes || chosenTiles()).filter((node) => !marked || !node.row.error);
   const group = [];
@@ -225,7 +234,7 @@ async function decide(action, label, nodes) {
   else if (targets.length === 1 && view.tiles[view.selected] === targets[0]) select(view.selected + 1);
 }
 
-async function undo() {
+async function undoNow() {
   const group = mine.pop();  // none left (a reloaded page): the review's latest decision
   const numbers = group ? [...group].reverse() : [undefined];
   for (const [i, seq] of numbers.entries()) {
