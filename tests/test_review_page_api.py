@@ -10,6 +10,7 @@ import json
 import os
 import socket
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from typer.testing import CliRunner
 
 from clipcls.cli import app
 from clipcls.errors import UsageError
+from clipcls.labeling.sortfolder import SortFolder
 from clipcls.review.finish import page_targets
 from clipcls.review.log import ReviewLog, review_path
 from clipcls.review.table import ReviewTable, load_review
@@ -262,3 +264,20 @@ def test_the_page_exports_beside_the_output_in_a_format_export_writes(
     assert targets["export"] == str(tmp_path / export)
     assert targets["support"] == str(tmp_path / (name.rsplit(".", 1)[0] + ".support"))
     assert targets["apply"] is None  # nothing sorted: the page shows no apply button
+
+
+def test_applies_at_once_move_each_file_once_and_wait_for_a_held_sort_folder(
+    served: Running, output: Path
+) -> None:
+    index = served.index_of("coffee.png")
+    served.json("POST", "/api/decide", {"index": index, "action": "set", "label": "rocket"})
+    with SortFolder(output.parent / "sorted") as held:  # a CLI --apply or label run in it
+        held.claim()
+        status, answer = post(served, "/api/finish", {"action": "apply"})
+        assert status == 400 and "in use" in str(answer["error"])
+    with ThreadPoolExecutor(4) as pool:  # two tabs, double clicks
+        lines = list(pool.map(lambda _: post(served, "/api/finish", {"action": "apply"}), "1234"))
+    said = sorted(str(answer["line"]).split(" in ")[0] for _, answer in lines)
+    assert said == ["moved 1 file"] + ["nothing to move"] * 3
+    sorted_folder = output.parent / "sorted"
+    assert list(sorted_folder.rglob("coffee.png")) == [sorted_folder / "rocket" / "coffee.png"]
