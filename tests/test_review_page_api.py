@@ -38,6 +38,17 @@ def served(output: Path, tmp_path: Path) -> Iterator[Running]:
         yield server
 
 
+@pytest.fixture(scope="module")
+def untouched(tmp_path_factory: pytest.TempPathFactory, tiny_model: str) -> Iterator[Running]:
+    """One page for the tests that must change nothing (labelled once: it takes a while)."""
+    root = tmp_path_factory.mktemp("untouched")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CLIPCLS_CACHE_DIR", str(root / "cache"))
+        output = label_output(root / "run", tiny_model)
+    with running(output, root / "thumbs") as server:
+        yield server
+
+
 def post(served: Running, path: str, body: object) -> tuple[int, dict[str, object]]:
     status, _, data = served.request("POST", path, body)
     return status, json.loads(data)
@@ -67,7 +78,8 @@ def test_new_posts_refuse_a_wrong_host_a_foreign_origin_and_a_big_body(
     assert served.request("POST", "/api/label", {"label": "zebra"}, headers=same)[0] == 200
 
 
-def test_the_favicon_is_an_empty_answer_and_nothing_else_loosens(served: Running) -> None:
+def test_the_favicon_is_an_empty_answer_and_nothing_else_loosens(untouched: Running) -> None:
+    served = untouched
     status, headers, data = served.request("GET", "/favicon.ico", token=None)
     assert (status, data) == (204, b"")
     assert "default-src 'self'" in headers["Content-Security-Policy"]
@@ -105,7 +117,8 @@ def test_the_favicon_is_an_empty_answer_and_nothing_else_loosens(served: Running
         "Unknown",
     ],
 )
-def test_a_new_label_must_be_a_clean_label_and_folder_name(served: Running, name: str) -> None:
+def test_a_new_label_must_be_a_clean_label_and_folder_name(untouched: Running, name: str) -> None:
+    served = untouched
     status, answer = post(served, "/api/label", {"label": name})
     assert status == 400, answer
     assert len(str(answer["error"])) < 300  # one line, not the whole name back
