@@ -41,7 +41,7 @@ def bomb_png() -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
 
 
-def label_output(root: Path, model: str) -> Path:
+def label_output(root: Path, model: str, labels: str = LABELS) -> Path:
     """Label seven photos (one named like an HTML tag) into root/out.csv, sorted into
     root/sorted; then one file becomes a FIFO, one a link to /dev/zero, one a decompression
     bomb and one is deleted, as files change under a finished run."""
@@ -53,7 +53,7 @@ def label_output(root: Path, model: str) -> Path:
     for name in ("fifo.jpg", "zero.jpg", "bomb.png", "gone.jpg", XSS):
         (photos / name).write_bytes((SAMPLE_IMAGES / "rocket.jpg").read_bytes())
     output = root / "out.csv"
-    args = ["label", str(photos), "--labels", LABELS, "--model", model, "--top-k", "2"]
+    args = ["label", str(photos), "--labels", labels, "--model", model, "--top-k", "2"]
     args += ["-o", str(output), "--sort-into", str(root / "sorted"), "--mode", "symlink"]
     done = CliRunner().invoke(app, args)
     assert done.exit_code == 0, done.output

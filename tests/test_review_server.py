@@ -27,6 +27,7 @@ from clipcls.review.thumbs import Thumbs
 ROUTES = [
     ("GET", "/"),
     ("GET", "/page.js"),
+    ("GET", "/actions.js"),
     ("GET", "/page.css"),
     ("GET", "/api/state"),
     ("GET", "/api/rows"),
@@ -34,6 +35,8 @@ ROUTES = [
     ("GET", "/image/0"),
     ("POST", "/api/decide"),
     ("POST", "/api/undo"),
+    ("POST", "/api/label"),
+    ("POST", "/api/finish"),
     ("GET", "/no/such/route"),
 ]
 

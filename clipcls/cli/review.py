@@ -138,6 +138,7 @@ def _serve(table: ReviewTable, host: str, port: int, key: str | None, open_brows
                 webbrowser.open(server.url)
             server.serve_forever(poll_interval=0.2)
         except KeyboardInterrupt:  # the way to stop: every decision is on disk already
+            api.close()  # a finish action under way ends first (an apply's move and record)
             progress = api.progress()
             notice(f"stopped: {progress['reviewed']} reviewed, {progress['changed']} changed")
         finally:

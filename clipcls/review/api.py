@@ -13,6 +13,7 @@ from typing import Any
 
 from clipcls.errors import UsageError
 from clipcls.pathtext import path_to_text
+from clipcls.review.finish import finish_on_page, page_targets
 from clipcls.review.ledger import applied_places, ledger_path
 from clipcls.review.log import Decision, ReviewLog
 from clipcls.review.sortfolder import open_sorted, sorted_file
@@ -22,6 +23,7 @@ from clipcls.review.thumbs import Opener, Thumb, Thumbs, open_file
 PAGE_ROWS = 120
 MAX_ROWS = 500  # rows one request may ask for
 ACTIONS = ("set", "unknown", "accept")
+STATUSES = ("unreviewed", "reviewed", "changed")  # the rows filter by their live decision
 
 
 class ReviewApi:
@@ -30,6 +32,7 @@ class ReviewApi:
     def __init__(self, table: ReviewTable, log: ReviewLog, thumbs: Thumbs) -> None:
         self.table, self.log, self.thumbs = table, log, thumbs
         self.order = table.by_margin()
+        self.rank = {index: rank for rank, index in enumerate(self.order)}
         # In the thumbnails' addresses: the browser keeps them, and the next review on the same
         # port and --key has the same row numbers for other pictures.
         self.session = secrets.token_hex(6)
@@ -37,13 +40,19 @@ class ReviewApi:
         self._ledger_lock = threading.Lock()
         self._applied: dict[int, str] = {}
         self._ledger_version: tuple[int, int] | None = None
+        self._finishing = threading.Lock()  # one finish action at a time
+        self.closing = False
 
     def state(self) -> dict[str, Any]:
-        """The run's facts the page shows once: labels (keys 1-9), the unknown label, counts."""
+        """The run's facts the page shows once: labels (the run's in order, keys 1-9 the first
+        nine; then those the review added), the unknown label, counts, where finishing writes."""
         table = self.table
+        with self.lock:
+            labels = self.log.labels()
         return {
             "output": os.path.basename(str(table.output)),
-            "labels": list(table.labels),
+            "labels": list(labels),
+            "added": list(labels[len(table.labels) :]),
             "unknown_label": table.unknown_label,
             "margin_source": table.margin_source,
             "sort_into": None if table.sort_into is None else str(table.sort_into),
@@ -51,6 +60,7 @@ class ReviewApi:
             "total": len(table.rows),
             "session": self.session,
             "progress": self.progress(),
+            "finish": page_targets(table),
         }
 
     def progress(self) -> dict[str, int]:
@@ -60,8 +70,14 @@ class ReviewApi:
 
     def rows(self, query: Mapping[str, str]) -> dict[str, Any]:
         """A page of rows, lowest margin first, of those matching the filters: `label` (the
-        output's label) and `min`/`max` (top-1 probability; rows without one are left out)."""
+        output's label), `min`/`max` (top-1 probability; rows without one are left out) and
+        `status` (unreviewed, reviewed, changed); from `offset`, or past rank `after` (a
+        page's last row: rows its decisions took out of a filter shift no offset)."""
         offset = _number(query, "offset", 0, int)
+        after = _number(query, "after", -1, int)
+        status = query.get("status") or None
+        if status is not None and status not in STATUSES:
+            raise UsageError(f"status must be one of {', '.join(STATUSES)}")
         limit = min(_number(query, "limit", PAGE_ROWS, int), MAX_ROWS)
         if offset < 0 or limit < 0:
             raise UsageError("offset and limit must not be negative")
@@ -69,11 +85,19 @@ class ReviewApi:
         low = _number(query, "min", None, float)
         high = _number(query, "max", None, float)
         rows = self.table.rows
-        chosen = [i for i in self.order if _matches(rows[i], label, low, high)]
         with self.lock:
             live = self.log.current()
-        shown = chosen[offset : offset + limit]
-        page = [row_record(rows[i], live.get(i), self.missing(i), self._moved(i)) for i in shown]
+        chosen = [
+            i
+            for i in self.order
+            if _matches(rows[i], label, low, high) and _in_status(rows[i], live.get(i), status)
+        ]
+        shown = [i for i in chosen if self.rank[i] > after][offset : offset + limit]
+        page = [
+            row_record(rows[i], live.get(i), self.missing(i), self._moved(i))
+            | {"rank": self.rank[i]}
+            for i in shown
+        ]
         return {"total": len(chosen), "offset": offset, "rows": page, "progress": self.progress()}
 
     def decide(self, body: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,6 +109,38 @@ class ReviewApi:
         with self.lock:
             decision = self.log.decide(row.index, label, action)
         return {"decision": asdict(decision), "progress": self.progress()}
+
+    def add_label(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Add a label the run did not have (recorded in the review file): its name as kept,
+        and every label now."""
+        label = body.get("label")
+        if not isinstance(label, str):
+            raise UsageError("label must be a string")
+        with self.lock:
+            name = self.log.add_label(label)
+            labels = self.log.labels()
+        return {"label": name, "labels": list(labels)}
+
+    def finish(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Export the corrected rows, export a support folder or apply to the sort folder
+        (`action`), with the decisions so far; what was written where (finish_on_page)."""
+        action = body.get("action")
+        if not isinstance(action, str):
+            raise UsageError("action must be export, support or apply")
+        with self._finishing:
+            if self.closing:
+                raise UsageError("the review is stopping: nothing was done")
+            with self.lock:
+                decisions = self.log.current()
+            done = finish_on_page(self.table, decisions, action)
+        return done | {"progress": self.progress()}
+
+    def close(self) -> None:
+        """Take no more finish actions, and wait for the one under way (a stop waits for the
+        move in progress and its ledger record)."""
+        self.closing = True
+        with self._finishing:
+            pass
 
     def undo(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Undo decision `seq` (a page's own latest), else the latest decision: which row it
@@ -186,6 +242,16 @@ def row_record(
         "missing": missing,
         "decision": None if decision is None else asdict(decision),
     }
+
+
+def _in_status(row: ReviewRow, decision: Decision | None, status: str | None) -> bool:
+    if status == "unreviewed":
+        return decision is None and row.error is None
+    if status == "reviewed":
+        return decision is not None
+    if status == "changed":
+        return decision is not None and decision.label != decision.previous
+    return True
 
 
 def _matches(row: ReviewRow, label: str | None, low: float | None, high: float | None) -> bool:

@@ -1,20 +1,23 @@
 """What a review ends with, from the decisions made so far: the output with the corrected
 labels, the sorted files moved to their corrected folders, a support folder of the reviewed
-images; each thing done said in one line, and a failure where no file could be moved."""
+images; each thing done said in one line, and a failure where no file could be moved. The
+page's finish buttons do the same, writing beside the output under fixed names."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from clipcls.errors import UsageError
+from clipcls.output.formats import format_of
 from clipcls.output.writers import plural
 from clipcls.pathtext import clean_text
-from clipcls.review.export import export_corrected, export_support
-from clipcls.review.log import ReviewLog
+from clipcls.review.export import WRITERS, export_corrected, export_support
+from clipcls.review.log import Decision, ReviewLog
 from clipcls.review.resort import Applied, Section, apply_sorting
 from clipcls.review.table import ReviewTable
 
@@ -84,3 +87,57 @@ def applied_line(applied: Applied, output: Path) -> str:
             return f"no file moved in {where}: {said}"
         return f"nothing to move in {where}: every reviewed file is in its label folder"
     return f"moved {plural(applied.moved, 'file')} in {where}" + (f"; {said}" if said else "")
+
+
+PAGE_ACTIONS = ("export", "support", "apply")
+
+
+def page_targets(table: ReviewTable) -> dict[str, str | None]:
+    """Where the page's finish actions write: beside the output, `NAME.corrected.csv` (.jsonl
+    for a JSONL output) and the folder `NAME.support`; apply works in the run's sort folder
+    (None: the run sorted nothing)."""
+    output = Path(os.path.abspath(table.output))
+    stem = output.name[: -len(output.suffix)] if output.suffix else output.name
+    suffix = output.suffix if format_of(output) in WRITERS else ".csv"  # Parquet: CSV
+    return {
+        "export": str(output.with_name(f"{stem}.corrected{suffix}")),
+        "support": str(output.with_name(f"{stem}.support")),
+        "apply": None if table.sort_into is None else str(table.sort_into),
+    }
+
+
+def finish_on_page(
+    table: ReviewTable, decisions: Mapping[int, Decision], action: str
+) -> dict[str, Any]:
+    """Do one finish action a page asked for (and its reviewer confirmed) with the decisions
+    so far: the line saying what was done, the path written, each problem on the way, and
+    `failed` where an apply was left files to move and moved none."""
+    where = page_targets(table)
+    problems: list[str] = []
+    failed = False
+    if action == "export":
+        path = str(where["export"])
+        count = export_corrected(table, decisions, Path(path))
+        line = f"wrote {plural(count, 'row')} to {clean_text(path)}"
+    elif action == "support":
+        path = str(where["support"])
+        if os.path.islink(path):  # its name is fixed: a link there is not ours to follow
+            raise UsageError(f"{clean_text(path)} is a symbolic link: not followed (move it away)")
+        count = export_support(table, decisions, Path(path), problems)
+        line = f"linked {plural(count, 'reviewed image')} into {clean_text(path)}"
+    elif action == "apply":
+        if where["apply"] is None:
+            raise UsageError("apply needs the output of a --sort-into run")
+        applied = apply_sorting(table, decisions)
+        problems.extend(applied.problems)
+        path, line = str(applied.root), applied_line(applied, table.output)
+        failed = not applied.moved and bool(applied.gone or applied.refused or applied.failed)
+    else:
+        raise UsageError(f"action must be one of {', '.join(PAGE_ACTIONS)}")
+    return {
+        "action": action,
+        "path": clean_text(path),
+        "line": line,
+        "problems": problems,
+        "failed": failed,
+    }

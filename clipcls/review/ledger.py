@@ -13,7 +13,7 @@ from typing import Any
 
 from clipcls.errors import UsageError
 from clipcls.pathtext import clean_text, path_to_text, text_to_path
-from clipcls.review.log import open_beside
+from clipcls.review.beside import open_beside
 from clipcls.review.table import ReviewRow, ReviewTable
 
 LEDGER_SUFFIX = ".review-applied.jsonl"

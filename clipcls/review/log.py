@@ -5,10 +5,8 @@ decision in flight; reopening replays it. One reviewer at a time (an OS lock).""
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
-import stat
 import threading
 import time
 from dataclasses import dataclass
@@ -18,13 +16,14 @@ from typing import Any
 from clipcls.errors import UsageError
 from clipcls.labeling.lock import lock_exclusively
 from clipcls.pathtext import clean_text, path_key
+from clipcls.review.beside import open_beside, sync_folder
+from clipcls.review.newlabel import MAX_ADDED, check_new_label
 from clipcls.review.table import ReviewTable
 
 SUFFIX = ".review.jsonl"
 RECORD = "clipcls-review/1"
 ACTIONS = ("set", "unknown", "accept")
 MAX_BYTES = 1 << 30  # a million decisions take ~200 MB; anything larger is not ours
-CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 
 
 @dataclass(frozen=True)
@@ -42,25 +41,6 @@ class Decision:
 def review_path(output: Path) -> Path:
     """Where an output's review file lives."""
     return output.with_name(output.name + SUFFIX)
-
-
-def open_beside(path: Path, flags: int) -> int:
-    """A file kept beside the output (the review file, the apply ledger) opened with flags:
-    never through a link (one planted there would have us write into the file it names), never
-    waiting on a FIFO. UsageError for either, FileNotFoundError passed on."""
-    name = clean_text(str(path))
-    try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_NONBLOCK | CLOEXEC, 0o666)
-    except FileNotFoundError:
-        raise
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise UsageError(f"{name} is a symbolic link: not followed (move it away)") from None
-        raise UsageError(f"cannot open {name}: {error.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):  # a FIFO opens for read and write at once
-        os.close(fd)
-        raise UsageError(f"{name} is not a regular file")
-    return fd
 
 
 def output_digest(table: ReviewTable) -> str:
@@ -84,6 +64,7 @@ class ReviewLog:
         self._stack: list[tuple[int, Decision]] = []  # live decisions, oldest first, with seq
         self._current: dict[int, Decision] = {}
         self._seq = 0
+        self.added: list[str] = []  # labels the review added, in order (record "add")
         self._guard = threading.Lock()  # the page's server answers from several threads
         self.read_only = False
 
@@ -149,7 +130,7 @@ class ReviewLog:
                 return
             os.ftruncate(self.fd, 0)
             self._append(header)
-            _sync_folder(self.path)
+            sync_folder(self.path)
             return
         lines = complete.split(b"\n")[:-1]
         self._check_header(lines[0], header)
@@ -160,7 +141,7 @@ class ReviewLog:
         for number, line in enumerate(lines[1:], start=2):
             try:
                 dropped += not self._apply(json.loads(line))
-            except (ValueError, KeyError, TypeError, OverflowError):  # Overflow: 1e999
+            except (ValueError, KeyError, TypeError, OverflowError, UsageError):  # 1e999
                 raise UsageError(
                     f"line {number} of {clean_text(str(self.path))} is not a review record: "
                     "fix or move the file"
@@ -194,6 +175,9 @@ class ReviewLog:
         """Replay one record; False if it is a decision for a row that holds another file."""
         seq = int(record["seq"])
         self._seq = max(self._seq, seq)
+        if "add" in record:  # checked again: the file may have been edited
+            self.added.append(check_new_label(str(record["add"]), self.labels()))
+            return True
         if "undo" in record:
             undone = int(record["undo"])
             # Undo takes back the latest live decision: look from the end.
@@ -259,10 +243,25 @@ class ReviewLog:
         if action == "accept":
             live = self._current.get(index)
             label = label or (live.label if live else row.label)
-        allowed = (*self.table.labels, self.table.unknown_label, row.label)
+        allowed = (*self.labels(), self.table.unknown_label, row.label)
         if label not in allowed:
             raise UsageError(f"{clean_text(label)!r} is not one of the run's labels")
         return label
+
+    def labels(self) -> tuple[str, ...]:
+        """The run's labels, then those the review added."""
+        return (*self.table.labels, *self.added)
+
+    def add_label(self, text: str) -> str:
+        """Add a label the run did not have (check_new_label), on disk before this returns."""
+        with self._guard:
+            if len(self.added) >= MAX_ADDED:
+                raise UsageError(f"a review adds at most {MAX_ADDED} labels")
+            name = check_new_label(text, (*self.labels(), self.table.unknown_label))
+            self._seq += 1
+            self._append({"seq": self._seq, "add": name, "time": _now()})
+            self.added.append(name)
+            return name
 
     def decide(self, index: int, label: str, action: str) -> Decision:
         """Record a decision for row index, on disk before this returns."""
@@ -325,13 +324,3 @@ class ReviewLog:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
-def _sync_folder(path: Path) -> None:
-    """Make a new file's name durable too (its folder's entry)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)

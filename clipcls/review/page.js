@@ -1,11 +1,15 @@
 // The review page: tiles lowest margin first, keys to decide, each decision sent at once.
 // Every name and label goes in with textContent (never innerHTML): file names are data.
+// actions.js holds the marked tiles, the label picker and the finish actions.
 "use strict";
 
 const TOKEN = document.querySelector('meta[name="review-token"]').content;
 const PAGE = 120;
-const view = { state: null, tiles: [], selected: -1, total: 0, loading: false, done: false, generation: 0 };
-const mine = [];  // this page's decisions, by number: u takes back its own, not another page's
+const view = { state: null, tiles: [], selected: -1, total: 0, loading: false, done: false, generation: 0,
+  marked: new Set() };
+// This page's decisions by number, in groups (one key on marked tiles is one group): u takes
+// back its own latest group, never another page's decisions.
+const mine = [];
 
 function $(id) { return document.getElementById(id); }
 
@@ -46,6 +50,7 @@ function keyLabels() { return view.state.labels.slice(0, 9); }
 
 function showLegend() {
   const legend = $("legend");
+  legend.replaceChildren();
   keyLabels().forEach((label, i) => {
     const key = make("button", "key", "");
     key.type = "button";
@@ -58,8 +63,23 @@ function showLegend() {
   unknown.append(make("kbd", "", "x"), document.createTextNode(" " + view.state.unknown_label));
   unknown.addEventListener("click", () => decide("unknown"));
   legend.append(unknown);
+  const any = make("button", "key", "");
+  any.type = "button";
+  any.id = "open-picker";
+  any.append(make("kbd", "", "/"),
+    document.createTextNode(` any of the ${view.state.labels.length} labels, or a new one`));
+  any.addEventListener("click", openPicker);
+  legend.append(any);
   legend.append(make("span", "hint",
-    "Enter accept · u undo · f full size · arrows move · margin: " + view.state.margin_source));
+    "Enter accept · u undo · space or Ctrl/Shift-click mark · f full size · arrows move"));
+}
+
+function showOrder() {
+  $("order").textContent = view.state.margin_source === "top-2"
+    ? "Least sure first: sorted by the margin between the model's top two labels " +
+      "(top-1 minus top-2 probability), smallest first; unreadable rows last."
+    : "Least sure first: sorted by the model's top probability (this output holds only the " +
+      "top label: margin 2 × top − 1), smallest first; unreadable rows last.";
 }
 
 function percent(p) { return (100 * p).toFixed(1) + "%"; }
@@ -75,7 +95,12 @@ function tile(row) {
     img.loading = "lazy";
     img.alt = "";
     img.src = address("/thumb/" + row.index, { v: view.state.session });
-    img.addEventListener("click", () => { select(view.tiles.indexOf(node)); openViewer(); });
+    img.addEventListener("click", (event) => {
+      if (event.ctrlKey || event.metaKey || event.shiftKey) return;  // marking: the tile's
+      event.stopPropagation();
+      select(view.tiles.indexOf(node));
+      openViewer();
+    });
     picture.append(img);
   }
   node.append(picture, make("div", "name", row.path));
@@ -84,13 +109,17 @@ function tile(row) {
   for (const [label, probability] of row.scores) {
     const chip = make("button", "chip", label + " " + percent(probability));
     chip.type = "button";
-    chip.addEventListener("click", () => { select(view.tiles.indexOf(node)); decide("set", label); });
+    chip.addEventListener("click", (event) => {
+      event.stopPropagation();
+      select(view.tiles.indexOf(node));
+      decide("set", label, [node]);
+    });
     chips.append(chip);
   }
   node.append(chips);
   if (row.destination) node.append(make("div", "destination", "→ " + row.destination));
   node.append(make("div", "decision"));
-  node.addEventListener("click", () => select(view.tiles.indexOf(node)));
+  node.addEventListener("click", (event) => clickTile(node, event));
   node.row = row;
   showDecision(node, row.decision);
   return node;
@@ -108,6 +137,7 @@ function showDecision(node, decision) {
 
 function filters() {
   const params = {};
+  if ($("filter-status").value) params.status = $("filter-status").value;
   if ($("filter-label").value) params.label = $("filter-label").value;
   if ($("filter-min").value) params.min = $("filter-min").value;
   if ($("filter-max").value) params.max = $("filter-max").value;
@@ -120,7 +150,10 @@ async function loadMore() {
   const generation = view.generation;
   let stale = false;
   try {
-    const data = await call("/api/rows", { ...filters(), offset: view.tiles.length, limit: PAGE });
+    // After the last row shown, by rank: deciding rows under a filter shifts no offset.
+    const last = view.tiles[view.tiles.length - 1];
+    const after = last ? last.row.rank : -1;
+    const data = await call("/api/rows", { ...filters(), after, limit: PAGE });
     stale = generation !== view.generation;  // the filters changed while it was on its way
     if (stale) return;
     view.total = data.total;
@@ -129,7 +162,7 @@ async function loadMore() {
       view.tiles.push(node);
       $("grid").append(node);
     }
-    view.done = view.tiles.length >= data.total || data.rows.length === 0;
+    view.done = data.rows.length < PAGE;
     $("count").textContent = `${data.total} rows`;
     showProgress(data.progress);
     if (view.selected < 0 && view.tiles.length) select(0);
@@ -146,6 +179,7 @@ function reload() {
   view.tiles = [];
   view.selected = -1;
   view.done = false;
+  clearMarks();
   $("grid").replaceChildren();
   loadMore();
 }
@@ -167,34 +201,56 @@ function columns() {
   return count < 0 ? view.tiles.length : count;
 }
 
-async function decide(action, label) {
-  const node = view.tiles[view.selected];
-  if (!node) return;
-  try {
-    const data = await call("/api/decide", null, { index: node.row.index, action, label });
-    mine.push(data.decision.seq);
-    showDecision(node, data.decision);
-    showProgress(data.progress);
-    note("");
-    if (view.tiles[view.selected] === node) select(view.selected + 1);
-  } catch (error) {
-    note("not saved: " + error.message);
+// One decision or undo at a time, in the order of the keys: a key pressed before the last
+// decision was saved acts on the tile selected after it, as it would have a moment later.
+let queue = Promise.resolve();
+function serially(step) { queue = queue.then(step, step); return queue; }
+
+function decide(action, label, nodes) { return serially(() => decideNow(action, label, nodes)); }
+
+function undo() { return serially(undoNow); }
+
+// Decide the given tiles, else the marked ones (readable ones), else the selected tile.
+async function decideNow(action, label, nodes) {
+  const marked = !nodes && view.marked.size > 0;
+  const targets = (nodes || chosenTiles()).filter((node) => !marked || !node.row.error);
+  const group = [];
+  let failure = null;
+  for (const node of targets) {
+    try {
+      const data = await call("/api/decide", null, { index: node.row.index, action, label });
+      group.push(data.decision.seq);
+      showDecision(node, data.decision);
+      showProgress(data.progress);
+    } catch (error) {
+      failure = error;
+      break;
+    }
   }
+  if (group.length) mine.push(group);
+  if (failure) { note("not saved: " + failure.message); return; }
+  note(marked ? `${group.length} tiles decided (u takes them back)` : "");
+  if (marked) clearMarks();
+  else if (targets.length === 1 && view.tiles[view.selected] === targets[0]) select(view.selected + 1);
 }
 
-async function undo() {
-  const seq = mine.pop();  // none left (a reloaded page): the review's latest decision
-  try {
-    const data = await call("/api/undo", null, seq === undefined ? {} : { seq });
-    showProgress(data.progress);
-    if (data.undone === null) { note("nothing to undo"); return; }
-    const position = view.tiles.findIndex((node) => node.row.index === data.undone);
-    if (position >= 0) { showDecision(view.tiles[position], data.decision); select(position); }
-    note("");
-  } catch (error) {
-    if (seq !== undefined) mine.push(seq);  // not taken back: still this page's to undo
-    note("undo failed: " + error.message);
+async function undoNow() {
+  const group = mine.pop();  // none left (a reloaded page): the review's latest decision
+  const numbers = group ? [...group].reverse() : [undefined];
+  for (const [i, seq] of numbers.entries()) {
+    try {
+      const data = await call("/api/undo", null, seq === undefined ? {} : { seq });
+      showProgress(data.progress);
+      if (data.undone === null) { if (!group) { note("nothing to undo"); return; } continue; }
+      const position = view.tiles.findIndex((node) => node.row.index === data.undone);
+      if (position >= 0) { showDecision(view.tiles[position], data.decision); select(position); }
+    } catch (error) {
+      if (group) mine.push(numbers.slice(i).reverse());  // not taken back: still this page's
+      note("undo failed: " + error.message);
+      return;
+    }
   }
+  note("");
 }
 
 function openViewer() {
@@ -211,7 +267,8 @@ function closeViewer() {
 }
 
 function onKey(event) {
-  if (event.key === "Escape") { closeViewer(); return; }
+  if (document.querySelector("dialog[open]")) return;  // the picker and confirmations have theirs
+  if (event.key === "Escape") { closeViewer(); clearMarks(); return; }
   if (event.target.closest && event.target.closest("input, select")) return;
   if (event.ctrlKey || event.metaKey || event.altKey) return;
   const step = { ArrowLeft: -1, ArrowRight: 1, ArrowUp: -columns(), ArrowDown: columns() };
@@ -223,6 +280,8 @@ function onKey(event) {
   else if (event.key === "x") decide("unknown");
   else if (event.key === "Enter") decide("accept");
   else if (event.key === "u") undo();
+  else if (event.key === " ") { if (view.tiles[view.selected]) toggleMark(view.tiles[view.selected]); }
+  else if (event.key === "/" || event.key === "l") openPicker();
   else if (event.key === "f") { if ($("viewer").hidden) openViewer(); else closeViewer(); }
   else return;
   event.preventDefault();
@@ -238,10 +297,13 @@ async function start() {
   $("output").textContent = view.state.output;
   for (const label of view.state.labels) $("filter-label").append(make("option", "", label));
   showLegend();
+  showOrder();
+  setupPicker();
+  setupFinish();
   showProgress(view.state.progress);
   document.addEventListener("keydown", onKey);
   $("viewer").addEventListener("click", closeViewer);
-  for (const id of ["filter-label", "filter-min", "filter-max"]) $(id).addEventListener("change", reload);
+  for (const id of ["filter-status", "filter-label", "filter-min", "filter-max"]) $(id).addEventListener("change", reload);
   $("filters").addEventListener("submit", (event) => { event.preventDefault(); reload(); });
   new IntersectionObserver((seen) => { if (seen.some((e) => e.isIntersecting)) loadMore(); },
     { rootMargin: "800px" }).observe($("sentinel"));

@@ -32,8 +32,8 @@ SECURITY = {
     "X-Frame-Options": "DENY",
     "Cross-Origin-Resource-Policy": "same-origin",
 }
-ASSETS = {"/page.js": "text/javascript", "/page.css": "text/css"}
-POSTS = ("/api/decide", "/api/undo")
+ASSETS = {"/page.js": "text/javascript", "/actions.js": "text/javascript", "/page.css": "text/css"}
+POSTS = ("/api/decide", "/api/undo", "/api/label", "/api/finish")
 BY_INDEX = re.compile(r"/(thumb|image)/(0|[1-9][0-9]{0,8})")
 HOST_HEADER = re.compile(r"[a-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9a-f:.]+\](:[0-9]{1,5})?")
 TOKEN_SLOT = "{{TOKEN}}"
@@ -143,7 +143,13 @@ class ReviewHandler(BaseHTTPRequestHandler):
         try:
             parts = urlsplit(self.path)
             query = dict(parse_qsl(parts.query))
-            allowed = self.allowed(query)
+            named = self.server.serves(self.headers.get("Host") or "")
+            if method == "GET" and parts.path == "/favicon.ico" and named and not self.has_body():
+                # The browser asks for it on its own, without the token: an empty answer,
+                # which tells nothing, rather than a 403 in its console.
+                self.send_bytes(b"", "image/x-icon", "max-age=86400", status=HTTPStatus.NO_CONTENT)
+                return
+            allowed = self.allowed(query) and (method != "POST" or self.same_origin())
             if not (allowed and method == "POST" and parts.path in POSTS) and self.has_body():
                 self.close_connection = True  # unread, it would be taken for the next request
             if not allowed:
@@ -170,6 +176,11 @@ class ReviewHandler(BaseHTTPRequestHandler):
         given = query.get("token") or self.headers.get("X-Review-Token") or ""
         token_ok = hmac.compare_digest(given.encode(), self.server.token.encode())
         return self.server.serves(self.headers.get("Host") or "") and token_ok
+
+    def same_origin(self) -> bool:
+        """A POST from a page carries Origin: it must be this page's own (a tool sends none)."""
+        origin = self.headers.get("Origin")
+        return origin is None or origin.lower() == f"http://{self.headers.get('Host', '').lower()}"
 
     def get(self, path: str, query: dict[str, str]) -> None:
         api = self.server.api
@@ -199,7 +210,13 @@ class ReviewHandler(BaseHTTPRequestHandler):
         body = self.read_body()
         if body is None:
             return
-        self.send_json(HTTPStatus.OK, api.decide(body) if path == "/api/decide" else api.undo(body))
+        answer = {
+            "/api/decide": api.decide,
+            "/api/undo": api.undo,
+            "/api/label": api.add_label,
+            "/api/finish": api.finish,
+        }[path]
+        self.send_json(HTTPStatus.OK, answer(body))
 
     def read_body(self) -> dict[str, Any] | None:
         """The JSON object sent, at most MAX_BODY bytes (None once refused: answered already)."""
