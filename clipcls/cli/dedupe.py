@@ -72,7 +72,8 @@ SortIntoOpt = Annotated[
         "--sort-into",
         file_okay=False,
         rich_help_panel=SORT_PANEL,
-        help="Copy the images not kept into DIR/ (flat; a taken name gets _1, _2, ...).",
+        help="Copy (or, by --mode, move or link) the images not kept into DIR/ (flat; a taken "
+        "name gets _1, _2, ...).",
     ),
 ]
 
@@ -120,7 +121,7 @@ def dedupe(
     output: OutputOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Find groups of near-duplicate images; keep one of each, list (or move out) the others."""
+    """Find groups of near-duplicate images; keep one of each; list the others, or copy them."""
     run, scale = run_options(ctx), scale_options(ctx)
     with reported_errors(run.debug):
         check_threshold(threshold)

@@ -48,7 +48,8 @@ class Member:
 
 @dataclass(frozen=True)
 class Group:
-    """Images that are near duplicates of each other: the kept one first, then by score."""
+    """An image kept and its near duplicates (each within the threshold of it): the kept one
+    first, then the others by score."""
 
     number: int  # from 1, groups in the walk order of their first image
     members: tuple[Member, ...]
