@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from clipcls.search import pairs
+from clipcls.search import pairs, stars
 from clipcls.search.dedupe import DEFAULT_THRESHOLD, Group, KeepRule, duplicate_groups
 from clipcls.search.pairs import ROUNDING
 
@@ -120,3 +120,19 @@ def test_moving_members_out_leaves_every_other_group_as_it_was(seed: int) -> Non
     assert [(g.kept.path, [m.path for m in g.others]) for g in after] == [
         (kept, others) for kept, others in expected if others
     ]
+
+
+@pytest.mark.parametrize("tail", [0, 40])
+def test_a_component_larger_than_one_block_is_grouped_whole(tail: int) -> None:
+    # 3,000 copies of one image (and a drifting tail): more rows than one block of candidates
+    # compares at once (stars.CELLS), all the copies kept by the first row in the first block
+    rng = np.random.default_rng(3)
+    image = unit(rng.standard_normal(64))
+    copies = unit(image + rng.normal(0, 0.004, (3000, 64)))
+    steps = np.outer(np.arange(1, tail + 1), unit(rng.standard_normal(64))) * 0.02
+    matrix = np.vstack([copies, unit(image + steps)]).astype(np.float16)
+    assert len(matrix) ** 2 > stars.CELLS
+    paths = names(len(matrix))
+    groups = duplicate_groups(paths, matrix, 0.99, KeepRule.FIRST)
+    check_stars(groups, paths, matrix, 0.99)
+    assert groups[0].kept.path == paths[0] and len(groups[0].members) >= 3000

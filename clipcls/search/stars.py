@@ -34,6 +34,8 @@ def star_groups(
     start = 0
     while start < len(ranked):
         later = start + np.flatnonzero(free[start:])  # positions in ranked, this block's first
+        if not len(later):
+            break  # the rest were kept by earlier rows
         block = max(1, min(len(later), CELLS // max(len(later), 1)))
         candidates = later[:block]
         columns = unit_rows(matrix[ranked[later]])
