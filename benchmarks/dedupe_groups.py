@@ -17,7 +17,13 @@ below the threshold to the image kept for them. The kept image is the one the ru
 prefers: `original` prefers the photo to its copies (as `--keep largest` does where copies are
 smaller), `walk` keeps the first in a shuffled walk order (a copy may be kept).
 
+With `--model M` (any `--model` clipcls takes, e.g. `ViT-B-32` where its weights are cached)
+the rows are instead real embeddings of the sample photos, each with three planted copies
+(JPEG quality 60, half size, the middle 95%) and two near-shots (85% crops at opposite corners:
+other photos, not copies), written under benchmarks/data/dedupe_photos/.
+
     python benchmarks/dedupe_groups.py [--photos 10000] [--copies 2000] [--seed 0]
+    python benchmarks/dedupe_groups.py --model ViT-B-32 [--thresholds 0.95,0.985]
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from clipcls.search.pairs import near_components, unit_rows
 from clipcls.search.stars import star_groups
@@ -69,6 +77,51 @@ def planted(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray, np.ndarra
     is_copy = np.r_[np.zeros(n, bool), np.ones(args.copies, bool)]
     kind = np.r_[np.full(n, -1), kinds]
     return rows, family, is_copy, kind
+
+
+PHOTO_COPIES = {
+    "re-encoded": lambda image: image,  # saved as JPEG quality 60
+    "resized": lambda image: image.resize((image.width // 2, image.height // 2)),
+    "cropped": lambda image: image.crop(_box(image, 0.95, 0.5)),
+}
+
+
+def _box(image: Image.Image, share: float, where: float) -> tuple[int, int, int, int]:
+    """The box of a crop keeping share of each side, placed at where (0: top left, 1: corner)."""
+    width, height = round(image.width * share), round(image.height * share)
+    left, top = round((image.width - width) * where), round((image.height - height) * where)
+    return left, top, left + width, top + height
+
+
+def photo_rows(
+    model: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The sample photos, their planted copies and near-shots, embedded by model: rows, family,
+    is each a copy, kind of each copy, and a rank that prefers each original to its copies."""
+    from clipcls.backends.base import BackendConfig, open_backend
+    from clipcls.search.collect import collect
+    from clipcls.settings import ModelSettings
+
+    folder = Path(__file__).parent / "data" / "dedupe_photos"
+    folder.mkdir(parents=True, exist_ok=True)
+    samples = sorted(Path(__file__).parent.parent.joinpath("sample_images").glob("*.*"))
+    samples = [path for path in samples if path.suffix.lower() in {".png", ".jpg"}]
+    for number, path in enumerate(samples):
+        image = Image.open(path).convert("RGB")
+        image.save(folder / f"{number:02d}-photo.png")
+        for kind, (name, make) in enumerate(PHOTO_COPIES.items()):
+            make(image).save(folder / f"{number:02d}-copy{kind}-{name}.jpg", quality=60)
+        for corner in (0, 1):
+            shot = image.crop(_box(image, 0.85, corner))
+            shot.save(folder / f"{number + len(samples) * (corner + 1):02d}-photo-shot.png")
+    backend = open_backend("local", BackendConfig(settings=ModelSettings(model=model)))
+    found = collect(backend, [str(folder)])
+    names = [Path(path).name for path in found.paths]
+    family = np.array([int(name[:2]) for name in names])
+    is_copy = np.array(["-copy" in name for name in names])
+    kind = np.array([int(name.split("-copy")[1][0]) if "-copy" in name else -1 for name in names])
+    rank = np.argsort(np.argsort(is_copy, kind="stable"), kind="stable")
+    return np.asarray(found.matrix, dtype=np.float16), family, is_copy, kind, rank
 
 
 def components(matrix: np.ndarray, threshold: float) -> list[np.ndarray]:
@@ -127,7 +180,8 @@ def scores(
         group_of[kept] = group_of[members] = number
         kept_of[members] = kept
     copies = np.flatnonzero(is_copy)
-    originals = family[copies]
+    row_of = {int(family[row]): row for row in np.flatnonzero(~is_copy)}  # each photo's row
+    originals = np.array([row_of[int(f)] for f in family[copies]], dtype=np.int64)
     found = (group_of[copies] >= 0) & (group_of[copies] == group_of[originals])
     taken = np.flatnonzero(kept_of >= 0)
     right = family[taken] == family[kept_of[taken]]
@@ -159,13 +213,17 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=2_000)
     parser.add_argument("--thresholds", default="0.95,0.985")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--model", help="embed planted copies of the sample photos with it")
     args = parser.parse_args()
-    matrix, family, is_copy, kind = planted(args)
     rng = np.random.default_rng(args.seed + 1)
-    preferences = {
-        "original": np.argsort(np.argsort(np.r_[np.zeros(args.photos), np.ones(args.copies)])),
-        "walk": rng.permutation(len(family)),
-    }
+    if args.model:
+        matrix, family, is_copy, kind, original = photo_rows(args.model)
+        print(f"{len(matrix)} sample photos, near-shots and copies, embedded by {args.model}")
+    else:
+        matrix, family, is_copy, kind = planted(args)
+        original = np.argsort(np.argsort(is_copy, kind="stable"), kind="stable")
+        print(f"{args.photos} photos ({args.burst_photos} in bursts), {args.copies} copies")
+    preferences = {"original": original, "walk": rng.permutation(len(family))}
     methods: dict[str, Callable[[np.ndarray, float, np.ndarray], Groups]] = {
         "chains (old)": chains,
         "stars (new)": stars,
@@ -176,7 +234,6 @@ def main() -> None:
         methods["complete linkage"] = complete
     except ImportError:
         print("complete linkage: not available (pip install scipy)")
-    print(f"{args.photos} photos ({args.burst_photos} in bursts), {args.copies} planted copies")
     header = ["threshold", "kept", "grouping", "recall", *KINDS, "precision", "left", "far"]
     header += ["groups", "largest", "lowest", "not kept", "s"]
     print(" | ".join(header))
