@@ -1,5 +1,6 @@
 """dedupe: near pairs found exactly (small sets) or by LSH with >= 99% recall (large ones),
-groups with one image kept by a stated rule, and the others moved out without loss."""
+groups of images each within the threshold of the one a stated rule keeps, and the others
+copied (or moved) out without loss."""
 
 from __future__ import annotations
 
@@ -300,6 +301,7 @@ def test_keep_first_and_sort_into_moves_only_the_others(tiny_model: str, tmp_pat
     (out / "crop.png").write_bytes(b"not to be replaced")
     before = {p: p.read_bytes() for p in folder.rglob("*.*")}
     args = [str(folder), "--threshold", THRESHOLD, "--keep", "first", "--sort-into", str(out)]
+    args += ["--mode", "move"]
     planned = dedupe_cli(tiny_model, *args, "--dry-run", "-f", "jsonl")
     assert planned.exit_code == 0, planned.stderr
     assert {p: p.read_bytes() for p in folder.rglob("*.*")} == before  # a dry run moves nothing
@@ -361,10 +363,46 @@ def test_an_empty_folder_exits_2_in_one_line(tiny_model: str, tmp_path: Path) ->
     assert not out.exists()
 
 
-@pytest.mark.parametrize("option", ["--dry-run", "--mode=copy"])
-def test_dry_run_and_mode_need_sort_into(tiny_model: str, photos: Path, option: str) -> None:
+@pytest.mark.parametrize("option", ["--mode=copy", "--mode=move"])
+def test_mode_needs_sort_into(tiny_model: str, photos: Path, option: str) -> None:
     result = dedupe_cli(tiny_model, str(photos), option)
-    assert result.exit_code == 2 and "need --sort-into" in result.stderr
+    assert result.exit_code == 2 and "--mode needs --sort-into" in result.stderr
+
+
+def test_dry_run_without_sort_into_is_the_plain_listing(tiny_model: str, tmp_path: Path) -> None:
+    folder = photo_copies(tmp_path / "photos")
+    before = {p: p.read_bytes() for p in folder.rglob("*.*")}
+    plain = dedupe_cli(tiny_model, str(folder), "--threshold", THRESHOLD, "-f", "csv")
+    dry = dedupe_cli(tiny_model, str(folder), "--threshold", THRESHOLD, "--dry-run", "-f", "csv")
+    assert plain.exit_code == dry.exit_code == 0, dry.stderr
+    assert dry.stdout == plain.stdout and dry.stdout.startswith("group,path,score,keep\n")
+    assert len(dry.stdout.splitlines()) == 5  # chelsea and its three copies
+    assert dry.stderr.splitlines()[-1] == "1 group of near duplicates, 3 not kept"
+    assert {p: p.read_bytes() for p in folder.rglob("*.*")} == before
+
+
+def test_sort_into_copies_unless_mode_move_is_given(tiny_model: str, tmp_path: Path) -> None:
+    folder = photo_copies(tmp_path / "photos")
+    before = {p: p.read_bytes() for p in folder.rglob("*.*")}
+    out = tmp_path / "dupes"
+    args = [str(folder), "--threshold", THRESHOLD, "--sort-into", str(out), "-f", "jsonl"]
+    copied = dedupe_cli(tiny_model, *args)
+    assert copied.exit_code == 0, copied.stderr
+    assert "copied 3 files into" in copied.stderr
+    assert {p: p.read_bytes() for p in folder.rglob("*.*")} == before  # every source stays
+    rows = jsonl(copied.stdout)
+    for row in rows[1:]:
+        assert Path(row["destination"]).read_bytes() == before[Path(row["path"])]
+    args[args.index(str(out))] = str(tmp_path / "moved")
+    moved = dedupe_cli(tiny_model, *args, "--mode", "move")
+    assert moved.exit_code == 0, moved.stderr
+    assert "moved 3 files into" in moved.stderr
+    assert [r["path"] for r in jsonl(moved.stdout)] == [r["path"] for r in rows]
+    assert sorted(p.name for p in folder.rglob("*.*")) == [
+        "chelsea.png",
+        "coffee.png",
+        "rocket.jpg",
+    ]
 
 
 def test_sorting_into_a_folder_being_deduplicated_is_refused(
@@ -399,11 +437,12 @@ def test_kill_9_during_moves_then_a_rerun_finishes_without_loss(
     args = ["dedupe", str(inbox), "--model", tiny_model, "--precision", "fp32"]
     args += ["--threshold", THRESHOLD, "-q", "-f", "csv"]
     assert subprocess.run(command(*args), capture_output=True, timeout=300).returncode == 0
+    move = ("--sort-into", str(out), "--mode", "move")
     chance, interrupted = random.Random("dedupe-kill"), 0
     for _ in range(4):
         left = len(os.listdir(inbox))
         process = subprocess.Popen(
-            command(*args, "--sort-into", str(out)),
+            command(*args, *move),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -416,7 +455,7 @@ def test_kill_9_during_moves_then_a_rerun_finishes_without_loss(
         process.wait()
         interrupted += len(os.listdir(inbox)) > 1
     assert interrupted  # at least one kill landed while files were being moved
-    finished = subprocess.run(command(*args, "--sort-into", str(out)), capture_output=True)
+    finished = subprocess.run(command(*args, *move), capture_output=True)
     assert finished.returncode == 0, finished.stderr
     assert sorted(p.name for p in inbox.iterdir()) == ["0000.png"]
     moved = sorted(p.name for p in out.iterdir() if p.suffix == ".png")

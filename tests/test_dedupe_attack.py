@@ -69,7 +69,7 @@ def test_the_kept_file_under_another_name_stays(tiny_model: str, tmp_path: Path)
     shutil.copy(SAMPLE_IMAGES / "chelsea.png", photos / "c.png")  # a copy: it moves
     os.symlink(photos / "b.png", photos / "d.png")
     args = ["dedupe", str(photos), "--threshold", "0.999", "--keep", "first", "-f", "csv", "-q"]
-    done = run(*args, "--model", tiny_model, "--sort-into", str(out))
+    done = run(*args, "--model", tiny_model, "--sort-into", str(out), "--mode", "move")
     assert done.exit_code == 0, done.output
     assert sorted(os.listdir(photos)) == ["a.png", "b.png", "d.png"]
     assert (photos / "a.png").read_bytes() == (SAMPLE_IMAGES / "chelsea.png").read_bytes()
@@ -100,7 +100,7 @@ def test_names_are_chosen_once_no_other_run_sorts_into_the_folder(
 
     monkeypatch.setattr(dedupe_sort, "claim_sort_folder", other_run_first)
     args = ["dedupe", str(mine), "--threshold", "0.999", "--keep", "first", "-f", "csv", "-q"]
-    done = run(*args, "--model", tiny_model, "--sort-into", str(out))
+    done = run(*args, "--model", tiny_model, "--sort-into", str(out), "--mode", "move")
     assert done.exit_code == 0, done.output
     *_, last = (line.split(",") for line in done.stdout.splitlines())
     assert (last[1], last[4]) == (str(mine / "b.png"), str(out / "b_1.png"))
@@ -125,7 +125,16 @@ def test_a_report_in_the_sort_folder_never_lands_on_a_moved_image(
     report = out / "b.png"
     for dry_run in (["--dry-run"], []):  # the plan shows where the run puts it
         done = run(
-            *args, *dry_run, "--model", tiny_model, "--sort-into", str(alias), "-o", str(report)
+            *args,
+            *dry_run,
+            "--model",
+            tiny_model,
+            "--sort-into",
+            str(alias),
+            "--mode",
+            "move",
+            "-o",
+            str(report),
         )
         assert done.exit_code == 0, done.output
         assert report.read_text().splitlines()[-1].endswith(f",{alias / 'b_1.png'}")
@@ -144,7 +153,9 @@ def test_a_group_kept_in_the_sort_folder_moves_nothing_in(tiny_model: str, tmp_p
     shutil.copy(SAMPLE_IMAGES / "rocket.jpg", out / "b.png")
     shutil.copy(SAMPLE_IMAGES / "rocket.jpg", photos / "a.png")
     args = ["dedupe", str(out / "b.png"), str(photos), "--threshold", "0.999", "--keep", "first"]
-    done = run(*args, "--model", tiny_model, "-f", "csv", "-q", "--sort-into", str(out))
+    done = run(
+        *args, "--model", tiny_model, "-f", "csv", "-q", "--sort-into", str(out), "--mode", "move"
+    )
     assert done.exit_code == 0, done.output
     rows = [line.split(",") for line in done.stdout.splitlines()[1:]]
     assert [(row[1], row[3], row[4]) for row in rows] == [

@@ -304,9 +304,13 @@ def test_label_names_become_safe_folder_names() -> None:
     assert safe_folder_name("x" * 300) == "x" * 120
 
 
-def test_sort_options_need_sort_into(tiny_model: str, photos: Path, tmp_path: Path) -> None:
-    result = label(tiny_model, str(photos), "-o", str(tmp_path / "x.csv"), "--mode", "move")
-    assert result.exit_code == 2 and "need --sort-into" in result.stderr
+@pytest.mark.parametrize("option", [("--mode", "move"), ("--mode", "copy"), ("--dry-run",)])
+def test_sort_options_need_sort_into(
+    tiny_model: str, photos: Path, tmp_path: Path, option: tuple[str, ...]
+) -> None:
+    result = label(tiny_model, str(photos), "-o", str(tmp_path / "x.csv"), *option)
+    assert result.exit_code == 2 and "need --sort-into" in result.stderr  # even the default
+    assert not (tmp_path / "x.csv").exists()
 
 
 def make_many_images(folder: Path, count: int) -> None:

@@ -120,7 +120,7 @@ def test_dedupe_stopped_between_moves_lists_the_files_it_moved(
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(dedupe_sort, "_apply", placed)
-    args = ["dedupe", str(inbox), "--sort-into", str(dupes), "-o", str(out)]
+    args = ["dedupe", str(inbox), "--sort-into", str(dupes), "--mode", "move", "-o", str(out)]
     args += ["--threshold", THRESHOLD, "--model", tiny_model, "--precision", "fp32"]
     stopped = CliRunner().invoke(app, args)
     assert stopped.exit_code == 130, stopped.output
@@ -239,7 +239,7 @@ def test_dedupe_move_stopped_at_random_points_then_rerun_keeps_every_file_once(
     env = dict(os.environ)
     assert subprocess.run(find, capture_output=True, env=env).returncode == 0  # embedded
     cmd = [*find, "--threshold", THRESHOLD, "--sort-into", str(dupes), "-o", str(out)]
-    cmd += ["--overwrite"]
+    cmd += ["--mode", "move", "--overwrite"]
     chance, said = random.Random("dedupe"), 0
     for _ in range(6):
         status, stderr = stop_at_random(cmd, chance, partial(entries, dupes), env)

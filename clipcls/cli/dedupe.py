@@ -1,5 +1,5 @@
 """`clipcls dedupe`: groups of near-duplicate images, one kept per group by a stated rule, the
-others listed and, with --sort-into, moved (or linked, or copied) out under `label`'s rules."""
+others listed and, with --sort-into, copied (or moved, or linked) out under `label`'s rules."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from clipcls.cli.formats import SearchFormatOpt, as_format
 from clipcls.cli.interrupts import InterruptGuard, exit_code_of
 from clipcls.cli.model_options import model_options
 from clipcls.cli.option_groups import RUN, SCALE, run_options, scale_options
-from clipcls.cli.options import SORT_PANEL, OverwriteOpt, PathsArg
+from clipcls.cli.options import SORT_PANEL, DryRunOpt, OverwriteOpt, PathsArg, SortModeOpt
 from clipcls.cli.search_options import OutputOpt
 from clipcls.errors import UsageError
 from clipcls.labeling.sorting import SortMode
@@ -45,6 +45,7 @@ EXAMPLES = """
   clipcls dedupe shots/ --threshold 0.97 --keep oldest -f csv -o dupes.csv
   clipcls dedupe inbox/ --sort-into dupes/ --dry-run
   clipcls dedupe inbox/ archive/ --sort-into dupes/ --mode move
+  clipcls dedupe bursts/ --threshold 0.95
 """
 
 
@@ -52,15 +53,17 @@ ThresholdOpt = Annotated[
     float,
     typer.Option(
         "--threshold",
-        help="Cosine in (0, 1] at or above which two images are near duplicates.",
+        help="Cosine in (0, 1] to the kept image at or above which an image is its near "
+        "duplicate: 0.985 is the same photo re-encoded or resized; 0.95 also takes bursts and "
+        "near-shots.",
     ),
 ]
 KeepOpt = Annotated[
     KeepRule,
     typer.Option(
         "--keep",
-        help="Which image of a group stays: most pixels (then larger file, then path), "
-        "earliest modified, or first in walk order.",
+        help="Which image is kept, with its near duplicates: most pixels (then larger file, "
+        "then path), earliest modified, or first in walk order.",
     ),
 ]
 SortIntoOpt = Annotated[
@@ -69,15 +72,9 @@ SortIntoOpt = Annotated[
         "--sort-into",
         file_okay=False,
         rich_help_panel=SORT_PANEL,
-        help="Put the images not kept in DIR/ (flat; a taken name gets _1, _2, ...).",
+        help="Copy (or, by --mode, move or link) the images not kept into DIR/ (flat; a taken "
+        "name gets _1, _2, ...).",
     ),
-]
-ModeOpt = Annotated[
-    SortMode, typer.Option("--mode", rich_help_panel=SORT_PANEL, help="How files get there.")
-]
-DryRunOpt = Annotated[
-    bool,
-    typer.Option("--dry-run", rich_help_panel=SORT_PANEL, help="Show the plan; touch no files."),
 ]
 
 
@@ -118,20 +115,20 @@ def dedupe(
     threshold: ThresholdOpt = DEFAULT_THRESHOLD,
     keep: KeepOpt = KeepRule.LARGEST,
     sort_into: SortIntoOpt = None,
-    mode: ModeOpt = SortMode.MOVE,
+    mode: SortModeOpt = SortMode.COPY,
     dry_run: DryRunOpt = False,
     fmt: SearchFormatOpt = None,
     output: OutputOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Find groups of near-duplicate images; keep one of each, list (or move out) the others."""
+    """Find groups of near-duplicate images; keep one of each; list the others, or copy them."""
     run, scale = run_options(ctx), scale_options(ctx)
     with reported_errors(run.debug):
         check_threshold(threshold)
         check_output_path(output, overwrite)
         chosen = format_for(output, as_format(fmt), RESULT_FORMATS)
-        if (dry_run or explicit(ctx, "mode")) and sort_into is None:
-            raise UsageError("--mode and --dry-run need --sort-into DIR")
+        if explicit(ctx, "mode") and sort_into is None:
+            raise UsageError("--mode needs --sort-into DIR")
         inputs, saved = chosen_inputs(ctx, scale, run.quiet, paths)
         if sort_into is not None:
             check_sort_target(sort_into, mode, inputs)

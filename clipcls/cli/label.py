@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from clipcls.backends.ray_data import check_ray
-from clipcls.cli.backend_options import chosen_inputs, open_chosen_backend
+from clipcls.cli.backend_options import chosen_inputs, explicit, open_chosen_backend
 from clipcls.cli.console import fail_if_strict, notice, reported_errors, stderr, tracked, warn
 from clipcls.cli.fewshot_options import (
     CalibrationOpt,
@@ -109,7 +109,7 @@ def label(
             check_ray()  # before anything is locked or loaded
         kind = format_for(output, as_format(fmt), LABEL_FORMATS)
         check_file_format(kind, resume, save_embeddings)
-        if (dry_run or mode is not SortMode.COPY) and sort_into is None:
+        if (dry_run or explicit(ctx, "mode")) and sort_into is None:
             raise UsageError("--mode and --dry-run need --sort-into DIR")
         refuse_top_k(ctx, multi_label)
         cut = threshold_value(threshold)

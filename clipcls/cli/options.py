@@ -263,7 +263,12 @@ SortIntoOpt = Annotated[
 ]
 
 SortModeOpt = Annotated[
-    SortMode, typer.Option("--mode", rich_help_panel=SORT_PANEL, help="How files get there.")
+    SortMode,
+    typer.Option(
+        "--mode",
+        rich_help_panel=SORT_PANEL,
+        help="How files get there: copy leaves every file where it is; move takes it out.",
+    ),
 ]
 
 SCALE_PANEL = "Scale"

@@ -1,6 +1,6 @@
-"""Near-duplicate groups: images whose embeddings are at cosine >= a threshold, joined into
-groups (connected components: a chain of near pairs is one group), one image kept per group by
-a stated rule, every member scored by its cosine to the kept one."""
+"""Near-duplicate groups: one image kept per group by a stated rule, and with it every image
+at cosine >= a threshold to it (a star around the kept image: a chain of near pairs is no group),
+each member scored by its cosine to the kept one."""
 
 from __future__ import annotations
 
@@ -21,8 +21,12 @@ from clipcls.errors import UsageError
 from clipcls.images import open_regular
 from clipcls.search.collect import collect
 from clipcls.search.pairs import near_components
+from clipcls.search.stars import star_groups
 
-DEFAULT_THRESHOLD = 0.95  # CLIP ViT-B/32: resized and re-encoded copies ~0.98+, light crops ~0.95+
+# Cosine 0.985: the same photo re-encoded or resized. immich (CLIP ViT-B/32) went from 0.97 to
+# 0.9845 and then 0.99 as users reported bursts and near-shots grouped as duplicates; 0.95 catches
+# those too. See docs/search.md.
+DEFAULT_THRESHOLD = 0.985
 
 
 class KeepRule(str, Enum):
@@ -44,7 +48,8 @@ class Member:
 
 @dataclass(frozen=True)
 class Group:
-    """Images that are near duplicates of each other: the kept one first, then by score."""
+    """An image kept and its near duplicates (each within the threshold of it): the kept one
+    first, then the others by score."""
 
     number: int  # from 1, groups in the walk order of their first image
     members: tuple[Member, ...]
@@ -103,55 +108,57 @@ def duplicate_groups(
     exact: bool | None = None,
 ) -> tuple[Group, ...]:
     """The groups of two or more images among paths (row i of matrix, (n, dim) unit rows, is
-    paths[i]; paths in walk order) at cosine >= threshold, each with one image kept by rule.
+    paths[i]; paths in walk order): the image the rule prefers most keeps every image not yet
+    in a group at cosine >= threshold to it, then the next preferred image left does, and so on.
+    So every member is within the threshold of its group's kept image, the kept image is the
+    one the rule prefers in its group, and moving members out changes no other group.
     exact: None lets the search choose (pairs.near_components), True or False forces it."""
     check_threshold(threshold)
     if len(paths) != len(matrix):
         raise ValueError(f"{len(paths)} paths for {len(matrix)} embeddings")
+    # Near pairs joined into components bound where a star can reach: no star spans two.
     roots = near_components(matrix, threshold, exact)
     order = np.argsort(roots, kind="stable")  # rows of each component together, in walk order
     sorted_roots = roots[order]
     starts = np.flatnonzero(np.r_[True, sorted_roots[1:] != sorted_roots[:-1]])
     sizes = np.diff(np.r_[starts, len(roots)])
-    chooser = _choosers[keep]
-    groups: list[Group] = []
-    shared = sizes >= 2
-    for start, size in zip(starts[shared], sizes[shared], strict=True):  # roots: walk order
+    preference = _preferences[keep]
+    stars: list[tuple[int, np.ndarray, np.ndarray]] = []
+    for start, size in zip(starts[sizes >= 2], sizes[sizes >= 2], strict=True):
         rows = order[start : start + size]
-        groups.append(_group(len(groups) + 1, paths, matrix, rows, chooser(paths, rows)))
-    return tuple(groups)
+        ranked = np.array(sorted(rows, key=lambda row: preference(paths, int(row))))
+        stars.extend(star_groups(matrix, ranked, threshold))
+    stars.sort(key=lambda star: int(min(star[0], star[1].min())))  # by first image, walk order
+    return tuple(
+        _group(number, paths, kept, members, scores)
+        for number, (kept, members, scores) in enumerate(stars, start=1)
+    )
 
 
 def _group(
-    number: int, paths: Sequence[str], matrix: np.ndarray, rows: np.ndarray, kept: int
+    number: int, paths: Sequence[str], kept: int, rows: np.ndarray, scores: np.ndarray
 ) -> Group:
     """A group with the kept row first, then the others by cosine to it (ties: walk order)."""
-    # (members, dim) @ (dim,) -> (members,) cosines to the kept image
-    scores = np.asarray(matrix[rows], dtype=np.float32) @ np.asarray(matrix[kept], np.float32)
-    scores = np.minimum(scores, 1.0)  # float16 rows can give 1.0002 for twins
-    ranked = sorted(range(len(rows)), key=lambda i: (rows[i] != kept, -scores[i], rows[i]))
-    members = tuple(
-        Member(paths[rows[i]], 1.0 if rows[i] == kept else float(scores[i]), bool(rows[i] == kept))
-        for i in ranked
-    )
-    return Group(number, members)
+    scores = np.minimum(scores, 1.0)  # float32 sums can give 1.0000001 for twins
+    ranked = sorted(range(len(rows)), key=lambda i: (-scores[i], rows[i]))
+    others = tuple(Member(paths[rows[i]], float(scores[i]), False) for i in ranked)
+    return Group(number, (Member(paths[kept], 1.0, True), *others))
 
 
-def _first(paths: Sequence[str], rows: np.ndarray) -> int:
-    return int(rows.min())
+def _first(paths: Sequence[str], row: int) -> tuple[float | int | str, ...]:
+    return (row,)
 
 
-def _oldest(paths: Sequence[str], rows: np.ndarray) -> int:
-    return int(min(rows, key=lambda row: (_mtime(paths[row]), row)))
+def _oldest(paths: Sequence[str], row: int) -> tuple[float | int | str, ...]:
+    return (_mtime(paths[row]), row)
 
 
-def _largest(paths: Sequence[str], rows: np.ndarray) -> int:
-    return int(
-        min(rows, key=lambda row: (-_pixels(paths[row]), -_file_size(paths[row]), paths[row]))
-    )
+def _largest(paths: Sequence[str], row: int) -> tuple[float | int | str, ...]:
+    return (-_pixels(paths[row]), -_file_size(paths[row]), paths[row], row)
 
 
-_choosers: dict[KeepRule, Callable[[Sequence[str], np.ndarray], int]] = {
+# Each rule as a sort key over rows: the smallest key is the image the rule keeps first.
+_preferences: dict[KeepRule, Callable[[Sequence[str], int], tuple[float | int | str, ...]]] = {
     KeepRule.FIRST: _first,
     KeepRule.OLDEST: _oldest,
     KeepRule.LARGEST: _largest,
