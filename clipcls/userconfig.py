@@ -97,6 +97,11 @@ class UserDefaults:
         return Precision(self.get("precision").value)
 
 
+def where(source: str) -> str:
+    """A setting's source with the config file named: for a message read out of context."""
+    return source.replace("config file", f"config file {config_path()[0]}", 1)
+
+
 def config_path(environ: Mapping[str, str] = os.environ) -> tuple[Path, str]:
     """The config file and why it is that one: $CLIPCLS_CONFIG, else $XDG_CONFIG_HOME (an
     absolute one, as the XDG spec says), else the platform's per-user config folder."""
@@ -205,7 +210,7 @@ def user_defaults(environ: Mapping[str, str] = os.environ) -> UserDefaults:
             settings.append(Setting(name, given, f"${key.env}"))
         elif name in found:
             value, line = found[name]
-            settings.append(Setting(name, value, f"{path}, line {line}"))
+            settings.append(Setting(name, value, f"config file, line {line}"))
         else:
             settings.append(Setting(name, key.default, BUILT_IN))
     return UserDefaults(path, path_source, exists, tuple(settings))

@@ -189,6 +189,6 @@ def test_doctor_lists_the_config_file_and_the_defaults(
     assert document["config_error"] is None
     assert document["defaults"] == {
         "model": {"value": "ViT-B-16", "source": "$CLIPCLS_MODEL"},
-        "precision": {"value": "fp32", "source": f"{config}, line 1"},
+        "precision": {"value": "fp32", "source": "config file, line 1"},
     }
     assert document["env"]["CLIPCLS_CONFIG"] == "set"

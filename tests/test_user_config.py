@@ -106,9 +106,14 @@ def test_config_shows_the_file_each_setting_and_its_source(config: Path) -> None
     code, out, err = run("config")
     assert code == 0, err
     assert f"config file: {config} ($CLIPCLS_CONFIG)" in err
-    rows = [line.split("│")[1:4] for line in out.splitlines() if "│" in line]
-    cells = [[cell.strip() for cell in row] for row in rows]
-    assert cells == [["model", "ViT-B-32", BUILT_IN], ["precision", "fp32", f"{config}, line 2"]]
+    assert out.splitlines() == [
+        f"model      ViT-B-32  ({BUILT_IN})",
+        "precision  fp32  (config file, line 2)",
+    ]
+    config.write_text('model = "ViT-B-3"\n')
+    code, _, err = run("predict", CAT, "-l", "cat,dog")
+    assert code == 2
+    one_line_error(err, f"(the model is set in config file {config}, line 1)")
 
 
 def test_help_says_where_the_default_comes_from() -> None:

@@ -8,12 +8,10 @@ import os
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
 from clipcls.cli.console import notice, reported_errors, warn
 from clipcls.cli.groups import SuggestingGroup
 from clipcls.cli.options import DebugOpt, JsonOpt
-from clipcls.output.writers import plain_console
 from clipcls.userconfig import KEYS, change_setting, user_defaults
 
 EXAMPLES = """
@@ -46,12 +44,9 @@ def config(ctx: typer.Context, as_json: JsonOpt = False, debug: DebugOpt = False
             return
         there = "" if found.exists else ", not there yet"
         notice(f"config file: {found.path} ({found.path_source}{there})")
-        table = Table(header_style="bold")
-        for column in ("setting", "value", "from"):
-            table.add_column(column, overflow="fold")
-        for setting in found.settings:
-            table.add_row(setting.key, setting.value, setting.source)
-        plain_console().print(table, markup=False)
+        width = max(len(key) for key in KEYS)
+        for setting in found.settings:  # one line each: a long local-dir: path stays whole
+            typer.echo(f"{setting.key:<{width}}  {setting.value}  ({setting.source})")
 
 
 def _said(key: str, path: str, what: str) -> None:

@@ -22,7 +22,7 @@ from clipcls.cli.options import (
 from clipcls.errors import UsageError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS
 from clipcls.settings import Device, ModelSettings
-from clipcls.userconfig import BUILT_IN, user_defaults
+from clipcls.userconfig import BUILT_IN, user_defaults, where
 
 # name: (option, default). Every classifying command takes these; they reach it in ctx.params.
 MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -69,4 +69,4 @@ def _check_default(values: dict[str, Any], source: str) -> None:
     try:
         check_model_name(ModelSettings(model=values["model"], pretrained=values["pretrained"]))
     except UsageError as error:
-        raise UsageError(f"{error} (the model is set in {source})") from None
+        raise UsageError(f"{error} (the model is set in {where(source)})") from None

@@ -71,6 +71,8 @@ def models(
         arch, _, tag = default.partition(":")
         settings = ModelSettings(arch, tag or None, Device.CPU, Precision.FP32, cache_dir, True)
         known = catalog(settings)  # listed once: the filter and the empty-cache rule both read it
+        # An empty weights cache is no error, whatever the filter (docs/models.md: exit 0).
+        empty = cached and not any(e.cached for e in known)
         if cached:  # folders gone since are listed too, marked, and counted as not cached
             known += local_dir_entries(settings, default)
         entries = [
@@ -78,12 +80,10 @@ def models(
             for e in known
             if matches(e.model, e.pretrained, text_filter) and (e.cached or e.gone or not cached)
         ]
-        # An empty cache is no error, whatever the filter (docs/models.md promises exit 0).
-        empty = cached and not any(e.cached or e.gone for e in known)
         if as_json and (entries or not text_filter or empty):
             typer.echo(json.dumps([_as_dict(entry) for entry in entries], indent=2))
             return
-        if empty:
+        if empty and not entries:
             notice(f"no models cached yet in {settings.resolved_cache_dir()}")
             return
         if not entries:
