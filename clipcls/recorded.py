@@ -22,12 +22,18 @@ from PIL import Image
 from clipcls.cache import EmbeddingCache, guarded
 from clipcls.classify import build_text_classifier
 from clipcls.engine.names import clean_tag
-from clipcls.engine.sources import model_identity, random_weights_notices, schema_source
+from clipcls.engine.sources import (
+    LOCAL_DIR,
+    model_identity,
+    random_weights_notices,
+    schema_source,
+)
 from clipcls.errors import ClipclsError
 from clipcls.filekey import FileKey
 from clipcls.labels import Label
 from clipcls.pipeline import EmbedPlan, ModelInfo, look_up, prepare_path
 from clipcls.prompts import TemplateSet
+from clipcls.remote import is_url
 from clipcls.settings import ModelSettings, model_id
 from clipcls.version import __version__
 
@@ -204,12 +210,17 @@ def _recorded_values(cache: EmbeddingCache) -> list[str]:
     return [str(value) for (value,) in cache.db.execute("SELECT value FROM records")]
 
 
+def _folder_named(name: str) -> str:
+    """A local-dir: name with its folder made absolute (as typed in another folder, too)."""
+    if not name.startswith(LOCAL_DIR):
+        return name
+    return LOCAL_DIR + os.path.abspath(os.path.expanduser(name.removeprefix(LOCAL_DIR)))
+
+
 def _names_model(record: ModelRecord, settings: ModelSettings) -> bool:
     """Whether the record is of the model the settings name (any precision or device)."""
     if schema_source(settings.model) is not None or schema_source(record.model) is not None:
-        return os.path.abspath(os.path.expanduser(settings.model)) == os.path.abspath(
-            os.path.expanduser(record.model)
-        )
+        return _folder_named(settings.model) == _folder_named(record.model)
     arch, _, tag = settings.model.partition(":")
     tag = tag or settings.pretrained or ""
     same_tag = not tag or clean_tag(tag) == clean_tag(record.pretrained or "")
@@ -223,7 +234,8 @@ def other_cached_model(
     model holds none of them (None otherwise): index look-ups by model key, no table scan."""
     if cache is None:
         return None
-    keys = [key for p in itertools.islice(paths, HINT_FILES) if (key := FileKey.of(p))]
+    files = (p for p in paths if not is_url(p))  # a URL's key would cost a request
+    keys = [key for p in itertools.islice(files, HINT_FILES) if (key := FileKey.of(p))]
     own = recorded_model(cache, settings)
     if not keys or (own and cache.get_images(own.plan.image_cache_key, keys)):
         return None
@@ -231,9 +243,10 @@ def other_cached_model(
     for value in _recorded_values(cache):
         try:
             record = ModelRecord(**json.loads(value))
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # a damaged or foreign record
             continue
-        if not _names_model(record, settings) and isinstance(record.image_cache_key, str):
+        texts = (record.model, record.image_cache_key, record.pretrained or "")
+        if all(isinstance(t, str) for t in texts) and not _names_model(record, settings):
             names.setdefault(record.image_cache_key, model_id(record.model, record.pretrained))
     found = {names[key] for key in names if cache.get_images(key, keys)}
     return found.pop() if len(found) == 1 else None

@@ -85,6 +85,13 @@ def test_the_look_up_is_by_model_key_not_a_scan(
     assert other_cached_model(cache, ModelSettings(tiny_model, precision="fp32"), paths) is None
     assert other_cached_model(cache, asked, [str(REPO / "README.md")]) is None
     assert other_cached_model(None, asked, paths) is None
+    # damaged records are passed over, not trusted
+    fields = ("pretrained", "device", "precision", "logit_scale", "logit_bias", "text_cache_key")
+    wrong = {"model": 5, "image_cache_key": [1], "draft_size": None, **dict.fromkeys(fields)}
+    cache.put_record("foreign", json.dumps(wrong))
+    cache.put_record("broken", "[" * 100_000)
+    assert other_cached_model(cache, asked, paths) == tiny_model
+    assert cache.failure is None
 
 
 def cached_rows(*args: str) -> list[dict[str, object]]:
