@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import REPO, SAMPLE_IMAGES
+from conftest import REPO, SAMPLE_IMAGES, class_folders
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -304,3 +304,22 @@ def test_a_value_not_utf8_from_the_command_line_is_refused(config: Path) -> None
     with pytest.raises(UsageError, match="must be UTF-8 text"):
         change_setting("model", "local-dir:/x/\udcff")
     assert not config.exists()
+
+
+def test_every_command_that_takes_a_model_honours_the_default(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tiny_model: str
+) -> None:
+    monkeypatch.setenv("CLIPCLS_MODEL", tiny_model)
+    monkeypatch.setenv("CLIPCLS_PRECISION", "fp32")
+    images = str(SAMPLE_IMAGES)
+    dataset = class_folders(tmp_path / "dataset")
+    for args in (
+        ["label", images, "-l", "cat,dog", "-o", str(tmp_path / "out.csv")],
+        ["evaluate", str(dataset)],
+        ["search", images, "a cat", "-f", "csv"],
+        ["similar", CAT, images, "-f", "csv"],
+        ["dedupe", images, "-f", "csv"],
+    ):
+        code, _, err = run(*args, "--no-cache")
+        assert code == 0, (args, err)
+        assert f"model {tiny_model} on cpu, fp32" in err, args
