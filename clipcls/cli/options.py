@@ -94,7 +94,7 @@ MODEL_PANEL = "Model"
 
 
 # Defaults that a user may set (clipcls.userconfig): the help says where they come from.
-MODEL_DEFAULT = f"$CLIPCLS_MODEL, else the config file's, else {DEFAULT_MODEL} (`clipcls config`)"
+MODEL_DEFAULT = f"$CLIPCLS_MODEL, else `clipcls config`, else {DEFAULT_MODEL}"
 ModelOpt = Annotated[
     str | None,
     typer.Option(
@@ -131,7 +131,7 @@ PrecisionOpt = Annotated[
         "--precision",
         rich_help_panel=MODEL_PANEL,
         help="auto: fp16 on CUDA, bf16 on AMX/AVX512-BF16 CPUs, else fp32.",
-        show_default="$CLIPCLS_PRECISION, else the config file's, else auto",
+        show_default="$CLIPCLS_PRECISION, else `clipcls config`, else auto",
     ),
 ]
 
