@@ -56,7 +56,7 @@ def _said(key: str, path: str, what: str) -> None:
         warn(f"${variable} is set, and wins over the file while it is")
 
 
-@config_app.command("set")
+@config_app.command("set", epilog=EXAMPLES)
 def set_(
     key: KeyArg,
     value: Annotated[str, typer.Argument(help="The value.", show_default=False)],
@@ -68,7 +68,7 @@ def set_(
         _said(key, str(path), f"{key} set")
 
 
-@config_app.command("unset")
+@config_app.command("unset", epilog=EXAMPLES)
 def unset(key: KeyArg, debug: DebugOpt = False) -> None:
     """Remove a default from the config file: the built-in one applies again."""
     with reported_errors(debug):
