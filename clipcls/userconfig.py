@@ -237,9 +237,10 @@ def change_setting(key: str, value: str | None, environ: Mapping[str, str] = os.
         raise UsageError(f"{key} {bad}, not {value!r}")
     if key == "model" and value is not None:
         value = _checked_model(value)
-    path = real_target(config_path(environ)[0])
+    named = config_path(environ)[0]
+    path = real_target(named)  # a symlinked dotfile is written through; its lock stays here
     try:
-        with locked(path):
+        with locked(named):
             _, found = read_config(path)  # a broken file is refused, not overwritten
             lines = (read_small_text(path, MAX_BYTES) or HEADER).split("\n")
             entry = None if value is None else f"{key} = {quoted(value)}"

@@ -223,6 +223,7 @@ def test_a_symlinked_dotfile_is_read_and_written_through(config: Path, tmp_path:
     assert code == 0, err
     assert config.is_symlink()
     assert dotfiles.read_text() == '# kept\nprecision = "fp32"\n'
+    assert [p.name for p in dotfiles.parent.iterdir()] == ["clipcls.toml"]  # no lock, no temp
 
 
 def test_set_and_unset_keep_other_lines_and_write_a_file_toml_reads(
