@@ -1,5 +1,6 @@
-"""What `clipcls doctor` reports: versions, the torch build, the device and precision a run
-would pick and why, the cache folder, which extras are installed, the server settings."""
+"""What `clipcls doctor` reports: versions, the torch build (and whether it suits this machine),
+the device and precision a run would pick and why, the cache folder, the user's config file
+and default model, which extras are installed, the server settings."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from clipcls.cache import MAX_ENV
+from clipcls.errors import UsageError
 from clipcls.settings import CACHE_ENV, ModelSettings
+from clipcls.userconfig import CONFIG_ENV, config_path, user_defaults
 
 # extra (pip install 'clipcls[NAME]') -> the module that must import, and its distribution
 EXTRAS = {
@@ -25,7 +28,47 @@ EXTRAS = {
 }
 # Environment variables clipcls reads; shown as set or unset, never their values (a key, or a
 # URL that may carry one).
-ENV_VARS = ("CLIPCLS_SERVER", "CLIPCLS_API_KEY", CACHE_ENV, MAX_ENV)
+ENV_VARS = ("CLIPCLS_SERVER", "CLIPCLS_API_KEY", CACHE_ENV, MAX_ENV, CONFIG_ENV)
+CPU_WHEELS = (
+    "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu "
+    "--force-reinstall"
+)
+CUDA_PACKAGES = ("nvidia", "triton")  # what a CUDA build of torch brings and a CPU one does not
+
+
+@dataclass(frozen=True)
+class TorchFacts:
+    """What decides whether this torch build suits this machine: the CUDA version it was
+    built for (None: CPU-only), whether it sees a GPU, whether an NVIDIA driver is loaded,
+    and the bytes of the CUDA libraries installed beside it."""
+
+    cuda: str | None
+    cuda_available: bool
+    driver_present: bool
+    cuda_bytes: int
+
+
+def cuda_build_advice(facts: TorchFacts) -> str | None:
+    """Why the CPU-only wheels suit better, when a CUDA build sits where no GPU is used
+    (CPU_WHEELS is how to switch); None where the build suits."""
+    if facts.cuda is None or facts.cuda_available:
+        return None
+    why = "no NVIDIA driver is loaded" if not facts.driver_present else "torch sees no GPU"
+    size = f" ({facts.cuda_bytes / 1024**3:.1f} GB here)" if facts.cuda_bytes else ""
+    return (
+        f"a CUDA {facts.cuda} build, but {why}: without a GPU the CPU-only wheels run the "
+        f"same and leave out the CUDA libraries{size}"
+    )
+
+
+def cuda_library_bytes() -> int:
+    """The size of the nvidia and triton packages installed (0 where there are none)."""
+    total = 0
+    for name in CUDA_PACKAGES:
+        spec = importlib.util.find_spec(name)
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            total += folder_bytes(Path(folder))
+    return total
 
 
 @dataclass(frozen=True)
@@ -56,6 +99,11 @@ class DoctorReport:
     cache_bytes: int
     extras: tuple[Extra, ...]
     env: tuple[tuple[str, bool], ...]  # (name, is set)
+    torch_advice: str | None = None  # a CUDA build on a machine without a GPU: why switch
+    torch_switch: str | None = None  # and the command that does (CPU_WHEELS)
+    config_file: str = ""
+    config_error: str | None = None  # the config file or a variable is unusable: why
+    defaults: tuple[tuple[str, str, str], ...] = ()  # (setting, value, where it comes from)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: extras and env as objects keyed by name."""
@@ -64,6 +112,7 @@ class DoctorReport:
             e.name: {k: v for k, v in asdict(e).items() if k != "name"} for e in self.extras
         }
         found["env"] = {name: ("set" if is_set else "unset") for name, is_set in self.env}
+        found["defaults"] = {key: {"value": v, "source": src} for key, v, src in self.defaults}
         return found
 
 
@@ -97,7 +146,7 @@ def installed_extras() -> tuple[Extra, ...]:
 
 def doctor_report(settings: ModelSettings | None = None) -> DoctorReport:
     """Gather the report; imports torch to read its build and the device it sees."""
-    from clipcls.engine.hardware import RuntimeChoice, runtime_choice
+    from clipcls.engine.hardware import RuntimeChoice, gpu_driver_present, runtime_choice
     from clipcls.version import __version__
 
     settings = settings or ModelSettings()
@@ -109,6 +158,13 @@ def doctor_report(settings: ModelSettings | None = None) -> DoctorReport:
         unknown = "torch does not import"
         runtime = RuntimeChoice(None, None, "cpu", unknown, "fp32", unknown)
     cache_dir = settings.resolved_cache_dir()
+    facts = TorchFacts(
+        runtime.torch_cuda,
+        runtime.device == "cuda",
+        gpu_driver_present(),
+        cuda_library_bytes() if runtime.torch_cuda and runtime.device != "cuda" else 0,
+    )
+    config_file, config_error, defaults = _user_defaults()
     return DoctorReport(
         clipcls_version=__version__,
         python_version=platform.python_version(),
@@ -124,4 +180,21 @@ def doctor_report(settings: ModelSettings | None = None) -> DoctorReport:
         cache_bytes=folder_bytes(cache_dir),
         extras=installed_extras(),
         env=tuple((name, bool(os.environ.get(name))) for name in ENV_VARS),
+        torch_advice=(advice := cuda_build_advice(facts)),
+        torch_switch=CPU_WHEELS if advice else None,
+        config_file=config_file,
+        config_error=config_error,
+        defaults=defaults,
     )
+
+
+def _user_defaults() -> tuple[str, str | None, tuple[tuple[str, str, str], ...]]:
+    """The config file, why it cannot be used (None: it can), and each default's value and
+    source (none when the file or a variable is unusable)."""
+    path, why = config_path()
+    try:
+        found = user_defaults()
+    except UsageError as error:
+        return f"{path} ({why})", str(error), ()
+    shown = f"{path} ({why}{'' if found.exists else ', not there: built-in defaults'})"
+    return shown, None, tuple((s.key, s.value, s.source) for s in found.settings)

@@ -9,6 +9,7 @@ import importlib.metadata
 import itertools
 import json
 import math
+import os
 import platform
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -18,14 +19,22 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from clipcls.cache import EmbeddingCache
+from clipcls.cache import EmbeddingCache, guarded
 from clipcls.classify import build_text_classifier
-from clipcls.engine.sources import model_identity, random_weights_notices
+from clipcls.engine.names import clean_tag
+from clipcls.engine.sources import (
+    LOCAL_DIR,
+    model_identity,
+    random_weights_notices,
+    schema_source,
+)
 from clipcls.errors import ClipclsError
+from clipcls.filekey import FileKey
 from clipcls.labels import Label
 from clipcls.pipeline import EmbedPlan, ModelInfo, look_up, prepare_path
 from clipcls.prompts import TemplateSet
-from clipcls.settings import ModelSettings
+from clipcls.remote import is_url
+from clipcls.settings import ModelSettings, model_id
 from clipcls.version import __version__
 
 LOOKUP = 500  # paths checked per cache query
@@ -189,3 +198,55 @@ def _unreadable(encoder: RecordedModel, paths: Sequence[str]) -> bool:
         return all(prepare_path(encoder, path).error is not None for path in paths)
     except ModelNeeded:  # it loaded, and preparing it takes the model
         return False
+
+
+HINT_FILES = 500  # the first files a run names are enough to tell which model cached them
+
+
+@guarded(list)
+def _recorded_values(cache: EmbeddingCache) -> list[str]:
+    """Every model record's text (a handful: one per model and settings used here)."""
+    assert cache.db is not None
+    return [str(value) for (value,) in cache.db.execute("SELECT value FROM records")]
+
+
+def _folder_named(name: str) -> str:
+    """A local-dir: name with its folder made absolute (as typed in another folder, too)."""
+    if not name.startswith(LOCAL_DIR):
+        return name
+    return LOCAL_DIR + os.path.abspath(os.path.expanduser(name.removeprefix(LOCAL_DIR)))
+
+
+def _names_model(record: ModelRecord, settings: ModelSettings) -> bool:
+    """Whether the record is of the model the settings name (any precision or device)."""
+    if schema_source(settings.model) is not None or schema_source(record.model) is not None:
+        return _folder_named(settings.model) == _folder_named(record.model)
+    arch, _, tag = settings.model.partition(":")
+    tag = tag or settings.pretrained or ""
+    same_tag = not tag or clean_tag(tag) == clean_tag(record.pretrained or "")
+    return arch.replace("/", "-") == record.model and same_tag
+
+
+def other_cached_model(
+    cache: EmbeddingCache | None, settings: ModelSettings, paths: Iterable[Path | str]
+) -> str | None:
+    """The one other model the cache holds these files' embeddings for, when the settings'
+    model holds none of them (None otherwise): index look-ups by model key, no table scan."""
+    if cache is None:
+        return None
+    files = (p for p in paths if not is_url(p))  # a URL's key would cost a request
+    keys = [key for p in itertools.islice(files, HINT_FILES) if (key := FileKey.of(p))]
+    own = recorded_model(cache, settings)
+    if not keys or (own and cache.get_images(own.plan.image_cache_key, keys)):
+        return None
+    names: dict[str, str] = {}  # image cache key -> model id
+    for value in _recorded_values(cache):
+        try:
+            record = ModelRecord(**json.loads(value))
+        except (ValueError, TypeError, RecursionError):  # a damaged or foreign record
+            continue
+        texts = (record.model, record.image_cache_key, record.pretrained or "")
+        if all(isinstance(t, str) for t in texts) and not _names_model(record, settings):
+            names.setdefault(record.image_cache_key, model_id(record.model, record.pretrained))
+    found = {names[key] for key in names if cache.get_images(key, keys)}
+    return found.pop() if len(found) == 1 else None

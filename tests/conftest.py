@@ -53,6 +53,10 @@ def isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"
     monkeypatch.setenv("CLIPCLS_CACHE_DIR", str(cache))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    # The user's own defaults (clipcls.userconfig) never reach a test: none set, no file.
+    for name in ("CLIPCLS_MODEL", "CLIPCLS_PRECISION", "CLIPCLS_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config_home"))
     return cache
 
 

@@ -11,7 +11,14 @@ import pytest
 from typer.testing import CliRunner
 
 from clipcls.cli.commands import app
-from clipcls.doctor import DoctorReport, doctor_report, folder_bytes
+from clipcls.doctor import (
+    CPU_WHEELS,
+    DoctorReport,
+    TorchFacts,
+    cuda_build_advice,
+    doctor_report,
+    folder_bytes,
+)
 from clipcls.engine import hardware
 from clipcls.prompts import DEFAULT_TEMPLATES, list_template_sets
 from clipcls.settings import DEFAULT_MODEL, DEFAULT_PRETRAINED, ModelSettings
@@ -32,6 +39,11 @@ DOCTOR_KEYS = {
     "cache_bytes",
     "extras",
     "env",
+    "torch_advice",
+    "torch_switch",
+    "config_file",
+    "config_error",
+    "defaults",
 }
 
 
@@ -130,3 +142,53 @@ def test_doctor_reports_a_torch_that_does_not_import(monkeypatch: pytest.MonkeyP
     document = json.loads(result.stdout)
     assert document["torch_version"] is None
     assert "libcudart.so.13" in document["torch_error"]
+
+
+def test_cuda_build_advice_follows_the_torch_facts() -> None:
+    """A fake seam: the facts a machine would give, without needing (or lacking) a GPU."""
+    no_driver = TorchFacts("12.8", cuda_available=False, driver_present=False, cuda_bytes=4 << 30)
+    advice = cuda_build_advice(no_driver)
+    assert advice is not None
+    assert "CUDA 12.8 build, but no NVIDIA driver is loaded" in advice
+    assert "(4.0 GB here)" in advice
+    unseen = cuda_build_advice(dataclasses.replace(no_driver, driver_present=True))
+    assert unseen is not None and "torch sees no GPU" in unseen
+    assert cuda_build_advice(dataclasses.replace(no_driver, cuda_available=True)) is None
+    assert cuda_build_advice(dataclasses.replace(no_driver, cuda=None)) is None  # CPU-only
+
+
+@pytest.mark.parametrize(("device", "advised"), [("cpu", True), ("cuda", False)])
+def test_doctor_says_how_to_switch_to_the_cpu_wheels(
+    monkeypatch: pytest.MonkeyPatch, device: str, advised: bool
+) -> None:
+    choice = hardware.RuntimeChoice("2.9.0+cu128", "12.8", device, "why", "fp32", "why")
+    monkeypatch.setattr(hardware, "runtime_choice", lambda: choice)
+    monkeypatch.setattr(hardware, "gpu_driver_present", lambda: False)
+    result = CliRunner().invoke(app, ["doctor"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert ("no NVIDIA driver is loaded" in result.stdout) is advised
+    switch = f"to switch to the CPU-only torch: {CPU_WHEELS}\n"
+    assert (switch in result.stderr) is advised  # one line: it copies whole
+    assert CPU_WHEELS == (
+        "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu "
+        "--force-reinstall"
+    )
+    document = json.loads(CliRunner().invoke(app, ["doctor", "--json"]).stdout)
+    assert (document["torch_switch"] == CPU_WHEELS) is advised
+
+
+def test_doctor_lists_the_config_file_and_the_defaults(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('precision = "fp32"\n')
+    monkeypatch.setenv("CLIPCLS_CONFIG", str(config))
+    monkeypatch.setenv("CLIPCLS_MODEL", "ViT-B-16")
+    document = json.loads(CliRunner().invoke(app, ["doctor", "--json"]).stdout)
+    assert document["config_file"] == f"{config} ($CLIPCLS_CONFIG)"
+    assert document["config_error"] is None
+    assert document["defaults"] == {
+        "model": {"value": "ViT-B-16", "source": "$CLIPCLS_MODEL"},
+        "precision": {"value": "fp32", "source": "config file, line 1"},
+    }
+    assert document["env"]["CLIPCLS_CONFIG"] == "set"

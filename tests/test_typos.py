@@ -86,18 +86,18 @@ def test_no_driver_means_no_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
     build = {"__version__": "2.9.0+cu128", "cuda": "12.8", "hip": None}
     monkeypatch.setattr(hardware, "_torch_build", lambda: build)
     monkeypatch.setattr(hardware.sys, "platform", "linux")
-    monkeypatch.setattr(hardware, "_gpu_driver_present", lambda: False)
+    monkeypatch.setattr(hardware, "gpu_driver_present", lambda: False)
     with pytest.raises(UsageError, match="no GPU is visible"):
         hardware.check_device_early(Device.CUDA, Precision.AUTO)
     with pytest.raises(UsageError, match="fp16 is not supported on the CPU"):
         hardware.check_device_early(Device.AUTO, Precision.FP16)
-    monkeypatch.setattr(hardware, "_gpu_driver_present", lambda: True)
+    monkeypatch.setattr(hardware, "gpu_driver_present", lambda: True)
     hardware.check_device_early(Device.CUDA, Precision.FP16)  # a driver: torch decides
     monkeypatch.setattr(hardware, "_torch_build", lambda: {**build, "cuda": None})
     with pytest.raises(UsageError, match="CPU-only build"):
         hardware.check_device_early(Device.CUDA, Precision.AUTO)
     monkeypatch.setattr(hardware, "_torch_build", lambda: {**build, "hip": "6.2"})
-    monkeypatch.setattr(hardware, "_gpu_driver_present", lambda: False)
+    monkeypatch.setattr(hardware, "gpu_driver_present", lambda: False)
     hardware.check_device_early(Device.CUDA, Precision.AUTO)  # ROCm: torch decides
     monkeypatch.setattr(hardware.sys, "platform", "darwin")
     hardware.check_device_early(Device.AUTO, Precision.FP16)  # MPS may take it: torch decides

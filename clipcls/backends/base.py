@@ -66,7 +66,8 @@ class BackendConfig:
     ray_actors: int | None = None
     server: str | None = None  # a `clipcls serve` URL
     embeddings: Path | None = None  # a label output written with --save-embeddings
-    # What the user asked of a server explicitly: it must run that model, and so (device, ...).
+    # The model the user named (None: a default): a server must run it, and so (device, ...);
+    # a local run with a default model names another that the cache holds the files for.
     asked_model: str | None = None
     server_options: Mapping[str, Any] = field(default_factory=dict)
     quiet: bool = False  # no notices (warnings still go to hooks.warn)

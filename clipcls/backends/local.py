@@ -4,6 +4,7 @@ every prompt and image the cache holds answers from it alone, without loading th
 from __future__ import annotations
 
 import gc
+import shlex
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -25,8 +26,9 @@ from clipcls.classify import (
     encode_prompts,
     no_progress,
 )
+from clipcls.engine.local_dirs import note_local_dir
 from clipcls.pipeline import Encoder, ModelInfo, embed_paths
-from clipcls.recorded import cached_encoder, recorded_model, remember_model
+from clipcls.recorded import cached_encoder, other_cached_model, recorded_model, remember_model
 from clipcls.settings import ModelSettings, model_id
 
 NOT_LOADED = "(every embedding cached: the model was not loaded)"
@@ -119,10 +121,22 @@ class LocalBackend(BaseBackend):
                 if not quiet:
                     hooks.notice(f"{describe(recorded.info)} {NOT_LOADED}")
                 self._encoder = recorded
+                note_local_dir(self.settings)  # used, if not loaded: `models --cached` lists it
                 return
+            self._hint_other_model(expected.paths())  # a fresh walk: the first one may be spent
         self._encoder = load_model(self.settings, hooks, quiet)
         self.loaded = True
         remember_model(self.cache, self.settings, self._encoder)
+
+    def _hint_other_model(self, paths: Iterable[Path | str]) -> None:
+        """Before a load the cache could have spared: when the model is a default (no -m) and
+        the cache holds these files for exactly one other model, name it."""
+        if self.config.asked_model is not None:
+            return
+        other = other_cached_model(self.cache, self.settings, paths)
+        if other is not None:
+            option = shlex.quote(other)
+            self.config.hooks.warn(f"these files are cached for {other}; did you mean -m {option}?")
 
     def _progress(self) -> ShowProgress:
         """The hooks' progress around embedding the prompts the cache lacks (none: not shown)."""

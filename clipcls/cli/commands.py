@@ -21,6 +21,7 @@ from clipcls.cli import templates as templates_command
 from clipcls.cli.cache import EXAMPLES as CACHE_EXAMPLES
 from clipcls.cli.cache import cache_app
 from clipcls.cli.clock import start_run
+from clipcls.cli.config import config_app
 from clipcls.cli.console import stderr
 from clipcls.cli.groups import SuggestingGroup
 from clipcls.cli.messages import forgiving_streams
@@ -93,6 +94,7 @@ app.command(epilog=serve_command.EXAMPLES)(serve_command.serve)
 app.command(epilog=review_command.EXAMPLES)(review_command.review)
 app.command(epilog=doctor_command.EXAMPLES)(doctor_command.doctor)
 app.add_typer(models_app, name="models")
+app.add_typer(config_app, name="config")
 app.add_typer(
     cache_app, name="cache", help="Inspect or clear the embedding cache.", epilog=CACHE_EXAMPLES
 )

@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import TextIO, TypeVar
+from typing import Any, TextIO, TypeVar
 
 import typer
 from rich.progress import (
@@ -31,6 +31,7 @@ from clipcls.cli.messages import warn as warn
 from clipcls.errors import ClipclsError, UsageError
 from clipcls.output.files import check_new_output
 from clipcls.output.formats import Format
+from clipcls.output.rows import printable
 from clipcls.output.writers import plural
 
 T = TypeVar("T")
@@ -51,6 +52,11 @@ def reported_errors(debug: bool) -> Iterator[None]:
             raise
         stderr.print("interrupted", style="red")
         raise typer.Exit(exit_code_of(interrupt)) from None
+
+
+def status(text: str) -> AbstractContextManager[Any]:
+    """A spinner on stderr, its text shown literally (a model folder may be named `[/b]`)."""
+    return stderr.status(Text(printable(text)))
 
 
 def check_output_path(output: Path | None, overwrite: bool, option: str = "--output") -> None:

@@ -38,7 +38,6 @@ from clipcls.cli.options import LabelsFileOpt, LabelsOpt, OverwriteOpt
 from clipcls.evaluation.options import EvaluateOptions, OutputOptions, plan_evaluation
 from clipcls.evaluation.report import write_outputs
 from clipcls.evaluation.run import Advance, ShowProgress
-from clipcls.settings import DEFAULT_MODEL
 
 EXAMPLES = """
 [bold]Examples[/bold]
@@ -62,7 +61,8 @@ def _backends(
     if chosen_name(scale) in ("server", "embeddings"):
         yield open_chosen_backend(ctx, scale, quiet, model=models[0] if models else None)
         return
-    for model in models or [DEFAULT_MODEL]:
+    asked: list[str | None] = [*models] if models else [None]  # None: the user's default
+    for model in asked:
         yield open_chosen_backend(ctx, scale, quiet, model=model)
 
 

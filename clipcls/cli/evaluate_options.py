@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
+from clipcls.cli.options import MODEL_DEFAULT
 from clipcls.prompts import DEFAULT_TEMPLATES
-from clipcls.settings import DEFAULT_MODEL
 
 DatasetArg = Annotated[
     Path | None,
@@ -65,7 +65,7 @@ ModelsOpt = Annotated[
         "--model",
         "-m",
         help="Model (ARCH, ARCH:TAG, hf-hub:, local-dir:); repeat to compare.",
-        show_default=DEFAULT_MODEL,
+        show_default=MODEL_DEFAULT,
     ),
 ]
 TopKOpt = Annotated[

@@ -15,7 +15,8 @@ from clipcls.cli.models_export import EXPORT_EXAMPLES, export
 from clipcls.cli.options import CacheDirOpt, DebugOpt, JsonOpt
 from clipcls.errors import UsageError
 from clipcls.output.writers import plain_console
-from clipcls.settings import DEFAULT_MODEL, Device, ModelSettings, Precision
+from clipcls.settings import Device, ModelSettings, Precision
+from clipcls.userconfig import user_defaults
 
 LIST_EXAMPLES = """
 [bold]Examples[/bold]
@@ -36,7 +37,7 @@ models_app = typer.Typer(cls=SuggestingGroup, rich_markup_mode="rich", no_args_i
 def _as_dict(entry: CatalogEntry) -> dict[str, object]:
     return {
         "model": entry.model,
-        "pretrained": entry.pretrained,
+        "pretrained": entry.pretrained or None,  # None: a local-dir: folder
         "default": entry.is_default,
         "cached": entry.cached,
         "sigmoid": entry.sigmoid,
@@ -49,7 +50,12 @@ def models(
     text_filter: Annotated[
         str, typer.Option("--filter", help="Only rows whose model or tag contains TEXT.")
     ] = "",
-    cached: Annotated[bool, typer.Option("--cached", help="Only weights already cached.")] = False,
+    cached: Annotated[
+        bool,
+        typer.Option(
+            "--cached", help="Only weights already cached, and the local-dir: folders used here."
+        ),
+    ] = False,
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
     debug: DebugOpt = False,
@@ -58,22 +64,26 @@ def models(
     sigmoid (SigLIP-family) models, whose labels each get an independent probability."""
     if ctx.invoked_subcommand is not None:
         return
-    from clipcls.engine.catalog import catalog, matches
+    from clipcls.engine.catalog import catalog, local_dir_entries, matches
 
     with reported_errors(debug):
-        settings = ModelSettings(DEFAULT_MODEL, None, Device.CPU, Precision.FP32, cache_dir, True)
+        default = user_defaults().model  # the default to mark: the user's
+        arch, _, tag = default.partition(":")
+        settings = ModelSettings(arch, tag or None, Device.CPU, Precision.FP32, cache_dir, True)
         known = catalog(settings)  # listed once: the filter and the empty-cache rule both read it
+        # An empty weights cache is no error, whatever the filter (docs/models.md: exit 0).
+        empty = cached and not any(e.cached for e in known)
+        if cached:  # folders gone since are listed too, marked, and counted as not cached
+            known += local_dir_entries(settings, default)
         entries = [
             e
             for e in known
-            if matches(e.model, e.pretrained, text_filter) and (e.cached or not cached)
+            if matches(e.model, e.pretrained, text_filter) and (e.cached or e.gone or not cached)
         ]
-        # An empty cache is no error, whatever the filter (docs/models.md promises exit 0).
-        empty = cached and not any(e.cached for e in known)
         if as_json and (entries or not text_filter or empty):
             typer.echo(json.dumps([_as_dict(entry) for entry in entries], indent=2))
             return
-        if empty:
+        if empty and not entries:
             notice(f"no models cached yet in {settings.resolved_cache_dir()}")
             return
         if not entries:
@@ -92,7 +102,7 @@ def models(
             table.add_row(
                 Text(entry.model, style=style),
                 Text(tag, style=style),
-                "yes" if entry.cached else "",
+                "yes" if entry.cached else "gone" if entry.gone else "",
             )
         plain_console().print(table)
         notice(f"{len(entries)} rows; weights cache: {settings.resolved_cache_dir()}")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from clipcls.cli.console import notice, reported_errors, stderr, warn
+from clipcls.cli.console import notice, reported_errors, status, stderr, warn
 from clipcls.cli.options import CacheDirOpt, DebugOpt, OfflineOpt, PretrainedOpt
 from clipcls.errors import UsageError
 from clipcls.settings import Device, ModelSettings, Precision
@@ -65,7 +65,7 @@ def _export_random(model: str, folder: Path, pretrained: str | None, tiny: bool,
     if pretrained is not None or ":" in model:
         raise UsageError("--random makes its own weights: give an architecture, no weights")
     size = "tiny " if tiny else ""
-    with stderr.status(f"writing {folder}"):
+    with status(f"writing {folder}"):
         write_random_model(folder, model, seed=seed, tiny=tiny)
     warn(RANDOM_NOTICE.format(name=f"local-dir:{folder}"))
     note = tiny_note(model) if tiny else None
@@ -85,6 +85,6 @@ def _export_loaded(
         loaded = open_model(settings)
     for line in loaded.info.notices:
         warn(line)
-    with stderr.status(f"writing {folder}"):
+    with status(f"writing {folder}"):
         loaded.export(folder)
     notice(f"wrote {folder}: use it with --model local-dir:{folder}")

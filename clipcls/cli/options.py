@@ -93,13 +93,16 @@ QuietOpt = Annotated[bool, typer.Option(*QUIET, help="No progress bar or notices
 MODEL_PANEL = "Model"
 
 
+# Defaults that a user may set (clipcls.userconfig): the help says where they come from.
+MODEL_DEFAULT = f"$CLIPCLS_MODEL, else `clipcls config`, else {DEFAULT_MODEL}"
 ModelOpt = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--model",
         "-m",
         rich_help_panel=MODEL_PANEL,
         help="open_clip architecture, hf-hub:ORG/REPO, or local-dir:PATH.",
+        show_default=MODEL_DEFAULT,
     ),
 ]
 
@@ -123,11 +126,12 @@ DeviceOpt = Annotated[
 
 
 PrecisionOpt = Annotated[
-    Precision,
+    Precision | None,
     typer.Option(
         "--precision",
         rich_help_panel=MODEL_PANEL,
         help="auto: fp16 on CUDA, bf16 on AMX/AVX512-BF16 CPUs, else fp32.",
+        show_default="$CLIPCLS_PRECISION, else `clipcls config`, else auto",
     ),
 ]
 

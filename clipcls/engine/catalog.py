@@ -3,12 +3,14 @@ is already in the cache."""
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clipcls.engine.sources import WEIGHT_FILES
+from clipcls.engine.local_dirs import used_local_dirs
+from clipcls.engine.sources import CONFIG_FILE, LOCAL_DIR, WEIGHT_FILES
 from clipcls.settings import DEFAULT_PRETRAINED, ModelSettings
 
 
@@ -21,6 +23,7 @@ class CatalogEntry:
     is_default: bool
     cached: bool
     sigmoid: bool  # trained with a sigmoid loss (SigLIP, SigLIP2): independent label scores
+    gone: bool = False  # a local-dir: folder used here once, no longer there
 
 
 def is_sigmoid(model_cfg: dict[str, Any]) -> bool:
@@ -65,3 +68,29 @@ def catalog(settings: ModelSettings, text_filter: str = "") -> list[CatalogEntry
         sigmoid = is_sigmoid(open_clip.get_model_config(arch) or {})
         entries.append(CatalogEntry(arch, tag, is_default, cached, sigmoid))
     return entries
+
+
+def _folder_is_sigmoid(folder: str) -> bool:
+    try:
+        config = json.loads(Path(folder, CONFIG_FILE).read_text(encoding="utf-8"))
+        return is_sigmoid(config.get("model_cfg") or {})
+    except (OSError, ValueError, AttributeError, RecursionError):
+        return False
+
+
+def local_dir_entries(settings: ModelSettings, default: str) -> list[CatalogEntry]:
+    """The local-dir: folders models were loaded from here, most recent first (pretrained
+    empty; cached while the folder is there, gone once it is not)."""
+    mine = os.path.abspath(os.path.expanduser(default.removeprefix(LOCAL_DIR)))
+    is_local = default.startswith(LOCAL_DIR)
+    return [
+        CatalogEntry(
+            used.model,
+            "",
+            is_local and used.path == mine,
+            used.present,
+            used.present and _folder_is_sigmoid(used.path),
+            gone=not used.present,
+        )
+        for used in used_local_dirs(settings.resolved_cache_dir())
+    ]

@@ -15,6 +15,7 @@ import importlib
 from pathlib import Path
 from typing import Protocol
 
+from clipcls.engine.local_dirs import note_local_dir
 from clipcls.errors import UsageError
 from clipcls.pipeline import Encoder
 from clipcls.settings import ModelSettings
@@ -43,4 +44,5 @@ def open_model(settings: ModelSettings) -> Model:
     module, _, attribute = RUNTIMES[settings.runtime].partition(":")
     # Looked up at each call, so a test that replaces the class in its module is obeyed.
     model: Model = getattr(importlib.import_module(module), attribute)(settings)
+    note_local_dir(settings)  # for `clipcls models --cached`
     return model

@@ -74,12 +74,12 @@ def cuda_absent_reason() -> str | None:
     build = _torch_build()
     if sys.platform != "linux" or build is None or build.get("hip"):
         return None
-    if build["cuda"] is None or not _gpu_driver_present():
+    if build["cuda"] is None or not gpu_driver_present():
         return _no_cuda(str(build["__version__"]), build["cuda"])
     return None
 
 
-def _gpu_driver_present() -> bool:
+def gpu_driver_present() -> bool:
     """An NVIDIA driver is loaded (or this is WSL, whose GPUs show as /dev/dxg)."""
     return bool(
         os.path.exists("/proc/driver/nvidia/version")
@@ -209,4 +209,4 @@ def runtime_choice() -> RuntimeChoice:
 def _why_no_cuda(torch: Any) -> str:
     if torch.version.cuda is None:
         return "a CPU-only build of torch"
-    return "" if _gpu_driver_present() else "no NVIDIA driver loaded"
+    return "" if gpu_driver_present() else "no NVIDIA driver loaded"
