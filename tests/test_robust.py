@@ -106,7 +106,7 @@ def test_zeros_behind_a_jpeg_marker_are_rejected_fast(tmp_path: Path) -> None:
     started = time.process_time()
     with pytest.raises(ImageError, match="not a readable image"):
         load_image(bomb)
-    assert time.process_time() - started < 10  # was 108 s of CPU
+    assert time.process_time() - started < 30  # a hang guard: was 108 s of CPU
 
 
 def test_a_tree_1200_folders_deep_is_walked(tmp_path: Path) -> None:
