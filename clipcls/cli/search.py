@@ -83,8 +83,8 @@ def search(
     args: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Folders or files to search, then the query text.",
-            metavar='PATH... "QUERY"',
+            help="Folders or files to search (the current folder if none), then the query text.",
+            metavar='[PATH]... "QUERY"',
             show_default=False,
         ),
     ] = None,
