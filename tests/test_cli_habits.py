@@ -61,3 +61,27 @@ def test_review_help_names_api_key_and_hides_the_old_name() -> None:
 def test_a_short_api_key_is_refused_before_anything_is_served(output: Path) -> None:
     done = runner.invoke(app, ["review", str(output), "--api-key", "short"])
     assert done.exit_code == 2 and "at least 16 characters" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "said", "command"),
+    [
+        (["predict", "x.png", "--labels"], "Option '--labels' requires an argument", "predict"),
+        (["evaluate", "--format"], "Option '--format' requires an argument", "evaluate"),
+        (["models", "export", "--bogus"], "No such option: --bogus", "models export"),
+        (["cache", "clear", "--bogus"], "No such option: --bogus", "cache clear"),
+        (["review"], "Missing argument 'OUTPUT'", "review"),
+        (["label", "x"], "Missing option '--output' / '-o'", "label"),
+        (["frobnicate"], "No such command 'frobnicate'", ""),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_commands_help(
+    args: list[str], said: str, command: str
+) -> None:
+    # Click's own errors (a value missing after an option included, which Click raises before
+    # it knows the command) read as every clipcls error does: one line, exit 2.
+    done = runner.invoke(app, args)
+    assert done.exit_code == 2 and done.stdout == ""
+    where = f"clipcls {command}".strip()
+    assert done.stderr == f"error: {said} (see `{where} --help`)\n"
+    assert "Error:" not in done.stderr and "Try '" not in done.stderr
