@@ -85,3 +85,31 @@ def test_usage_errors_are_one_line_naming_the_commands_help(
     where = f"clipcls {command}".strip()
     assert done.stderr == f"error: {said} (see `{where} --help`)\n"
     assert "Error:" not in done.stderr and "Try '" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("command", "server", "saved"),
+    [
+        ("predict", "URL to classify on", "Score the embeddings"),
+        ("label", "URL to classify on", "Score the embeddings"),
+        ("search", "URL to search with", "Search the embeddings"),
+        ("similar", "URL that embeds the images the cache lacks", "Search the embeddings"),
+        ("dedupe", "URL that embeds the images the cache lacks", "Group the embeddings"),
+    ],
+)
+def test_shared_options_are_described_in_each_commands_words(
+    command: str, server: str, saved: str
+) -> None:
+    # `search --help` said "URL to classify on" for --server: the words of predict.
+    shown = " ".join(runner.invoke(app, [command, "--help"], env={"COLUMNS": "300"}).stdout.split())
+    assert server in shown and saved in shown and "$CLIPCLS_API_KEY" in shown
+    if command in ("search", "similar", "dedupe"):
+        assert "classify" not in shown.lower()
+
+
+def test_a_reworded_option_still_parses_from_its_flag_and_variable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLIPCLS_SERVER", "http://127.0.0.1:9")  # nothing listens on port 9
+    done = runner.invoke(app, ["search", str(tmp_path), "a cat"])
+    assert done.exit_code != 0 and "127.0.0.1:9" in done.stderr  # the variable was read
