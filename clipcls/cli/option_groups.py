@@ -99,10 +99,10 @@ class OptionGroup(Generic[Read]):
 
 def _reworded(option: Any, text: str) -> Any:
     """An Annotated option with its help replaced: one command's words for a shared option."""
-    base, info, *rest = typing.get_args(option)
+    base, info = typing.get_args(option)  # the type and its typer.Option, nothing more
     info = copy.copy(info)
     info.help = text
-    return Annotated[(base, info, *rest)]
+    return Annotated[base, info]
 
 
 def _with_options(
