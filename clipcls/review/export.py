@@ -154,11 +154,11 @@ def _json_record(found: Records, index: int, decision: Decision | None) -> dict[
         record |= model_answer(stored) | rest | {"reviewed": decision is not None}
         return record | ({"embedding": stored["embedding"]} if "embedding" in stored else {})
     cells = corrected_cells(stored, decision)
-    record = {"reviewed": decision is not None}
+    record = {}
     for name in _export_names(found.header):
         cell = cells.get(name, "")
         if name == "reviewed":
-            record[name] = record.pop(name)  # in its place, before the error
+            record[name] = decision is not None
         elif is_number_column(name) or name == "model_probability":
             record[name] = float(cell) if cell else None
         else:
