@@ -230,7 +230,7 @@ def test_evaluate_outputs_are_valid_for_any_class_or_file_name(
         (dataset / name).mkdir(parents=True)
         (dataset / name / "a.png").write_bytes(PNG)
         (dataset / name / os.fsdecode(b"b\xff.png")).write_bytes(PNG)
-    out, report, predictions = tmp_path / "ev.json", tmp_path / "rep", tmp_path / "p.csv"
+    out, report, predictions = tmp_path / "ev.json", tmp_path / "rep.html", tmp_path / "p.csv"
     result = runner.invoke(
         app,
         ["evaluate", str(dataset), "--model", tiny_model, "-t", "photo", "-f", "json"]
