@@ -10,7 +10,9 @@ hard links), labeled once for real by `clipcls label --top-k 2` with a tiny rand
    an empty thumbnail cache). Goal: under 2 s.
 2. thumbnails of the first page's tiles over HTTP, 6 at a time as a browser fetches them:
    cold (made from the image) and cached (read from disk), ms per tile.
-3. the same in this process without HTTP, per image size: cold and cached ms per tile.
+3. the same in this process without HTTP, per image size: cold and cached ms per tile, and
+   side by side the decode behind a cold tile with libjpeg's draft scaling (what Thumbs does)
+   and without it (the full image decoded, then shrunk), and their ratio.
 """
 
 from __future__ import annotations
@@ -117,7 +119,27 @@ def in_process(output: Path) -> None:
             sample = paths[:24]
             cold = _each(thumbs, sample)
             cached = _each(thumbs, sample)
-            print(f"  {size:>5}: cold {cold:6.1f} ms/tile, cached {cached:5.2f} ms/tile")
+            draft, full = _decodes(sample)
+            print(
+                f"  {size:>5}: cold {cold:6.1f} ms/tile, cached {cached:5.2f} ms/tile; decode "
+                f"with draft {draft:6.1f} ms, full {full:6.1f} ms ({full / draft:.1f}x)"
+            )
+
+
+def _decodes(paths: list[str]) -> tuple[float, float]:
+    """ms per image to a 256 px thumbnail: draft-scaled decode, then the full decode."""
+    from PIL import Image
+
+    from clipcls.images import load_image
+    from clipcls.review.thumbs import THUMB_SIZE
+
+    times = []
+    for draft in (THUMB_SIZE, None):
+        started = time.monotonic()
+        for path in paths:
+            load_image(path, draft).thumbnail((THUMB_SIZE, THUMB_SIZE), Image.Resampling.BICUBIC)
+        times.append(1000 * (time.monotonic() - started) / len(paths))
+    return times[0], times[1]
 
 
 def _each(thumbs: object, paths: list[str]) -> float:

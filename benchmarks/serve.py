@@ -12,7 +12,8 @@ ViT-B-32 with random weights, all on this machine, in one run:
    one warm-up request each; files sent by path, as a client on the server's machine does,
    and as bytes); then a
    bounded load test: a fixed count of one-image requests from 4 threads, p50/p99 latency and
-   the count of errors. The server stops when the run ends.
+   the count of errors. Last, SIGTERM with a long text request in flight: seconds until the
+   server has exited (LitServe's own wait was 30 s; the test suite only guards against a hang).
 """
 
 from __future__ import annotations
@@ -210,8 +211,29 @@ def main() -> None:
             what = f"load test, {args.requests} one-image requests from 4 threads"
             print(f"{what}: p50 {p50:.0f} ms, p99 {p99:.0f} ms, {errors} errors")
         finally:
-            server.send_signal(signal.SIGTERM)
-            server.wait(timeout=60)
+            seconds = stop_in_flight(server, url)
+            print(f"SIGTERM with a request in flight: stopped in {seconds:.2f} s")
+
+
+def stop_in_flight(server: subprocess.Popen, url: str) -> float:  # type: ignore[type-arg]
+    """Seconds from SIGTERM, sent while the server embeds 4,000 long prompts, to its exit."""
+    texts = [f"a photo of thing number {i}" + " seen from far away" * 6 for i in range(4000)]
+    pool = ThreadPoolExecutor(1)
+    pool.submit(lambda: _quietly(post, url, {"texts": texts}))
+    time.sleep(0.5)
+    started = time.monotonic()
+    server.send_signal(signal.SIGTERM)
+    server.wait(timeout=120)
+    seconds = time.monotonic() - started
+    pool.shutdown(wait=True)
+    return seconds
+
+
+def _quietly(call: object, *args: object) -> None:
+    try:
+        call(*args)  # type: ignore[operator]
+    except OSError:
+        pass  # the server stopped under it: expected
 
 
 if __name__ == "__main__":

@@ -107,8 +107,9 @@ def test_python_and_clipcls_on_the_path_are_this_checkout(tmp_path: Path) -> Non
 
 
 def running(pid: str) -> bool:
-    """Whether a process lives (a zombie waiting for its parent to reap it does not)."""
-    deadline = time.monotonic() + 5
+    """Whether a process still lives after 30 s (a hang guard; a zombie waiting for its parent
+    to reap it does not count)."""
+    deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]

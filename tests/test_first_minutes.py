@@ -54,6 +54,21 @@ def test_report_to_a_folder_writes_its_index_html(
     assert missing.exit_code == 2 and "--report folder does not exist" in missing.stderr
 
 
+def test_a_report_name_without_a_suffix_gets_html(
+    tiny_model: str, dataset: Path, tmp_path: Path
+) -> None:
+    # `--report report` wrote an extensionless file that no browser opened as a page.
+    pytest.importorskip("matplotlib")
+    result = evaluate(tiny_model, str(dataset), "--report", str(tmp_path / "report"))
+    assert result.exit_code == 0, result.output
+    assert not (tmp_path / "report").exists()
+    assert "<html" in (tmp_path / "report.html").read_text()
+    again = evaluate(tiny_model, str(dataset), "--report", str(tmp_path / "report"))
+    assert again.exit_code == 2 and "report.html already exists" in again.stderr
+    kept = evaluate(tiny_model, str(dataset), "--report", str(tmp_path / "report.htm"))
+    assert kept.exit_code == 0 and (tmp_path / "report.htm").is_file()  # a suffix is kept
+
+
 def test_predict_refuses_to_replace_an_output_without_overwrite(
     tiny_model: str, tmp_path: Path
 ) -> None:

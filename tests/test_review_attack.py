@@ -238,10 +238,10 @@ def test_a_fifo_as_the_apply_ledger_is_refused_not_waited_on(
 def test_a_key_the_address_cannot_carry_as_is_is_refused(table: ReviewTable, key: str) -> None:
     # It went into the printed address and the page's links unescaped: `+` read back as a
     # space, `&` and `#` cut it, so the address the command printed answered 403.
-    with pytest.raises(UsageError, match="--key"):
+    with pytest.raises(UsageError, match="--api-key"):
         check_host("127.0.0.1", key)
     result = runner.invoke(app, ["review", str(table.output), "--port", "0", "--key", key])
-    assert result.exit_code == 2 and "--key" in result.output
+    assert result.exit_code == 2 and "--api-key" in result.output
     check_host("0.0.0.0", "Az09-_.~" * 2)  # what `openssl rand -hex` and token_urlsafe make
 
 

@@ -366,11 +366,16 @@ def test_export_corrected_csv_keeps_every_column_and_its_protections(
         original = list(csv.reader(stream))
     with target.open(newline="", encoding="utf-8") as stream:
         exported = list(csv.reader(stream))
-    assert exported[0] == [*original[0][:-1], "reviewed", "error"]
+    head = original[0]
+    model = ["model_label", "model_probability"]
+    assert exported[0] == [*head[:2], *model, *head[2:-1], "reviewed", "error"]
     for number, (before, after) in enumerate(zip(original[1:], exported[1:], strict=True)):
-        assert after[:-2] == (
-            [before[0], changed.label, *before[2:-1]] if number == 0 else before[:-1]
-        )
+        assert after[2:4] == before[1:3]  # the model's answer, as the run wrote it
+        if number == 0:  # changed to a label outside the run's top-1: no probability for it
+            assert after[:2] + after[4:6] == [before[0], changed.label, "", ""]
+            assert after[6:-2] == before[4:-1]
+        else:
+            assert after[:2] + after[4:-2] == before[:-1]
         assert after[-2] == ("true" if number < 2 else "false")
     assert not list(tmp_path.glob(".corrected.csv.*"))  # no temporary left behind
 

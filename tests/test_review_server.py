@@ -13,14 +13,17 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 from review_helpers import TOKEN, XSS, Running, label_output, running
 from typer.testing import CliRunner
 
+from clipcls import images
 from clipcls.cli import app
 from clipcls.errors import UsageError
+from clipcls.review import thumbs as thumbs_module
 from clipcls.review.server import check_host
 from clipcls.review.thumbs import Thumbs
 
@@ -84,7 +87,7 @@ def test_off_loopback_needs_a_key_of_16_characters(output: Path) -> None:
     check_host("localhost", None)
     done = CliRunner().invoke(app, ["review", str(output), "--host", "0.0.0.0"])
     assert done.exit_code == 2
-    assert "--key" in done.output
+    assert "--api-key" in done.output
 
 
 @pytest.mark.parametrize(
@@ -137,7 +140,7 @@ def test_special_files_bombs_and_gone_files_give_placeholders(served: Running) -
         for route in ("thumb", "image"):
             started = time.monotonic()
             status, headers, body = served.request("GET", f"/{route}/{rows[name]['index']}")
-            assert time.monotonic() - started < 5, (name, route)
+            assert time.monotonic() - started < 30, (name, route)  # a hang guard: a FIFO blocks
             assert status == 200 and headers["Content-Type"] == "image/jpeg"
             assert headers["X-Review-Problem"] == problem, (name, route)
             Image.open(io.BytesIO(body)).verify()
@@ -163,28 +166,53 @@ def test_thumbnails_are_small_cached_and_follow_edits(served: Running, output: P
         photo.write_bytes(original)
 
 
-def test_a_large_jpeg_is_thumbnailed_in_draft_mode(tmp_path: Path) -> None:
+def test_a_large_jpeg_is_thumbnailed_in_draft_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     big = tmp_path / "big.jpg"
     Image.new("RGB", (4000, 3000), (10, 120, 200)).save(big, quality=90)
-    thumbs = Thumbs(tmp_path / "thumbs")
-    started = time.monotonic()
-    thumb = thumbs.get(str(big))
+    decoded: list[tuple[int, int]] = []
+
+    def load_image(*args: Any, **kwargs: Any) -> Image.Image:
+        image = images.load_image(*args, **kwargs)
+        decoded.append(image.size)
+        return image
+
+    monkeypatch.setattr(thumbs_module, "load_image", load_image)
+    thumb = Thumbs(tmp_path / "thumbs").get(str(big))
     assert thumb.problem is None
     assert Image.open(io.BytesIO(thumb.data)).size == (256, 192)
-    assert time.monotonic() - started < 2
+    # libjpeg decoded it at 1/8 scale, not 12 MP; how much faster: benchmarks/review.py.
+    assert decoded == [(500, 375)]
 
 
-def test_a_half_sent_body_does_not_hold_other_requests(served: Running) -> None:
+def half_sent(served: Running) -> socket.socket:
     slow = socket.create_connection(("127.0.0.1", served.server.port))
+    head = f"POST /api/decide?token={TOKEN} HTTP/1.1\r\nHost: {served.host}\r\n"
+    slow.sendall(f'{head}Content-Length: 200\r\n\r\n{{"index"'.encode())
+    return slow
+
+
+def test_a_half_sent_body_does_not_hold_other_requests(output: Path, tmp_path: Path) -> None:
+    # The server waits 60 s for the rest of the body; a server that served one connection at a
+    # time would hold the others that long, past each request's own 10 s timeout.
+    with running(output, tmp_path / "thumbs", read_timeout=60) as served:
+        slow = half_sent(served)
+        try:
+            with ThreadPoolExecutor(4) as pool:
+                answers = list(pool.map(lambda _: served.request("GET", "/api/state"), range(8)))
+            assert all(status == 200 for status, _, _ in answers)
+            slow.setblocking(False)
+            with pytest.raises(BlockingIOError):  # still open and unanswered: nothing to read
+                slow.recv(1000)
+        finally:
+            slow.close()
+
+
+def test_a_half_sent_body_is_closed_after_the_read_timeout(served: Running) -> None:
+    slow = half_sent(served)
     try:
-        head = f"POST /api/decide?token={TOKEN} HTTP/1.1\r\nHost: {served.host}\r\n"
-        slow.sendall(f'{head}Content-Length: 200\r\n\r\n{{"index"'.encode())
-        with ThreadPoolExecutor(4) as pool:
-            started = time.monotonic()
-            answers = list(pool.map(lambda _: served.request("GET", "/api/state"), range(8)))
-        assert all(status == 200 for status, _, _ in answers)
-        assert time.monotonic() - started < 2
-        slow.settimeout(5)  # the server gives up on it after its read timeout (1 s here)
+        slow.settimeout(30)  # a hang guard: the server gives up after its read timeout (1 s)
         assert slow.recv(1000) == b""  # closed, unanswered
     finally:
         slow.close()

@@ -106,7 +106,7 @@ def test_zeros_behind_a_jpeg_marker_are_rejected_fast(tmp_path: Path) -> None:
     started = time.process_time()
     with pytest.raises(ImageError, match="not a readable image"):
         load_image(bomb)
-    assert time.process_time() - started < 10  # was 108 s of CPU
+    assert time.process_time() - started < 30  # a hang guard: was 108 s of CPU
 
 
 def test_a_tree_1200_folders_deep_is_walked(tmp_path: Path) -> None:
@@ -230,7 +230,7 @@ def test_evaluate_outputs_are_valid_for_any_class_or_file_name(
         (dataset / name).mkdir(parents=True)
         (dataset / name / "a.png").write_bytes(PNG)
         (dataset / name / os.fsdecode(b"b\xff.png")).write_bytes(PNG)
-    out, report, predictions = tmp_path / "ev.json", tmp_path / "rep", tmp_path / "p.csv"
+    out, report, predictions = tmp_path / "ev.json", tmp_path / "rep.html", tmp_path / "p.csv"
     result = runner.invoke(
         app,
         ["evaluate", str(dataset), "--model", tiny_model, "-t", "photo", "-f", "json"]

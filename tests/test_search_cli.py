@@ -71,7 +71,10 @@ def test_similar_leaves_the_image_out_and_finds_its_resized_copy_first(
         (["search", "{photos}", "--image", "{bad}"], "cannot read query image"),
         (["search", "{empty}", "a cat"], "no images found"),
         (["search", "{photos}", "a cat", "-k", "0"], "greater than or equal to 1"),
-        (["search", "{photos}"], 'then the query: search DIR... "QUERY"'),
+        (["search", "{photos}"], "is a folder: give the query after it: search"),
+        (["search", "a cat", "{photos}"], "the query comes last: search"),
+        (["search", "a cat", "{photos}", "{photos}"], "input path does not exist: a cat"),
+        (["search"], 'give the query: search "QUERY" (the current folder)'),
         (["search", "{photos}", " - a dog"], "only - terms"),
         (["similar", "{bad}", "{photos}"], "cannot read query image"),
         (["similar", "{photos}/coffee.png"], "give the folders to search"),
@@ -92,6 +95,25 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(
     assert done.exit_code == 2, done.output
     assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_search_without_a_folder_searches_the_current_one(
+    tiny_model: str, photos: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(photos)
+    here = run("search", "a cat", "--model", tiny_model, "-f", "jsonl", "-q")
+    assert here.exit_code == 0, here.output
+    dot = run("search", ".", "a cat", "--model", tiny_model, "-f", "jsonl", "-q")
+    assert here.stdout == dot.stdout and len(jsonl(here.stdout)) == len(list(photos.iterdir()))
+
+
+def test_a_swapped_query_gets_the_order_as_a_hint(tiny_model: str, photos: Path) -> None:
+    swapped = run("search", "a [/b] cat", str(photos), "--model", tiny_model)
+    assert swapped.exit_code == 2
+    assert swapped.stderr.strip() == (
+        f"error: input path does not exist: a [/b] cat; the query comes last: search "
+        f"{photos} 'a [/b] cat'"
+    )
 
 
 def test_embeddings_of_another_model_are_refused(

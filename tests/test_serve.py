@@ -282,15 +282,15 @@ def test_an_api_key_is_checked_on_every_request(tiny_model: str, photos: Path) -
         assert refused.exit_code == 2 and "CLIPCLS_API_KEY" in refused.stderr
         allowed = runner.invoke(app, args, env={"CLIPCLS_API_KEY": KEY})
         assert allowed.exit_code == 0, allowed.output
-        # --timeout bounds a request's whole time: an image URL that answers after 20 s.
+        # --timeout bounds a request's whole time: an image URL that answers after 60 s.
         keyed.key = KEY
-        with slow_site(20.0) as url:
+        with slow_site(60.0) as url:
             started = time.monotonic()
             status, answer = keyed.predict([{"url": url}])
         assert status == 504 and "--timeout" in answer["error"]
         assert (
-            time.monotonic() - started < 15
-        )  # a hang guard: --timeout 2 (answers in ~2 s), the site 20 s
+            time.monotonic() - started < 30
+        )  # a hang guard: --timeout 2 (answers in ~2 s), the site 60 s
     finally:
         assert keyed.stop() == 0
 
@@ -387,7 +387,7 @@ def test_killing_the_server_takes_its_workers_along(tiny_model: str) -> None:
     doomed = Server(tiny_model)
     doomed.process.send_signal(signal.SIGKILL)
     doomed.process.wait()
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 60  # a hang guard: an orphan would answer for ever
     while time.monotonic() < deadline:
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", doomed.port)) != 0:

@@ -64,13 +64,26 @@ class OneLineErrors(SuggestingGroup):
             status = run(args, prog_name, complete_var, standalone_mode=False, **extra)
         except typer.TyperException as error:  # Click's usage errors, vendored by Typer
             ctx = getattr(error, "ctx", None)
-            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            where = ctx.command_path if ctx is not None else self._path_in(args, prog_name)
+            said = error.format_message().rstrip(".")  # `Missing argument 'X'.` ends in (see
             stderr.print("error: ", style="red", end="")
-            stderr.print(error.format_message() + hint, markup=False, soft_wrap=True)
+            stderr.print(f"{said} (see `{where} --help`)", markup=False, soft_wrap=True)
             sys.exit(error.exit_code)
         except typer.Abort:
             sys.exit(int(ExitStatus.INTERRUPTED))
         sys.exit(status if isinstance(status, int) else int(ExitStatus.OK))
+
+    def _path_in(self, args: Sequence[str] | None, prog_name: str | None) -> str:
+        """The command an argv names (`clipcls models export`), for an error Click raised
+        before it made the command's context (`--labels` with no value after it)."""
+        words, group = [prog_name or "clipcls"], self
+        for word in sys.argv[1:] if args is None else args:
+            command = getattr(group, "commands", {}).get(word)  # only a group has commands
+            if command is None:
+                break
+            words.append(word)
+            group = command
+        return " ".join(words)
 
 
 app = typer.Typer(

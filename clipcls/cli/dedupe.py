@@ -21,9 +21,9 @@ from clipcls.cli.console import (
 from clipcls.cli.formats import SearchFormatOpt, as_format
 from clipcls.cli.interrupts import InterruptGuard, exit_code_of
 from clipcls.cli.model_options import model_options
-from clipcls.cli.option_groups import RUN, SCALE, run_options, scale_options
+from clipcls.cli.option_groups import RUN, run_options, scale_options
 from clipcls.cli.options import SORT_PANEL, DryRunOpt, OverwriteOpt, PathsArg, SortModeOpt
-from clipcls.cli.search_options import OutputOpt
+from clipcls.cli.search_options import DEDUPE_SCALE, OutputOpt
 from clipcls.errors import UsageError
 from clipcls.labeling.sorting import SortMode
 from clipcls.output.formats import RESULT_FORMATS, Format, format_for
@@ -108,7 +108,7 @@ def _sort_out(
 
 @model_options()
 @RUN.options()
-@SCALE.options(only=("server", "batch_size", "no_cache", "from_embeddings"))
+@DEDUPE_SCALE
 def dedupe(
     ctx: typer.Context,
     paths: PathsArg = None,

@@ -114,6 +114,7 @@ ReportPageOpt = Annotated[
     str | None,
     typer.Option(
         "--report",
-        help="Write a self-contained HTML report to FILE (DIR/ writes DIR/index.html).",
+        help="Write a self-contained HTML report to FILE (a name without a suffix gets .html: "
+        "report writes report.html; DIR/ or an existing folder writes DIR/index.html).",
     ),
 ]

@@ -3,13 +3,14 @@ decorator adds a group to a command's signature, and the command reads it back a
 
 from __future__ import annotations
 
+import copy
 import functools
 import inspect
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import typer
 
@@ -65,12 +66,21 @@ class OptionGroup(Generic[Read]):
         return self.build(**self.values(ctx))
 
     def options(
-        self, *, skip: tuple[str, ...] = (), only: tuple[str, ...] | None = None
+        self,
+        *,
+        skip: tuple[str, ...] = (),
+        only: tuple[str, ...] | None = None,
+        helps: dict[str, str] | None = None,
     ) -> Callable[[Command], Command]:
-        """A decorator giving a command this group's options (only some, or all but skip);
-        they reach it in ctx.params, not as parameters."""
+        """A decorator giving a command this group's options (only some, or all but skip, with
+        the command's own help text for some: helps); they reach it in ctx.params, not as
+        parameters."""
         names = [n for n in self.specs if n not in skip and (only is None or n in only)]
-        shared = {name: self.specs[name] for name in names}
+        worded = helps or {}
+        shared = {
+            name: (_reworded(option, worded[name]) if name in worded else option, default)
+            for name, (option, default) in ((n, self.specs[n]) for n in names)
+        }
 
         def decorate(command: Command) -> Command:
             @functools.wraps(command)
@@ -85,6 +95,14 @@ class OptionGroup(Generic[Read]):
             return run  # type: ignore[return-value]
 
         return decorate
+
+
+def _reworded(option: Any, text: str) -> Any:
+    """An Annotated option with its help replaced: one command's words for a shared option."""
+    base, info = typing.get_args(option)  # the type and its typer.Option, nothing more
+    info = copy.copy(info)
+    info.help = text
+    return Annotated[base, info]
 
 
 def _with_options(

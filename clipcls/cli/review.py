@@ -25,7 +25,7 @@ EXAMPLES = """
   clipcls review labels.csv --export corrected.csv
   clipcls review labels.jsonl --export-support examples/
   clipcls review sorted.csv --apply              # move sorted files to their corrected folders
-  clipcls review labels.csv --host 0.0.0.0 --key "$(openssl rand -hex 16)"
+  clipcls review labels.csv --host 0.0.0.0 --api-key "$(openssl rand -hex 16)"
 """
 
 
@@ -43,14 +43,19 @@ def review(
     ] = 8766,
     host: Annotated[
         str,
-        typer.Option(help="Address to listen on; off loopback only with --key."),
+        typer.Option(help="Address to listen on; off loopback only with --api-key."),
     ] = "127.0.0.1",
-    key: Annotated[
+    api_key: Annotated[
         str | None,
         typer.Option(
-            envvar="CLIPCLS_REVIEW_KEY",
+            "--api-key",
+            envvar="CLIPCLS_REVIEW_API_KEY",
             help="The page's token (16+ letters, digits, -_.~) instead of a random one.",
+            show_default=False,
         ),
+    ] = None,
+    old_key: Annotated[  # the names before serve's --api-key was matched, kept working
+        str | None, typer.Option("--key", envvar="CLIPCLS_REVIEW_KEY", hidden=True)
     ] = None,
     open_browser: Annotated[
         bool, typer.Option("--open", help="Open the page in the browser.")
@@ -67,8 +72,8 @@ def review(
         Path | None,
         typer.Option(
             metavar="FILE",
-            help="Write the output with the corrected labels and a `reviewed` column "
-            "(.csv or .jsonl), then exit.",
+            help="Write the output with the corrected labels beside the model's "
+            "(model_label, model_probability) and a `reviewed` column (.csv or .jsonl), then exit.",
         ),
     ] = None,
     export_support: Annotated[
@@ -93,6 +98,7 @@ def review(
     from clipcls.review.server import check_host
     from clipcls.review.table import load_review
 
+    key = api_key if api_key is not None else old_key
     with reported_errors(debug):
         check_host(host, key)
         table = load_review(output, unknown_label)

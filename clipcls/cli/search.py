@@ -22,9 +22,16 @@ from clipcls.cli.console import (
 )
 from clipcls.cli.formats import SearchFormat, SearchFormatOpt, as_format
 from clipcls.cli.model_options import model_options
-from clipcls.cli.option_groups import RUN, SCALE, RunOptions, run_options, scale_options
+from clipcls.cli.option_groups import RUN, RunOptions, run_options, scale_options
 from clipcls.cli.options import OverwriteOpt
-from clipcls.cli.search_options import ImagesOpt, OutputOpt, TemplatesOpt, TopKOpt
+from clipcls.cli.search_options import (
+    SEARCH_SCALE,
+    SIMILAR_SCALE,
+    ImagesOpt,
+    OutputOpt,
+    TemplatesOpt,
+    TopKOpt,
+)
 from clipcls.errors import UsageError
 from clipcls.output.formats import RESULT_FORMATS, Format, format_for
 from clipcls.prompts import load_templates
@@ -77,14 +84,14 @@ def _run(
 
 @model_options()
 @RUN.options()
-@SCALE.options(only=("server", "batch_size", "no_cache", "from_embeddings"))
+@SEARCH_SCALE
 def search(
     ctx: typer.Context,
     args: Annotated[
         list[str] | None,
         typer.Argument(
-            help="Folders or files to search, then the query text.",
-            metavar='PATH... "QUERY"',
+            help="Folders or files to search (the current folder if none), then the query text.",
+            metavar='[PATH]... "QUERY"',
             show_default=False,
         ),
     ] = None,
@@ -118,7 +125,7 @@ def search(
 
 @model_options()
 @RUN.options()
-@SCALE.options(only=("server", "batch_size", "no_cache", "from_embeddings"))
+@SIMILAR_SCALE
 def similar(
     ctx: typer.Context,
     image: Annotated[

@@ -1,4 +1,5 @@
-"""The options and examples `clipcls search` and `clipcls similar` share."""
+"""The options and examples `clipcls search` and `clipcls similar` share (and dedupe's words
+for the scale options it shares with them)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,38 @@ from typing import Annotated
 import typer
 
 from clipcls.cli.flags import TOP_K
+from clipcls.cli.option_groups import SCALE
+
+_SCALE = ("server", "batch_size", "no_cache", "from_embeddings")  # no Ray: nothing to spread
+_SERVED = "with no model loaded here (API key from $CLIPCLS_API_KEY)."
+
+
+def _saved(what: str, then: str) -> str:
+    return f"{what} the embeddings a `label --save-embeddings` run saved; {then}."
+
+
+SEARCH_SCALE = SCALE.options(
+    only=_SCALE,
+    helps={
+        "server": "A `clipcls serve` URL to search with (it embeds the query and the images "
+        f"the cache lacks, or searches the folders it may read itself), {_SERVED}",
+        "from_embeddings": _saved("Search", "only a query image it lacks is read"),
+    },
+)
+SIMILAR_SCALE = SCALE.options(
+    only=_SCALE,
+    helps={
+        "server": f"A `clipcls serve` URL that embeds the images the cache lacks, {_SERVED}",
+        "from_embeddings": _saved("Search", "the image is read only if it lacks it"),
+    },
+)
+DEDUPE_SCALE = SCALE.options(
+    only=_SCALE,
+    helps={
+        "server": f"A `clipcls serve` URL that embeds the images the cache lacks, {_SERVED}",
+        "from_embeddings": _saved("Group", "no image is read"),
+    },
+)
 
 SEARCH_EXAMPLES = """
 [bold]Examples[/bold]

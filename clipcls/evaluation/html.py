@@ -8,8 +8,7 @@ from __future__ import annotations
 import base64
 import html
 import io
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,11 @@ from clipcls.errors import ImageError
 from clipcls.evaluation.charts import class_bars, heat_map, pr_curves, reliability_diagram
 from clipcls.evaluation.exports import METHODS, headline, multi_label_calibration, percent
 from clipcls.evaluation.fewshot import FewShotResult, chosen_text, spread
-from clipcls.evaluation.results import Evaluation, MultiLabelEvaluation, Setup
+from clipcls.evaluation.page import document, failure_list, model_warnings, run_facts
+from clipcls.evaluation.results import Evaluation, MultiLabelEvaluation
 from clipcls.images import load_image
 from clipcls.output.rows import clean_text
 from clipcls.pathtext import path_to_text
-from clipcls.version import __version__
 
 GALLERY_MAX = 60
 THUMBNAIL = 180
@@ -190,61 +189,6 @@ def _multi_label_summary(evaluation: MultiLabelEvaluation) -> str:
     return f"<h2>Summary</h2><table>{cells}</table>{tail}"
 
 
-def _run_facts(what: str, source: Path, setups: Sequence[Setup], templates: str, word: str) -> str:
-    """What a reader needs to reproduce the page: when, which clipcls, the dataset (`what`:
-    its kind), models, prompts (as templates shows them) and each label's texts."""
-    models = sorted({setup.model_id for setup in setups})
-    texts = "".join(
-        f"<li><b>{html.escape(label.name)}</b>: {html.escape(' | '.join(label.texts))}</li>"
-        for label in setups[0].labels
-    )
-    when = time.strftime("%Y-%m-%d %H:%M:%S %z")
-    return f"""<h2>Run</h2><table>
-<tr><th>date</th><td>{when}</td></tr>
-<tr><th>clipcls</th><td>{__version__}</td></tr>
-<tr><th>{what}</th><td>{html.escape(path_to_text(str(source)))}</td></tr>
-<tr><th>model and weights</th><td>{html.escape(", ".join(models))}</td></tr></table>
-{templates}
-<details><summary>Each {word}'s texts</summary><ul>{texts}</ul></details>"""
-
-
-def _failures(items: Iterable[tuple[str, str]]) -> str:
-    """Each unreadable file with the reason."""
-    shown = [
-        f"<li>{html.escape(path_to_text(path))}: {html.escape(why)}</li>" for path, why in items
-    ]
-    return f"<ul>{''.join(shown)}</ul>" if shown else "<p>None.</p>"
-
-
-STYLE = """
-body { font-family: system-ui, sans-serif; margin: 1.5em 2em; color: #222; }
-table { border-collapse: collapse; margin: 1em 0; }
-td, th { border: 1px solid #ccc; padding: 4px 10px; text-align: left; }
-table.numbers td:not(:first-child), tr td { font-variant-numeric: tabular-nums; }
-tr.best td { background: #eef6ee; font-weight: 600; }
-.plots { display: flex; flex-wrap: wrap; gap: 2em; align-items: flex-start; }
-.gallery { display: flex; flex-wrap: wrap; gap: 12px; }
-figure { margin: 0; width: 190px; font-size: 13px; }
-figure img { max-width: 180px; max-height: 180px; display: block; }
-small { color: #777; word-break: break-all; }
-img.plot { max-width: 100%; }
-code { background: #f4f4f4; padding: 0 3px; }
-"""
-
-
-def _document(title: str, heading: str, scored: int, failed: int, about: str, body: str) -> str:
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>{STYLE}</style></head><body>
-<h1>{heading}</h1>
-<p>{scored} images scored, {failed} unreadable,
-{about}.</p>
-{body}
-</body></html>
-"""
-
-
 def write_report(page: Path, evaluations: Sequence[Evaluation], dataset: Path) -> None:
     """Write one self-contained HTML page: every setup compared, the best one in detail."""
     _write(page, lambda: _page(evaluations, dataset))
@@ -290,10 +234,10 @@ def _page(evaluations: Sequence[Evaluation], dataset: Path) -> str:
 <h3>Confusion matrix</h3><img class="plot" alt="confusion matrix" src="{heat_map(best)}">
 {calibration_section(best, reliability_diagram(best))}
 <h3>Most confident mistakes</h3>{gallery(best)}
-<h3>Unreadable files</h3>{_failures(unreadable)}
-{_run_facts("dataset", dataset, evaluations, templates, "class")}"""
-    n_failed = len(best.data.failures)
-    return _document("clipcls evaluation", heading, len(best.data.paths), n_failed, about, body)
+<h3>Unreadable files</h3>{failure_list(unreadable)}
+{run_facts("dataset", dataset, evaluations, templates, "class")}"""
+    counts = (len(best.data.paths), len(best.data.failures))
+    return document("clipcls evaluation", heading, counts, about, body, model_warnings(evaluations))
 
 
 def _multi_label_page(evaluation: MultiLabelEvaluation) -> str:
@@ -310,9 +254,10 @@ def _multi_label_page(evaluation: MultiLabelEvaluation) -> str:
     body = f"""{_multi_label_summary(evaluation)}
 <h2>Per label</h2>{_per_label(evaluation)}
 <h2>Precision-recall curves</h2><div class="plots">{curves}</div>
-<h3>Unreadable files</h3>{_failures(evaluation.failures)}
-{_run_facts("labels CSV", evaluation.source, [evaluation], templates, "label")}"""
+<h3>Unreadable files</h3>{failure_list(evaluation.failures)}
+{run_facts("labels CSV", evaluation.source, [evaluation], templates, "label")}"""
     about = f"{len(evaluation.labels)} labels; {html.escape(evaluation.name)}"
     heading = f"Multi-label evaluation of {source}"
     title = "clipcls multi-label evaluation"
-    return _document(title, heading, len(evaluation.paths), len(evaluation.failures), about, body)
+    counts = (len(evaluation.paths), len(evaluation.failures))
+    return document(title, heading, counts, about, body, model_warnings([evaluation]))

@@ -37,6 +37,7 @@ class Model:
     model: str
     pretrained: str | None = None
     identity: str | None = None
+    notices: tuple[str, ...] = ()  # what the terminal warns of the model (RANDOM weights)
 
 
 def evaluate_embedded(
@@ -63,6 +64,7 @@ def evaluate_embedded(
         model=model.model,
         pretrained=model.pretrained,
         identity=model.identity,
+        notices=model.notices,
         templates=templates,
         labels=labels,
         metrics=compute_metrics(data.targets, probabilities, n_classes, ks),
@@ -116,6 +118,7 @@ def judge_labels(
         model=model.model,
         pretrained=model.pretrained,
         identity=model.identity,
+        notices=model.notices,
         templates=templates,
         labels=scorer.labels,
         method=scorer.head.method,

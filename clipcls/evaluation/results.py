@@ -28,6 +28,7 @@ class Setup:
     templates: TemplateSet
     labels: tuple[Label, ...]
     identity: str | None = None  # the model a calibration is fitted for (weights digest)
+    notices: tuple[str, ...] = ()  # warnings about the model the report repeats (RANDOM weights)
 
     @property
     def model_id(self) -> str:

@@ -59,7 +59,8 @@ class Run(Protocol[S]):
 
 def _model(backend: Backend) -> Model:
     info = backend.info
-    return Model(info.model, info.pretrained, model_identity(backend.model_id, backend.weights))
+    identity = model_identity(backend.model_id, backend.weights)
+    return Model(info.model, info.pretrained, identity, info.notices)
 
 
 @dataclass(frozen=True)

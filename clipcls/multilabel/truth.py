@@ -1,5 +1,6 @@
 """A multi-label ground truth: the `path,labels` CSV that `evaluate --multi-label` reads, its
-labels `;`-joined per image, checked whole before any model loads."""
+labels `;`-joined per image (an empty cell: none of them, a negative for every label), checked
+whole before any model loads."""
 
 from __future__ import annotations
 
@@ -75,11 +76,6 @@ def _rows(source: Path) -> list[_Row]:
         name, labels = padded[where].strip(), _split(padded[which])
         if not name:
             raise UsageError(f"{source}:{line}: the path cell is empty")
-        if not labels:
-            raise UsageError(
-                f"{source}:{line}: {clean_text(name)} has no labels (every image needs at "
-                "least one; an image with none cannot be marked)"
-            )
         rows.append(_Row(line, Path(os.path.normpath(folder / name)), labels))
     if not rows:
         raise UsageError(f"{source} lists no images")
@@ -116,6 +112,11 @@ def _label_set(source: Path, rows: Sequence[_Row], given: Sequence[str] | None) 
     """The given labels, every CSV label among them; else the CSV's in first-seen order."""
     found = list(dict.fromkeys(name for row in rows for name in row.labels))
     if given is None:
+        if not found:
+            raise UsageError(
+                f"{source} gives no image a label: name the label set with --labels (every "
+                "image is then a negative for each)"
+            )
         return found
     unknown = [name for name in found if name not in given]
     if unknown:

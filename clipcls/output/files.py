@@ -28,14 +28,15 @@ def check_new_output(path: Path, overwrite: bool, option: str = "--output") -> N
 
 
 def page_path(given: str) -> Path:
-    """The HTML file a --report value names: `out/` or an existing folder means out/index.html.
+    """The HTML file a --report value names: `out/` or an existing folder means out/index.html;
+    a name without a suffix gets `.html` (`report` -> report.html), so a browser opens it.
 
     The folder itself may be new (it is made when the page is written); its parent must exist.
     """
     path = Path(given)
     if given.endswith(("/", os.sep)) or path.is_dir():
         return path / "index.html"
-    return path
+    return path if path.suffix else path.with_name(path.name + ".html")
 
 
 def check_page(page: Path, overwrite: bool) -> None:

@@ -34,7 +34,7 @@ class ReviewApi:
         self.order = table.by_margin()
         self.rank = {index: rank for rank, index in enumerate(self.order)}
         # In the thumbnails' addresses: the browser keeps them, and the next review on the same
-        # port and --key has the same row numbers for other pictures.
+        # port and --api-key has the same row numbers for other pictures.
         self.session = secrets.token_hex(6)
         self.lock = threading.Lock()  # the log appends one decision at a time
         self._ledger_lock = threading.Lock()

@@ -23,6 +23,7 @@ from clipcls.output.rows import Columns, Row
 from clipcls.pathtext import clean_text, path_key, text_to_path
 from clipcls.prediction import Prediction
 from clipcls.remote import is_url
+from clipcls.review.answers import MODEL_COLUMNS, corrected_cells, model_answer
 from clipcls.review.ledger import applied_places, ledger_path
 from clipcls.review.log import Decision, review_path
 from clipcls.review.records import DESTINATIONS, Records, foreign, read_records
@@ -118,16 +119,20 @@ def _csv_cells(found: Records) -> tuple[list[str], list[dict[str, str]]]:
     return header, [dict(zip(header, columns.csv_values(row), strict=True)) for row in rows]
 
 
+def _export_names(header: list[str] | tuple[str, ...]) -> list[str]:
+    """An export's columns: path, the corrected label, the model's label and probability, the
+    output's other columns, `reviewed`, and error last."""
+    return [*header[:2], *MODEL_COLUMNS, *header[2:-1], "reviewed", header[-1]]
+
+
 def _write_csv(found: Records, decisions: Mapping[int, Decision], stream: TextIO) -> None:
     header, cells = _csv_cells(found)
-    names = [*header[:-1], "reviewed", header[-1]]  # error stays the last column
+    names = _export_names(header)
     writer = SafeCsv(stream, names)
     writer.header(names)
     for index, row in enumerate(cells):
         decision = _decision(decisions, index, found_path(found, index))
-        values = row | {"reviewed": "true" if decision else "false"}
-        if decision is not None:
-            values["label"] = decision.label
+        values = corrected_cells(row, decision) | {"reviewed": "true" if decision else "false"}
         writer.row([values[name] for name in names])
 
 
@@ -138,25 +143,26 @@ def found_path(found: Records, index: int) -> str:
 
 def _json_record(found: Records, index: int, decision: Decision | None) -> dict[str, Any]:
     """A JSONL row: a JSONL output's own record, or a CSV/Parquet row's columns as JSON (numbers
-    as numbers, empty cells as null); the label corrected, `reviewed` before the error."""
+    as numbers, empty cells as null); the label corrected beside the model's answer, `reviewed`
+    before the error."""
     stored = found.records[index]
     if not found.kind.flat:
         rest = {k: v for k, v in stored.items() if k not in ("path", "label", "embedding")}
         record: dict[str, Any] = {"path": stored["path"]}
         if decision is not None or "label" in stored:
             record["label"] = decision.label if decision is not None else stored["label"]
-        record |= rest | {"reviewed": decision is not None}
+        record |= model_answer(stored) | rest | {"reviewed": decision is not None}
         return record | ({"embedding": stored["embedding"]} if "embedding" in stored else {})
+    cells = corrected_cells(stored, decision)
     record = {}
-    for name, cell in stored.items():
-        if name == "error":
-            record["reviewed"] = decision is not None
-        if is_number_column(name):
+    for name in _export_names(found.header):
+        cell = cells.get(name, "")
+        if name == "reviewed":
+            record[name] = decision is not None
+        elif is_number_column(name) or name == "model_probability":
             record[name] = float(cell) if cell else None
         else:
             record[name] = cell if cell or name in ("path", "model") else None
-    if decision is not None:
-        record["label"] = decision.label
     return record
 
 

@@ -53,12 +53,12 @@ def is_loopback(host: str) -> bool:
 def check_host(host: str, key: str | None) -> None:
     """Refuse listening off loopback without a key long enough to guess at no rate."""
     if key is not None and len(key) < MIN_KEY:
-        raise UsageError(f"--key must be at least {MIN_KEY} characters")
+        raise UsageError(f"--api-key must be at least {MIN_KEY} characters")
     if key is not None and not KEY_CHARACTERS.fullmatch(key):
         # It goes into the printed address and the page as it is: nothing there to escape.
-        raise UsageError("--key may hold letters, digits and - _ . ~ only (openssl rand -hex 16)")
+        raise UsageError("--api-key may hold letters, digits and - _ . ~ only (openssl rand -hex 16)")
     if not is_loopback(host) and key is None:
-        raise UsageError(f"--host {host} is not loopback: give --key too (the page's token)")
+        raise UsageError(f"--host {host} is not loopback: give --api-key too (the page's token)")
 
 
 def new_token() -> str:

@@ -4,17 +4,20 @@ check of its query images, both before any model loads."""
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 from clipcls.errors import ImageError, UsageError
 from clipcls.images import check_image
 from clipcls.pathtext import clean_text
 
+CURRENT = "."  # searched where no folder is given (rclip's habit: `search "a cat"`)
+
 
 def split_query(args: list[str], images: list[Path], saved: bool) -> tuple[str | None, list[str]]:
     """(query text, inputs) from the arguments: the last is the query text, except with
     --image where it names an existing file or folder (then every argument is an input);
-    with --from-embeddings there are no inputs."""
+    no input means the current folder; with --from-embeddings there are no inputs."""
     if saved:
         if len(args) > 1:
             raise UsageError(
@@ -23,9 +26,26 @@ def split_query(args: list[str], images: list[Path], saved: bool) -> tuple[str |
         return (args[0] if args else None), []
     if images and args and os.path.lexists(args[-1]):
         return None, args
-    if len(args) < 2:
-        raise UsageError('give the folders to search, then the query: search DIR... "QUERY"')
-    return args[-1], args[:-1]
+    if not args and not images:
+        raise UsageError('give the query: search "QUERY" (the current folder) or DIR... "QUERY"')
+    text, inputs = (args[-1], args[:-1]) if args else (None, [])
+    if text is not None and not inputs and os.path.isdir(text):
+        raise UsageError(
+            f"{clean_text(text)} is a folder: give the query after it: search "
+            f'{_quoted(text)} "QUERY" (or search . {_quoted(text)} for that text here)'
+        )
+    missing = [path for path in inputs if not os.path.lexists(path)]
+    if text is not None and missing and os.path.isdir(text):
+        raise UsageError(
+            f"input path does not exist: {clean_text(missing[0])}; the query comes last: "
+            f"search {_quoted(text)} {_quoted(missing[0])}"
+        )
+    return text, inputs or [CURRENT]
+
+
+def _quoted(text: str) -> str:
+    """An argument as a shell would need it typed (plain words as they are)."""
+    return clean_text(shlex.quote(text))
 
 
 def check_query_images(images: list[Path]) -> None:
