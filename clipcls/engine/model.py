@@ -34,6 +34,7 @@ from clipcls.engine.sources import (
     resolve_source,
     weights_identity,
 )
+from clipcls.engine.text_packages import check_text_packages
 from clipcls.errors import ClipclsError, ModelLoadError
 from clipcls.pipeline import EmbedPlan, ModelInfo
 from clipcls.settings import ModelSettings
@@ -136,6 +137,7 @@ def _load(
     source: ModelSource, settings: ModelSettings, device: str, precision: str
 ) -> tuple[Any, Any, Any]:
     """Build from the cache first, so a model downloaded once loads with no network at all."""
+    check_text_packages(source.name)
     cache = settings.resolved_cache_dir()
     build = partial(_build, source, device, precision, str(cache))
     try:

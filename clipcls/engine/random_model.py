@@ -127,6 +127,12 @@ def write_random_model(
 
     config = architecture_config(arch)
     model_cfg = {**(tiny_config(config) if tiny else config), **overrides}
+    hf_tower = model_cfg["text_cfg"].get("hf_model_name")
+    if hf_tower:  # transformers would fetch its config from the hub to build even random weights
+        raise UsageError(
+            f"--random cannot build {arch}: its text tower is Hugging Face's {hf_tower}, whose "
+            "config is a download; random weights are for open_clip's own text towers"
+        )
     torch.manual_seed(seed)
     model = _build(model_cfg)
     size = model_cfg["vision_cfg"].get("image_size", 224)
