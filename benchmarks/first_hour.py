@@ -55,12 +55,12 @@ class Steps:
         for name in ("PYTHONPATH", "CLIPCLS_CACHE_DIR", "VIRTUAL_ENV"):
             self.env.pop(name, None)
 
-    def run(self, name: str, command: str) -> float:
+    def run(self, name: str, command: str, cwd: Path | None = None) -> float:
         started = time.monotonic()
         done = subprocess.run(
             command,
             shell=True,
-            cwd=self.clone,
+            cwd=cwd or self.clone,
             env=self.env,
             text=True,
             stdout=subprocess.PIPE,
@@ -155,7 +155,7 @@ def main() -> None:
         clone, home = Path(folder) / "clipcls", Path(folder) / "home"
         home.mkdir()
         steps = Steps(clone, home)
-        steps.run("git clone", f"git clone -q {REPO} {clone}")
+        steps.run("git clone", f"git clone -q {REPO} {clone}", cwd=Path(folder))
         steps.run("install (README)", "python3 -m venv .venv && .venv/bin/pip install -q '.[test]'")
         if not args.no_tests:
             steps.run("tests (README)", ".venv/bin/pytest -q -p no:cacheprovider")
