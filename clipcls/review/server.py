@@ -56,7 +56,9 @@ def check_host(host: str, key: str | None) -> None:
         raise UsageError(f"--api-key must be at least {MIN_KEY} characters")
     if key is not None and not KEY_CHARACTERS.fullmatch(key):
         # It goes into the printed address and the page as it is: nothing there to escape.
-        raise UsageError("--api-key may hold letters, digits and - _ . ~ only (openssl rand -hex 16)")
+        raise UsageError(
+            "--api-key may hold letters, digits and - _ . ~ only (openssl rand -hex 16)"
+        )
     if not is_loopback(host) and key is None:
         raise UsageError(f"--host {host} is not loopback: give --api-key too (the page's token)")
 
