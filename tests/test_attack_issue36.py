@@ -49,3 +49,20 @@ def test_a_model_value_with_a_c1_control_is_refused(
     monkeypatch.setenv("CLIPCLS_MODEL", f"ViT-B-32{control}31m")
     done = runner.invoke(app, ["config"])
     assert done.exit_code == 2 and control not in done.output
+
+
+def test_no_folder_given_at_the_root_is_refused_not_walked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The current folder stands in for a folder not given; at / that walked every file system
+    # (/proc, /sys, network mounts), silently, for as long as it took.
+    monkeypatch.chdir("/")
+    with pytest.raises(UsageError) as caught:
+        split_query(["a cat"], [], False)
+    assert str(caught.value) == (
+        "the current folder is /, the whole file system: give the folder to search: "
+        "search DIR 'a cat' (or search / 'a cat' to mean it)"
+    )
+    assert split_query(["/", "a cat"], [], False) == ("a cat", ["/"])  # named: searched
+    done = runner.invoke(app, ["search", "a cat", "-m", "local-dir:/nowhere"])
+    assert done.exit_code == 2 and "the whole file system" in done.stderr
