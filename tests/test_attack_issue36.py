@@ -7,10 +7,14 @@ from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_IMAGES
+from review_helpers import label_output
 from typer.testing import CliRunner
 
 from clipcls.cli import app
 from clipcls.errors import UsageError
+from clipcls.review.export import export_support
+from clipcls.review.log import ReviewLog
+from clipcls.review.table import load_review
 from clipcls.search.arguments import split_query
 from clipcls.userconfig import change_setting, parse_config
 
@@ -66,3 +70,30 @@ def test_no_folder_given_at_the_root_is_refused_not_walked(
     assert split_query(["/", "a cat"], [], False) == ("a cat", ["/"])  # named: searched
     done = runner.invoke(app, ["search", "a cat", "-m", "local-dir:/nowhere"])
     assert done.exit_code == 2 and "the whole file system" in done.stderr
+
+
+def test_a_support_export_never_links_into_a_label_folder_planted_as_a_link(
+    tmp_path: Path, tiny_model: str
+) -> None:
+    # The page refuses NAME.support as a link; one level down, a planted NAME.support/<label>
+    # link to someone else's folder was followed, and the reviewed images linked into it.
+    output = label_output(tmp_path / "run", tiny_model)
+    table = load_review(output)
+    index = next(row.index for row in table.rows if row.path.endswith("coffee.png"))
+    support = output.with_name("out.support")
+    support.mkdir()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (support / "rocket").symlink_to(elsewhere)
+    problems: list[str] = []
+    with ReviewLog.open(table) as log:
+        log.decide(index, "rocket", "set")
+        log.decide(
+            next(i for i in range(len(table.rows)) if i != index and table.rows[i].error is None),
+            "cat",
+            "set",
+        )
+        linked = export_support(table, log.current(), support, problems)
+    assert list(elsewhere.iterdir()) == []
+    assert linked == 1 and [p.name for p in (support / "cat").iterdir()]
+    assert any("rocket" in problem and "link" in problem for problem in problems), problems

@@ -5,6 +5,7 @@ corrected label folder (resort.py)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -265,6 +266,8 @@ def export_support(
             continue
         try:
             label_folder.mkdir(parents=True, exist_ok=True)
+            if label_folder.is_symlink():  # planted: the images would be linked where it leads
+                raise OSError(errno.ELOOP, "a symbolic link, not followed")
         except OSError as error:  # a file by that name, or a folder we may not write
             blocked.add(label_folder)
             notes.append(f"cannot make {clean_text(str(label_folder))}: {error.strerror or error}")
