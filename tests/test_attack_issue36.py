@@ -3,11 +3,12 @@ C1 control character (U+009B is CSI to a terminal), and the review page's Transf
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import pytest
 from conftest import SAMPLE_IMAGES
-from review_helpers import label_output
+from review_helpers import TOKEN, label_output, running
 from typer.testing import CliRunner
 
 from clipcls.cli import app
@@ -97,3 +98,25 @@ def test_a_support_export_never_links_into_a_label_folder_planted_as_a_link(
     assert list(elsewhere.iterdir()) == []
     assert linked == 1 and [p.name for p in (support / "cat").iterdir()]
     assert any("rocket" in problem and "link" in problem for problem in problems), problems
+
+
+def test_a_post_framed_two_ways_is_refused_and_its_connection_closed(
+    tmp_path: Path, tiny_model: str
+) -> None:
+    # Content-Length and Transfer-Encoding both: HTTP says the chunks frame the body, this
+    # server read by the length and took the rest (a second, smuggled request) as the next one.
+    output = label_output(tmp_path / "run", tiny_model)
+    with running(output, tmp_path / "thumbs") as served:
+        body = b'{"label": "zebra"}'
+        smuggled = f"POST /api/label?token={TOKEN} HTTP/1.1\r\nHost: {served.host}\r\n"
+        smuggled += 'Content-Length: 17\r\n\r\n{"label": "lynx"}'
+        head = f"POST /api/label?token={TOKEN} HTTP/1.1\r\nHost: {served.host}\r\n"
+        head += f"Content-Length: {len(body)}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", served.server.port)) as raw:
+            raw.settimeout(10)
+            raw.sendall(head.encode() + body + smuggled.encode())
+            answer = b""
+            while chunk := raw.recv(65536):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 411") and answer.count(b"HTTP/1.1 ") == 1
+        assert served.server.api.log.added == []
