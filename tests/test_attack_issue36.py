@@ -15,6 +15,7 @@ from clipcls.cli import app
 from clipcls.errors import UsageError
 from clipcls.review.export import export_support
 from clipcls.review.log import ReviewLog
+from clipcls.review.newlabel import check_new_label
 from clipcls.review.table import load_review
 from clipcls.search.arguments import split_query
 from clipcls.userconfig import change_setting, parse_config
@@ -120,3 +121,12 @@ def test_a_post_framed_two_ways_is_refused_and_its_connection_closed(
                 answer += chunk
         assert answer.startswith(b"HTTP/1.1 411") and answer.count(b"HTTP/1.1 ") == 1
         assert served.server.api.log.added == []
+
+
+@pytest.mark.parametrize(("existing", "new"), [("a/b", "a_b"), ("Dog?", "dog_"), ("x:y", "X_Y")])
+def test_a_new_label_never_shares_a_run_labels_folder(existing: str, new: str) -> None:
+    # `label` refuses two labels sharing a --sort-into folder; a label added on the page named
+    # like another's folder had --apply put both labels' files in one folder.
+    with pytest.raises(UsageError, match="folder"):
+        check_new_label(new, [existing, "cat"])
+    assert check_new_label("a-b", [existing, "cat"]) == "a-b"
