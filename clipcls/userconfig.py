@@ -25,7 +25,7 @@ FILE_NAME = "config.toml"
 MAX_BYTES = 64 * 1024
 BUILT_IN = "built-in default"
 PRECISIONS = ", ".join(p.value for p in Precision)
-CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C1 too: U+009B is CSI to a terminal
 LINE = re.compile(
     r"""[ \t]*([A-Za-z0-9_-]+)[ \t]*=[ \t]*("(?:[^"\\\x00-\x1f\x7f]|\\.)*"|'[^'\x00-\x1f\x7f]*')"""
     r"[ \t]*(?:#[^\x00-\x08\x0a-\x1f\x7f]*)?"

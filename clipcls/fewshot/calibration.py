@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from clipcls.errors import UsageError
+from clipcls.output.files import temporary_beside
 from clipcls.pathtext import clean_text
 from clipcls.prompts import TemplateSet
 from clipcls.scoring.calibrated import (
@@ -144,9 +146,14 @@ class Calibration:
         record = {"format": FORMAT, **asdict(self), "labels": list(self.labels)}
         if self.multi_label is None:  # a softmax calibration reads as it did before
             del record["multi_label"]
-        temporary = path.with_name(f".{path.name}.tmp")
-        temporary.write_text(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
-        temporary.replace(path)
+        fd, temporary = temporary_beside(path)  # never a name planted there, followed
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(json.dumps(record, indent=2, ensure_ascii=False) + "\n")
+            temporary.replace(path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
 
 def read_calibration(path: Path) -> Calibration:

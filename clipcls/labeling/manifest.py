@@ -15,6 +15,7 @@ from typing import Any
 from clipcls.digests import short_identity
 from clipcls.errors import UsageError
 from clipcls.labels import Label
+from clipcls.output.files import temporary_beside
 from clipcls.version import __version__
 
 SUFFIX = ".clipcls.json"
@@ -154,13 +155,16 @@ def write_setup(output: Path, setup: RunSetup) -> None:
     path = sidecar(output)
     record = {"record": FORMAT, "clipcls_version": __version__, **asdict(setup)}
     record["written"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary: Path | None = None
     try:
-        temporary.write_text(json.dumps(record, indent=1) + "\n", "utf-8")
+        fd, temporary = temporary_beside(path)  # never a name planted there, followed
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(json.dumps(record, indent=1) + "\n")
         os.replace(temporary, path)
     except OSError as error:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
         raise UsageError(f"cannot write {path}: {error.strerror or error}") from None
 
 

@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 from clipcls.errors import UsageError
+
+# Created here or not at all: a name someone planted (a link to their chosen file) is not opened.
+NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+NEW_FILE |= getattr(os, "O_CLOEXEC", 0)
+
+
+def temporary_beside(path: Path) -> tuple[int, Path]:
+    """A new file beside path, to be written whole and renamed over it: a hidden name no one
+    can guess ahead (not the process id), created by this call, mode 0666 less the umask.
+    OSError where the folder cannot take it."""
+    name = path.name if len(os.fsencode(path.name)) <= 200 else ""  # room for the rest
+    while True:
+        temporary = path.with_name(f".{name}.{secrets.token_hex(6)}.tmp")
+        try:
+            return os.open(temporary, NEW_FILE, 0o666), temporary
+        except FileExistsError:  # planted there, or a rare repeat: another name
+            continue
 
 
 def check_writable(path: Path, option: str = "--output") -> None:

@@ -5,6 +5,7 @@ corrected label folder (resort.py)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -17,7 +18,7 @@ from clipcls.errors import RecordError, UsageError
 from clipcls.labeling.manifest import sidecar
 from clipcls.labeling.sorting import UNSAFE, safe_folder_name, unique_destination
 from clipcls.output.csv_text import SafeCsv, is_number_column
-from clipcls.output.files import check_writable
+from clipcls.output.files import check_writable, temporary_beside
 from clipcls.output.formats import Format, format_of
 from clipcls.output.rows import Columns, Row
 from clipcls.pathtext import clean_text, path_key, text_to_path
@@ -178,17 +179,19 @@ WRITERS = {Format.CSV: _write_csv, Format.JSONL: _write_jsonl}  # what --export 
 
 def write_atomically(target: Path, write: Callable[[TextIO], None]) -> None:
     """Write a file under a temporary name and rename it into place: never half-written."""
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    temporary: Path | None = None
     try:
+        fd, temporary = temporary_beside(target)  # never a name planted there, followed
         # backslashreplace: a lone surrogate a foreign JSON escape made is written as that escape
-        with temporary.open("w", encoding="utf-8", errors="backslashreplace", newline="") as out:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="backslashreplace", newline="") as out:
             write(out)
             out.flush()
             os.fsync(out.fileno())
         os.replace(temporary, target)
     except BaseException as error:
-        with contextlib.suppress(OSError):
-            temporary.unlink()
+        if temporary is not None:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
         if isinstance(error, OSError):
             message = error.strerror or str(error)
             raise UsageError(f"cannot write {clean_text(str(target))}: {message}") from None
@@ -263,6 +266,8 @@ def export_support(
             continue
         try:
             label_folder.mkdir(parents=True, exist_ok=True)
+            if label_folder.is_symlink():  # planted: the images would be linked where it leads
+                raise OSError(errno.ELOOP, "a symbolic link, not followed")
         except OSError as error:  # a file by that name, or a folder we may not write
             blocked.add(label_folder)
             notes.append(f"cannot make {clean_text(str(label_folder))}: {error.strerror or error}")

@@ -19,7 +19,8 @@ HIDDEN = {"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"}
 def check_new_label(text: str, existing: Iterable[str]) -> str:
     """The new label's name (Unicode NFC, stripped); UsageError naming what is wrong: empty,
     a hidden or control character, a character a folder name or `--labels` cannot hold (`/`,
-    `\\`, `:`, `,`, ...), a name the label folder would change, or a label there already."""
+    `\\`, `:`, `,`, ...), a name the label folder would change, or a label there already (or
+    a label's folder: `a_b` beside `a/b`)."""
     name = unicodedata.normalize("NFC", text).strip()
     shown = clean_text(name)[:80]
     if not name:
@@ -36,4 +37,9 @@ def check_new_label(text: str, existing: Iterable[str]) -> str:
     for label in existing:
         if label.casefold() == name.casefold():
             raise UsageError(f"{shown!r} is a label already ({clean_text(label)!r})")
+        if safe_folder_name(label).casefold() == name.casefold():  # as `label` refuses it
+            raise UsageError(
+                f"label {shown!r} would share the folder of label {clean_text(label)!r}: "
+                "name it otherwise"
+            )
     return name

@@ -223,9 +223,14 @@ class ReviewHandler(BaseHTTPRequestHandler):
     def read_body(self) -> dict[str, Any] | None:
         """The JSON object sent, at most MAX_BODY bytes (None once refused: answered already)."""
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
+        # Chunked (alone or beside a length, which HTTP says it overrides) is never the page's:
+        # read by the length, the rest would be taken for the next request.
+        if length is None or not length.isdigit() or "Transfer-Encoding" in self.headers:
             self.close_connection = True
-            self.send_json(HTTPStatus.LENGTH_REQUIRED, {"error": "Content-Length required"})
+            self.send_json(
+                HTTPStatus.LENGTH_REQUIRED,
+                {"error": "Content-Length required, no Transfer-Encoding"},
+            )
             return None
         if int(length) > MAX_BODY:
             self.close_connection = True  # the rest is never read

@@ -35,12 +35,29 @@ def split_query(args: list[str], images: list[Path], saved: bool) -> tuple[str |
             f'{_quoted(text)} "QUERY" (or search . {_quoted(text)} for that text here)'
         )
     missing = [path for path in inputs if not os.path.lexists(path)]
-    if text is not None and missing and os.path.isdir(text):
+    if text is not None and missing and os.path.lexists(text):  # a folder or an image file
+        order = [path for path in inputs if path != missing[0]] + [text, missing[0]]
         raise UsageError(
             f"input path does not exist: {clean_text(missing[0])}; the query comes last: "
-            f"search {_quoted(text)} {_quoted(missing[0])}"
+            f"search {' '.join(_quoted(argument) for argument in order)}"
         )
+    if not inputs:
+        _check_current(text)
     return text, inputs or [CURRENT]
+
+
+def _check_current(text: str | None) -> None:
+    """Refuse to stand the current folder in for a folder not given where it is a file
+    system's root (`/`, `C:\\`): walking every mount is never what `search "a cat"` meant."""
+    here = os.path.realpath(CURRENT)
+    if os.path.dirname(here) != here:
+        return
+    query = _quoted(text) if text is not None else "--image FILE"
+    shown = clean_text(here)
+    raise UsageError(
+        f"the current folder is {shown}, the whole file system: give the folder to search: "
+        f"search DIR {query} (or search {_quoted(here)} {query} to mean it)"
+    )
 
 
 def _quoted(text: str) -> str:
