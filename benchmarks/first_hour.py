@@ -119,20 +119,29 @@ PETS = (
     " && cp sample_images/chelsea.png sample_images/coffee.png pets/cat/"
     " && cp sample_images/rocket.jpg sample_images/astronaut.png pets/space/"
 )
-LEFT = ("labels.csv", "labels.csv.review.jsonl", "corrected.csv", "examples", "again.csv", "pets")
+LEFT = (
+    "tiny-random",
+    "sorted",
+    "labels.csv",
+    "labels.csv.review.jsonl",
+    "corrected.csv",
+    "examples",
+    "again.csv",
+    "pets",
+)
 
 
 def offline_and_loop(steps: Steps) -> None:
     run, model = steps.run, " ".join(MODEL)
     label = f"clipcls label sample_images --labels '{LABELS}' {model}"
+    for name in LEFT:  # what an earlier round left: each round starts as the first did
+        shutil.rmtree(steps.clone / name, ignore_errors=True)
+        (steps.clone / name).unlink(missing_ok=True)
     run(
         "models export --random --tiny",
         "clipcls models export ViT-B-32 tiny-random --random --tiny",
     )
     run("first offline predict", f"clipcls predict sample_images --labels '{LABELS}' {model}")
-    for name in LEFT:
-        shutil.rmtree(steps.clone / name, ignore_errors=True)
-        (steps.clone / name).unlink(missing_ok=True)
     run("label", f"{label} --top-k 2 -o labels.csv -q")
     steps.review()
     run("review --export", "clipcls review labels.csv --export corrected.csv")
@@ -166,6 +175,9 @@ def main() -> None:
         if args.compare:
             print("again without load:", flush=True)
             steps.times = {}
+            fresh = Path(folder) / "home-unloaded"  # an empty cache again, as the first round had
+            fresh.mkdir()
+            steps.env["HOME"] = str(fresh)
             offline_and_loop(steps)
             for name, seconds in steps.times.items():
                 print(f"  {name:38} loaded/unloaded {loaded[name] / seconds:4.2f}x")
