@@ -168,7 +168,9 @@ class Posting:
         """Post one decision after another until the server is gone."""
         while True:
             with self.guard:
-                index = next(self.left)
+                index = next(self.left, None)
+                if index is None:  # every row decided before the kill came: nothing left to send
+                    return
                 self.sent.add(index)
             try:
                 post(self.port, {"index": index, "action": "set", "label": "dog"})
