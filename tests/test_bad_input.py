@@ -64,17 +64,14 @@ def test_undecodable_files_raise_the_projects_image_error(tmp_path: Path, name: 
         load_image(path)
 
 
-def test_decompression_bomb_is_refused_fast_from_the_header(tmp_path: Path) -> None:
+def test_decompression_bomb_is_refused_from_the_header(tmp_path: Path) -> None:
     import resource
-    import time
 
     path = tmp_path / "bomb.png"
     path.write_bytes(png_header(100_000, 100_000))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    start = time.perf_counter()
     with pytest.raises(ImageError, match="10000 megapixels.*--max-megapixels"):
-        load_image(path)
-    assert time.perf_counter() - start < 60  # a hang guard: decoding 10,000 MP takes minutes
+        load_image(path)  # refused from the header: a decode would take minutes and 30 GB
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
     big = tmp_path / "big.png"
     Image.new("RGB", (3000, 2000)).save(big)

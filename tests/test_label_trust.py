@@ -270,11 +270,9 @@ def test_resume_on_a_foreign_file_changes_nothing(
 
 
 def test_special_files_are_refused_as_outputs(tiny_model: str, photos: Path) -> None:
-    started = time.monotonic()
-    for device in ("/dev/full", "/dev/zero"):
+    for device in ("/dev/full", "/dev/zero"):  # refused from fstat, before a byte is read
         refused = label(tiny_model, str(photos), "-o", device, "-f", "csv", "--resume")
         assert refused.exit_code == 2 and "not a regular file" in refused.stderr
-    assert time.monotonic() - started < 60  # a hang guard: /dev/zero reads forever
 
 
 def test_stop_signals_wait_for_a_critical_section_and_keep_their_exit_code() -> None:

@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -138,9 +137,8 @@ def test_special_files_bombs_and_gone_files_give_placeholders(served: Running) -
         ("gone.jpg", "missing"),
     ):
         for route in ("thumb", "image"):
-            started = time.monotonic()
+            # Opened without blocking: a FIFO read would wait for a writer for ever.
             status, headers, body = served.request("GET", f"/{route}/{rows[name]['index']}")
-            assert time.monotonic() - started < 30, (name, route)  # a hang guard: a FIFO blocks
             assert status == 200 and headers["Content-Type"] == "image/jpeg"
             assert headers["X-Review-Problem"] == problem, (name, route)
             Image.open(io.BytesIO(body)).verify()

@@ -305,9 +305,7 @@ def test_an_answer_is_bounded_in_time_and_bytes_not_only_per_read(
     argv = ["search", str(fake.root), "a cat", "--server", fake.url]
     monkeypatch.setattr(wire, "TIMEOUT", 1.0)
     fake.trickle = 0.6  # each read waits 0.6 s, the whole answer would take 30 s
-    started = time.monotonic()
-    assert quick_search(argv) == 1
-    assert time.monotonic() - started < 15  # a hang guard: the bound is 1 s, the answer 30 s
+    assert quick_search(argv) == 1  # read whole, the answer would come after 30 s: exit 0
     assert "took over 1 s to send its answer" in capsys.readouterr().err
     fake.trickle = 0.0
     fake.failures = [[str(fake.root / f"{i}.jpg"), "cannot identify image"] for i in range(100)]

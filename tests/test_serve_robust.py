@@ -102,14 +102,13 @@ def test_a_malformed_request_is_its_own_400_and_its_batch_mates_are_answered(
 
 
 def test_a_request_over_the_prompt_limit_is_refused_at_once(server: Server) -> None:
-    started = time.monotonic()
+    # Each is refused before any prompt is encoded: encoding them would answer 200 minutes later.
     assert post(server, {"texts": [f"t{i}" for i in range(200_000)]})[0] in (400, 413)
     status, answer = post(server, {"texts": [f"t{i}" for i in range(MAX_TEXTS + 1)]})
     assert status == 413 and f"the limit is {MAX_TEXTS}" in answer["error"]
     labels = [f"label {i}" for i in range(260)]  # x 80 templates: 20,800 prompts
     status, answer = post(server, {**GOOD, "labels": labels})
     assert status == 413 and "20800 prompts" in answer["error"]
-    assert time.monotonic() - started < 60  # a hang guard: 200,000 prompts would take minutes
 
 
 def test_bodies_that_would_balloon_in_memory_are_refused(server: Server) -> None:
@@ -169,11 +168,9 @@ def test_half_sent_bodies_are_bounded_in_memory_and_time(server: Server) -> None
     held = [raw_request(server.port, 8_000_000, half) for _ in range(4)]
     time.sleep(0.5)
     refused = [raw_request(server.port, 8_000_000, half) for _ in range(4)]
-    started = time.monotonic()
     assert [status_of(sock) for sock in refused] == [503] * 4  # not 408: answered unread
     grown = rss_kib(server.process.pid) - before
-    assert [status_of(sock) for sock in held] == [408] * 4
-    assert time.monotonic() - started < 20  # a hang guard: --timeout is 3 s
+    assert [status_of(sock) for sock in held] == [408] * 4  # dropped by --timeout, 3 s
     assert grown < 64 * 1024, f"{grown} KiB more"
     for sock in held + refused:
         sock.close()
@@ -186,13 +183,12 @@ def test_connections_that_never_finish_a_request_head_are_closed(server: Server)
     slow = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(3)]
     for sock in slow:
         sock.sendall(b"POST /v1/predict HTTP/1.1\r\nHost: x\r\n")
-    started = time.monotonic()
     assert post(server, GOOD)[0] == 200
     time.sleep(1)
     for sock in slow:
         sock.sendall(b"X-Slow: 1\r\n")  # a trickle does not reset the deadline
-    assert [sock.recv(10) for sock in idle + slow] == [b""] * 6  # closed by the server
-    assert time.monotonic() - started < 20  # a hang guard: --timeout is 3 s
+    # Closed by the server (--timeout 3 s); left open, each recv would time out after 30 s.
+    assert [sock.recv(10) for sock in idle + slow] == [b""] * 6
     for sock in idle + slow:
         sock.close()
 
@@ -203,10 +199,8 @@ def test_sigterm_stops_the_server_with_a_request_in_flight(server: Server) -> No
     pool = ThreadPoolExecutor(1)
     pool.submit(post, server, texts)
     time.sleep(0.5)
-    started = time.monotonic()
+    # stop() waits 30 s at most (LitServe's own wait was 30 s); how fast: benchmarks/serve.py.
     assert server.stop() == 0
-    # A hang guard: LitServe's own wait was 30 s; how fast it stops: benchmarks/serve.py.
-    assert time.monotonic() - started < 20
     idle.close()
     pool.shutdown(wait=True)
 
@@ -303,10 +297,9 @@ def test_a_dead_model_worker_fails_the_requests_in_flight_and_exits_1(tiny_model
     client.start()
     time.sleep(0.5)
     os.kill(workers[0], signal.SIGKILL)
-    killed = time.monotonic()
-    client.join(timeout=30)
-    assert answered and answered[0] != 200
-    assert time.monotonic() - killed < 25  # a hang guard: the client gives up at 30 s
+    client.join(timeout=60)
+    # An answer or a closed connection, never the client's own 30 s timeout.
+    assert answered and answered[0] != 200 and not isinstance(answered[0], TimeoutError)
     assert running.process.wait(timeout=30) == 1
     assert "model worker died" in running.process.stderr.read()  # type: ignore[union-attr]
 

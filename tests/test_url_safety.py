@@ -175,10 +175,9 @@ def test_https_to_http_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize("path", ["/trickle-body", "/trickle-head"])
 def test_a_trickling_server_cannot_hold_a_fetch_past_its_deadline(path: str) -> None:
     with site() as port:
-        started = time.monotonic()
+        # Without the deadline the trickle ends after 60 s with a whole answer: no error.
         with pytest.raises(ImageError, match="no answer within 1 s"):
             request(f"http://127.0.0.1:{port}{path}", 1 << 20, UrlPolicy(deadline=1.0))
-        assert time.monotonic() - started < 30  # a hang guard: the site would trickle for 60 s
 
 
 def test_a_local_run_stops_a_trickling_url_at_the_deadline(
@@ -187,11 +186,10 @@ def test_a_local_run_stops_a_trickling_url_at_the_deadline(
     monkeypatch.setattr(webfetch, "DEADLINE", 1.0)
     with site() as port:
         url = f"http://127.0.0.1:{port}/trickle-body"
-        started = time.monotonic()
         result = runner.invoke(
             app, ["predict", url, "--model", tiny_model, "--labels", "cat,dog", "-f", "jsonl"]
         )
-    assert time.monotonic() - started < 40  # a hang guard: the site would trickle for 60 s
+    # Without the deadline the trickle ends after 60 s with a whole answer: no error row.
     assert result.exit_code == 0 and "no answer within 1 s" in jsonl(result.stdout)[0]["error"]
 
 
