@@ -3,11 +3,12 @@ carry the decisions, file names render as text."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +39,34 @@ def output(tmp_path: Path, tiny_model: str) -> Path:
     return label_output(tmp_path / "run", tiny_model)
 
 
+@contextlib.contextmanager
+def opened(
+    output: Path, thumbs: Path, watch: Callable[[Any], object]
+) -> Iterator[tuple[Any, Running]]:
+    """The review page of output open in Chromium, its first rows shown; watch(tab) hooks the
+    tab's events before the page loads."""
+    with running(output, thumbs) as served, sync_api.sync_playwright() as play:
+        browser = launch(play)
+        try:
+            tab = browser.new_page(viewport={"width": 1200, "height": 900})
+            watch(tab)
+            tab.goto(served.server.url)
+            tab.wait_for_selector("body[data-ready='1']", timeout=15000)
+            yield tab, served
+        finally:
+            browser.close()
+
+
 @pytest.fixture
 def page(output: Path, tmp_path: Path) -> Iterator[tuple[Any, Running, list[str]]]:
     """The review page open in Chromium, and the dialogs it tried to show."""
     dialogs: list[str] = []
-    with running(output, tmp_path / "thumbs") as served, sync_api.sync_playwright() as play:
-        browser = launch(play)
-        try:
-            tab = browser.new_page(viewport={"width": 1200, "height": 900})
-            tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
-            tab.goto(served.server.url)
-            tab.wait_for_selector("body[data-ready='1']", timeout=15000)
-            yield tab, served, dialogs
-        finally:
-            browser.close()
+
+    def watch(tab: Any) -> object:
+        return tab.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    with opened(output, tmp_path / "thumbs", watch) as (tab, served):
+        yield tab, served, dialogs
 
 
 def tile_indices(tab: Any) -> list[int]:

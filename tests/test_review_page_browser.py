@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from review_helpers import Running, label_output, running
-from test_review_browser import expect_reviewed, launch, pytestmark, sync_api, wait_until
+from review_helpers import Running, label_output
+from test_review_browser import expect_reviewed, opened, pytestmark, sync_api, wait_until
 
 __all__ = ["pytestmark"]  # the browser tests' skip: no Chromium here
 
@@ -29,16 +29,12 @@ def output(tmp_path: Path, tiny_model: str) -> Path:
 def page(output: Path, tmp_path: Path) -> Iterator[tuple[Any, Running, list[str]]]:
     """The page open in Chromium, and the console's errors (a 403 would be one)."""
     errors: list[str] = []
-    with running(output, tmp_path / "thumbs") as served, sync_api.sync_playwright() as play:
-        browser = launch(play)
-        try:
-            tab = browser.new_page(viewport={"width": 1200, "height": 900})
-            tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            tab.goto(served.server.url)
-            tab.wait_for_selector("body[data-ready='1']", timeout=15000)
-            yield tab, served, errors
-        finally:
-            browser.close()
+
+    def watch(tab: Any) -> object:
+        return tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+
+    with opened(output, tmp_path / "thumbs", watch) as (tab, served):
+        yield tab, served, errors
 
 
 def selected(tab: Any) -> int:
