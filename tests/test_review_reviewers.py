@@ -174,7 +174,7 @@ class Posting:
                 self.sent.add(index)
             try:
                 post(self.port, {"index": index, "action": "set", "label": "dog"})
-            except OSError:
+            except (OSError, http.client.HTTPException):  # gone, or killed mid-answer
                 return
             with self.guard:
                 self.acknowledged.add(index)
