@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import re
 import shutil
 import warnings
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ OPSET = 18
 IMAGE_FILE, TEXT_FILE = "image.onnx", "text.onnx"
 BPE_FILE, HF_FILE = "bpe_simple_vocab_16e6.txt.gz", "tokenizer.json"
 CLIP_VOCAB = 49408  # open_clip's BPE vocabulary with its two special tokens
+ANSI_COLOR = re.compile(r"\x1b\[[0-9;]*m")
 MAX_BATCH = 65536  # the dynamic batch axis's upper bound, far above any batch clipcls runs
 
 
@@ -187,11 +189,18 @@ def export_tower(
     except UsageError:
         raise
     except Exception as error:  # torch.export and onnxscript raise many types
-        first = (str(error).strip().splitlines() or [""])[0][:300]
         raise UsageError(
-            f"cannot export {family(model)} to ONNX: its {what} tower failed: "
-            f"{type(error).__name__}: {first}"
+            f"cannot export {family(model)} to ONNX: its {what} tower failed: {_cause(error)}"
         ) from error
+
+
+def _cause(error: BaseException) -> str:
+    """The innermost cause of an exporter error, on one line: torch.onnx wraps what failed
+    in a TorchExportError whose own text is a colored banner about its steps."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    first = ANSI_COLOR.sub("", (str(error).strip().splitlines() or [""])[0])
+    return f"{type(error).__name__}: {first[:300]}"
 
 
 def _export(
