@@ -25,7 +25,7 @@ from clipcls.cli import app
 from clipcls.digests import file_digest
 from clipcls.engine import onnx_parity, onnx_towers
 from clipcls.engine.onnx_export import PARTIAL_PREFIX, PARTIAL_SUFFIX
-from clipcls.engine.onnx_folder import MANIFEST, prepared_folder
+from clipcls.engine.onnx_folder import MANIFEST, prepared_folder, read_folder
 from clipcls.engine.sources import LOCAL_DIR
 
 ort = pytest.importorskip("onnxruntime")
@@ -168,6 +168,13 @@ def test_prepare_exports_into_the_cache_once(tiny_model: str, tmp_path: Path) ->
     assert str(folder) in first.stderr.replace("\n", "")
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "already prepared" in again.stderr
+    with (folder / "image.onnx.data").open("ab") as stream:  # damaged since: exported anew
+        stream.write(b"\0")
+    mended = runner.invoke(app, args)
+    assert mended.exit_code == 0 and "already prepared" not in mended.stderr
+    assert "parity with torch" in mended.stderr
+    read_folder(folder)  # every file matches its manifest again
+    assert leftovers(folder.parent) == []
 
 
 def test_refusals_before_loading(tiny_model: str, onnx_tiny_dir: Path, tmp_path: Path) -> None:
@@ -281,3 +288,52 @@ def test_a_killed_export_leaves_no_complete_looking_folder(tiny_model: str, tmp_
     left = leftovers(tmp_path)
     assert len(left) == 1 and left[0].endswith(PARTIAL_SUFFIX)
     assert not (tmp_path / left[0] / MANIFEST).exists()
+
+
+def hf_tokenizer(backend: Any, mode: str = "") -> Any:
+    """open_clip's HFTokenizer around a tokenizers object, built without transformers (which
+    its constructor imports, to fetch a tokenizer from the hub)."""
+    from types import SimpleNamespace
+
+    from open_clip import tokenizer as tokenizers
+
+    hf = object.__new__(tokenizers.HFTokenizer)
+    hf.tokenizer_mode = mode
+    hf.context_length = 16
+    hf.clean_fn = tokenizers._clean_whitespace
+    hf.strip_sep_token = True
+    hf.tokenizer = SimpleNamespace(backend_tokenizer=backend, pad_token_id=3)
+    return hf
+
+
+def test_a_hugging_face_tokenizer_is_saved_as_one_json(tmp_path: Path) -> None:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
+    vocab = {"[UNK]": 0, "a": 1, "photo": 2, "[PAD]": 3, "cat": 4}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    entry = onnx_towers.tokenizer_entry(hf_tokenizer(backend), tmp_path)
+    assert entry == {
+        "kind": "hf",
+        "file": "tokenizer.json",
+        "context_length": 16,
+        "clean": "whitespace",
+        "strip_sep_token": True,
+        "pad_id": 3,
+    }
+    saved = Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
+    assert saved.encode("a photo of a cat").ids == [1, 2, 0, 1, 4]
+
+
+@pytest.mark.parametrize(
+    ("backend", "mode", "words"),
+    [(None, "", "a slow tokenizer with no tokenizers JSON"), ("x", "clips", "mode 'clips'")],
+)
+def test_a_hugging_face_tokenizer_that_cannot_be_saved_is_refused(
+    backend: Any, mode: str, words: str, tmp_path: Path
+) -> None:
+    from clipcls.errors import UsageError
+
+    with pytest.raises(UsageError, match=words):
+        onnx_towers.tokenizer_entry(hf_tokenizer(backend, mode), tmp_path)
+    assert list(tmp_path.iterdir()) == []

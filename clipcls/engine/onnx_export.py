@@ -8,17 +8,22 @@ import importlib.util
 import os
 import secrets
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from clipcls.engine.factory import Model, open_model
-from clipcls.engine.onnx_folder import MANIFEST, is_onnx_folder, prepared_folder, write_manifest
+from clipcls.engine.onnx_folder import (
+    MANIFEST,
+    is_onnx_folder,
+    prepared_folder,
+    read_folder,
+    write_manifest,
+)
 from clipcls.engine.onnx_parity import Parity
 from clipcls.engine.sources import LOCAL_DIR, random_weights_notices
-from clipcls.errors import UsageError
+from clipcls.errors import ModelLoadError, UsageError
 from clipcls.settings import Device, ModelSettings, Precision
 from clipcls.version import __version__
 
@@ -70,14 +75,19 @@ def export_onnx(settings: ModelSettings, folder: Path, name: str | None = None) 
 def export_random_onnx(
     arch: str, folder: Path, seed: int, tiny: bool, cache_dir: Path | None
 ) -> ExportReport:
-    """Export random weights of an architecture (made in a temporary folder, then gone)."""
+    """Export random weights of an architecture (written to a scratch folder, then gone)."""
     from clipcls.engine.random_model import write_random_model
 
     check_exportable(arch, folder)
-    with tempfile.TemporaryDirectory(prefix="clipcls-random-") as scratch:
-        source = write_random_model(Path(scratch) / "model", arch, seed=seed, tiny=tiny)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the target, named as a partial folder: a killed export's leftovers lie together.
+    scratch = _partial_folder(folder.parent)
+    try:
+        source = write_random_model(scratch / "model", arch, seed=seed, tiny=tiny)
         settings = ModelSettings(f"{LOCAL_DIR}{source}", cache_dir=cache_dir)
         return export_onnx(settings, folder, name=arch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def prepare_onnx(settings: ModelSettings) -> tuple[ExportReport | None, Path]:
@@ -85,12 +95,42 @@ def prepare_onnx(settings: ModelSettings) -> tuple[ExportReport | None, Path]:
     (report, folder), report None when that folder already holds the export."""
     check_exportable(settings.model, None)
     loaded = open_model(torch_settings(settings))
-    folder = prepared_folder(settings.resolved_cache_dir(), loaded.weights)
-    if is_onnx_folder(folder):
+    cache = settings.resolved_cache_dir()
+    folder = prepared_folder(cache, loaded.weights)
+    if _sound_export(folder, cache):
         return None, folder
-    if folder.exists():  # an unfinished folder of an older clipcls: nothing of ours is in it
-        check_exportable(settings.model, folder)
-    return export_loaded(loaded, folder), folder
+    _set_aside(folder)  # a damaged export, or files that are no export: the new one replaces it
+    try:
+        return export_loaded(loaded, folder), folder
+    except UsageError:
+        if _sound_export(folder, cache):  # another process prepared it meanwhile
+            return None, folder
+        raise
+
+
+def _sound_export(folder: Path, memo: Path) -> bool:
+    """Whether folder holds an export whose files all match its manifest."""
+    if not is_onnx_folder(folder):
+        return False
+    try:
+        read_folder(folder, memo)
+    except ModelLoadError:
+        return False
+    return True
+
+
+def _set_aside(folder: Path) -> None:
+    """Move what is at folder out of the way (renamed as a partial folder, then removed)."""
+    if folder.is_symlink():
+        folder.unlink()
+    if not folder.exists():
+        return
+    aside = _partial_folder(folder.parent)
+    try:
+        os.replace(folder, aside)
+    except OSError as error:
+        raise UsageError(f"cannot replace {folder}: {error.strerror or error}") from None
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def export_loaded(loaded: Model, folder: Path, name: str | None = None) -> ExportReport:
