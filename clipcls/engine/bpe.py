@@ -98,6 +98,15 @@ _CLEANERS: dict[str, Callable[[str], str]] = {
 }
 
 
+def clean_text(text: str, clean: str) -> str:
+    """open_clip's clean function by name: ftfy's repairs, HTML entities unescaped twice, outer
+    space stripped, then "lower" (runs of space made one, lower case), "whitespace" (the same,
+    case kept) or "canonicalize" (no punctuation, lower case). ftfy loads on first use."""
+    import ftfy
+
+    return _CLEANERS[clean](html.unescape(html.unescape(ftfy.fix_text(text))).strip())
+
+
 class BpeTokenizer:
     """Texts -> (n, context_length) int64 token ids, exactly as open_clip's SimpleTokenizer."""
 
@@ -120,8 +129,7 @@ class BpeTokenizer:
         self._ranks = dict(zip(merges.split("\n"), range(_MERGES), strict=True))
         self.sot_id, self.eot_id = self._ids[_SPECIALS[0]], self._ids[_SPECIALS[1]]
         self._words: dict[str, tuple[int, ...]] = {}
-        self._pattern: Any = None  # compiled on first use, with ftfy: a cached run needs neither
-        self._fix_text: Callable[[str], str] | None = None
+        self._pattern: Any = None  # compiled on first use: a run with cached prompts needs no regex
 
     def __call__(self, texts: Sequence[str]) -> np.ndarray:
         """Token ids (n, context_length): start, tokens, end, zeros; a long text keeps its first
@@ -138,20 +146,13 @@ class BpeTokenizer:
     def encode(self, text: str) -> list[int]:
         """The token ids of one text, cleaned as open_clip cleans it, without start and end."""
         if self._pattern is None:
-            self._load_text_tools()
-        assert self._fix_text is not None
-        fixed = html.unescape(html.unescape(self._fix_text(text))).strip()
+            import regex  # type: ignore[import-untyped]
+
+            self._pattern = regex.compile(_WORD_PATTERN, regex.IGNORECASE)
         ids: list[int] = []
-        for word in self._pattern.findall(_CLEANERS[self.clean](fixed)):
+        for word in self._pattern.findall(clean_text(text, self.clean)):
             ids.extend(self._word_ids(word))
         return ids
-
-    def _load_text_tools(self) -> None:
-        import ftfy
-        import regex  # type: ignore[import-untyped]
-
-        self._fix_text = ftfy.fix_text
-        self._pattern = regex.compile(_WORD_PATTERN, regex.IGNORECASE)
 
     def _word_ids(self, word: str) -> tuple[int, ...]:
         """One word's ids: its UTF-8 bytes as characters, merged pair by pair, lowest rank first."""
