@@ -40,8 +40,8 @@ _NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
 def open_clip_vocab() -> Path:
     """Where the installed open_clip keeps its merges file, found without importing open_clip.
 
-    Only an export needs it (it copies the file into the ONNX folder); the ONNX runtime reads
-    the folder's copy, so running an export needs no open_clip at all.
+    Only an export needs it (it copies the file into the ONNX folder): at run time the ONNX
+    runtime reads the folder's copy, so running an ONNX folder needs no open_clip at all.
     """
     spec = importlib.util.find_spec("open_clip")
     folders = list(spec.submodule_search_locations or []) if spec else []
