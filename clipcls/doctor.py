@@ -8,7 +8,7 @@ import importlib.metadata
 import importlib.util
 import os
 import platform
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,18 @@ EXTRAS = {
     "serve": ("litserve", "litserve"),
     "report": ("matplotlib", "matplotlib"),
     "heif": ("pillow_heif", "pillow-heif"),
+    "onnx": ("onnxruntime", "onnxruntime"),
 }
 # Environment variables clipcls reads; shown as set or unset, never their values (a key, or a
 # URL that may carry one).
-ENV_VARS = ("CLIPCLS_SERVER", "CLIPCLS_API_KEY", CACHE_ENV, MAX_ENV, CONFIG_ENV)
+ENV_VARS = (
+    "CLIPCLS_SERVER",
+    "CLIPCLS_API_KEY",
+    CACHE_ENV,
+    MAX_ENV,
+    CONFIG_ENV,
+    "CLIPCLS_ONNX_PROVIDERS",
+)
 CPU_WHEELS = (
     "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu "
     "--force-reinstall"
@@ -104,6 +112,8 @@ class DoctorReport:
     config_file: str = ""
     config_error: str | None = None  # the config file or a variable is unusable: why
     defaults: tuple[tuple[str, str, str], ...] = ()  # (setting, value, where it comes from)
+    onnx_providers: tuple[str, ...] = ()  # ONNX Runtime's execution providers (none: absent)
+    onnx_choice: str = ""  # what --runtime auto runs the default model with, and why
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: extras and env as objects keyed by name."""
@@ -147,6 +157,7 @@ def installed_extras() -> tuple[Extra, ...]:
 def doctor_report(settings: ModelSettings | None = None) -> DoctorReport:
     """Gather the report; imports torch to read its build and the device it sees."""
     from clipcls.engine.hardware import RuntimeChoice, gpu_driver_present, runtime_choice
+    from clipcls.engine.onnx_sessions import available_providers
     from clipcls.version import __version__
 
     settings = settings or ModelSettings()
@@ -185,7 +196,25 @@ def doctor_report(settings: ModelSettings | None = None) -> DoctorReport:
         config_file=config_file,
         config_error=config_error,
         defaults=defaults,
+        onnx_providers=tuple(available_providers()),
+        onnx_choice=_onnx_choice(settings),
     )
+
+
+def _onnx_choice(settings: ModelSettings) -> str:
+    """What `--runtime auto` does with the default model here, in words."""
+    from clipcls.engine.runtimes import choose_runtime, onnx_installed, prepared_export
+
+    if not onnx_installed():
+        return "not installed: every run imports torch (pip install 'clipcls[onnx]')"
+    try:
+        chosen = replace(settings, model=user_defaults().model)
+        runtime = choose_runtime(chosen)
+    except UsageError as error:
+        return str(error)
+    if runtime == "onnx":
+        return f"auto runs {chosen.model} on ONNX Runtime (export: {prepared_export(chosen)})"
+    return f"auto runs {chosen.model} on torch: `clipcls models prepare {chosen.model}` to change"
 
 
 def _user_defaults() -> tuple[str, str | None, tuple[tuple[str, str, str], ...]]:

@@ -45,6 +45,7 @@ class ModelInfo:
     device: str
     precision: str
     notices: tuple[str, ...] = field(default=())
+    runtime: str = "torch"  # what ran the towers: torch, or onnx (an export's own weights)
 
 
 class Preparing(Protocol):

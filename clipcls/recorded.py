@@ -22,6 +22,7 @@ from PIL import Image
 from clipcls.cache import EmbeddingCache, guarded
 from clipcls.classify import build_text_classifier
 from clipcls.engine.names import clean_tag
+from clipcls.engine.runtimes import choose_runtime
 from clipcls.engine.sources import (
     LOCAL_DIR,
     model_identity,
@@ -109,6 +110,7 @@ def record_key(settings: ModelSettings) -> str:
         str(settings.pretrained),
         settings.device.value,
         settings.precision.value,
+        choose_runtime(settings),  # torch's and an export's embeddings are keyed apart
         str(settings.exact_decode),
         platform.node(),  # a cache folder shared between machines: auto means each its own
         __version__,

@@ -46,6 +46,15 @@ class Precision(str, Enum):
     FP16 = "fp16"
 
 
+class Runtime(str, Enum):
+    """What runs the towers: torch (open_clip), onnx (ONNX Runtime, on an export), or auto:
+    onnx where the cache holds an export of the weights and the work is on the CPU."""
+
+    AUTO = "auto"
+    TORCH = "torch"
+    ONNX = "onnx"
+
+
 @dataclass(frozen=True)
 class ModelSettings:
     """Everything needed to build one model. `pretrained=None` means the model's default tag."""
@@ -59,12 +68,13 @@ class ModelSettings:
     exact_decode: bool = False  # decode JPEGs at full size instead of libjpeg's draft scaling
     workers: int | None = None  # image decode threads; None picks from the cores
     max_megapixels: float = 200.0  # larger declared image sizes are refused before decoding
-    runtime: str = "torch"  # what runs the towers: a name in engine/factory.py's RUNTIMES
+    runtime: str = Runtime.AUTO.value  # a Runtime, or a name in engine/factory.py's RUNTIMES
 
     def __post_init__(self) -> None:
         # Accept plain strings from Python callers ("cuda", "bf16") as the CLI's enums do.
         object.__setattr__(self, "device", Device(self.device))
         object.__setattr__(self, "precision", Precision(self.precision))
+        object.__setattr__(self, "runtime", str(getattr(self.runtime, "value", self.runtime)))
 
     def resolved_cache_dir(self) -> Path:
         """The weights cache: explicit setting, then $CLIPCLS_CACHE_DIR, then the user cache."""

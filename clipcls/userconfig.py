@@ -1,5 +1,5 @@
-"""A user's default model and precision: the command line, then $CLIPCLS_MODEL and
-$CLIPCLS_PRECISION, then the config file, then the built-in defaults.
+"""A user's default model, precision and runtime: the command line, then $CLIPCLS_MODEL,
+$CLIPCLS_PRECISION and $CLIPCLS_RUNTIME, then the config file, then the built-in defaults.
 
 The file is `key = "value"` lines and `#` comments: a subset of TOML (any TOML reader reads it
 alike) that needs no parser beyond this module, so it reads the same on Python 3.10, where
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clipcls.errors import UsageError
-from clipcls.settings import DEFAULT_MODEL, ModelSettings, Precision
+from clipcls.settings import DEFAULT_MODEL, ModelSettings, Precision, Runtime
 from clipcls.userfiles import UnusableFile, locked, read_small_text, real_target, replace_text
 
 CONFIG_ENV = "CLIPCLS_CONFIG"
@@ -25,6 +25,7 @@ FILE_NAME = "config.toml"
 MAX_BYTES = 64 * 1024
 BUILT_IN = "built-in default"
 PRECISIONS = ", ".join(p.value for p in Precision)
+RUNTIMES = ", ".join(r.value for r in Runtime)
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C1 too: U+009B is CSI to a terminal
 LINE = re.compile(
     r"""[ \t]*([A-Za-z0-9_-]+)[ \t]*=[ \t]*("(?:[^"\\\x00-\x1f\x7f]|\\.)*"|'[^'\x00-\x1f\x7f]*')"""
@@ -51,6 +52,10 @@ def _precision(value: str) -> str | None:
     return None if value in PRECISIONS.split(", ") else f"must be one of {PRECISIONS}"
 
 
+def _runtime(value: str) -> str | None:
+    return None if value in RUNTIMES.split(", ") else f"must be one of {RUNTIMES}"
+
+
 @dataclass(frozen=True)
 class Key:
     """One setting: its variable, its built-in value, and its check (the reason it is bad)."""
@@ -63,6 +68,7 @@ class Key:
 KEYS: dict[str, Key] = {
     "model": Key("CLIPCLS_MODEL", DEFAULT_MODEL, _model),
     "precision": Key("CLIPCLS_PRECISION", Precision.AUTO.value, _precision),
+    "runtime": Key("CLIPCLS_RUNTIME", Runtime.AUTO.value, _runtime),
 }
 
 
@@ -95,6 +101,10 @@ class UserDefaults:
     @property
     def precision(self) -> Precision:
         return Precision(self.get("precision").value)
+
+    @property
+    def runtime(self) -> Runtime:
+        return Runtime(self.get("runtime").value)
 
 
 def where(source: str) -> str:

@@ -54,7 +54,7 @@ def isolated_caches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("CLIPCLS_CACHE_DIR", str(cache))
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     # The user's own defaults (clipcls.userconfig) never reach a test: none set, no file.
-    for name in ("CLIPCLS_MODEL", "CLIPCLS_PRECISION", "CLIPCLS_CONFIG"):
+    for name in ("CLIPCLS_MODEL", "CLIPCLS_PRECISION", "CLIPCLS_RUNTIME", "CLIPCLS_CONFIG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config_home"))
     return cache
@@ -209,10 +209,13 @@ def scores(rows: list[dict[str, Any]]) -> list[list[tuple[str, float]]]:
     return [[(p["label"], round(p["probability"], 5)) for p in r["predictions"]] for r in rows]
 
 
-# Runs the CLI, then says on the last line of stderr whether torch was ever imported.
+# Runs the CLI, then says on the last line of stderr whether torch (or torchvision, open_clip)
+# was ever imported.
 TORCH_REPORTING_CLI = (
     "import atexit, sys\n"
-    "atexit.register(lambda: print('torch:', 'torch' in sys.modules, file=sys.stderr))\n"
+    "TORCH = ('torch', 'torchvision', 'open_clip')\n"
+    "atexit.register(lambda: print('torch:', any(m in sys.modules for m in TORCH), "
+    "file=sys.stderr))\n"
     "from clipcls.cli import main\n"
     "sys.argv = ['clipcls', *sys.argv[1:]]\n"
     "main()\n"

@@ -37,6 +37,8 @@ DOCTOR_KEYS = {
     "precision_reason",
     "cache_dir",
     "cache_bytes",
+    "onnx_providers",
+    "onnx_choice",
     "extras",
     "env",
     "torch_advice",
@@ -86,7 +88,7 @@ def test_doctor_json_is_the_only_stdout_and_never_shows_the_api_key(
     assert set(document) == DOCTOR_KEYS
     assert document["env"]["CLIPCLS_API_KEY"] == "set"
     assert document["env"]["CLIPCLS_SERVER"] == "set"
-    assert set(document["extras"]) == {"parquet", "s3", "ray", "serve", "report", "heif"}
+    assert set(document["extras"]) == {"parquet", "s3", "ray", "serve", "report", "heif", "onnx"}
     assert document["extras"]["parquet"]["installed"] is True  # pyarrow is a test dependency
     assert SECRET not in result.output
 
@@ -190,5 +192,6 @@ def test_doctor_lists_the_config_file_and_the_defaults(
     assert document["defaults"] == {
         "model": {"value": "ViT-B-16", "source": "$CLIPCLS_MODEL"},
         "precision": {"value": "fp32", "source": "config file, line 1"},
+        "runtime": {"value": "auto", "source": "built-in default"},
     }
     assert document["env"]["CLIPCLS_CONFIG"] == "set"

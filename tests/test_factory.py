@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO
 
 from clipcls.engine.factory import RUNTIMES, open_model
+from clipcls.engine.runtimes import choose_runtime
 from clipcls.errors import UsageError
 from clipcls.pipeline import EmbedPlan, ModelInfo
 from clipcls.settings import ModelSettings
@@ -73,9 +74,12 @@ def test_an_unknown_runtime_is_one_usage_line_naming_the_choices() -> None:
     assert all(name in message for name in RUNTIMES)
 
 
-def test_torch_is_the_default_runtime() -> None:
-    assert ModelSettings().runtime == "torch"
+def test_auto_is_the_default_runtime_and_is_torch_without_an_export(tmp_path: Path) -> None:
+    settings = ModelSettings(cache_dir=tmp_path, device="cpu")
+    assert settings.runtime == "auto"
+    assert choose_runtime(settings) == "torch"
     assert RUNTIMES["torch"] == "clipcls.engine.model:ClipModel"
+    assert RUNTIMES["onnx"] == "clipcls.engine.onnx_model:OnnxModel"
 
 
 @dataclass

@@ -82,6 +82,7 @@ def test_command_line_beats_environment_beats_file_beats_built_in(
     assert [(s.key, s.value, s.source) for s in user_defaults().settings] == [
         ("model", "ViT-B-32", BUILT_IN),
         ("precision", "auto", BUILT_IN),
+        ("runtime", "auto", BUILT_IN),
     ]
     config.parent.mkdir()
     config.write_text(f'model = "{tiny_model}"\nprecision = "fp32"  # a comment\n')
@@ -90,6 +91,7 @@ def test_command_line_beats_environment_beats_file_beats_built_in(
     assert f"model {tiny_model} on cpu, fp32" in err
     monkeypatch.setenv("CLIPCLS_MODEL", tiny_biased_model)
     monkeypatch.setenv("CLIPCLS_PRECISION", "bf16")
+    monkeypatch.setenv("CLIPCLS_RUNTIME", "torch")
     code, _, err = run("predict", CAT, "-l", "cat,dog")
     assert code == 0, err
     assert f"model {tiny_biased_model} on cpu, bf16" in err
@@ -97,7 +99,8 @@ def test_command_line_beats_environment_beats_file_beats_built_in(
     assert code == 0, err
     assert f"model {tiny_model} on cpu, fp32" in err
     found = user_defaults()
-    assert [s.source for s in found.settings] == ["$CLIPCLS_MODEL", "$CLIPCLS_PRECISION"]
+    sources = ["$CLIPCLS_MODEL", "$CLIPCLS_PRECISION", "$CLIPCLS_RUNTIME"]
+    assert [s.source for s in found.settings] == sources
 
 
 def test_config_shows_the_file_each_setting_and_its_source(config: Path) -> None:
@@ -109,6 +112,7 @@ def test_config_shows_the_file_each_setting_and_its_source(config: Path) -> None
     assert out.splitlines() == [
         f"model      ViT-B-32  ({BUILT_IN})",
         "precision  fp32  (config file, line 2)",
+        f"runtime    auto  ({BUILT_IN})",
     ]
     config.write_text('model = "ViT-B-3"\n')
     code, _, err = run("predict", CAT, "-l", "cat,dog")
@@ -180,7 +184,8 @@ def test_a_broken_file_does_not_matter_when_the_options_are_given(
 ) -> None:
     config.parent.mkdir()
     config.write_bytes(b"\xff\xfe garbage")
-    code, _, err = run("predict", CAT, "-l", "cat,dog", "-m", tiny_model, "--precision", "fp32")
+    given = ("-m", tiny_model, "--precision", "fp32", "--runtime", "torch")
+    code, _, err = run("predict", CAT, "-l", "cat,dog", *given)
     assert code == 0, err
     # doctor reports it rather than dying of it
     code, out, _ = run("doctor")

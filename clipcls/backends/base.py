@@ -52,6 +52,7 @@ class Hooks:
     warn: Callable[[str], None] = _silent
     status: Callable[[str], AbstractContextManager[Any]] = _no_status
     progress: Callable[[str, int], AbstractContextManager[Advance]] = _no_progress
+    tip: Callable[[str], None] = _silent  # advice once per model: the CLI shows it on a terminal
 
 
 @dataclass(frozen=True)

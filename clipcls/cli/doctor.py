@@ -44,6 +44,8 @@ def _rows(report: DoctorReport) -> list[tuple[str, str]]:
         *([("torch build", report.torch_advice)] if report.torch_advice else []),
         ("device", f"{report.device}: {report.device_reason}"),
         ("precision", f"{report.precision}: {report.precision_reason}"),
+        ("onnx runtime", ", ".join(report.onnx_providers) or "-"),
+        ("runtime", report.onnx_choice),
         ("cache", f"{report.cache_dir} ({_size(report.cache_bytes)})"),
         ("config", report.config_file),
         ("defaults", f"error: {report.config_error}" if report.config_error else defaults),

@@ -11,7 +11,7 @@ import typer
 
 from clipcls.backends.base import Hooks
 from clipcls.cache import EmbeddingCache
-from clipcls.cli.console import counted, notice, status, warn
+from clipcls.cli.console import counted, notice, status, stderr, warn
 from clipcls.errors import UsageError
 from clipcls.images import STDIN, check_inputs, read_path_list
 from clipcls.labels import Label, parse_labels, read_labels_file
@@ -57,8 +57,10 @@ def open_cache(settings: ModelSettings, no_cache: bool) -> EmbeddingCache | None
 
 def hooks() -> Hooks:
     """The CLI's voice for a backend: notices and warnings on stderr, a spinner for slow steps,
-    a progress bar for long counted ones."""
-    return Hooks(notice=notice, warn=warn, status=status, progress=counted)
+    a progress bar for long counted ones; tips only where a person reads stderr."""
+    if not stderr.is_terminal:
+        return Hooks(notice=notice, warn=warn, status=status, progress=counted)
+    return Hooks(notice=notice, warn=warn, status=status, progress=counted, tip=notice)
 
 
 SERVER_CHECKED = ("device", "precision", "exact_decode", "pretrained")  # the server's to decide

@@ -3,12 +3,13 @@ back as ModelSettings."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import typer
 
 from clipcls.cli.option_groups import OptionGroup
 from clipcls.cli.options import (
+    MODEL_PANEL,
     CacheDirOpt,
     DeviceOpt,
     ExactDecodeOpt,
@@ -21,8 +22,19 @@ from clipcls.cli.options import (
 )
 from clipcls.errors import UsageError
 from clipcls.images import DEFAULT_MAX_MEGAPIXELS
-from clipcls.settings import Device, ModelSettings
+from clipcls.settings import Device, ModelSettings, Runtime
 from clipcls.userconfig import BUILT_IN, user_defaults, where
+
+RuntimeOpt = Annotated[
+    Runtime | None,
+    typer.Option(
+        "--runtime",
+        rich_help_panel=MODEL_PANEL,
+        help="What runs the model: torch, onnx (an export: `clipcls models prepare`, no torch "
+        "imported), or auto: onnx on the CPU where the cache holds an export, else torch.",
+        show_default="$CLIPCLS_RUNTIME, else `clipcls config`, else auto",
+    ),
+]
 
 # name: (option, default). Every classifying command takes these; they reach it in ctx.params.
 MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -35,6 +47,7 @@ MODEL_OPTIONS: dict[str, tuple[Any, Any]] = {
     "exact_decode": (ExactDecodeOpt, False),
     "workers": (WorkersOpt, None),
     "max_megapixels": (MaxMegapixelsOpt, DEFAULT_MAX_MEGAPIXELS),
+    "runtime": (RuntimeOpt, None),  # None: the user's default (clipcls.userconfig)
 }
 
 MODEL: OptionGroup[ModelSettings] = OptionGroup(MODEL_OPTIONS, ModelSettings)
@@ -45,14 +58,15 @@ model_options = MODEL.options
 
 def model_settings(ctx: typer.Context, model: str | None = None) -> ModelSettings:
     """The model settings from a command's parsed options (ctx.params); model overridable.
-    A model or precision not given comes from $CLIPCLS_MODEL/$CLIPCLS_PRECISION, the config
-    file, or the built-in default, in that order (UsageError for a bad one, named)."""
+    A model, precision or runtime not given comes from $CLIPCLS_MODEL/_PRECISION/_RUNTIME, the
+    config file, or the built-in default, in that order (UsageError for a bad one, named)."""
     values = MODEL.values(ctx)
     if model is not None:
         values["model"] = model
-    if values["model"] is None or values["precision"] is None:
+    if None in (values["model"], values["precision"], values["runtime"]):
         defaults = user_defaults()
         values["precision"] = values["precision"] or defaults.precision
+        values["runtime"] = (values["runtime"] or defaults.runtime).value
         if values["model"] is None:
             values["model"] = defaults.model
             if ctx.params.get("server") is None:  # a server runs its own model

@@ -158,6 +158,11 @@ def cpu_has_fast_bf16() -> bool:
     checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
     if cpu is not None and any(hasattr(cpu, name) for name in checks):
         return any(getattr(cpu, name, lambda: False)() for name in checks)
+    return cpuinfo_fast_bf16()
+
+
+def cpuinfo_fast_bf16() -> bool:
+    """cpu_has_fast_bf16 as /proc/cpuinfo tells it, without torch (False where unreadable)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
             flags = info.read()

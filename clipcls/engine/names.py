@@ -108,3 +108,16 @@ def close_names(name: str, known: Collection[str]) -> list[str]:
     folded = {known_name.casefold(): known_name for known_name in sorted(known)}
     close = difflib.get_close_matches(name.casefold(), list(folded), n=3)
     return [folded[found] for found in close]
+
+
+TRANSFORMERS = {  # transformers' CLIP ids and the same weights in open_clip
+    "openai/clip-vit-base-patch32": "ViT-B-32 with --pretrained openai",
+    "openai/clip-vit-base-patch16": "ViT-B-16 with --pretrained openai",
+    "openai/clip-vit-large-patch14": "ViT-L-14 with --pretrained openai",
+    "openai/clip-vit-large-patch14-336": "ViT-L-14-336 with --pretrained openai",
+}
+
+
+def transformers_hint(name: str) -> str:
+    match = TRANSFORMERS.get(name.lower())
+    return f"use --model {match}" if match else "see `clipcls models` for architecture names"

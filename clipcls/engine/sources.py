@@ -19,7 +19,9 @@ from clipcls.engine.names import (
     known_architectures,
     known_tags,
     registered_in_process,
+    transformers_hint,
 )
+from clipcls.engine.onnx_folder import MANIFEST, folder_identity
 from clipcls.errors import ModelLoadError, UsageError
 from clipcls.settings import DEFAULT_PRETRAINED, ModelSettings
 
@@ -75,6 +77,8 @@ def _local_dir(folder: str, memo: Path | None) -> str | None:
     """A local-dir: folder's identity: the digest of every file open_clip may read there (the
     config, the weights, tokenizer files), by name; None without a config and weights."""
     root = Path(folder).expanduser()
+    if (root / MANIFEST).is_file():  # an ONNX export: its manifest lists its files' digests
+        return folder_identity(root)
     weights = next((root / name for name in WEIGHT_FILES if (root / name).is_file()), None)
     if weights is None or not (root / CONFIG_FILE).is_file():
         return None
@@ -116,7 +120,7 @@ def check_model_name(settings: ModelSettings) -> None:
         if "/" in given:  # a transformers id such as openai/clip-vit-base-patch32
             raise UsageError(
                 f"--model {name} looks like a Hugging Face transformers id; clipcls runs open_clip "
-                f"models: {_transformers_hint(given)}, or hf-hub:ORG/REPO for an open_clip repo"
+                f"models: {transformers_hint(given)}, or hf-hub:ORG/REPO for an open_clip repo"
             )
         raise unknown_model(name, arch, known)
     pretrained = tag or settings.pretrained
@@ -143,19 +147,6 @@ def unknown_tag(arch: str, pretrained: str, tags: Sequence[str]) -> UsageError:
         f"{arch} has no pretrained tag or file {pretrained!r}; {hint} "
         f"(`clipcls models --filter {arch}` lists all {len(tags)})"
     )
-
-
-TRANSFORMERS = {  # transformers' CLIP ids and the same weights in open_clip
-    "openai/clip-vit-base-patch32": "ViT-B-32 with --pretrained openai",
-    "openai/clip-vit-base-patch16": "ViT-B-16 with --pretrained openai",
-    "openai/clip-vit-large-patch14": "ViT-L-14 with --pretrained openai",
-    "openai/clip-vit-large-patch14-336": "ViT-L-14-336 with --pretrained openai",
-}
-
-
-def _transformers_hint(name: str) -> str:
-    match = TRANSFORMERS.get(name.lower())
-    return f"use --model {match}" if match else "see `clipcls models` for architecture names"
 
 
 def model_identity(settings: ModelSettings) -> ModelIdentity:
@@ -290,7 +281,7 @@ class SchemaSource:
 
 def _check_local_dir(name: str) -> None:
     folder = Path(name.removeprefix(LOCAL_DIR)).expanduser()
-    if not (folder / CONFIG_FILE).is_file():
+    if not (folder / CONFIG_FILE).is_file() and not (folder / MANIFEST).is_file():
         what = "is not a folder" if not folder.is_dir() else f"has no {CONFIG_FILE}"
         raise UsageError(
             f"--model {name}: {folder} {what}; make one with "
@@ -304,9 +295,11 @@ def random_weights_notices(name: str) -> tuple[str, ...]:
     one (read from its config, without torch)."""
     if not name.startswith(LOCAL_DIR):
         return ()
-    config = Path(name.removeprefix(LOCAL_DIR)).expanduser() / CONFIG_FILE
+    folder = Path(name.removeprefix(LOCAL_DIR)).expanduser()
+    onnx = (folder / MANIFEST).is_file()
     try:
-        marked = RANDOM_MARKER in json.loads(config.read_text(encoding="utf-8"))
+        found = json.loads((folder / (MANIFEST if onnx else CONFIG_FILE)).read_text("utf-8"))
+        marked = bool(found.get("random_weights")) if onnx else RANDOM_MARKER in found
     except (OSError, ValueError, TypeError):
         return ()  # loading says what is wrong with the folder
     return (RANDOM_NOTICE.format(name=name),) if marked else ()
