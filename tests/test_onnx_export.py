@@ -26,7 +26,9 @@ from clipcls.digests import file_digest
 from clipcls.engine import onnx_parity, onnx_towers
 from clipcls.engine.onnx_export import PARTIAL_PREFIX, PARTIAL_SUFFIX
 from clipcls.engine.onnx_folder import MANIFEST, prepared_folder, read_folder
+from clipcls.engine.runtimes import choose_runtime
 from clipcls.engine.sources import LOCAL_DIR
+from clipcls.settings import ModelSettings
 
 ort = pytest.importorskip("onnxruntime")
 runner = CliRunner()
@@ -166,6 +168,8 @@ def test_prepare_exports_into_the_cache_once(tiny_model: str, tmp_path: Path) ->
     folder = prepared_folder(cache, fp32(tiny_model).weights)
     assert manifest_of(folder)["source_weights"] == fp32(tiny_model).weights
     assert str(folder) in first.stderr.replace("\n", "")
+    auto = ModelSettings(tiny_model, device="cpu", precision="fp32", cache_dir=cache)
+    assert choose_runtime(auto) == "onnx"  # where --runtime auto looks, prepare put it
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "already prepared" in again.stderr
     with (folder / "image.onnx.data").open("ab") as stream:  # damaged since: exported anew
