@@ -36,7 +36,7 @@ def predict(model: str, *extra: str) -> tuple[list[dict], bool, str]:
 
 
 def probabilities(rows: list[dict]) -> dict[str, dict[str, float]]:
-    return {row["path"]: {s["label"]: s["probability"] for s in row["scores"]} for row in rows}
+    return {row["path"]: {s["label"]: s["probability"] for s in row["predictions"]} for row in rows}
 
 
 def assert_same_answers(onnx_rows: list[dict], torch_rows: list[dict]) -> None:
@@ -61,7 +61,7 @@ def test_an_export_answers_as_its_source_with_no_torch_imported(
     }[which]
     onnx_rows, torch_imported, _ = predict(f"local-dir:{export}")
     assert not torch_imported
-    torch_rows, torch_imported, _ = predict(source, "--runtime", "torch")
+    torch_rows, torch_imported, _ = predict(source, "--runtime", "torch", "--precision", "fp32")
     assert torch_imported
     assert_same_answers(onnx_rows, torch_rows)
 
@@ -100,7 +100,7 @@ def test_every_model_command_runs_an_export_without_torch(
     commands = [
         ["label", str(photos), "--labels", LABELS, "-o", str(out), "--model", model],
         ["evaluate", str(folders), "--model", model],
-        ["search", "a cat", str(photos), "--model", model],
+        ["search", str(photos), "a cat", "--model", model],
         ["similar", str(photos / "chelsea.png"), str(photos), "--model", model],
         ["dedupe", str(photos), "--model", model],
     ]
@@ -142,10 +142,11 @@ def test_a_prepared_export_spares_torch_until_told_otherwise(
     fp32_cpu = ("--device", "cpu", "--precision", "fp32")
     rows, torch_imported, _ = predict(tiny_model, *fp32_cpu)
     assert not torch_imported and len(rows) == len(PHOTOS)
-    _, torch_imported, _ = predict(tiny_model, *fp32_cpu, "--runtime", "torch")
+    # --no-cache: a fully cached run answers from the cache with no model at all
+    _, torch_imported, _ = predict(tiny_model, *fp32_cpu, "--runtime", "torch", "--no-cache")
     assert torch_imported
     monkeypatch.setenv("CLIPCLS_RUNTIME", "torch")
-    _, torch_imported, _ = predict(tiny_model, *fp32_cpu)
+    _, torch_imported, _ = predict(tiny_model, *fp32_cpu, "--no-cache")
     assert torch_imported
 
 
@@ -252,7 +253,7 @@ def test_a_tip_names_prepare_once_after_torch_ran_on_the_cpu(
     tips: list[str] = []
     for _ in range(2):
         config = BackendConfig(
-            ModelSettings(tiny_model, device="cpu", runtime="torch"),
+            ModelSettings(tiny_model, device="cpu", precision="fp32", runtime="torch"),
             cache=EmbeddingCache(isolated_caches),
             hooks=Hooks(tip=tips.append),
         )
