@@ -261,3 +261,15 @@ def test_a_tip_names_prepare_once_after_torch_ran_on_the_cpu(
         )
         LocalBackend(config).start()
     assert len(tips) == 1 and f"clipcls models prepare {tiny_model}" in tips[0]
+
+
+def test_models_cached_lists_an_export_it_ran(
+    onnx_tiny_siglip_dir: Path, isolated_caches: Path
+) -> None:
+    from clipcls.engine.catalog import local_dir_entries
+
+    model = f"local-dir:{onnx_tiny_siglip_dir}"
+    open_model(ModelSettings(model, device="cpu"))
+    entries = local_dir_entries(ModelSettings(cache_dir=isolated_caches), default="ViT-B-32")
+    found = [entry for entry in entries if entry.model == model]
+    assert len(found) == 1 and not found[0].gone and found[0].sigmoid
