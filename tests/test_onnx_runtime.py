@@ -21,7 +21,7 @@ from clipcls.engine.factory import open_model
 from clipcls.engine.onnx_folder import MANIFEST, prepared_folder, write_manifest
 from clipcls.engine.onnx_sessions import OPTIMIZED
 from clipcls.engine.runtimes import choose_runtime, expected_identity
-from clipcls.errors import ModelLoadError, UsageError
+from clipcls.errors import UnusableExport, UsageError
 from clipcls.settings import ModelSettings
 
 LABELS = "cat,coffee,rocket,astronaut,flower"
@@ -36,7 +36,7 @@ def predict(model: str, *extra: str) -> tuple[list[dict], bool, str]:
 
 
 def probabilities(rows: list[dict]) -> dict[str, dict[str, float]]:
-    return {row["path"]: {s["label"]: s["probability"] for s in row["scores"]} for row in rows}
+    return {row["path"]: {s["label"]: s["probability"] for s in row["predictions"]} for row in rows}
 
 
 def assert_same_answers(onnx_rows: list[dict], torch_rows: list[dict]) -> None:
@@ -61,7 +61,7 @@ def test_an_export_answers_as_its_source_with_no_torch_imported(
     }[which]
     onnx_rows, torch_imported, _ = predict(f"local-dir:{export}")
     assert not torch_imported
-    torch_rows, torch_imported, _ = predict(source, "--runtime", "torch")
+    torch_rows, torch_imported, _ = predict(source, "--runtime", "torch", "--precision", "fp32")
     assert torch_imported
     assert_same_answers(onnx_rows, torch_rows)
 
@@ -100,7 +100,7 @@ def test_every_model_command_runs_an_export_without_torch(
     commands = [
         ["label", str(photos), "--labels", LABELS, "-o", str(out), "--model", model],
         ["evaluate", str(folders), "--model", model],
-        ["search", "a cat", str(photos), "--model", model],
+        ["search", str(photos), "a cat", "--model", model],
         ["similar", str(photos / "chelsea.png"), str(photos), "--model", model],
         ["dedupe", str(photos), "--model", model],
     ]
@@ -142,10 +142,11 @@ def test_a_prepared_export_spares_torch_until_told_otherwise(
     fp32_cpu = ("--device", "cpu", "--precision", "fp32")
     rows, torch_imported, _ = predict(tiny_model, *fp32_cpu)
     assert not torch_imported and len(rows) == len(PHOTOS)
-    _, torch_imported, _ = predict(tiny_model, *fp32_cpu, "--runtime", "torch")
+    # --no-cache: a fully cached run answers from the cache with no model at all
+    _, torch_imported, _ = predict(tiny_model, *fp32_cpu, "--runtime", "torch", "--no-cache")
     assert torch_imported
     monkeypatch.setenv("CLIPCLS_RUNTIME", "torch")
-    _, torch_imported, _ = predict(tiny_model, *fp32_cpu)
+    _, torch_imported, _ = predict(tiny_model, *fp32_cpu, "--no-cache")
     assert torch_imported
 
 
@@ -196,8 +197,7 @@ def test_a_damaged_export_is_one_line_and_nothing_is_written(
         "--model",
         f"local-dir:{folder}",
     )
-    assert done.returncode in (1, 2) and "Traceback" not in done.stderr, done.stderr
-    assert len([line for line in done.stderr.splitlines() if line.strip()]) == 1, done.stderr
+    one_line_refusal(done, "export")
     assert not out.exists()
 
 
@@ -214,11 +214,14 @@ def test_an_opset_this_onnxruntime_cannot_run_is_one_line(
     onnx.save(graph, str(folder / "image.onnx"))
     manifest = json.loads((folder / MANIFEST).read_text())
     write_manifest(folder, {k: v for k, v in manifest.items() if k not in ("files", "format")})
-    settings = ModelSettings(f"local-dir:{folder}", device="cpu")
-    model = open_model(settings)
-    with pytest.raises(ModelLoadError) as raised:
-        model.encode_prepared([np.zeros((32, 32, 3), np.uint8)])
-    assert "\n" not in str(raised.value) and "cannot" in str(raised.value)
+    with pytest.raises(UnusableExport) as raised:
+        open_model(ModelSettings(f"local-dir:{folder}", device="cpu"))
+    assert "\n" not in str(raised.value) and "cannot run" in str(raised.value)
+    out = tmp_path / "out.csv"
+    model = f"local-dir:{folder}"
+    done = run_failing("label", str(SAMPLE_IMAGES), "--labels", "a,b", "-o", str(out), "-m", model)
+    one_line_refusal(done, "cannot run", "onnxruntime")
+    assert not out.exists()
 
 
 def test_torch_for_an_export_and_onnx_without_one_are_usage_errors(
@@ -252,9 +255,21 @@ def test_a_tip_names_prepare_once_after_torch_ran_on_the_cpu(
     tips: list[str] = []
     for _ in range(2):
         config = BackendConfig(
-            ModelSettings(tiny_model, device="cpu", runtime="torch"),
+            ModelSettings(tiny_model, device="cpu", precision="fp32", runtime="torch"),
             cache=EmbeddingCache(isolated_caches),
             hooks=Hooks(tip=tips.append),
         )
         LocalBackend(config).start()
     assert len(tips) == 1 and f"clipcls models prepare {tiny_model}" in tips[0]
+
+
+def test_models_cached_lists_an_export_it_ran(
+    onnx_tiny_siglip_dir: Path, isolated_caches: Path
+) -> None:
+    from clipcls.engine.catalog import local_dir_entries
+
+    model = f"local-dir:{onnx_tiny_siglip_dir}"
+    open_model(ModelSettings(model, device="cpu"))
+    entries = local_dir_entries(ModelSettings(cache_dir=isolated_caches), default="ViT-B-32")
+    found = [entry for entry in entries if entry.model == model]
+    assert len(found) == 1 and not found[0].gone and found[0].sigmoid
