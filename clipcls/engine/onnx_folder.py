@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,8 @@ IDENTITY_PREFIX = "onnx:"
 PREPARED = "onnx"  # the cache's subfolder of prepared exports
 MAX_MANIFEST_BYTES = 1024 * 1024
 RESIZE_MODES = ("shortest", "longest", "squash")
+MAX_SIDE = 16384  # pixels: a manifest's image size beyond this is damage, not a model
+MAX_CONTEXT = 1 << 16  # tokens
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,10 @@ class OnnxFolder:
     @property
     def preprocess(self) -> dict[str, Any]:
         return dict(self.manifest["preprocess"])
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
 
 
 def is_onnx_folder(folder: str | Path) -> bool:
@@ -110,24 +118,91 @@ def _check_shape(root: Path, manifest: Any) -> None:
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         raise UnusableExport(f"{where}: its 'files' list is damaged: export the model again")
     for name in files:
-        if name != os.path.basename(name) or name in ("", ".", "..", MANIFEST):
+        if name != os.path.basename(name) or name in ("", ".", "..", MANIFEST) or "\0" in name:
             raise UnusableExport(f"{where} lists {name!r}, which is not a file of the folder")
     for section in ("image", "text"):
-        if manifest[section].get("file") not in files:
+        if not _text(manifest[section].get("file")) or manifest[section]["file"] not in files:
             raise UnusableExport(f"{where}: the {section} tower's file is not in its 'files' list")
     if manifest["preprocess"].get("resize_mode", "shortest") not in RESIZE_MODES:
         raise UnusableExport(
             f"{where}: unknown resize_mode {manifest['preprocess']['resize_mode']!r}"
         )
-    if not isinstance(manifest.get("logit_scale"), int | float):
-        raise UnusableExport(f"{where} has no logit_scale: export the model again")
+    _check_values(where, manifest)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def _size(value: Any) -> bool:
+    if isinstance(value, list) and len(value) in (1, 2):
+        return all(_count(side, 1, MAX_SIDE) for side in value)
+    return _count(value, 1, MAX_SIDE)
+
+
+# What the runtime reads from each section, and what each value must be (a missing optional
+# key reads as None, which its check allows).
+_CHECKS: dict[str, dict[str, Callable[[Any], bool]]] = {
+    "image": {"input": _text, "output": _text},
+    "text": {
+        "input": _text,
+        "output": _text,
+        "context_length": lambda v: _count(v, 2, MAX_CONTEXT),
+        "cut": lambda v: isinstance(v, bool),
+        "pool": lambda v: v is None or isinstance(v, str),
+        "eos_id": lambda v: v is None or _count(v, 0, 2**31),
+    },
+    "tokenizer": {
+        "kind": lambda v: v in ("bpe", "hf"),
+        "file": _text,
+        "context_length": lambda v: _count(v, 2, MAX_CONTEXT),
+        "clean": lambda v: v is None or isinstance(v, str),
+        "strip_sep_token": lambda v: v is None or isinstance(v, bool),
+        "pad_id": lambda v: v is None or _count(v, 0, 2**31),
+    },
+    "preprocess": {
+        "size": _size,
+        "mode": lambda v: v is None or isinstance(v, str),
+        "interpolation": lambda v: v is None or isinstance(v, str),
+        "fill_color": lambda v: v is None or _count(v, 0, 255),
+    },
+    "": {
+        "logit_scale": _number,
+        "logit_bias": lambda v: v is None or _number(v),
+        "random_weights": lambda v: v is None or isinstance(v, bool),
+        "pretrained": lambda v: v is None or isinstance(v, str),
+    },
+}
+
+
+def _check_values(where: Path, manifest: dict[str, Any]) -> None:
+    """Every value the runtime reads has its type and a sane range: a damaged or hand-edited
+    manifest is one line here, not a traceback from deep in a run."""
+    for section, checks in _CHECKS.items():
+        values = manifest[section] if section else manifest
+        for key, check in checks.items():
+            if not check(values.get(key)):
+                name = f"{section}.{key}" if section else key
+                raise UnusableExport(
+                    f"{where}: {name} is {values.get(key)!r}, which is not a value it can have: "
+                    "export the model again"
+                )
+    if manifest["tokenizer"]["file"] not in manifest["files"]:
+        raise UnusableExport(f"{where}: the tokenizer's file is not in its 'files' list")
 
 
 def verify_files(root: Path, files: dict[str, str], memo: Path | None) -> None:
     """Every listed file is there, a regular file, with the digest recorded for it."""
     for name in files:
-        if not (root / name).is_file():
+        path = root / name
+        if not (path.exists() or path.is_symlink()):
             raise UnusableExport(f"{root}: {name} is missing; export the model again")
+        if not path.is_file():  # a FIFO, a device (a link to /dev/zero), a folder: never read
+            raise UnusableExport(f"{root}: {name} is not a regular file; export the model again")
     found = file_digests([root / name for name in files], memo)
     for name, expected in files.items():
         digest = found.get(str(root / name))

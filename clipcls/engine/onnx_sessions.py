@@ -19,6 +19,7 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -158,9 +159,33 @@ def _session(
     return session
 
 
+@contextlib.contextmanager
+def _loadable(graph: Path) -> Iterator[str]:
+    """A name onnxruntime can open graph by: its path, or where the path is no UTF-8 (which
+    onnxruntime cannot take) the graph's folder opened and named through /proc/self/fd; its
+    external data is found beside the graph either way."""
+    try:
+        str(graph).encode("utf-8")
+    except UnicodeEncodeError:
+        if not os.path.isdir("/proc/self/fd"):
+            raise UnusableExport(
+                f"onnxruntime cannot open {graph}: its path is not UTF-8; move the folder"
+            ) from None
+        fd = os.open(graph.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            yield f"/proc/self/fd/{fd}/{graph.name}"
+        finally:
+            os.close(fd)
+        return
+    yield str(graph)
+
+
 def _create(ort: Any, graph: Path, options: Any, providers: list[str]) -> Any:
     try:
-        return ort.InferenceSession(str(graph), sess_options=options, providers=providers)
+        with _loadable(graph) as name:
+            return ort.InferenceSession(name, sess_options=options, providers=providers)
+    except UnusableExport:
+        raise
     except Exception as error:  # onnxruntime raises its own types, with long messages
         text = " ".join(str(error).split())
         if "opset" in text.lower() or "ir_version" in text.lower():

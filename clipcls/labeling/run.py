@@ -176,7 +176,8 @@ def label_tree(
             return LabelResult(started=False)
         predictor.start(Expected(labels, (templates,), paths=pending))
         loaded = predictor.model_id
-        check_loaded_model(out, setup, loaded)
+        precision = predictor.backend.info.precision
+        check_loaded_model(out, setup, loaded, precision)
         row_model = out.recorded.model if out.recorded is not None else loaded
         job = LabelJob(predictor, labels, templates, options, row_model, out.recovered, folder)
         rows = job.rows(files())
@@ -185,7 +186,9 @@ def label_tree(
                 f"dropped a partial last line ({recovered.dropped_bytes} bytes) "
                 f"from {clean_text(str(output))}"
             )
-        writing = _Writing(job, out, replace(setup, model=row_model), kind, events)
+        writing = _Writing(
+            job, out, replace(setup, model=row_model, precision=precision), kind, events
+        )
         writing.run(rows, total, guard or NoGuard())
     return LabelResult(job.summary)
 
