@@ -13,7 +13,7 @@ import json
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +37,22 @@ class OnnxFolder:
     root: Path
     manifest: dict[str, Any]
     identity: str  # onnx:sha256:<digest of the manifest's bytes>
+    # each file's (device, inode, size, mtime, ctime) as it was before its digest was checked
+    versions: dict[str, tuple[int, ...]] = field(default_factory=dict)
 
     def path(self, name: str) -> Path:
         return self.root / name
+
+    def check_unchanged(self, names: list[str]) -> None:
+        """The files named are still those whose digests were checked (a link swapped, a file
+        replaced or rewritten since: refused, as a session may have read the new one)."""
+        for name in names:
+            known = self.versions.get(name)
+            if known is not None and _version(self.root / name) != known:
+                raise UnusableExport(
+                    f"{self.root}: {name} changed while the export was being opened: "
+                    "run again, and leave the folder alone while it runs"
+                )
 
     @property
     def tokenizer(self) -> dict[str, Any]:
@@ -95,10 +108,17 @@ def read_folder(folder: str | Path, memo: Path | None = None, verify: bool = Tru
     except (UnicodeDecodeError, ValueError) as error:
         raise UnusableExport(f"{root / MANIFEST} is not valid JSON: {error}") from None
     _check_shape(root, manifest)
-    if verify:
-        verify_files(root, manifest["files"], memo)
+    versions = verify_files(root, manifest["files"], memo) if verify else {}
     identity = f"{IDENTITY_PREFIX}sha256:{hashlib.sha256(data).hexdigest()}"
-    return OnnxFolder(root, manifest, identity)
+    return OnnxFolder(root, manifest, identity, versions)
+
+
+def _version(path: Path) -> tuple[int, ...]:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return ()
+    return (found.st_dev, found.st_ino, found.st_size, found.st_mtime_ns, found.st_ctime_ns)
 
 
 def _check_shape(root: Path, manifest: Any) -> None:
@@ -195,14 +215,23 @@ def _check_values(where: Path, manifest: dict[str, Any]) -> None:
         raise UnusableExport(f"{where}: the tokenizer's file is not in its 'files' list")
 
 
-def verify_files(root: Path, files: dict[str, str], memo: Path | None) -> None:
-    """Every listed file is there, a regular file, with the digest recorded for it."""
+def verify_files(
+    root: Path, files: dict[str, str], memo: Path | None
+) -> dict[str, tuple[int, ...]]:
+    """Every listed file is there, a regular file, with the digest recorded for it: each one's
+    version as it was before its digest was checked."""
     for name in files:
         path = root / name
         if not (path.exists() or path.is_symlink()):
             raise UnusableExport(f"{root}: {name} is missing; export the model again")
         if not path.is_file():  # a FIFO, a device (a link to /dev/zero), a folder: never read
             raise UnusableExport(f"{root}: {name} is not a regular file; export the model again")
+        inside = os.path.realpath(root)
+        if os.path.dirname(os.path.realpath(path)) != inside:
+            raise UnusableExport(  # onnxruntime refuses external data from outside its folder
+                f"{root}: {name} is a link out of the folder: copy the file itself there"
+            )
+    versions = {name: _version(root / name) for name in files}
     found = file_digests([root / name for name in files], memo)
     for name, expected in files.items():
         digest = found.get(str(root / name))
@@ -213,6 +242,7 @@ def verify_files(root: Path, files: dict[str, str], memo: Path | None) -> None:
                 f"{root}: {name} does not match the digest its manifest records "
                 "(changed or damaged since export): export the model again"
             )
+    return versions
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any], memo: Path | None = None) -> None:

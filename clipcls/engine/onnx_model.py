@@ -103,6 +103,7 @@ class OnnxModel:
         if tower not in self._sessions:
             graph = self._folder.path(self._folder.manifest[tower]["file"])
             session = open_session(graph, self.weights, self._cache, self._providers, self._threads)
+            self._folder.check_unchanged([graph.name, f"{graph.name}.data"])
             _check_graph(self._folder, tower, session, (self._pixels.height, self._pixels.width))
             self._sessions[tower] = session
         return self._sessions[tower]
