@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clipcls.engine.factory import open_model
-from clipcls.engine.onnx_folder import MANIFEST, read_folder
+from clipcls.engine.onnx_export import PARTIAL_PREFIX
+from clipcls.engine.onnx_folder import MANIFEST, PREPARED, read_folder
+from clipcls.engine.onnx_sessions import OPTIMIZED, STALE_SECONDS
 from clipcls.errors import ClipclsError, UnusableExport
 from clipcls.labeling.label_file import LabelOutput, check_loaded_model
 from clipcls.labeling.manifest import RunSetup
@@ -281,3 +284,60 @@ def test_a_link_swapped_between_the_digest_check_and_the_session_is_refused(
         open_model(ModelSettings(f"local-dir:{folder}", device="cpu"))
     monkeypatch.setattr(onnx_model, "open_session", opened)
     assert open_model(ModelSettings(f"local-dir:{folder}", device="cpu")) is not None
+
+
+def backdate(path: Path, seconds: float) -> None:
+    when = path.stat().st_mtime - seconds
+    os.utime(path, (when, when))
+
+
+def test_copies_half_written_by_killed_runs_are_swept_and_a_fresh_one_kept(
+    onnx_tiny_dir: Path, isolated_caches: Path
+) -> None:
+    optimized = isolated_caches / OPTIMIZED
+    stale, writing = optimized / ".partial-killed", optimized / ".partial-writing"
+    for folder in (stale, writing):
+        folder.mkdir(parents=True)
+        (folder / "image.onnx").write_bytes(b"half a graph")
+    backdate(stale, STALE_SECONDS + 60)
+    model = open_model(ModelSettings(f"local-dir:{onnx_tiny_dir}", device="cpu"))
+    assert model.encode_prepared(PIXELS).shape[0] == 1
+    assert not stale.exists() and writing.exists()
+    assert len([p for p in optimized.glob("*/image.onnx") if p.parent != writing]) == 1
+
+
+def prepare_process(model: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "clipcls", "models", "prepare", model],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+@pytest.mark.slow
+def test_prepare_killed_then_again_and_two_at_once(tiny_model: str, isolated_caches: Path) -> None:
+    prepared = isolated_caches / PREPARED
+    first = prepare_process(tiny_model)
+    try:
+        for _ in range(3000):  # a hang guard: 300 s
+            if list(prepared.glob(f"{PARTIAL_PREFIX}*")) or first.poll() is not None:
+                break
+            time.sleep(0.1)
+    finally:
+        first.kill()
+        first.communicate()
+    killed = list(prepared.glob(f"{PARTIAL_PREFIX}*"))
+    assert killed, "the prepare ended before it could be killed mid-export"
+    for folder in killed:
+        backdate(folder, STALE_SECONDS + 60)  # as if killed an hour ago
+    both = [prepare_process(tiny_model) for _ in range(2)]
+    said = [process.communicate(timeout=300) for process in both]
+    assert [process.returncode for process in both] == [0, 0], said
+    assert sum("already prepared" in err for _, err in said) <= 1
+    exports = [p for p in prepared.iterdir() if not p.name.startswith(".")]
+    assert len(exports) == 1 and (exports[0] / MANIFEST).is_file()
+    assert not any(folder.exists() for folder in killed)
+    assert not list(prepared.glob(f"{PARTIAL_PREFIX}*"))
+    settings = ModelSettings(tiny_model, device="cpu", precision="fp32", runtime="onnx")
+    assert open_model(settings).encode_prepared(PIXELS).shape[0] == 1

@@ -19,6 +19,7 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -29,6 +30,7 @@ from clipcls.errors import ClipclsError, UnusableExport, UsageError
 OPTIMIZED = "onnx-optimized"  # the cache's subfolder of per-machine optimized graphs
 PROVIDERS_ENV = "CLIPCLS_ONNX_PROVIDERS"  # e.g. OpenVINOExecutionProvider,CPUExecutionProvider
 INSTALL = "pip install 'clipcls[onnx]'"
+STALE_SECONDS = 3600.0  # a partial copy this old was left by a killed process
 DEVICE_PROVIDERS = {
     "cuda": "CUDAExecutionProvider",  # onnxruntime-gpu
     "mps": "CoreMLExecutionProvider",
@@ -142,6 +144,7 @@ def _session(
     if save_to is None:
         return _create(ort, graph, options, providers)
     save_to.parent.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(save_to.parent.parent, ".partial-")
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=save_to.parent.parent))
     try:
         options.optimized_model_filepath = str(staging / save_to.name)
@@ -178,6 +181,19 @@ def _loadable(graph: Path) -> Iterator[str]:
             os.close(fd)
         return
     yield str(graph)
+
+
+def sweep_stale(folder: Path, prefix: str) -> None:
+    """Remove folders named prefix... left half-written by killed processes (a graph's size
+    each): those older than STALE_SECONDS, never one another process is writing now."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if not entry.name.startswith(prefix) or not entry.is_dir(follow_symlinks=False):
+                continue
+            with contextlib.suppress(OSError):
+                if now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
+                    shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def _create(ort: Any, graph: Path, options: Any, providers: list[str]) -> Any:
