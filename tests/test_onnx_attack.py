@@ -341,3 +341,31 @@ def test_prepare_killed_then_again_and_two_at_once(tiny_model: str, isolated_cac
     assert not list(prepared.glob(f"{PARTIAL_PREFIX}*"))
     settings = ModelSettings(tiny_model, device="cpu", precision="fp32", runtime="onnx")
     assert open_model(settings).encode_prepared(PIXELS).shape[0] == 1
+
+
+@pytest.mark.parametrize("memo", ["corrupt", "locked"])
+def test_a_corrupt_or_locked_digest_memo_costs_only_a_hash(
+    memo: str, onnx_tiny_dir: Path, isolated_caches: Path
+) -> None:
+    import sqlite3
+
+    isolated_caches.mkdir(parents=True, exist_ok=True)
+    path = isolated_caches / "digests.sqlite3"
+    holder = None
+    if memo == "corrupt":
+        path.write_bytes(b"SQLite format 3\0" + os.urandom(4000))
+    else:
+        holder = sqlite3.connect(path, isolation_level=None)
+        holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+        holder.execute("BEGIN EXCLUSIVE")
+    try:
+        model = open_model(ModelSettings(f"local-dir:{onnx_tiny_dir}", device="cpu"))
+        assert model.encode_prepared(PIXELS).shape[0] == 1
+        folder = copy_of(onnx_tiny_dir, isolated_caches.parent / "changed")
+        with open(folder / "text.onnx.data", "r+b") as stream:
+            stream.write(b"\xff\xff")
+        with pytest.raises(UnusableExport, match="does not match"):
+            open_model(ModelSettings(f"local-dir:{folder}", device="cpu"))
+    finally:
+        if holder is not None:
+            holder.close()
