@@ -369,3 +369,55 @@ def test_a_corrupt_or_locked_digest_memo_costs_only_a_hash(
     finally:
         if holder is not None:
             holder.close()
+
+
+@pytest.mark.parametrize(
+    "how", ["env", "config", "torch-on-export", "bf16-on-export", "onnx-without-export"]
+)
+def test_runtime_choices_that_cannot_run_are_one_line(
+    how: str, onnx_tiny_dir: Path, tiny_model: str, tmp_path: Path
+) -> None:
+    base = [sys.executable, "-m", "clipcls"]
+    args = ["predict", str(SAMPLE_IMAGES), "--labels", "a,b", "-m", f"local-dir:{onnx_tiny_dir}"]
+    env = dict(os.environ)
+    if how == "env":
+        env["CLIPCLS_RUNTIME"] = "bo[/b]gus"
+        words: tuple[str, ...] = ("$CLIPCLS_RUNTIME", "bo[/b]gus")
+    elif how == "config":
+        subprocess.run([*base, "config", "set", "runtime", "onnx"], check=True, timeout=300)
+        args[-1], words = tiny_model, ("models prepare",)
+    elif how == "torch-on-export":
+        args, words = [*args, "--runtime", "torch"], ("ONNX export", "--runtime onnx")
+    elif how == "bf16-on-export":
+        args, words = [*args, "--precision", "bf16"], ("bf16", "--runtime torch")
+    else:
+        args[-1], words = tiny_model, ("models prepare",)
+        args += ["--runtime", "onnx"]
+    done = subprocess.run([*base, *args], capture_output=True, text=True, timeout=300, env=env)
+    one_line(done, *words)
+
+
+@pytest.mark.slow
+def test_a_label_run_on_torch_fp32_resumes_on_its_prepared_export_not_in_bf16(
+    tiny_model: str, tmp_path: Path
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for path in PHOTOS[:3]:
+        shutil.copy(path, photos / path.name)
+    out = tmp_path / "out.csv"
+    label = ["label", str(photos), "--labels", "cat,rocket", "-o", str(out), "-m", tiny_model]
+    assert run(*label, "--runtime", "torch", "--precision", "fp32").returncode == 0
+    for path in PHOTOS[3:]:  # what the first run had not reached when it was stopped
+        shutil.copy(path, photos / path.name)
+    done = run(*label, "--resume", "--runtime", "torch", "--precision", "bf16")
+    assert done.returncode == 2, done.stderr  # said once the model is loaded, after its line
+    last = done.stderr.strip().splitlines()[-1]
+    assert "computed in fp32" in last and "--precision fp32" in last, done.stderr
+    assert len(out.read_text().splitlines()) == 4
+    assert run("models", "prepare", tiny_model).returncode == 0
+    done = run(*label, "--resume", "--runtime", "onnx")
+    assert done.returncode == 0, done.stderr
+    assert "ONNX Runtime" in done.stderr
+    rows = out.read_text().splitlines()
+    assert len(rows) == 1 + len(PHOTOS) and len({row.split(",")[-2] for row in rows[1:]}) == 1
