@@ -213,6 +213,11 @@ def _check_values(where: Path, manifest: dict[str, Any]) -> None:
                 )
     if manifest["tokenizer"]["file"] not in manifest["files"]:
         raise UnusableExport(f"{where}: the tokenizer's file is not in its 'files' list")
+    if manifest["tokenizer"]["context_length"] != manifest["text"]["context_length"]:
+        raise UnusableExport(  # the text tower's positions end at its own context length
+            f"{where}: the tokenizer's context_length is not the text tower's: "
+            "export the model again"
+        )
 
 
 def verify_files(
