@@ -100,6 +100,9 @@ def prepare_onnx(settings: ModelSettings) -> tuple[ExportReport | None, Path]:
     if _sound_export(folder, cache):
         return None, folder
     _set_aside(folder)  # a damaged export, or files that are no export: the new one replaces it
+    from clipcls.engine.onnx_sessions import sweep_stale
+
+    sweep_stale(folder.parent, PARTIAL_PREFIX)  # what killed prepares left in the cache
     try:
         return export_loaded(loaded, folder), folder
     except UsageError:

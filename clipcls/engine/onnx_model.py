@@ -102,9 +102,10 @@ class OnnxModel:
     def _session(self, tower: str) -> Any:
         if tower not in self._sessions:
             graph = self._folder.path(self._folder.manifest[tower]["file"])
-            self._sessions[tower] = open_session(
-                graph, self.weights, self._cache, self._providers, self._threads
-            )
+            session = open_session(graph, self.weights, self._cache, self._providers, self._threads)
+            self._folder.check_unchanged([graph.name, f"{graph.name}.data"])
+            _check_graph(self._folder, tower, session, (self._pixels.height, self._pixels.width))
+            self._sessions[tower] = session
         return self._sessions[tower]
 
     def prepare(self, image: Image.Image) -> np.ndarray:
@@ -178,6 +179,28 @@ def _tokenizer(folder: OnnxFolder) -> Any:
             pad_id=int(spec.get("pad_id", 0)),
         )
     raise UnusableExport(f"{folder.root / MANIFEST}: unknown tokenizer kind {spec.get('kind')!r}")
+
+
+def _check_graph(folder: OnnxFolder, tower: str, session: Any, size: tuple[int, int]) -> None:
+    """The tower's graph has the input and output its manifest names, and the image tower takes
+    the size the preprocessing makes: else a run would fail deep in onnxruntime."""
+    section = folder.manifest[tower]
+    inputs = {item.name: item.shape for item in session.get_inputs()}
+    outputs = {item.name for item in session.get_outputs()}
+    where = folder.root / MANIFEST
+    if section["input"] not in inputs or section["output"] not in outputs:
+        raise UnusableExport(
+            f"{where}: the {tower} tower's graph has no input {section['input']!r} and output "
+            f"{section['output']!r}: export the model again"
+        )
+    shape = inputs[section["input"]]
+    if tower == "image" and len(shape) == 4:
+        fixed = [side for side in shape[2:] if isinstance(side, int)]
+        if len(fixed) == 2 and tuple(fixed) != tuple(size):
+            raise UnusableExport(
+                f"{where}: preprocess.size is {list(size)} but the image tower takes "
+                f"{fixed}: export the model again"
+            )
 
 
 def _ends(tokens: np.ndarray, text: dict[str, Any]) -> list[int]:

@@ -19,6 +19,8 @@ import os
 import platform
 import shutil
 import tempfile
+import time
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from clipcls.errors import ClipclsError, UnusableExport, UsageError
 OPTIMIZED = "onnx-optimized"  # the cache's subfolder of per-machine optimized graphs
 PROVIDERS_ENV = "CLIPCLS_ONNX_PROVIDERS"  # e.g. OpenVINOExecutionProvider,CPUExecutionProvider
 INSTALL = "pip install 'clipcls[onnx]'"
+STALE_SECONDS = 3600.0  # a partial copy this old was left by a killed process
 DEVICE_PROVIDERS = {
     "cuda": "CUDAExecutionProvider",  # onnxruntime-gpu
     "mps": "CoreMLExecutionProvider",
@@ -141,6 +144,7 @@ def _session(
     if save_to is None:
         return _create(ort, graph, options, providers)
     save_to.parent.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale(save_to.parent.parent, ".partial-")
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=save_to.parent.parent))
     try:
         options.optimized_model_filepath = str(staging / save_to.name)
@@ -158,9 +162,46 @@ def _session(
     return session
 
 
+@contextlib.contextmanager
+def _loadable(graph: Path) -> Iterator[str]:
+    """A name onnxruntime can open graph by: its path, or where the path is no UTF-8 (which
+    onnxruntime cannot take) the graph's folder opened and named through /proc/self/fd; its
+    external data is found beside the graph either way."""
+    try:
+        str(graph).encode("utf-8")
+    except UnicodeEncodeError:
+        if not os.path.isdir("/proc/self/fd"):
+            raise UnusableExport(
+                f"onnxruntime cannot open {graph}: its path is not UTF-8; move the folder"
+            ) from None
+        fd = os.open(graph.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            yield f"/proc/self/fd/{fd}/{graph.name}"
+        finally:
+            os.close(fd)
+        return
+    yield str(graph)
+
+
+def sweep_stale(folder: Path, prefix: str) -> None:
+    """Remove folders named prefix... left half-written by killed processes (a graph's size
+    each): those older than STALE_SECONDS, never one another process is writing now."""
+    now = time.time()
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            if not entry.name.startswith(prefix) or not entry.is_dir(follow_symlinks=False):
+                continue
+            with contextlib.suppress(OSError):
+                if now - entry.stat(follow_symlinks=False).st_mtime > STALE_SECONDS:
+                    shutil.rmtree(entry.path, ignore_errors=True)
+
+
 def _create(ort: Any, graph: Path, options: Any, providers: list[str]) -> Any:
     try:
-        return ort.InferenceSession(str(graph), sess_options=options, providers=providers)
+        with _loadable(graph) as name:
+            return ort.InferenceSession(name, sess_options=options, providers=providers)
+    except UnusableExport:
+        raise
     except Exception as error:  # onnxruntime raises its own types, with long messages
         text = " ".join(str(error).split())
         if "opset" in text.lower() or "ir_version" in text.lower():

@@ -45,8 +45,9 @@ def _channels(value: Any, name: str) -> np.ndarray:
     """Three float32 per-channel values (one number stands for all three, as in open_clip)."""
     values = list(value) if isinstance(value, list | tuple) else [value]
     try:
-        array = np.asarray(values * 3 if len(values) == 1 else values, dtype=np.float32)
-    except (TypeError, ValueError):
+        with np.errstate(over="ignore"):  # a huge number becomes inf, refused just below
+            array = np.asarray(values * 3 if len(values) == 1 else values, dtype=np.float32)
+    except (TypeError, ValueError, OverflowError):
         array = np.zeros(0, dtype=np.float32)
     if (
         array.shape != (3,)

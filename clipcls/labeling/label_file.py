@@ -105,9 +105,22 @@ def open_label_output(
     return output
 
 
-def check_loaded_model(output: LabelOutput, setup: RunSetup, model: str) -> None:
-    """Refuse to resume with other weights, where only loading could tell (default tags)."""
+PRECISIONS = ("fp32", "bf16", "fp16")  # what a loaded model reports (a server or Ray: maybe auto)
+
+
+def check_loaded_model(
+    output: LabelOutput, setup: RunSetup, model: str, precision: str | None = None
+) -> None:
+    """Refuse to resume with other weights, where only loading could tell (default tags), or in
+    another precision than the rows were computed in (auto may pick bf16 where fp32 ran)."""
     recorded = output.recorded
+    if recorded is not None and recorded.precision in PRECISIONS and precision in PRECISIONS:
+        if recorded.precision != precision:
+            raise UsageError(
+                f"cannot resume {output.path}: its rows were computed in {recorded.precision}, "
+                f"this run computes in {precision}: resume with --precision {recorded.precision}, "
+                "or use --overwrite to start again"
+            )
     if recorded is None or recorded.model == model:
         return
     if recorded.model_key is not None and setup.model_key is not None:

@@ -44,6 +44,9 @@ class RunSetup:
     multi_label: bool = False  # every label at or above its threshold (--multi-label)
     # The server the rows came through (client.wire.base_url); None: this machine computed them.
     server: str | None = None
+    # The precision the rows were computed in (None: not recorded): a resume must compute in it.
+    # torch fp32 and an ONNX export of the same weights agree to 1e-4, and may continue each other.
+    precision: str | None = None
 
     @staticmethod
     def label_texts(labels: tuple[Label, ...]) -> tuple[tuple[str, tuple[str, ...]], ...]:

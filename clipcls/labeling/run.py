@@ -176,7 +176,8 @@ def label_tree(
             return LabelResult(started=False)
         predictor.start(Expected(labels, (templates,), paths=pending))
         loaded = predictor.model_id
-        check_loaded_model(out, setup, loaded)
+        precision = _precision(predictor.backend)
+        check_loaded_model(out, setup, loaded, precision)
         row_model = out.recorded.model if out.recorded is not None else loaded
         job = LabelJob(predictor, labels, templates, options, row_model, out.recovered, folder)
         rows = job.rows(files())
@@ -185,9 +186,17 @@ def label_tree(
                 f"dropped a partial last line ({recovered.dropped_bytes} bytes) "
                 f"from {clean_text(str(output))}"
             )
-        writing = _Writing(job, out, replace(setup, model=row_model), kind, events)
+        writing = _Writing(
+            job, out, replace(setup, model=row_model, precision=precision), kind, events
+        )
         writing.run(rows, total, guard or NoGuard())
     return LabelResult(job.summary)
+
+
+def _precision(backend: object) -> str | None:
+    """The precision a backend computes in, where it says (a backend made for the API may not)."""
+    value = getattr(getattr(backend, "info", None), "precision", None)
+    return value if isinstance(value, str) else None
 
 
 def _keep_examples(fewshot: FewShot, options: LabelOptions, inputs: Sequence[str]) -> None:
