@@ -81,6 +81,28 @@ def tiny_siglip(tmp_path_factory: pytest.TempPathFactory) -> str:
     return f"local-dir:{write_tiny_model(folder, seed=2, arch='ViT-B-16-SigLIP2')}"
 
 
+def export_onnx_tiny(source: str, folder: Path) -> Path:
+    """Export a local-dir: model to an ONNX folder (both towers, parity-checked)."""
+    from clipcls.engine.onnx_export import export_onnx
+
+    export_onnx(ModelSettings(source, cache_dir=folder.parent / "cache"), folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def onnx_tiny_dir(tiny_model: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_model exported as an ONNX folder (its text tower cut to any length); export costs
+    seconds, so once per session: tests must not change it (copy it first)."""
+    return export_onnx_tiny(tiny_model, tmp_path_factory.mktemp("onnx_tiny") / "export")
+
+
+@pytest.fixture(scope="session")
+def onnx_tiny_siglip_dir(tiny_siglip: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """tiny_siglip exported as an ONNX folder (text tower at its fixed context length, logit
+    bias); once per session, not to be changed."""
+    return export_onnx_tiny(tiny_siglip, tmp_path_factory.mktemp("onnx_siglip") / "export")
+
+
 @pytest.fixture
 def photos(tmp_path: Path) -> Path:
     """A folder with four real photos from sample_images/ (copied, so tests may change it)."""

@@ -12,6 +12,7 @@ from rich.text import Text
 from clipcls.cli.console import notice, reported_errors
 from clipcls.cli.groups import SuggestingGroup
 from clipcls.cli.models_export import EXPORT_EXAMPLES, export
+from clipcls.cli.models_onnx import PREPARE_EXAMPLES, prepare
 from clipcls.cli.options import CacheDirOpt, DebugOpt, JsonOpt
 from clipcls.errors import UsageError
 from clipcls.output.writers import plain_console
@@ -109,3 +110,4 @@ def models(
 
 
 models_app.command("export", epilog=EXPORT_EXAMPLES)(export)
+models_app.command("prepare", epilog=PREPARE_EXAMPLES)(prepare)

@@ -19,6 +19,7 @@ EXPORT_EXAMPLES = """
   clipcls models export ViT-B-32 --pretrained datacomp_xl_s13b_b90k ./vit-b-32
   clipcls predict photos/ --labels cat,dog --model local-dir:./vit-b-32 --offline
   clipcls models export ViT-B-32 ./tiny-random --random --tiny   # no network, meaningless
+  clipcls models export ViT-B-32 ./vit-b-32-onnx --onnx   # runs without torch
 """
 
 
@@ -41,6 +42,12 @@ def export(
     seed: Annotated[
         int, typer.Option("--seed", min=0, help="With --random: the seed of the weights.")
     ] = 0,
+    onnx: Annotated[
+        bool,
+        typer.Option(
+            "--onnx", help="Both towers as ONNX, checked against torch: runs with no torch."
+        ),
+    ] = False,
     cache_dir: CacheDirOpt = None,
     offline: OfflineOpt = False,
     debug: DebugOpt = False,
@@ -49,11 +56,16 @@ def export(
     with reported_errors(debug):
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise UsageError(f"{folder} exists and is not an empty folder")
+        if tiny and not random:
+            raise UsageError("--tiny only goes with --random")
+        if onnx:
+            from clipcls.cli.models_onnx import export_onnx_folder
+
+            export_onnx_folder(model, folder, pretrained, (random, tiny, seed), cache_dir, offline)
+            return
         if random:
             _export_random(model, folder, pretrained, tiny, seed)
             return
-        if tiny:
-            raise UsageError("--tiny only goes with --random")
         _export_loaded(model, folder, pretrained, cache_dir, offline)
 
 

@@ -290,6 +290,10 @@ class ClipModel:
                 out[rows.numpy()] = features
         return out
 
+    def torch_parts(self) -> tuple[Any, Any, Any]:
+        """(open_clip model, eval preprocessing, tokenizer), for the ONNX exporter."""
+        return self._model, self._preprocess, self._tokenizer
+
     def export(self, folder: Path) -> None:
         """Write a self-contained local-dir: folder (config with preprocessing + safetensors)."""
         import open_clip
