@@ -97,7 +97,8 @@ def make_models(scratch: Path) -> tuple[Path, Path]:
         done = subprocess.run(clipcls(*args), env=env, capture_output=True, text=True)
         if done.returncode != 0:
             raise SystemExit(f"clipcls {' '.join(args)} failed:\n{done.stderr}")
-        said = " ".join(done.stderr.split())[-240:]
+        lines = done.stderr.splitlines()
+        said = "; ".join(line[:150] for line in lines if line.startswith(("parity", "wrote")))
         print(f"# clipcls {' '.join(args[:3])}: {time.perf_counter() - started:.0f} s; {said}")
     return source, export
 
