@@ -34,6 +34,13 @@ class ModelLoadError(ClipclsError):
     """The model or its weights cannot be built or obtained."""
 
 
+class UnusableExport(ModelLoadError):
+    """An ONNX export folder cannot be used as it is: damaged, changed since its export, or
+    made for another onnxruntime. A usage error: the folder given is the wrong input."""
+
+    exit_status = ExitStatus.USAGE
+
+
 class ImageError(ClipclsError):
     """One image cannot be read or decoded."""
 

@@ -21,7 +21,7 @@ from clipcls.engine.factory import open_model
 from clipcls.engine.onnx_folder import MANIFEST, prepared_folder, write_manifest
 from clipcls.engine.onnx_sessions import OPTIMIZED
 from clipcls.engine.runtimes import choose_runtime, expected_identity
-from clipcls.errors import ModelLoadError, UsageError
+from clipcls.errors import UnusableExport, UsageError
 from clipcls.settings import ModelSettings
 
 LABELS = "cat,coffee,rocket,astronaut,flower"
@@ -197,8 +197,7 @@ def test_a_damaged_export_is_one_line_and_nothing_is_written(
         "--model",
         f"local-dir:{folder}",
     )
-    assert done.returncode in (1, 2) and "Traceback" not in done.stderr, done.stderr
-    assert len([line for line in done.stderr.splitlines() if line.strip()]) == 1, done.stderr
+    one_line_refusal(done, "export")
     assert not out.exists()
 
 
@@ -215,11 +214,14 @@ def test_an_opset_this_onnxruntime_cannot_run_is_one_line(
     onnx.save(graph, str(folder / "image.onnx"))
     manifest = json.loads((folder / MANIFEST).read_text())
     write_manifest(folder, {k: v for k, v in manifest.items() if k not in ("files", "format")})
-    settings = ModelSettings(f"local-dir:{folder}", device="cpu")
-    model = open_model(settings)
-    with pytest.raises(ModelLoadError) as raised:
-        model.encode_prepared([np.zeros((32, 32, 3), np.uint8)])
-    assert "\n" not in str(raised.value) and "cannot" in str(raised.value)
+    with pytest.raises(UnusableExport) as raised:
+        open_model(ModelSettings(f"local-dir:{folder}", device="cpu"))
+    assert "\n" not in str(raised.value) and "cannot run" in str(raised.value)
+    out = tmp_path / "out.csv"
+    model = f"local-dir:{folder}"
+    done = run_failing("label", str(SAMPLE_IMAGES), "--labels", "a,b", "-o", str(out), "-m", model)
+    one_line_refusal(done, "cannot run", "onnxruntime")
+    assert not out.exists()
 
 
 def test_torch_for_an_export_and_onnx_without_one_are_usage_errors(
@@ -259,3 +261,15 @@ def test_a_tip_names_prepare_once_after_torch_ran_on_the_cpu(
         )
         LocalBackend(config).start()
     assert len(tips) == 1 and f"clipcls models prepare {tiny_model}" in tips[0]
+
+
+def test_models_cached_lists_an_export_it_ran(
+    onnx_tiny_siglip_dir: Path, isolated_caches: Path
+) -> None:
+    from clipcls.engine.catalog import local_dir_entries
+
+    model = f"local-dir:{onnx_tiny_siglip_dir}"
+    open_model(ModelSettings(model, device="cpu"))
+    entries = local_dir_entries(ModelSettings(cache_dir=isolated_caches), default="ViT-B-32")
+    found = [entry for entry in entries if entry.model == model]
+    assert len(found) == 1 and not found[0].gone and found[0].sigmoid

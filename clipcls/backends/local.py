@@ -38,7 +38,8 @@ ONNX_SPEEDUP = "about 5x"  # one new image, prompts cached: benchmarks/startup.p
 def describe(info: ModelInfo) -> str:
     """The one line that says which model runs where."""
     weights = f" ({info.pretrained})" if info.pretrained else ""
-    return f"model {info.model}{weights} on {info.device}, {info.precision}"
+    runtime = ", ONNX Runtime" if info.runtime == "onnx" else ""
+    return f"model {info.model}{weights} on {info.device}, {info.precision}{runtime}"
 
 
 def load_model(settings: ModelSettings, hooks: Hooks, quiet: bool = False) -> Encoder:

@@ -21,8 +21,13 @@ class RayBackend(BaseBackend):
     name = "ray"
 
     def __init__(self, config: BackendConfig) -> None:
+        from dataclasses import replace
+
+        from clipcls.engine.runtimes import choose_runtime
+
         super().__init__(config)
-        self.settings = config.settings
+        # Resolved here, so every node runs what this one chose (auto looks in a local cache).
+        self.settings = replace(config.settings, runtime=choose_runtime(config.settings))
         self._named: tuple[str, str | None] | None = None
         self._joined = False
         self._text_tower: LocalBackend | None = None  # loaded only to score embeddings here
@@ -42,6 +47,11 @@ class RayBackend(BaseBackend):
 
             check_model_name(self.settings)
             named = named_model_id(self.settings)
+            if named is None and self.settings.runtime == "onnx":  # a prepared export
+                from clipcls.engine.runtimes import expected_identity
+
+                arch, _, tag = (expected_identity(self.settings) or "").partition(":")
+                named = (arch, tag) if tag else None
             if named is None:  # the default tag: ask open_clip
                 source = resolve_source(self.settings)
                 named = (source.name, source.pretrained)

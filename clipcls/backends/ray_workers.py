@@ -33,6 +33,16 @@ class Preparer:
     """A model's decoding and preprocessing, built on the meta device: no weights in memory."""
 
     def __init__(self, settings: ModelSettings, device: str) -> None:
+        from clipcls.engine.runtimes import choose_runtime
+
+        self._onnx: Any = None
+        self.plan: EmbedPlan
+        if choose_runtime(settings) == "onnx":  # an export: its own preprocessing, no torch
+            from clipcls.engine.onnx_model import OnnxModel
+
+            self._onnx = OnnxModel(settings)  # reads the manifest; no session is opened
+            self.plan = self._onnx.plan
+            return
         from clipcls.engine.fastpaths import split_preprocess
         from clipcls.engine.hardware import pick_precision
         from clipcls.engine.model import image_plan, load_preprocess, source_weights
@@ -43,18 +53,18 @@ class Preparer:
         self._fast = split_preprocess(self._preprocess)
         precision = pick_precision(settings.precision, device)
         weights = source_weights(source, settings)
-        self.plan: EmbedPlan = image_plan(
-            weights, settings, model, self._preprocess, precision, device
-        )
+        self.plan = image_plan(weights, settings, model, self._preprocess, precision, device)
 
     @property
     def sends_pixels(self) -> bool:
         """True where the preprocessing ends in uint8 pixels the actors can take as they are."""
-        return self._fast is not None
+        return self._onnx is not None or self._fast is not None
 
     def prepare(self, image: Image.Image) -> Any:
         from clipcls.engine.fastpaths import prepare_image
 
+        if self._onnx is not None:
+            return self._onnx.prepare(image)
         return prepare_image(self._fast, self._preprocess, image)
 
 

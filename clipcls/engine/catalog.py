@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from clipcls.engine.local_dirs import used_local_dirs
+from clipcls.engine.onnx_folder import MANIFEST
 from clipcls.engine.sources import CONFIG_FILE, LOCAL_DIR, WEIGHT_FILES
 from clipcls.settings import DEFAULT_PRETRAINED, ModelSettings
 
@@ -72,9 +73,11 @@ def catalog(settings: ModelSettings, text_filter: str = "") -> list[CatalogEntry
 
 def _folder_is_sigmoid(folder: str) -> bool:
     try:
+        if Path(folder, MANIFEST).is_file():  # an ONNX export: sigmoid models keep a bias
+            return json.loads(Path(folder, MANIFEST).read_text("utf-8"))["logit_bias"] is not None
         config = json.loads(Path(folder, CONFIG_FILE).read_text(encoding="utf-8"))
         return is_sigmoid(config.get("model_cfg") or {})
-    except (OSError, ValueError, AttributeError, RecursionError):
+    except (OSError, ValueError, AttributeError, RecursionError, KeyError, TypeError):
         return False
 
 

@@ -12,11 +12,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from clipcls.engine.onnx_folder import MANIFEST
 from clipcls.engine.sources import CONFIG_FILE, LOCAL_DIR
 from clipcls.settings import ModelSettings
 from clipcls.userfiles import UnusableFile, locked, read_small_text, replace_text
 
 FILE_NAME = "local-dirs.json"
+MARKERS = (CONFIG_FILE, MANIFEST)  # an open_clip folder, or an ONNX export
 MAX_FOLDERS = 200  # the least recently used beyond this are forgotten
 MAX_BYTES = 1024 * 1024
 
@@ -74,6 +76,6 @@ def used_local_dirs(cache_dir: Path) -> list[UsedFolder]:
     """The recorded folders, most recently used first."""
     folders = sorted(_read(cache_dir / FILE_NAME).items(), key=lambda item: -item[1])
     return [
-        UsedFolder(folder, used, os.path.isfile(os.path.join(folder, CONFIG_FILE)))
+        UsedFolder(folder, used, any(os.path.isfile(os.path.join(folder, n)) for n in MARKERS))
         for folder, used in folders
     ]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clipcls.digests import file_digest, file_digests
-from clipcls.errors import ModelLoadError
+from clipcls.errors import ModelLoadError, UnusableExport
 
 MANIFEST = "clipcls_onnx.json"
 FORMAT = "clipcls-onnx-1"
@@ -71,9 +71,9 @@ def _manifest_bytes(root: Path) -> bytes:
         with open_regular(str(root / MANIFEST)) as stream:
             data: bytes = stream.read(MAX_MANIFEST_BYTES + 1)
     except OSError as error:
-        raise ModelLoadError(f"cannot read {root / MANIFEST}: {error.strerror or error}") from None
+        raise UnusableExport(f"cannot read {root / MANIFEST}: {error.strerror or error}") from None
     if len(data) > MAX_MANIFEST_BYTES:
-        raise ModelLoadError(f"{root / MANIFEST} is over {MAX_MANIFEST_BYTES} bytes: no manifest")
+        raise UnusableExport(f"{root / MANIFEST} is over {MAX_MANIFEST_BYTES} bytes: no manifest")
     return data
 
 
@@ -85,7 +85,7 @@ def read_folder(folder: str | Path, memo: Path | None = None, verify: bool = Tru
     try:
         manifest = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as error:
-        raise ModelLoadError(f"{root / MANIFEST} is not valid JSON: {error}") from None
+        raise UnusableExport(f"{root / MANIFEST} is not valid JSON: {error}") from None
     _check_shape(root, manifest)
     if verify:
         verify_files(root, manifest["files"], memo)
@@ -97,44 +97,44 @@ def _check_shape(root: Path, manifest: Any) -> None:
     """The manifest has what the runtime reads, of the right types."""
     where = root / MANIFEST
     if not isinstance(manifest, dict):
-        raise ModelLoadError(f"{where} is not a clipcls ONNX manifest")
+        raise UnusableExport(f"{where} is not a clipcls ONNX manifest")
     if manifest.get("format") != FORMAT:
         found = manifest.get("format")
-        raise ModelLoadError(
+        raise UnusableExport(
             f"{where} has format {found!r}; this clipcls reads {FORMAT!r}: export the model again"
         )
     for key in ("image", "text", "tokenizer", "preprocess", "files"):
         if not isinstance(manifest.get(key), dict):
-            raise ModelLoadError(f"{where} has no {key!r} section: export the model again")
+            raise UnusableExport(f"{where} has no {key!r} section: export the model again")
     files = manifest["files"]
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
-        raise ModelLoadError(f"{where}: its 'files' list is damaged: export the model again")
+        raise UnusableExport(f"{where}: its 'files' list is damaged: export the model again")
     for name in files:
         if name != os.path.basename(name) or name in ("", ".", "..", MANIFEST):
-            raise ModelLoadError(f"{where} lists {name!r}, which is not a file of the folder")
+            raise UnusableExport(f"{where} lists {name!r}, which is not a file of the folder")
     for section in ("image", "text"):
         if manifest[section].get("file") not in files:
-            raise ModelLoadError(f"{where}: the {section} tower's file is not in its 'files' list")
+            raise UnusableExport(f"{where}: the {section} tower's file is not in its 'files' list")
     if manifest["preprocess"].get("resize_mode", "shortest") not in RESIZE_MODES:
-        raise ModelLoadError(
+        raise UnusableExport(
             f"{where}: unknown resize_mode {manifest['preprocess']['resize_mode']!r}"
         )
     if not isinstance(manifest.get("logit_scale"), int | float):
-        raise ModelLoadError(f"{where} has no logit_scale: export the model again")
+        raise UnusableExport(f"{where} has no logit_scale: export the model again")
 
 
 def verify_files(root: Path, files: dict[str, str], memo: Path | None) -> None:
     """Every listed file is there, a regular file, with the digest recorded for it."""
     for name in files:
         if not (root / name).is_file():
-            raise ModelLoadError(f"{root}: {name} is missing; export the model again")
+            raise UnusableExport(f"{root}: {name} is missing; export the model again")
     found = file_digests([root / name for name in files], memo)
     for name, expected in files.items():
         digest = found.get(str(root / name))
         if digest is None:
-            raise ModelLoadError(f"{root}: {name} cannot be read as a regular file")
+            raise UnusableExport(f"{root}: {name} cannot be read as a regular file")
         if digest != expected:
-            raise ModelLoadError(
+            raise UnusableExport(
                 f"{root}: {name} does not match the digest its manifest records "
                 "(changed or damaged since export): export the model again"
             )

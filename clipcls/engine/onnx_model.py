@@ -24,7 +24,7 @@ from clipcls.engine.hardware import plan_threads
 from clipcls.engine.onnx_folder import MANIFEST, OnnxFolder, prepared_folder, read_folder
 from clipcls.engine.onnx_sessions import onnxruntime, open_session, pick_providers
 from clipcls.engine.sources import LOCAL_DIR, RANDOM_NOTICE, cache_key
-from clipcls.errors import ModelLoadError, UsageError
+from clipcls.errors import UnusableExport, UsageError
 from clipcls.pipeline import EmbedPlan, ModelInfo
 from clipcls.settings import ModelSettings, Precision
 
@@ -92,6 +92,9 @@ class OnnxModel:
         notices = (RANDOM_NOTICE.format(name=name),) if manifest.get("random_weights") else ()
         pretrained = None if name.startswith(LOCAL_DIR) else manifest.get("pretrained")
         self.info = ModelInfo(name, pretrained, device, "fp32", notices, runtime="onnx")
+        # Opened now, not at the first batch: an export this onnxruntime cannot run is refused
+        # before a run writes anything (0.02-0.05 s with this machine's optimized copy).
+        self._session("image")
         self.logit_scale = float(manifest["logit_scale"])
         bias = manifest.get("logit_bias")
         self.logit_bias = None if bias is None else float(bias)
@@ -174,7 +177,7 @@ def _tokenizer(folder: OnnxFolder) -> Any:
             strip_sep_token=bool(spec.get("strip_sep_token", False)),
             pad_id=int(spec.get("pad_id", 0)),
         )
-    raise ModelLoadError(f"{folder.root / MANIFEST}: unknown tokenizer kind {spec.get('kind')!r}")
+    raise UnusableExport(f"{folder.root / MANIFEST}: unknown tokenizer kind {spec.get('kind')!r}")
 
 
 def _ends(tokens: np.ndarray, text: dict[str, Any]) -> list[int]:

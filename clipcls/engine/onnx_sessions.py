@@ -23,7 +23,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from clipcls.errors import ClipclsError, ModelLoadError, UsageError
+from clipcls.errors import ClipclsError, UnusableExport, UsageError
 
 OPTIMIZED = "onnx-optimized"  # the cache's subfolder of per-machine optimized graphs
 PROVIDERS_ENV = "CLIPCLS_ONNX_PROVIDERS"  # e.g. OpenVINOExecutionProvider,CPUExecutionProvider
@@ -164,8 +164,8 @@ def _create(ort: Any, graph: Path, options: Any, providers: list[str]) -> Any:
     except Exception as error:  # onnxruntime raises its own types, with long messages
         text = " ".join(str(error).split())
         if "opset" in text.lower() or "ir_version" in text.lower():
-            raise ModelLoadError(
+            raise UnusableExport(
                 f"onnxruntime {ort.__version__} cannot run {graph}: {text[:200]} "
                 "(upgrade onnxruntime, or export with an older opset)"
             ) from None
-        raise ModelLoadError(f"onnxruntime cannot load {graph}: {text[:300]}") from None
+        raise UnusableExport(f"onnxruntime cannot load {graph}: {text[:300]}") from None

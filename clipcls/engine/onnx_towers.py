@@ -43,11 +43,13 @@ def check_family(model: Any) -> None:
         return
     if type(model) is open_clip.CustomTextCLIP and type(model.text) is TextTransformer:
         return
-    why = (
-        "its text tower is a Hugging Face model"
-        if type(getattr(model, "text", None)).__name__ == "HFTextEncoder"
-        else "only CLIP and CustomTextCLIP with open_clip's TextTransformer are exported"
-    )
+    reasons = {
+        "HFTextEncoder": "its text tower is a Hugging Face transformers model",
+        "CoCa": "CoCa's captioning decoder and its pooled text tower are not exported",
+    }
+    text = type(getattr(model, "text", None)).__name__
+    why = reasons.get(text) or reasons.get(type(model).__name__)
+    why = why or "only CLIP and CustomTextCLIP with open_clip's TextTransformer are exported"
     raise UsageError(f"cannot export {family(model)} to ONNX: {why}")
 
 
