@@ -72,4 +72,7 @@ def test_templates_ship_inside_the_installed_package() -> None:
     if (package.parent / "pyproject.toml").is_file():
         pytest.skip("clipcls is imported from the source tree, not from an installed package")
     assert (package / "prompts" / "openai.txt").is_file()
+    # and the sample photos, which the ONNX export's parity gate runs on, with their licenses
+    assert (package / "sample_images" / "chelsea.png").is_file()
+    assert (package / "sample_images" / "SOURCES.md").is_file()
     assert load_templates("openai").templates[0] == "a bad photo of a {}."

@@ -38,9 +38,9 @@ class Preparer:
         self._onnx: Any = None
         self.plan: EmbedPlan
         if choose_runtime(settings) == "onnx":  # an export: its own preprocessing, no torch
-            from clipcls.engine.onnx_model import OnnxModel
+            from clipcls.engine.factory import open_model
 
-            self._onnx = OnnxModel(settings)  # reads the manifest; no session is opened
+            self._onnx = open_model(settings)  # the manifest and the image tower's session
             self.plan = self._onnx.plan
             return
         from clipcls.engine.fastpaths import split_preprocess

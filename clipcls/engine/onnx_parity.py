@@ -17,7 +17,19 @@ from PIL import Image
 from clipcls.errors import UsageError
 
 TOLERANCE = 1e-4  # max |diff| of fp32 embeddings, normalized, and raw relative to their scale
-SAMPLE_IMAGES = Path(__file__).resolve().parents[2] / "sample_images"  # a source checkout's
+
+
+def _sample_images() -> Path:
+    """The sample photos: installed with the package, else a source checkout's."""
+    from importlib import resources
+
+    installed = Path(str(resources.files("clipcls"))) / "sample_images"
+    return (
+        installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "sample_images"
+    )
+
+
+SAMPLE_IMAGES = _sample_images()
 PHOTOS = ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")
 TEMPLATE_SET, TEMPLATES = "openai", 6
 LABELS = ("cat", "golden retriever", "a red sports car parked on a mountain road at dusk")
