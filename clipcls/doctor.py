@@ -202,19 +202,32 @@ def doctor_report(settings: ModelSettings | None = None) -> DoctorReport:
 
 
 def _onnx_choice(settings: ModelSettings) -> str:
-    """What `--runtime auto` does with the default model here, in words."""
-    from clipcls.engine.runtimes import choose_runtime, onnx_installed, prepared_export
+    """What `--runtime auto` (or the user's default runtime) does with the default model here."""
+    from clipcls.engine.runtimes import (
+        choose_runtime,
+        cpu_fp32_work,
+        onnx_installed,
+        prepared_export,
+    )
 
     if not onnx_installed():
         return "not installed: every run imports torch (pip install 'clipcls[onnx]')"
     try:
-        chosen = replace(settings, model=user_defaults().model)
+        found = user_defaults()
+        chosen = replace(
+            settings, model=found.model, precision=found.precision, runtime=found.runtime.value
+        )
         runtime = choose_runtime(chosen)
     except UsageError as error:
         return str(error)
+    name = chosen.model
     if runtime == "onnx":
-        return f"auto runs {chosen.model} on ONNX Runtime (export: {prepared_export(chosen)})"
-    return f"auto runs {chosen.model} on torch: `clipcls models prepare {chosen.model}` to change"
+        return f"{name} runs on ONNX Runtime (export: {prepared_export(chosen) or name})"
+    if prepared_export(chosen) is None:
+        return f"{name} runs on torch; `clipcls models prepare {name}` exports it for the CPU"
+    if not cpu_fp32_work(chosen):
+        return f"{name} runs on torch here (bf16 or a GPU); --runtime onnx uses its export"
+    return f"{name} runs on torch (runtime {chosen.runtime}); --runtime onnx uses its export"
 
 
 def _user_defaults() -> tuple[str, str | None, tuple[tuple[str, str, str], ...]]:

@@ -273,3 +273,18 @@ def test_models_cached_lists_an_export_it_ran(
     entries = local_dir_entries(ModelSettings(cache_dir=isolated_caches), default="ViT-B-32")
     found = [entry for entry in entries if entry.model == model]
     assert len(found) == 1 and not found[0].gone and found[0].sigmoid
+
+
+def test_doctor_says_what_the_default_model_runs_on(
+    onnx_tiny_dir: Path, tiny_model: str, isolated_caches: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from clipcls.doctor import doctor_report
+
+    monkeypatch.setattr("clipcls.engine.hardware.gpu_driver_present", lambda: False)
+    monkeypatch.setenv("CLIPCLS_MODEL", tiny_model)
+    assert "models prepare" in doctor_report().onnx_choice
+    prepare_in_cache(isolated_caches, tiny_model, onnx_tiny_dir)
+    monkeypatch.setenv("CLIPCLS_PRECISION", "bf16")
+    assert "--runtime onnx uses its export" in doctor_report().onnx_choice
+    monkeypatch.setenv("CLIPCLS_PRECISION", "fp32")
+    assert "runs on ONNX Runtime" in doctor_report().onnx_choice

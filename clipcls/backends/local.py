@@ -46,10 +46,12 @@ def load_model(settings: ModelSettings, hooks: Hooks, quiet: bool = False) -> En
     """Load the model, saying through hooks what runs where (and any random-weights notice)."""
     from clipcls.engine.factory import open_model
     from clipcls.engine.hardware import check_device_early
+    from clipcls.engine.runtimes import choose_runtime
     from clipcls.engine.sources import check_model_name
 
     check_model_name(settings)
-    check_device_early(settings.device, settings.precision)
+    if choose_runtime(settings) == "torch":  # an export's providers are checked as it opens
+        check_device_early(settings.device, settings.precision)
     with hooks.status(f"loading {settings.model}"):
         encoder = open_model(settings)
     # torch, open_clip and the model leave ~10^6 long-lived objects; each full collection then
