@@ -240,6 +240,21 @@ def clipcls_process(*args: str, cwd: Path | None = None) -> tuple[str, bool, str
     return done.stdout, last == "torch: True", done.stderr
 
 
+def torch_free_stdout(code: str, also: Sequence[str] = ()) -> str:
+    """Run Python code in a process of its own and return its stdout, failing if it imported
+    torch, torchvision, open_clip or any module named in also."""
+    import subprocess
+    import sys
+
+    banned = {"torch", "torchvision", "open_clip", *also}
+    check = f"\nimport sys\nheavy = {banned!r} & set(sys.modules)\nassert not heavy, heavy\n"
+    done = subprocess.run(
+        [sys.executable, "-c", code + check], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 def class_folders(root: Path, per_class: int = 2) -> Path:
     """A dataset of three class folders (cat, coffee, rocket) of sample photos."""
     for name, source in (
