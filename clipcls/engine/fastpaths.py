@@ -91,8 +91,6 @@ def encode_text_truncated(model: Any, tokens: Any) -> Any:
 
     Returns unnormalized features, like encode_text(normalize=False).
     """
-    from open_clip.transformer import text_global_pool
-
     eos_id = getattr(model, "text_eos_id", None)
     ends = (
         tokens.argmax(dim=-1)
@@ -100,15 +98,28 @@ def encode_text_truncated(model: Any, tokens: Any) -> Any:
         else (tokens == eos_id).int().argmax(dim=-1)
     )
     length = int(ends.max()) + 1
-    tokens = tokens[:, :length]
+    return encode_text_prefix(model, tokens[:, :length])
+
+
+def encode_text_prefix(model: Any, tokens: Any, fused: bool = True) -> Any:
+    """encode_text over tokens already cut to L <= context_length positions: the positional
+    embedding and the causal mask sliced to L (so the ONNX exporter's graph takes any L).
+
+    fused: a boolean mask through torch's fused attention where the blocks allow it.
+    Returns unnormalized features, like encode_text(normalize=False).
+    """
+    from open_clip.transformer import text_global_pool
+
+    length = tokens.shape[1]
     cast_dtype = model.transformer.get_cast_dtype()
     x = model.token_embedding(tokens).to(cast_dtype)
     x = x + model.positional_embedding[:length].to(cast_dtype)
-    if _plain_blocks(model.transformer):
+    if fused and _plain_blocks(model.transformer):
         x = _causal_blocks(model.transformer, x)
     else:
         x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
     x = model.ln_final(x)
+    eos_id = getattr(model, "text_eos_id", None)
     x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=eos_id)
     if model.text_projection is not None:
         projection = model.text_projection

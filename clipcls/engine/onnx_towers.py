@@ -97,21 +97,10 @@ class CutTextTower(torch.nn.Module):
         self.model = model
 
     def forward(self, tokens: Any) -> Any:
-        from open_clip.transformer import text_global_pool
+        from clipcls.engine.fastpaths import encode_text_prefix
 
-        model = self.model
-        length = tokens.shape[1]
-        cast_dtype = model.transformer.get_cast_dtype()
-        x = model.token_embedding(tokens).to(cast_dtype)  # (batch, L, width)
-        x = x + model.positional_embedding[:length].to(cast_dtype)
-        x = model.transformer(x, attn_mask=model.attn_mask[:length, :length])
-        x = model.ln_final(x)
-        pool, eos_id = text_pool(model)
-        x = text_global_pool(x, tokens, pool, eos_token_id=eos_id)
-        projection = model.text_projection
-        if projection is not None:
-            x = projection(x) if isinstance(projection, torch.nn.Module) else x @ projection
-        return x
+        # open_clip's own attention call (float mask), as the exported graph has always had
+        return encode_text_prefix(self.model, tokens, fused=False)
 
 
 @contextlib.contextmanager
